@@ -1,0 +1,534 @@
+//! Config: `routes/*.toml` → a validated, compiled, immutable [`Config`].
+//!
+//! Parsing mirrors the file exactly ([`raw`], unknown keys refused); compiling
+//! checks everything else (URLs, templates, conflicts, header names) and
+//! reports every problem with file, line and key. A request only ever sees a
+//! compiled `Config`: router built, templates parsed, headers encoded.
+
+pub mod raw;
+pub mod spin;
+pub mod template;
+pub mod vars;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Method, Uri};
+use ipnet::IpNet;
+use toml::Spanned;
+
+use crate::pipeline::route::{HostPattern, RouteSpec, Router};
+use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
+use template::Template;
+pub use vars::Variables;
+
+/// A compiled gateway config: one snapshot, shared read-only by requests.
+pub struct Config {
+    pub gateway: GatewaySettings,
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    pub router: Router,
+}
+
+/// `[gateway]`, with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Host used for requests whose host names no route. Default: none.
+    pub default_host: Option<String>,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are believed. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body. Default: 10 MiB.
+    pub max_body_size: u64,
+    /// Largest total of header names and values. Default: 32 KiB.
+    pub max_header_size: u64,
+    /// Most request headers. Default: 100.
+    pub max_header_count: u32,
+    /// Write one JSON line per request. Default: true.
+    pub access_log: bool,
+}
+
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 << 10;
+pub const DEFAULT_MAX_HEADER_COUNT: u32 = 100;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An origin service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// One origin address of a service.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix from the URL, without a trailing `/` (often empty).
+    pub base_path: String,
+    pub weight: u32,
+    /// `scheme://host:port`, with the port spelled out.
+    pub origin: String,
+}
+
+/// A route: which requests, and what happens to them on the way.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: HostPattern,
+    pub path: String,
+    pub methods: Option<Vec<Method>>,
+    pub service: usize,
+    pub rewrite: PathRewrite,
+    pub max_body_size: u64,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// How the matched path becomes the upstream path.
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    Keep,
+    StripPrefix(String),
+    Template(Template),
+}
+
+/// Header edits, applied as remove → set → add.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderOps {
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, e.g. `routes[2].rewrite`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.key, self.message)
+    }
+}
+
+/// Every problem found in a config file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Parses and compiles `text`, filling `{{ name }}` placeholders from
+    /// `vars`; `file` is only used to name it in errors.
+    pub fn parse(text: &str, file: &str, vars: &Variables) -> Result<Config, ConfigErrors> {
+        let mut c = Compiler { file, text, vars, errors: Vec::new() };
+        let raw: RawConfig = match toml::Deserializer::parse(text) {
+            Ok(de) => match serde_path_to_error::deserialize(de) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
+                    let span = e.inner().span().unwrap_or(0..0);
+                    c.error(span, key, e.inner().message());
+                    return Err(ConfigErrors(c.errors));
+                }
+            },
+            Err(e) => {
+                c.error(e.span().unwrap_or(0..0), "(syntax)", e.message());
+                return Err(ConfigErrors(c.errors));
+            }
+        };
+        let config = c.compile(raw);
+        match config {
+            Some(config) if c.errors.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(c.errors)),
+        }
+    }
+
+    /// Every origin the config can send to, once each.
+    pub fn origins(&self) -> Vec<&str> {
+        let mut seen: Vec<&str> = Vec::new();
+        for t in self.services.iter().flat_map(|s| &s.targets) {
+            if !seen.contains(&t.origin.as_str()) {
+                seen.push(&t.origin);
+            }
+        }
+        seen
+    }
+}
+
+/// Turns byte offsets into lines and collects errors.
+struct Compiler<'a> {
+    file: &'a str,
+    text: &'a str,
+    vars: &'a Variables,
+    errors: Vec<ConfigError>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Records the error of a failed check and yields `None`.
+    fn check<T>(&mut self, span: Range<usize>, key: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|msg| self.error(span, key, msg)).ok()
+    }
+
+    /// A string value with its placeholders filled in.
+    fn value(&mut self, v: &Spanned<String>, key: &str) -> Option<String> {
+        let filled = vars::substitute(v.get_ref(), self.vars);
+        self.check(v.span(), key, filled)
+    }
+
+    fn compile(&mut self, raw: RawConfig) -> Option<Config> {
+        let gateway = self.gateway(raw.gateway);
+        let names: Vec<&String> = raw.services.keys().collect();
+        let services: Vec<Service> =
+            raw.services.iter().filter_map(|(name, svc)| self.service(name, svc)).collect();
+        if services.len() != raw.services.len() {
+            // Route errors would only repeat "unknown service" for the broken ones.
+            return None;
+        }
+        let mut routes = Vec::new();
+        let mut seen_names = HashSet::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            if let Some(route) = self.route(i, r, &names, &gateway) {
+                if !seen_names.insert(route.name.clone()) {
+                    let span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
+                    self.error(span, format!("routes[{i}].name"), format!("route name `{}` is used twice", route.name));
+                }
+                routes.push(route);
+            }
+        }
+        if routes.len() != raw.routes.len() {
+            return None;
+        }
+        let specs: Vec<RouteSpec<'_>> = routes
+            .iter()
+            .map(|r| RouteSpec { host: &r.host, path: &r.path, methods: r.methods.as_deref() })
+            .collect();
+        match Router::build(&specs, gateway.default_host.clone()) {
+            Ok(router) => Some(Config { gateway, services, routes, router }),
+            Err(errors) => {
+                for e in errors {
+                    let span = raw.routes[e.route].get_ref().path.span();
+                    self.error(span, format!("routes[{}].path", e.route), e.message);
+                }
+                None
+            }
+        }
+    }
+
+    fn gateway(&mut self, g: raw::RawGateway) -> GatewaySettings {
+        let default_host = g.default_host.and_then(|h| {
+            let parsed = HostPattern::parse(h.get_ref());
+            match self.check(h.span(), "gateway.default_host", parsed)? {
+                HostPattern::Exact(name) => Some(name),
+                _ => {
+                    self.error(h.span(), "gateway.default_host", "must be one exact host name, not a pattern");
+                    None
+                }
+            }
+        });
+        let trusted_proxies = g
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let parsed = parse_cidr(p.get_ref());
+                self.check(p.span(), &format!("gateway.trusted_proxies[{i}]"), parsed)
+            })
+            .collect();
+        let max_header_count = g.max_header_count.map_or(DEFAULT_MAX_HEADER_COUNT, |n| {
+            if *n.get_ref() == 0 {
+                self.error(n.span(), "gateway.max_header_count", "must be at least 1");
+            }
+            *n.get_ref()
+        });
+        GatewaySettings {
+            default_host,
+            trusted_proxies,
+            max_body_size: self.size(g.max_body_size, "gateway.max_body_size", DEFAULT_MAX_BODY_SIZE),
+            max_header_size: self.size(g.max_header_size, "gateway.max_header_size", DEFAULT_MAX_HEADER_SIZE),
+            max_header_count,
+            access_log: g.access_log.unwrap_or(true),
+        }
+    }
+
+    fn size(&mut self, value: Option<Spanned<Size>>, key: &str, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(v) if v.get_ref().0 == 0 => {
+                self.error(v.span(), key, "must be more than 0");
+                default
+            }
+            Some(v) => v.get_ref().0,
+        }
+    }
+
+    fn duration(&mut self, value: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+        let Some(v) = value else { return default };
+        let parsed = match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => Err("must be longer than 0".to_string()),
+            Ok(d) => Ok(d),
+            Err(e) => Err(format!("`{}` is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"1m\"", v.get_ref())),
+        };
+        self.check(v.span(), key, parsed).unwrap_or(default)
+    }
+
+    fn service(&mut self, name: &str, svc: &Spanned<RawService>) -> Option<Service> {
+        let key = format!("services.{name}");
+        let raw = svc.get_ref();
+        let connect_timeout = self.duration(&raw.connect_timeout, &format!("{key}.connect_timeout"), DEFAULT_CONNECT_TIMEOUT);
+        let request_timeout = self.duration(&raw.request_timeout, &format!("{key}.request_timeout"), DEFAULT_REQUEST_TIMEOUT);
+        let errors_before = self.errors.len();
+        let targets: Vec<Target> = match (&raw.url, raw.targets.is_empty()) {
+            (Some(url), true) => {
+                let k = format!("{key}.url");
+                let parsed = self.value(url, &k).map(|u| parse_target(&u, 1));
+                parsed.and_then(|p| self.check(url.span(), &k, p)).into_iter().collect()
+            }
+            (None, false) => raw
+                .targets
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    let t_ref = t.get_ref();
+                    let weight = t_ref.weight.as_ref().map_or(1, |w| *w.get_ref());
+                    let k = format!("{key}.targets[{i}].url");
+                    let parsed = self.value(&t_ref.url, &k).map(|u| parse_target(&u, weight));
+                    parsed.and_then(|p| self.check(t_ref.url.span(), &k, p))
+                })
+                .collect(),
+            (Some(url), false) => {
+                self.error(url.span(), format!("{key}.url"), "give either `url` or `targets`, not both");
+                Vec::new()
+            }
+            (None, true) => {
+                self.error(svc.span(), key.clone(), "a service needs `url` or `targets`");
+                Vec::new()
+            }
+        };
+        if self.errors.len() == errors_before && targets.iter().all(|t| t.weight == 0) {
+            self.error(svc.span(), format!("{key}.targets"), "at least one target needs a weight above 0");
+        }
+        (self.errors.len() == errors_before).then(|| Service { name: name.to_string(), targets, connect_timeout, request_timeout })
+    }
+
+    fn route(&mut self, i: usize, r: &Spanned<RawRoute>, services: &[&String], g: &GatewaySettings) -> Option<Route> {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        let raw = r.get_ref();
+        let errors_before = self.errors.len();
+
+        let host = match &raw.host {
+            Some(h) => {
+                let parsed = HostPattern::parse(h.get_ref());
+                self.check(h.span(), &key("host"), parsed).unwrap_or(HostPattern::Any)
+            }
+            None => HostPattern::Any,
+        };
+        let path = raw.path.get_ref().clone();
+        let params = self.check(raw.path.span(), &key("path"), template::path_params(&path)).unwrap_or_default();
+        let methods = raw.methods.as_ref().map(|list| {
+            if list.is_empty() {
+                self.error(r.span(), key("methods"), "an empty list allows nothing; leave `methods` out to allow every method");
+            }
+            let mut methods: Vec<Method> = Vec::new();
+            for (j, m) in list.iter().enumerate() {
+                let parsed = parse_method(m.get_ref());
+                if let Some(m) = self.check(m.span(), &format!("routes[{i}].methods[{j}]"), parsed) {
+                    if !methods.contains(&m) {
+                        methods.push(m);
+                    }
+                }
+            }
+            methods
+        });
+        let service_name = raw.service.get_ref();
+        let service = services.iter().position(|s| *s == service_name);
+        if service.is_none() {
+            let known = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+            self.error(
+                raw.service.span(),
+                key("service"),
+                format!("no service named `{service_name}` (defined: {})", if known.is_empty() { "none" } else { &known }),
+            );
+        }
+        let rewrite = match (&raw.strip_prefix, &raw.rewrite) {
+            (Some(p), Some(_)) => {
+                self.error(p.span(), key("strip_prefix"), "give either `strip_prefix` or `rewrite`, not both");
+                PathRewrite::Keep
+            }
+            (Some(p), None) => {
+                let checked = check_strip_prefix(p.get_ref(), &path);
+                self.check(p.span(), &key("strip_prefix"), checked).map_or(PathRewrite::Keep, PathRewrite::StripPrefix)
+            }
+            (None, Some(t)) => {
+                let parsed = Template::parse(t.get_ref(), &params);
+                self.check(t.span(), &key("rewrite"), parsed).map_or(PathRewrite::Keep, PathRewrite::Template)
+            }
+            (None, None) => PathRewrite::Keep,
+        };
+        let max_body_size = self.size(raw.max_body_size.clone(), &key("max_body_size"), g.max_body_size);
+        let request_headers = self.header_ops(&raw.request_headers, &key("request_headers"));
+        let response_headers = self.header_ops(&raw.response_headers, &key("response_headers"));
+        let name = match &raw.name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                self.error(n.span(), key("name"), "must not be empty");
+                String::new()
+            }
+            Some(n) => n.get_ref().clone(),
+            None => match &host {
+                HostPattern::Any => path.clone(),
+                HostPattern::Exact(h) => format!("{h}{path}"),
+                HostPattern::Wildcard(s) => format!("*{s}{path}"),
+            },
+        };
+        (self.errors.len() == errors_before).then(|| Route {
+            name,
+            host,
+            path,
+            methods,
+            service: service.unwrap_or_default(),
+            rewrite,
+            max_body_size,
+            request_headers,
+            response_headers,
+        })
+    }
+
+    fn header_ops(&mut self, raw: &RawHeaderOps, key: &str) -> HeaderOps {
+        let mut ops = HeaderOps::default();
+        for (j, name) in raw.remove.iter().enumerate() {
+            let parsed = parse_header_name(name.get_ref());
+            if let Some(n) = self.check(name.span(), &format!("{key}.remove[{j}]"), parsed) {
+                ops.remove.push(n);
+            }
+        }
+        for (field, map, out) in [("set", &raw.set, &mut ops.set), ("add", &raw.add, &mut ops.add)] {
+            for (name, value) in map {
+                let k = format!("{key}.{field}.{}", name.get_ref());
+                let n = self.check(name.span(), &k, parse_header_name(name.get_ref()));
+                let v = self.value(value, &k).and_then(|text| {
+                    let parsed = HeaderValue::from_str(&text)
+                        .map_err(|_| format!("`{text}` is not a valid header value (visible ASCII only, no line breaks)"));
+                    self.check(value.span(), &k, parsed)
+                });
+                if let (Some(n), Some(v)) = (n, v) {
+                    out.push((n, v));
+                }
+            }
+        }
+        ops
+    }
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR range (e.g. \"10.0.0.0/8\", \"::1\")"))
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    if text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!("methods are case-sensitive: write `{}`", text.to_ascii_uppercase()));
+    }
+    Method::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not an HTTP method"))
+}
+
+fn parse_header_name(text: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a valid header name"))?;
+    if crate::pipeline::forward::is_hop_by_hop(&name) {
+        return Err(format!("`{text}` is a hop-by-hop header; the gateway manages it per connection"));
+    }
+    Ok(name)
+}
+
+fn parse_target(url: &str, weight: u32) -> Result<Target, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        Some(other) => return Err(format!("`{url}`: scheme `{other}` is not supported (use http or https)")),
+        None => return Err(format!("`{url}` needs a scheme, e.g. http://{url}")),
+    };
+    let authority = uri.authority().cloned().ok_or_else(|| format!("`{url}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("`{url}`: credentials in URLs are not allowed; use request_headers.set"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{url}`: a service URL cannot have a query"));
+    }
+    let port = authority.port_u16().unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+    let origin = format!("{scheme}://{}:{port}", authority.host());
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Target { scheme, authority, base_path, weight, origin })
+}
+
+/// The prefix must cover whole segments of the route path's literal start.
+fn check_strip_prefix(prefix: &str, path: &str) -> Result<String, String> {
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+        return Err(format!("`{prefix}` must start with `/`, name at least one segment and not end with `/`"));
+    }
+    let literal = template::static_prefix(path);
+    let at_boundary = |rest: &str| rest.is_empty() || rest.starts_with('/');
+    if !literal.strip_prefix(prefix).is_some_and(at_boundary) {
+        return Err(format!("`{prefix}` is not a leading part of the route path `{path}`"));
+    }
+    Ok(prefix.to_string())
+}
+
+#[cfg(test)]
+mod tests;

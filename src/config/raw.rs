@@ -1,0 +1,135 @@
+//! The serde mirror of `routes/*.toml`: exactly what a user may write, nothing
+//! more (`deny_unknown_fields` everywhere). Values that need checking after
+//! parsing keep their source span so errors can name the line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    #[serde(default)]
+    pub services: BTreeMap<String, Spanned<RawService>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// `[gateway]`: settings for the whole gateway.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub default_host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub max_body_size: Option<Spanned<Size>>,
+    pub max_header_size: Option<Spanned<Size>>,
+    pub max_header_count: Option<Spanned<u32>>,
+    pub access_log: Option<bool>,
+}
+
+/// `[services.NAME]`: an origin the gateway forwards to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub targets: Vec<Spanned<RawTarget>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+}
+
+/// One entry of `services.NAME.targets`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: Spanned<String>,
+    pub weight: Option<Spanned<u32>>,
+}
+
+/// `[[routes]]`: which requests go to which service, and how they change on the way.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub path: Spanned<String>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub service: Spanned<String>,
+    pub strip_prefix: Option<Spanned<String>>,
+    pub rewrite: Option<Spanned<String>>,
+    pub max_body_size: Option<Spanned<Size>>,
+    #[serde(default)]
+    pub request_headers: RawHeaderOps,
+    #[serde(default)]
+    pub response_headers: RawHeaderOps,
+}
+
+/// Header edits: `remove` first, then `set` (replace), then `add` (append).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderOps {
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub set: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub add: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// A byte size: an integer, or a string such as `"64KiB"`, `"10MiB"`, `"1GiB"`, `"512B"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Int(u64),
+            Text(String),
+        }
+        match Either::deserialize(de)? {
+            Either::Int(n) => Ok(Size(n)),
+            Either::Text(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (use bytes, or e.g. \"64KiB\", \"10MiB\")"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` in `{text}` (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("size `{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("10 MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("10MB").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("KiB").is_err());
+        assert!(parse_size("99999999999999GiB").unwrap_err().contains("too large"));
+    }
+}

@@ -1,0 +1,34 @@
+//! Portcullis: an API gateway with one portable core and two homes.
+//!
+//! The core ([`config`], [`pipeline`], [`error`], [`ports`]) knows no runtime:
+//! it speaks [`http`] types, reads no clock and opens no socket, and awaits
+//! the [`ports`] for everything outside itself. Two thin adapters give it a
+//! home:
+//!
+//! - `native` (not wasm32): the `portcullis` node binary, tokio + hyper, with
+//!   an in-memory or Redis key-value store;
+//! - `edge` (wasm32 with feature `edge-p3` or `edge-p2`): a Spin component.
+//!
+//! ```text
+//! routes/*.toml ─► config::Config (compiled once, swapped whole on reload)
+//!                          │ borrowed by each request
+//! request ─► adapter ─► pipeline::handle: accept ─► route ─► limits ─► transform ─► upstream ─► respond
+//!                          └─ ports: KvStore · HttpClient · Clock
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod ports;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+
+#[cfg(any(not(target_arch = "wasm32"), feature = "edge-p3", feature = "edge-p2"))]
+pub mod system_clock;
+
+#[cfg(all(target_arch = "wasm32", any(feature = "edge-p3", feature = "edge-p2")))]
+mod edge;
+
+#[cfg(all(feature = "edge-p3", feature = "edge-p2"))]
+compile_error!("choose one edge flavour: feature `edge-p3` (WASI 0.3) or `edge-p2` (WASI 0.2)");

@@ -1,0 +1,177 @@
+//! The `portcullis` binary: the node home of the gateway, and its tools.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use clap::{Parser, Subcommand};
+    use portcullis::config::{Config, spin};
+    use portcullis::native::load_config;
+    use portcullis::native::server::{ServeOptions, serve};
+
+    #[derive(Parser)]
+    #[command(
+        name = "portcullis",
+        version,
+        about = "An API gateway: one core, at the edge and on the node"
+    )]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        /// Run the gateway.
+        Serve {
+            /// The gateway config.
+            #[arg(long, default_value = "routes/gateway.toml")]
+            config: PathBuf,
+            /// Address to listen on (port 0: any free port; the log says which).
+            #[arg(long, default_value = "127.0.0.1:8080")]
+            listen: SocketAddr,
+            /// Worker threads (default: one per core).
+            #[arg(long)]
+            workers: Option<usize>,
+            /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+            #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+            drain_timeout: Duration,
+            /// Time a client may take to send a request head.
+            #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+            header_read_timeout: Duration,
+        },
+        /// Validate a config; exits 1 and prints file:line:column: key: problem for each error.
+        Check {
+            /// The gateway config.
+            #[arg(default_value = "routes/gateway.toml")]
+            config: PathBuf,
+            /// Spin manifest whose allowed_outbound_hosts must cover every origin
+            /// (default: spin.toml in the current directory, if there is one).
+            #[arg(long)]
+            spin_manifest: Option<PathBuf>,
+        },
+    }
+
+    pub fn main() -> ExitCode {
+        let cli = Cli::parse();
+        match cli.command {
+            Command::Serve {
+                config,
+                listen,
+                workers,
+                drain_timeout,
+                header_read_timeout,
+            } => {
+                init_tracing();
+                let mut runtime = tokio::runtime::Builder::new_multi_thread();
+                if let Some(n) = workers {
+                    runtime.worker_threads(n.max(1));
+                }
+                let runtime = match runtime.enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("cannot start the runtime: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let opts = ServeOptions {
+                    config,
+                    listen,
+                    drain_timeout,
+                    header_read_timeout,
+                };
+                match runtime.block_on(serve(opts)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        eprintln!("portcullis: {e:#}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Command::Check {
+                config,
+                spin_manifest,
+            } => check(&config, spin_manifest.as_deref()),
+        }
+    }
+
+    fn init_tracing() {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
+    }
+
+    fn check(path: &Path, manifest: Option<&Path>) -> ExitCode {
+        let config = match load_config(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let manifest = manifest
+            .map(Path::to_path_buf)
+            .or_else(|| Some(PathBuf::from("spin.toml")).filter(|p| p.exists()));
+        if let Some(manifest) = manifest {
+            match check_spin(path, &manifest) {
+                Ok(problems) if problems.is_empty() => {}
+                Ok(problems) => {
+                    for p in problems {
+                        eprintln!("{}: {p}", manifest.display());
+                    }
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", manifest.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        println!(
+            "{}: ok ({} services, {} routes)",
+            path.display(),
+            config.services.len(),
+            config.routes.len()
+        );
+        ExitCode::SUCCESS
+    }
+
+    /// The edge resolves placeholders from Spin variables, so the manifest's
+    /// defaults decide which origins the component will call.
+    fn check_spin(path: &Path, manifest: &Path) -> Result<Vec<String>, String> {
+        let text = std::fs::read_to_string(manifest).map_err(|e| e.to_string())?;
+        let config_text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let mut problems = spin::undeclared_variables(&config_text, &text)?;
+        if !problems.is_empty() {
+            return Ok(problems);
+        }
+        let vars = spin::default_variables(&text)?;
+        let edge = match Config::parse(&config_text, &path.display().to_string(), &vars) {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(vec![format!(
+                    "with the manifest's variable defaults the config does not compile:\n{e}"
+                )]);
+            }
+        };
+        problems.extend(spin::missing_outbound_hosts(&edge, &text)?);
+        Ok(problems)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+/// The node binary is not built for wasm; `edge-deploy/build.sh` builds the component.
+#[cfg(target_arch = "wasm32")]
+fn main() {}

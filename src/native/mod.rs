@@ -1,0 +1,71 @@
+//! The node: the core served by tokio + hyper on our own hardware.
+//!
+//! `server` accepts connections (HTTP/1.1 and h2c), `client` talks to
+//! origins, `body` streams and counts bodies, `access_log` writes the JSON
+//! lines off the request path. State shared by a fleet goes through the
+//! key-value port (memory here; Redis for a fleet).
+
+pub mod access_log;
+pub mod body;
+pub mod client;
+pub mod server;
+
+use std::path::Path;
+
+use crate::config::{Config, ConfigError, ConfigErrors, Variables, vars};
+use crate::ports::Ports;
+use crate::ports::memory::MemoryKv;
+use crate::system_clock::SystemClock;
+use client::HyperClient;
+
+/// Keys the in-memory store holds at most (rate-limit and cache entries).
+const MEMORY_KV_ENTRIES: usize = 1_000_000;
+
+/// The node's ports.
+pub struct NodePorts {
+    kv: MemoryKv<SystemClock>,
+    http: HyperClient,
+    clock: SystemClock,
+}
+
+impl Default for NodePorts {
+    fn default() -> Self {
+        Self { kv: MemoryKv::new(SystemClock, MEMORY_KV_ENTRIES), http: HyperClient::default(), clock: SystemClock }
+    }
+}
+
+impl Ports for NodePorts {
+    type Kv = MemoryKv<SystemClock>;
+    type Http = HyperClient;
+    type Clock = SystemClock;
+    fn kv(&self) -> &Self::Kv {
+        &self.kv
+    }
+    fn http(&self) -> &Self::Http {
+        &self.http
+    }
+    fn clock(&self) -> &Self::Clock {
+        &self.clock
+    }
+}
+
+/// Reads and compiles a config file, filling placeholders from
+/// `PORTCULLIS_VAR_<NAME>` environment variables.
+pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError { file: file.clone(), line: 0, column: 0, key: "(file)".into(), message: e.to_string() }])
+    })?;
+    Config::parse(&text, &file, &env_variables(&text))
+}
+
+/// Placeholder values from the environment, for the names `text` uses.
+pub fn env_variables(text: &str) -> Variables {
+    let mut vars = Variables::new();
+    for name in vars::referenced(text) {
+        if let Ok(value) = std::env::var(vars::env_name(&name)) {
+            vars.insert(name, value);
+        }
+    }
+    vars
+}

@@ -1,0 +1,193 @@
+//! `portcullis serve`: accept, hand each request to the core, stream the
+//! answer back, log it. HTTP/1.1 and h2c on one port; SIGHUP reloads the
+//! config (a bad file is reported and the running config stays); SIGTERM or
+//! SIGINT stops accepting and drains in-flight requests.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::access_log::AccessLogSink;
+use super::body::{BodyProbe, BoxError, NodeBody};
+use super::{NodePorts, load_config};
+use crate::config::Config;
+use crate::pipeline::log::AccessLog;
+use crate::pipeline::{self, Downstream};
+use crate::ports::Clock;
+use crate::system_clock::SystemClock;
+
+/// Settings of `portcullis serve` that are about this process, not the config.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub listen: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// How long a client may take to send a request head (slowloris guard).
+    pub header_read_timeout: Duration,
+}
+
+struct Node {
+    config: ArcSwap<Config>,
+    ports: NodePorts,
+    log: AccessLogSink,
+}
+
+/// Serves until SIGTERM/SIGINT, then drains. Fails only on start-up problems.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let config = load_config(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let listener = TcpListener::bind(opts.listen).await?;
+    let local = listener.local_addr()?;
+    let node = Arc::new(Node { config: ArcSwap::from_pointee(config), ports: NodePorts::default(), log: AccessLogSink::stdout() });
+    tracing::info!(addr = %local, config = %opts.config.display(), "listening");
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let watcher = graceful.watcher();
+                    let node = node.clone();
+                    let header_read_timeout = opts.header_read_timeout;
+                    tokio::spawn(async move {
+                        let builder = connection_builder(&node.config.load(), header_read_timeout);
+                        let service = service_fn(move |req| handle(node.clone(), peer, req));
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = hangup.recv() => reload(&node, &opts),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "draining");
+    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?opts.drain_timeout, "drain timed out; closing remaining connections");
+    }
+    node.log.flush(Duration::from_secs(2));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reload(node: &Node, opts: &ServeOptions) {
+    match load_config(&opts.config) {
+        Ok(config) => {
+            node.config.store(Arc::new(config));
+            tracing::info!(config = %opts.config.display(), "config reloaded");
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(file = %e.file, line = e.line, key = %e.key, "{}", e.message);
+            }
+            tracing::error!(config = %opts.config.display(), "config rejected; the running config stays");
+        }
+    }
+}
+
+/// hyper's own head limits sit above the config's, as a backstop: within
+/// them the core answers with a problem body, beyond them hyper answers 431.
+fn connection_builder(config: &Config, header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let g = &config.gateway;
+    let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(head_bytes.saturating_add(16 << 10).max(8192))
+        .max_headers(g.max_header_count as usize + 32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
+    builder
+}
+
+async fn handle(node: Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<LoggedBody>, Infallible> {
+    let config = node.config.load_full();
+    let probe = Arc::new(BodyProbe::default());
+    let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
+    let downstream = Downstream { peer: peer.ip(), scheme: "http" };
+    let exchange = pipeline::handle(&config, &node.ports, req, downstream).await;
+    let sink = config.gateway.access_log.then(|| node.log.clone());
+    Ok(exchange.response.map(|body| LoggedBody { inner: body, sent: 0, log: Some((exchange.log, probe)), sink }))
+}
+
+/// The response body, counted; its access-log line is written when it is
+/// done (sent in full, failed, or dropped because the client went away).
+struct LoggedBody {
+    inner: NodeBody,
+    sent: u64,
+    log: Option<(AccessLog, Arc<BodyProbe>)>,
+    sink: Option<AccessLogSink>,
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some((log, _)) = &mut this.log {
+                    log.error = Some(format!("response body failed: {e}"));
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let (Some((mut log, probe)), Some(sink)) = (self.log.take(), self.sink.take()) {
+            log.finish(SystemClock.monotonic(), probe.bytes(), self.sent);
+            sink.write(log.to_line());
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Phase 7, transform: the request the origin receives and the response the
+//! client receives. Hop-by-hop headers never cross the gateway; forwarding
+//! headers say who the client was, believing inbound ones only from trusted
+//! proxies; the route's header edits come last, so config has the last word.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use ipnet::IpNet;
+
+use super::Ctx;
+use crate::config::{PathRewrite, Route, Target};
+use crate::pipeline::route::RouteMatch;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// plus `host`, which the gateway sets from the origin's address.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "http2-settings"
+            | "host"
+    )
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let fixed: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in fixed {
+        headers.remove(name);
+    }
+}
+
+fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    proxies.iter().any(|net| net.contains(&ip))
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are the IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy; then
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if !trusted(peer, proxies) {
+        return peer;
+    }
+    let mut last = peer;
+    let entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in entries.into_iter().rev() {
+        let Some(ip) = parse_forwarded_ip(entry.trim()) else { break };
+        if !trusted(ip, proxies) {
+            return ip;
+        }
+        last = ip;
+    }
+    last
+}
+
+/// Accepts `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` and `[2001:db8::1]:5678`.
+fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok()).map(canonical);
+    }
+    text.rsplit_once(':').and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
+}
+
+/// Builds the origin's request from the client's.
+pub fn upstream_request<B>(
+    mut req: Request<B>,
+    ctx: &Ctx,
+    route: &Route,
+    matched: &RouteMatch,
+    target: &Target,
+    proxies: &[IpNet],
+) -> Request<B> {
+    let path = match &route.rewrite {
+        PathRewrite::Keep => ctx.path.clone(),
+        PathRewrite::StripPrefix(prefix) => {
+            let rest = ctx.path.strip_prefix(prefix.as_str()).unwrap_or(&ctx.path);
+            if rest.is_empty() { "/".to_string() } else { rest.to_string() }
+        }
+        PathRewrite::Template(t) => t.render(|name| matched.param(name)),
+    };
+    let mut path_and_query = String::with_capacity(target.base_path.len() + path.len() + 16);
+    path_and_query.push_str(&target.base_path);
+    path_and_query.push_str(&path);
+    if let Some(q) = req.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build();
+    // The parts are each already valid, so the build cannot fail; keep the
+    // original URI rather than panic if it ever did.
+    if let Ok(uri) = uri {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_11;
+
+    let peer_trusted = trusted(ctx.peer, proxies);
+    let headers = req.headers_mut();
+    let inbound_host = ctx.host_header.clone();
+    strip_hop_by_hop(headers);
+    set_forwarding(headers, ctx, peer_trusted, inbound_host.as_ref());
+    if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    headers.insert(TRACEPARENT, ctx.trace.header_value());
+    if !ctx.trace.continued {
+        headers.remove(TRACESTATE);
+    }
+    route.request_headers.apply(headers);
+    req
+}
+
+fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: Option<&HeaderValue>) {
+    let peer = ctx.peer.to_string();
+    let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
+        let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+
+    let xff = match joined(&X_FORWARDED_FOR, headers).filter(|_| peer_trusted) {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.clone(),
+    };
+    set(headers, X_FORWARDED_FOR, &xff);
+
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        set(headers, X_FORWARDED_PROTO, ctx.scheme);
+    }
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST, h.clone());
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+
+    // RFC 7239: each proxy appends one element; IPv6 and host:port are quoted.
+    let mut element = String::from("for=");
+    match ctx.peer {
+        IpAddr::V4(v4) => write!(element, "{v4}").ok(),
+        IpAddr::V6(v6) => write!(element, "\"[{v6}]\"").ok(),
+    };
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        let _ = write!(element, ";host=\"{}\"", h.replace(['"', '\\'], ""));
+    }
+    let _ = write!(element, ";proto={}", ctx.scheme);
+    let forwarded = match joined(&header::FORWARDED, headers).filter(|_| peer_trusted) {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+    set(headers, header::FORWARDED, &forwarded);
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Shapes the origin's response for the client.
+pub fn downstream_response<B>(mut resp: Response<B>, route: &Route) -> Response<B> {
+    strip_hop_by_hop(resp.headers_mut());
+    route.response_headers.apply(resp.headers_mut());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn xff(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn client_ip_ignores_headers_from_untrusted_peers() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(peer, &xff("1.1.1.1"), &nets(&["10.0.0.0/8"])), peer);
+    }
+
+    #[test]
+    fn client_ip_walks_past_trusted_proxies() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let h = xff("6.6.6.6, 1.2.3.4, 10.1.1.1");
+        assert_eq!(client_ip(peer, &h, &proxies), "1.2.3.4".parse::<IpAddr>().unwrap());
+        // Garbage stops the walk at the last address a trusted hop vouched for.
+        let h = xff("1.2.3.4, garbage, 10.1.1.1");
+        assert_eq!(client_ip(peer, &h, &proxies), "10.1.1.1".parse::<IpAddr>().unwrap());
+        // Ports and brackets are tolerated; mapped IPv4 is plain IPv4.
+        let h = xff("[2001:db8::7]:443, 5.6.7.8:999");
+        assert_eq!(client_ip(peer, &h, &proxies), "5.6.7.8".parse::<IpAddr>().unwrap());
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(mapped, &xff("2001:db8::7"), &proxies), "2001:db8::7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &proxies), peer);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("x-keep", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+}

@@ -1,0 +1,182 @@
+//! Request ids and W3C trace context (`traceparent`), so a request can be
+//! followed from the client through the gateway into the origin's logs.
+
+use http::HeaderValue;
+
+/// Entropy for one request: a request id, a trace id, a span id and a choice.
+pub struct Entropy([u8; 48]);
+
+impl Entropy {
+    /// Draws fresh random bytes from the platform (`getrandom`: the OS on the
+    /// node, `wasi:random` at the edge). If that ever fails, `fallback`
+    /// (e.g. the clock) still keeps ids distinct.
+    pub fn draw(fallback: u128) -> Self {
+        let mut bytes = [0u8; 48];
+        if getrandom::fill(&mut bytes).is_err() {
+            let mut x = fallback | 1;
+            for chunk in bytes.chunks_mut(16) {
+                // splitmix-style scrambling of the fallback seed.
+                x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).rotate_left(37) ^ fallback;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+        }
+        Self(bytes)
+    }
+
+    /// A uniform random number for choices such as the upstream target.
+    pub fn choice(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[40..48]);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// A request id from the client if it is well formed, else a fresh UUIDv4.
+pub fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderValue {
+    if let Some(v) = inbound.filter(|v| valid_request_id(v.as_bytes())) {
+        return v.clone();
+    }
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&entropy.0[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    let uuid = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+    HeaderValue::from_str(&uuid).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// 1 to 128 characters from `A-Z a-z 0-9 - _ . : + / = @`: enough for
+/// UUIDs, ULIDs and vendor ids, nothing that could break a log line.
+fn valid_request_id(b: &[u8]) -> bool {
+    (1..=128).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:+/=@".contains(c))
+}
+
+/// The trace context forwarded upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub trace_id: String,
+    /// The gateway's own span, the parent of the origin's.
+    pub span_id: String,
+    pub flags: String,
+    /// True if the client sent a valid `traceparent` (then `tracestate` is kept too).
+    pub continued: bool,
+}
+
+impl Trace {
+    /// Continues a valid inbound `traceparent` with a new span, or starts a trace.
+    pub fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy) -> Self {
+        let span_id = hex(&entropy.0[32..40]);
+        match inbound.and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
+            Some((trace_id, flags)) => Self { trace_id, span_id, flags, continued: true },
+            None => Self { trace_id: hex(&entropy.0[16..32]), span_id, flags: "01".into(), continued: false },
+        }
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        let text = format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags);
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+}
+
+/// Parses `version-traceid-parentid-flags` per W3C Trace Context level 1:
+/// lower-case hex, no all-zero ids, version `ff` invalid, and a future version
+/// may carry more fields after a `-`. Returns (trace id, flags).
+fn parse_traceparent(text: &str) -> Option<(String, String)> {
+    let t = text.trim_matches([' ', '\t']);
+    let b = t.as_bytes();
+    if b.len() < 55 || !lower_hex(&b[..2]) || &b[..2] == b"ff" {
+        return None;
+    }
+    let version_00 = &b[..2] == b"00";
+    if (version_00 && b.len() != 55) || (!version_00 && b.len() > 55 && b[55] != b'-') {
+        return None;
+    }
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let (trace, parent, flags) = (&b[3..35], &b[36..52], &b[53..55]);
+    if !lower_hex(trace) || !lower_hex(parent) || !lower_hex(flags) {
+        return None;
+    }
+    if trace.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
+        return None;
+    }
+    Some((t[3..35].to_string(), t[53..55].to_string()))
+}
+
+fn lower_hex(b: &[u8]) -> bool {
+    b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[(b >> 4) as usize]));
+        s.push(char::from(DIGITS[(b & 0xf) as usize]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn inbound_request_ids_are_kept_only_when_well_formed() {
+        let e = Entropy::draw(1);
+        assert_eq!(request_id(Some(&hv("abc-123_X.y:z")), &e), "abc-123_X.y:z");
+        for bad in ["", "has space", "quote\"", "a,b", &"x".repeat(129)] {
+            let id = request_id(Some(&hv(bad)), &e);
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 36, "a fresh UUID replaces {bad:?}");
+        }
+        let generated = request_id(None, &e);
+        let s = generated.to_str().unwrap();
+        assert_eq!(&s[14..15], "4", "version 4: {s}");
+        assert_ne!(request_id(None, &Entropy::draw(2)), generated, "fresh ids differ");
+    }
+
+    #[test]
+    fn valid_traceparent_is_continued_with_a_new_span() {
+        let t = Trace::from_header(Some(&hv(VALID)), &Entropy::draw(1));
+        assert!(t.continued);
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(t.span_id, "00f067aa0ba902b7");
+        assert_eq!(t.flags, "01");
+        let out = t.header_value();
+        assert!(out.to_str().unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_eq!(out.len(), 55);
+        // A future version with extra fields is understood and sent on as version 00.
+        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
+        let t = Trace::from_header(Some(&hv(future)), &Entropy::draw(1));
+        assert!(t.continued);
+        assert_eq!(t.flags, "00");
+    }
+
+    #[test]
+    fn invalid_traceparents_start_a_new_trace() {
+        let bad = [
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "garbage",
+        ];
+        for b in bad {
+            let t = Trace::from_header(Some(&hv(b)), &Entropy::draw(3));
+            assert!(!t.continued, "{b}");
+            assert_eq!(t.trace_id.len(), 32);
+            assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        }
+    }
+}

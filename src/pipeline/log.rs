@@ -1,0 +1,65 @@
+//! Phase 9, the access log: one JSON object per request. The core fills in
+//! what it knows when the response head is ready; the adapter adds the byte
+//! counts and total latency when the body has been sent, then writes it.
+//! Query strings and credentials are never logged.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessLog {
+    pub time: String,
+    pub request_id: String,
+    pub trace_id: String,
+    pub client_ip: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub route: Option<String>,
+    pub status: u16,
+    pub upstream: Option<String>,
+    pub upstream_latency_us: Option<u64>,
+    pub total_latency_us: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub error: Option<String>,
+    /// Monotonic reading when the request arrived (not logged).
+    #[serde(skip)]
+    pub started: Duration,
+}
+
+impl AccessLog {
+    /// Completes the record once the response body is done.
+    pub fn finish(&mut self, monotonic_now: Duration, bytes_in: u64, bytes_out: u64) {
+        self.total_latency_us = micros(monotonic_now.saturating_sub(self.started));
+        self.bytes_in = bytes_in;
+        self.bytes_out = bytes_out;
+    }
+
+    /// The record as one line of JSON, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+}
+
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// RFC 3339 in UTC with microseconds, from time since the epoch.
+pub fn rfc3339(since_epoch: Duration) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + since_epoch).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(Duration::from_micros(1_767_225_600_000_001)), "2026-01-01T00:00:00.000001Z");
+    }
+}

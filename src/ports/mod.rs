@@ -1,0 +1,103 @@
+//! Ports: what the core needs from the platform, as traits the core owns.
+//! `native/` (tokio + hyper) and `edge/` (Spin) implement them.
+//!
+//! The traits use `async fn` without `Send` bounds: a Spin component is
+//! single-threaded, and the node's concrete types are `Send`, which the
+//! compiler sees through when it checks the node's futures.
+#![allow(async_fn_in_trait)]
+
+pub mod memory;
+#[cfg(test)]
+pub mod testing;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use thiserror::Error;
+
+/// Wall-clock and monotonic time. The core never reads a clock itself.
+pub trait Clock {
+    /// Time since the Unix epoch (for token expiry, rate-limit arrival times and logs).
+    fn now(&self) -> Duration;
+    /// A monotonic reading with an arbitrary origin (for latencies).
+    fn monotonic(&self) -> Duration;
+}
+
+/// A key-value store shared by every instance of the gateway (Spin KV, Redis)
+/// or by one process (memory). Keys and encodings are fixed in `kv-schema/`.
+pub trait KvStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Stores `value`; with a `ttl`, the store may forget it after that long.
+    /// Values carry their own expiry where it matters, so a store without
+    /// TTLs (Spin's) only keeps garbage longer.
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError>;
+    async fn delete(&self, key: &str) -> Result<(), KvError>;
+    /// Replaces the value at `key` with `new` only if it is still `current`
+    /// (`None`: only if absent). Returns whether the swap happened.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        current: Option<&[u8]>,
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError>;
+}
+
+/// A key-value store failed (unreachable, refused, no atomics).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("key-value store: {0}")]
+pub struct KvError(pub String);
+
+/// How to send one request upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOptions {
+    pub connect_timeout: Duration,
+    /// Until the response head arrives.
+    pub request_timeout: Duration,
+    /// Bodies without `Content-Length` are cut off (and answered 413) past this.
+    pub max_request_body: u64,
+}
+
+/// Outbound HTTP to origins.
+pub trait HttpClient {
+    /// The body type of this home, for requests and responses alike; the core
+    /// builds its own small bodies (problem documents) from bytes.
+    type Body: From<Bytes>;
+
+    async fn send(
+        &self,
+        request: Request<Self::Body>,
+        options: &UpstreamOptions,
+    ) -> Result<Response<Self::Body>, UpstreamError>;
+}
+
+/// Why an upstream exchange failed, by cause: the cause decides the status.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    #[error("could not connect to the origin: {0}")]
+    Connect(String),
+    #[error("timed out connecting to the origin")]
+    ConnectTimeout,
+    #[error("the origin sent no response within {0:?}")]
+    Timeout(Duration),
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
+    #[error("the origin's response was invalid: {0}")]
+    Protocol(String),
+}
+
+/// Everything the pipeline uses from its home.
+pub trait Ports {
+    type Kv: KvStore;
+    type Http: HttpClient;
+    type Clock: Clock;
+    fn kv(&self) -> &Self::Kv;
+    fn http(&self) -> &Self::Http;
+    fn clock(&self) -> &Self::Clock;
+}
+
+/// The body type of a home.
+pub type Body<P> = <<P as Ports>::Http as HttpClient>::Body;

@@ -1,0 +1,124 @@
+//! In-memory ports for unit tests: the pipeline runs without a socket or a
+//! runtime, on the host and on wasm32-wasip2 alike.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+
+use super::memory::MemoryKv;
+use super::{Clock, HttpClient, Ports, UpstreamError, UpstreamOptions};
+
+/// Drives a future whose ports never wait (everything here answers at once).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+/// A clock that only moves when told to; starts at 2026-01-01T00:00:00Z.
+#[derive(Clone)]
+pub struct FakeClock(Arc<AtomicU64>);
+
+impl Default for FakeClock {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU64::new(1_767_225_600_000_000)))
+    }
+}
+
+impl FakeClock {
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_micros() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::SeqCst))
+    }
+    fn monotonic(&self) -> Duration {
+        self.now()
+    }
+}
+
+type Responder = Box<dyn Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync>;
+
+/// An origin that answers with a closure and records what it was sent.
+pub struct FakeHttp {
+    respond: Responder,
+    pub sent: Mutex<Vec<(Request<Bytes>, UpstreamOptions)>>,
+}
+
+impl FakeHttp {
+    pub fn new(
+        respond: impl Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync + 'static,
+    ) -> Self {
+        Self { respond: Box::new(respond), sent: Mutex::new(Vec::new()) }
+    }
+
+    /// An origin that answers 200 with body `ok`.
+    pub fn ok() -> Self {
+        Self::new(|_| Ok(Response::new(Bytes::from_static(b"ok"))))
+    }
+
+    /// The last request the origin received.
+    pub fn last(&self) -> Option<Request<Bytes>> {
+        let sent = self.sent.lock().ok()?;
+        let (req, _) = sent.last()?;
+        let mut copy = Request::new(req.body().clone());
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.headers_mut() = req.headers().clone();
+        Some(copy)
+    }
+}
+
+impl HttpClient for FakeHttp {
+    type Body = Bytes;
+
+    async fn send(&self, request: Request<Bytes>, options: &UpstreamOptions) -> Result<Response<Bytes>, UpstreamError> {
+        let answer = (self.respond)(&request);
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push((request, options.clone()));
+        }
+        answer
+    }
+}
+
+/// Fake ports bundled for the pipeline.
+pub struct FakePorts {
+    pub kv: MemoryKv<FakeClock>,
+    pub http: FakeHttp,
+    pub clock: FakeClock,
+}
+
+impl FakePorts {
+    pub fn new(http: FakeHttp) -> Self {
+        let clock = FakeClock::default();
+        Self { kv: MemoryKv::new(clock.clone(), 10_000), http, clock }
+    }
+}
+
+impl Ports for FakePorts {
+    type Kv = MemoryKv<FakeClock>;
+    type Http = FakeHttp;
+    type Clock = FakeClock;
+    fn kv(&self) -> &Self::Kv {
+        &self.kv
+    }
+    fn http(&self) -> &Self::Http {
+        &self.http
+    }
+    fn clock(&self) -> &Self::Clock {
+        &self.clock
+    }
+}

@@ -1,0 +1,308 @@
+//! Shared test support: a real origin, the real `portcullis` binary, and a
+//! client that sends exactly the bytes a test means (no path cleaning).
+#![allow(dead_code)] // each test crate uses a different part
+
+pub mod origin;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A fresh path under the system temp dir.
+pub fn temp_path(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("portcullis-test-{}-{n}-{name}", std::process::id()))
+}
+
+/// A `portcullis serve` process; killed when dropped.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub config_path: PathBuf,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts the binary on `config` text with `vars` as `PORTCULLIS_VAR_*`.
+    pub fn start(config: &str, vars: &[(&str, String)]) -> Node {
+        let config_path = temp_path("gateway.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::start_with(config_path, vars, &[])
+    }
+
+    pub fn start_with(config_path: PathBuf, vars: &[(&str, String)], extra_args: &[&str]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--config",
+        ])
+        .arg(&config_path)
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in vars {
+            cmd.env(format!("PORTCULLIS_VAR_{}", k.to_ascii_uppercase()), v);
+        }
+        let mut child = cmd.spawn().expect("spawn portcullis");
+        let stdout = collect_lines(child.stdout.take().expect("stdout"));
+        let stderr = collect_lines(child.stderr.take().expect("stderr"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let found = stderr.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["fields"]["message"] == "listening")
+                    .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "portcullis exited with {status}: {:?}",
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "portcullis did not start: {:?}",
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Node {
+            addr,
+            config_path,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Access-log lines so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until an access-log line satisfies `pred`.
+    pub fn wait_for_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(v) = self.access_log().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such access-log line in {:?}",
+                self.access_log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until an operational (stderr) log line contains `text`.
+    pub fn wait_for_stderr(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+            {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stderr line with {text:?} in {:?}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// A response with its body read.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// All values of a header the origin echoed back as having received.
+    pub fn echoed(&self, name: &str) -> Vec<String> {
+        let json = self.json();
+        json["headers"]
+            .as_array()
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| h[0].as_str() == Some(name))
+                    .filter_map(|h| h[1].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Sends one request over a new HTTP/1.1 connection from `source` (any
+/// 127.0.0.0/8 address), path exactly as given.
+pub async fn send_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) -> Reply {
+    exchange(addr, source, req.map(Full::new)).await
+}
+
+/// Like [`send_from`], but the body goes chunked (no Content-Length), in 500-byte pieces.
+pub async fn send_chunked_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) -> Reply {
+    exchange(addr, source, req.map(|b| Chunked(b))).await
+}
+
+async fn exchange<B>(addr: SocketAddr, source: IpAddr, req: Request<B>) -> Reply
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind source address");
+    let stream = socket.connect(addr).await.expect("connect to gateway");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let resp: Response<hyper::body::Incoming> = sender.send_request(req).await.expect("send");
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A body of unknown length, so hyper sends it chunked.
+pub struct Chunked(Bytes);
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let n = self.0.len().min(500);
+        let piece = self.0.split_to(n);
+        std::task::Poll::Ready((n > 0).then(|| Ok(hyper::body::Frame::data(piece))))
+    }
+}
+
+pub async fn send(addr: SocketAddr, req: Request<Bytes>) -> Reply {
+    send_from(addr, IpAddr::from([127, 0, 0, 1]), req).await
+}
+
+/// A GET with a Host header.
+pub fn get(path: &str) -> Request<Bytes> {
+    Request::get(path)
+        .header("host", "gw.test")
+        .body(Bytes::new())
+        .expect("request")
+}
+
+/// Writes raw bytes and reads until the server closes or `timeout` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A port with nothing listening on it (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}

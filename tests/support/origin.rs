@@ -1,0 +1,189 @@
+//! A real HTTP origin on loopback for tests, benches and the demo: it
+//! answers with a JSON echo of what it received, so a test can see exactly
+//! what crossed the gateway, and it records every request it got.
+//!
+//! Paths with a meaning:
+//! - `/delay/{ms}`: wait, then echo;
+//! - `/status/{code}`: answer with that status (and the echo);
+//! - `/bytes/{n}`: `n` bytes of `x`, streamed in 16 KiB chunks;
+//! - `/hello`: a fixed 13-byte text body (for load tests).
+//!
+//! A request header `x-echo-response-header: name: value` makes the origin
+//! add that header to its response (repeatable).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// What the origin saw of one request.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+}
+
+/// A running origin; it stops when its runtime does.
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Origin {
+    /// Binds `addr` (use port 0 for any free port) and serves in the background.
+    pub async fn start(addr: &str) -> std::io::Result<Origin> {
+        let listener = TcpListener::bind(addr).await?;
+        let origin = Origin {
+            addr: listener.local_addr()?,
+            received: Arc::default(),
+        };
+        let received = origin.received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let received = received.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(req, received.clone()));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(origin)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    log: Arc<Mutex<Vec<Received>>>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    if path == "/hello" {
+        return Ok(Response::new(full("hello, world\n")));
+    }
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let seen = Received {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: headers.clone(),
+        body_len: body.len(),
+    };
+    if let Ok(mut l) = log.lock() {
+        l.push(seen);
+    }
+
+    let mut status = StatusCode::OK;
+    let segments: Vec<&str> = path.trim_start_matches('/').splitn(2, '/').collect();
+    match segments.as_slice() {
+        ["delay", ms] => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await,
+        ["status", code] => {
+            status = code
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        ["bytes", n] => return Ok(streamed(n.parse().unwrap_or(0))),
+        _ => {}
+    }
+
+    let echo = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "path": path,
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect::<Vec<_>>(),
+        "body_len": body.len(),
+        "body": String::from_utf8_lossy(&body[..body.len().min(4096)]),
+    });
+    let mut resp = Response::new(full(serde_json::to_vec(&echo).unwrap_or_default()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    for v in parts.headers.get_all("x-echo-response-header") {
+        let Some((name, value)) = v.to_str().ok().and_then(|s| s.split_once(':')) else {
+            continue;
+        };
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.trim().as_bytes()),
+            HeaderValue::from_str(value.trim()),
+        ) {
+            resp.headers_mut().append(n, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn streamed(n: usize) -> Response<Body> {
+    Response::new(Chunks { remaining: n }.boxed())
+}
+
+/// `remaining` bytes of `x`, one 16 KiB frame at a time.
+struct Chunks {
+    remaining: usize,
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let len = self.remaining.min(16 << 10);
+        self.remaining -= len;
+        std::task::Poll::Ready((len > 0).then(|| Ok(Frame::data(Bytes::from(vec![b'x'; len])))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining as u64)
+    }
+}
