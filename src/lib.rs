@@ -25,10 +25,16 @@ pub mod ports;
 pub mod native;
 
 #[cfg(any(not(target_arch = "wasm32"), feature = "edge-p3", feature = "edge-p2"))]
+pub mod body;
+#[cfg(any(not(target_arch = "wasm32"), feature = "edge-p3", feature = "edge-p2"))]
 pub mod system_clock;
 
 #[cfg(all(target_arch = "wasm32", any(feature = "edge-p3", feature = "edge-p2")))]
 mod edge;
+
+// spin-sdk's macros name `::spin_sdk`; the WASI 0.2 flavour's copy is renamed in Cargo.toml.
+#[cfg(all(target_arch = "wasm32", feature = "edge-p2", not(feature = "edge-p3")))]
+extern crate spin_sdk_v5 as spin_sdk;
 
 #[cfg(all(feature = "edge-p3", feature = "edge-p2"))]
 compile_error!("choose one edge flavour: feature `edge-p3` (WASI 0.3) or `edge-p2` (WASI 0.2)");

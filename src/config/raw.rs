@@ -112,9 +112,14 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}` in `{text}` (use B, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}` (use B, KiB, MiB or GiB)"
+            ));
+        }
     };
-    n.checked_mul(factor).ok_or_else(|| format!("size `{text}` is too large"))
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size `{text}` is too large"))
 }
 
 #[cfg(test)]
@@ -128,8 +133,16 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
         assert_eq!(parse_size("10 MiB"), Ok(10 * 1024 * 1024));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert!(parse_size("10MB").unwrap_err().contains("unknown size unit"));
+        assert!(
+            parse_size("10MB")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
         assert!(parse_size("KiB").is_err());
-        assert!(parse_size("99999999999999GiB").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

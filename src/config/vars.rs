@@ -29,21 +29,49 @@ pub fn env_name(name: &str) -> String {
     format!("PORTCULLIS_VAR_{}", name.to_ascii_uppercase())
 }
 
-/// Every well-formed placeholder name in `text` (may include names from
-/// places that take no placeholders; those are simply never looked up).
+/// Keys whose values are route patterns, never placeholders (`{{` there is a literal brace).
+const PATTERN_KEYS: &[&str] = &["path", "rewrite", "strip_prefix", "host", "name"];
+
+/// Every placeholder name used in the string values of the TOML `text`
+/// (comments and route patterns aside), once each. Text that is not TOML
+/// uses none.
 pub fn referenced(text: &str) -> Vec<String> {
     let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        rest = &rest[start + 2..];
-        let Some(end) = rest.find("}}") else { break };
-        let name = rest[..end].trim();
-        if valid_name(name) && !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-        rest = &rest[end + 2..];
+    if let Ok(table) = text.parse::<toml::Table>() {
+        collect(&toml::Value::Table(table), "", &mut names);
     }
     names
+}
+
+fn collect(value: &toml::Value, key: &str, names: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) if !PATTERN_KEYS.contains(&key) => {
+            for name in placeholders(s) {
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter().for_each(|v| collect(v, key, names)),
+        toml::Value::Table(t) => t.iter().for_each(|(k, v)| collect(v, k, names)),
+        _ => {}
+    }
+}
+
+fn placeholders(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        loop {
+            let start = rest.find("{{")?;
+            rest = &rest[start + 2..];
+            let end = rest.find("}}")?;
+            let name = rest[..end].trim();
+            rest = &rest[end + 2..];
+            if valid_name(name) {
+                return Some(name);
+            }
+        }
+    })
 }
 
 /// Replaces each `{{ name }}` in `value` with its variable.
@@ -56,7 +84,9 @@ pub fn substitute(value: &str, vars: &Variables) -> Result<String, String> {
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| format!("`{value}` has a `{{{{` without its `}}}}`"))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("`{value}` has a `{{{{` without its `}}}}`"))?;
         let name = after[..end].trim();
         if !valid_name(name) {
             return Err(format!(
@@ -88,12 +118,28 @@ mod tests {
         let mut vars = Variables::new();
         vars.insert("origin_port", "9080");
         vars.insert("host", "127.0.0.1");
-        assert_eq!(substitute("http://{{host}}:{{ origin_port }}/x", &vars).unwrap(), "http://127.0.0.1:9080/x");
+        assert_eq!(
+            substitute("http://{{host}}:{{ origin_port }}/x", &vars).unwrap(),
+            "http://127.0.0.1:9080/x"
+        );
         assert_eq!(substitute("plain", &vars).unwrap(), "plain");
         let err = substitute("http://{{ missing }}", &vars).unwrap_err();
-        assert!(err.contains("PORTCULLIS_VAR_MISSING") && err.contains("Spin variable `missing`"), "{err}");
-        assert!(substitute("{{ Bad }}", &vars).unwrap_err().contains("not a variable name"));
-        assert!(substitute("{{ open", &vars).unwrap_err().contains("without its"));
-        assert_eq!(referenced("a {{ x }} b {{y_2}} {{ x }} {{ Bad }} {{"), ["x", "y_2"]);
+        assert!(
+            err.contains("PORTCULLIS_VAR_MISSING") && err.contains("Spin variable `missing`"),
+            "{err}"
+        );
+        assert!(
+            substitute("{{ Bad }}", &vars)
+                .unwrap_err()
+                .contains("not a variable name")
+        );
+        assert!(
+            substitute("{{ open", &vars)
+                .unwrap_err()
+                .contains("without its")
+        );
+        let text = "# a comment mentions {{ name }}\n[s]\nurl = \"http://{{ x }}:{{y_2}}\"\nhs = [\"{{ x }}\", \"{{ Bad }}\"]\npath = \"/a/{{lit}}\"\n";
+        assert_eq!(referenced(text), ["x", "y_2"]);
+        assert!(referenced("not [ toml").is_empty());
     }
 }

@@ -11,7 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{BodyFailure, NodeBody};
+use super::NodeBody;
+use crate::body::BodyFailure;
 use crate::ports::{HttpClient, UpstreamError, UpstreamOptions};
 
 type Pool = Client<HttpConnector, NodeBody>;
@@ -51,7 +52,11 @@ impl HyperClient {
 impl HttpClient for HyperClient {
     type Body = NodeBody;
 
-    async fn send(&self, mut req: Request<NodeBody>, opts: &UpstreamOptions) -> Result<Response<NodeBody>, UpstreamError> {
+    async fn send(
+        &self,
+        mut req: Request<NodeBody>,
+        opts: &UpstreamOptions,
+    ) -> Result<Response<NodeBody>, UpstreamError> {
         req.body_mut().limit(opts.max_request_body);
         let probe = req.body().probe();
         let pool = self.pool(opts.connect_timeout);
@@ -60,7 +65,9 @@ impl HttpClient for HyperClient {
             Err(_) => Err(UpstreamError::Timeout(opts.request_timeout)),
             Ok(Ok(resp)) => Ok(resp.map(|body| NodeBody::stream(body, None))),
             Ok(Err(err)) => Err(match probe.and_then(|p| p.failure()) {
-                Some(BodyFailure::TooLarge) => UpstreamError::BodyTooLarge { limit: opts.max_request_body },
+                Some(BodyFailure::TooLarge) => UpstreamError::BodyTooLarge {
+                    limit: opts.max_request_body,
+                },
                 Some(BodyFailure::ClientFailed) => UpstreamError::ClientBody(chain(&err)),
                 None if err.is_connect() && timed_out(&err) => UpstreamError::ConnectTimeout,
                 None if err.is_connect() => UpstreamError::Connect(chain(&err)),
@@ -74,7 +81,9 @@ impl HttpClient for HyperClient {
 fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
             return true;
         }
         source = e.source();

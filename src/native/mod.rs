@@ -6,7 +6,6 @@
 //! key-value port (memory here; Redis for a fleet).
 
 pub mod access_log;
-pub mod body;
 pub mod client;
 pub mod server;
 
@@ -17,6 +16,9 @@ use crate::ports::Ports;
 use crate::ports::memory::MemoryKv;
 use crate::system_clock::SystemClock;
 use client::HyperClient;
+
+/// The node's body: hyper's streams, or bytes the gateway made.
+pub type NodeBody = crate::body::GatewayBody<hyper::body::Incoming>;
 
 /// Keys the in-memory store holds at most (rate-limit and cache entries).
 const MEMORY_KV_ENTRIES: usize = 1_000_000;
@@ -30,7 +32,11 @@ pub struct NodePorts {
 
 impl Default for NodePorts {
     fn default() -> Self {
-        Self { kv: MemoryKv::new(SystemClock, MEMORY_KV_ENTRIES), http: HyperClient::default(), clock: SystemClock }
+        Self {
+            kv: MemoryKv::new(SystemClock, MEMORY_KV_ENTRIES),
+            http: HyperClient::default(),
+            clock: SystemClock,
+        }
     }
 }
 
@@ -54,7 +60,13 @@ impl Ports for NodePorts {
 pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError { file: file.clone(), line: 0, column: 0, key: "(file)".into(), message: e.to_string() }])
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            key: "(file)".into(),
+            message: e.to_string(),
+        }])
     })?;
     Config::parse(&text, &file, &env_variables(&text))
 }

@@ -6,15 +6,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,13 +20,11 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::access_log::AccessLogSink;
-use super::body::{BodyProbe, BoxError, NodeBody};
-use super::{NodePorts, load_config};
+use super::{NodeBody, NodePorts, load_config};
+use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Downstream};
-use crate::ports::Clock;
-use crate::system_clock::SystemClock;
 
 /// Settings of `portcullis serve` that are about this process, not the config.
 #[derive(Debug, Clone)]
@@ -54,7 +48,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = load_config(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let listener = TcpListener::bind(opts.listen).await?;
     let local = listener.local_addr()?;
-    let node = Arc::new(Node { config: ArcSwap::from_pointee(config), ports: NodePorts::default(), log: AccessLogSink::stdout() });
+    let node = Arc::new(Node {
+        config: ArcSwap::from_pointee(config),
+        ports: NodePorts::default(),
+        log: AccessLogSink::stdout(),
+    });
     tracing::info!(addr = %local, config = %opts.config.display(), "listening");
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -92,7 +90,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     drop(listener);
     tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(timeout = ?opts.drain_timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));
@@ -117,7 +118,10 @@ fn reload(node: &Node, opts: &ServeOptions) {
 
 /// hyper's own head limits sit above the config's, as a backstop: within
 /// them the core answers with a problem body, beyond them hyper answers 431.
-fn connection_builder(config: &Config, header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+fn connection_builder(
+    config: &Config,
+    header_read_timeout: Duration,
+) -> auto::Builder<TokioExecutor> {
     let g = &config.gateway;
     let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -130,64 +134,34 @@ fn connection_builder(config: &Config, header_read_timeout: Duration) -> auto::B
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX),
+        );
     builder
 }
 
-async fn handle(node: Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<LoggedBody>, Infallible> {
+/// The response body type: counted, logged when done.
+type LoggedBody = Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>;
+
+async fn handle(
+    node: Arc<Node>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<LoggedBody>, Infallible> {
     let config = node.config.load_full();
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
-    let downstream = Downstream { peer: peer.ip(), scheme: "http" };
+    let downstream = Downstream {
+        peer: peer.ip(),
+        scheme: "http",
+    };
     let exchange = pipeline::handle(&config, &node.ports, req, downstream).await;
-    let sink = config.gateway.access_log.then(|| node.log.clone());
-    Ok(exchange.response.map(|body| LoggedBody { inner: body, sent: 0, log: Some((exchange.log, probe)), sink }))
-}
-
-/// The response body, counted; its access-log line is written when it is
-/// done (sent in full, failed, or dropped because the client went away).
-struct LoggedBody {
-    inner: NodeBody,
-    sent: u64,
-    log: Option<(AccessLog, Arc<BodyProbe>)>,
-    sink: Option<AccessLogSink>,
-}
-
-impl Body for LoggedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some((log, _)) = &mut this.log {
-                    log.error = Some(format!("response body failed: {e}"));
-                }
-            }
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        if let (Some((mut log, probe)), Some(sink)) = (self.log.take(), self.sink.take()) {
-            log.finish(SystemClock.monotonic(), probe.bytes(), self.sent);
-            sink.write(log.to_line());
-        }
-    }
+    let sink = node.log.clone();
+    let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> = config
+        .gateway
+        .access_log
+        .then(|| Box::new(move |log: AccessLog| sink.write(log.to_line())) as _);
+    Ok(exchange
+        .response
+        .map(|body| Logged::new(body, exchange.log, probe, emit)))
 }

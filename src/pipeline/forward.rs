@@ -52,7 +52,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    let fixed: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    let fixed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
     for name in fixed {
         headers.remove(name);
     }
@@ -86,7 +90,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
         .flat_map(|v| v.split(','))
         .collect();
     for entry in entries.into_iter().rev() {
-        let Some(ip) = parse_forwarded_ip(entry.trim()) else { break };
+        let Some(ip) = parse_forwarded_ip(entry.trim()) else {
+            break;
+        };
         if !trusted(ip, proxies) {
             return ip;
         }
@@ -101,9 +107,14 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
         return Some(canonical(ip));
     }
     if let Some(rest) = text.strip_prefix('[') {
-        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok()).map(canonical);
+        return rest
+            .split_once(']')
+            .and_then(|(ip, _)| ip.parse().ok())
+            .map(canonical);
     }
-    text.rsplit_once(':').and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
+    text.rsplit_once(':')
+        .and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok())
+        .map(IpAddr::V4)
 }
 
 /// Builds the origin's request from the client's.
@@ -119,7 +130,11 @@ pub fn upstream_request<B>(
         PathRewrite::Keep => ctx.path.clone(),
         PathRewrite::StripPrefix(prefix) => {
             let rest = ctx.path.strip_prefix(prefix.as_str()).unwrap_or(&ctx.path);
-            if rest.is_empty() { "/".to_string() } else { rest.to_string() }
+            if rest.is_empty() {
+                "/".to_string()
+            } else {
+                rest.to_string()
+            }
         }
         PathRewrite::Template(t) => t.render(|name| matched.param(name)),
     };
@@ -159,10 +174,19 @@ pub fn upstream_request<B>(
     req
 }
 
-fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: Option<&HeaderValue>) {
+fn set_forwarding(
+    headers: &mut HeaderMap,
+    ctx: &Ctx,
+    peer_trusted: bool,
+    host: Option<&HeaderValue>,
+) {
     let peer = ctx.peer.to_string();
     let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
-        let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
 
@@ -238,7 +262,10 @@ mod tests {
     #[test]
     fn client_ip_ignores_headers_from_untrusted_peers() {
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(client_ip(peer, &xff("1.1.1.1"), &nets(&["10.0.0.0/8"])), peer);
+        assert_eq!(
+            client_ip(peer, &xff("1.1.1.1"), &nets(&["10.0.0.0/8"])),
+            peer
+        );
     }
 
     #[test]
@@ -246,15 +273,27 @@ mod tests {
         let proxies = nets(&["10.0.0.0/8"]);
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
         let h = xff("6.6.6.6, 1.2.3.4, 10.1.1.1");
-        assert_eq!(client_ip(peer, &h, &proxies), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &proxies),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         // Garbage stops the walk at the last address a trusted hop vouched for.
         let h = xff("1.2.3.4, garbage, 10.1.1.1");
-        assert_eq!(client_ip(peer, &h, &proxies), "10.1.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &proxies),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
         // Ports and brackets are tolerated; mapped IPv4 is plain IPv4.
         let h = xff("[2001:db8::7]:443, 5.6.7.8:999");
-        assert_eq!(client_ip(peer, &h, &proxies), "5.6.7.8".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &proxies),
+            "5.6.7.8".parse::<IpAddr>().unwrap()
+        );
         let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
-        assert_eq!(client_ip(mapped, &xff("2001:db8::7"), &proxies), "2001:db8::7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(mapped, &xff("2001:db8::7"), &proxies),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(peer, &HeaderMap::new(), &proxies), peer);
     }
 

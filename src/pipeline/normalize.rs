@@ -135,7 +135,10 @@ mod tests {
         assert_eq!(norm("/").unwrap(), "/");
         assert_eq!(norm("/v1/users/42").unwrap(), "/v1/users/42");
         assert_eq!(norm("/v1/users/").unwrap(), "/v1/users/");
-        assert_eq!(norm("/a/b.c/.well-known/x..y").unwrap(), "/a/b.c/.well-known/x..y");
+        assert_eq!(
+            norm("/a/b.c/.well-known/x..y").unwrap(),
+            "/a/b.c/.well-known/x..y"
+        );
     }
 
     #[test]

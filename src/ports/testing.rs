@@ -50,7 +50,8 @@ impl Clock for FakeClock {
     }
 }
 
-type Responder = Box<dyn Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync>;
+type Responder =
+    Box<dyn Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync>;
 
 /// An origin that answers with a closure and records what it was sent.
 pub struct FakeHttp {
@@ -60,9 +61,15 @@ pub struct FakeHttp {
 
 impl FakeHttp {
     pub fn new(
-        respond: impl Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync + 'static,
+        respond: impl Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError>
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
-        Self { respond: Box::new(respond), sent: Mutex::new(Vec::new()) }
+        Self {
+            respond: Box::new(respond),
+            sent: Mutex::new(Vec::new()),
+        }
     }
 
     /// An origin that answers 200 with body `ok`.
@@ -85,7 +92,11 @@ impl FakeHttp {
 impl HttpClient for FakeHttp {
     type Body = Bytes;
 
-    async fn send(&self, request: Request<Bytes>, options: &UpstreamOptions) -> Result<Response<Bytes>, UpstreamError> {
+    async fn send(
+        &self,
+        request: Request<Bytes>,
+        options: &UpstreamOptions,
+    ) -> Result<Response<Bytes>, UpstreamError> {
         let answer = (self.respond)(&request);
         if let Ok(mut sent) = self.sent.lock() {
             sent.push((request, options.clone()));
@@ -104,7 +115,11 @@ pub struct FakePorts {
 impl FakePorts {
     pub fn new(http: FakeHttp) -> Self {
         let clock = FakeClock::default();
-        Self { kv: MemoryKv::new(clock.clone(), 10_000), http, clock }
+        Self {
+            kv: MemoryKv::new(clock.clone(), 10_000),
+            http,
+            clock,
+        }
     }
 }
 

@@ -1,0 +1,241 @@
+//! Bodies as the adapters move them (shared by the node and the edge; not
+//! part of the core, which never looks inside a body):
+//! - [`GatewayBody`]: bytes made by the gateway, or a platform stream passed
+//!   through untouched, counted, and cut off past a limit;
+//! - [`Logged`]: a response body that writes its access-log line when done.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::pipeline::log::AccessLog;
+use crate::ports::Clock;
+use crate::system_clock::SystemClock;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Shared between a request body and whoever needs to know how it went.
+#[derive(Debug, Default)]
+pub struct BodyProbe {
+    bytes: AtomicU64,
+    outcome: AtomicU8,
+}
+
+const TOO_LARGE: u8 = 1;
+const CLIENT_FAILED: u8 = 2;
+
+/// How reading a request body ended, if not well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    TooLarge,
+    ClientFailed,
+}
+
+impl BodyProbe {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// `None` while the body is fine.
+    pub fn failure(&self) -> Option<BodyFailure> {
+        match self.outcome.load(Ordering::Relaxed) {
+            TOO_LARGE => Some(BodyFailure::TooLarge),
+            CLIENT_FAILED => Some(BodyFailure::ClientFailed),
+            _ => None,
+        }
+    }
+}
+
+/// A body made by the gateway (`Full`) or streamed from the platform (`S`).
+pub struct GatewayBody<S> {
+    inner: Inner<S>,
+    limit: u64,
+    seen: u64,
+    probe: Option<Arc<BodyProbe>>,
+}
+
+enum Inner<S> {
+    Full(Option<Bytes>),
+    Stream(S),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("body exceeds {0} bytes")]
+struct TooLarge(u64);
+
+impl<S> GatewayBody<S> {
+    /// A streamed body; `probe` (for request bodies) counts and watches it.
+    pub fn stream(stream: S, probe: Option<Arc<BodyProbe>>) -> Self {
+        Self {
+            inner: Inner::Stream(stream),
+            limit: u64::MAX,
+            seen: 0,
+            probe,
+        }
+    }
+
+    /// Fails the stream (and marks the probe) once more than `limit` bytes pass.
+    pub fn limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    pub fn probe(&self) -> Option<Arc<BodyProbe>> {
+        self.probe.clone()
+    }
+
+    fn mark(&self, outcome: u8) {
+        if let Some(p) = &self.probe {
+            p.outcome.store(outcome, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S> From<Bytes> for GatewayBody<S> {
+    fn from(bytes: Bytes) -> Self {
+        let inner = Inner::Full((!bytes.is_empty()).then_some(bytes));
+        Self {
+            inner,
+            limit: u64::MAX,
+            seen: 0,
+            probe: None,
+        }
+    }
+}
+
+impl<S> Body for GatewayBody<S>
+where
+    S: Body<Data = Bytes> + Unpin,
+    S::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(stream) => Pin::new(stream).poll_frame(cx),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    this.seen += len;
+                    if let Some(p) = &this.probe {
+                        p.bytes.fetch_add(len, Ordering::Relaxed);
+                    }
+                    if this.seen > this.limit {
+                        this.mark(TOO_LARGE);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.mark(CLIENT_FAILED);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(bytes) => bytes.is_none(),
+            Inner::Stream(stream) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Stream(stream) => stream.size_hint(),
+        }
+    }
+}
+
+/// A response body, counted; its access-log record is handed to `emit`
+/// when the body is done (sent in full, failed, or dropped because the
+/// client went away).
+pub struct Logged<B, F: FnOnce(AccessLog)> {
+    inner: B,
+    sent: u64,
+    pending: Option<(AccessLog, Arc<BodyProbe>, F)>,
+}
+
+impl<B, F: FnOnce(AccessLog)> Logged<B, F> {
+    /// `emit: None` turns logging off but keeps the type.
+    pub fn new(inner: B, log: AccessLog, probe: Arc<BodyProbe>, emit: Option<F>) -> Self {
+        Self {
+            inner,
+            sent: 0,
+            pending: emit.map(|f| (log, probe, f)),
+        }
+    }
+
+    /// A body that is never logged.
+    pub fn unlogged(inner: B) -> Self {
+        Self {
+            inner,
+            sent: 0,
+            pending: None,
+        }
+    }
+}
+
+impl<B, F> Body for Logged<B, F>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+    F: FnOnce(AccessLog) + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some((log, _, _)) = &mut this.pending {
+                    log.error = Some(format!("response body failed: {e}"));
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B, F: FnOnce(AccessLog)> Drop for Logged<B, F> {
+    fn drop(&mut self) {
+        if let Some((mut log, probe, emit)) = self.pending.take() {
+            log.finish(SystemClock.monotonic(), probe.bytes(), self.sent);
+            emit(log);
+        }
+    }
+}

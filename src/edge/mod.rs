@@ -1,0 +1,152 @@
+//! The edge: the core as a Spin component. Two flavours from one folder,
+//! chosen by cargo feature, each a thin handler over the same pipeline:
+//! - `p3` (feature `edge-p3`): WASI 0.3, spin-sdk 7, `wasi:http/handler@0.3.0`;
+//!   instances are reused, so the compiled config lives as long as one;
+//! - `p2` (feature `edge-p2`): WASI 0.2, spin-sdk 5.2,
+//!   `wasi:http/incoming-handler@0.2.0`; runs on every Spin since 2.x, one
+//!   instance per request.
+//!
+//! This module holds what both share: the embedded config, what Spin tells
+//! us about the client, error-code mapping and body buffering.
+
+#[cfg(feature = "edge-p2")]
+mod p2;
+#[cfg(feature = "edge-p3")]
+mod p3;
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response};
+use http_body::Body;
+
+use crate::body::BoxError;
+use crate::config::{Config, Variables, vars};
+use crate::error::GatewayError;
+use crate::pipeline::Downstream;
+use crate::pipeline::ids::{Entropy, request_id};
+use crate::pipeline::log::AccessLog;
+use crate::ports::UpstreamError;
+
+/// The config embedded at build time (see `build.rs`).
+const CONFIG_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway.toml"));
+const CONFIG_NAME: &str = env!("PORTCULLIS_CONFIG_NAME");
+
+/// The names of the Spin variables the embedded config may use.
+fn variable_names() -> Vec<String> {
+    vars::referenced(CONFIG_TEXT)
+}
+
+/// Compiles the embedded config with the variables Spin gave us. A failure
+/// is reported on stderr (Spin's log) once per instance.
+fn compile(vars: &Variables) -> Result<Config, String> {
+    Config::parse(CONFIG_TEXT, CONFIG_NAME, vars).map_err(|e| {
+        let text = e.to_string();
+        eprintln!("portcullis: the embedded config is invalid:\n{text}");
+        text
+    })
+}
+
+/// The answer to every request while the config is invalid.
+fn misconfigured<B: From<Bytes>>(reason: &str, headers: &HeaderMap) -> Response<B> {
+    let id = request_id(headers.get("x-request-id"), &Entropy::draw(0));
+    let mut resp = GatewayError::Misconfigured(reason.to_string()).to_response(&id);
+    resp.headers_mut().insert("x-request-id", id);
+    resp.map(B::from)
+}
+
+/// What Spin tells us about the connection, from its `spin-*` headers,
+/// which are then removed so they never reach an origin. Spin sets
+/// `spin-client-addr` itself, overwriting anything a client sent.
+fn downstream(headers: &mut HeaderMap, scheme: Option<&str>) -> Downstream {
+    let peer = headers
+        .get("spin-client-addr")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<SocketAddr>().ok())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let spin: Vec<_> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in spin {
+        headers.remove(name);
+    }
+    Downstream {
+        peer,
+        scheme: if scheme == Some("https") {
+            "https"
+        } else {
+            "http"
+        },
+    }
+}
+
+/// Writes a finished access-log line to stdout (Spin's component log).
+fn emit(log: AccessLog) {
+    let _ = std::io::stdout().lock().write_all(log.to_line().as_bytes());
+}
+
+/// Bodies without `Content-Length` are read first, up to the route's limit,
+/// so an over-long one is refused (413) before the origin sees any of it.
+/// (`wasi:http` would otherwise hand the origin a truncated body as if it
+/// were whole.) Bodies with `Content-Length` stream, already checked.
+async fn buffer_unsized<B>(req: Request<B>, limit: u64) -> Result<Request<B>, UpstreamError>
+where
+    B: Body<Data = Bytes> + From<Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    if req.headers().contains_key(header::CONTENT_LENGTH) || req.body().is_end_stream() {
+        return Ok(req);
+    }
+    let (mut parts, mut body) = req.into_parts();
+    let mut buf = BytesMut::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame.map_err(|e| UpstreamError::ClientBody(e.into().to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(UpstreamError::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    if !buf.is_empty() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
+    }
+    Ok(Request::from_parts(parts, B::from(buf.freeze())))
+}
+
+/// Maps a `wasi:http` error code to the port's error. The 0.2 and 0.3
+/// bindings have distinct types with the same variants, hence a macro.
+macro_rules! upstream_error {
+    ($code:expr, $ty:ty, $timeout:expr) => {{
+        use crate::ports::UpstreamError as U;
+        type E = $ty;
+        let code = $code;
+        match code {
+            E::ConnectionTimeout => U::ConnectTimeout,
+            E::ConnectionReadTimeout | E::HttpResponseTimeout => U::Timeout($timeout),
+            E::ConnectionRefused
+            | E::ConnectionTerminated
+            | E::DnsTimeout
+            | E::DnsError(_)
+            | E::DestinationNotFound
+            | E::DestinationUnavailable
+            | E::DestinationIpProhibited
+            | E::DestinationIpUnroutable
+            | E::ConnectionLimitReached
+            | E::HttpRequestDenied
+            | E::TlsProtocolError
+            | E::TlsCertificateError
+            | E::TlsAlertReceived(_) => U::Connect(format!("{code:?}")),
+            other => U::Protocol(format!("{other:?}")),
+        }
+    }};
+}
+use upstream_error;

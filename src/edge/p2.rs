@@ -1,0 +1,355 @@
+//! WASI 0.2 flavour (spin-sdk 5.2). Every request gets a fresh instance, so
+//! the config is compiled per request (measured in `benches/`) and anything
+//! worth keeping between requests must live in the key-value store.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use spin_sdk::http::{
+    Fields, IncomingRequest, IncomingResponse, Method, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
+use spin_sdk::key_value::Store;
+use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
+use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
+use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
+
+use super::{
+    buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names,
+};
+use crate::body::{BodyProbe, GatewayBody, Logged};
+use crate::config::Variables;
+use crate::pipeline;
+use crate::pipeline::log::AccessLog;
+use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
+use crate::system_clock::SystemClock;
+
+type Chunks = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>;
+
+/// A body streamed from the host. A response's stream must not outlive the
+/// response resource it came from, so the stream is declared (and dropped) first.
+pub struct Stream {
+    chunks: Chunks,
+    _response: Option<IncomingResponse>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("body stream failed: {0}")]
+pub struct StreamFailed(String);
+
+impl Body for Stream {
+    type Data = Bytes;
+    type Error = StreamFailed;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamFailed>>> {
+        self.chunks.as_mut().poll_next(cx).map(|chunk| match chunk {
+            Some(Ok(bytes)) => Some(Ok(Frame::data(Bytes::from(bytes)))),
+            Some(Err(e)) => Some(Err(StreamFailed(e))),
+            None => None,
+        })
+    }
+}
+
+fn chunks(
+    stream: impl futures::Stream<Item = Result<Vec<u8>, impl std::fmt::Debug>> + 'static,
+) -> Chunks {
+    Box::pin(stream.map(|r| r.map_err(|e| format!("{e:?}"))))
+}
+
+pub type EdgeBody = GatewayBody<Stream>;
+
+/// The component's entry point: one request, start to finish.
+#[spin_sdk::http_component]
+async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    let (mut parts, body) = into_http(incoming);
+    let scheme = parts.uri.scheme_str().map(str::to_string);
+    let downstream = downstream(&mut parts.headers, scheme.as_deref());
+    let mut vars = Variables::new();
+    for name in variable_names() {
+        if let Ok(value) = spin_sdk::variables::get(&name) {
+            vars.insert(name, value);
+        }
+    }
+    let config = match compile(&vars) {
+        Ok(config) => config,
+        Err(reason) => {
+            let resp = misconfigured::<EdgeBody>(&reason, &parts.headers);
+            return respond(out, resp.map(Logged::unlogged)).await;
+        }
+    };
+    let probe = Arc::new(BodyProbe::default());
+    let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
+    let exchange = pipeline::handle(&config, &EdgePorts, req, downstream).await;
+    let emit = config.gateway.access_log.then_some(emit as fn(AccessLog));
+    respond(
+        out,
+        exchange
+            .response
+            .map(|body| Logged::new(body, exchange.log, probe, emit)),
+    )
+    .await;
+}
+
+/// The `wasi:http` request as `http` types, its body still streaming.
+fn into_http(incoming: IncomingRequest) -> (http::request::Parts, Stream) {
+    let scheme = match incoming.scheme() {
+        Some(Scheme::Https) => "https",
+        _ => "http",
+    };
+    let authority = incoming.authority().unwrap_or_default();
+    let path = incoming.path_with_query().unwrap_or_else(|| "/".into());
+    let mut builder = Request::builder().method(method_from_wasi(&incoming.method()));
+    // A URI the http crate rejects keeps only its path; routing then refuses it.
+    builder = match format!("{scheme}://{authority}{path}").parse::<http::Uri>() {
+        Ok(uri) => builder.uri(uri),
+        Err(_) => builder.uri(path.parse::<http::Uri>().unwrap_or_default()),
+    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in incoming.headers().entries() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let (mut parts, ()) = builder.body(()).unwrap_or_default().into_parts();
+    parts.headers = headers;
+    let body = Stream {
+        chunks: chunks(incoming.into_body_stream()),
+        _response: None,
+    };
+    (parts, body)
+}
+
+/// Sends the head, then streams the body; the body logs itself when dropped.
+async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, fn(AccessLog)>>) {
+    let (parts, mut body) = resp.into_parts();
+    let outgoing = OutgoingResponse::new(fields(&parts.headers));
+    let _ = outgoing.set_status_code(parts.status.as_u16());
+    let mut sink = outgoing.take_body();
+    out.set(outgoing);
+    while let Some(frame) = body.frame().await {
+        let Ok(Some(data)) = frame.map(|f| f.into_data().ok()) else {
+            break;
+        };
+        if sink.send(data.to_vec()).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Header fields for `wasi:http`; the pipeline already dropped the fields it forbids.
+fn fields(headers: &HeaderMap) -> Fields {
+    let list: Vec<(String, Vec<u8>)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    Fields::from_list(&list).unwrap_or_else(|_| Fields::new())
+}
+
+fn method_from_wasi(m: &Method) -> http::Method {
+    match m {
+        Method::Get => http::Method::GET,
+        Method::Head => http::Method::HEAD,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        Method::Delete => http::Method::DELETE,
+        Method::Connect => http::Method::CONNECT,
+        Method::Options => http::Method::OPTIONS,
+        Method::Trace => http::Method::TRACE,
+        Method::Patch => http::Method::PATCH,
+        Method::Other(s) => http::Method::from_bytes(s.as_bytes()).unwrap_or(http::Method::GET),
+    }
+}
+
+fn method_to_wasi(m: &http::Method) -> Method {
+    match *m {
+        http::Method::GET => Method::Get,
+        http::Method::HEAD => Method::Head,
+        http::Method::POST => Method::Post,
+        http::Method::PUT => Method::Put,
+        http::Method::DELETE => Method::Delete,
+        http::Method::CONNECT => Method::Connect,
+        http::Method::OPTIONS => Method::Options,
+        http::Method::TRACE => Method::Trace,
+        http::Method::PATCH => Method::Patch,
+        ref other => Method::Other(other.to_string()),
+    }
+}
+
+struct EdgePorts;
+
+impl Ports for EdgePorts {
+    type Kv = SpinKv;
+    type Http = SpinHttp;
+    type Clock = SystemClock;
+    fn kv(&self) -> &SpinKv {
+        &SpinKv
+    }
+    fn http(&self) -> &SpinHttp {
+        &SpinHttp
+    }
+    fn clock(&self) -> &SystemClock {
+        &SystemClock
+    }
+}
+
+/// Outbound HTTP through `wasi:http/outgoing-handler@0.2.0`, called
+/// directly because the SDK's `send` cannot pass timeouts.
+pub struct SpinHttp;
+
+impl HttpClient for SpinHttp {
+    type Body = EdgeBody;
+
+    async fn send(
+        &self,
+        req: Request<EdgeBody>,
+        opts: &UpstreamOptions,
+    ) -> Result<Response<EdgeBody>, UpstreamError> {
+        let req = buffer_unsized(req, opts.max_request_body).await?;
+        let (mut parts, mut body) = req.into_parts();
+        parts.headers.remove(header::HOST);
+        let outgoing = OutgoingRequest::new(fields(&parts.headers));
+        let scheme = if parts.uri.scheme_str() == Some("https") {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+        let set = outgoing.set_method(&method_to_wasi(&parts.method)).is_ok()
+            && outgoing.set_scheme(Some(&scheme)).is_ok()
+            && outgoing
+                .set_authority(parts.uri.authority().map(|a| a.as_str()))
+                .is_ok()
+            && outgoing
+                .set_path_with_query(parts.uri.path_and_query().map(|p| p.as_str()))
+                .is_ok();
+        if !set {
+            return Err(UpstreamError::Protocol(format!(
+                "wasi:http refused the request line for {}",
+                parts.uri
+            )));
+        }
+        let mut sink = outgoing.take_body();
+        let options = RequestOptions::new();
+        let _ = options.set_connect_timeout(Some(nanos(opts.connect_timeout)));
+        let _ = options.set_first_byte_timeout(Some(nanos(opts.request_timeout)));
+        let pending = outgoing_handler::handle(outgoing, Some(options))
+            .map_err(|code| upstream_error!(code, ErrorCode, opts.request_timeout))?;
+        let upload = async move {
+            while let Some(frame) = body.frame().await {
+                let Ok(Some(data)) = frame.map(|f| f.into_data().ok()) else {
+                    break;
+                };
+                if sink.send(data.to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (answer, ()) = futures::join!(incoming_response(pending), upload);
+        let resp = answer.map_err(|code| upstream_error!(code, ErrorCode, opts.request_timeout))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in resp.headers().entries() {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(&value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        let status = http::StatusCode::from_u16(resp.status())
+            .map_err(|_| UpstreamError::Protocol(format!("status {}", resp.status())))?;
+        let body = Stream {
+            chunks: chunks(resp.take_body_stream()),
+            _response: Some(resp),
+        };
+        let mut response = Response::new(EdgeBody::stream(body, None));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+}
+
+/// Waits for the response head on spin-executor's poll loop.
+async fn incoming_response(pending: FutureIncomingResponse) -> Result<IncomingResponse, ErrorCode> {
+    let mut _token: Option<spin_executor::CancelOnDropToken> = None;
+    std::future::poll_fn(move |cx| match pending.get() {
+        Some(Ok(result)) => Poll::Ready(result),
+        Some(Err(())) => Poll::Ready(Err(ErrorCode::InternalError(Some(
+            "response already taken".into(),
+        )))),
+        None => {
+            _token = Some(
+                spin_executor::push_waker_and_get_token(pending.subscribe(), cx.waker().clone())
+                    .into(),
+            );
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Spin key-value (`fermyon:spin/key-value@2.0.0`), with compare-and-swap
+/// through `wasi:keyvalue/atomics`. Values carry their own expiry (see
+/// `kv-schema/`), since Spin's stores have no TTL.
+pub struct SpinKv;
+
+fn kv_error(e: impl std::fmt::Display) -> KvError {
+    KvError(e.to_string())
+}
+
+impl KvStore for SpinKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Store::open_default()
+            .map_err(kv_error)?
+            .get(key)
+            .map_err(kv_error)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], _ttl: Option<Duration>) -> Result<(), KvError> {
+        Store::open_default()
+            .map_err(kv_error)?
+            .set(key, value)
+            .map_err(kv_error)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        Store::open_default()
+            .map_err(kv_error)?
+            .delete(key)
+            .map_err(kv_error)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        current: Option<&[u8]>,
+        new: &[u8],
+        _ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        let bucket = wstore::open("default").map_err(kv_error)?;
+        let cas = atomics::Cas::new(&bucket, key).map_err(kv_error)?;
+        if cas.current().map_err(kv_error)?.as_deref() != current {
+            return Ok(false);
+        }
+        match atomics::swap(cas, new) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(e)) => Err(kv_error(e)),
+        }
+    }
+}

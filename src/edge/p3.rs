@@ -1,0 +1,213 @@
+//! WASI 0.3 flavour (spin-sdk 7). Spin reuses an instance for many
+//! requests (some at once), so the compiled config and the key-value handle
+//! are made once per instance.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wstore};
+use spin_sdk::http::Request as SpinRequest;
+use spin_sdk::key_value::Store;
+use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
+use spin_sdk::wasip3::http_compat::{
+    IncomingRequestBody, IncomingResponseBody, RequestOptionsExtension,
+};
+
+use super::{
+    buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names,
+};
+use crate::body::{BodyProbe, GatewayBody, Logged};
+use crate::config::{Config, Variables};
+use crate::pipeline;
+use crate::pipeline::log::AccessLog;
+use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
+use crate::system_clock::SystemClock;
+
+/// A body streamed from the host: a request's or a response's.
+pub enum Stream {
+    Request(IncomingRequestBody),
+    Response(IncomingResponseBody),
+}
+
+impl Body for Stream {
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ErrorCode>>> {
+        match self.get_mut() {
+            Stream::Request(b) => Pin::new(b).poll_frame(cx),
+            Stream::Response(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Stream::Request(b) => b.is_end_stream(),
+            Stream::Response(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Stream::Request(b) => b.size_hint(),
+            Stream::Response(b) => b.size_hint(),
+        }
+    }
+}
+
+pub type EdgeBody = GatewayBody<Stream>;
+
+static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+
+/// The config, compiled on the instance's first request.
+async fn config() -> &'static Result<Config, String> {
+    if let Some(config) = CONFIG.get() {
+        return config;
+    }
+    let mut vars = Variables::new();
+    for name in variable_names() {
+        if let Ok(value) = spin_sdk::variables::get(&name).await {
+            vars.insert(name, value);
+        }
+    }
+    CONFIG.get_or_init(|| compile(&vars))
+}
+
+/// The component's entry point: one request, start to finish.
+#[spin_sdk::http_service]
+async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
+    let (mut parts, body) = req.into_parts();
+    let downstream = downstream(&mut parts.headers, parts.uri.scheme_str());
+    let config = match config().await {
+        Ok(config) => config,
+        Err(reason) => {
+            return misconfigured::<EdgeBody>(reason, &parts.headers).map(Logged::unlogged);
+        }
+    };
+    let probe = Arc::new(BodyProbe::default());
+    let req = Request::from_parts(
+        parts,
+        EdgeBody::stream(Stream::Request(body), Some(probe.clone())),
+    );
+    let exchange = pipeline::handle(config, &EdgePorts, req, downstream).await;
+    let emit = config.gateway.access_log.then_some(emit as fn(AccessLog));
+    exchange
+        .response
+        .map(|body| Logged::new(body, exchange.log, probe, emit))
+}
+
+struct EdgePorts;
+
+impl Ports for EdgePorts {
+    type Kv = SpinKv;
+    type Http = SpinHttp;
+    type Clock = SystemClock;
+    fn kv(&self) -> &SpinKv {
+        &SpinKv
+    }
+    fn http(&self) -> &SpinHttp {
+        &SpinHttp
+    }
+    fn clock(&self) -> &SystemClock {
+        &SystemClock
+    }
+}
+
+/// Outbound HTTP through `wasi:http/client@0.3.0`.
+pub struct SpinHttp;
+
+impl HttpClient for SpinHttp {
+    type Body = EdgeBody;
+
+    async fn send(
+        &self,
+        req: Request<EdgeBody>,
+        opts: &UpstreamOptions,
+    ) -> Result<Response<EdgeBody>, UpstreamError> {
+        let mut req = buffer_unsized(req, opts.max_request_body).await?;
+        req.headers_mut().remove(header::HOST);
+        let options = RequestOptions::new();
+        // Durations are nanoseconds; a host that cannot honour one still sends.
+        let _ = options.set_connect_timeout(Some(nanos(opts.connect_timeout)));
+        let _ = options.set_first_byte_timeout(Some(nanos(opts.request_timeout)));
+        req.extensions_mut()
+            .insert(RequestOptionsExtension(options));
+        match spin_sdk::http::send(req).await {
+            Ok(resp) => Ok(resp.map(|b| EdgeBody::stream(Stream::Response(b), None))),
+            Err(code) => Err(upstream_error!(code, ErrorCode, opts.request_timeout)),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Spin key-value (`spin:key-value@3.0.0`), with compare-and-swap through
+/// `wasi:keyvalue/atomics`. Values carry their own expiry (see
+/// `kv-schema/`), since Spin's stores have no TTL.
+pub struct SpinKv;
+
+/// The default store and bucket, opened once per instance.
+static STORE: OnceLock<Store> = OnceLock::new();
+static BUCKET: OnceLock<wstore::Bucket> = OnceLock::new();
+
+fn kv_error(e: impl std::fmt::Display) -> KvError {
+    KvError(e.to_string())
+}
+
+async fn store() -> Result<&'static Store, KvError> {
+    if let Some(store) = STORE.get() {
+        return Ok(store);
+    }
+    let opened = Store::open_default().await.map_err(kv_error)?;
+    Ok(STORE.get_or_init(|| opened))
+}
+
+fn bucket() -> Result<&'static wstore::Bucket, KvError> {
+    if let Some(bucket) = BUCKET.get() {
+        return Ok(bucket);
+    }
+    let opened = wstore::open("default").map_err(kv_error)?;
+    Ok(BUCKET.get_or_init(|| opened))
+}
+
+impl KvStore for SpinKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        store().await?.get(key).await.map_err(kv_error)
+    }
+
+    async fn set(&self, key: &str, value: &[u8], _ttl: Option<Duration>) -> Result<(), KvError> {
+        store().await?.set(key, value).await.map_err(kv_error)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        store().await?.delete(key).await.map_err(kv_error)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        current: Option<&[u8]>,
+        new: &[u8],
+        _ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        let cas = atomics::Cas::new(bucket()?, key).map_err(kv_error)?;
+        if cas.current().map_err(kv_error)?.as_deref() != current {
+            return Ok(false);
+        }
+        match atomics::swap(cas, new) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(e)) => Err(kv_error(e)),
+        }
+    }
+}
