@@ -1,0 +1,333 @@
+//! What only the node does: process life (start-up errors, reload, drain),
+//! its access log, h2c, streaming, and hyper's backstop limits. Behaviour
+//! shared with the edge lives in the conformance suite.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::origin::Origin;
+use support::{Node, get, raw, send};
+use tokio::sync::mpsc;
+
+fn config(origin: &Origin) -> String {
+    format!(
+        r#"
+[services.echo]
+url = "http://127.0.0.1:{port}"
+request_timeout = "5s"
+
+[[routes]]
+name = "echo"
+path = "/echo/{{*rest}}"
+service = "echo"
+strip_prefix = "/echo"
+"#,
+        port = origin.port()
+    )
+}
+
+#[tokio::test]
+async fn access_log_has_one_complete_line_per_request_without_query() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start(&config(&origin), &[]);
+    let req = Request::post("/echo/things?token=secret123")
+        .header("host", "gw.test")
+        .header("x-request-id", "log-me-1")
+        .body(Bytes::from_static(b"0123456789"))
+        .unwrap();
+    let reply = send(node.addr, req).await;
+    assert_eq!(reply.status, 200);
+    let line = node.wait_for_log(|l| l["request_id"] == "log-me-1");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["host"], "gw.test");
+    assert_eq!(line["path"], "/echo/things");
+    assert_eq!(line["route"], "echo");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes_in"], 10);
+    assert_eq!(line["bytes_out"], reply.body.len() as u64);
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert!(
+        line["upstream"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo http://127.0.0.1:")
+    );
+    assert!(line["upstream_latency_us"].as_u64().is_some());
+    assert!(
+        line["total_latency_us"].as_u64().unwrap() >= line["upstream_latency_us"].as_u64().unwrap()
+    );
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(line["trace_id"].as_str().unwrap().len(), 32);
+    let all = node.access_log();
+    assert!(
+        !format!("{all:?}").contains("secret123"),
+        "query strings are never logged"
+    );
+
+    let reply = send(node.addr, get("/nowhere")).await;
+    assert_eq!(reply.status, 404);
+    let line = node.wait_for_log(|l| l["status"] == 404);
+    assert_eq!(line["route"], serde_json::Value::Null);
+    assert_eq!(line["error"], "no route matches this request");
+}
+
+#[tokio::test]
+async fn bad_config_at_start_is_reported_with_line_and_key() {
+    let path = support::temp_path("bad.toml");
+    std::fs::write(&path, "[[routes]]\npath = \"/x\"\nservice = \"missing\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(":3:11: routes[0].service: no service named `missing`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_command_reports_every_error_and_exits_nonzero() {
+    let path = support::temp_path("check.toml");
+    std::fs::write(&path, "[services.a]\nurl = \"nope\"\n[[routes]]\npath = \"/x\"\nservice = \"a\"\nrewrite = \"/{y}\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check"])
+        .arg(&path)
+        .args([
+            "--spin-manifest",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(":2:7: services.a.url:"), "{stderr}");
+
+    let shipped = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["check", "routes/gateway.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        shipped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shipped.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sighup_reload_keeps_the_running_config_when_the_new_one_is_bad() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start(&config(&origin), &[]);
+    assert_eq!(send(node.addr, get("/echo/a")).await.status, 200);
+
+    std::fs::write(
+        &node.config_path,
+        format!(
+            "{}\n[[routes]]\npath = \"/b\"\nservice = \"nope\"\n",
+            config(&origin)
+        ),
+    )
+    .unwrap();
+    node.signal("HUP");
+    let err = node.wait_for_stderr("no service named");
+    assert!(
+        err.contains("\"line\":14") && err.contains("routes[1].service"),
+        "{err}"
+    );
+    node.wait_for_stderr("config rejected");
+    assert_eq!(
+        send(node.addr, get("/echo/a")).await.status,
+        200,
+        "old config still serves"
+    );
+
+    std::fs::write(
+        &node.config_path,
+        format!(
+            "{}\n[[routes]]\npath = \"/b\"\nservice = \"echo\"\n",
+            config(&origin)
+        ),
+    )
+    .unwrap();
+    node.signal("HUP");
+    node.wait_for_stderr("config reloaded");
+    let reply = send(node.addr, get("/b")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["path"], "/b");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let mut node = Node::start(&config(&origin), &[]);
+    let addr = node.addr;
+    let slow = tokio::spawn(async move { send(addr, get("/echo/delay/1500")).await });
+    // Wait until the origin has the request, so it is surely in flight.
+    while origin.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.signal("TERM");
+    node.wait_for_stderr("draining");
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "the listener is closed while draining");
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status, 200, "the in-flight request completed");
+    assert_eq!(node.wait(Duration::from_secs(10)), Some(0));
+    assert!(
+        node.access_log()
+            .iter()
+            .any(|l| l["path"] == "/echo/delay/1500"),
+        "its log line was flushed"
+    );
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_served() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start(&config(&origin), &[]);
+    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let uri = format!("http://gw.test:{}/echo/h2", node.addr.port());
+    let req = Request::get(uri)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["path"], "/h2");
+    assert_eq!(
+        echo["version"], "HTTP/1.1",
+        "the origin is spoken to over HTTP/1.1"
+    );
+    let fwd_host = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-forwarded-host")
+        .unwrap()[1]
+        .clone();
+    assert_eq!(fwd_host, format!("gw.test:{}", node.addr.port()));
+}
+
+/// A response body fed by the test through a channel, chunk by chunk.
+struct Fed(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Fed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// An origin that answers its one request with a body the test feeds.
+async fn fed_origin() -> (u16, mpsc::Sender<Bytes>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let body = std::sync::Mutex::new(Some(Fed(rx)));
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |_req| {
+            let fed = body.lock().unwrap().take().expect("one request");
+            async move { Ok::<_, Infallible>(http::Response::new(fed)) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+    (port, tx)
+}
+
+#[tokio::test]
+async fn responses_stream_through_without_buffering() {
+    let (port, feed) = fed_origin().await;
+    let cfg = format!(
+        "[services.fed]\nurl = \"http://127.0.0.1:{port}\"\n[[routes]]\npath = \"/fed\"\nservice = \"fed\"\n"
+    );
+    let node = Node::start(&cfg, &[]);
+    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(get("/fed").map(http_body_util::Full::new))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    feed.send(Bytes::from_static(b"first")).await.unwrap();
+    // The origin has not finished (it waits for us), yet the first chunk arrives:
+    // the gateway forwards as it reads.
+    let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("first chunk forwarded")
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), "first");
+    feed.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(feed);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+}
+
+#[tokio::test]
+async fn hyper_backstop_limits_and_garbage_never_take_the_node_down() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start(&config(&origin), &[]);
+    // Far beyond the configured header limit: hyper itself answers 431.
+    let huge = format!(
+        "GET /echo/x HTTP/1.1\r\nhost: gw.test\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 << 10)
+    );
+    let answer = raw(node.addr, huge.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // Garbage gets 400 from hyper, and the node keeps serving.
+    let answer = raw(
+        node.addr,
+        b"\x16\x03\x01garbage\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    let answer = raw(
+        node.addr,
+        b"GET /echo/x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // A client that disconnects mid-response leaves nothing broken.
+    let _ = raw(
+        node.addr,
+        b"GET /echo/bytes/5000000 HTTP/1.1\r\nhost: a\r\n\r\n",
+        Duration::from_millis(1),
+    )
+    .await;
+    assert_eq!(send(node.addr, get("/echo/ok")).await.status, 200);
+}
