@@ -9,12 +9,10 @@ fn main() {
         return;
     }
     let name = std::env::var("PORTCULLIS_CONFIG").unwrap_or_else(|_| "routes/gateway.toml".into());
-    let dir =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let source = dir.join(&name);
     println!("cargo:rerun-if-changed={}", source.display());
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("gateway.toml");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("gateway.toml");
     if let Err(e) = std::fs::copy(&source, &out) {
         panic!("cannot embed the edge config {}: {e}", source.display());
     }

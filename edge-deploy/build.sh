@@ -38,7 +38,7 @@ else
     [ -e "$need" ] || { echo "missing $need: run 'make deps' (Debian: rustc-web cargo-web rust-web-src wasi-libc lld)" >&2; exit 1; }
   done
   command -v wasm-component-ld >/dev/null || { echo "missing wasm-component-ld: cargo install --locked wasm-component-ld" >&2; exit 1; }
-  CARGO_TARGET_DIR=$target_dir-debian RUSTC_BOOTSTRAP=1 \
+  CARGO_TARGET_DIR=$target_dir-debian RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
     RUSTFLAGS="-C linker=wasm-component-ld -C link-self-contained=no -L /usr/lib/wasm32-wasi" \
     /usr/bin/cargo "${args[@]}" -Zbuild-std=std,panic_abort
   target_dir=$target_dir-debian

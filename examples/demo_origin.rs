@@ -10,9 +10,7 @@ mod origin;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9080".into());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9080".into());
     let origin = origin::Origin::start(&addr).await?;
     eprintln!("demo origin listening on http://{}", origin.addr);
     let _ = tokio::signal::ctrl_c().await;

@@ -70,12 +70,7 @@ struct TooLarge(u64);
 impl<S> GatewayBody<S> {
     /// A streamed body; `probe` (for request bodies) counts and watches it.
     pub fn stream(stream: S, probe: Option<Arc<BodyProbe>>) -> Self {
-        Self {
-            inner: Inner::Stream(stream),
-            limit: u64::MAX,
-            seen: 0,
-            probe,
-        }
+        Self { inner: Inner::Stream(stream), limit: u64::MAX, seen: 0, probe }
     }
 
     /// Fails the stream (and marks the probe) once more than `limit` bytes pass.
@@ -97,12 +92,7 @@ impl<S> GatewayBody<S> {
 impl<S> From<Bytes> for GatewayBody<S> {
     fn from(bytes: Bytes) -> Self {
         let inner = Inner::Full((!bytes.is_empty()).then_some(bytes));
-        Self {
-            inner,
-            limit: u64::MAX,
-            seen: 0,
-            probe: None,
-        }
+        Self { inner, limit: u64::MAX, seen: 0, probe: None }
     }
 }
 
@@ -114,10 +104,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -156,9 +143,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Stream(stream) => stream.size_hint(),
         }
     }
@@ -176,20 +161,12 @@ pub struct Logged<B, F: FnOnce(AccessLog)> {
 impl<B, F: FnOnce(AccessLog)> Logged<B, F> {
     /// `emit: None` turns logging off but keeps the type.
     pub fn new(inner: B, log: AccessLog, probe: Arc<BodyProbe>, emit: Option<F>) -> Self {
-        Self {
-            inner,
-            sent: 0,
-            pending: emit.map(|f| (log, probe, f)),
-        }
+        Self { inner, sent: 0, pending: emit.map(|f| (log, probe, f)) }
     }
 
     /// A body that is never logged.
     pub fn unlogged(inner: B) -> Self {
-        Self {
-            inner,
-            sent: 0,
-            pending: None,
-        }
+        Self { inner, sent: 0, pending: None }
     }
 }
 
@@ -202,16 +179,11 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64)
-            }
+            Poll::Ready(Some(Ok(frame))) => this.sent += frame.data_ref().map_or(0, |d| d.len() as u64),
             Poll::Ready(Some(Err(e))) => {
                 if let Some((log, _, _)) = &mut this.pending {
                     log.error = Some(format!("response body failed: {e}"));

@@ -68,9 +68,7 @@ impl GatewayError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::Accept(_) | Self::Route(_) => Fault::Client,
-            Self::Upstream(UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_)) => {
-                Fault::Client
-            }
+            Self::Upstream(UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_)) => Fault::Client,
             Self::Upstream(_) => Fault::Upstream,
             Self::Misconfigured(_) => Fault::Gateway,
         }
@@ -81,58 +79,36 @@ impl GatewayError {
         use AcceptError as A;
         use UpstreamError as U;
         match self {
-            Self::Accept(e @ (A::HeadersTooLarge { .. } | A::TooManyHeaders { .. })) => (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers-too-large",
-                e.to_string(),
-            ),
+            Self::Accept(e @ (A::HeadersTooLarge { .. } | A::TooManyHeaders { .. })) => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large", e.to_string())
+            }
             Self::Accept(A::Path(e)) => (StatusCode::BAD_REQUEST, "bad-path", e.to_string()),
-            Self::Accept(e @ A::BadContentLength) => {
-                (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
+            Self::Accept(e @ A::BadContentLength) => (StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+            Self::Accept(e @ A::BodyTooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", e.to_string())
             }
-            Self::Accept(e @ A::BodyTooLarge { .. }) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                e.to_string(),
-            ),
-            Self::Route(e @ RouteError::NotFound) => {
-                (StatusCode::NOT_FOUND, "no-route", e.to_string())
+            Self::Route(e @ RouteError::NotFound) => (StatusCode::NOT_FOUND, "no-route", e.to_string()),
+            Self::Route(e @ RouteError::MethodNotAllowed { .. }) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", e.to_string())
             }
-            Self::Route(e @ RouteError::MethodNotAllowed { .. }) => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                e.to_string(),
-            ),
-            Self::Upstream(e @ U::BodyTooLarge { .. }) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                e.to_string(),
-            ),
-            Self::Upstream(U::ClientBody(_)) => (
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "the request body could not be read".into(),
-            ),
-            Self::Upstream(U::Connect(_)) => (
-                StatusCode::BAD_GATEWAY,
-                "upstream-unavailable",
-                "the upstream service could not be reached".into(),
-            ),
-            Self::Upstream(U::Protocol(_)) => (
-                StatusCode::BAD_GATEWAY,
-                "upstream-invalid",
-                "the upstream service sent an invalid response".into(),
-            ),
-            Self::Upstream(U::ConnectTimeout | U::Timeout(_)) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream-timeout",
-                "the upstream service did not answer in time".into(),
-            ),
-            Self::Misconfigured(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "gateway-misconfigured",
-                "the gateway is misconfigured".into(),
-            ),
+            Self::Upstream(e @ U::BodyTooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", e.to_string())
+            }
+            Self::Upstream(U::ClientBody(_)) => {
+                (StatusCode::BAD_REQUEST, "bad-request", "the request body could not be read".into())
+            }
+            Self::Upstream(U::Connect(_)) => {
+                (StatusCode::BAD_GATEWAY, "upstream-unavailable", "the upstream service could not be reached".into())
+            }
+            Self::Upstream(U::Protocol(_)) => {
+                (StatusCode::BAD_GATEWAY, "upstream-invalid", "the upstream service sent an invalid response".into())
+            }
+            Self::Upstream(U::ConnectTimeout | U::Timeout(_)) => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the upstream service did not answer in time".into())
+            }
+            Self::Misconfigured(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "gateway-misconfigured", "the gateway is misconfigured".into())
+            }
         }
     }
 
@@ -163,13 +139,9 @@ pub fn problem_response(problem: &Problem) -> Response<Bytes> {
     // Serialising a struct of strings and numbers cannot fail.
     let body = serde_json::to_vec(problem).unwrap_or_default();
     let mut resp = Response::new(Bytes::from(body));
-    *resp.status_mut() =
-        StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -186,43 +158,15 @@ mod tests {
     #[test]
     fn statuses_follow_the_cause() {
         let cases: Vec<(GatewayError, u16, Fault)> = vec![
-            (
-                AcceptError::HeadersTooLarge { size: 9, limit: 1 }.into(),
-                431,
-                Fault::Client,
-            ),
-            (
-                AcceptError::Path(PathError::ForbiddenEscape).into(),
-                400,
-                Fault::Client,
-            ),
-            (
-                AcceptError::BodyTooLarge { size: 9, limit: 1 }.into(),
-                413,
-                Fault::Client,
-            ),
+            (AcceptError::HeadersTooLarge { size: 9, limit: 1 }.into(), 431, Fault::Client),
+            (AcceptError::Path(PathError::ForbiddenEscape).into(), 400, Fault::Client),
+            (AcceptError::BodyTooLarge { size: 9, limit: 1 }.into(), 413, Fault::Client),
             (RouteError::NotFound.into(), 404, Fault::Client),
-            (
-                UpstreamError::BodyTooLarge { limit: 1 }.into(),
-                413,
-                Fault::Client,
-            ),
-            (
-                UpstreamError::Connect("refused".into()).into(),
-                502,
-                Fault::Upstream,
-            ),
-            (
-                UpstreamError::Protocol("bad".into()).into(),
-                502,
-                Fault::Upstream,
-            ),
+            (UpstreamError::BodyTooLarge { limit: 1 }.into(), 413, Fault::Client),
+            (UpstreamError::Connect("refused".into()).into(), 502, Fault::Upstream),
+            (UpstreamError::Protocol("bad".into()).into(), 502, Fault::Upstream),
             (UpstreamError::ConnectTimeout.into(), 504, Fault::Upstream),
-            (
-                UpstreamError::Timeout(Duration::from_secs(1)).into(),
-                504,
-                Fault::Upstream,
-            ),
+            (UpstreamError::Timeout(Duration::from_secs(1)).into(), 504, Fault::Upstream),
             (GatewayError::Misconfigured("x".into()), 500, Fault::Gateway),
         ];
         for (err, status, fault) in cases {
@@ -234,9 +178,7 @@ mod tests {
     #[test]
     fn problem_bodies_never_leak_internals() {
         let id = HeaderValue::from_static("req-1");
-        let err = GatewayError::from(UpstreamError::Connect(
-            "tcp connect error: 10.9.8.7:5432 refused".into(),
-        ));
+        let err = GatewayError::from(UpstreamError::Connect("tcp connect error: 10.9.8.7:5432 refused".into()));
         let resp = err.to_response(&id);
         let text = String::from_utf8(resp.body().to_vec()).unwrap();
         assert!(!text.contains("10.9.8.7"), "{text}");
@@ -250,9 +192,7 @@ mod tests {
 
     #[test]
     fn method_not_allowed_carries_allow() {
-        let err = GatewayError::from(RouteError::MethodNotAllowed {
-            allow: HeaderValue::from_static("GET, HEAD"),
-        });
+        let err = GatewayError::from(RouteError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD") });
         let resp = err.to_response(&HeaderValue::from_static("r"));
         assert_eq!(resp.status(), 405);
         assert_eq!(resp.headers()["allow"], "GET, HEAD");

@@ -13,11 +13,7 @@ mod cli {
     use portcullis::native::server::{ServeOptions, serve};
 
     #[derive(Parser)]
-    #[command(
-        name = "portcullis",
-        version,
-        about = "An API gateway: one core, at the edge and on the node"
-    )]
+    #[command(name = "portcullis", version, about = "An API gateway: one core, at the edge and on the node")]
     struct Cli {
         #[command(subcommand)]
         command: Command,
@@ -58,13 +54,7 @@ mod cli {
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
         match cli.command {
-            Command::Serve {
-                config,
-                listen,
-                workers,
-                drain_timeout,
-                header_read_timeout,
-            } => {
+            Command::Serve { config, listen, workers, drain_timeout, header_read_timeout } => {
                 init_tracing();
                 let mut runtime = tokio::runtime::Builder::new_multi_thread();
                 if let Some(n) = workers {
@@ -77,12 +67,7 @@ mod cli {
                         return ExitCode::FAILURE;
                     }
                 };
-                let opts = ServeOptions {
-                    config,
-                    listen,
-                    drain_timeout,
-                    header_read_timeout,
-                };
+                let opts = ServeOptions { config, listen, drain_timeout, header_read_timeout };
                 match runtime.block_on(serve(opts)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -92,21 +77,14 @@ mod cli {
                     }
                 }
             }
-            Command::Check {
-                config,
-                spin_manifest,
-            } => check(&config, spin_manifest.as_deref()),
+            Command::Check { config, spin_manifest } => check(&config, spin_manifest.as_deref()),
         }
     }
 
     fn init_tracing() {
         let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init();
+        tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
     }
 
     fn check(path: &Path, manifest: Option<&Path>) -> ExitCode {
@@ -117,9 +95,8 @@ mod cli {
                 return ExitCode::FAILURE;
             }
         };
-        let manifest = manifest
-            .map(Path::to_path_buf)
-            .or_else(|| Some(PathBuf::from("spin.toml")).filter(|p| p.exists()));
+        let manifest =
+            manifest.map(Path::to_path_buf).or_else(|| Some(PathBuf::from("spin.toml")).filter(|p| p.exists()));
         if let Some(manifest) = manifest {
             match check_spin(path, &manifest) {
                 Ok(problems) if problems.is_empty() => {}
@@ -135,12 +112,7 @@ mod cli {
                 }
             }
         }
-        println!(
-            "{}: ok ({} services, {} routes)",
-            path.display(),
-            config.services.len(),
-            config.routes.len()
-        );
+        println!("{}: ok ({} services, {} routes)", path.display(), config.services.len(), config.routes.len());
         ExitCode::SUCCESS
     }
 
@@ -157,9 +129,7 @@ mod cli {
         let edge = match Config::parse(&config_text, &path.display().to_string(), &vars) {
             Ok(c) => c,
             Err(e) => {
-                return Ok(vec![format!(
-                    "with the manifest's variable defaults the config does not compile:\n{e}"
-                )]);
+                return Ok(vec![format!("with the manifest's variable defaults the config does not compile:\n{e}")]);
             }
         };
         problems.extend(spin::missing_outbound_hosts(&edge, &text)?);

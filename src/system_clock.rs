@@ -18,9 +18,7 @@ fn origin() -> Instant {
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
         // A clock set before 1970 reads as the epoch rather than failing.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
     }
 
     fn monotonic(&self) -> Duration {

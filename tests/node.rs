@@ -53,23 +53,13 @@ async fn access_log_has_one_complete_line_per_request_without_query() {
     assert_eq!(line["bytes_in"], 10);
     assert_eq!(line["bytes_out"], reply.body.len() as u64);
     assert_eq!(line["client_ip"], "127.0.0.1");
-    assert!(
-        line["upstream"]
-            .as_str()
-            .unwrap()
-            .starts_with("echo http://127.0.0.1:")
-    );
+    assert!(line["upstream"].as_str().unwrap().starts_with("echo http://127.0.0.1:"));
     assert!(line["upstream_latency_us"].as_u64().is_some());
-    assert!(
-        line["total_latency_us"].as_u64().unwrap() >= line["upstream_latency_us"].as_u64().unwrap()
-    );
+    assert!(line["total_latency_us"].as_u64().unwrap() >= line["upstream_latency_us"].as_u64().unwrap());
     assert!(line["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(line["trace_id"].as_str().unwrap().len(), 32);
     let all = node.access_log();
-    assert!(
-        !format!("{all:?}").contains("secret123"),
-        "query strings are never logged"
-    );
+    assert!(!format!("{all:?}").contains("secret123"), "query strings are never logged");
 
     let reply = send(node.addr, get("/nowhere")).await;
     assert_eq!(reply.status, 404);
@@ -89,23 +79,21 @@ async fn bad_config_at_start_is_reported_with_line_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(":3:11: routes[0].service: no service named `missing`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(":3:11: routes[0].service: no service named `missing`"), "{stderr}");
 }
 
 #[tokio::test]
 async fn check_command_reports_every_error_and_exits_nonzero() {
     let path = support::temp_path("check.toml");
-    std::fs::write(&path, "[services.a]\nurl = \"nope\"\n[[routes]]\npath = \"/x\"\nservice = \"a\"\nrewrite = \"/{y}\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[services.a]\nurl = \"nope\"\n[[routes]]\npath = \"/x\"\nservice = \"a\"\nrewrite = \"/{y}\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check"])
         .arg(&path)
-        .args([
-            "--spin-manifest",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml"),
-        ])
+        .args(["--spin-manifest", concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -117,11 +105,7 @@ async fn check_command_reports_every_error_and_exits_nonzero() {
         .args(["check", "routes/gateway.toml"])
         .output()
         .unwrap();
-    assert!(
-        shipped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shipped.stderr)
-    );
+    assert!(shipped.status.success(), "{}", String::from_utf8_lossy(&shipped.stderr));
 }
 
 #[tokio::test]
@@ -130,35 +114,16 @@ async fn sighup_reload_keeps_the_running_config_when_the_new_one_is_bad() {
     let node = Node::start(&config(&origin), &[]);
     assert_eq!(send(node.addr, get("/echo/a")).await.status, 200);
 
-    std::fs::write(
-        &node.config_path,
-        format!(
-            "{}\n[[routes]]\npath = \"/b\"\nservice = \"nope\"\n",
-            config(&origin)
-        ),
-    )
-    .unwrap();
+    std::fs::write(&node.config_path, format!("{}\n[[routes]]\npath = \"/b\"\nservice = \"nope\"\n", config(&origin)))
+        .unwrap();
     node.signal("HUP");
     let err = node.wait_for_stderr("no service named");
-    assert!(
-        err.contains("\"line\":14") && err.contains("routes[1].service"),
-        "{err}"
-    );
+    assert!(err.contains("\"line\":14") && err.contains("routes[1].service"), "{err}");
     node.wait_for_stderr("config rejected");
-    assert_eq!(
-        send(node.addr, get("/echo/a")).await.status,
-        200,
-        "old config still serves"
-    );
+    assert_eq!(send(node.addr, get("/echo/a")).await.status, 200, "old config still serves");
 
-    std::fs::write(
-        &node.config_path,
-        format!(
-            "{}\n[[routes]]\npath = \"/b\"\nservice = \"echo\"\n",
-            config(&origin)
-        ),
-    )
-    .unwrap();
+    std::fs::write(&node.config_path, format!("{}\n[[routes]]\npath = \"/b\"\nservice = \"echo\"\n", config(&origin)))
+        .unwrap();
     node.signal("HUP");
     node.wait_for_stderr("config reloaded");
     let reply = send(node.addr, get("/b")).await;
@@ -183,12 +148,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let reply = slow.await.unwrap();
     assert_eq!(reply.status, 200, "the in-flight request completed");
     assert_eq!(node.wait(Duration::from_secs(10)), Some(0));
-    assert!(
-        node.access_log()
-            .iter()
-            .any(|l| l["path"] == "/echo/delay/1500"),
-        "its log line was flushed"
-    );
+    assert!(node.access_log().iter().any(|l| l["path"] == "/echo/delay/1500"), "its log line was flushed");
 }
 
 #[tokio::test]
@@ -197,31 +157,18 @@ async fn h2c_with_prior_knowledge_is_served() {
     let node = Node::start(&config(&origin), &[]);
     let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     let uri = format!("http://gw.test:{}/echo/h2", node.addr.port());
-    let req = Request::get(uri)
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
+    let req = Request::get(uri).body(http_body_util::Empty::<Bytes>::new()).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["path"], "/h2");
-    assert_eq!(
-        echo["version"], "HTTP/1.1",
-        "the origin is spoken to over HTTP/1.1"
-    );
-    let fwd_host = echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h[0] == "x-forwarded-host")
-        .unwrap()[1]
-        .clone();
+    assert_eq!(echo["version"], "HTTP/1.1", "the origin is spoken to over HTTP/1.1");
+    let fwd_host = echo["headers"].as_array().unwrap().iter().find(|h| h[0] == "x-forwarded-host").unwrap()[1].clone();
     assert_eq!(fwd_host, format!("gw.test:{}", node.addr.port()));
 }
 
@@ -236,9 +183,7 @@ impl hyper::body::Body for Fed {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -254,9 +199,7 @@ async fn fed_origin() -> (u16, mpsc::Sender<Bytes>) {
             let fed = body.lock().unwrap().take().expect("one request");
             async move { Ok::<_, Infallible>(http::Response::new(fed)) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service)
-            .await;
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
     });
     (port, tx)
 }
@@ -264,19 +207,13 @@ async fn fed_origin() -> (u16, mpsc::Sender<Bytes>) {
 #[tokio::test]
 async fn responses_stream_through_without_buffering() {
     let (port, feed) = fed_origin().await;
-    let cfg = format!(
-        "[services.fed]\nurl = \"http://127.0.0.1:{port}\"\n[[routes]]\npath = \"/fed\"\nservice = \"fed\"\n"
-    );
+    let cfg =
+        format!("[services.fed]\nurl = \"http://127.0.0.1:{port}\"\n[[routes]]\npath = \"/fed\"\nservice = \"fed\"\n");
     let node = Node::start(&cfg, &[]);
     let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
-    let resp = sender
-        .send_request(get("/fed").map(http_body_util::Full::new))
-        .await
-        .unwrap();
+    let resp = sender.send_request(get("/fed").map(http_body_util::Full::new)).await.unwrap();
     let mut body = resp.into_body();
     feed.send(Bytes::from_static(b"first")).await.unwrap();
     // The origin has not finished (it waits for us), yet the first chunk arrives:
@@ -298,23 +235,12 @@ async fn hyper_backstop_limits_and_garbage_never_take_the_node_down() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let node = Node::start(&config(&origin), &[]);
     // Far beyond the configured header limit: hyper itself answers 431.
-    let huge = format!(
-        "GET /echo/x HTTP/1.1\r\nhost: gw.test\r\nx-big: {}\r\n\r\n",
-        "a".repeat(100 << 10)
-    );
+    let huge = format!("GET /echo/x HTTP/1.1\r\nhost: gw.test\r\nx-big: {}\r\n\r\n", "a".repeat(100 << 10));
     let answer = raw(node.addr, huge.as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     // Garbage gets 400 from hyper, and the node keeps serving.
-    let answer = raw(
-        node.addr,
-        b"\x16\x03\x01garbage\r\n\r\n",
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
-        "{answer}"
-    );
+    let answer = raw(node.addr, b"\x16\x03\x01garbage\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
     let answer = raw(
         node.addr,
         b"GET /echo/x HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
@@ -323,11 +249,6 @@ async fn hyper_backstop_limits_and_garbage_never_take_the_node_down() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     // A client that disconnects mid-response leaves nothing broken.
-    let _ = raw(
-        node.addr,
-        b"GET /echo/bytes/5000000 HTTP/1.1\r\nhost: a\r\n\r\n",
-        Duration::from_millis(1),
-    )
-    .await;
+    let _ = raw(node.addr, b"GET /echo/bytes/5000000 HTTP/1.1\r\nhost: a\r\n\r\n", Duration::from_millis(1)).await;
     assert_eq!(send(node.addr, get("/echo/ok")).await.status, 200);
 }

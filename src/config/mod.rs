@@ -134,11 +134,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {}",
-            self.file, self.line, self.column, self.key, self.message
-        )
+        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.key, self.message)
     }
 }
 
@@ -164,20 +160,12 @@ impl Config {
     /// Parses and compiles `text`, filling `{{ name }}` placeholders from
     /// `vars`; `file` is only used to name it in errors.
     pub fn parse(text: &str, file: &str, vars: &Variables) -> Result<Config, ConfigErrors> {
-        let mut c = Compiler {
-            file,
-            text,
-            vars,
-            errors: Vec::new(),
-        };
+        let mut c = Compiler { file, text, vars, errors: Vec::new() };
         let raw: RawConfig = match toml::Deserializer::parse(text) {
             Ok(de) => match serde_path_to_error::deserialize(de) {
                 Ok(raw) => raw,
                 Err(e) => {
-                    let key = e
-                        .path()
-                        .to_string()
-                        .replace(".$__serde_spanned_private_value", "");
+                    let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
                     let span = e.inner().span().unwrap_or(0..0);
                     c.error(span, key, e.inner().message());
                     return Err(ConfigErrors(c.errors));
@@ -243,11 +231,7 @@ impl Compiler<'_> {
     fn compile(&mut self, raw: RawConfig) -> Option<Config> {
         let gateway = self.gateway(raw.gateway);
         let names: Vec<&String> = raw.services.keys().collect();
-        let services: Vec<Service> = raw
-            .services
-            .iter()
-            .filter_map(|(name, svc)| self.service(name, svc))
-            .collect();
+        let services: Vec<Service> = raw.services.iter().filter_map(|(name, svc)| self.service(name, svc)).collect();
         if services.len() != raw.services.len() {
             // Route errors would only repeat "unknown service" for the broken ones.
             return None;
@@ -258,11 +242,7 @@ impl Compiler<'_> {
             if let Some(route) = self.route(i, r, &names, &gateway) {
                 if !seen_names.insert(route.name.clone()) {
                     let span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
-                    self.error(
-                        span,
-                        format!("routes[{i}].name"),
-                        format!("route name `{}` is used twice", route.name),
-                    );
+                    self.error(span, format!("routes[{i}].name"), format!("route name `{}` is used twice", route.name));
                 }
                 routes.push(route);
             }
@@ -270,21 +250,10 @@ impl Compiler<'_> {
         if routes.len() != raw.routes.len() {
             return None;
         }
-        let specs: Vec<RouteSpec<'_>> = routes
-            .iter()
-            .map(|r| RouteSpec {
-                host: &r.host,
-                path: &r.path,
-                methods: r.methods.as_deref(),
-            })
-            .collect();
+        let specs: Vec<RouteSpec<'_>> =
+            routes.iter().map(|r| RouteSpec { host: &r.host, path: &r.path, methods: r.methods.as_deref() }).collect();
         match Router::build(&specs, gateway.default_host.clone()) {
-            Ok(router) => Some(Config {
-                gateway,
-                services,
-                routes,
-                router,
-            }),
+            Ok(router) => Some(Config { gateway, services, routes, router }),
             Err(errors) => {
                 for e in errors {
                     let span = raw.routes[e.route].get_ref().path.span();
@@ -301,11 +270,7 @@ impl Compiler<'_> {
             match self.check(h.span(), "gateway.default_host", parsed)? {
                 HostPattern::Exact(name) => Some(name),
                 _ => {
-                    self.error(
-                        h.span(),
-                        "gateway.default_host",
-                        "must be one exact host name, not a pattern",
-                    );
+                    self.error(h.span(), "gateway.default_host", "must be one exact host name, not a pattern");
                     None
                 }
             }
@@ -328,16 +293,8 @@ impl Compiler<'_> {
         GatewaySettings {
             default_host,
             trusted_proxies,
-            max_body_size: self.size(
-                g.max_body_size,
-                "gateway.max_body_size",
-                DEFAULT_MAX_BODY_SIZE,
-            ),
-            max_header_size: self.size(
-                g.max_header_size,
-                "gateway.max_header_size",
-                DEFAULT_MAX_HEADER_SIZE,
-            ),
+            max_body_size: self.size(g.max_body_size, "gateway.max_body_size", DEFAULT_MAX_BODY_SIZE),
+            max_header_size: self.size(g.max_header_size, "gateway.max_header_size", DEFAULT_MAX_HEADER_SIZE),
             max_header_count,
             access_log: g.access_log.unwrap_or(true),
         }
@@ -354,20 +311,12 @@ impl Compiler<'_> {
         }
     }
 
-    fn duration(
-        &mut self,
-        value: &Option<Spanned<String>>,
-        key: &str,
-        default: Duration,
-    ) -> Duration {
+    fn duration(&mut self, value: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
         let Some(v) = value else { return default };
         let parsed = match humantime::parse_duration(v.get_ref()) {
             Ok(d) if d.is_zero() => Err("must be longer than 0".to_string()),
             Ok(d) => Ok(d),
-            Err(e) => Err(format!(
-                "`{}` is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"1m\"",
-                v.get_ref()
-            )),
+            Err(e) => Err(format!("`{}` is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"1m\"", v.get_ref())),
         };
         self.check(v.span(), key, parsed).unwrap_or(default)
     }
@@ -375,25 +324,16 @@ impl Compiler<'_> {
     fn service(&mut self, name: &str, svc: &Spanned<RawService>) -> Option<Service> {
         let key = format!("services.{name}");
         let raw = svc.get_ref();
-        let connect_timeout = self.duration(
-            &raw.connect_timeout,
-            &format!("{key}.connect_timeout"),
-            DEFAULT_CONNECT_TIMEOUT,
-        );
-        let request_timeout = self.duration(
-            &raw.request_timeout,
-            &format!("{key}.request_timeout"),
-            DEFAULT_REQUEST_TIMEOUT,
-        );
+        let connect_timeout =
+            self.duration(&raw.connect_timeout, &format!("{key}.connect_timeout"), DEFAULT_CONNECT_TIMEOUT);
+        let request_timeout =
+            self.duration(&raw.request_timeout, &format!("{key}.request_timeout"), DEFAULT_REQUEST_TIMEOUT);
         let errors_before = self.errors.len();
         let targets: Vec<Target> = match (&raw.url, raw.targets.is_empty()) {
             (Some(url), true) => {
                 let k = format!("{key}.url");
                 let parsed = self.value(url, &k).map(|u| parse_target(&u, 1));
-                parsed
-                    .and_then(|p| self.check(url.span(), &k, p))
-                    .into_iter()
-                    .collect()
+                parsed.and_then(|p| self.check(url.span(), &k, p)).into_iter().collect()
             }
             (None, false) => raw
                 .targets
@@ -408,28 +348,16 @@ impl Compiler<'_> {
                 })
                 .collect(),
             (Some(url), false) => {
-                self.error(
-                    url.span(),
-                    format!("{key}.url"),
-                    "give either `url` or `targets`, not both",
-                );
+                self.error(url.span(), format!("{key}.url"), "give either `url` or `targets`, not both");
                 Vec::new()
             }
             (None, true) => {
-                self.error(
-                    svc.span(),
-                    key.clone(),
-                    "a service needs `url` or `targets`",
-                );
+                self.error(svc.span(), key.clone(), "a service needs `url` or `targets`");
                 Vec::new()
             }
         };
         if self.errors.len() == errors_before && targets.iter().all(|t| t.weight == 0) {
-            self.error(
-                svc.span(),
-                format!("{key}.targets"),
-                "at least one target needs a weight above 0",
-            );
+            self.error(svc.span(), format!("{key}.targets"), "at least one target needs a weight above 0");
         }
         (self.errors.len() == errors_before).then(|| Service {
             name: name.to_string(),
@@ -439,13 +367,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn route(
-        &mut self,
-        i: usize,
-        r: &Spanned<RawRoute>,
-        services: &[&String],
-        g: &GatewaySettings,
-    ) -> Option<Route> {
+    fn route(&mut self, i: usize, r: &Spanned<RawRoute>, services: &[&String], g: &GatewaySettings) -> Option<Route> {
         let key = |field: &str| format!("routes[{i}].{field}");
         let raw = r.get_ref();
         let errors_before = self.errors.len();
@@ -453,15 +375,12 @@ impl Compiler<'_> {
         let host = match &raw.host {
             Some(h) => {
                 let parsed = HostPattern::parse(h.get_ref());
-                self.check(h.span(), &key("host"), parsed)
-                    .unwrap_or(HostPattern::Any)
+                self.check(h.span(), &key("host"), parsed).unwrap_or(HostPattern::Any)
             }
             None => HostPattern::Any,
         };
         let path = raw.path.get_ref().clone();
-        let params = self
-            .check(raw.path.span(), &key("path"), template::path_params(&path))
-            .unwrap_or_default();
+        let params = self.check(raw.path.span(), &key("path"), template::path_params(&path)).unwrap_or_default();
         let methods = raw.methods.as_ref().map(|list| {
             if list.is_empty() {
                 self.error(
@@ -473,8 +392,7 @@ impl Compiler<'_> {
             let mut methods: Vec<Method> = Vec::new();
             for (j, m) in list.iter().enumerate() {
                 let parsed = parse_method(m.get_ref());
-                if let Some(m) = self.check(m.span(), &format!("routes[{i}].methods[{j}]"), parsed)
-                {
+                if let Some(m) = self.check(m.span(), &format!("routes[{i}].methods[{j}]"), parsed) {
                     if !methods.contains(&m) {
                         methods.push(m);
                     }
@@ -485,11 +403,7 @@ impl Compiler<'_> {
         let service_name = raw.service.get_ref();
         let service = services.iter().position(|s| *s == service_name);
         if service.is_none() {
-            let known = services
-                .iter()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let known = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
             self.error(
                 raw.service.span(),
                 key("service"),
@@ -501,30 +415,20 @@ impl Compiler<'_> {
         }
         let rewrite = match (&raw.strip_prefix, &raw.rewrite) {
             (Some(p), Some(_)) => {
-                self.error(
-                    p.span(),
-                    key("strip_prefix"),
-                    "give either `strip_prefix` or `rewrite`, not both",
-                );
+                self.error(p.span(), key("strip_prefix"), "give either `strip_prefix` or `rewrite`, not both");
                 PathRewrite::Keep
             }
             (Some(p), None) => {
                 let checked = check_strip_prefix(p.get_ref(), &path);
-                self.check(p.span(), &key("strip_prefix"), checked)
-                    .map_or(PathRewrite::Keep, PathRewrite::StripPrefix)
+                self.check(p.span(), &key("strip_prefix"), checked).map_or(PathRewrite::Keep, PathRewrite::StripPrefix)
             }
             (None, Some(t)) => {
                 let parsed = Template::parse(t.get_ref(), &params);
-                self.check(t.span(), &key("rewrite"), parsed)
-                    .map_or(PathRewrite::Keep, PathRewrite::Template)
+                self.check(t.span(), &key("rewrite"), parsed).map_or(PathRewrite::Keep, PathRewrite::Template)
             }
             (None, None) => PathRewrite::Keep,
         };
-        let max_body_size = self.size(
-            raw.max_body_size.clone(),
-            &key("max_body_size"),
-            g.max_body_size,
-        );
+        let max_body_size = self.size(raw.max_body_size.clone(), &key("max_body_size"), g.max_body_size);
         let request_headers = self.header_ops(&raw.request_headers, &key("request_headers"));
         let response_headers = self.header_ops(&raw.response_headers, &key("response_headers"));
         let name = match &raw.name {
@@ -560,16 +464,14 @@ impl Compiler<'_> {
                 ops.remove.push(n);
             }
         }
-        for (field, map, out) in [
-            ("set", &raw.set, &mut ops.set),
-            ("add", &raw.add, &mut ops.add),
-        ] {
+        for (field, map, out) in [("set", &raw.set, &mut ops.set), ("add", &raw.add, &mut ops.add)] {
             for (name, value) in map {
                 let k = format!("{key}.{field}.{}", name.get_ref());
                 let n = self.check(name.span(), &k, parse_header_name(name.get_ref()));
                 let v = self.value(value, &k).and_then(|text| {
-                    let parsed = HeaderValue::from_str(&text)
-                        .map_err(|_| format!("`{text}` is not a valid header value (visible ASCII only, no line breaks)"));
+                    let parsed = HeaderValue::from_str(&text).map_err(|_| {
+                        format!("`{text}` is not a valid header value (visible ASCII only, no line breaks)")
+                    });
                     self.check(value.span(), &k, parsed)
                 });
                 if let (Some(n), Some(v)) = (n, v) {
@@ -585,54 +487,37 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
     text.parse::<IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
         .map(|net| net.trunc())
-        .map_err(|_| {
-            format!("`{text}` is not an IP address or CIDR range (e.g. \"10.0.0.0/8\", \"::1\")")
-        })
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR range (e.g. \"10.0.0.0/8\", \"::1\")"))
 }
 
 fn parse_method(text: &str) -> Result<Method, String> {
     if text.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err(format!(
-            "methods are case-sensitive: write `{}`",
-            text.to_ascii_uppercase()
-        ));
+        return Err(format!("methods are case-sensitive: write `{}`", text.to_ascii_uppercase()));
     }
     Method::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not an HTTP method"))
 }
 
 fn parse_header_name(text: &str) -> Result<HeaderName, String> {
-    let name = HeaderName::from_bytes(text.as_bytes())
-        .map_err(|_| format!("`{text}` is not a valid header name"))?;
+    let name = HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a valid header name"))?;
     if crate::pipeline::forward::is_hop_by_hop(&name) {
-        return Err(format!(
-            "`{text}` is a hop-by-hop header; the gateway manages it per connection"
-        ));
+        return Err(format!("`{text}` is a hop-by-hop header; the gateway manages it per connection"));
     }
     Ok(name)
 }
 
 fn parse_target(url: &str, weight: u32) -> Result<Target, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::HTTP,
         Some("https") => Scheme::HTTPS,
         Some(other) => {
-            return Err(format!(
-                "`{url}`: scheme `{other}` is not supported (use http or https)"
-            ));
+            return Err(format!("`{url}`: scheme `{other}` is not supported (use http or https)"));
         }
         None => return Err(format!("`{url}` needs a scheme, e.g. http://{url}")),
     };
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("`{url}` has no host"))?;
+    let authority = uri.authority().cloned().ok_or_else(|| format!("`{url}` has no host"))?;
     if authority.as_str().contains('@') {
-        return Err(format!(
-            "`{url}`: credentials in URLs are not allowed; use request_headers.set"
-        ));
+        return Err(format!("`{url}`: credentials in URLs are not allowed; use request_headers.set"));
     }
     if authority.host().is_empty() {
         return Err(format!("`{url}` has no host"));
@@ -640,33 +525,21 @@ fn parse_target(url: &str, weight: u32) -> Result<Target, String> {
     if uri.query().is_some() {
         return Err(format!("`{url}`: a service URL cannot have a query"));
     }
-    let port = authority
-        .port_u16()
-        .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+    let port = authority.port_u16().unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
     let origin = format!("{scheme}://{}:{port}", authority.host());
     let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Target {
-        scheme,
-        authority,
-        base_path,
-        weight,
-        origin,
-    })
+    Ok(Target { scheme, authority, base_path, weight, origin })
 }
 
 /// The prefix must cover whole segments of the route path's literal start.
 fn check_strip_prefix(prefix: &str, path: &str) -> Result<String, String> {
     if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
-        return Err(format!(
-            "`{prefix}` must start with `/`, name at least one segment and not end with `/`"
-        ));
+        return Err(format!("`{prefix}` must start with `/`, name at least one segment and not end with `/`"));
     }
     let literal = template::static_prefix(path);
     let at_boundary = |rest: &str| rest.is_empty() || rest.starts_with('/');
     if !literal.strip_prefix(prefix).is_some_and(at_boundary) {
-        return Err(format!(
-            "`{prefix}` is not a leading part of the route path `{path}`"
-        ));
+        return Err(format!("`{prefix}` is not a leading part of the route path `{path}`"));
     }
     Ok(prefix.to_string())
 }

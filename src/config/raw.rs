@@ -104,22 +104,18 @@ fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size (use bytes, or e.g. \"64KiB\", \"10MiB\")"))?;
+    let n: u64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a size (use bytes, or e.g. \"64KiB\", \"10MiB\")"))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}` (use B, KiB, MiB or GiB)"
-            ));
+            return Err(format!("unknown size unit `{other}` in `{text}` (use B, KiB, MiB or GiB)"));
         }
     };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("size `{text}` is too large"))
+    n.checked_mul(factor).ok_or_else(|| format!("size `{text}` is too large"))
 }
 
 #[cfg(test)]
@@ -133,16 +129,8 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
         assert_eq!(parse_size("10 MiB"), Ok(10 * 1024 * 1024));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert!(
-            parse_size("10MB")
-                .unwrap_err()
-                .contains("unknown size unit")
-        );
+        assert!(parse_size("10MB").unwrap_err().contains("unknown size unit"));
         assert!(parse_size("KiB").is_err());
-        assert!(
-            parse_size("99999999999999GiB")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(parse_size("99999999999999GiB").unwrap_err().contains("too large"));
     }
 }

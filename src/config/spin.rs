@@ -40,11 +40,7 @@ impl Manifest {
     fn gateway(&self) -> Result<&Component, String> {
         match self.component.get(COMPONENT) {
             Some(c) => Ok(c),
-            None if self.component.len() == 1 => self
-                .component
-                .values()
-                .next()
-                .ok_or_else(|| "no component".into()),
+            None if self.component.len() == 1 => self.component.values().next().ok_or_else(|| "no component".into()),
             None => Err(format!("no component `{COMPONENT}` in the manifest")),
         }
     }
@@ -57,7 +53,9 @@ pub fn undeclared_variables(config_text: &str, manifest: &str) -> Result<Vec<Str
     Ok(vars::referenced(config_text)
         .into_iter()
         .filter(|name| !component.variables.contains_key(name))
-        .map(|name| format!("the config uses {{{{ {name} }}}} but component `{COMPONENT}` declares no variable `{name}`"))
+        .map(|name| {
+            format!("the config uses {{{{ {name} }}}} but component `{COMPONENT}` declares no variable `{name}`")
+        })
         .collect())
 }
 
@@ -100,18 +98,10 @@ pub fn missing_outbound_hosts(config: &Config, manifest: &str) -> Result<Vec<Str
     let mut missing = Vec::new();
     for service in &config.services {
         for target in &service.targets {
-            let port = target.authority.port_u16().unwrap_or(
-                if target.scheme == http::uri::Scheme::HTTPS {
-                    443
-                } else {
-                    80
-                },
-            );
+            let port =
+                target.authority.port_u16().unwrap_or(if target.scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
             let host = target.authority.host().to_ascii_lowercase();
-            if !patterns
-                .iter()
-                .any(|p| p.allows(target.scheme.as_str(), &host, port))
-            {
+            if !patterns.iter().any(|p| p.allows(target.scheme.as_str(), &host, port)) {
                 missing.push(format!(
                     "origin {} of services.{} is not in allowed_outbound_hosts of component `{COMPONENT}`",
                     target.origin, service.name
@@ -149,30 +139,21 @@ impl Pattern {
             None => Ports::Default,
             Some("*") => Ports::Any,
             Some(p) => match p.split_once("..") {
-                Some((a, b)) => {
-                    Ports::Range(a.parse().ok()?, b.parse::<u16>().ok()?.checked_sub(1)?)
-                }
+                Some((a, b)) => Ports::Range(a.parse().ok()?, b.parse::<u16>().ok()?.checked_sub(1)?),
                 None => {
                     let n = p.parse().ok()?;
                     Ports::Range(n, n)
                 }
             },
         };
-        Some(Self {
-            scheme: scheme.to_ascii_lowercase(),
-            host: host.to_ascii_lowercase(),
-            ports,
-        })
+        Some(Self { scheme: scheme.to_ascii_lowercase(), host: host.to_ascii_lowercase(), ports })
     }
 
     fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
         let scheme_ok = self.scheme == "*" || self.scheme == scheme;
         let host_ok = self.host == "*"
             || self.host == host
-            || self
-                .host
-                .strip_prefix('*')
-                .is_some_and(|suffix| suffix.starts_with('.') && host.ends_with(suffix));
+            || self.host.strip_prefix('*').is_some_and(|suffix| suffix.starts_with('.') && host.ends_with(suffix));
         let port_ok = match self.ports {
             Ports::Any => true,
             Ports::Range(a, b) => (a..=b).contains(&port),
@@ -195,11 +176,7 @@ mod tests {
     }
 
     fn manifest(hosts: &[&str]) -> String {
-        let list = hosts
-            .iter()
-            .map(|h| format!("\"{h}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
         format!(
             "spin_manifest_version = 2\n[component.portcullis]\nsource = \"x.wasm\"\nallowed_outbound_hosts = [{list}]\n"
         )
@@ -207,20 +184,9 @@ mod tests {
 
     #[test]
     fn every_origin_must_be_allowed() {
-        let c = config(&[
-            "http://127.0.0.1:9000",
-            "https://api.example.com",
-            "http://svc.internal:8080/base",
-        ]);
-        let all = manifest(&[
-            "http://127.0.0.1:9000",
-            "https://*.example.com",
-            "http://svc.internal:*",
-        ]);
-        assert_eq!(
-            missing_outbound_hosts(&c, &all).unwrap(),
-            Vec::<String>::new()
-        );
+        let c = config(&["http://127.0.0.1:9000", "https://api.example.com", "http://svc.internal:8080/base"]);
+        let all = manifest(&["http://127.0.0.1:9000", "https://*.example.com", "http://svc.internal:*"]);
+        assert_eq!(missing_outbound_hosts(&c, &all).unwrap(), Vec::<String>::new());
 
         let some = manifest(&["http://127.0.0.1:9001", "https://api.example.com:443"]);
         let missing = missing_outbound_hosts(&c, &some).unwrap();
@@ -232,37 +198,21 @@ mod tests {
     #[test]
     fn wildcards_ranges_and_default_ports() {
         let c = config(&["http://127.0.0.1:3002", "https://example.com"]);
+        assert!(missing_outbound_hosts(&c, &manifest(&["*://*:*"])).unwrap().is_empty());
         assert!(
-            missing_outbound_hosts(&c, &manifest(&["*://*:*"]))
+            missing_outbound_hosts(&c, &manifest(&["http://127.0.0.1:3000..3005", "https://example.com"]))
                 .unwrap()
                 .is_empty()
-        );
-        assert!(
-            missing_outbound_hosts(
-                &c,
-                &manifest(&["http://127.0.0.1:3000..3005", "https://example.com"])
-            )
-            .unwrap()
-            .is_empty()
         );
         // `*.example.com` does not cover `example.com` itself; `http://` does not cover https.
         let missing = missing_outbound_hosts(
             &c,
-            &manifest(&[
-                "http://127.0.0.1:3002",
-                "https://*.example.com",
-                "http://example.com",
-            ]),
+            &manifest(&["http://127.0.0.1:3002", "https://*.example.com", "http://example.com"]),
         )
         .unwrap();
         assert_eq!(missing.len(), 1);
         // Variables without a default cannot be resolved: they allow nothing.
-        assert_eq!(
-            missing_outbound_hosts(&c, &manifest(&["{{ origin }}"]))
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(missing_outbound_hosts(&c, &manifest(&["{{ origin }}"])).unwrap().len(), 2);
     }
 
     #[test]
@@ -294,10 +244,6 @@ jwt_secret = "{{ secret }}"
         let c = config(&["http://127.0.0.1:1"]);
         assert!(missing_outbound_hosts(&c, "not toml [").is_err());
         let two = "[component.a]\nsource='a'\n[component.b]\nsource='b'\n";
-        assert!(
-            missing_outbound_hosts(&c, two)
-                .unwrap_err()
-                .contains("no component `portcullis`")
-        );
+        assert!(missing_outbound_hosts(&c, two).unwrap_err().contains("no component `portcullis`"));
     }
 }

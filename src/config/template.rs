@@ -23,23 +23,15 @@ impl Template {
         let pieces = split(text)?
             .into_iter()
             .map(|piece| match piece {
-                Piece::Param(name) if name.starts_with('*') => Err(format!(
-                    "in rewrite template `{text}`, write `{{{}}}`, without the `*`",
-                    &name[1..]
-                )),
+                Piece::Param(name) if name.starts_with('*') => {
+                    Err(format!("in rewrite template `{text}`, write `{{{}}}`, without the `*`", &name[1..]))
+                }
                 Piece::Param(name) if !params.contains(&name) => Err(format!(
                     "rewrite template `{text}` uses {{{name}}}, but the route path {}",
                     if params.is_empty() {
                         "has no parameters".to_string()
                     } else {
-                        format!(
-                            "only has {}",
-                            params
-                                .iter()
-                                .map(|p| format!("{{{p}}}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
+                        format!("only has {}", params.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", "))
                     }
                 )),
                 other => Ok(other),
@@ -146,25 +138,14 @@ mod tests {
 
     #[test]
     fn path_params_are_collected_and_checked() {
-        assert_eq!(
-            path_params("/v1/users/{id}/files/{*rest}").unwrap(),
-            names(&["id", "rest"])
-        );
+        assert_eq!(path_params("/v1/users/{id}/files/{*rest}").unwrap(), names(&["id", "rest"]));
         assert_eq!(path_params("/plain").unwrap(), Vec::<String>::new());
         assert_eq!(path_params("/a/{{literal}}").unwrap(), Vec::<String>::new());
-        assert!(
-            path_params("no-slash")
-                .unwrap_err()
-                .contains("must start with `/`")
-        );
+        assert!(path_params("no-slash").unwrap_err().contains("must start with `/`"));
         assert!(path_params("/a/{id").unwrap_err().contains("without its"));
         assert!(path_params("/a/id}").unwrap_err().contains("without its"));
         assert!(path_params("/a/{}").unwrap_err().contains("bad parameter"));
-        assert!(
-            path_params("/a/{x-y}")
-                .unwrap_err()
-                .contains("bad parameter")
-        );
+        assert!(path_params("/a/{x-y}").unwrap_err().contains("bad parameter"));
         assert!(path_params("/a/{id}/b/{id}").unwrap_err().contains("twice"));
     }
 
@@ -179,22 +160,11 @@ mod tests {
         });
         assert_eq!(got, "/users/42/f/a/b.txt");
         let err = Template::parse("/users/{user}", &params).unwrap_err();
-        assert!(
-            err.contains("{user}") && err.contains("{id}, {rest}"),
-            "{err}"
-        );
+        assert!(err.contains("{user}") && err.contains("{id}, {rest}"), "{err}");
         let err = Template::parse("/users/{user}", &[]).unwrap_err();
         assert!(err.contains("has no parameters"), "{err}");
-        assert!(
-            Template::parse("users/{id}", &params)
-                .unwrap_err()
-                .contains("start with")
-        );
-        assert!(
-            Template::parse("/x/{*rest}", &params)
-                .unwrap_err()
-                .contains("without the `*`")
-        );
+        assert!(Template::parse("users/{id}", &params).unwrap_err().contains("start with"));
+        assert!(Template::parse("/x/{*rest}", &params).unwrap_err().contains("without the `*`"));
     }
 
     #[test]

@@ -20,14 +20,8 @@ const SVC: &str = "[services.s]\nurl = \"http://127.0.0.1:9000\"\n";
 #[test]
 fn shipped_configs_compile() {
     for (name, text) in [
-        (
-            "routes/gateway.toml",
-            include_str!("../../routes/gateway.toml"),
-        ),
-        (
-            "tests/conformance/gateway.toml",
-            include_str!("../../tests/conformance/gateway.toml"),
-        ),
+        ("routes/gateway.toml", include_str!("../../routes/gateway.toml")),
+        ("tests/conformance/gateway.toml", include_str!("../../tests/conformance/gateway.toml")),
     ] {
         if let Err(e) = Config::parse(text, name, &conformance_vars()) {
             panic!("{e}");
@@ -37,19 +31,10 @@ fn shipped_configs_compile() {
 
 #[test]
 fn unknown_keys_are_named_with_their_line() {
-    let e = one(&format!(
-        "{SVC}[[routes]]\npath = \"/a\"\nservice = \"s\"\nstrip_prefx = \"/a\"\n"
-    ));
+    let e = one(&format!("{SVC}[[routes]]\npath = \"/a\"\nservice = \"s\"\nstrip_prefx = \"/a\"\n"));
     assert_eq!((e.line, e.key.as_str()), (6, "routes[0].strip_prefx"));
-    assert!(
-        e.message.contains("unknown field `strip_prefx`"),
-        "{}",
-        e.message
-    );
-    assert_eq!(
-        e.to_string().split(':').take(2).collect::<Vec<_>>(),
-        ["gw.toml", "6"]
-    );
+    assert!(e.message.contains("unknown field `strip_prefx`"), "{}", e.message);
+    assert_eq!(e.to_string().split(':').take(2).collect::<Vec<_>>(), ["gw.toml", "6"]);
 
     let e = one("[gateway]\ntrusted_proxy = []\n");
     assert_eq!((e.line, e.key.as_str()), (2, "gateway.trusted_proxy"));
@@ -68,42 +53,18 @@ fn wrong_types_and_syntax() {
 #[test]
 fn services_are_checked() {
     let cases = [
-        (
-            "[services.s]\nurl = \"127.0.0.1:9000\"\n",
-            "services.s.url",
-            "needs a scheme",
-        ),
-        (
-            "[services.s]\nurl = \"ftp://x\"\n",
-            "services.s.url",
-            "not supported",
-        ),
-        (
-            "[services.s]\nurl = \"http://u:p@x\"\n",
-            "services.s.url",
-            "credentials",
-        ),
-        (
-            "[services.s]\nurl = \"http://x/?q=1\"\n",
-            "services.s.url",
-            "query",
-        ),
+        ("[services.s]\nurl = \"127.0.0.1:9000\"\n", "services.s.url", "needs a scheme"),
+        ("[services.s]\nurl = \"ftp://x\"\n", "services.s.url", "not supported"),
+        ("[services.s]\nurl = \"http://u:p@x\"\n", "services.s.url", "credentials"),
+        ("[services.s]\nurl = \"http://x/?q=1\"\n", "services.s.url", "query"),
         ("[services.s]\n", "services.s", "needs `url` or `targets`"),
         (
             "[services.s]\nurl = \"http://x\"\nconnect_timeout = \"soon\"\n",
             "services.s.connect_timeout",
             "not a duration",
         ),
-        (
-            "[services.s]\nurl = \"http://x\"\nrequest_timeout = \"0s\"\n",
-            "services.s.request_timeout",
-            "longer than 0",
-        ),
-        (
-            "[services.s]\ntargets = [{ url = \"http://x\", weight = 0 }]\n",
-            "services.s.targets",
-            "weight above 0",
-        ),
+        ("[services.s]\nurl = \"http://x\"\nrequest_timeout = \"0s\"\n", "services.s.request_timeout", "longer than 0"),
+        ("[services.s]\ntargets = [{ url = \"http://x\", weight = 0 }]\n", "services.s.targets", "weight above 0"),
     ];
     for (text, key, msg) in cases {
         let e = one(text);
@@ -114,46 +75,16 @@ fn services_are_checked() {
 
 #[test]
 fn routes_are_checked() {
-    let route = |extra: &str| {
-        format!("{SVC}[[routes]]\npath = \"/v1/users/{{id}}\"\nservice = \"s\"\n{extra}")
-    };
+    let route = |extra: &str| format!("{SVC}[[routes]]\npath = \"/v1/users/{{id}}\"\nservice = \"s\"\n{extra}");
     let cases = [
-        (
-            route("rewrite = \"/u/{user}\"\n"),
-            "routes[0].rewrite",
-            "uses {user}",
-        ),
-        (
-            route("strip_prefix = \"/v2\"\n"),
-            "routes[0].strip_prefix",
-            "not a leading part",
-        ),
-        (
-            route("strip_prefix = \"/v1/us\"\n"),
-            "routes[0].strip_prefix",
-            "not a leading part",
-        ),
-        (
-            route("strip_prefix = \"/v1\"\nrewrite = \"/x\"\n"),
-            "routes[0].strip_prefix",
-            "either",
-        ),
-        (
-            route("methods = [\"get\"]\n"),
-            "routes[0].methods[0]",
-            "write `GET`",
-        ),
+        (route("rewrite = \"/u/{user}\"\n"), "routes[0].rewrite", "uses {user}"),
+        (route("strip_prefix = \"/v2\"\n"), "routes[0].strip_prefix", "not a leading part"),
+        (route("strip_prefix = \"/v1/us\"\n"), "routes[0].strip_prefix", "not a leading part"),
+        (route("strip_prefix = \"/v1\"\nrewrite = \"/x\"\n"), "routes[0].strip_prefix", "either"),
+        (route("methods = [\"get\"]\n"), "routes[0].methods[0]", "write `GET`"),
         (route("methods = []\n"), "routes[0].methods", "empty list"),
-        (
-            route("host = \"http://x.com\"\n"),
-            "routes[0].host",
-            "not a host name",
-        ),
-        (
-            route("max_body_size = 0\n"),
-            "routes[0].max_body_size",
-            "more than 0",
-        ),
+        (route("host = \"http://x.com\"\n"), "routes[0].host", "not a host name"),
+        (route("max_body_size = 0\n"), "routes[0].max_body_size", "more than 0"),
         (
             route("request_headers.set = { \"bad header\" = \"v\" }\n"),
             "routes[0].request_headers.set.bad header",
@@ -164,11 +95,7 @@ fn routes_are_checked() {
             "routes[0].request_headers.set.connection",
             "hop-by-hop",
         ),
-        (
-            route("request_headers.set = { \"host\" = \"x\" }\n"),
-            "routes[0].request_headers.set.host",
-            "hop-by-hop",
-        ),
+        (route("request_headers.set = { \"host\" = \"x\" }\n"), "routes[0].request_headers.set.host", "hop-by-hop"),
         (
             route("response_headers.add = { \"x-a\" = \"line\\nbreak\" }\n"),
             "routes[0].response_headers.add.x-a",
@@ -184,21 +111,9 @@ fn routes_are_checked() {
             "routes[0].service",
             "no service named `t` (defined: `s`)",
         ),
-        (
-            format!("{SVC}[[routes]]\npath = \"a\"\nservice = \"s\"\n"),
-            "routes[0].path",
-            "must start with `/`",
-        ),
-        (
-            format!("{SVC}[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"),
-            "gateway.trusted_proxies[0]",
-            "not an IP",
-        ),
-        (
-            format!("{SVC}[gateway]\ndefault_host = \"*.x.com\"\n"),
-            "gateway.default_host",
-            "exact host",
-        ),
+        (format!("{SVC}[[routes]]\npath = \"a\"\nservice = \"s\"\n"), "routes[0].path", "must start with `/`"),
+        (format!("{SVC}[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"), "gateway.trusted_proxies[0]", "not an IP"),
+        (format!("{SVC}[gateway]\ndefault_host = \"*.x.com\"\n"), "gateway.default_host", "exact host"),
     ];
     for (text, key, msg) in cases {
         let e = one(&text);
@@ -219,28 +134,20 @@ fn conflicts_and_duplicates_point_at_the_later_route() {
     assert_eq!(dup.line, 12);
     let conflict = list.iter().find(|e| e.key == "routes[1].path").unwrap();
     assert_eq!(conflict.line, 8);
-    assert!(
-        conflict.message.contains("routes[0]"),
-        "{}",
-        conflict.message
-    );
+    assert!(conflict.message.contains("routes[0]"), "{}", conflict.message);
 }
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let text =
-        "[services.a]\nurl = \"nope\"\n[services.b]\nurl = \"http://x\"\nconnect_timeout = \"x\"\n";
+    let text = "[services.a]\nurl = \"nope\"\n[services.b]\nurl = \"http://x\"\nconnect_timeout = \"x\"\n";
     assert_eq!(errors(text).len(), 2);
 }
 
 #[test]
 fn defaults_are_filled_in() {
-    let c = Config::parse(
-        &format!("{SVC}[[routes]]\npath = \"/x\"\nservice = \"s\"\n"),
-        "gw.toml",
-        &Variables::default(),
-    )
-    .unwrap();
+    let c =
+        Config::parse(&format!("{SVC}[[routes]]\npath = \"/x\"\nservice = \"s\"\n"), "gw.toml", &Variables::default())
+            .unwrap();
     assert_eq!(c.gateway.max_body_size, DEFAULT_MAX_BODY_SIZE);
     assert_eq!(c.gateway.max_header_size, DEFAULT_MAX_HEADER_SIZE);
     assert_eq!(c.gateway.max_header_count, DEFAULT_MAX_HEADER_COUNT);

@@ -84,9 +84,7 @@ pub fn substitute(value: &str, vars: &Variables) -> Result<String, String> {
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("`{value}` has a `{{{{` without its `}}}}`"))?;
+        let end = after.find("}}").ok_or_else(|| format!("`{value}` has a `{{{{` without its `}}}}`"))?;
         let name = after[..end].trim();
         if !valid_name(name) {
             return Err(format!(
@@ -94,7 +92,10 @@ pub fn substitute(value: &str, vars: &Variables) -> Result<String, String> {
             ));
         }
         let v = vars.get(name).ok_or_else(|| {
-            format!("variable `{name}` is not set (node: environment variable {}; edge: Spin variable `{name}`)", env_name(name))
+            format!(
+                "variable `{name}` is not set (node: environment variable {}; edge: Spin variable `{name}`)",
+                env_name(name)
+            )
         })?;
         out.push_str(v);
         rest = &after[end + 2..];
@@ -118,26 +119,12 @@ mod tests {
         let mut vars = Variables::new();
         vars.insert("origin_port", "9080");
         vars.insert("host", "127.0.0.1");
-        assert_eq!(
-            substitute("http://{{host}}:{{ origin_port }}/x", &vars).unwrap(),
-            "http://127.0.0.1:9080/x"
-        );
+        assert_eq!(substitute("http://{{host}}:{{ origin_port }}/x", &vars).unwrap(), "http://127.0.0.1:9080/x");
         assert_eq!(substitute("plain", &vars).unwrap(), "plain");
         let err = substitute("http://{{ missing }}", &vars).unwrap_err();
-        assert!(
-            err.contains("PORTCULLIS_VAR_MISSING") && err.contains("Spin variable `missing`"),
-            "{err}"
-        );
-        assert!(
-            substitute("{{ Bad }}", &vars)
-                .unwrap_err()
-                .contains("not a variable name")
-        );
-        assert!(
-            substitute("{{ open", &vars)
-                .unwrap_err()
-                .contains("without its")
-        );
+        assert!(err.contains("PORTCULLIS_VAR_MISSING") && err.contains("Spin variable `missing`"), "{err}");
+        assert!(substitute("{{ Bad }}", &vars).unwrap_err().contains("not a variable name"));
+        assert!(substitute("{{ open", &vars).unwrap_err().contains("without its"));
         let text = "# a comment mentions {{ name }}\n[s]\nurl = \"http://{{ x }}:{{y_2}}\"\nhs = [\"{{ x }}\", \"{{ Bad }}\"]\npath = \"/a/{{lit}}\"\n";
         assert_eq!(referenced(text), ["x", "y_2"]);
         assert!(referenced("not [ toml").is_empty());

@@ -66,22 +66,11 @@ fn downstream(headers: &mut HeaderMap, scheme: Option<&str>) -> Downstream {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<SocketAddr>().ok())
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let spin: Vec<_> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("spin-"))
-        .cloned()
-        .collect();
+    let spin: Vec<_> = headers.keys().filter(|k| k.as_str().starts_with("spin-")).cloned().collect();
     for name in spin {
         headers.remove(name);
     }
-    Downstream {
-        peer,
-        scheme: if scheme == Some("https") {
-            "https"
-        } else {
-            "http"
-        },
-    }
+    Downstream { peer, scheme: if scheme == Some("https") { "https" } else { "http" } }
 }
 
 /// Writes a finished access-log line to stdout (Spin's component log).
@@ -103,9 +92,7 @@ where
     }
     let (mut parts, mut body) = req.into_parts();
     let mut buf = BytesMut::new();
-    while let Some(frame) =
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-    {
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| UpstreamError::ClientBody(e.into().to_string()))?;
         if let Some(data) = frame.data_ref() {
             if (buf.len() + data.len()) as u64 > limit {
@@ -115,9 +102,7 @@ where
         }
     }
     if !buf.is_empty() {
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
     }
     Ok(Request::from_parts(parts, B::from(buf.freeze())))
 }

@@ -13,17 +13,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use spin_sdk::http::{
-    Fields, IncomingRequest, IncomingResponse, Method, OutgoingRequest, OutgoingResponse,
-    ResponseOutparam, Scheme,
+    Fields, IncomingRequest, IncomingResponse, Method, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
 };
 use spin_sdk::key_value::Store;
 use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
 
-use super::{
-    buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names,
-};
+use super::{buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names};
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
 use crate::pipeline;
@@ -48,10 +45,7 @@ impl Body for Stream {
     type Data = Bytes;
     type Error = StreamFailed;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, StreamFailed>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StreamFailed>>> {
         self.chunks.as_mut().poll_next(cx).map(|chunk| match chunk {
             Some(Ok(bytes)) => Some(Ok(Frame::data(Bytes::from(bytes)))),
             Some(Err(e)) => Some(Err(StreamFailed(e))),
@@ -60,9 +54,7 @@ impl Body for Stream {
     }
 }
 
-fn chunks(
-    stream: impl futures::Stream<Item = Result<Vec<u8>, impl std::fmt::Debug>> + 'static,
-) -> Chunks {
+fn chunks(stream: impl futures::Stream<Item = Result<Vec<u8>, impl std::fmt::Debug>> + 'static) -> Chunks {
     Box::pin(stream.map(|r| r.map_err(|e| format!("{e:?}"))))
 }
 
@@ -91,13 +83,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
     let exchange = pipeline::handle(&config, &EdgePorts, req, downstream).await;
     let emit = config.gateway.access_log.then_some(emit as fn(AccessLog));
-    respond(
-        out,
-        exchange
-            .response
-            .map(|body| Logged::new(body, exchange.log, probe, emit)),
-    )
-    .await;
+    respond(out, exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))).await;
 }
 
 /// The `wasi:http` request as `http` types, its body still streaming.
@@ -116,19 +102,13 @@ fn into_http(incoming: IncomingRequest) -> (http::request::Parts, Stream) {
     };
     let mut headers = HeaderMap::new();
     for (name, value) in incoming.headers().entries() {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(&value),
-        ) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
             headers.append(n, v);
         }
     }
     let (mut parts, ()) = builder.body(()).unwrap_or_default().into_parts();
     parts.headers = headers;
-    let body = Stream {
-        chunks: chunks(incoming.into_body_stream()),
-        _response: None,
-    };
+    let body = Stream { chunks: chunks(incoming.into_body_stream()), _response: None };
     (parts, body)
 }
 
@@ -151,10 +131,8 @@ async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, fn(Acces
 
 /// Header fields for `wasi:http`; the pipeline already dropped the fields it forbids.
 fn fields(headers: &HeaderMap) -> Fields {
-    let list: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
+    let list: Vec<(String, Vec<u8>)> =
+        headers.iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
     Fields::from_list(&list).unwrap_or_else(|_| Fields::new())
 }
 
@@ -212,33 +190,18 @@ pub struct SpinHttp;
 impl HttpClient for SpinHttp {
     type Body = EdgeBody;
 
-    async fn send(
-        &self,
-        req: Request<EdgeBody>,
-        opts: &UpstreamOptions,
-    ) -> Result<Response<EdgeBody>, UpstreamError> {
+    async fn send(&self, req: Request<EdgeBody>, opts: &UpstreamOptions) -> Result<Response<EdgeBody>, UpstreamError> {
         let req = buffer_unsized(req, opts.max_request_body).await?;
         let (mut parts, mut body) = req.into_parts();
         parts.headers.remove(header::HOST);
         let outgoing = OutgoingRequest::new(fields(&parts.headers));
-        let scheme = if parts.uri.scheme_str() == Some("https") {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
+        let scheme = if parts.uri.scheme_str() == Some("https") { Scheme::Https } else { Scheme::Http };
         let set = outgoing.set_method(&method_to_wasi(&parts.method)).is_ok()
             && outgoing.set_scheme(Some(&scheme)).is_ok()
-            && outgoing
-                .set_authority(parts.uri.authority().map(|a| a.as_str()))
-                .is_ok()
-            && outgoing
-                .set_path_with_query(parts.uri.path_and_query().map(|p| p.as_str()))
-                .is_ok();
+            && outgoing.set_authority(parts.uri.authority().map(|a| a.as_str())).is_ok()
+            && outgoing.set_path_with_query(parts.uri.path_and_query().map(|p| p.as_str())).is_ok();
         if !set {
-            return Err(UpstreamError::Protocol(format!(
-                "wasi:http refused the request line for {}",
-                parts.uri
-            )));
+            return Err(UpstreamError::Protocol(format!("wasi:http refused the request line for {}", parts.uri)));
         }
         let mut sink = outgoing.take_body();
         let options = RequestOptions::new();
@@ -260,19 +223,13 @@ impl HttpClient for SpinHttp {
         let resp = answer.map_err(|code| upstream_error!(code, ErrorCode, opts.request_timeout))?;
         let mut headers = HeaderMap::new();
         for (name, value) in resp.headers().entries() {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_bytes(&value),
-            ) {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
                 headers.append(n, v);
             }
         }
         let status = http::StatusCode::from_u16(resp.status())
             .map_err(|_| UpstreamError::Protocol(format!("status {}", resp.status())))?;
-        let body = Stream {
-            chunks: chunks(resp.take_body_stream()),
-            _response: Some(resp),
-        };
+        let body = Stream { chunks: chunks(resp.take_body_stream()), _response: Some(resp) };
         let mut response = Response::new(EdgeBody::stream(body, None));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -285,14 +242,9 @@ async fn incoming_response(pending: FutureIncomingResponse) -> Result<IncomingRe
     let mut _token: Option<spin_executor::CancelOnDropToken> = None;
     std::future::poll_fn(move |cx| match pending.get() {
         Some(Ok(result)) => Poll::Ready(result),
-        Some(Err(())) => Poll::Ready(Err(ErrorCode::InternalError(Some(
-            "response already taken".into(),
-        )))),
+        Some(Err(())) => Poll::Ready(Err(ErrorCode::InternalError(Some("response already taken".into())))),
         None => {
-            _token = Some(
-                spin_executor::push_waker_and_get_token(pending.subscribe(), cx.waker().clone())
-                    .into(),
-            );
+            _token = Some(spin_executor::push_waker_and_get_token(pending.subscribe(), cx.waker().clone()).into());
             Poll::Pending
         }
     })
@@ -314,24 +266,15 @@ fn kv_error(e: impl std::fmt::Display) -> KvError {
 
 impl KvStore for SpinKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Store::open_default()
-            .map_err(kv_error)?
-            .get(key)
-            .map_err(kv_error)
+        Store::open_default().map_err(kv_error)?.get(key).map_err(kv_error)
     }
 
     async fn set(&self, key: &str, value: &[u8], _ttl: Option<Duration>) -> Result<(), KvError> {
-        Store::open_default()
-            .map_err(kv_error)?
-            .set(key, value)
-            .map_err(kv_error)
+        Store::open_default().map_err(kv_error)?.set(key, value).map_err(kv_error)
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
-        Store::open_default()
-            .map_err(kv_error)?
-            .delete(key)
-            .map_err(kv_error)
+        Store::open_default().map_err(kv_error)?.delete(key).map_err(kv_error)
     }
 
     async fn compare_and_swap(

@@ -14,13 +14,9 @@ use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wstore};
 use spin_sdk::http::Request as SpinRequest;
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
-use spin_sdk::wasip3::http_compat::{
-    IncomingRequestBody, IncomingResponseBody, RequestOptionsExtension,
-};
+use spin_sdk::wasip3::http_compat::{IncomingRequestBody, IncomingResponseBody, RequestOptionsExtension};
 
-use super::{
-    buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names,
-};
+use super::{buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names};
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::{Config, Variables};
 use crate::pipeline;
@@ -38,10 +34,7 @@ impl Body for Stream {
     type Data = Bytes;
     type Error = ErrorCode;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ErrorCode>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ErrorCode>>> {
         match self.get_mut() {
             Stream::Request(b) => Pin::new(b).poll_frame(cx),
             Stream::Response(b) => Pin::new(b).poll_frame(cx),
@@ -93,15 +86,10 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
         }
     };
     let probe = Arc::new(BodyProbe::default());
-    let req = Request::from_parts(
-        parts,
-        EdgeBody::stream(Stream::Request(body), Some(probe.clone())),
-    );
+    let req = Request::from_parts(parts, EdgeBody::stream(Stream::Request(body), Some(probe.clone())));
     let exchange = pipeline::handle(config, &EdgePorts, req, downstream).await;
     let emit = config.gateway.access_log.then_some(emit as fn(AccessLog));
-    exchange
-        .response
-        .map(|body| Logged::new(body, exchange.log, probe, emit))
+    exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
 }
 
 struct EdgePorts;
@@ -127,19 +115,14 @@ pub struct SpinHttp;
 impl HttpClient for SpinHttp {
     type Body = EdgeBody;
 
-    async fn send(
-        &self,
-        req: Request<EdgeBody>,
-        opts: &UpstreamOptions,
-    ) -> Result<Response<EdgeBody>, UpstreamError> {
+    async fn send(&self, req: Request<EdgeBody>, opts: &UpstreamOptions) -> Result<Response<EdgeBody>, UpstreamError> {
         let mut req = buffer_unsized(req, opts.max_request_body).await?;
         req.headers_mut().remove(header::HOST);
         let options = RequestOptions::new();
         // Durations are nanoseconds; a host that cannot honour one still sends.
         let _ = options.set_connect_timeout(Some(nanos(opts.connect_timeout)));
         let _ = options.set_first_byte_timeout(Some(nanos(opts.request_timeout)));
-        req.extensions_mut()
-            .insert(RequestOptionsExtension(options));
+        req.extensions_mut().insert(RequestOptionsExtension(options));
         match spin_sdk::http::send(req).await {
             Ok(resp) => Ok(resp.map(|b| EdgeBody::stream(Stream::Response(b), None))),
             Err(code) => Err(upstream_error!(code, ErrorCode, opts.request_timeout)),

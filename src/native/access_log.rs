@@ -19,10 +19,7 @@ impl AccessLogSink {
     /// Starts the writer thread.
     pub fn stdout() -> Self {
         let (tx, rx) = channel();
-        if let Err(e) = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(rx))
-        {
+        if let Err(e) = std::thread::Builder::new().name("access-log".into()).spawn(move || write_lines(rx)) {
             eprintln!("access log disabled: cannot start its thread: {e}");
         }
         Self(tx)

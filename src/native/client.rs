@@ -65,9 +65,7 @@ impl HttpClient for HyperClient {
             Err(_) => Err(UpstreamError::Timeout(opts.request_timeout)),
             Ok(Ok(resp)) => Ok(resp.map(|body| NodeBody::stream(body, None))),
             Ok(Err(err)) => Err(match probe.and_then(|p| p.failure()) {
-                Some(BodyFailure::TooLarge) => UpstreamError::BodyTooLarge {
-                    limit: opts.max_request_body,
-                },
+                Some(BodyFailure::TooLarge) => UpstreamError::BodyTooLarge { limit: opts.max_request_body },
                 Some(BodyFailure::ClientFailed) => UpstreamError::ClientBody(chain(&err)),
                 None if err.is_connect() && timed_out(&err) => UpstreamError::ConnectTimeout,
                 None if err.is_connect() => UpstreamError::Connect(chain(&err)),
@@ -81,9 +79,7 @@ impl HttpClient for HyperClient {
 fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
             return true;
         }
         source = e.source();

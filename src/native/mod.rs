@@ -32,11 +32,7 @@ pub struct NodePorts {
 
 impl Default for NodePorts {
     fn default() -> Self {
-        Self {
-            kv: MemoryKv::new(SystemClock, MEMORY_KV_ENTRIES),
-            http: HyperClient::default(),
-            clock: SystemClock,
-        }
+        Self { kv: MemoryKv::new(SystemClock, MEMORY_KV_ENTRIES), http: HyperClient::default(), clock: SystemClock }
     }
 }
 

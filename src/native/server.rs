@@ -90,10 +90,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     drop(listener);
     tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!(timeout = ?opts.drain_timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));
@@ -118,10 +115,7 @@ fn reload(node: &Node, opts: &ServeOptions) {
 
 /// hyper's own head limits sit above the config's, as a backstop: within
 /// them the core answers with a problem body, beyond them hyper answers 431.
-fn connection_builder(
-    config: &Config,
-    header_read_timeout: Duration,
-) -> auto::Builder<TokioExecutor> {
+fn connection_builder(config: &Config, header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let g = &config.gateway;
     let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -134,34 +128,21 @@ fn connection_builder(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX),
-        );
+        .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
     builder
 }
 
 /// The response body type: counted, logged when done.
 type LoggedBody = Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>;
 
-async fn handle(
-    node: Arc<Node>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<LoggedBody>, Infallible> {
+async fn handle(node: Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<LoggedBody>, Infallible> {
     let config = node.config.load_full();
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
-    let downstream = Downstream {
-        peer: peer.ip(),
-        scheme: "http",
-    };
+    let downstream = Downstream { peer: peer.ip(), scheme: "http" };
     let exchange = pipeline::handle(&config, &node.ports, req, downstream).await;
     let sink = node.log.clone();
-    let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> = config
-        .gateway
-        .access_log
-        .then(|| Box::new(move |log: AccessLog| sink.write(log.to_line())) as _);
-    Ok(exchange
-        .response
-        .map(|body| Logged::new(body, exchange.log, probe, emit)))
+    let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> =
+        config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(log.to_line())) as _);
+    Ok(exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit)))
 }

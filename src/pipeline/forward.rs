@@ -40,24 +40,27 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes the hop-by-hop headers (the fixed list above).
+///
+/// Headers that a `Connection` header *names* are not removed: Spin and
+/// wasmtime drop `Connection` before the edge component can read it, so
+/// honouring it on the node alone would make the homes disagree. It also
+/// closes a known abuse, where a client names a header (`X-Forwarded-For`,
+/// an identity header) to have a proxy strip what a trusted hop added.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    let fixed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in fixed {
+    remove_where(headers, is_hop_by_hop);
+}
+
+/// `spin-*` headers describe one Spin hop (client address, matched route);
+/// Spin overwrites them at the edge and no origin should see them, so the
+/// node drops any a client sends, too.
+fn is_platform_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("spin-")
+}
+
+fn remove_where(headers: &mut HeaderMap, pred: impl Fn(&HeaderName) -> bool) {
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| pred(n)).cloned().collect();
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -83,12 +86,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
         return peer;
     }
     let mut last = peer;
-    let entries: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
+    let entries: Vec<&str> =
+        headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
     for entry in entries.into_iter().rev() {
         let Some(ip) = parse_forwarded_ip(entry.trim()) else {
             break;
@@ -107,14 +106,9 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
         return Some(canonical(ip));
     }
     if let Some(rest) = text.strip_prefix('[') {
-        return rest
-            .split_once(']')
-            .and_then(|(ip, _)| ip.parse().ok())
-            .map(canonical);
+        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok()).map(canonical);
     }
-    text.rsplit_once(':')
-        .and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok())
-        .map(IpAddr::V4)
+    text.rsplit_once(':').and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
 }
 
 /// Builds the origin's request from the client's.
@@ -130,11 +124,7 @@ pub fn upstream_request<B>(
         PathRewrite::Keep => ctx.path.clone(),
         PathRewrite::StripPrefix(prefix) => {
             let rest = ctx.path.strip_prefix(prefix.as_str()).unwrap_or(&ctx.path);
-            if rest.is_empty() {
-                "/".to_string()
-            } else {
-                rest.to_string()
-            }
+            if rest.is_empty() { "/".to_string() } else { rest.to_string() }
         }
         PathRewrite::Template(t) => t.render(|name| matched.param(name)),
     };
@@ -160,7 +150,7 @@ pub fn upstream_request<B>(
     let peer_trusted = trusted(ctx.peer, proxies);
     let headers = req.headers_mut();
     let inbound_host = ctx.host_header.clone();
-    strip_hop_by_hop(headers);
+    remove_where(headers, |n| is_hop_by_hop(n) || is_platform_header(n));
     set_forwarding(headers, ctx, peer_trusted, inbound_host.as_ref());
     if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
         headers.insert(header::HOST, host);
@@ -174,19 +164,10 @@ pub fn upstream_request<B>(
     req
 }
 
-fn set_forwarding(
-    headers: &mut HeaderMap,
-    ctx: &Ctx,
-    peer_trusted: bool,
-    host: Option<&HeaderValue>,
-) {
+fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: Option<&HeaderValue>) {
     let peer = ctx.peer.to_string();
     let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
-        let values: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+        let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
         (!values.is_empty()).then(|| values.join(", "))
     };
 
@@ -262,10 +243,7 @@ mod tests {
     #[test]
     fn client_ip_ignores_headers_from_untrusted_peers() {
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(
-            client_ip(peer, &xff("1.1.1.1"), &nets(&["10.0.0.0/8"])),
-            peer
-        );
+        assert_eq!(client_ip(peer, &xff("1.1.1.1"), &nets(&["10.0.0.0/8"])), peer);
     }
 
     #[test]
@@ -273,32 +251,20 @@ mod tests {
         let proxies = nets(&["10.0.0.0/8"]);
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
         let h = xff("6.6.6.6, 1.2.3.4, 10.1.1.1");
-        assert_eq!(
-            client_ip(peer, &h, &proxies),
-            "1.2.3.4".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(peer, &h, &proxies), "1.2.3.4".parse::<IpAddr>().unwrap());
         // Garbage stops the walk at the last address a trusted hop vouched for.
         let h = xff("1.2.3.4, garbage, 10.1.1.1");
-        assert_eq!(
-            client_ip(peer, &h, &proxies),
-            "10.1.1.1".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(peer, &h, &proxies), "10.1.1.1".parse::<IpAddr>().unwrap());
         // Ports and brackets are tolerated; mapped IPv4 is plain IPv4.
         let h = xff("[2001:db8::7]:443, 5.6.7.8:999");
-        assert_eq!(
-            client_ip(peer, &h, &proxies),
-            "5.6.7.8".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(peer, &h, &proxies), "5.6.7.8".parse::<IpAddr>().unwrap());
         let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
-        assert_eq!(
-            client_ip(mapped, &xff("2001:db8::7"), &proxies),
-            "2001:db8::7".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(mapped, &xff("2001:db8::7"), &proxies), "2001:db8::7".parse::<IpAddr>().unwrap());
         assert_eq!(client_ip(peer, &HeaderMap::new(), &proxies), peer);
     }
 
     #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
+    fn hop_by_hop_headers_are_removed_but_connection_cannot_name_more() {
         let mut h = HeaderMap::new();
         for (k, v) in [
             ("connection", "close, x-secret"),
@@ -313,7 +279,8 @@ mod tests {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+        assert_eq!(h["x-secret"], "1");
     }
 }

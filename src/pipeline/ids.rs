@@ -16,10 +16,7 @@ impl Entropy {
             let mut x = fallback | 1;
             for chunk in bytes.chunks_mut(16) {
                 // splitmix-style scrambling of the fallback seed.
-                x = x
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-                    .rotate_left(37)
-                    ^ fallback;
+                x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).rotate_left(37) ^ fallback;
                 chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
             }
         }
@@ -44,23 +41,14 @@ pub fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderVal
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
-    let uuid = format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    );
+    let uuid = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
     HeaderValue::from_str(&uuid).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// 1 to 128 characters from `A-Z a-z 0-9 - _ . : + / = @`: enough for
 /// UUIDs, ULIDs and vendor ids, nothing that could break a log line.
 fn valid_request_id(b: &[u8]) -> bool {
-    (1..=128).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.:+/=@".contains(c))
+    (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:+/=@".contains(c))
 }
 
 /// The trace context forwarded upstream.
@@ -78,22 +66,9 @@ impl Trace {
     /// Continues a valid inbound `traceparent` with a new span, or starts a trace.
     pub fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy) -> Self {
         let span_id = hex(&entropy.0[32..40]);
-        match inbound
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent)
-        {
-            Some((trace_id, flags)) => Self {
-                trace_id,
-                span_id,
-                flags,
-                continued: true,
-            },
-            None => Self {
-                trace_id: hex(&entropy.0[16..32]),
-                span_id,
-                flags: "01".into(),
-                continued: false,
-            },
+        match inbound.and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
+            Some((trace_id, flags)) => Self { trace_id, span_id, flags, continued: true },
+            None => Self { trace_id: hex(&entropy.0[16..32]), span_id, flags: "01".into(), continued: false },
         }
     }
 
@@ -130,8 +105,7 @@ fn parse_traceparent(text: &str) -> Option<(String, String)> {
 }
 
 fn lower_hex(b: &[u8]) -> bool {
-    b.iter()
-        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -166,11 +140,7 @@ mod tests {
         let generated = request_id(None, &e);
         let s = generated.to_str().unwrap();
         assert_eq!(&s[14..15], "4", "version 4: {s}");
-        assert_ne!(
-            request_id(None, &Entropy::draw(2)),
-            generated,
-            "fresh ids differ"
-        );
+        assert_ne!(request_id(None, &Entropy::draw(2)), generated, "fresh ids differ");
     }
 
     #[test]
@@ -181,11 +151,7 @@ mod tests {
         assert_ne!(t.span_id, "00f067aa0ba902b7");
         assert_eq!(t.flags, "01");
         let out = t.header_value();
-        assert!(
-            out.to_str()
-                .unwrap()
-                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
-        );
+        assert!(out.to_str().unwrap().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_eq!(out.len(), 55);
         // A future version with extra fields is understood and sent on as version 00.
         let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";

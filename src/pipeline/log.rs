@@ -60,9 +60,6 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_utc() {
-        assert_eq!(
-            rfc3339(Duration::from_micros(1_767_225_600_000_001)),
-            "2026-01-01T00:00:00.000001Z"
-        );
+        assert_eq!(rfc3339(Duration::from_micros(1_767_225_600_000_001)), "2026-01-01T00:00:00.000001Z");
     }
 }

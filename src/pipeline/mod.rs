@@ -103,14 +103,7 @@ async fn proxy<P: Ports>(
     let service = &config.services[route.service];
     let target = pick_target(service, ctx.entropy.choice());
     ctx.upstream = Some(format!("{} {}", service.name, target.origin));
-    let upstream_req = forward::upstream_request(
-        req,
-        ctx,
-        route,
-        &matched,
-        target,
-        &config.gateway.trusted_proxies,
-    );
+    let upstream_req = forward::upstream_request(req, ctx, route, &matched, target, &config.gateway.trusted_proxies);
     let options = upstream_options(service, route);
     let sent_at = ports.clock().monotonic();
     let result = ports.http().send(upstream_req, &options).await;
@@ -143,20 +136,11 @@ fn pick_target(service: &Service, draw: u64) -> &Target {
 fn check_head(g: &GatewaySettings, headers: &HeaderMap) -> Result<(), AcceptError> {
     let count = headers.len();
     if count > g.max_header_count as usize {
-        return Err(AcceptError::TooManyHeaders {
-            count,
-            limit: g.max_header_count,
-        });
+        return Err(AcceptError::TooManyHeaders { count, limit: g.max_header_count });
     }
-    let size: u64 = headers
-        .iter()
-        .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
-        .sum();
+    let size: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum();
     if size > g.max_header_size {
-        return Err(AcceptError::HeadersTooLarge {
-            size,
-            limit: g.max_header_size,
-        });
+        return Err(AcceptError::HeadersTooLarge { size, limit: g.max_header_size });
     }
     Ok(())
 }
@@ -165,11 +149,7 @@ fn check_content_length(headers: &HeaderMap, limit: u64) -> Result<(), AcceptErr
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         return Ok(());
     };
-    let size: u64 = value
-        .to_str()
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or(AcceptError::BadContentLength)?;
+    let size: u64 = value.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or(AcceptError::BadContentLength)?;
     if size > limit {
         return Err(AcceptError::BodyTooLarge { size, limit });
     }
@@ -177,15 +157,8 @@ fn check_content_length(headers: &HeaderMap, limit: u64) -> Result<(), AcceptErr
 }
 
 /// Phase 9, respond: headers every answer carries, and the log record.
-fn respond<B>(
-    config: &Config,
-    mut response: Response<B>,
-    ctx: Ctx,
-    clock: &impl Clock,
-) -> Exchange<B> {
-    response
-        .headers_mut()
-        .insert(forward::X_REQUEST_ID, ctx.request_id.clone());
+fn respond<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
+    response.headers_mut().insert(forward::X_REQUEST_ID, ctx.request_id.clone());
     let log = AccessLog {
         time: rfc3339(ctx.received_at),
         request_id: ctx.request_id.to_str().unwrap_or_default().to_string(),
@@ -208,12 +181,7 @@ fn respond<B>(
 }
 
 impl Ctx {
-    fn new<B>(
-        g: &GatewaySettings,
-        clock: &impl Clock,
-        req: &Request<B>,
-        downstream: Downstream,
-    ) -> Self {
+    fn new<B>(g: &GatewaySettings, clock: &impl Clock, req: &Request<B>, downstream: Downstream) -> Self {
         let started = clock.monotonic();
         let received_at = clock.now();
         let entropy = Entropy::draw(received_at.as_nanos() ^ started.as_nanos());
@@ -227,12 +195,7 @@ impl Ctx {
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.parse::<http::uri::Authority>().ok())
-            .map(|a| {
-                a.host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_ascii_lowercase()
-            })
+            .map(|a| a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
             .unwrap_or_default();
         Self {
             request_id: ids::request_id(headers.get(&forward::X_REQUEST_ID), &entropy),

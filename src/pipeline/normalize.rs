@@ -59,9 +59,7 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
                     .ok_or(PathError::BadEscape)?;
                 match value {
                     b'/' | b'\\' | 0x00..=0x1f | 0x7f => return Err(PathError::ForbiddenEscape),
-                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
-                        out.push(c as char)
-                    }
+                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => out.push(c as char),
                     c => {
                         out.push('%');
                         out.push(char::from(HEX[(c >> 4) as usize]));
@@ -73,10 +71,7 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
             b'\\' => return Err(PathError::Backslash),
             _ => {
                 // Copy the run up to the next byte that needs attention.
-                let end = bytes[i..]
-                    .iter()
-                    .position(|&c| c == b'%' || c == b'\\')
-                    .map_or(bytes.len(), |p| i + p);
+                let end = bytes[i..].iter().position(|&c| c == b'%' || c == b'\\').map_or(bytes.len(), |p| i + p);
                 out.push_str(&raw[i..end]);
                 i = end;
             }
@@ -135,10 +130,7 @@ mod tests {
         assert_eq!(norm("/").unwrap(), "/");
         assert_eq!(norm("/v1/users/42").unwrap(), "/v1/users/42");
         assert_eq!(norm("/v1/users/").unwrap(), "/v1/users/");
-        assert_eq!(
-            norm("/a/b.c/.well-known/x..y").unwrap(),
-            "/a/b.c/.well-known/x..y"
-        );
+        assert_eq!(norm("/a/b.c/.well-known/x..y").unwrap(), "/a/b.c/.well-known/x..y");
     }
 
     #[test]

@@ -53,11 +53,7 @@ impl HostPattern {
                 "`{text}` is not a host name: use `api.example.com`, `*.example.com` or `*` (no port, no scheme)"
             ));
         }
-        Ok(if wildcard {
-            Self::Wildcard(format!(".{name}"))
-        } else {
-            Self::Exact(name)
-        })
+        Ok(if wildcard { Self::Wildcard(format!(".{name}")) } else { Self::Exact(name) })
     }
 }
 
@@ -90,10 +86,7 @@ pub struct RouteMatch {
 
 impl RouteMatch {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -122,14 +115,8 @@ struct Entry {
 
 impl Router {
     /// Builds the lookup tables; every conflict is reported, not just the first.
-    pub fn build(
-        specs: &[RouteSpec<'_>],
-        default_host: Option<String>,
-    ) -> Result<Self, Vec<BuildError>> {
-        let mut router = Router {
-            default_host,
-            ..Router::default()
-        };
+    pub fn build(specs: &[RouteSpec<'_>], default_host: Option<String>) -> Result<Self, Vec<BuildError>> {
+        let mut router = Router { default_host, ..Router::default() };
         let mut errors = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
             let table = match spec.host {
@@ -147,34 +134,22 @@ impl Router {
                 }
             };
             if let Err(message) = table.add(spec, index) {
-                errors.push(BuildError {
-                    route: index,
-                    message,
-                });
+                errors.push(BuildError { route: index, message });
             }
         }
         router.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        if errors.is_empty() {
-            Ok(router)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(router) } else { Err(errors) }
     }
 
     /// Finds the route for a lower-case host (no port), a normalised path and a method.
     pub fn find(&self, host: &str, path: &str, method: &Method) -> Result<RouteMatch, RouteError> {
-        let known =
-            self.exact.contains_key(host) || self.wildcard.iter().any(|(s, _)| under(s, host));
+        let known = self.exact.contains_key(host) || self.wildcard.iter().any(|(s, _)| under(s, host));
         let host = match &self.default_host {
             Some(default) if !known => default.as_str(),
             _ => host,
         };
         let exact = self.exact.get(host);
-        let wildcards = self
-            .wildcard
-            .iter()
-            .filter(|(suffix, _)| under(suffix, host))
-            .map(|(_, t)| t);
+        let wildcards = self.wildcard.iter().filter(|(suffix, _)| under(suffix, host)).map(|(_, t)| t);
         for table in exact.into_iter().chain(wildcards).chain(self.any.as_ref()) {
             if let Some(found) = table.find(path, method) {
                 return found;
@@ -216,33 +191,20 @@ impl Table {
         })?;
         let routes = vec![(methods, index)];
         let allow = allow_header(&routes);
-        self.entries.push(Entry {
-            path: spec.path.to_string(),
-            routes,
-            allow,
-        });
+        self.entries.push(Entry { path: spec.path.to_string(), routes, allow });
         Ok(())
     }
 
     fn find(&self, path: &str, method: &Method) -> Option<Result<RouteMatch, RouteError>> {
         let matched = self.tree.at(path).ok()?;
         let entry = &self.entries[*matched.value];
-        let route = entry
-            .routes
-            .iter()
-            .find(|(methods, _)| allows(methods.as_deref(), method));
+        let route = entry.routes.iter().find(|(methods, _)| allows(methods.as_deref(), method));
         Some(match route {
             Some((_, index)) => Ok(RouteMatch {
                 route: *index,
-                params: matched
-                    .params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                params: matched.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             }),
-            None => Err(RouteError::MethodNotAllowed {
-                allow: entry.allow.clone(),
-            }),
+            None => Err(RouteError::MethodNotAllowed { allow: entry.allow.clone() }),
         })
     }
 }
@@ -251,17 +213,13 @@ impl Table {
 fn allows(methods: Option<&[Method]>, method: &Method) -> bool {
     match methods {
         None => true,
-        Some(list) => {
-            list.contains(method) || (method == Method::HEAD && list.contains(&Method::GET))
-        }
+        Some(list) => list.contains(method) || (method == Method::HEAD && list.contains(&Method::GET)),
     }
 }
 
 fn overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
     match (a, b) {
-        (Some(a), Some(b)) => {
-            a.iter().any(|m| allows(Some(b), m)) || b.iter().any(|m| allows(Some(a), m))
-        }
+        (Some(a), Some(b)) => a.iter().any(|m| allows(Some(b), m)) || b.iter().any(|m| allows(Some(a), m)),
         _ => true,
     }
 }
@@ -269,10 +227,7 @@ fn overlap(a: Option<&[Method]>, b: Option<&[Method]>) -> bool {
 fn allow_header(routes: &[(Option<Vec<Method>>, usize)]) -> HeaderValue {
     let mut names: Vec<&str> = Vec::new();
     for m in routes.iter().filter_map(|(m, _)| m.as_deref()).flatten() {
-        for name in [m.as_str()]
-            .into_iter()
-            .chain((m == Method::GET).then_some("HEAD"))
-        {
+        for name in [m.as_str()].into_iter().chain((m == Method::GET).then_some("HEAD")) {
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -286,39 +241,16 @@ fn allow_header(routes: &[(Option<Vec<Method>>, usize)]) -> HeaderValue {
 mod tests {
     use super::*;
 
-    fn spec<'a>(
-        host: &'a HostPattern,
-        path: &'a str,
-        methods: Option<&'a [Method]>,
-    ) -> RouteSpec<'a> {
-        RouteSpec {
-            host,
-            path,
-            methods,
-        }
+    fn spec<'a>(host: &'a HostPattern, path: &'a str, methods: Option<&'a [Method]>) -> RouteSpec<'a> {
+        RouteSpec { host, path, methods }
     }
 
     #[test]
     fn host_patterns_parse() {
-        assert_eq!(
-            HostPattern::parse("API.Example.com").unwrap(),
-            HostPattern::Exact("api.example.com".into())
-        );
-        assert_eq!(
-            HostPattern::parse("*.example.com").unwrap(),
-            HostPattern::Wildcard(".example.com".into())
-        );
+        assert_eq!(HostPattern::parse("API.Example.com").unwrap(), HostPattern::Exact("api.example.com".into()));
+        assert_eq!(HostPattern::parse("*.example.com").unwrap(), HostPattern::Wildcard(".example.com".into()));
         assert_eq!(HostPattern::parse("*").unwrap(), HostPattern::Any);
-        for bad in [
-            "",
-            "http://x.com",
-            "x.com:80",
-            "a..b",
-            "-a.com",
-            "*.",
-            "a.*.com",
-            "x y",
-        ] {
+        for bad in ["", "http://x.com", "x.com:80", "a..b", "-a.com", "*.", "a.*.com", "x y"] {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
     }
@@ -340,30 +272,14 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(
-            r.find("api.example.com", "/x", &Method::GET).unwrap().route,
-            2
-        );
-        assert_eq!(
-            r.find("www.example.com", "/x", &Method::GET).unwrap().route,
-            1
-        );
-        assert_eq!(
-            r.find("a.eu.example.com", "/x", &Method::GET)
-                .unwrap()
-                .route,
-            3
-        );
+        assert_eq!(r.find("api.example.com", "/x", &Method::GET).unwrap().route, 2);
+        assert_eq!(r.find("www.example.com", "/x", &Method::GET).unwrap().route, 1);
+        assert_eq!(r.find("a.eu.example.com", "/x", &Method::GET).unwrap().route, 3);
         assert_eq!(r.find("example.com", "/x", &Method::GET).unwrap().route, 0);
         assert_eq!(r.find("other.org", "/x", &Method::GET).unwrap().route, 0);
         // The exact table matches the path, so its method list decides.
         let err = r.find("api.example.com", "/x", &Method::POST).unwrap_err();
-        assert_eq!(
-            err,
-            RouteError::MethodNotAllowed {
-                allow: HeaderValue::from_static("GET, HEAD")
-            }
-        );
+        assert_eq!(err, RouteError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD") });
     }
 
     #[test]
@@ -385,38 +301,22 @@ mod tests {
         assert_eq!(r.find("h", "/users/42", &Method::HEAD).unwrap().route, 0);
         assert_eq!(
             r.find("h", "/users/42", &Method::DELETE).unwrap_err(),
-            RouteError::MethodNotAllowed {
-                allow: HeaderValue::from_static("GET, HEAD, POST")
-            }
+            RouteError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD, POST") }
         );
-        assert_eq!(
-            r.find("h", "/files/a/b", &Method::PUT)
-                .unwrap()
-                .param("rest"),
-            Some("a/b")
-        );
-        assert_eq!(
-            r.find("h", "/nope", &Method::GET).unwrap_err(),
-            RouteError::NotFound
-        );
+        assert_eq!(r.find("h", "/files/a/b", &Method::PUT).unwrap().param("rest"), Some("a/b"));
+        assert_eq!(r.find("h", "/nope", &Method::GET).unwrap_err(), RouteError::NotFound);
     }
 
     #[test]
     fn default_host_stands_in_for_unknown_hosts() {
         let main = HostPattern::Exact("api.example.com".into());
         let other = HostPattern::Exact("admin.example.com".into());
-        let r = Router::build(
-            &[spec(&main, "/a", None), spec(&other, "/b", None)],
-            Some("api.example.com".into()),
-        )
-        .unwrap();
+        let r = Router::build(&[spec(&main, "/a", None), spec(&other, "/b", None)], Some("api.example.com".into()))
+            .unwrap();
         assert_eq!(r.find("unknown.test", "/a", &Method::GET).unwrap().route, 0);
         assert_eq!(r.find("", "/a", &Method::GET).unwrap().route, 0);
         // A known host is never redirected to the default.
-        assert_eq!(
-            r.find("admin.example.com", "/a", &Method::GET).unwrap_err(),
-            RouteError::NotFound
-        );
+        assert_eq!(r.find("admin.example.com", "/a", &Method::GET).unwrap_err(), RouteError::NotFound);
     }
 
     #[test]
@@ -439,15 +339,7 @@ mod tests {
         .expect("conflicts are errors");
         let routes: Vec<usize> = errors.iter().map(|e| e.route).collect();
         assert_eq!(routes, vec![1, 3, 5]);
-        assert!(
-            errors[0].message.contains("routes[0]"),
-            "{}",
-            errors[0].message
-        );
-        assert!(
-            errors[1].message.contains("routes[2]"),
-            "{}",
-            errors[1].message
-        );
+        assert!(errors[0].message.contains("routes[0]"), "{}", errors[0].message);
+        assert!(errors[1].message.contains("routes[2]"), "{}", errors[1].message);
     }
 }

@@ -42,21 +42,13 @@ impl<C: Clock> MemoryKv<C> {
     /// A store holding at most about `max_entries` keys.
     pub fn new(clock: C, max_entries: usize) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
-        Self {
-            shards,
-            hasher: RandomState::new(),
-            per_shard: max_entries.div_ceil(SHARDS).max(1),
-            clock,
-        }
+        Self { shards, hasher: RandomState::new(), per_shard: max_entries.div_ceil(SHARDS).max(1), clock }
     }
 
     /// Number of live entries (for tests and metrics).
     pub fn len(&self) -> usize {
         let now = self.clock.now();
-        self.shards
-            .iter()
-            .map(|s| lock(s).map.values().filter(|e| e.live(now)).count())
-            .sum()
+        self.shards.iter().map(|s| lock(s).map.values().filter(|e| e.live(now)).count()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,9 +68,7 @@ impl<C: Clock> MemoryKv<C> {
 /// A poisoned lock only means another thread panicked mid-update of a map
 /// whose entries are each written whole; the data is still usable.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shard {
@@ -112,12 +102,8 @@ impl<C: Clock> KvStore for MemoryKv<C> {
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
-        let entry = Entry {
-            value: value.to_vec(),
-            expires_at: self.expiry(ttl),
-        };
-        self.shard(key)
-            .write(key, entry, self.per_shard, self.clock.now());
+        let entry = Entry { value: value.to_vec(), expires_at: self.expiry(ttl) };
+        self.shard(key).write(key, entry, self.per_shard, self.clock.now());
         Ok(())
     }
 
@@ -138,10 +124,7 @@ impl<C: Clock> KvStore for MemoryKv<C> {
         if shard.read(key, now).map(Vec::as_slice) != current {
             return Ok(false);
         }
-        let entry = Entry {
-            value: new.to_vec(),
-            expires_at: self.expiry(ttl),
-        };
+        let entry = Entry { value: new.to_vec(), expires_at: self.expiry(ttl) };
         shard.write(key, entry, self.per_shard, now);
         Ok(true)
     }
@@ -159,16 +142,10 @@ mod tests {
         block_on(async {
             assert_eq!(kv.get("a").await.unwrap(), None);
             kv.set("a", b"1", None).await.unwrap();
-            kv.set("b", b"2", Some(Duration::from_secs(10)))
-                .await
-                .unwrap();
+            kv.set("b", b"2", Some(Duration::from_secs(10))).await.unwrap();
             assert_eq!(kv.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
             clock.advance(Duration::from_secs(10));
-            assert_eq!(
-                kv.get("b").await.unwrap(),
-                None,
-                "expired at exactly its TTL"
-            );
+            assert_eq!(kv.get("b").await.unwrap(), None, "expired at exactly its TTL");
             assert_eq!(kv.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
             kv.delete("a").await.unwrap();
             assert_eq!(kv.get("a").await.unwrap(), None);
@@ -182,16 +159,8 @@ mod tests {
         block_on(async {
             assert!(kv.compare_and_swap("k", None, b"1", None).await.unwrap());
             assert!(!kv.compare_and_swap("k", None, b"2", None).await.unwrap());
-            assert!(
-                !kv.compare_and_swap("k", Some(b"0"), b"2", None)
-                    .await
-                    .unwrap()
-            );
-            assert!(
-                kv.compare_and_swap("k", Some(b"1"), b"2", Some(Duration::from_secs(1)))
-                    .await
-                    .unwrap()
-            );
+            assert!(!kv.compare_and_swap("k", Some(b"0"), b"2", None).await.unwrap());
+            assert!(kv.compare_and_swap("k", Some(b"1"), b"2", Some(Duration::from_secs(1))).await.unwrap());
             assert_eq!(kv.get("k").await.unwrap().as_deref(), Some(&b"2"[..]));
             clock.advance(Duration::from_secs(2));
             // An expired value counts as absent.

@@ -50,8 +50,7 @@ impl Clock for FakeClock {
     }
 }
 
-type Responder =
-    Box<dyn Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync>;
+type Responder = Box<dyn Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync>;
 
 /// An origin that answers with a closure and records what it was sent.
 pub struct FakeHttp {
@@ -61,15 +60,9 @@ pub struct FakeHttp {
 
 impl FakeHttp {
     pub fn new(
-        respond: impl Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError>
-        + Send
-        + Sync
-        + 'static,
+        respond: impl Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync + 'static,
     ) -> Self {
-        Self {
-            respond: Box::new(respond),
-            sent: Mutex::new(Vec::new()),
-        }
+        Self { respond: Box::new(respond), sent: Mutex::new(Vec::new()) }
     }
 
     /// An origin that answers 200 with body `ok`.
@@ -92,11 +85,7 @@ impl FakeHttp {
 impl HttpClient for FakeHttp {
     type Body = Bytes;
 
-    async fn send(
-        &self,
-        request: Request<Bytes>,
-        options: &UpstreamOptions,
-    ) -> Result<Response<Bytes>, UpstreamError> {
+    async fn send(&self, request: Request<Bytes>, options: &UpstreamOptions) -> Result<Response<Bytes>, UpstreamError> {
         let answer = (self.respond)(&request);
         if let Ok(mut sent) = self.sent.lock() {
             sent.push((request, options.clone()));
@@ -115,11 +104,7 @@ pub struct FakePorts {
 impl FakePorts {
     pub fn new(http: FakeHttp) -> Self {
         let clock = FakeClock::default();
-        Self {
-            kv: MemoryKv::new(clock.clone(), 10_000),
-            http,
-            clock,
-        }
+        Self { kv: MemoryKv::new(clock.clone(), 10_000), http, clock }
     }
 }
 

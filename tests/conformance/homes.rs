@@ -3,10 +3,7 @@
 
 use super::support::{self, Node, origin::Origin};
 
-pub const CONFIG: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/conformance/gateway.toml"
-);
+pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/gateway.toml");
 
 /// The placeholder values every home gets.
 pub fn variables(origin: &Origin) -> Vec<(&'static str, String)> {
@@ -21,4 +18,24 @@ pub fn node(origin: &Origin) -> Node {
     let path = support::temp_path("conformance.toml");
     std::fs::copy(CONFIG, &path).expect("copy config");
     Node::start_with(path, &variables(origin), &[])
+}
+
+/// A component in the test host, in front of the same origin.
+pub struct Edge {
+    pub addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the test host on the conformance build of `flavour` (`p2`/`p3`).
+pub fn edge(flavour: &str, origin: &Origin) -> Edge {
+    let component = support::edge::component(&format!("conformance-{flavour}"));
+    let (addr, child) = support::edge::serve(&component, &variables(origin), &[]);
+    Edge { addr, child }
 }

@@ -91,27 +91,16 @@ struct OriginExpect {
 
 fn load_cases() -> Vec<Case> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/cases");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("cases dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir).expect("cases dir").filter_map(Result::ok).map(|e| e.path()).collect();
     files.sort();
     let mut cases = Vec::new();
-    for f in files
-        .iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "toml"))
-    {
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "toml")) {
         let text = std::fs::read_to_string(f).expect("read cases");
-        let file: CaseFile =
-            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let file: CaseFile = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         cases.extend(file.case);
     }
-    assert!(
-        cases.len() >= 40,
-        "expected the whole suite, found {} cases",
-        cases.len()
-    );
+    assert!(cases.len() >= 40, "expected the whole suite, found {} cases", cases.len());
     cases
 }
 
@@ -143,23 +132,15 @@ fn fancy_match(pattern: &str, actual: &str) -> bool {
 fn expected_values(value: &toml::Value) -> Vec<String> {
     match value {
         toml::Value::String(s) => vec![s.clone()],
-        toml::Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
+        toml::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         other => vec![other.to_string()],
     }
 }
 
 fn build_request(case: &Case) -> Request<Bytes> {
     let r = &case.request;
-    let mut req = Request::builder()
-        .method(r.method.as_str())
-        .uri(r.path.as_str());
-    let has_host = r
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    let mut req = Request::builder().method(r.method.as_str()).uri(r.path.as_str());
+    let has_host = r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
     if !has_host {
         req = req.header("host", "gw.test");
     }
@@ -208,10 +189,7 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
     }
     if let Some(slug) = &e.problem {
         if reply.header("content-type") != Some("application/problem+json") {
-            problems.push(format!(
-                "content-type {:?}, expected a problem body",
-                reply.header("content-type")
-            ));
+            problems.push(format!("content-type {:?}, expected a problem body", reply.header("content-type")));
         } else {
             let json = reply.json();
             let want = format!("urn:portcullis:problem:{slug}");
@@ -227,20 +205,11 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
-        check_values(
-            &mut problems,
-            "response",
-            name,
-            &expected_values(want),
-            &got,
-        );
+        check_values(&mut problems, "response", name, &expected_values(want), &got);
     }
     for name in &e.absent_headers {
         if reply.headers.contains_key(name.as_str()) {
-            problems.push(format!(
-                "response has {name}: {:?}",
-                reply.headers.get(name.as_str())
-            ));
+            problems.push(format!("response has {name}: {:?}", reply.headers.get(name.as_str())));
         }
     }
     let text = String::from_utf8_lossy(&reply.body);
@@ -256,28 +225,17 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
     }
     if let Some(len) = e.body_len {
         if reply.body.len() != len {
-            problems.push(format!(
-                "body is {} bytes, expected {len}",
-                reply.body.len()
-            ));
+            problems.push(format!("body is {} bytes, expected {len}", reply.body.len()));
         }
     }
 
     let seen: Vec<Received> = origin.received().into_iter().skip(before).collect();
     let o = &case.origin;
-    let wants_call = o.method.is_some()
-        || o.uri.is_some()
-        || !o.headers.is_empty()
-        || !o.absent_headers.is_empty();
+    let wants_call = o.method.is_some() || o.uri.is_some() || !o.headers.is_empty() || !o.absent_headers.is_empty();
     match (o.called, seen.len()) {
         (Some(false), 0) => {}
-        (Some(false), n) => problems.push(format!(
-            "the origin was called {n} times: {:?}",
-            seen[0].uri
-        )),
-        (_, 0) if wants_call || o.called == Some(true) => {
-            problems.push("the origin was not called".into())
-        }
+        (Some(false), n) => problems.push(format!("the origin was called {n} times: {:?}", seen[0].uri)),
+        (_, 0) if wants_call || o.called == Some(true) => problems.push("the origin was not called".into()),
         (_, 0) => {}
         (_, n) => {
             if wants_call && n != 1 {
@@ -295,19 +253,9 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
                 }
             }
             for (name, want) in &o.headers {
-                let values: Vec<String> = got
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .collect();
-                check_values(
-                    &mut problems,
-                    "origin",
-                    name,
-                    &expected_values(want),
-                    &values,
-                );
+                let values: Vec<String> =
+                    got.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect();
+                check_values(&mut problems, "origin", name, &expected_values(want), &values);
             }
             for name in &o.absent_headers {
                 if let Some((_, v)) = got.headers.iter().find(|(k, _)| k == name) {
@@ -319,18 +267,10 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
     problems
 }
 
-fn check_values(
-    problems: &mut Vec<String>,
-    side: &str,
-    name: &str,
-    want: &[String],
-    got: &[String],
-) {
+fn check_values(problems: &mut Vec<String>, side: &str, name: &str, want: &[String], got: &[String]) {
     let ok = want.len() == got.len() && want.iter().zip(got).all(|(w, g)| matches(w, g));
     if !ok {
-        problems.push(format!(
-            "{side} header {name}: got {got:?}, expected {want:?}"
-        ));
+        problems.push(format!("{side} header {name}: got {got:?}, expected {want:?}"));
     }
 }
 
@@ -345,20 +285,10 @@ async fn run_suite(home: &str, gateway: SocketAddr, origin: &Origin) {
     for case in &cases {
         let problems = run_case(gateway, origin, case).await;
         if !problems.is_empty() {
-            failures.push(format!(
-                "[{home}] {}:\n    {}",
-                case.name,
-                problems.join("\n    ")
-            ));
+            failures.push(format!("[{home}] {}:\n    {}", case.name, problems.join("\n    ")));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,4 +296,18 @@ async fn node() {
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
     let node = homes::node(&origin);
     run_suite("node", node.addr, &origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_wasi_p3() {
+    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
+    let edge = homes::edge("p3", &origin);
+    run_suite("edge WASI 0.3", edge.addr, &origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_wasi_p2() {
+    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
+    let edge = homes::edge("p2", &origin);
+    run_suite("edge WASI 0.2", edge.addr, &origin).await;
 }

@@ -2,6 +2,7 @@
 //! client that sends exactly the bytes a test means (no path cleaning).
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod edge;
 pub mod origin;
 
 use std::io::{BufRead, BufReader};
@@ -45,18 +46,11 @@ impl Node {
 
     pub fn start_with(config_path: PathBuf, vars: &[(&str, String)], extra_args: &[&str]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--config",
-        ])
-        .arg(&config_path)
-        .args(extra_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--config"])
+            .arg(&config_path)
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in vars {
             cmd.env(format!("PORTCULLIS_VAR_{}", k.to_ascii_uppercase()), v);
         }
@@ -67,32 +61,18 @@ impl Node {
         let addr = loop {
             let found = stderr.lock().unwrap().iter().find_map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["fields"]["message"] == "listening")
-                    .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
+                (v["fields"]["message"] == "listening").then(|| v["fields"]["addr"].as_str()?.parse().ok())?
             });
             if let Some(addr) = found {
                 break addr;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "portcullis exited with {status}: {:?}",
-                    stderr.lock().unwrap()
-                );
+                panic!("portcullis exited with {status}: {:?}", stderr.lock().unwrap());
             }
-            assert!(
-                Instant::now() < deadline,
-                "portcullis did not start: {:?}",
-                stderr.lock().unwrap()
-            );
+            assert!(Instant::now() < deadline, "portcullis did not start: {:?}", stderr.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         };
-        Node {
-            addr,
-            config_path,
-            child,
-            stdout,
-            stderr,
-        }
+        Node { addr, config_path, child, stdout, stderr }
     }
 
     pub fn pid(&self) -> i32 {
@@ -100,10 +80,7 @@ impl Node {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
         assert!(status.success());
     }
 
@@ -121,12 +98,7 @@ impl Node {
 
     /// Access-log lines so far, parsed.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.stdout.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// Waits until an access-log line satisfies `pred`.
@@ -136,11 +108,7 @@ impl Node {
             if let Some(v) = self.access_log().into_iter().find(|v| pred(v)) {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no such access-log line in {:?}",
-                self.access_log()
-            );
+            assert!(Instant::now() < deadline, "no such access-log line in {:?}", self.access_log());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -149,20 +117,10 @@ impl Node {
     pub fn wait_for_stderr(&self, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(l) = self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(text))
-            {
+            if let Some(l) = self.stderr.lock().unwrap().iter().find(|l| l.contains(text)) {
                 return l.clone();
             }
-            assert!(
-                Instant::now() < deadline,
-                "no stderr line with {text:?} in {:?}",
-                self.stderr.lock().unwrap()
-            );
+            assert!(Instant::now() < deadline, "no stderr line with {text:?} in {:?}", self.stderr.lock().unwrap());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -241,26 +199,14 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .expect("bind source address");
+    socket.bind(SocketAddr::new(source, 0)).expect("bind source address");
     let stream = socket.connect(addr).await.expect("connect to gateway");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
     let resp: Response<hyper::body::Incoming> = sender.send_request(req).await.expect("send");
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
 }
 
 /// A body of unknown length, so hyper sends it chunked.
@@ -286,10 +232,7 @@ pub async fn send(addr: SocketAddr, req: Request<Bytes>) -> Reply {
 
 /// A GET with a Host header.
 pub fn get(path: &str) -> Request<Bytes> {
-    Request::get(path)
-        .header("host", "gw.test")
-        .body(Bytes::new())
-        .expect("request")
+    Request::get(path).header("host", "gw.test").body(Bytes::new()).expect("request")
 }
 
 /// Writes raw bytes and reads until the server closes or `timeout` passes.

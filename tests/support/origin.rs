@@ -45,10 +45,7 @@ impl Origin {
     /// Binds `addr` (use port 0 for any free port) and serves in the background.
     pub async fn start(addr: &str) -> std::io::Result<Origin> {
         let listener = TcpListener::bind(addr).await?;
-        let origin = Origin {
-            addr: listener.local_addr()?,
-            received: Arc::default(),
-        };
+        let origin = Origin { addr: listener.local_addr()?, received: Arc::default() };
         let received = origin.received.clone();
         tokio::spawn(async move {
             loop {
@@ -59,9 +56,8 @@ impl Origin {
                 let received = received.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| answer(req, received.clone()));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let _ =
+                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
@@ -84,29 +80,17 @@ fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
-async fn answer(
-    req: Request<Incoming>,
-    log: Arc<Mutex<Vec<Received>>>,
-) -> Result<Response<Body>, Infallible> {
+async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Received>>>) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     if path == "/hello" {
         return Ok(Response::new(full("hello, world\n")));
     }
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let seen = Received {
         method: parts.method.to_string(),
@@ -123,11 +107,7 @@ async fn answer(
     match segments.as_slice() {
         ["delay", ms] => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await,
         ["status", code] => {
-            status = code
-                .parse()
-                .ok()
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .unwrap_or(StatusCode::BAD_REQUEST)
+            status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST)
         }
         ["bytes", n] => return Ok(streamed(n.parse().unwrap_or(0))),
         _ => {}
@@ -145,16 +125,12 @@ async fn answer(
     });
     let mut resp = Response::new(full(serde_json::to_vec(&echo).unwrap_or_default()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     for v in parts.headers.get_all("x-echo-response-header") {
         let Some((name, value)) = v.to_str().ok().and_then(|s| s.split_once(':')) else {
             continue;
         };
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.trim().as_bytes()),
-            HeaderValue::from_str(value.trim()),
-        ) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim())) {
             resp.headers_mut().append(n, v);
         }
     }

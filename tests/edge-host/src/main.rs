@@ -1,0 +1,105 @@
+//! `portcullis-edge-host`: a test-only, Spin-compatible host built on
+//! wasmtime. It serves the Portcullis component as Spin 4 would (all of
+//! the Spin platform interfaces the component may import, instance reuse
+//! for WASI 0.3), so tests and benchmarks exercise the real component
+//! without Spin; and it runs `cargo test` binaries for wasm32-wasip2.
+
+mod host;
+mod kv;
+mod run;
+mod serve;
+mod spin;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis-edge-host",
+    about = "Serve a Spin HTTP component like Spin 4, or run a wasi:cli component"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve an HTTP component (WASI 0.3 or 0.2, detected from its exports).
+    Serve {
+        component: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// A Spin variable, `name=value` (repeatable).
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// A key-value store label the component may open (repeatable; default: `default`).
+        #[arg(long = "kv-store")]
+        stores: Vec<String>,
+        /// Requests per WASI 0.3 instance (Spin: 128).
+        #[arg(long)]
+        reuse: Option<usize>,
+        /// Concurrent requests per WASI 0.3 instance (Spin: 16).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// How long an idle reusable instance is kept (Spin: 1s).
+        #[arg(long, default_value = "1000")]
+        idle_timeout_ms: u64,
+    },
+    /// Run a wasi:cli command component (cargo's runner for wasm32-wasip2).
+    Run {
+        component: PathBuf,
+        /// Arguments after the component, passed through.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not name=value"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edge-host: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { component, listen, vars, stores, reuse, concurrency, idle_timeout_ms } => {
+            let stores = if stores.is_empty() { vec!["default".to_string()] } else { stores };
+            let platform =
+                host::Platform { variables: vars.into_iter().collect::<BTreeMap<_, _>>(), kv: kv::Kv::new(stores) };
+            let opts = serve::ServeOptions {
+                component,
+                listen,
+                platform,
+                reuse,
+                concurrency,
+                idle_timeout: Duration::from_millis(idle_timeout_ms),
+            };
+            runtime.block_on(serve::serve(opts)).map(|()| 0)
+        }
+        Command::Run { component, args } => {
+            let argv: Vec<String> = std::iter::once(component.display().to_string()).chain(args).collect();
+            runtime.block_on(run::run(&component, &argv))
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("edge-host: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The edge home in tests: the component built from this repo, served by
+//! the test host (`tests/edge-host`), as Spin would serve it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// A component under `target/edge/`, built by `make components`.
+pub fn component(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/edge").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: build the components first (`make components`)", path.display());
+    path
+}
+
+/// The test host binary: `PORTCULLIS_EDGE_HOST`, or the one cargo built
+/// next to this test binary (`cargo build -p portcullis-edge-host`).
+pub fn host_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PORTCULLIS_EDGE_HOST") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let path = profile_dir.join("portcullis-edge-host");
+    assert!(path.exists(), "{} is missing: `cargo build -p portcullis-edge-host`", path.display());
+    path
+}
+
+/// Serves `component` on a free loopback port with Spin variables `vars`.
+pub fn serve(component: &PathBuf, vars: &[(&str, String)], extra: &[&str]) -> (SocketAddr, Child) {
+    let mut cmd = Command::new(host_binary());
+    cmd.arg("serve").arg(component).args(["--listen", "127.0.0.1:0"]).args(extra);
+    for (k, v) in vars {
+        cmd.arg("--var").arg(format!("{k}={v}"));
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn edge host");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|_| panic!("edge host said {first:?}"));
+    let addr = json["listening"].as_str().and_then(|a| a.parse().ok()).expect("listening address");
+    // Keep draining stdout (the component's access log) so the host never blocks on it.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    (addr, child)
+}
