@@ -38,3 +38,22 @@ extern crate spin_sdk_v5 as spin_sdk;
 
 #[cfg(all(feature = "edge-p3", feature = "edge-p2"))]
 compile_error!("choose one edge flavour: feature `edge-p3` (WASI 0.3) or `edge-p2` (WASI 0.2)");
+
+/// Debian's wasi-libc (2022) predates the pthread stubs that Rust's wasip2
+/// std links against in test binaries. Only that build (`make test-wasm`
+/// without the rustup target) sets this cfg; std calls these only after a
+/// thread was created, which WASI 0.2 never allows, so they are unreachable.
+#[cfg(all(test, target_arch = "wasm32", portcullis_wasi_libc_shim))]
+mod wasi_libc_shim {
+    const ENOSYS: i32 = 52;
+
+    #[unsafe(no_mangle)]
+    extern "C" fn pthread_join(_thread: usize, _retval: *mut *mut u8) -> i32 {
+        ENOSYS
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn pthread_detach(_thread: usize) -> i32 {
+        ENOSYS
+    }
+}
