@@ -1,0 +1,129 @@
+//! An open-loop load generator for latency at a fixed request rate.
+//!
+//! wrk measures peak throughput well, but at a fixed rate it (like any
+//! closed-loop tool) hides queueing: a slow response delays the next send
+//! and the delay is never counted. Here every request has a scheduled send
+//! time and its latency is measured from that time, so stalls show up in
+//! the percentiles (no coordinated omission).
+//!
+//!     cargo run --release --example loadgen -- --url http://127.0.0.1:8080/hello \
+//!         --rate 5000 --connections 16 --seconds 10
+//!
+//! Prints one JSON object: requests, errors, achieved rate, p50/p90/p99/p99.9/max in µs.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+struct Args {
+    url: http::Uri,
+    rate: f64,
+    connections: usize,
+    seconds: f64,
+    warmup: f64,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args { url: http::Uri::default(), rate: 1000.0, connections: 16, seconds: 10.0, warmup: 2.0 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--url" => a.url = value.parse().map_err(|e| format!("--url: {e}"))?,
+            "--rate" => a.rate = value.parse().map_err(|e| format!("--rate: {e}"))?,
+            "--connections" => a.connections = value.parse().map_err(|e| format!("--connections: {e}"))?,
+            "--seconds" => a.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--warmup" => a.warmup = value.parse().map_err(|e| format!("--warmup: {e}"))?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if a.url.authority().is_none() {
+        return Err("--url http://host:port/path is required".into());
+    }
+    Ok(a)
+}
+
+/// Runs one connection's share of the schedule; returns latencies in µs (or None on error).
+async fn connection(args: &Args, offset: Duration, interval: Duration, start: Instant) -> Vec<Option<u32>> {
+    let authority = args.url.authority().map(|a| a.to_string()).unwrap_or_default();
+    let Ok(stream) = TcpStream::connect(&authority).await else { return vec![None] };
+    let _ = stream.set_nodelay(true);
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+        return vec![None];
+    };
+    tokio::spawn(conn);
+    let end = start + Duration::from_secs_f64(args.warmup + args.seconds);
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let mut samples = Vec::new();
+    let mut due = start + offset;
+    while due < end {
+        tokio::time::sleep_until(due.into()).await;
+        let req = http::Request::get(args.url.path_and_query().map_or("/", |p| p.as_str()))
+            .header("host", &authority)
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let ok = match sender.send_request(req).await {
+            Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        };
+        if due >= measure_from {
+            samples.push(ok.then(|| u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX)));
+        }
+        if !ok && sender.ready().await.is_err() {
+            break;
+        }
+        due += interval;
+    }
+    samples
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = match args() {
+        Ok(a) => std::sync::Arc::new(a),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let interval = Duration::from_secs_f64(args.connections as f64 / args.rate);
+    let start = Instant::now() + Duration::from_millis(50);
+    let tasks: Vec<_> = (0..args.connections)
+        .map(|i| {
+            let args = args.clone();
+            let offset = interval.mul_f64(i as f64 / args.connections as f64);
+            tokio::spawn(async move { connection(&args, offset, interval, start).await })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0usize;
+    for t in tasks {
+        for s in t.await.unwrap_or_default() {
+            match s {
+                Some(us) => latencies.push(us),
+                None => errors += 1,
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| -> u32 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        let idx = ((p / 100.0) * (latencies.len() - 1) as f64).round() as usize;
+        latencies[idx]
+    };
+    println!(
+        "{{\"requests\":{},\"errors\":{errors},\"rate\":{:.0},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+        latencies.len(),
+        latencies.len() as f64 / args.seconds,
+        pct(50.0),
+        pct(90.0),
+        pct(99.0),
+        pct(99.9),
+        latencies.last().copied().unwrap_or(0)
+    );
+}
