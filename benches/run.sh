@@ -49,7 +49,8 @@ wait_http() { # url → ms until the first 200
   echo "no answer from $1" >&2; return 1
 }
 
-ORIGIN_PORT=$(shuf -i 20000-29999 -n 1)
+# Ports below Linux's ephemeral range (32768+), so no client socket holds them.
+ORIGIN_PORT=$(shuf -i 20000-25999 -n 1)
 taskset -c 1 "$T/release/examples/demo_origin" "127.0.0.1:$ORIGIN_PORT" 2>/dev/null & PIDS+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/hello" >/dev/null
 
@@ -78,7 +79,7 @@ echo "|-----------|---------:|---------:|---------:|---------:|----------:|-----
 
 measure direct "http://127.0.0.1:$ORIGIN_PORT/hello"
 
-NGINX_PORT=$(shuf -i 30000-39999 -n 1)
+NGINX_PORT=$(shuf -i 26000-28999 -n 1)
 mkdir -p "$WORK/nginx"
 sed -e "s|__PREFIX__|$WORK/nginx|g" -e "s|__LISTEN__|127.0.0.1:$NGINX_PORT|" -e "s|__ORIGIN__|127.0.0.1:$ORIGIN_PORT|" \
   benches/nginx.conf > "$WORK/nginx/nginx.conf"
@@ -86,7 +87,7 @@ taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" 2>/dev/null & PI
 ms=$(wait_http "http://127.0.0.1:$NGINX_PORT/hello")
 measure nginx "http://127.0.0.1:$NGINX_PORT/hello" "$ms"
 
-NODE_PORT=$(shuf -i 40000-49999 -n 1)
+NODE_PORT=$(shuf -i 29000-30999 -n 1)
 PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
   --config benches/gateway.toml --listen "127.0.0.1:$NODE_PORT" >/dev/null 2>"$WORK/node.err" & PIDS+=($!)
 ms=$(wait_http "http://127.0.0.1:$NODE_PORT/hello")
@@ -95,7 +96,7 @@ kill "${PIDS[-1]}"
 
 for target in hello-p2 hello-p3 edge-p2 edge-p3; do
   wasm=target/edge/${target/edge-/bench-}.wasm
-  port=$(shuf -i 50000-59999 -n 1)
+  port=$(shuf -i 31000-32700 -n 1)
   taskset -c 0 "$HOST" serve "$wasm" --listen "127.0.0.1:$port" --var "origin_port=$ORIGIN_PORT" >/dev/null 2>"$WORK/$target.err" & PIDS+=($!)
   ms=$(wait_http "http://127.0.0.1:$port/hello")
   measure "$target" "http://127.0.0.1:$port/hello" "$ms"

@@ -16,6 +16,7 @@
 //!                          └─ ports: KvStore · HttpClient · Clock
 //! ```
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod pipeline;

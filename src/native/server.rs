@@ -143,6 +143,6 @@ async fn handle(node: Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Re
     let exchange = pipeline::handle(&config, &node.ports, req, downstream).await;
     let sink = node.log.clone();
     let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> =
-        config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(log.to_line())) as _);
+        config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(&log.to_line())) as _);
     Ok(exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit)))
 }
