@@ -13,6 +13,7 @@ pub mod vars;
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -70,6 +71,10 @@ pub struct Service {
 pub struct Target {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// The `Host` header the origin gets.
+    pub host: HeaderValue,
+    /// `service scheme://host:port`, as the access log names it.
+    pub label: Arc<str>,
     /// Path prefix from the URL, without a trailing `/` (often empty).
     pub base_path: String,
     pub weight: u32,
@@ -80,7 +85,7 @@ pub struct Target {
 /// A route: which requests, and what happens to them on the way.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     pub host: HostPattern,
     pub path: String,
     pub methods: Option<Vec<Method>>,
@@ -332,7 +337,7 @@ impl Compiler<'_> {
         let targets: Vec<Target> = match (&raw.url, raw.targets.is_empty()) {
             (Some(url), true) => {
                 let k = format!("{key}.url");
-                let parsed = self.value(url, &k).map(|u| parse_target(&u, 1));
+                let parsed = self.value(url, &k).map(|u| parse_target(name, &u, 1));
                 parsed.and_then(|p| self.check(url.span(), &k, p)).into_iter().collect()
             }
             (None, false) => raw
@@ -343,7 +348,7 @@ impl Compiler<'_> {
                     let t_ref = t.get_ref();
                     let weight = t_ref.weight.as_ref().map_or(1, |w| *w.get_ref());
                     let k = format!("{key}.targets[{i}].url");
-                    let parsed = self.value(&t_ref.url, &k).map(|u| parse_target(&u, weight));
+                    let parsed = self.value(&t_ref.url, &k).map(|u| parse_target(name, &u, weight));
                     parsed.and_then(|p| self.check(t_ref.url.span(), &k, p))
                 })
                 .collect(),
@@ -444,7 +449,7 @@ impl Compiler<'_> {
             },
         };
         (self.errors.len() == errors_before).then(|| Route {
-            name,
+            name: Arc::from(name),
             host,
             path,
             methods,
@@ -505,7 +510,7 @@ fn parse_header_name(text: &str) -> Result<HeaderName, String> {
     Ok(name)
 }
 
-fn parse_target(url: &str, weight: u32) -> Result<Target, String> {
+fn parse_target(service: &str, url: &str, weight: u32) -> Result<Target, String> {
     let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::HTTP,
@@ -528,7 +533,9 @@ fn parse_target(url: &str, weight: u32) -> Result<Target, String> {
     let port = authority.port_u16().unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
     let origin = format!("{scheme}://{}:{port}", authority.host());
     let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Target { scheme, authority, base_path, weight, origin })
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| format!("`{url}` has an invalid host"))?;
+    let label = Arc::from(format!("{service} {origin}"));
+    Ok(Target { scheme, authority, host, label, base_path, weight, origin })
 }
 
 /// The prefix must cover whole segments of the route path's literal start.

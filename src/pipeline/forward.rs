@@ -59,6 +59,9 @@ fn is_platform_header(name: &HeaderName) -> bool {
 }
 
 fn remove_where(headers: &mut HeaderMap, pred: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&pred) {
+        return;
+    }
     let doomed: Vec<HeaderName> = headers.keys().filter(|n| pred(n)).cloned().collect();
     for name in doomed {
         headers.remove(name);
@@ -152,9 +155,7 @@ pub fn upstream_request<B>(
     let inbound_host = ctx.host_header.clone();
     remove_where(headers, |n| is_hop_by_hop(n) || is_platform_header(n));
     set_forwarding(headers, ctx, peer_trusted, inbound_host.as_ref());
-    if let Ok(host) = HeaderValue::from_str(target.authority.as_str()) {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, target.host.clone());
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     headers.insert(TRACEPARENT, ctx.trace.header_value());
     if !ctx.trace.continued {

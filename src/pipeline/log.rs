@@ -3,22 +3,29 @@
 //! counts and total latency when the body has been sent, then writes it.
 //! Query strings and credentials are never logged.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::Serialize;
+use http::{HeaderValue, Method};
+use serde::{Serialize, Serializer};
 
+/// Fields are kept as the request had them (no string copies on the hot
+/// path) and become text only when the line is written.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccessLog {
     pub time: String,
-    pub request_id: String,
+    #[serde(serialize_with = "header_text")]
+    pub request_id: HeaderValue,
     pub trace_id: String,
-    pub client_ip: String,
-    pub method: String,
+    pub client_ip: IpAddr,
+    #[serde(serialize_with = "method_text")]
+    pub method: Method,
     pub host: String,
     pub path: String,
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     pub status: u16,
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     pub upstream_latency_us: Option<u64>,
     pub total_latency_us: u64,
     pub bytes_in: u64,
@@ -43,6 +50,14 @@ impl AccessLog {
         line.push('\n');
         line
     }
+}
+
+fn header_text<S: Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.to_str().unwrap_or_default())
+}
+
+fn method_text<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
 }
 
 pub fn micros(d: Duration) -> u64 {

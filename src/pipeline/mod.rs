@@ -14,6 +14,7 @@ pub mod normalize;
 pub mod route;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -49,7 +50,7 @@ pub struct Ctx {
     /// Normalised once routing starts; the raw path before that.
     pub path: String,
     pub route: Option<usize>,
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     pub upstream_latency: Option<Duration>,
     pub error: Option<String>,
     started: Duration,
@@ -102,7 +103,7 @@ async fn proxy<P: Ports>(
     // Phase 7, transform; phase 8, upstream.
     let service = &config.services[route.service];
     let target = pick_target(service, ctx.entropy.choice());
-    ctx.upstream = Some(format!("{} {}", service.name, target.origin));
+    ctx.upstream = Some(target.label.clone());
     let upstream_req = forward::upstream_request(req, ctx, route, &matched, target, &config.gateway.trusted_proxies);
     let options = upstream_options(service, route);
     let sent_at = ports.clock().monotonic();
@@ -161,10 +162,10 @@ fn respond<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl
     response.headers_mut().insert(forward::X_REQUEST_ID, ctx.request_id.clone());
     let log = AccessLog {
         time: rfc3339(ctx.received_at),
-        request_id: ctx.request_id.to_str().unwrap_or_default().to_string(),
+        request_id: ctx.request_id,
         trace_id: ctx.trace.trace_id,
-        client_ip: ctx.client_ip.to_string(),
-        method: ctx.method.to_string(),
+        client_ip: ctx.client_ip,
+        method: ctx.method,
         host: ctx.host,
         path: ctx.path,
         route: ctx.route.map(|i| config.routes[i].name.clone()),
