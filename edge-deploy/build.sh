@@ -28,7 +28,7 @@ done
 out=${out:-target/edge/portcullis-$flavour.wasm}
 [ -f "$config" ] || { echo "no config at $config" >&2; exit 1; }
 
-PORTCULLIS_CONFIG=$config edge-deploy/wasm-cargo.sh rustc --lib --release --features "edge-$flavour" --crate-type cdylib
+PORTCULLIS_CONFIG=$config edge-deploy/wasm-cargo.sh rustc --lib --profile edge --features "edge-$flavour" --crate-type cdylib
 mkdir -p "$(dirname "$out")"
-cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/portcullis.wasm" "$out"
+cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/edge/portcullis.wasm" "$out"
 echo "built $out ($(wc -c <"$out") bytes, flavour $flavour, config $config)"

@@ -11,6 +11,7 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::pipeline::authn::{self, AuthError};
 use crate::pipeline::normalize::PathError;
 use crate::pipeline::route::RouteError;
 use crate::ports::UpstreamError;
@@ -37,6 +38,8 @@ pub enum GatewayError {
     Accept(#[from] AcceptError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The config could not be compiled (only possible at the edge, whose
@@ -68,6 +71,8 @@ impl GatewayError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::Accept(_) | Self::Route(_) => Fault::Client,
+            Self::Auth(AuthError::KeysUnavailable) => Fault::Upstream,
+            Self::Auth(_) => Fault::Client,
             Self::Upstream(UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_)) => Fault::Client,
             Self::Upstream(_) => Fault::Upstream,
             Self::Misconfigured(_) => Fault::Gateway,
@@ -90,6 +95,18 @@ impl GatewayError {
             Self::Route(e @ RouteError::NotFound) => (StatusCode::NOT_FOUND, "no-route", e.to_string()),
             Self::Route(e @ RouteError::MethodNotAllowed { .. }) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", e.to_string())
+            }
+            Self::Auth(e @ (AuthError::Missing { .. } | AuthError::InvalidToken { .. })) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+            }
+            Self::Auth(e @ AuthError::InvalidRequest { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid-credential", e.to_string())
+            }
+            Self::Auth(e @ AuthError::KeysUnavailable) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "keys-unavailable", e.to_string())
+            }
+            Self::Auth(e @ (AuthError::InsufficientScope { .. } | AuthError::Forbidden { .. })) => {
+                (StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
             Self::Upstream(e @ U::BodyTooLarge { .. }) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", e.to_string())
@@ -127,8 +144,16 @@ impl GatewayError {
             request_id: request_id.to_str().unwrap_or_default().to_string(),
         };
         let mut resp = problem_response(&problem);
-        if let Self::Route(RouteError::MethodNotAllowed { allow }) = self {
-            resp.headers_mut().insert(header::ALLOW, allow.clone());
+        match self {
+            Self::Route(RouteError::MethodNotAllowed { allow }) => {
+                resp.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            Self::Auth(e) => {
+                for challenge in authn::www_authenticate(e) {
+                    resp.headers_mut().append(header::WWW_AUTHENTICATE, challenge);
+                }
+            }
+            _ => {}
         }
         resp
     }

@@ -39,6 +39,13 @@ mod cli {
             #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
             header_read_timeout: Duration,
         },
+        /// Print the SHA-256 of an API key for a consumer's `key_sha256`.
+        /// The key is read from standard input (so it stays out of shell
+        /// history); `--generate` makes a new random key and prints both.
+        HashKey {
+            #[arg(long)]
+            generate: bool,
+        },
         /// Validate a config; exits 1 and prints file:line:column: key: problem for each error.
         Check {
             /// The gateway config.
@@ -85,7 +92,37 @@ mod cli {
                 }
             }
             Command::Check { config, spin_manifest } => check(&config, spin_manifest.as_deref()),
+            Command::HashKey { generate } => hash_key(generate),
         }
+    }
+
+    fn hash_key(generate: bool) -> ExitCode {
+        use base64::Engine;
+        use sha2::Digest;
+        let key = if generate {
+            let mut bytes = [0u8; 32];
+            if let Err(e) = getrandom::fill(&mut bytes) {
+                eprintln!("no randomness: {e}");
+                return ExitCode::FAILURE;
+            }
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        } else {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+                eprintln!("give the key on standard input: echo -n 'the-key' | portcullis hash-key");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        };
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        if generate {
+            println!("key:        {key}");
+            println!("key_sha256: {hex}");
+        } else {
+            println!("{hex}");
+        }
+        ExitCode::SUCCESS
     }
 
     fn init_tracing() {

@@ -5,6 +5,7 @@
 //! reports every problem with file, line and key. A request only ever sees a
 //! compiled `Config`: router built, templates parsed, headers encoded.
 
+pub mod auth;
 pub mod raw;
 pub mod spin;
 pub mod template;
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::pipeline::route::{HostPattern, RouteSpec, Router};
+use auth::{AuthConfig, RouteAuth};
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
 use template::Template;
 pub use vars::Variables;
@@ -32,6 +34,7 @@ pub struct Config {
     pub services: Vec<Service>,
     pub routes: Vec<Route>,
     pub router: Router,
+    pub auth: AuthConfig,
 }
 
 /// `[gateway]`, with defaults filled in.
@@ -94,6 +97,8 @@ pub struct Route {
     pub max_body_size: u64,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Who may call; `None`: a public route.
+    pub auth: Option<RouteAuth>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -241,10 +246,11 @@ impl Compiler<'_> {
             // Route errors would only repeat "unknown service" for the broken ones.
             return None;
         }
+        let auth = self.auth(&raw.auth);
         let mut routes = Vec::new();
         let mut seen_names = HashSet::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            if let Some(route) = self.route(i, r, &names, &gateway) {
+            if let Some(route) = self.route(i, r, &names, &gateway, &auth) {
                 if !seen_names.insert(route.name.clone()) {
                     let span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
                     self.error(span, format!("routes[{i}].name"), format!("route name `{}` is used twice", route.name));
@@ -258,7 +264,7 @@ impl Compiler<'_> {
         let specs: Vec<RouteSpec<'_>> =
             routes.iter().map(|r| RouteSpec { host: &r.host, path: &r.path, methods: r.methods.as_deref() }).collect();
         match Router::build(&specs, gateway.default_host.clone()) {
-            Ok(router) => Some(Config { gateway, services, routes, router }),
+            Ok(router) => Some(Config { gateway, services, routes, router, auth }),
             Err(errors) => {
                 for e in errors {
                     let span = raw.routes[e.route].get_ref().path.span();
@@ -372,7 +378,14 @@ impl Compiler<'_> {
         })
     }
 
-    fn route(&mut self, i: usize, r: &Spanned<RawRoute>, services: &[&String], g: &GatewaySettings) -> Option<Route> {
+    fn route(
+        &mut self,
+        i: usize,
+        r: &Spanned<RawRoute>,
+        services: &[&String],
+        g: &GatewaySettings,
+        auth: &AuthConfig,
+    ) -> Option<Route> {
         let key = |field: &str| format!("routes[{i}].{field}");
         let raw = r.get_ref();
         let errors_before = self.errors.len();
@@ -436,6 +449,7 @@ impl Compiler<'_> {
         let max_body_size = self.size(raw.max_body_size.clone(), &key("max_body_size"), g.max_body_size);
         let request_headers = self.header_ops(&raw.request_headers, &key("request_headers"));
         let response_headers = self.header_ops(&raw.response_headers, &key("response_headers"));
+        let route_auth = raw.auth.as_ref().and_then(|a| self.route_auth(a, &key("auth"), auth));
         let name = match &raw.name {
             Some(n) if n.get_ref().trim().is_empty() => {
                 self.error(n.span(), key("name"), "must not be empty");
@@ -458,6 +472,7 @@ impl Compiler<'_> {
             max_body_size,
             request_headers,
             response_headers,
+            auth: route_auth,
         })
     }
 

@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub services: BTreeMap<String, Spanned<RawService>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 /// `[gateway]`: settings for the whole gateway.
@@ -67,6 +69,7 @@ pub struct RawRoute {
     pub request_headers: RawHeaderOps,
     #[serde(default)]
     pub response_headers: RawHeaderOps,
+    pub auth: Option<Spanned<RawRouteAuth>>,
 }
 
 /// Header edits: `remove` first, then `set` (replace), then `add` (append).
@@ -79,6 +82,120 @@ pub struct RawHeaderOps {
     pub set: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     pub add: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// `[auth]`: identity providers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub realm: Option<Spanned<String>>,
+    pub token_cache_entries: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub jwt: BTreeMap<String, Spanned<RawJwt>>,
+    #[serde(default)]
+    pub api_key: BTreeMap<String, Spanned<RawApiKey>>,
+}
+
+/// `[auth.jwt.NAME]`: tokens from one issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub issuer: Spanned<String>,
+    #[serde(default)]
+    pub audiences: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub algorithms: Vec<Spanned<String>>,
+    pub jwks_uri: Option<Spanned<String>>,
+    #[serde(default)]
+    pub keys: Vec<Spanned<RawKey>>,
+    pub hmac_secret: Option<Spanned<String>>,
+    pub leeway: Option<Spanned<String>>,
+    pub required_claims: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub token_from: Vec<Spanned<RawTokenSource>>,
+    #[serde(default)]
+    pub forward_claims: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub groups_claim: Option<Spanned<String>>,
+    pub strip_credential: Option<bool>,
+    pub max_token_size: Option<Spanned<Size>>,
+    #[serde(default)]
+    pub jwks_cache: RawJwksCache,
+}
+
+/// An inline public key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub kid: Option<String>,
+    pub pem: Spanned<String>,
+}
+
+/// One place a credential may come from; exactly one field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenSource {
+    pub header: Option<Spanned<String>>,
+    pub cookie: Option<Spanned<String>>,
+    pub query: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwksCache {
+    pub min_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Spanned<String>>,
+    pub default_ttl: Option<Spanned<String>>,
+    pub refetch_interval: Option<Spanned<String>>,
+    pub stale_for: Option<Spanned<String>>,
+    pub fetch_timeout: Option<Spanned<String>>,
+}
+
+/// `[auth.api_key.NAME]`: consumers identified by a key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub header: Option<Spanned<String>>,
+    pub query: Option<Spanned<String>>,
+    #[serde(default)]
+    pub consumers: Vec<Spanned<RawConsumer>>,
+    #[serde(default)]
+    pub forward: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub strip_credential: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub key_sha256: Spanned<String>,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// A route's `auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteAuth {
+    #[serde(default)]
+    pub any_of: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub scopes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, Spanned<ClaimValues>>,
+    #[serde(default)]
+    pub groups: Vec<Spanned<String>>,
+}
+
+/// A claim matcher: one accepted value or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimValues {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// A byte size: an integer, or a string such as `"64KiB"`, `"10MiB"`, `"1GiB"`, `"512B"`.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::auth::{KeySource, ProviderKind};
 use super::{Config, Variables, vars};
 
 #[derive(Deserialize)]
@@ -95,18 +96,28 @@ pub fn missing_outbound_hosts(config: &Config, manifest: &str) -> Result<Vec<Str
         .filter_map(|p| vars::substitute(p, &defaults).ok())
         .filter_map(|p| Pattern::parse(&p))
         .collect();
-    let mut missing = Vec::new();
+    let mut wanted: Vec<(http::Uri, String)> = Vec::new();
     for service in &config.services {
         for target in &service.targets {
-            let port =
-                target.authority.port_u16().unwrap_or(if target.scheme == http::uri::Scheme::HTTPS { 443 } else { 80 });
-            let host = target.authority.host().to_ascii_lowercase();
-            if !patterns.iter().any(|p| p.allows(target.scheme.as_str(), &host, port)) {
-                missing.push(format!(
-                    "origin {} of services.{} is not in allowed_outbound_hosts of component `{COMPONENT}`",
-                    target.origin, service.name
-                ));
+            if let Ok(uri) = target.origin.parse() {
+                wanted.push((uri, format!("origin {} of services.{}", target.origin, service.name)));
             }
+        }
+    }
+    for provider in &config.auth.providers {
+        if let ProviderKind::Jwt(jwt) = &provider.kind {
+            if let KeySource::Jwks(uri) = &jwt.keys {
+                wanted.push((uri.clone(), format!("jwks_uri {uri} of auth.jwt.{}", provider.name)));
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for (uri, what) in wanted {
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        if !patterns.iter().any(|p| p.allows(if https { "https" } else { "http" }, &host, port)) {
+            missing.push(format!("{what} is not in allowed_outbound_hosts of component `{COMPONENT}`"));
         }
     }
     Ok(missing)
@@ -237,6 +248,23 @@ jwt_secret = "{{ secret }}"
         let missing = undeclared_variables(text, m).unwrap();
         assert_eq!(missing.len(), 1);
         assert!(missing[0].contains("no variable `other`"), "{missing:?}");
+    }
+
+    #[test]
+    fn jwks_urls_need_allowing_too() {
+        let text = "[services.s]\nurl = \"http://127.0.0.1:9000\"\n[auth.jwt.corp]\nissuer = \"i\"\naudiences = [\"a\"]\nalgorithms = [\"RS256\"]\njwks_uri = \"https://idp.example.com/.well-known/jwks.json\"\n";
+        let c = Config::parse(text, "t.toml", &Default::default()).unwrap();
+        let missing = missing_outbound_hosts(&c, &manifest(&["http://127.0.0.1:9000"])).unwrap();
+        assert_eq!(missing.len(), 1);
+        assert!(
+            missing[0].contains("jwks_uri https://idp.example.com/.well-known/jwks.json of auth.jwt.corp"),
+            "{missing:?}"
+        );
+        assert!(
+            missing_outbound_hosts(&c, &manifest(&["http://127.0.0.1:9000", "https://idp.example.com"]))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -163,7 +163,8 @@ fn defaults_are_filled_in() {
 fn conformance_vars() -> Variables {
     let mut vars = Variables::new();
     for name in vars::referenced(include_str!("../../tests/conformance/gateway.toml")) {
-        vars.insert(name, "1");
+        let value = if name.ends_with("secret") { "s".repeat(40) } else { "1".to_string() };
+        vars.insert(name, value);
     }
     vars
 }
@@ -180,4 +181,136 @@ fn placeholders_fill_urls_and_header_values() {
     let e = one(text);
     assert_eq!((e.line, e.key.as_str()), (2, "services.s.url"));
     assert!(e.message.contains("PORTCULLIS_VAR_PORT"), "{}", e.message);
+}
+
+#[test]
+fn auth_providers_are_checked() {
+    let jwt = |body: &str| format!("[auth.jwt.corp]\nissuer = \"https://idp/\"\n{body}\n");
+    let mut vars = Variables::new();
+    vars.insert("secret", "0123456789abcdef0123456789abcdef");
+    vars.insert("short", "too-short");
+    let check = |text: &str| match Config::parse(text, "gw.toml", &vars) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(ConfigErrors(list)) => list,
+    };
+    let cases = [
+        (
+            jwt("algorithms = [\"RS256\"]\njwks_uri = \"http://idp/jwks\""),
+            "auth.jwt.corp.audiences",
+            "at least one audience",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"none\"]\njwks_uri = \"http://idp/jwks\""),
+            "auth.jwt.corp.algorithms[0]",
+            "never accepted",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"RS257\"]\njwks_uri = \"http://idp/jwks\""),
+            "auth.jwt.corp.algorithms[0]",
+            "not a JWT algorithm",
+        ),
+        (jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\"]"), "auth.jwt.corp", "exactly one of"),
+        (
+            jwt(
+                "audiences = [\"a\"]\nalgorithms = [\"HS256\"]\nhmac_secret = \"literally-in-the-file-0123456789abcdef\"",
+            ),
+            "auth.jwt.corp.hmac_secret",
+            "never go in the config file",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"HS256\"]\nhmac_secret = \"{{ short }}\""),
+            "auth.jwt.corp.hmac_secret",
+            "at least 32",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\"]\nhmac_secret = \"{{ secret }}\""),
+            "auth.jwt.corp.algorithms",
+            "only HS256",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\", \"HS256\"]\njwks_uri = \"http://idp/jwks\""),
+            "auth.jwt.corp.algorithms",
+            "never public keys",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\"]\njwks_uri = \"ftp://idp/jwks\""),
+            "auth.jwt.corp.jwks_uri",
+            "not an http(s) URL",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\"]\nkeys = [{ pem = \"garbage\" }]"),
+            "auth.jwt.corp.keys[0].pem",
+            "not a PEM public key",
+        ),
+        (
+            jwt(
+                "audiences = [\"a\"]\nalgorithms = [\"RS256\"]\njwks_uri = \"http://idp/jwks\"\ntoken_from = [{ header = \"x\", cookie = \"y\" }]",
+            ),
+            "auth.jwt.corp.token_from[0]",
+            "exactly one of",
+        ),
+        (
+            "[auth.api_key.p]\nconsumers = [{ id = \"a\", key_sha256 = \"abc\" }]\n".into(),
+            "auth.api_key.p.consumers[0].key_sha256",
+            "64 hex digits",
+        ),
+        (
+            "[auth.api_key.p]\nforward = { \"x-c\" = \"email\" }\n".into(),
+            "auth.api_key.p.forward.x-c",
+            "forwards `id` or `groups`",
+        ),
+        (
+            format!("{SVC}[[routes]]\npath = \"/a\"\nservice = \"s\"\nauth = {{ any_of = [\"ghost\"] }}\n"),
+            "routes[0].auth.any_of[0]",
+            "no provider named `ghost`",
+        ),
+        (
+            format!("{SVC}[[routes]]\npath = \"/a\"\nservice = \"s\"\nauth = {{ any_of = [] }}\n"),
+            "routes[0].auth.any_of",
+            "at least one provider",
+        ),
+    ];
+    for (text, key, msg) in cases {
+        let errors = check(&text);
+        let e = errors.iter().find(|e| e.key == key).unwrap_or_else(|| panic!("no error for {key} in {errors:?}"));
+        assert!(e.message.contains(msg), "{key}: {}", e.message);
+    }
+}
+
+#[test]
+fn a_valid_auth_section_compiles() {
+    let mut vars = Variables::new();
+    vars.insert("secret", "0123456789abcdef0123456789abcdef");
+    let text = r#"
+[auth]
+realm = "shop"
+[auth.jwt.corp]
+issuer = "https://idp/"
+audiences = ["api"]
+algorithms = ["RS256", "ES256"]
+jwks_uri = "https://idp/jwks"
+forward_claims = { "x-user" = "sub" }
+[auth.jwt.internal]
+issuer = "https://internal/"
+audiences = ["api"]
+algorithms = ["HS256"]
+hmac_secret = "{{ secret }}"
+token_from = [{ cookie = "session" }, { query = "access_token" }]
+[auth.api_key.partners]
+forward = { "x-consumer" = "id" }
+consumers = [{ id = "a", key_sha256 = "b81ff514581f28cf9536d9227563cf3a93e9ced7728e175b4e1d044be8a3ef29" }]
+[services.s]
+url = "http://o"
+[[routes]]
+path = "/a"
+service = "s"
+auth = { any_of = ["corp", "partners"], scopes = ["read"], claims = { tenant = ["acme", "globex"] }, groups = ["gold"] }
+"#;
+    let c = Config::parse(text, "gw.toml", &vars).unwrap();
+    assert_eq!(c.auth.realm, "shop");
+    assert_eq!(c.auth.providers.len(), 3);
+    assert_eq!(c.auth.identity_headers.len(), 2);
+    let route = c.routes[0].auth.as_ref().unwrap();
+    assert_eq!(route.providers.len(), 2);
+    assert_eq!(route.claims, vec![("tenant".to_string(), vec!["acme".to_string(), "globex".to_string()])]);
 }

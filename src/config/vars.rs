@@ -46,7 +46,7 @@ pub fn referenced(text: &str) -> Vec<String> {
 fn collect(value: &toml::Value, key: &str, names: &mut Vec<String>) {
     match value {
         toml::Value::String(s) if !PATTERN_KEYS.contains(&key) => {
-            for name in placeholders(s) {
+            for name in placeholders_in(s) {
                 if !names.iter().any(|n| n == name) {
                     names.push(name.to_string());
                 }
@@ -58,7 +58,8 @@ fn collect(value: &toml::Value, key: &str, names: &mut Vec<String>) {
     }
 }
 
-fn placeholders(text: &str) -> impl Iterator<Item = &str> {
+/// The well-formed placeholder names in one string value.
+pub fn placeholders_in(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
         loop {

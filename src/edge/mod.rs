@@ -17,18 +17,17 @@ mod p3;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
 
-use crate::body::BoxError;
 use crate::config::{Config, Variables, vars};
 use crate::error::GatewayError;
 use crate::pipeline::Downstream;
 use crate::pipeline::ids::{Entropy, request_id};
 use crate::pipeline::log::AccessLog;
-use crate::ports::UpstreamError;
+use crate::ports::{UpstreamError, read_body};
 
 /// The config embedded at build time (see `build.rs`).
 const CONFIG_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway.toml"));
@@ -84,27 +83,24 @@ fn emit(log: AccessLog) {
 /// were whole.) Bodies with `Content-Length` stream, already checked.
 async fn buffer_unsized<B>(req: Request<B>, limit: u64) -> Result<Request<B>, UpstreamError>
 where
-    B: Body<Data = Bytes> + From<Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + Unpin,
 {
     if req.headers().contains_key(header::CONTENT_LENGTH) || req.body().is_end_stream() {
         return Ok(req);
     }
-    let (mut parts, mut body) = req.into_parts();
-    let mut buf = BytesMut::new();
-    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame.map_err(|e| UpstreamError::ClientBody(e.into().to_string()))?;
-        if let Some(data) = frame.data_ref() {
-            if (buf.len() + data.len()) as u64 > limit {
-                return Err(UpstreamError::BodyTooLarge { limit });
-            }
-            buf.extend_from_slice(data);
+    let (mut parts, body) = req.into_parts();
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let buf = read_body(body, limit_bytes).await.map_err(|e| {
+        if e.starts_with("the body is larger") {
+            UpstreamError::BodyTooLarge { limit }
+        } else {
+            UpstreamError::ClientBody(e)
         }
-    }
+    })?;
     if !buf.is_empty() {
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
     }
-    Ok(Request::from_parts(parts, B::from(buf.freeze())))
+    Ok(Request::from_parts(parts, B::from(buf)))
 }
 
 /// Maps a `wasi:http` error code to the port's error. The 0.2 and 0.3

@@ -23,8 +23,8 @@ use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
 use super::{buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names};
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
-use crate::pipeline;
 use crate::pipeline::log::AccessLog;
+use crate::pipeline::{self, Gateway};
 use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
 use crate::system_clock::SystemClock;
 
@@ -72,8 +72,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             vars.insert(name, value);
         }
     }
-    let config = match compile(&vars) {
-        Ok(config) => config,
+    let gateway = match compile(&vars) {
+        Ok(config) => Gateway::new(config),
         Err(reason) => {
             let resp = misconfigured::<EdgeBody>(&reason, &parts.headers);
             return respond(out, resp.map(Logged::unlogged)).await;
@@ -81,8 +81,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
-    let exchange = pipeline::handle(&config, &EdgePorts, req, downstream).await;
-    let emit = config.gateway.access_log.then_some(emit as fn(AccessLog));
+    let exchange = pipeline::handle(&gateway, &EdgePorts, req, downstream).await;
+    let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     respond(out, exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))).await;
 }
 
@@ -169,6 +169,9 @@ fn method_to_wasi(m: &http::Method) -> Method {
 struct EdgePorts;
 
 impl Ports for EdgePorts {
+    /// A WASI 0.2 instance serves one request: verified tokens are shared
+    /// through the key-value store (measured in `benches/README.md`).
+    const SHORT_LIVED: bool = true;
     type Kv = SpinKv;
     type Http = SpinHttp;
     type Clock = SystemClock;

@@ -18,9 +18,9 @@ use spin_sdk::wasip3::http_compat::{IncomingRequestBody, IncomingResponseBody, R
 
 use super::{buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names};
 use crate::body::{BodyProbe, GatewayBody, Logged};
-use crate::config::{Config, Variables};
-use crate::pipeline;
+use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
+use crate::pipeline::{self, Gateway};
 use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
 use crate::system_clock::SystemClock;
 
@@ -58,12 +58,13 @@ impl Body for Stream {
 
 pub type EdgeBody = GatewayBody<Stream>;
 
-static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 
-/// The config, compiled on the instance's first request.
-async fn config() -> &'static Result<Config, String> {
-    if let Some(config) = CONFIG.get() {
-        return config;
+/// The config and its caches, made on the instance's first request and
+/// kept for the instance's life.
+async fn gateway() -> &'static Result<Gateway, String> {
+    if let Some(gateway) = GATEWAY.get() {
+        return gateway;
     }
     let mut vars = Variables::new();
     for name in variable_names() {
@@ -71,7 +72,7 @@ async fn config() -> &'static Result<Config, String> {
             vars.insert(name, value);
         }
     }
-    CONFIG.get_or_init(|| compile(&vars))
+    GATEWAY.get_or_init(|| compile(&vars).map(Gateway::new))
 }
 
 /// The component's entry point: one request, start to finish.
@@ -79,16 +80,16 @@ async fn config() -> &'static Result<Config, String> {
 async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     let (mut parts, body) = req.into_parts();
     let downstream = downstream(&mut parts.headers, parts.uri.scheme_str());
-    let config = match config().await {
-        Ok(config) => config,
+    let gateway = match gateway().await {
+        Ok(gateway) => gateway,
         Err(reason) => {
             return misconfigured::<EdgeBody>(reason, &parts.headers).map(Logged::unlogged);
         }
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(Stream::Request(body), Some(probe.clone())));
-    let exchange = pipeline::handle(config, &EdgePorts, req, downstream).await;
-    let emit = config.gateway.access_log.then_some(emit as fn(AccessLog));
+    let exchange = pipeline::handle(gateway, &EdgePorts, req, downstream).await;
+    let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
 }
 

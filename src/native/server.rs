@@ -24,7 +24,7 @@ use super::{NodeBody, NodePorts, load_config};
 use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::pipeline::log::AccessLog;
-use crate::pipeline::{self, Downstream};
+use crate::pipeline::{self, Downstream, Gateway};
 
 /// Settings of `portcullis serve` that are about this process, not the config.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct ServeOptions {
 }
 
 struct Node {
-    config: ArcSwap<Config>,
+    gateway: ArcSwap<Gateway>,
     ports: NodePorts,
     log: AccessLogSink,
 }
@@ -49,7 +49,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind(opts.listen).await?;
     let local = listener.local_addr()?;
     let node = Arc::new(Node {
-        config: ArcSwap::from_pointee(config),
+        gateway: ArcSwap::from_pointee(Gateway::new(config)),
         ports: NodePorts::default(),
         log: AccessLogSink::stdout(),
     });
@@ -68,7 +68,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                     let node = node.clone();
                     let header_read_timeout = opts.header_read_timeout;
                     tokio::spawn(async move {
-                        let builder = connection_builder(&node.config.load(), header_read_timeout);
+                        let builder = connection_builder(&node.gateway.load().config, header_read_timeout);
                         let service = service_fn(move |req| handle(node.clone(), peer, req));
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         if let Err(e) = watcher.watch(conn).await {
@@ -101,7 +101,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 fn reload(node: &Node, opts: &ServeOptions) {
     match load_config(&opts.config) {
         Ok(config) => {
-            node.config.store(Arc::new(config));
+            let next = node.gateway.load().reloaded(config);
+            node.gateway.store(Arc::new(next));
             tracing::info!(config = %opts.config.display(), "config reloaded");
         }
         Err(errors) => {
@@ -136,13 +137,13 @@ fn connection_builder(config: &Config, header_read_timeout: Duration) -> auto::B
 type LoggedBody = Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>;
 
 async fn handle(node: Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<LoggedBody>, Infallible> {
-    let config = node.config.load_full();
+    let gateway = node.gateway.load_full();
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
     let downstream = Downstream { peer: peer.ip(), scheme: "http" };
-    let exchange = pipeline::handle(&config, &node.ports, req, downstream).await;
+    let exchange = pipeline::handle(&gateway, &node.ports, req, downstream).await;
     let sink = node.log.clone();
     let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> =
-        config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(&log.to_line())) as _);
+        gateway.config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(&log.to_line())) as _);
     Ok(exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit)))
 }

@@ -24,6 +24,8 @@ pub struct AccessLog {
     pub host: String,
     pub path: String,
     pub route: Option<Arc<str>>,
+    /// `provider:subject` (or consumer id); never the credential.
+    pub identity: Option<String>,
     pub status: u16,
     pub upstream: Option<Arc<str>>,
     pub upstream_latency_us: Option<u64>,

@@ -3,10 +3,11 @@
 //! error, which [`crate::error`] turns into the answer.
 //!
 //! ```text
-//! accept ─► route ─► limits ─► transform ─► upstream ─► respond ─► log
-//!  431/400    404/405    413                   502/504
+//! accept ─► route ─► limits ─► authn ─► authz ─► transform ─► upstream ─► respond ─► log
+//!  431/400   404/405   413   401/400/503   403                  502/504
 //! ```
 
+pub mod authn;
 pub mod forward;
 pub mod ids;
 pub mod log;
@@ -23,6 +24,7 @@ use http::{Method, Request, Response};
 use crate::config::{Config, GatewaySettings, Route, Service, Target};
 use crate::error::{AcceptError, GatewayError};
 use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamOptions};
+use authn::AuthCaches;
 use ids::{Entropy, Trace};
 use log::{AccessLog, micros, rfc3339};
 
@@ -37,6 +39,8 @@ pub struct Downstream {
 
 /// Per-request state, filled in phase by phase.
 pub struct Ctx {
+    /// Who is calling, once authenticated.
+    pub identity: Option<Arc<authn::Identity>>,
     pub request_id: HeaderValue,
     pub trace: Trace,
     pub peer: IpAddr,
@@ -64,15 +68,39 @@ pub struct Exchange<B> {
     pub log: AccessLog,
 }
 
+/// A compiled config with the caches that go with it: what a request
+/// borrows. A reload builds a new one ([`Gateway::reloaded`]) and swaps it
+/// in whole.
+pub struct Gateway {
+    pub config: Config,
+    /// Only save work (verified tokens, key sets); they live as long as the
+    /// home keeps this value: a process, a reused instance, or one request.
+    pub caches: AuthCaches,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Self {
+        let caches = AuthCaches::new(&config.auth);
+        Self { config, caches }
+    }
+
+    /// The gateway for a new config, keeping what stays valid (key sets).
+    pub fn reloaded(&self, config: Config) -> Self {
+        let caches = self.caches.renewed(&config.auth);
+        Self { config, caches }
+    }
+}
+
 /// Runs one request through every phase. Never fails: errors become answers.
 pub async fn handle<P: Ports>(
-    config: &Config,
+    gateway: &Gateway,
     ports: &P,
     req: Request<Body<P>>,
     downstream: Downstream,
 ) -> Exchange<Body<P>> {
+    let (config, caches) = (&gateway.config, &gateway.caches);
     let mut ctx = Ctx::new(&config.gateway, ports.clock(), &req, downstream);
-    let response = match proxy(config, ports, req, &mut ctx).await {
+    let response = match proxy(config, caches, ports, req, &mut ctx).await {
         Ok(resp) => resp,
         Err(err) => {
             ctx.error = Some(err.to_string());
@@ -84,8 +112,9 @@ pub async fn handle<P: Ports>(
 
 async fn proxy<P: Ports>(
     config: &Config,
+    caches: &AuthCaches,
     ports: &P,
-    req: Request<Body<P>>,
+    mut req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
     // Phase 1, accept: a head we are willing to read, a path we can trust.
@@ -99,6 +128,14 @@ async fn proxy<P: Ports>(
 
     // Phase 3, limits known from the head alone.
     check_content_length(req.headers(), route.max_body_size)?;
+
+    // Phases 4 and 5, authn and authz, before anything costs an origin a thing.
+    authn::drop_identity_headers(&config.auth, req.headers_mut());
+    if let Some(route_auth) = &route.auth {
+        let identity = authn::authenticate(&config.auth, route_auth, caches, ports, &mut req).await?;
+        ctx.identity = Some(identity.clone());
+        authn::authorize(&config.auth, route_auth, &identity)?;
+    }
 
     // Phase 7, transform; phase 8, upstream.
     let service = &config.services[route.service];
@@ -169,6 +206,7 @@ fn respond<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl
         host: ctx.host,
         path: ctx.path,
         route: ctx.route.map(|i| config.routes[i].name.clone()),
+        identity: ctx.identity.map(|id| format!("{}:{}", id.provider, id.subject)),
         status: response.status().as_u16(),
         upstream: ctx.upstream,
         upstream_latency_us: ctx.upstream_latency.map(micros),
@@ -199,6 +237,7 @@ impl Ctx {
             .map(|a| a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
             .unwrap_or_default();
         Self {
+            identity: None,
             request_id: ids::request_id(headers.get(&forward::X_REQUEST_ID), &entropy),
             trace: Trace::from_header(headers.get("traceparent"), &entropy),
             peer: forward::canonical(downstream.peer),

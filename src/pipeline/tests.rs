@@ -6,10 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
-use super::{Downstream, Exchange, handle};
+use http_body_util::Full;
+
+use super::{Downstream, Exchange, Gateway, handle};
 use crate::config::Config;
-use crate::ports::UpstreamError;
 use crate::ports::testing::{FakeHttp, FakePorts, block_on};
+use crate::ports::{UpstreamError, read_body};
 
 const CONFIG: &str = r#"
 [gateway]
@@ -75,7 +77,17 @@ fn get(uri: &str) -> http::request::Builder {
 }
 
 fn run(ports: &FakePorts, req: Request<Bytes>, from: Downstream) -> Exchange<Bytes> {
-    block_on(handle(&config(), ports, req, from))
+    run_with(&Gateway::new(config()), ports, req, from)
+}
+
+/// Runs a request, reading the answer's body whole.
+fn run_with(gateway: &Gateway, ports: &FakePorts, req: Request<Bytes>, from: Downstream) -> Exchange<Bytes> {
+    block_on(async {
+        let ex = handle(gateway, ports, req.map(Full::new), from).await;
+        let (parts, body) = ex.response.into_parts();
+        let body = read_body(body, usize::MAX).await.unwrap();
+        Exchange { response: Response::from_parts(parts, body), log: ex.log }
+    })
 }
 
 fn problem(resp: &Response<Bytes>) -> serde_json::Value {

@@ -59,17 +59,47 @@ pub struct UpstreamOptions {
     pub max_request_body: u64,
 }
 
-/// Outbound HTTP to origins.
+/// Outbound HTTP to origins (and identity providers).
 pub trait HttpClient {
     /// The body type of this home, for requests and responses alike; the core
     /// builds its own small bodies (problem documents) from bytes.
-    type Body: From<Bytes>;
+    type Body: From<Bytes> + http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin;
 
     async fn send(
         &self,
         request: Request<Self::Body>,
         options: &UpstreamOptions,
     ) -> Result<Response<Self::Body>, UpstreamError>;
+
+    /// A small exchange read whole (a key set): at most `max_body` bytes.
+    async fn fetch(
+        &self,
+        request: Request<Bytes>,
+        options: &UpstreamOptions,
+        max_body: usize,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let (parts, body) = self.send(request.map(Self::Body::from), options).await?.into_parts();
+        let body = read_body(body, max_body).await.map_err(UpstreamError::Protocol)?;
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Reads a body whole, refusing it past `limit` bytes.
+pub async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, String>
+where
+    B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin,
+{
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| format!("the body could not be read: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                return Err(format!("the body is larger than {limit} bytes"));
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Why an upstream exchange failed, by cause: the cause decides the status.
@@ -91,6 +121,11 @@ pub enum UpstreamError {
 
 /// Everything the pipeline uses from its home.
 pub trait Ports {
+    /// True where in-memory state lives for one request only (a WASI 0.2
+    /// instance): results worth keeping, such as verified tokens, then go
+    /// through the key-value store instead.
+    const SHORT_LIVED: bool = false;
+
     type Kv: KvStore;
     type Http: HttpClient;
     type Clock: Clock;

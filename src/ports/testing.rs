@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Full;
 
 use super::memory::MemoryKv;
-use super::{Clock, HttpClient, Ports, UpstreamError, UpstreamOptions};
+use super::{Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
 
 /// Drives a future whose ports never wait (everything here answers at once).
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -83,14 +84,21 @@ impl FakeHttp {
 }
 
 impl HttpClient for FakeHttp {
-    type Body = Bytes;
+    type Body = Full<Bytes>;
 
-    async fn send(&self, request: Request<Bytes>, options: &UpstreamOptions) -> Result<Response<Bytes>, UpstreamError> {
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        options: &UpstreamOptions,
+    ) -> Result<Response<Full<Bytes>>, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let body = read_body(body, usize::MAX).await.map_err(UpstreamError::ClientBody)?;
+        let request = Request::from_parts(parts, body);
         let answer = (self.respond)(&request);
         if let Ok(mut sent) = self.sent.lock() {
             sent.push((request, options.clone()));
         }
-        answer
+        answer.map(|r| r.map(Full::new))
     }
 }
 

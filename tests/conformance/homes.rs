@@ -1,23 +1,26 @@
 //! The homes the suite runs in, each started on the conformance config with
 //! the same variables.
 
-use super::support::{self, Node, origin::Origin};
+use super::support::{self, Node, idp::Idp, origin::Origin};
+use super::tokens::HS_SECRET;
 
 pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/gateway.toml");
 
 /// The placeholder values every home gets.
-pub fn variables(origin: &Origin) -> Vec<(&'static str, String)> {
+pub fn variables(origin: &Origin, idp: &Idp) -> Vec<(&'static str, String)> {
     vec![
         ("origin_port", origin.port().to_string()),
         ("closed_port", support::closed_port().to_string()),
         ("env_name", "conformance".to_string()),
+        ("idp_port", idp.port.to_string()),
+        ("hs_secret", HS_SECRET.to_string()),
     ]
 }
 
-pub fn node(origin: &Origin) -> Node {
+pub fn node(origin: &Origin, idp: &Idp) -> Node {
     let path = support::temp_path("conformance.toml");
     std::fs::copy(CONFIG, &path).expect("copy config");
-    Node::start_with(path, &variables(origin), &[])
+    Node::start_with(path, &variables(origin, idp), &[])
 }
 
 /// A component in the test host, in front of the same origin.
@@ -34,8 +37,8 @@ impl Drop for Edge {
 }
 
 /// Starts the test host on the conformance build of `flavour` (`p2`/`p3`).
-pub fn edge(flavour: &str, origin: &Origin) -> Edge {
+pub fn edge(flavour: &str, origin: &Origin, idp: &Idp) -> Edge {
     let component = support::edge::component(&format!("conformance-{flavour}"));
-    let (addr, child) = support::edge::serve(&component, &variables(origin), &[]);
+    let (addr, child) = support::edge::serve(&component, &variables(origin, idp), &[]);
     Edge { addr, child }
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod homes;
+mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -52,6 +53,32 @@ struct Req {
     /// Send the body chunked, without Content-Length.
     #[serde(default)]
     chunked: bool,
+    /// A token the driver mints for this request.
+    token: Option<TokenSpec>,
+    /// Where the token goes: `header` (Authorization: Bearer, default),
+    /// `cookie:<name>` or `query:<name>`.
+    token_at: Option<String>,
+}
+
+/// A token to mint. Defaults: issuer of the key's provider, audience
+/// `api://conformance`, `sub = "alice"`, expiring in an hour.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct TokenSpec {
+    /// `rsa1` (RS256), `rsa2` (PS256), `ec256`, `ec384`, `ed25519`, or `hmac` (HS256).
+    key: String,
+    /// Overrides the key's own `kid`.
+    kid: Option<String>,
+    #[serde(default)]
+    claims: toml::Table,
+    /// Seconds from now; negative for the past. Default 3600.
+    exp_in: Option<i64>,
+    #[serde(default)]
+    no_exp: bool,
+    nbf_in: Option<i64>,
+    /// A broken token instead: `alg-none`, `hs256-with-public-key`,
+    /// `garbage`, `bad-header`, `huge`, `wrong-secret`.
+    forge: Option<String>,
 }
 
 fn get() -> String {
@@ -139,7 +166,19 @@ fn expected_values(value: &toml::Value) -> Vec<String> {
 
 fn build_request(case: &Case) -> Request<Bytes> {
     let r = &case.request;
-    let mut req = Request::builder().method(r.method.as_str()).uri(r.path.as_str());
+    let token = r.token.as_ref().map(tokens::mint);
+    let placement = r.token_at.as_deref().unwrap_or("header");
+    let mut path = r.path.clone();
+    if let (Some(t), Some(name)) = (&token, placement.strip_prefix("query:")) {
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(&format!("{name}={t}"));
+    }
+    let mut req = Request::builder().method(r.method.as_str()).uri(path.as_str());
+    match (&token, placement) {
+        (Some(t), "header") => req = req.header("authorization", format!("Bearer {t}")),
+        (Some(t), p) if p.starts_with("cookie:") => req = req.header("cookie", format!("theme=dark; {}={t}", &p[7..])),
+        _ => {}
+    }
     let has_host = r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host"));
     if !has_host {
         req = req.header("host", "gw.test");
@@ -294,20 +333,23 @@ async fn run_suite(home: &str, gateway: SocketAddr, origin: &Origin) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node() {
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
-    let node = homes::node(&origin);
+    let idp = tokens::idp().await;
+    let node = homes::node(&origin, &idp);
     run_suite("node", node.addr, &origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_wasi_p3() {
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
-    let edge = homes::edge("p3", &origin);
+    let idp = tokens::idp().await;
+    let edge = homes::edge("p3", &origin, &idp);
     run_suite("edge WASI 0.3", edge.addr, &origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_wasi_p2() {
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
-    let edge = homes::edge("p2", &origin);
+    let idp = tokens::idp().await;
+    let edge = homes::edge("p2", &origin, &idp);
     run_suite("edge WASI 0.2", edge.addr, &origin).await;
 }

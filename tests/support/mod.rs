@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod edge;
+pub mod idp;
 pub mod origin;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,567 @@
+//! `[auth]`: JWT providers (keys from a JWKS URL, inline PEM, or an HMAC
+//! secret held in a variable) and API-key providers (consumers by the
+//! SHA-256 of their key), compiled into what the authn phase needs:
+//! parsed algorithms, decoded keys, hashed consumer keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use toml::Spanned;
+
+use super::raw::{ClaimValues, RawApiKey, RawAuth, RawJwksCache, RawJwt, RawRouteAuth, RawTokenSource};
+use super::{Compiler, parse_header_name, vars};
+use crate::pipeline::authn::Identity;
+
+pub const DEFAULT_REALM: &str = "portcullis";
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_TOKEN_SIZE: u64 = 8 << 10;
+/// The shortest HMAC secret accepted: 256 bits, as RFC 7518 asks for HS256.
+pub const MIN_HMAC_SECRET: usize = 32;
+
+/// Every provider, and what all of them forward.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// `realm` in `WWW-Authenticate`. Default: "portcullis".
+    pub realm: String,
+    pub providers: Vec<Provider>,
+    /// Verified tokens kept in memory. Default: 10 000.
+    pub token_cache_entries: usize,
+    /// Every header any provider forwards identity in: dropped from every
+    /// inbound request, so a client can never forge them.
+    pub identity_headers: Vec<HeaderName>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            realm: DEFAULT_REALM.into(),
+            providers: Vec::new(),
+            token_cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
+            identity_headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+}
+
+#[derive(Clone)]
+pub enum ProviderKind {
+    Jwt(Box<JwtProvider>),
+    ApiKey(ApiKeyProvider),
+}
+
+#[derive(Clone)]
+pub struct JwtProvider {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySource,
+    /// Clock skew allowed on `exp` and `nbf`. Default: 60s.
+    pub leeway: Duration,
+    /// Claims a token must carry. Default: `["exp"]`.
+    pub required_claims: Vec<String>,
+    /// Where the token is looked for, in order. Default: `Authorization: Bearer`.
+    pub sources: Vec<TokenSource>,
+    /// `header ← claim` copies made for the origin.
+    pub forward_claims: Vec<(HeaderName, String)>,
+    /// Claim holding the caller's groups (string or array). Default: none.
+    pub groups_claim: Option<String>,
+    /// Remove the token before the origin sees the request. Default: true.
+    pub strip_credential: bool,
+    /// Longer tokens are refused unread. Default: 8 KiB.
+    pub max_token_size: usize,
+    pub jwks_cache: JwksPolicy,
+}
+
+#[derive(Clone)]
+pub enum KeySource {
+    Jwks(Uri),
+    Static(Vec<StaticKey>),
+    Hmac(Arc<DecodingKey>),
+}
+
+#[derive(Clone)]
+pub struct StaticKey {
+    pub kid: Option<String>,
+    pub key: Arc<DecodingKey>,
+}
+
+/// Where a credential is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    Header(HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+/// How a JWKS is cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksPolicy {
+    /// Bounds on the response's `Cache-Control: max-age`. Defaults: 1m, 24h.
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    /// Freshness when the response says nothing. Default: 10m.
+    pub default_ttl: Duration,
+    /// Fetches at most this often (an unknown `kid`, an expired set). Default: 30s.
+    pub refetch_interval: Duration,
+    /// How long past its freshness a set may serve while the IdP is down. Default: 6h.
+    pub stale_for: Duration,
+    /// Default: 5s.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for JwksPolicy {
+    fn default() -> Self {
+        Self {
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(24 * 3600),
+            default_ttl: Duration::from_secs(600),
+            refetch_interval: Duration::from_secs(30),
+            stale_for: Duration::from_secs(6 * 3600),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiKeyProvider {
+    /// `Header(..)` or `Query(..)`. Default: header `x-api-key`.
+    pub source: TokenSource,
+    /// By SHA-256 of the key, the identity it proves (built once, here);
+    /// revoked (`disabled`) consumers are left out.
+    pub consumers: HashMap<[u8; 32], Arc<Identity>>,
+    pub forward: Vec<(HeaderName, ConsumerField)>,
+    /// Default: true.
+    pub strip_credential: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerField {
+    Id,
+    Groups,
+}
+
+/// A route's `auth`: who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAuth {
+    /// Indexes into `AuthConfig::providers`; any one may authenticate.
+    pub providers: Vec<usize>,
+    /// All of these scopes (`scope` or `scp`).
+    pub scopes: Vec<String>,
+    /// Each claim must equal one of its values.
+    pub claims: Vec<(String, Vec<String>)>,
+    /// Any one of these groups.
+    pub groups: Vec<String>,
+}
+
+impl Compiler<'_> {
+    pub(super) fn auth(&mut self, raw: &RawAuth) -> AuthConfig {
+        let mut auth = AuthConfig::default();
+        if let Some(realm) = &raw.realm {
+            let ok = realm.get_ref().bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            if ok && !realm.get_ref().is_empty() {
+                auth.realm = realm.get_ref().clone();
+            } else {
+                self.error(realm.span(), "auth.realm", "use visible ASCII without quotes or backslashes");
+            }
+        }
+        if let Some(n) = &raw.token_cache_entries {
+            auth.token_cache_entries = *n.get_ref() as usize;
+        }
+        for (name, jwt) in &raw.jwt {
+            if raw.api_key.contains_key(name) {
+                self.error(
+                    jwt.span(),
+                    format!("auth.jwt.{name}"),
+                    format!("`{name}` is also an api_key provider: provider names must be unique"),
+                );
+            }
+            if let Some(p) = self.jwt_provider(name, jwt) {
+                auth.providers.push(Provider { name: name.clone(), kind: ProviderKind::Jwt(Box::new(p)) });
+            }
+        }
+        for (name, keys) in &raw.api_key {
+            if let Some(p) = self.api_key_provider(name, keys) {
+                auth.providers.push(Provider { name: name.clone(), kind: ProviderKind::ApiKey(p) });
+            }
+        }
+        for p in &auth.providers {
+            let names: Vec<&HeaderName> = match &p.kind {
+                ProviderKind::Jwt(j) => j.forward_claims.iter().map(|(h, _)| h).collect(),
+                ProviderKind::ApiKey(a) => a.forward.iter().map(|(h, _)| h).collect(),
+            };
+            for h in names {
+                if !auth.identity_headers.contains(h) {
+                    auth.identity_headers.push(h.clone());
+                }
+            }
+        }
+        auth
+    }
+
+    fn jwt_provider(&mut self, name: &str, raw: &Spanned<RawJwt>) -> Option<JwtProvider> {
+        let key = format!("auth.jwt.{name}");
+        let r = raw.get_ref();
+        let before = self.errors.len();
+        if r.issuer.get_ref().trim().is_empty() {
+            self.error(r.issuer.span(), format!("{key}.issuer"), "must not be empty");
+        }
+        if r.audiences.is_empty() {
+            self.error(
+                raw.span(),
+                format!("{key}.audiences"),
+                "list at least one audience: tokens for other APIs must not pass",
+            );
+        }
+        let algorithms: Vec<Algorithm> = r
+            .algorithms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let parsed = parse_algorithm(a.get_ref());
+                self.check(a.span(), &format!("{key}.algorithms[{i}]"), parsed)
+            })
+            .collect();
+        if r.algorithms.is_empty() {
+            self.error(raw.span(), format!("{key}.algorithms"), "list the accepted algorithms, e.g. [\"RS256\"]");
+        }
+        let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
+        let keys = match (&r.jwks_uri, r.keys.is_empty(), &r.hmac_secret) {
+            (Some(uri), true, None) => {
+                let k = format!("{key}.jwks_uri");
+                let text = self.value(uri, &k)?;
+                let parsed = text
+                    .parse::<Uri>()
+                    .ok()
+                    .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+                    .ok_or_else(|| format!("`{text}` is not an http(s) URL"));
+                KeySource::Jwks(self.check(uri.span(), &k, parsed)?)
+            }
+            (None, false, None) => {
+                let mut keys = Vec::new();
+                for (i, k) in r.keys.iter().enumerate() {
+                    let parsed = decode_pem(k.get_ref().pem.get_ref());
+                    if let Some(decoded) = self.check(k.get_ref().pem.span(), &format!("{key}.keys[{i}].pem"), parsed) {
+                        keys.push(StaticKey { kid: k.get_ref().kid.clone(), key: Arc::new(decoded) });
+                    }
+                }
+                if keys.len() > 1 && keys.iter().any(|k| k.kid.is_none()) {
+                    self.error(raw.span(), format!("{key}.keys"), "with several keys, each needs a `kid`");
+                }
+                KeySource::Static(keys)
+            }
+            (None, true, Some(secret)) => {
+                let k = format!("{key}.hmac_secret");
+                let text = secret.get_ref().trim();
+                let only_placeholder =
+                    text.starts_with("{{") && text.ends_with("}}") && vars::placeholders_in(text).count() == 1;
+                if !only_placeholder {
+                    self.error(
+                        secret.span(),
+                        &k,
+                        "secrets never go in the config file: write `hmac_secret = \"{{ name }}\"` and set the variable (node: PORTCULLIS_VAR_NAME, edge: Spin variable)",
+                    );
+                    return None;
+                }
+                let value = self.value(secret, &k)?;
+                if value.len() < MIN_HMAC_SECRET {
+                    self.error(
+                        secret.span(),
+                        &k,
+                        format!("the secret is {} bytes; HMAC needs at least {MIN_HMAC_SECRET}", value.len()),
+                    );
+                }
+                KeySource::Hmac(Arc::new(DecodingKey::from_secret(value.as_bytes())))
+            }
+            _ => {
+                self.error(raw.span(), key.clone(), "give exactly one of `jwks_uri`, `keys` or `hmac_secret`");
+                return None;
+            }
+        };
+        // An HMAC secret only with HS*, public keys never with HS*: no
+        // algorithm confusion (an HS256 token "signed" with a public key).
+        match &keys {
+            KeySource::Hmac(_) if hmac != algorithms.len() => {
+                self.error(raw.span(), format!("{key}.algorithms"), "an hmac_secret verifies only HS256/HS384/HS512");
+            }
+            KeySource::Jwks(_) | KeySource::Static(_) if hmac > 0 => {
+                self.error(
+                    raw.span(),
+                    format!("{key}.algorithms"),
+                    "HS256/HS384/HS512 need `hmac_secret`, never public keys",
+                );
+            }
+            _ => {}
+        }
+        if let KeySource::Static(list) = &keys {
+            for k in list {
+                if !algorithms.iter().any(|a| a.family() == k.key.family()) {
+                    self.error(raw.span(), format!("{key}.keys"), "a key's type matches none of the `algorithms`");
+                }
+            }
+        }
+        let leeway = self.duration(&r.leeway, &format!("{key}.leeway"), DEFAULT_LEEWAY);
+        let required_claims = match &r.required_claims {
+            None => vec!["exp".to_string()],
+            Some(list) => list.iter().map(|c| c.get_ref().clone()).collect(),
+        };
+        let sources = if r.token_from.is_empty() {
+            vec![TokenSource::Bearer]
+        } else {
+            r.token_from
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| self.token_source(s, &format!("{key}.token_from[{i}]")))
+                .collect()
+        };
+        let mut forward_claims = Vec::new();
+        for (header, claim) in &r.forward_claims {
+            let k = format!("{key}.forward_claims.{}", header.get_ref());
+            if let Some(h) = self.check(header.span(), &k, parse_header_name(header.get_ref())) {
+                forward_claims.push((h, claim.get_ref().clone()));
+            }
+        }
+        let max_token_size =
+            self.size(r.max_token_size.clone(), &format!("{key}.max_token_size"), DEFAULT_MAX_TOKEN_SIZE);
+        let jwks_cache = self.jwks_policy(&r.jwks_cache, &format!("{key}.jwks_cache"));
+        (self.errors.len() == before).then(|| JwtProvider {
+            issuer: r.issuer.get_ref().clone(),
+            audiences: r.audiences.iter().map(|a| a.get_ref().clone()).collect(),
+            algorithms,
+            keys,
+            leeway,
+            required_claims,
+            sources,
+            forward_claims,
+            groups_claim: r.groups_claim.as_ref().map(|g| g.get_ref().clone()),
+            strip_credential: r.strip_credential.unwrap_or(true),
+            max_token_size: usize::try_from(max_token_size).unwrap_or(usize::MAX),
+            jwks_cache,
+        })
+    }
+
+    fn jwks_policy(&mut self, raw: &RawJwksCache, key: &str) -> JwksPolicy {
+        let d = JwksPolicy::default();
+        let policy = JwksPolicy {
+            min_ttl: self.duration(&raw.min_ttl, &format!("{key}.min_ttl"), d.min_ttl),
+            max_ttl: self.duration(&raw.max_ttl, &format!("{key}.max_ttl"), d.max_ttl),
+            default_ttl: self.duration(&raw.default_ttl, &format!("{key}.default_ttl"), d.default_ttl),
+            refetch_interval: self.duration(
+                &raw.refetch_interval,
+                &format!("{key}.refetch_interval"),
+                d.refetch_interval,
+            ),
+            stale_for: self.duration(&raw.stale_for, &format!("{key}.stale_for"), d.stale_for),
+            fetch_timeout: self.duration(&raw.fetch_timeout, &format!("{key}.fetch_timeout"), d.fetch_timeout),
+        };
+        if policy.min_ttl > policy.max_ttl {
+            if let Some(v) = &raw.min_ttl {
+                self.error(v.span(), format!("{key}.min_ttl"), "is longer than max_ttl");
+            }
+        }
+        policy
+    }
+
+    fn token_source(&mut self, raw: &Spanned<RawTokenSource>, key: &str) -> Option<TokenSource> {
+        let r = raw.get_ref();
+        match (&r.header, &r.cookie, &r.query) {
+            (Some(h), None, None) => {
+                let name = self.check(h.span(), &format!("{key}.header"), parse_header_name(h.get_ref()))?;
+                Some(if name == http::header::AUTHORIZATION { TokenSource::Bearer } else { TokenSource::Header(name) })
+            }
+            (None, Some(c), None) => {
+                let ok = !c.get_ref().is_empty()
+                    && c.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    self.error(c.span(), format!("{key}.cookie"), "cookie names are letters, digits, `-`, `_`, `.`");
+                }
+                ok.then(|| TokenSource::Cookie(c.get_ref().clone()))
+            }
+            (None, None, Some(q)) => {
+                let ok = !q.get_ref().is_empty()
+                    && q.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    self.error(
+                        q.span(),
+                        format!("{key}.query"),
+                        "query parameter names are letters, digits, `-`, `_`, `.`",
+                    );
+                }
+                ok.then(|| TokenSource::Query(q.get_ref().clone()))
+            }
+            _ => {
+                self.error(raw.span(), key, "give exactly one of `header`, `cookie` or `query`");
+                None
+            }
+        }
+    }
+
+    fn api_key_provider(&mut self, name: &str, raw: &Spanned<RawApiKey>) -> Option<ApiKeyProvider> {
+        let key = format!("auth.api_key.{name}");
+        let r = raw.get_ref();
+        let before = self.errors.len();
+        let source = match (&r.header, &r.query) {
+            (None, None) => TokenSource::Header(HeaderName::from_static("x-api-key")),
+            (Some(_), None) | (None, Some(_)) => {
+                let as_source = RawTokenSource { header: r.header.clone(), cookie: None, query: r.query.clone() };
+                self.token_source(&Spanned::new(raw.span(), as_source), &key)?
+            }
+            (Some(h), Some(_)) => {
+                self.error(h.span(), format!("{key}.header"), "give `header` or `query`, not both");
+                return None;
+            }
+        };
+        let mut consumers = HashMap::new();
+        let mut ids: BTreeMap<String, ()> = BTreeMap::new();
+        for (i, c) in r.consumers.iter().enumerate() {
+            let c = c.get_ref();
+            let k = format!("{key}.consumers[{i}]");
+            if c.id.get_ref().trim().is_empty() || ids.insert(c.id.get_ref().clone(), ()).is_some() {
+                self.error(c.id.span(), format!("{k}.id"), "consumer ids must be non-empty and unique");
+            }
+            let Some(digest) =
+                self.check(c.key_sha256.span(), &format!("{k}.key_sha256"), parse_sha256(c.key_sha256.get_ref()))
+            else {
+                continue;
+            };
+            if c.disabled {
+                continue;
+            }
+            let consumer = Arc::new(Identity {
+                provider: name.to_string(),
+                subject: c.id.get_ref().clone(),
+                groups: c.groups.clone(),
+                scopes: c.scopes.clone(),
+                claims: serde_json::Map::new(),
+            });
+            if consumers.insert(digest, consumer).is_some() {
+                self.error(c.key_sha256.span(), format!("{k}.key_sha256"), "two consumers share this key");
+            }
+        }
+        let mut forward = Vec::new();
+        for (header, field) in &r.forward {
+            let k = format!("{key}.forward.{}", header.get_ref());
+            let h = self.check(header.span(), &k, parse_header_name(header.get_ref()));
+            let f = match field.get_ref().as_str() {
+                "id" => Some(ConsumerField::Id),
+                "groups" => Some(ConsumerField::Groups),
+                other => {
+                    self.error(field.span(), &k, format!("`{other}`: a consumer forwards `id` or `groups`"));
+                    None
+                }
+            };
+            if let (Some(h), Some(f)) = (h, f) {
+                forward.push((h, f));
+            }
+        }
+        (self.errors.len() == before).then(|| ApiKeyProvider {
+            source,
+            consumers,
+            forward,
+            strip_credential: r.strip_credential.unwrap_or(true),
+        })
+    }
+
+    pub(super) fn route_auth(
+        &mut self,
+        raw: &Spanned<RawRouteAuth>,
+        key: &str,
+        auth: &AuthConfig,
+    ) -> Option<RouteAuth> {
+        let r = raw.get_ref();
+        let before = self.errors.len();
+        if r.any_of.is_empty() {
+            self.error(
+                raw.span(),
+                format!("{key}.any_of"),
+                "name at least one provider (leave `auth` out for a public route)",
+            );
+        }
+        let mut providers = Vec::new();
+        for (i, name) in r.any_of.iter().enumerate() {
+            match auth.providers.iter().position(|p| &p.name == name.get_ref()) {
+                Some(p) => providers.push(p),
+                None => {
+                    let known: Vec<String> = auth.providers.iter().map(|p| format!("`{}`", p.name)).collect();
+                    self.error(
+                        name.span(),
+                        format!("{key}.any_of[{i}]"),
+                        format!(
+                            "no provider named `{}` (defined: {})",
+                            name.get_ref(),
+                            if known.is_empty() { "none".into() } else { known.join(", ") }
+                        ),
+                    );
+                }
+            }
+        }
+        let claims = r
+            .claims
+            .iter()
+            .map(|(claim, values)| {
+                let list = match values.get_ref() {
+                    ClaimValues::One(v) => vec![v.clone()],
+                    ClaimValues::Many(v) => v.clone(),
+                };
+                if list.is_empty() {
+                    self.error(values.span(), format!("{key}.claims.{claim}"), "list at least one accepted value");
+                }
+                (claim.clone(), list)
+            })
+            .collect();
+        (self.errors.len() == before).then(|| RouteAuth {
+            providers,
+            scopes: r.scopes.iter().map(|s| s.get_ref().clone()).collect(),
+            claims,
+            groups: r.groups.iter().map(|g| g.get_ref().clone()).collect(),
+        })
+    }
+}
+
+fn is_hmac(a: Algorithm) -> bool {
+    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Err("`none` means unsigned tokens; it is never accepted".into());
+    }
+    text.parse::<Algorithm>().map_err(|_| {
+        format!("`{text}` is not a JWT algorithm (RS256/384/512, PS256/384/512, ES256/384, EdDSA, HS256/384/512)")
+    })
+}
+
+/// A public key in PEM: RSA, EC or Ed25519, whichever it is.
+fn decode_pem(pem: &str) -> Result<DecodingKey, String> {
+    let bytes = pem.as_bytes();
+    DecodingKey::from_rsa_pem(bytes)
+        .or_else(|_| DecodingKey::from_ec_pem(bytes))
+        .or_else(|_| DecodingKey::from_ed_pem(bytes))
+        .map_err(|_| "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".to_string())
+}
+
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let t = text.trim();
+    let mut out = [0u8; 32];
+    if t.len() != 64 {
+        return Err(format!(
+            "a SHA-256 is 64 hex digits (`portcullis hash-key` prints one); this is {} characters",
+            t.len()
+        ));
+    }
+    for (i, chunk) in t.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).map_err(|_| "not hex".to_string())?;
+        out[i] = u8::from_str_radix(s, 16).map_err(|_| format!("`{t}` is not hex"))?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,240 @@
+//! Finding a credential in a request (header, cookie, query parameter) and
+//! taking it out again before the origin sees the request.
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderValue, Request, Uri};
+
+use crate::config::auth::TokenSource;
+
+pub enum Found {
+    None,
+    /// Present but unusable: answered 400 `invalid_request`.
+    Malformed(String),
+    Credential(String, TokenSource),
+}
+
+/// The first source that holds a credential.
+pub fn find<B>(sources: &[TokenSource], req: &Request<B>) -> Found {
+    for source in sources {
+        let found = match source {
+            TokenSource::Bearer => bearer(req),
+            TokenSource::Header(name) => single(req.headers().get_all(name).iter(), name.as_str()),
+            TokenSource::Cookie(name) => cookie(req, name),
+            TokenSource::Query(name) => query(req.uri(), name),
+        };
+        match found {
+            Found::None => continue,
+            Found::Credential(c, _) => return Found::Credential(c, source.clone()),
+            malformed => return malformed,
+        }
+    }
+    Found::None
+}
+
+/// `Authorization: Bearer <b64token>` (RFC 6750 §2.1). Another scheme is
+/// not a bearer credential; a bearer one that breaks the grammar is malformed.
+fn bearer<B>(req: &Request<B>) -> Found {
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Found::None };
+    if values.next().is_some() {
+        return Found::Malformed("send one Authorization header".into());
+    }
+    let Ok(text) = value.to_str() else { return Found::Malformed("the Authorization header is not valid text".into()) };
+    let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Found::None;
+    }
+    let token = rest.trim();
+    let b64token = !token.is_empty()
+        && token.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !b64token {
+        return Found::Malformed("the Authorization header must be `Bearer <token>`".into());
+    }
+    Found::Credential(token.to_string(), TokenSource::Bearer)
+}
+
+fn single<'a>(mut values: impl Iterator<Item = &'a HeaderValue>, name: &str) -> Found {
+    let Some(value) = values.next() else { return Found::None };
+    if values.next().is_some() {
+        return Found::Malformed(format!("send one {name} header"));
+    }
+    match value.to_str().map(str::trim) {
+        Ok(v) if !v.is_empty() => Found::Credential(v.to_string(), TokenSource::Bearer),
+        _ => Found::Malformed(format!("the {name} header is empty or not valid text")),
+    }
+}
+
+fn cookie<B>(req: &Request<B>, name: &str) -> Found {
+    for header in req.headers().get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((k, v)) = pair.trim().split_once('=') {
+                if k == name {
+                    let v = v.trim().trim_matches('"');
+                    return if v.is_empty() {
+                        Found::Malformed(format!("the {name} cookie is empty"))
+                    } else {
+                        Found::Credential(v.to_string(), TokenSource::Bearer)
+                    };
+                }
+            }
+        }
+    }
+    Found::None
+}
+
+fn query(uri: &Uri, name: &str) -> Found {
+    let Some(q) = uri.query() else { return Found::None };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return match percent_decode(v) {
+                Some(v) if !v.is_empty() => Found::Credential(v, TokenSource::Bearer),
+                _ => Found::Malformed(format!("the {name} query parameter is empty or badly encoded")),
+            };
+        }
+    }
+    Found::None
+}
+
+/// `%XX` and `+` decoding of a query value; `None` if it is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Removes the credential a source found.
+pub fn strip<B>(source: &TokenSource, req: &mut Request<B>) {
+    match source {
+        TokenSource::Bearer => {
+            req.headers_mut().remove(AUTHORIZATION);
+        }
+        TokenSource::Header(name) => {
+            req.headers_mut().remove(name);
+        }
+        TokenSource::Cookie(name) => {
+            let kept: Vec<String> = req
+                .headers()
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .flat_map(|t| t.split(';'))
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+                .map(str::to_string)
+                .collect();
+            req.headers_mut().remove(COOKIE);
+            if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+                if !kept.is_empty() {
+                    req.headers_mut().insert(COOKIE, v);
+                }
+            }
+        }
+        TokenSource::Query(name) => {
+            let uri = req.uri();
+            let kept: Vec<&str> = uri
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+                .collect();
+            let path_and_query =
+                if kept.is_empty() { uri.path().to_string() } else { format!("{}?{}", uri.path(), kept.join("&")) };
+            let mut parts = uri.clone().into_parts();
+            if let Ok(pq) = path_and_query.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(new) = Uri::from_parts(parts) {
+                    *req.uri_mut() = new;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut r = Request::get(uri);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    fn token(found: Found) -> Result<String, String> {
+        match found {
+            Found::Credential(c, _) => Ok(c),
+            Found::Malformed(m) => Err(m),
+            Found::None => Err("none".into()),
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_follow_rfc_6750() {
+        let s = [TokenSource::Bearer];
+        assert_eq!(
+            token(find(&s, &req("/", &[("authorization", "Bearer abc.def-_~+/ghi==")]))),
+            Ok("abc.def-_~+/ghi==".into())
+        );
+        assert_eq!(token(find(&s, &req("/", &[("authorization", "bearer  abc")]))), Ok("abc".into()));
+        assert_eq!(token(find(&s, &req("/", &[("authorization", "Basic dXNlcjpwdw==")]))), Err("none".into()));
+        assert!(token(find(&s, &req("/", &[("authorization", "Bearer")]))).unwrap_err().contains("Bearer <token>"));
+        assert!(token(find(&s, &req("/", &[("authorization", "Bearer a b")]))).unwrap_err().contains("Bearer <token>"));
+        assert!(token(find(&s, &req("/", &[("authorization", "Bearer a"), ("authorization", "Bearer b")]))).is_err());
+        assert_eq!(token(find(&s, &req("/", &[]))), Err("none".into()));
+    }
+
+    #[test]
+    fn cookies_and_query_parameters() {
+        let c = [TokenSource::Cookie("session".into())];
+        let r = req("/", &[("cookie", "a=1; session=tok123; b=2")]);
+        assert_eq!(token(find(&c, &r)), Ok("tok123".into()));
+        let mut r = r;
+        strip(&c[0], &mut r);
+        assert_eq!(r.headers()["cookie"], "a=1; b=2");
+
+        let q = [TokenSource::Query("access_token".into())];
+        let mut r = req("/x?a=1&access_token=t%2Bk&b=2", &[]);
+        assert_eq!(token(find(&q, &r)), Ok("t+k".into()));
+        strip(&q[0], &mut r);
+        assert_eq!(r.uri().to_string(), "/x?a=1&b=2");
+        let mut r = req("/x?access_token=t", &[]);
+        strip(&q[0], &mut r);
+        assert_eq!(r.uri().to_string(), "/x");
+        assert!(token(find(&q, &req("/x?access_token=", &[]))).is_err());
+    }
+
+    #[test]
+    fn first_source_with_a_credential_wins() {
+        let s = [TokenSource::Bearer, TokenSource::Cookie("s".into())];
+        let r = req("/", &[("cookie", "s=from-cookie")]);
+        match find(&s, &r) {
+            Found::Credential(c, source) => {
+                assert_eq!(c, "from-cookie");
+                assert_eq!(source, TokenSource::Cookie("s".into()));
+            }
+            _ => panic!("expected the cookie"),
+        }
+    }
+}

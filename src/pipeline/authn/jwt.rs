@@ -1,0 +1,180 @@
+//! JWT verification. Order matters: the cheapest checks refuse the most
+//! (size, shape, header, accepted algorithm) before any key is looked up or
+//! any signature computed; the verified result is cached by the token's
+//! SHA-256 until its `exp` (at most [`TOKEN_CACHE_TTL`]).
+//!
+//! `jsonwebtoken` checks the signature, issuer and audience; `exp` and
+//! `nbf` are checked here against the [`Clock`] port (the crate would read
+//! the system clock), with the provider's leeway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde_json::{Map, Value};
+
+use super::jwks::KeyLookup;
+use super::{AuthCaches, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest, hex};
+use crate::config::auth::{JwtProvider, KeySource};
+use crate::ports::{Clock, KvStore, Ports};
+
+pub async fn verify<P: Ports>(
+    name: &str,
+    p: &JwtProvider,
+    token: &str,
+    caches: &AuthCaches,
+    ports: &P,
+    challenge: &Challenge,
+) -> Result<Arc<Identity>, AuthError> {
+    let invalid =
+        |description: &str| AuthError::InvalidToken { description: description.into(), challenge: challenge.clone() };
+    if token.len() > p.max_token_size {
+        return Err(invalid("the token is too large"));
+    }
+    let now = ports.clock().now();
+    let digest = digest(name, token);
+    if let Some(identity) = caches.tokens.get(&digest, now) {
+        return Ok(identity);
+    }
+    if P::SHORT_LIVED {
+        if let Some((identity, until)) = shared_get(ports, &digest, now).await {
+            caches.tokens.insert(digest, identity.clone(), Some(until), now);
+            return Ok(identity);
+        }
+    }
+
+    // Shape before anything else: three non-empty base64url segments.
+    let well_formed = token.split('.').count() == 3
+        && token
+            .split('.')
+            .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    if !well_formed {
+        return Err(invalid("the token is malformed"));
+    }
+    let header = decode_header(token).map_err(|_| invalid("the token is malformed"))?;
+    if !p.algorithms.contains(&header.alg) {
+        return Err(invalid("the token's algorithm is not accepted"));
+    }
+    let key = match &p.keys {
+        KeySource::Hmac(key) => key.clone(),
+        KeySource::Static(keys) => {
+            let fits = |k: &&crate::config::auth::StaticKey| k.key.family() == header.alg.family();
+            let found = match header.kid.as_deref() {
+                Some(kid) => keys.iter().filter(fits).find(|k| k.kid.as_deref() == Some(kid)),
+                None if keys.len() == 1 => keys.iter().find(fits),
+                None => None,
+            };
+            found.map(|k| k.key.clone()).ok_or_else(|| invalid("the token's signing key is unknown"))?
+        }
+        KeySource::Jwks(uri) => {
+            match caches.jwks.key(ports, uri, &p.jwks_cache, header.kid.as_deref(), header.alg).await {
+                KeyLookup::Found(key) => key,
+                KeyLookup::Unknown => return Err(invalid("the token's signing key is unknown")),
+                KeyLookup::Unavailable => return Err(AuthError::KeysUnavailable),
+            }
+        }
+    };
+    // The key's type decides the algorithm family: an HS256 token can never
+    // be checked against an RSA public key used as an HMAC secret.
+    if key.family() != header.alg.family() {
+        return Err(invalid("the token's algorithm does not match its key"));
+    }
+
+    let mut validation = Validation::new(header.alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.required_spec_claims.clear();
+    validation.set_issuer(&[&p.issuer]);
+    validation.set_audience(&p.audiences);
+    let claims = decode::<Map<String, Value>>(token, &key, &validation)
+        .map_err(|e| {
+            invalid(match e.kind() {
+                ErrorKind::InvalidSignature => "the token's signature is invalid",
+                ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
+                ErrorKind::InvalidAudience => "the token's audience is not accepted",
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => "the token's audience is not accepted",
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => "the token's issuer is not accepted",
+                _ => "the token is malformed",
+            })
+        })?
+        .claims;
+
+    let leeway = p.leeway.as_secs_f64();
+    let now_secs = now.as_secs_f64();
+    let time = |claim: &str| -> Result<Option<f64>, AuthError> {
+        match claims.get(claim) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| invalid(&format!("the token's `{claim}` is not a number"))),
+        }
+    };
+    let exp = time("exp")?;
+    if exp.is_some_and(|exp| now_secs >= exp + leeway) {
+        return Err(invalid("the token has expired"));
+    }
+    if time("nbf")?.is_some_and(|nbf| now_secs + leeway < nbf) {
+        return Err(invalid("the token is not valid yet"));
+    }
+    if let Some(missing) = p.required_claims.iter().find(|c| !claims.contains_key(c.as_str())) {
+        return Err(invalid(&format!("the token lacks the `{missing}` claim")));
+    }
+
+    let identity = Arc::new(Identity {
+        provider: name.to_string(),
+        subject: claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_string(),
+        groups: p.groups_claim.as_deref().map(|c| strings(claims.get(c))).unwrap_or_default(),
+        scopes: scopes(&claims),
+        claims,
+    });
+    let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
+    let until = exp.map_or(ceiling, |e| Duration::from_secs_f64(e.max(0.0)).min(ceiling));
+    caches.tokens.insert(digest, identity.clone(), Some(until), now);
+    if P::SHORT_LIVED {
+        shared_put(ports, &digest, &identity, until, now).await;
+    }
+    Ok(identity)
+}
+
+/// Scopes from `scope` (space-separated, RFC 8693) or `scp` (array or string).
+fn scopes(claims: &Map<String, Value>) -> Vec<String> {
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        other => strings(other),
+    }
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The key-value entry for a verified token (`kv-schema/verified-tokens.md`).
+pub fn token_key(digest: &[u8; 32]) -> String {
+    format!("pc1:tok:{}", hex(digest))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedToken {
+    until_ms: u64,
+    identity: Identity,
+}
+
+/// A verified token from the shared store, if still valid.
+async fn shared_get<P: Ports>(ports: &P, digest: &[u8; 32], now: Duration) -> Option<(Arc<Identity>, Duration)> {
+    let bytes = ports.kv().get(&token_key(digest)).await.ok()??;
+    let stored: SharedToken = serde_json::from_slice(&bytes).ok()?;
+    let until = Duration::from_millis(stored.until_ms);
+    (until > now).then(|| (Arc::new(stored.identity), until))
+}
+
+async fn shared_put<P: Ports>(ports: &P, digest: &[u8; 32], identity: &Identity, until: Duration, now: Duration) {
+    let stored =
+        SharedToken { until_ms: u64::try_from(until.as_millis()).unwrap_or(u64::MAX), identity: identity.clone() };
+    if let Ok(bytes) = serde_json::to_vec(&stored) {
+        // Losing this only costs the next fresh instance a signature check.
+        let _ = ports.kv().set(&token_key(digest), &bytes, Some(until.saturating_sub(now))).await;
+    }
+}

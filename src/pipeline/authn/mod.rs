@@ -1,0 +1,274 @@
+//! Phases 4 and 5, authentication and authorization: who is calling, and
+//! may they call this route. Runs right after routing, before anything that
+//! spends origin or cache resources, and only for routes with `auth`.
+//!
+//! A route accepts any of its providers: the first one whose credential is
+//! present decides. A hot token costs a SHA-256 and a map lookup (verified
+//! tokens are cached until their `exp`, at most [`TOKEN_CACHE_TTL`]); a cold
+//! one costs a signature check with keys from the JWKS cache.
+
+mod apikey;
+mod credential;
+mod jwks;
+mod jwt;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::cache::ExpiringMap;
+use crate::config::auth::{AuthConfig, ConsumerField, ProviderKind, RouteAuth};
+use crate::ports::Ports;
+
+pub use jwks::JwksCache;
+
+/// The longest a verified token stays cached, whatever its `exp`: a key
+/// removed from the JWKS stops accepting tokens within this time.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// Who the caller is, as the origin and the rate limiter will see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub provider: String,
+    /// `sub` for tokens, the consumer id for API keys.
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+    /// A token's claims (empty for API keys).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a request is not allowed, in RFC 6750 terms.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("credentials are required")]
+    Missing { challenge: Challenge },
+    #[error("{description}")]
+    InvalidToken { description: String, challenge: Challenge },
+    #[error("{description}")]
+    InvalidRequest { description: String, challenge: Challenge },
+    #[error("the signing keys cannot be fetched right now")]
+    KeysUnavailable,
+    #[error("the credential lacks the scope this route requires")]
+    InsufficientScope { scope: String, challenge: Challenge },
+    #[error("{reason}")]
+    Forbidden { reason: String },
+}
+
+/// What `WWW-Authenticate` offers: the realm and the schemes the route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub bearer: bool,
+    pub api_key: bool,
+}
+
+/// The caches that only save work; per process on the node, per instance
+/// at the edge (where verified tokens may also go through the key-value
+/// store, see [`Ports::SHORT_LIVED`]).
+pub struct AuthCaches {
+    /// Key sets depend only on their URL, so they outlive a config reload.
+    pub jwks: Arc<JwksCache>,
+    /// Verified tokens depend on the providers' rules: a reload starts afresh.
+    tokens: ExpiringMap<[u8; 32], Arc<Identity>>,
+}
+
+impl AuthCaches {
+    pub fn new(auth: &AuthConfig) -> Self {
+        Self { jwks: Arc::default(), tokens: ExpiringMap::new(auth.token_cache_entries) }
+    }
+
+    /// Caches for a reloaded config: the key sets carry over, verified tokens do not.
+    pub fn renewed(&self, auth: &AuthConfig) -> Self {
+        Self { jwks: self.jwks.clone(), tokens: ExpiringMap::new(auth.token_cache_entries) }
+    }
+}
+
+/// Removes every header a provider forwards identity in: only the gateway
+/// sets them, on every route, public ones included.
+pub fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) {
+    for name in &auth.identity_headers {
+        headers.remove(name);
+    }
+}
+
+/// Authenticates with the route's providers; on success the credential is
+/// stripped (if configured) and the provider's identity headers are set.
+pub async fn authenticate<P: Ports, B>(
+    auth: &AuthConfig,
+    route: &RouteAuth,
+    caches: &AuthCaches,
+    ports: &P,
+    req: &mut Request<B>,
+) -> Result<Arc<Identity>, AuthError> {
+    let challenge = challenge(auth, route);
+    let mut failure: Option<AuthError> = None;
+    for &index in &route.providers {
+        let provider = &auth.providers[index];
+        let (sources, strip) = match &provider.kind {
+            ProviderKind::Jwt(jwt) => (&jwt.sources[..], jwt.strip_credential),
+            ProviderKind::ApiKey(keys) => (std::slice::from_ref(&keys.source), keys.strip_credential),
+        };
+        let (credential, source) = match credential::find(sources, req) {
+            credential::Found::None => continue,
+            credential::Found::Malformed(description) => {
+                failure.get_or_insert(AuthError::InvalidRequest { description, challenge: challenge.clone() });
+                continue;
+            }
+            credential::Found::Credential(credential, source) => (credential, source),
+        };
+        let verified = match &provider.kind {
+            ProviderKind::Jwt(jwt) => jwt::verify(&provider.name, jwt, &credential, caches, ports, &challenge).await,
+            ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, &challenge),
+        };
+        match verified {
+            Ok(identity) => {
+                if strip {
+                    credential::strip(&source, req);
+                }
+                for (name, value) in forwarded(&provider.kind, &identity) {
+                    req.headers_mut().insert(name, value);
+                }
+                return Ok(identity);
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    Err(failure.unwrap_or(AuthError::Missing { challenge }))
+}
+
+/// The identity headers a provider sends to the origin.
+fn forwarded(kind: &ProviderKind, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    let pairs: Vec<(HeaderName, Option<HeaderValue>)> = match kind {
+        ProviderKind::Jwt(jwt) => jwt
+            .forward_claims
+            .iter()
+            .map(|(h, claim)| (h.clone(), id.claims.get(claim).and_then(claim_header)))
+            .collect(),
+        ProviderKind::ApiKey(keys) => keys
+            .forward
+            .iter()
+            .map(|(h, field)| {
+                let text = match field {
+                    ConsumerField::Id => id.subject.clone(),
+                    ConsumerField::Groups => id.groups.join(","),
+                };
+                (h.clone(), HeaderValue::from_str(&text).ok())
+            })
+            .collect(),
+    };
+    pairs.into_iter().filter_map(|(h, v)| Some((h, v?))).collect()
+}
+
+/// A claim as a header value: strings as they are, numbers and booleans
+/// printed, arrays of those joined with `,`; objects are not forwarded.
+fn claim_header(value: &serde_json::Value) -> Option<HeaderValue> {
+    use serde_json::Value as V;
+    let scalar = |v: &V| match v {
+        V::String(s) => Some(s.clone()),
+        V::Number(n) => Some(n.to_string()),
+        V::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let text = match value {
+        V::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>()?.join(","),
+        other => scalar(other)?,
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+/// Whether a claim value equals an accepted value from config.
+fn claim_equals(value: &serde_json::Value, accepted: &str) -> bool {
+    match value {
+        serde_json::Value::String(s) => s == accepted,
+        serde_json::Value::Number(n) => n.to_string() == accepted,
+        serde_json::Value::Bool(b) => b.to_string() == accepted,
+        _ => false,
+    }
+}
+
+fn challenge(auth: &AuthConfig, route: &RouteAuth) -> Challenge {
+    let kinds = route.providers.iter().map(|&i| &auth.providers[i].kind);
+    let (mut bearer, mut api_key) = (false, false);
+    for kind in kinds {
+        match kind {
+            ProviderKind::Jwt(_) => bearer = true,
+            ProviderKind::ApiKey(_) => api_key = true,
+        }
+    }
+    Challenge { realm: auth.realm.clone(), bearer, api_key }
+}
+
+/// Phase 5: the identity against the route's scopes, claims and groups.
+pub fn authorize(auth: &AuthConfig, route: &RouteAuth, identity: &Identity) -> Result<(), AuthError> {
+    let missing: Vec<&str> = route.scopes.iter().filter(|s| !identity.scopes.contains(s)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(AuthError::InsufficientScope { scope: route.scopes.join(" "), challenge: challenge(auth, route) });
+    }
+    for (claim, accepted) in &route.claims {
+        let ok = match identity.claims.get(claim) {
+            Some(serde_json::Value::Array(items)) => items.iter().any(|v| accepted.iter().any(|a| claim_equals(v, a))),
+            Some(v) => accepted.iter().any(|a| claim_equals(v, a)),
+            None => false,
+        };
+        if !ok {
+            return Err(AuthError::Forbidden { reason: format!("the credential's `{claim}` is not accepted here") });
+        }
+    }
+    if !route.groups.is_empty() && !identity.groups.iter().any(|g| route.groups.contains(g)) {
+        return Err(AuthError::Forbidden { reason: "the caller's groups are not allowed here".into() });
+    }
+    Ok(())
+}
+
+/// The `WWW-Authenticate` values for an error (one per scheme offered).
+pub fn www_authenticate(err: &AuthError) -> Vec<HeaderValue> {
+    let (challenge, params) = match err {
+        AuthError::Missing { challenge } => (challenge, String::new()),
+        AuthError::InvalidToken { description, challenge } => {
+            (challenge, format!(", error=\"invalid_token\", error_description=\"{}\"", quoted(description)))
+        }
+        AuthError::InvalidRequest { description, challenge } => {
+            (challenge, format!(", error=\"invalid_request\", error_description=\"{}\"", quoted(description)))
+        }
+        AuthError::InsufficientScope { scope, challenge } => {
+            (challenge, format!(", error=\"insufficient_scope\", scope=\"{}\"", quoted(scope)))
+        }
+        AuthError::KeysUnavailable | AuthError::Forbidden { .. } => return Vec::new(),
+    };
+    let mut values = Vec::new();
+    if challenge.bearer {
+        values.push(format!("Bearer realm=\"{}\"{params}", quoted(&challenge.realm)));
+    }
+    if challenge.api_key {
+        values.push(format!("ApiKey realm=\"{}\"", quoted(&challenge.realm)));
+    }
+    values.into_iter().filter_map(|v| HeaderValue::from_str(&v).ok()).collect()
+}
+
+fn quoted(text: &str) -> String {
+    text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}
+
+/// SHA-256 of a credential, bound to its provider (the same bytes under
+/// two providers are two different cache entries).
+fn digest(provider: &str, credential: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(provider.as_bytes());
+    h.update([0]);
+    h.update(credential.as_bytes());
+    h.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! Authentication rules with in-memory ports: the JWKS cache (TTL,
+//! unknown-kid refetch and its rate limit, stale keys, 503), the verified-
+//! token cache, credential handling and authorization.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use super::*;
+use crate::config::{Config, Variables};
+use crate::ports::testing::{FakeHttp, FakePorts, block_on};
+use crate::ports::{Clock, KvStore};
+
+const RSA1: &str = include_str!("../../../tests/fixtures/keys/rsa1.pem");
+const RSA2: &str = include_str!("../../../tests/fixtures/keys/rsa2.pem");
+const T0: u64 = 1_767_225_600; // FakeClock's start, in seconds.
+
+struct Idp {
+    keys: Mutex<Vec<Jwk>>,
+    fail: Mutex<bool>,
+    fetches: Mutex<usize>,
+}
+
+fn jwk(pem: &str, kid: &str) -> Jwk {
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
+
+fn mint(pem: &str, kid: &str, claims: serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
+}
+
+fn claims(exp: u64) -> serde_json::Value {
+    json!({ "iss": "https://idp.test/", "aud": "api", "sub": "alice", "exp": exp, "scope": "read write", "tenant": "acme" })
+}
+
+/// A fake IdP behind the HttpClient port, and ports around it.
+fn setup(keys: Vec<Jwk>) -> (Arc<Idp>, FakePorts) {
+    let idp = Arc::new(Idp { keys: Mutex::new(keys), fail: Mutex::new(false), fetches: Mutex::new(0) });
+    let served = idp.clone();
+    let http = FakeHttp::new(move |req| {
+        assert_eq!(req.uri().to_string(), "http://idp.test/jwks");
+        *served.fetches.lock().unwrap() += 1;
+        if *served.fail.lock().unwrap() {
+            return Err(crate::ports::UpstreamError::Connect("refused".into()));
+        }
+        let set = JwkSet { keys: served.keys.lock().unwrap().clone() };
+        Ok(Response::builder()
+            .header("cache-control", "max-age=120")
+            .body(Bytes::from(serde_json::to_vec(&set).unwrap()))
+            .unwrap())
+    });
+    (idp, FakePorts::new(http))
+}
+
+const CONFIG: &str = r#"
+[auth.jwt.corp]
+issuer = "https://idp.test/"
+audiences = ["api"]
+algorithms = ["RS256"]
+jwks_uri = "http://idp.test/jwks"
+forward_claims = { "x-user" = "sub", "x-tenant" = "tenant" }
+jwks_cache = { refetch_interval = "30s", stale_for = "1h", min_ttl = "60s" }
+
+[auth.api_key.partners]
+forward = { "x-consumer" = "id" }
+consumers = [
+  { id = "acme", groups = ["gold"], scopes = ["read"], key_sha256 = "b81ff514581f28cf9536d9227563cf3a93e9ced7728e175b4e1d044be8a3ef29" },
+  { id = "gone", key_sha256 = "e096c45c35a8e1c3827c78ffcb664e12611222877e59c1eeebdedf6ffdbba399", disabled = true },
+]
+"#;
+
+fn gateway() -> Gateway {
+    let text = format!(
+        "{CONFIG}\n[services.s]\nurl = \"http://o.test\"\n[[routes]]\npath = \"/x\"\nservice = \"s\"\nauth = {{ any_of = [\"corp\", \"partners\"] }}\n"
+    );
+    Gateway::new(Config::parse(&text, "t.toml", &Variables::new()).unwrap())
+}
+
+use crate::pipeline::Gateway;
+
+fn auth(gw: &Gateway, ports: &FakePorts, headers: &[(&str, &str)]) -> Result<Arc<Identity>, AuthError> {
+    let mut req = Request::get("/x");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut req = req.body(()).unwrap();
+    let route = gw.config.routes[0].auth.as_ref().unwrap();
+    block_on(authenticate(&gw.config.auth, route, &gw.caches, ports, &mut req))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn description(err: AuthError) -> String {
+    match err {
+        AuthError::InvalidToken { description, .. } | AuthError::InvalidRequest { description, .. } => description,
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn keys_are_fetched_once_and_tokens_then_come_from_the_cache() {
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    let token = mint(RSA1, "k1", claims(T0 + 3600));
+    let id = auth(&gw, &ports, &[("authorization", &bearer(&token))]).unwrap();
+    assert_eq!((id.subject.as_str(), id.scopes.clone()), ("alice", vec!["read".to_string(), "write".to_string()]));
+    assert_eq!(*idp.fetches.lock().unwrap(), 1);
+    // The key disappears from the IdP: the verified token is still served from cache.
+    idp.keys.lock().unwrap().clear();
+    ports.clock.advance(Duration::from_secs(200));
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&token))]).is_ok());
+    // Past TOKEN_CACHE_TTL the token is verified again, and its key is gone.
+    ports.clock.advance(TOKEN_CACHE_TTL);
+    let err = auth(&gw, &ports, &[("authorization", &bearer(&token))]).unwrap_err();
+    assert_eq!(description(err), "the token's signing key is unknown");
+}
+
+#[test]
+fn cached_tokens_still_expire() {
+    let (_idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    let token = mint(RSA1, "k1", claims(T0 + 10));
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&token))]).is_ok());
+    ports.clock.advance(Duration::from_secs(71)); // exp + 60s leeway + 1
+    assert_eq!(
+        description(auth(&gw, &ports, &[("authorization", &bearer(&token))]).unwrap_err()),
+        "the token has expired"
+    );
+}
+
+#[test]
+fn an_unknown_kid_refetches_once_per_interval() {
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).is_ok());
+    // Rotation: the IdP now also has k2.
+    idp.keys.lock().unwrap().push(jwk(RSA2, "k2"));
+    ports.clock.advance(Duration::from_secs(31));
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, "k2", claims(T0 + 3600))))]).is_ok());
+    assert_eq!(*idp.fetches.lock().unwrap(), 2, "one refetch for the new kid");
+    // A flood of made-up kids within the interval fetches nothing more.
+    for i in 0..50 {
+        let err =
+            auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, &format!("bogus{i}"), claims(T0 + 3600))))]);
+        assert_eq!(description(err.unwrap_err()), "the token's signing key is unknown");
+    }
+    assert_eq!(*idp.fetches.lock().unwrap(), 2, "the k2 fetch opened the interval: no fetch for any of them");
+    ports.clock.advance(Duration::from_secs(31));
+    let _ = auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, "bogus-late", claims(T0 + 3600))))]);
+    assert_eq!(*idp.fetches.lock().unwrap(), 3, "once more after the interval");
+}
+
+#[test]
+fn stale_keys_serve_while_the_idp_is_down_and_nothing_cached_is_503() {
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 99_999))))]).is_ok());
+    *idp.fail.lock().unwrap() = true;
+    // Past freshness (120s) but within stale_for (1h): a new token still verifies.
+    ports.clock.advance(Duration::from_secs(600));
+    let fresh_token =
+        mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api", "sub": "bob", "exp": T0 + 99_999}));
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&fresh_token))]).is_ok());
+    // Past stale_for: nothing usable, and the IdP is down.
+    ports.clock.advance(Duration::from_secs(3600));
+    let another =
+        mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api", "sub": "carol", "exp": T0 + 99_999}));
+    assert_eq!(auth(&gw, &ports, &[("authorization", &bearer(&another))]).unwrap_err(), AuthError::KeysUnavailable);
+
+    // A gateway that never had keys: 503, not 401.
+    let (idp, ports) = setup(vec![]);
+    *idp.fail.lock().unwrap() = true;
+    let err =
+        auth(&gateway(), &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).unwrap_err();
+    assert_eq!(err, AuthError::KeysUnavailable);
+}
+
+#[test]
+fn a_fresh_instance_takes_keys_from_the_store_not_the_idp() {
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    assert!(auth(&gateway(), &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).is_ok());
+    assert_eq!(*idp.fetches.lock().unwrap(), 1);
+    // New caches (a new instance), same key-value store.
+    let token = mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api", "sub": "dave", "exp": T0 + 3600}));
+    assert!(auth(&gateway(), &ports, &[("authorization", &bearer(&token))]).is_ok());
+    assert_eq!(*idp.fetches.lock().unwrap(), 1, "the stored key set was used");
+    let stored = block_on(ports.kv.get(&jwks::kv_key("http://idp.test/jwks"))).unwrap().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(record["fresh_until_ms"], json!((T0 + 120) * 1000));
+    assert!(record["jwks"].as_str().unwrap().contains("\"kid\":\"k1\""));
+}
+
+#[test]
+fn bad_tokens_are_refused_with_reasons() {
+    let (_idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    let now = ports.clock.now().as_secs();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            mint(RSA1, "k1", json!({"iss": "https://evil/", "aud": "api", "exp": now + 60})),
+            "the token's issuer is not accepted",
+        ),
+        (
+            mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "other", "exp": now + 60})),
+            "the token's audience is not accepted",
+        ),
+        (mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api"})), "the token lacks the `exp` claim"),
+        (mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api", "exp": now - 61})), "the token has expired"),
+        (
+            mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api", "exp": now + 600, "nbf": now + 120})),
+            "the token is not valid yet",
+        ),
+        (mint(RSA2, "k1", claims(now + 60)), "the token's signature is invalid"),
+        ("not.a.jwt".into(), "the token is malformed"),
+        ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.".into(), "the token is malformed"),
+        (format!("{}.{}.x", "a".repeat(6000), "b".repeat(6000)), "the token is too large"),
+    ];
+    for (token, why) in cases {
+        let err = auth(&gw, &ports, &[("authorization", &bearer(&token))]).unwrap_err();
+        assert_eq!(description(err), why, "{token:.60}");
+    }
+    let err = auth(&gw, &ports, &[("authorization", "Bearer not.a.jwt!")]).unwrap_err();
+    assert!(matches!(err, AuthError::InvalidRequest { .. }), "outside RFC 6750's token grammar: {err:?}");
+    // Within leeway (60s) an expired token still passes.
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(now - 30))))]).is_ok());
+}
+
+#[test]
+fn hmac_with_the_public_key_is_refused() {
+    let (_idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    let secret = include_str!("../../../tests/fixtures/keys/rsa1.pub.pem");
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let forged = jsonwebtoken::encode(&header, &claims(T0 + 60), &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+    let err = auth(&gw, &ports, &[("authorization", &bearer(&forged))]).unwrap_err();
+    assert_eq!(description(err), "the token's algorithm is not accepted");
+}
+
+#[test]
+fn api_keys_identify_consumers_and_revoked_ones_fail() {
+    let (idp, ports) = setup(vec![]);
+    let gw = gateway();
+    // sha256("acme-secret-key") is in the config; "gone" is disabled.
+    let id = auth(&gw, &ports, &[("x-api-key", "acme-secret-key")]).unwrap();
+    assert_eq!((id.subject.as_str(), id.groups.as_slice()), ("acme", &["gold".to_string()][..]));
+    assert_eq!(description(auth(&gw, &ports, &[("x-api-key", "wrong")]).unwrap_err()), "the API key is not valid");
+    assert!(matches!(auth(&gw, &ports, &[]).unwrap_err(), AuthError::Missing { .. }));
+    assert_eq!(*idp.fetches.lock().unwrap(), 0, "API keys never touch the IdP");
+}
+
+#[test]
+fn identity_headers_are_forwarded_and_credentials_stripped() {
+    let (_idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    let mut req =
+        Request::get("/x").header("authorization", bearer(&mint(RSA1, "k1", claims(T0 + 60)))).body(()).unwrap();
+    let route = gw.config.routes[0].auth.as_ref().unwrap();
+    block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, &mut req)).unwrap();
+    assert!(req.headers().get("authorization").is_none());
+    assert_eq!(req.headers()["x-user"], "alice");
+    assert_eq!(req.headers()["x-tenant"], "acme");
+
+    let mut spoofed = http::HeaderMap::new();
+    spoofed.insert("x-user", "admin".parse().unwrap());
+    spoofed.insert("x-consumer", "acme".parse().unwrap());
+    drop_identity_headers(&gw.config.auth, &mut spoofed);
+    assert!(spoofed.is_empty());
+}
+
+#[test]
+fn authorization_checks_scopes_claims_and_groups() {
+    let auth_config = gateway().config.auth;
+    let route = |scopes: &[&str], claims: &[(&str, &[&str])], groups: &[&str]| RouteAuth {
+        providers: vec![0],
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        claims: claims.iter().map(|(c, v)| (c.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+        groups: groups.iter().map(|s| s.to_string()).collect(),
+    };
+    let id = Identity {
+        provider: "corp".into(),
+        subject: "alice".into(),
+        groups: vec!["gold".into()],
+        scopes: vec!["read".into(), "write".into()],
+        claims: json!({"tenant": "acme", "roles": ["ops", "dev"], "level": 3}).as_object().unwrap().clone(),
+    };
+    assert!(authorize(&auth_config, &route(&["read"], &[("tenant", &["acme"])], &["gold", "silver"]), &id).is_ok());
+    assert!(authorize(&auth_config, &route(&[], &[("roles", &["admin", "ops"]), ("level", &["3"])], &[]), &id).is_ok());
+    let err = authorize(&auth_config, &route(&["read", "admin"], &[], &[]), &id).unwrap_err();
+    assert!(matches!(&err, AuthError::InsufficientScope { scope, .. } if scope == "read admin"));
+    let challenge = www_authenticate(&err);
+    assert_eq!(challenge[0], "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"read admin\"");
+    assert!(matches!(
+        authorize(&auth_config, &route(&[], &[("tenant", &["globex"])], &[]), &id),
+        Err(AuthError::Forbidden { .. })
+    ));
+    assert!(matches!(authorize(&auth_config, &route(&[], &[], &["platinum"]), &id), Err(AuthError::Forbidden { .. })));
+}
+
+#[test]
+fn challenges_follow_rfc_6750() {
+    let c = Challenge { realm: "api".into(), bearer: true, api_key: true };
+    let missing = www_authenticate(&AuthError::Missing { challenge: c.clone() });
+    assert_eq!(missing, ["Bearer realm=\"api\"", "ApiKey realm=\"api\""]);
+    let invalid =
+        www_authenticate(&AuthError::InvalidToken { description: "the token has \"expired\"".into(), challenge: c });
+    assert_eq!(
+        invalid[0],
+        "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the token has expired\""
+    );
+    assert!(www_authenticate(&AuthError::KeysUnavailable).is_empty());
+    let _ = StatusCode::OK;
+}

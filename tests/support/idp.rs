@@ -1,0 +1,165 @@
+//! A real identity provider on loopback for tests: it serves a JWKS the test
+//! controls (rotate keys, fail, hang), counts fetches, and the test mints
+//! tokens with the matching private keys (`tests/fixtures/keys/`, test-only).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tokio::net::TcpListener;
+
+/// A signing key with the public half the IdP publishes.
+#[derive(Clone)]
+pub struct TestKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    encoding: EncodingKey,
+    pub jwk: Jwk,
+    /// The public key in PEM (for algorithm-confusion attempts).
+    pub public_pem: String,
+}
+
+/// Loads `tests/fixtures/keys/<file>.pem` as a key for `alg` named `kid`.
+pub fn key(file: &str, kid: &str, alg: Algorithm) -> TestKey {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+    let private = std::fs::read(format!("{dir}/{file}.pem")).expect("test key");
+    let public_pem = std::fs::read_to_string(format!("{dir}/{file}.pub.pem")).expect("test public key");
+    let encoding = match alg {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => EncodingKey::from_rsa_pem(&private),
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&private),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&private),
+        _ => panic!("{alg:?} is not a public-key algorithm"),
+    }
+    .expect("parse test key");
+    let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("jwk");
+    jwk.common.key_id = Some(kid.to_string());
+    TestKey { kid: kid.to_string(), alg, encoding, jwk, public_pem }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// Signs `claims` with `key` (header: its `alg` and `kid`).
+pub fn mint(key: &TestKey, claims: &serde_json::Value) -> String {
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
+}
+
+/// Signs with HMAC; `kid` optional.
+pub fn mint_hmac(secret: &[u8], alg: Algorithm, kid: Option<&str>, claims: &serde_json::Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).expect("sign")
+}
+
+/// How the IdP answers `/jwks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    /// 500 Internal Server Error.
+    Fail,
+    /// Closes the connection without answering.
+    Drop,
+    /// Answers after this long.
+    Slow(Duration),
+}
+
+struct State {
+    keys: Vec<Jwk>,
+    mode: Mode,
+    max_age: u64,
+    fetches: usize,
+}
+
+#[derive(Clone)]
+pub struct Idp {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl Idp {
+    /// Serves `keys` at `/jwks` with `Cache-Control: max-age=<max_age>`.
+    pub async fn start(keys: &[&TestKey], max_age: u64) -> Idp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind idp");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(Mutex::new(State {
+            keys: keys.iter().map(|k| k.jwk.clone()).collect(),
+            mode: Mode::Serve,
+            max_age,
+            fetches: 0,
+        }));
+        let idp = Idp { port, state: state.clone() };
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(req, state.clone()));
+                    let _ =
+                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        idp
+    }
+
+    pub fn set_keys(&self, keys: &[&TestKey]) {
+        self.state.lock().unwrap().keys = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = mode;
+    }
+
+    /// Requests for `/jwks` so far.
+    pub fn fetches(&self) -> usize {
+        self.state.lock().unwrap().fetches
+    }
+}
+
+async fn answer(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if req.uri().path() != "/jwks" {
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(resp);
+    }
+    let (mode, body, max_age) = {
+        let mut s = state.lock().unwrap();
+        s.fetches += 1;
+        let set = JwkSet { keys: s.keys.clone() };
+        (s.mode, serde_json::to_vec(&set).unwrap_or_default(), s.max_age)
+    };
+    match mode {
+        Mode::Serve => {}
+        Mode::Fail => {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"idp broken")));
+            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return Ok(resp);
+        }
+        // An error from the service makes hyper close the connection unanswered.
+        Mode::Drop => return Err(std::io::Error::other("dropped on purpose")),
+        Mode::Slow(d) => tokio::time::sleep(d).await,
+    }
+    let _: Infallible;
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("cache-control", format!("public, max-age={max_age}"))
+        .body(Full::new(Bytes::from(body)))
+        .expect("response"))
+}
