@@ -13,8 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::pipeline::log::AccessLog;
-use crate::ports::Clock;
-use crate::system_clock::SystemClock;
+use crate::system_clock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -206,7 +205,7 @@ where
 impl<B, F: FnOnce(AccessLog)> Drop for Logged<B, F> {
     fn drop(&mut self) {
         if let Some((mut log, probe, emit)) = self.pending.take() {
-            log.finish(SystemClock.monotonic(), probe.bytes(), self.sent);
+            log.finish(system_clock::monotonic(), probe.bytes(), self.sent);
             emit(log);
         }
     }

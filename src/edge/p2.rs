@@ -26,7 +26,7 @@ use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
-use crate::system_clock::SystemClock;
+use crate::system_clock::{Sleep, SystemClock};
 
 type Chunks = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>;
 
@@ -166,6 +166,28 @@ fn method_to_wasi(m: &http::Method) -> Method {
     }
 }
 
+/// Waiting in a WASI 0.2 instance: a `wasi:clocks` pollable on
+/// spin-executor's poll loop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpinSleep;
+
+impl Sleep for SpinSleep {
+    async fn sleep(&self, duration: Duration) {
+        use wasi::clocks::monotonic_clock;
+        let deadline = monotonic_clock::now().saturating_add(nanos(duration));
+        let mut _token: Option<spin_executor::CancelOnDropToken> = None;
+        std::future::poll_fn(move |cx| {
+            if monotonic_clock::now() >= deadline {
+                return Poll::Ready(());
+            }
+            let pollable = monotonic_clock::subscribe_instant(deadline);
+            _token = Some(spin_executor::push_waker_and_get_token(pollable, cx.waker().clone()).into());
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
 struct EdgePorts;
 
 impl Ports for EdgePorts {
@@ -174,15 +196,15 @@ impl Ports for EdgePorts {
     const SHORT_LIVED: bool = true;
     type Kv = SpinKv;
     type Http = SpinHttp;
-    type Clock = SystemClock;
+    type Clock = SystemClock<SpinSleep>;
     fn kv(&self) -> &SpinKv {
         &SpinKv
     }
     fn http(&self) -> &SpinHttp {
         &SpinHttp
     }
-    fn clock(&self) -> &SystemClock {
-        &SystemClock
+    fn clock(&self) -> &SystemClock<SpinSleep> {
+        &SystemClock(SpinSleep)
     }
 }
 

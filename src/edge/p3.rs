@@ -22,7 +22,7 @@ use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
-use crate::system_clock::SystemClock;
+use crate::system_clock::{Sleep, SystemClock};
 
 /// A body streamed from the host: a request's or a response's.
 pub enum Stream {
@@ -93,20 +93,30 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
 }
 
+/// Waiting in a WASI 0.3 instance: `wasi:clocks` `wait-for`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpinSleep;
+
+impl Sleep for SpinSleep {
+    async fn sleep(&self, duration: Duration) {
+        spin_sdk::time::sleep(duration).await;
+    }
+}
+
 struct EdgePorts;
 
 impl Ports for EdgePorts {
     type Kv = SpinKv;
     type Http = SpinHttp;
-    type Clock = SystemClock;
+    type Clock = SystemClock<SpinSleep>;
     fn kv(&self) -> &SpinKv {
         &SpinKv
     }
     fn http(&self) -> &SpinHttp {
         &SpinHttp
     }
-    fn clock(&self) -> &SystemClock {
-        &SystemClock
+    fn clock(&self) -> &SystemClock<SpinSleep> {
+        &SystemClock(SpinSleep)
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::config::{Config, ConfigError, ConfigErrors, Variables, vars};
 use crate::ports::Ports;
 use crate::ports::memory::MemoryKv;
-use crate::system_clock::SystemClock;
+use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
 
 /// The node's body: hyper's streams, or bytes the gateway made.
@@ -23,23 +23,36 @@ pub type NodeBody = crate::body::GatewayBody<hyper::body::Incoming>;
 /// Keys the in-memory store holds at most (rate-limit and cache entries).
 const MEMORY_KV_ENTRIES: usize = 1_000_000;
 
+/// Waiting on the node: tokio's timer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioSleep;
+
+impl Sleep for TokioSleep {
+    async fn sleep(&self, duration: std::time::Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+pub type NodeClock = SystemClock<TokioSleep>;
+
 /// The node's ports.
 pub struct NodePorts {
-    kv: MemoryKv<SystemClock>,
+    kv: MemoryKv<NodeClock>,
     http: HyperClient,
-    clock: SystemClock,
+    clock: NodeClock,
 }
 
 impl Default for NodePorts {
     fn default() -> Self {
-        Self { kv: MemoryKv::new(SystemClock, MEMORY_KV_ENTRIES), http: HyperClient::default(), clock: SystemClock }
+        let clock = SystemClock(TokioSleep);
+        Self { kv: MemoryKv::new(clock, MEMORY_KV_ENTRIES), http: HyperClient::default(), clock }
     }
 }
 
 impl Ports for NodePorts {
-    type Kv = MemoryKv<SystemClock>;
+    type Kv = MemoryKv<NodeClock>;
     type Http = HyperClient;
-    type Clock = SystemClock;
+    type Clock = NodeClock;
     fn kv(&self) -> &Self::Kv {
         &self.kv
     }

@@ -22,6 +22,8 @@ pub trait Clock {
     fn now(&self) -> Duration;
     /// A monotonic reading with an arbitrary origin (for latencies).
     fn monotonic(&self) -> Duration;
+    /// Waits without blocking other requests (polling a shared store, backoff).
+    async fn sleep(&self, duration: Duration);
 }
 
 /// A key-value store shared by every instance of the gateway (Spin KV, Redis)

@@ -49,6 +49,11 @@ impl Clock for FakeClock {
     fn monotonic(&self) -> Duration {
         self.now()
     }
+
+    /// Time passes at once: tests never wait.
+    async fn sleep(&self, duration: Duration) {
+        self.advance(duration);
+    }
 }
 
 type Responder = Box<dyn Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync>;

@@ -7,6 +7,7 @@
 mod support;
 
 mod homes;
+mod scenarios;
 mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
@@ -336,6 +337,7 @@ async fn node() {
     let idp = tokens::idp().await;
     let node = homes::node(&origin, &idp);
     run_suite("node", node.addr, &origin).await;
+    scenarios::key_rotation("node", node.addr, &idp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,6 +346,7 @@ async fn edge_wasi_p3() {
     let idp = tokens::idp().await;
     let edge = homes::edge("p3", &origin, &idp);
     run_suite("edge WASI 0.3", edge.addr, &origin).await;
+    scenarios::key_rotation("edge WASI 0.3", edge.addr, &idp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,4 +355,5 @@ async fn edge_wasi_p2() {
     let idp = tokens::idp().await;
     let edge = homes::edge("p2", &origin, &idp);
     run_suite("edge WASI 0.2", edge.addr, &origin).await;
+    scenarios::key_rotation("edge WASI 0.2", edge.addr, &idp).await;
 }

@@ -21,6 +21,11 @@ fn keys() -> Vec<TestKey> {
     ]
 }
 
+/// The keys the conformance IdP publishes.
+pub fn published() -> Vec<TestKey> {
+    keys()
+}
+
 /// An IdP publishing every fixture key.
 pub async fn idp() -> Idp {
     let keys = keys();

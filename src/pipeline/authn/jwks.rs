@@ -14,6 +14,7 @@
 //!   most once a second.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ use crate::ports::{Clock, HttpClient, KvStore, Ports, UpstreamOptions};
 
 /// Retry gap when no usable keys exist at all.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+/// How often a request waiting for another's fetch looks for the result.
+const PEER_POLL: Duration = Duration::from_millis(20);
 /// Larger key sets are refused.
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
 
@@ -51,8 +54,19 @@ pub struct JwksCache {
 #[derive(Default)]
 struct Entry {
     state: Mutex<State>,
-    /// Held while fetching: concurrent misses wait for one fetch.
-    fetching: async_lock::Mutex<()>,
+    /// Set while one request of this process fetches; the others poll
+    /// for its result with the Clock port's timer. (A task-to-task wake-up,
+    /// as an async mutex needs, is refused by spin-sdk 7's runtime.)
+    fetching: AtomicBool,
+}
+
+/// Clears `fetching` however the fetch ends.
+struct Fetching<'a>(&'a AtomicBool);
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 #[derive(Default, Clone)]
@@ -78,6 +92,9 @@ struct Key {
 #[derive(Serialize, Deserialize)]
 pub struct Stored {
     pub attempted_at_ms: u64,
+    /// Set while the claimant fetches; others wait for it to clear.
+    #[serde(default)]
+    pub in_flight: bool,
     pub fetched_at_ms: Option<u64>,
     pub fresh_until_ms: Option<u64>,
     pub jwks: Option<String>,
@@ -203,7 +220,7 @@ impl JwksCache {
         }
         // 2. The shared store: what another instance fetched or tried.
         let stored = load(ports, &uri_text).await;
-        if let Some(stored) = &stored {
+        if let Some((stored, _)) = &stored {
             adopt(&entry, stored);
         }
         let state = entry.snapshot();
@@ -211,7 +228,19 @@ impl JwksCache {
             return KeyLookup::Found(key);
         }
         // 3. The IdP, once at a time, and not too often.
-        let _fetching = entry.fetching.lock().await;
+        if entry.fetching.swap(true, Ordering::AcqRel) {
+            let deadline = now.saturating_add(policy.fetch_timeout);
+            while entry.fetching.load(Ordering::Acquire) && ports.clock().now() < deadline {
+                ports.clock().sleep(PEER_POLL).await;
+            }
+            let state = entry.snapshot();
+            let set = state.set.filter(|s| s.usable(now, policy));
+            return match set {
+                Some(set) => set.find(kid, alg).map_or(KeyLookup::Unknown, KeyLookup::Found),
+                None => KeyLookup::Unavailable,
+            };
+        }
+        let _fetching = Fetching(&entry.fetching);
         let state = entry.snapshot();
         if let Some(key) = fresh_key(&state) {
             return KeyLookup::Found(key);
@@ -219,17 +248,33 @@ impl JwksCache {
         let usable = state.set.clone().filter(|s| s.usable(now, policy));
         let gap = if usable.is_some() { policy.refetch_interval } else { UNAVAILABLE_RETRY };
         let may_fetch = state.last_attempt.is_none_or(|t| now >= t.saturating_add(gap));
+        // Another instance is fetching right now: its result is what we need.
+        let peer_fetching = stored.as_ref().is_some_and(|(s, _)| {
+            s.in_flight && now < Duration::from_millis(s.attempted_at_ms).saturating_add(policy.fetch_timeout)
+        });
         let mut set = usable;
-        if may_fetch {
+        if peer_fetching {
+            await_peer(ports, &entry, &uri_text, now.saturating_add(policy.fetch_timeout)).await;
+            set = entry.snapshot().set.filter(|s| s.usable(now, policy));
+        } else if may_fetch {
             entry.update(|s| s.last_attempt = Some(now));
-            match fetch(ports, uri, policy, now).await {
-                Some(fetched) => {
-                    let fetched = Arc::new(fetched);
-                    entry.update(|s| s.set = Some(fetched.clone()));
-                    save(ports, &uri_text, now, Some(&fetched), policy).await;
-                    set = Some(fetched);
+            // Claim the attempt in the shared store first: of many instances
+            // (or nodes) that decide to fetch at once, one does.
+            let seen = stored.as_ref().map(|(_, bytes)| bytes.as_slice());
+            if claim(ports, &uri_text, seen, now, set.as_deref(), policy).await {
+                match fetch(ports, uri, policy, now).await {
+                    Some(fetched) => {
+                        let fetched = Arc::new(fetched);
+                        entry.update(|s| s.set = Some(fetched.clone()));
+                        save(ports, &uri_text, now, Some(&fetched), false, policy).await;
+                        set = Some(fetched);
+                    }
+                    // Done, in vain: release whoever waits on the claim.
+                    None => save(ports, &uri_text, now, set.as_deref(), false, policy).await,
                 }
-                None => save(ports, &uri_text, now, set.as_deref(), policy).await,
+            } else {
+                await_peer(ports, &entry, &uri_text, now.saturating_add(policy.fetch_timeout)).await;
+                set = entry.snapshot().set.filter(|s| s.usable(now, policy));
             }
         }
         match set {
@@ -258,24 +303,68 @@ fn adopt(entry: &Entry, stored: &Stored) {
     });
 }
 
-async fn load<P: Ports>(ports: &P, uri: &str) -> Option<Stored> {
+/// The stored record, parsed, with its bytes (for compare-and-swap).
+async fn load<P: Ports>(ports: &P, uri: &str) -> Option<(Stored, Vec<u8>)> {
     let bytes = ports.kv().get(&kv_key(uri)).await.ok()??;
-    serde_json::from_slice(&bytes).ok()
+    Some((serde_json::from_slice(&bytes).ok()?, bytes))
 }
 
-/// Records an attempt (and the set it produced or that remains in use).
-async fn save<P: Ports>(ports: &P, uri: &str, now: Duration, set: Option<&KeySet>, policy: &JwksPolicy) {
+fn record(now: Duration, set: Option<&KeySet>, in_flight: bool, policy: &JwksPolicy) -> (Vec<u8>, Duration) {
     let stored = Stored {
         attempted_at_ms: ms(now),
+        in_flight,
         fetched_at_ms: set.map(|s| ms(s.fetched_at)),
         fresh_until_ms: set.map(|s| ms(s.fresh_until)),
         jwks: set.map(|s| s.raw.clone()),
     };
     let keep =
         set.map_or(policy.refetch_interval, |s| s.fresh_until.saturating_add(policy.stale_for).saturating_sub(now));
-    if let Ok(bytes) = serde_json::to_vec(&stored) {
-        // A store that fails only costs a refetch later.
-        let _ = ports.kv().set(&kv_key(uri), &bytes, Some(keep.max(policy.refetch_interval))).await;
+    (serde_json::to_vec(&stored).unwrap_or_default(), keep.max(policy.refetch_interval))
+}
+
+/// Records an attempt now, if the record is still what we last read.
+/// A store that fails is no reason to stop: the attempt goes ahead.
+async fn claim<P: Ports>(
+    ports: &P,
+    uri: &str,
+    seen: Option<&[u8]>,
+    now: Duration,
+    set: Option<&KeySet>,
+    policy: &JwksPolicy,
+) -> bool {
+    let (bytes, keep) = record(now, set, true, policy);
+    ports.kv().compare_and_swap(&kv_key(uri), seen, &bytes, Some(keep)).await.unwrap_or(true)
+}
+
+/// Stores the outcome of an attempt (a failed store only costs a refetch later).
+async fn save<P: Ports>(
+    ports: &P,
+    uri: &str,
+    now: Duration,
+    set: Option<&KeySet>,
+    in_flight: bool,
+    policy: &JwksPolicy,
+) {
+    let (bytes, keep) = record(now, set, in_flight, policy);
+    let _ = ports.kv().set(&kv_key(uri), &bytes, Some(keep)).await;
+}
+
+/// Another instance claimed the fetch: wait (until `deadline`) for its result.
+async fn await_peer<P: Ports>(ports: &P, entry: &Entry, uri: &str, deadline: Duration) {
+    loop {
+        match load(ports, uri).await {
+            Some((stored, _)) => {
+                adopt(entry, &stored);
+                if !stored.in_flight {
+                    return;
+                }
+            }
+            None => return,
+        }
+        if ports.clock().now() >= deadline {
+            return;
+        }
+        ports.clock().sleep(PEER_POLL).await;
     }
 }
 

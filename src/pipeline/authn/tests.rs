@@ -323,3 +323,16 @@ fn challenges_follow_rfc_6750() {
     assert!(www_authenticate(&AuthError::KeysUnavailable).is_empty());
     let _ = StatusCode::OK;
 }
+
+#[test]
+fn instances_sharing_a_store_fetch_once_per_interval() {
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    assert!(auth(&gateway(), &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).is_ok());
+    // Every later instance starts empty; the store tells them a fetch just happened.
+    for i in 0..5 {
+        let bogus = mint(RSA1, &format!("bogus-{i}"), claims(T0 + 3600));
+        let err = auth(&gateway(), &ports, &[("authorization", &bearer(&bogus))]).unwrap_err();
+        assert_eq!(description(err), "the token's signing key is unknown");
+    }
+    assert_eq!(*idp.fetches.lock().unwrap(), 1, "no instance refetched within the interval");
+}
