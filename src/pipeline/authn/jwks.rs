@@ -88,8 +88,10 @@ struct Key {
     key: Arc<DecodingKey>,
 }
 
-/// The key-value record (`pc1:jwks:<sha256 of the URL>`), times in ms since the epoch.
+/// The key-value record (`pc1:jwks:<sha256 of the URL>`, `kv-schema/jwks.md`),
+/// times in ms since the epoch.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Stored {
     pub attempted_at_ms: u64,
     /// Set while the claimant fetches; others wait for it to clear.

@@ -156,8 +156,10 @@ pub fn token_key(digest: &[u8; 32]) -> String {
     format!("pc1:tok:{}", hex(digest))
 }
 
+/// The record under [`token_key`] (`kv-schema/verified-tokens.md`).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SharedToken {
+#[serde(deny_unknown_fields)]
+pub(super) struct SharedToken {
     until_ms: u64,
     identity: Identity,
 }
