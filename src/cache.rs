@@ -94,6 +94,43 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
         true
     }
 
+    /// Reads the live values of `keys` and replaces them with what `f`
+    /// returns, as one step: the shards involved stay locked throughout
+    /// (taken in index order, so concurrent callers cannot deadlock).
+    pub fn update_many<R>(
+        &self,
+        keys: &[K],
+        now: Duration,
+        f: impl FnOnce(&[Option<V>]) -> (R, Option<Vec<(V, Option<Duration>)>>),
+    ) -> R
+    where
+        K: Clone,
+    {
+        let index = |k: &K| self.hasher.hash_one(k) as usize % SHARDS;
+        let mut shards: Vec<usize> = keys.iter().map(index).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, HashMap<K, Entry<V>>>)> =
+            shards.iter().map(|&i| (i, lock(&self.shards[i]))).collect();
+        let mut shard_of = |k: &K| {
+            let i = index(k);
+            guards.iter().position(|(s, _)| *s == i).unwrap_or(0)
+        };
+        let slots: Vec<usize> = keys.iter().map(&mut shard_of).collect();
+        let current: Vec<Option<V>> = keys
+            .iter()
+            .zip(&slots)
+            .map(|(k, &g)| guards[g].1.get(k).filter(|e| e.live(now)).map(|e| e.value.clone()))
+            .collect();
+        let (out, writes) = f(&current);
+        for ((key, &g), (value, expires_at)) in keys.iter().zip(&slots).zip(writes.into_iter().flatten()) {
+            let shard = &mut guards[g].1;
+            make_room(shard, key, self.per_shard, now);
+            shard.insert(key.clone(), Entry { value, expires_at });
+        }
+        out
+    }
+
     /// Live entries (for tests and metrics).
     pub fn len(&self, now: Duration) -> usize {
         self.shards.iter().map(|s| lock(s).values().filter(|e| e.live(now)).count()).sum()

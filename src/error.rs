@@ -12,6 +12,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::pipeline::authn::{self, AuthError};
+use crate::pipeline::limit::LimitError;
 use crate::pipeline::normalize::PathError;
 use crate::pipeline::route::RouteError;
 use crate::ports::UpstreamError;
@@ -40,6 +41,8 @@ pub enum GatewayError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The config could not be compiled (only possible at the edge, whose
@@ -73,6 +76,8 @@ impl GatewayError {
             Self::Accept(_) | Self::Route(_) => Fault::Client,
             Self::Auth(AuthError::KeysUnavailable) => Fault::Upstream,
             Self::Auth(_) => Fault::Client,
+            Self::Limit(LimitError::Exceeded { .. }) => Fault::Client,
+            Self::Limit(LimitError::StoreDown(_)) => Fault::Gateway,
             Self::Upstream(UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_)) => Fault::Client,
             Self::Upstream(_) => Fault::Upstream,
             Self::Misconfigured(_) => Fault::Gateway,
@@ -108,6 +113,19 @@ impl GatewayError {
             Self::Auth(e @ (AuthError::InsufficientScope { .. } | AuthError::Forbidden { .. })) => {
                 (StatusCode::FORBIDDEN, "forbidden", e.to_string())
             }
+            Self::Limit(LimitError::Exceeded { retry_after: Some(s), .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate-limited", format!("too many requests; retry after {s} seconds"))
+            }
+            Self::Limit(LimitError::Exceeded { retry_after: None, .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "this request costs more than the rate limit ever allows".into(),
+            ),
+            Self::Limit(LimitError::StoreDown(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate-limit-unavailable",
+                "rate limits cannot be checked right now".into(),
+            ),
             Self::Upstream(e @ U::BodyTooLarge { .. }) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", e.to_string())
             }
@@ -151,6 +169,14 @@ impl GatewayError {
             Self::Auth(e) => {
                 for challenge in authn::www_authenticate(e) {
                     resp.headers_mut().append(header::WWW_AUTHENTICATE, challenge);
+                }
+            }
+            Self::Limit(LimitError::Exceeded { retry_after, headers }) => {
+                for (name, value) in headers {
+                    resp.headers_mut().insert(name.clone(), value.clone());
+                }
+                if let Some(s) = retry_after {
+                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*s));
                 }
             }
             _ => {}

@@ -6,6 +6,7 @@
 //! compiled `Config`: router built, templates parsed, headers encoded.
 
 pub mod auth;
+pub mod limits;
 pub mod raw;
 pub mod spin;
 pub mod template;
@@ -24,6 +25,7 @@ use toml::Spanned;
 
 use crate::pipeline::route::{HostPattern, RouteSpec, Router};
 use auth::{AuthConfig, RouteAuth};
+use limits::Limit;
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
 use template::Template;
 pub use vars::Variables;
@@ -35,6 +37,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub router: Router,
     pub auth: AuthConfig,
+    /// Rate-limit policies (routes refer to them by index).
+    pub limits: Vec<Limit>,
 }
 
 /// `[gateway]`, with defaults filled in.
@@ -99,6 +103,8 @@ pub struct Route {
     pub response_headers: HeaderOps,
     /// Who may call; `None`: a public route.
     pub auth: Option<RouteAuth>,
+    /// Rate-limit policies that apply (indexes into `Config::limits`).
+    pub limits: Vec<usize>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -247,10 +253,11 @@ impl Compiler<'_> {
             return None;
         }
         let auth = self.auth(&raw.auth);
+        let limits = self.limits(&raw.limits);
         let mut routes = Vec::new();
         let mut seen_names = HashSet::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            if let Some(route) = self.route(i, r, &names, &gateway, &auth) {
+            if let Some(route) = self.route(i, r, &names, &gateway, &auth, &limits) {
                 if !seen_names.insert(route.name.clone()) {
                     let span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
                     self.error(span, format!("routes[{i}].name"), format!("route name `{}` is used twice", route.name));
@@ -264,7 +271,7 @@ impl Compiler<'_> {
         let specs: Vec<RouteSpec<'_>> =
             routes.iter().map(|r| RouteSpec { host: &r.host, path: &r.path, methods: r.methods.as_deref() }).collect();
         match Router::build(&specs, gateway.default_host.clone()) {
-            Ok(router) => Some(Config { gateway, services, routes, router, auth }),
+            Ok(router) => Some(Config { gateway, services, routes, router, auth, limits }),
             Err(errors) => {
                 for e in errors {
                     let span = raw.routes[e.route].get_ref().path.span();
@@ -385,6 +392,7 @@ impl Compiler<'_> {
         services: &[&String],
         g: &GatewaySettings,
         auth: &AuthConfig,
+        limits: &[Limit],
     ) -> Option<Route> {
         let key = |field: &str| format!("routes[{i}].{field}");
         let raw = r.get_ref();
@@ -450,6 +458,7 @@ impl Compiler<'_> {
         let request_headers = self.header_ops(&raw.request_headers, &key("request_headers"));
         let response_headers = self.header_ops(&raw.response_headers, &key("response_headers"));
         let route_auth = raw.auth.as_ref().and_then(|a| self.route_auth(a, &key("auth"), auth));
+        let route_limits = self.route_limits(&raw.limits, &key("limits"), limits);
         let name = match &raw.name {
             Some(n) if n.get_ref().trim().is_empty() => {
                 self.error(n.span(), key("name"), "must not be empty");
@@ -473,6 +482,7 @@ impl Compiler<'_> {
             request_headers,
             response_headers,
             auth: route_auth,
+            limits: route_limits,
         })
     }
 

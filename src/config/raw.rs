@@ -19,6 +19,23 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub auth: RawAuth,
+    #[serde(default)]
+    pub limits: BTreeMap<String, Spanned<RawLimit>>,
+}
+
+/// `[limits.NAME]`: a rate-limit policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<u64>>,
+    pub key: Option<Spanned<String>>,
+    pub cost: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub on_store_error: Option<Spanned<String>>,
+    #[serde(default)]
+    pub legacy_headers: bool,
 }
 
 /// `[gateway]`: settings for the whole gateway.
@@ -70,6 +87,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub response_headers: RawHeaderOps,
     pub auth: Option<Spanned<RawRouteAuth>>,
+    #[serde(default)]
+    pub limits: Vec<Spanned<String>>,
 }
 
 /// Header edits: `remove` first, then `set` (replace), then `add` (append).

@@ -7,13 +7,17 @@
 
 pub mod access_log;
 pub mod client;
+pub mod redis_kv;
 pub mod server;
 
 use std::path::Path;
 
 use crate::config::{Config, ConfigError, ConfigErrors, Variables, vars};
-use crate::ports::Ports;
+use std::time::Duration;
+
+use crate::pipeline::gcra::Decision;
 use crate::ports::memory::MemoryKv;
+use crate::ports::{GcraStep, KvError, KvStore, Ports};
 use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
 
@@ -35,22 +39,77 @@ impl Sleep for TokioSleep {
 
 pub type NodeClock = SystemClock<TokioSleep>;
 
+/// The node's key-value store: in process (the default; no external
+/// service), or Redis for a fleet that shares rate limits and key sets.
+pub enum NodeKv {
+    Memory(MemoryKv<NodeClock>),
+    Redis(redis_kv::RedisKv),
+}
+
+impl NodeKv {
+    pub fn memory() -> Self {
+        Self::Memory(MemoryKv::new(SystemClock(TokioSleep), MEMORY_KV_ENTRIES))
+    }
+}
+
+impl KvStore for NodeKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        match self {
+            Self::Memory(kv) => kv.get(key).await,
+            Self::Redis(kv) => kv.get(key).await,
+        }
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        match self {
+            Self::Memory(kv) => kv.set(key, value, ttl).await,
+            Self::Redis(kv) => kv.set(key, value, ttl).await,
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        match self {
+            Self::Memory(kv) => kv.delete(key).await,
+            Self::Redis(kv) => kv.delete(key).await,
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        current: Option<&[u8]>,
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        match self {
+            Self::Memory(kv) => kv.compare_and_swap(key, current, new, ttl).await,
+            Self::Redis(kv) => kv.compare_and_swap(key, current, new, ttl).await,
+        }
+    }
+
+    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+        match self {
+            Self::Memory(kv) => kv.gcra(steps, now_us).await,
+            Self::Redis(kv) => kv.gcra(steps, now_us).await,
+        }
+    }
+}
+
 /// The node's ports.
 pub struct NodePorts {
-    kv: MemoryKv<NodeClock>,
+    kv: NodeKv,
     http: HyperClient,
     clock: NodeClock,
 }
 
-impl Default for NodePorts {
-    fn default() -> Self {
-        let clock = SystemClock(TokioSleep);
-        Self { kv: MemoryKv::new(clock, MEMORY_KV_ENTRIES), http: HyperClient::default(), clock }
+impl NodePorts {
+    pub fn new(kv: NodeKv) -> Self {
+        Self { kv, http: HyperClient::default(), clock: SystemClock(TokioSleep) }
     }
 }
 
 impl Ports for NodePorts {
-    type Kv = MemoryKv<NodeClock>;
+    type Kv = NodeKv;
     type Http = HyperClient;
     type Clock = NodeClock;
     fn kv(&self) -> &Self::Kv {

@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::access_log::AccessLogSink;
-use super::{NodeBody, NodePorts, load_config};
+use super::redis_kv::RedisKv;
+use super::{NodeBody, NodeKv, NodePorts, load_config};
 use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::pipeline::log::AccessLog;
@@ -35,6 +36,15 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// How long a client may take to send a request head (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Where shared state lives.
+    pub store: Store,
+}
+
+/// `--store`: `memory` or a Redis URL, with Redis' pool size and deadline.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Memory,
+    Redis { url: String, connections: usize, timeout: Duration },
 }
 
 struct Node {
@@ -50,7 +60,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let node = Arc::new(Node {
         gateway: ArcSwap::from_pointee(Gateway::new(config)),
-        ports: NodePorts::default(),
+        ports: NodePorts::new(match &opts.store {
+            Store::Memory => NodeKv::memory(),
+            Store::Redis { url, connections, timeout } => NodeKv::Redis(RedisKv::new(url, *connections, *timeout)?),
+        }),
         log: AccessLogSink::stdout(),
     });
     tracing::info!(addr = %local, config = %opts.config.display(), "listening");

@@ -9,7 +9,9 @@
 
 pub mod authn;
 pub mod forward;
+pub mod gcra;
 pub mod ids;
+pub mod limit;
 pub mod log;
 pub mod normalize;
 pub mod route;
@@ -41,6 +43,8 @@ pub struct Downstream {
 pub struct Ctx {
     /// Who is calling, once authenticated.
     pub identity: Option<Arc<authn::Identity>>,
+    /// Rate-limit headers every answer of this request carries.
+    pub limit_headers: limit::Headers,
     pub request_id: HeaderValue,
     pub trace: Trace,
     pub peer: IpAddr,
@@ -103,6 +107,7 @@ pub async fn handle<P: Ports>(
     let response = match proxy(config, caches, ports, req, &mut ctx).await {
         Ok(resp) => resp,
         Err(err) => {
+            // A store failure noted on the way does not hide the error that ended the request.
             ctx.error = Some(err.to_string());
             err.to_response(&ctx.request_id).map(Body::<P>::from)
         }
@@ -135,6 +140,15 @@ async fn proxy<P: Ports>(
         let identity = authn::authenticate(&config.auth, route_auth, caches, ports, &mut req).await?;
         ctx.identity = Some(identity.clone());
         authn::authorize(&config.auth, route_auth, &identity)?;
+    }
+
+    // Phase 6, rate limit, by whoever the caller turned out to be.
+    if !route.limits.is_empty() {
+        let applied = limit::check(config, route, ctx, req.headers(), ports).await?;
+        ctx.limit_headers = applied.headers;
+        if applied.store_error.is_some() {
+            ctx.error = applied.store_error;
+        }
     }
 
     // Phase 7, transform; phase 8, upstream.
@@ -197,6 +211,9 @@ fn check_content_length(headers: &HeaderMap, limit: u64) -> Result<(), AcceptErr
 /// Phase 9, respond: headers every answer carries, and the log record.
 fn respond<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
     response.headers_mut().insert(forward::X_REQUEST_ID, ctx.request_id.clone());
+    for (name, value) in &ctx.limit_headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
     let log = AccessLog {
         time: rfc3339(ctx.received_at),
         request_id: ctx.request_id,
@@ -238,6 +255,7 @@ impl Ctx {
             .unwrap_or_default();
         Self {
             identity: None,
+            limit_headers: Vec::new(),
             request_id: ids::request_id(headers.get(&forward::X_REQUEST_ID), &entropy),
             trace: Trace::from_header(headers.get("traceparent"), &entropy),
             peer: forward::canonical(downstream.peer),

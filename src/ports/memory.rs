@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use super::{Clock, KvError, KvStore};
+use super::{Clock, GcraStep, KvError, KvStore};
 use crate::cache::ExpiringMap;
+use crate::pipeline::gcra::{self, Decision};
 
 pub struct MemoryKv<C> {
     map: ExpiringMap<String, Vec<u8>>,
@@ -57,6 +58,27 @@ impl<C: Clock> KvStore for MemoryKv<C> {
         let current = current.map(<[u8]>::to_vec);
         let now = self.clock.now();
         Ok(self.map.compare_and_swap(key.to_string(), current.as_ref(), new.to_vec(), self.expiry(ttl), now))
+    }
+
+    /// Exact across keys: their shards stay locked for the whole step.
+    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+        let keys: Vec<String> = steps.iter().map(|s| s.key.to_string()).collect();
+        let now = self.clock.now();
+        let decisions = self.map.update_many(&keys, now, |current| {
+            let decisions: Vec<Decision> = steps
+                .iter()
+                .zip(current)
+                .map(|(s, v)| gcra::decide(gcra::decode(v.as_deref()), now_us, s.rate, s.cost))
+                .collect();
+            let writes = decisions.iter().all(|d| d.allowed).then(|| {
+                decisions
+                    .iter()
+                    .map(|d| (gcra::encode(d.tat_us).into_bytes(), Some(now + gcra::ttl(*d, now_us))))
+                    .collect()
+            });
+            (decisions, writes)
+        });
+        Ok((decisions, now_us))
     }
 }
 

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use thiserror::Error;
 
+use crate::pipeline::gcra::{self, Decision, Rate};
+
 /// Wall-clock and monotonic time. The core never reads a clock itself.
 pub trait Clock {
     /// Time since the Unix epoch (for token expiry, rate-limit arrival times and logs).
@@ -44,6 +46,65 @@ pub trait KvStore {
         new: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, KvError>;
+
+    /// One GCRA step on each key (values: `kv-schema/rate-limits.md`):
+    /// every step admits and every key is updated, or nothing is written.
+    /// Returns the decisions and the time they were made at (a store may
+    /// use its own clock, as Redis does, so a fleet shares one).
+    ///
+    /// This default reads each key and commits with compare-and-swap:
+    /// exact per key; when several keys are updated at once and another
+    /// request wins a race on a later key after earlier ones were
+    /// committed, those earlier ones stay consumed. Stores that can do
+    /// better (memory, Redis) override it.
+    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+        let mut seen = Vec::with_capacity(steps.len());
+        for step in steps {
+            seen.push(self.get(step.key).await?);
+        }
+        let mut decisions: Vec<Decision> = steps
+            .iter()
+            .zip(&seen)
+            .map(|(s, v)| gcra::decide(gcra::decode(v.as_deref()), now_us, s.rate, s.cost))
+            .collect();
+        if decisions.iter().any(|d| !d.allowed) {
+            return Ok((decisions, now_us));
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let mut attempts = 0;
+            loop {
+                let d = decisions[i];
+                let ttl = gcra::ttl(d, now_us);
+                if self
+                    .compare_and_swap(step.key, seen[i].as_deref(), gcra::encode(d.tat_us).as_bytes(), Some(ttl))
+                    .await?
+                {
+                    break;
+                }
+                attempts += 1;
+                if attempts >= CAS_ATTEMPTS {
+                    return Err(KvError(format!("`{}` changed under {CAS_ATTEMPTS} attempts in a row", step.key)));
+                }
+                seen[i] = self.get(step.key).await?;
+                decisions[i] = gcra::decide(gcra::decode(seen[i].as_deref()), now_us, step.rate, step.cost);
+                if !decisions[i].allowed {
+                    return Ok((decisions, now_us));
+                }
+            }
+        }
+        Ok((decisions, now_us))
+    }
+}
+
+/// Compare-and-swap rounds before a rate-limit update gives up.
+const CAS_ATTEMPTS: u32 = 8;
+
+/// One rate-limit check: a key, its rate and this request's cost.
+#[derive(Debug, Clone, Copy)]
+pub struct GcraStep<'a> {
+    pub key: &'a str,
+    pub rate: Rate,
+    pub cost: u64,
 }
 
 /// A key-value store failed (unreachable, refused, no atomics).

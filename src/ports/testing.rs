@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -13,7 +13,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 
 use super::memory::MemoryKv;
-use super::{Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
+use super::{Clock, GcraStep, HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions, read_body};
+use crate::pipeline::gcra::Decision;
 
 /// Drives a future whose ports never wait (everything here answers at once).
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -107,9 +108,50 @@ impl HttpClient for FakeHttp {
     }
 }
 
+/// The memory store, with a switch to make every call fail (a store outage).
+pub struct TestKv {
+    pub inner: MemoryKv<FakeClock>,
+    pub down: AtomicBool,
+}
+
+impl TestKv {
+    fn check(&self) -> Result<(), KvError> {
+        if self.down.load(Ordering::SeqCst) { Err(KvError("connection refused".into())) } else { Ok(()) }
+    }
+}
+
+impl KvStore for TestKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        self.check()?;
+        self.inner.set(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        current: Option<&[u8]>,
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        self.check()?;
+        self.inner.compare_and_swap(key, current, new, ttl).await
+    }
+    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+        self.check()?;
+        self.inner.gcra(steps, now_us).await
+    }
+}
+
 /// Fake ports bundled for the pipeline.
 pub struct FakePorts {
-    pub kv: MemoryKv<FakeClock>,
+    pub kv: TestKv,
     pub http: FakeHttp,
     pub clock: FakeClock,
 }
@@ -117,12 +159,12 @@ pub struct FakePorts {
 impl FakePorts {
     pub fn new(http: FakeHttp) -> Self {
         let clock = FakeClock::default();
-        Self { kv: MemoryKv::new(clock.clone(), 10_000), http, clock }
+        Self { kv: TestKv { inner: MemoryKv::new(clock.clone(), 10_000), down: AtomicBool::new(false) }, http, clock }
     }
 }
 
 impl Ports for FakePorts {
-    type Kv = MemoryKv<FakeClock>;
+    type Kv = TestKv;
     type Http = FakeHttp;
     type Clock = FakeClock;
     fn kv(&self) -> &Self::Kv {

@@ -40,9 +40,14 @@ pub struct Node {
 impl Node {
     /// Starts the binary on `config` text with `vars` as `PORTCULLIS_VAR_*`.
     pub fn start(config: &str, vars: &[(&str, String)]) -> Node {
+        Self::start_args(config, vars, &[])
+    }
+
+    /// Like [`Node::start`], with extra `serve` arguments.
+    pub fn start_args(config: &str, vars: &[(&str, String)], args: &[&str]) -> Node {
         let config_path = temp_path("gateway.toml");
         std::fs::write(&config_path, config).expect("write config");
-        Self::start_with(config_path, vars, &[])
+        Self::start_with(config_path, vars, args)
     }
 
     pub fn start_with(config_path: PathBuf, vars: &[(&str, String)], extra_args: &[&str]) -> Node {

@@ -1,0 +1,194 @@
+//! `[limits.NAME]`: rate-limit policies, compiled into GCRA rates. A route
+//! lists the policies that apply to it; a policy with `groups` is a tier and
+//! applies only to callers in one of those groups.
+
+use std::collections::BTreeMap;
+
+use http::HeaderName;
+use toml::Spanned;
+
+use super::raw::RawLimit;
+use super::{Compiler, parse_header_name};
+use crate::pipeline::gcra::Rate;
+
+/// A compiled policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub name: String,
+    pub rate: Rate,
+    /// The rate as written (`100/minute`), for logs.
+    pub text: String,
+    pub key: LimitKey,
+    /// Cost of one request. Default: 1.
+    pub cost: u64,
+    /// Tier: only callers in one of these groups. Default: everyone.
+    pub groups: Vec<String>,
+    /// On a store failure: admit (true, the default) or refuse with 503.
+    pub fail_open: bool,
+    /// Also send `X-RateLimit-Limit/Remaining/Reset`. Default: false.
+    pub legacy_headers: bool,
+}
+
+/// What a policy counts by. When the request has no such value (no
+/// identity, no header), it counts by client IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    /// The API-key consumer's id.
+    Consumer,
+    /// The JWT `sub`.
+    Subject,
+    Header(HeaderName),
+}
+
+const PERIODS: &[(&str, u64)] = &[
+    ("s", 1),
+    ("sec", 1),
+    ("second", 1),
+    ("m", 60),
+    ("min", 60),
+    ("minute", 60),
+    ("h", 3600),
+    ("hour", 3600),
+    ("d", 86_400),
+    ("day", 86_400),
+];
+
+/// `100/minute`, `10/s`, `5000/day`, or a count per duration: `5/10s`.
+fn parse_rate(text: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("`{text}` is not a rate: write e.g. \"10/s\", \"100/minute\", \"10000/day\" or \"5/10s\"");
+    let (count, period) = text.split_once('/').ok_or_else(bad)?;
+    let count: u64 = count.trim().parse().map_err(|_| bad())?;
+    let period = period.trim();
+    let secs = match PERIODS.iter().find(|(name, _)| *name == period) {
+        Some((_, secs)) => *secs * 1_000_000,
+        None => {
+            let d = humantime::parse_duration(period).map_err(|_| bad())?;
+            u64::try_from(d.as_micros()).map_err(|_| bad())?
+        }
+    };
+    if count == 0 || secs == 0 {
+        return Err(format!("`{text}`: the count and the period must be more than 0"));
+    }
+    Ok((count, secs))
+}
+
+impl Compiler<'_> {
+    pub(super) fn limits(&mut self, raw: &BTreeMap<String, Spanned<RawLimit>>) -> Vec<Limit> {
+        let mut out = Vec::new();
+        for (name, spanned) in raw {
+            let key = format!("limits.{name}");
+            let r = spanned.get_ref();
+            let before = self.errors.len();
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                self.error(
+                    spanned.span(),
+                    key.clone(),
+                    "policy names are letters, digits, `_` and `-` (they go into store keys)",
+                );
+            }
+            let parsed = self.check(r.rate.span(), &format!("{key}.rate"), parse_rate(r.rate.get_ref()));
+            let burst = r.burst.as_ref().map(|b| *b.get_ref());
+            if let Some(b) = &r.burst {
+                if *b.get_ref() == 0 {
+                    self.error(b.span(), format!("{key}.burst"), "must be at least 1");
+                }
+            }
+            let limit_key = match r.key.as_ref().map(|k| k.get_ref().as_str()) {
+                None | Some("client_ip") => Some(LimitKey::ClientIp),
+                Some("consumer") => Some(LimitKey::Consumer),
+                Some("subject") => Some(LimitKey::Subject),
+                Some(other) => match other.strip_prefix("header:") {
+                    Some(h) => self
+                        .check(
+                            r.key.as_ref().map_or(spanned.span(), |k| k.span()),
+                            &format!("{key}.key"),
+                            parse_header_name(h),
+                        )
+                        .map(LimitKey::Header),
+                    None => {
+                        let span = r.key.as_ref().map_or(spanned.span(), |k| k.span());
+                        self.error(
+                            span,
+                            format!("{key}.key"),
+                            format!("`{other}`: count by client_ip, consumer, subject or header:<name>"),
+                        );
+                        None
+                    }
+                },
+            };
+            let cost = r.cost.as_ref().map_or(1, |c| *c.get_ref());
+            let fail_open = match r.on_store_error.as_ref().map(|v| v.get_ref().as_str()) {
+                None | Some("allow") => true,
+                Some("deny") => false,
+                Some(other) => {
+                    let span = r.on_store_error.as_ref().map_or(spanned.span(), |v| v.span());
+                    self.error(
+                        span,
+                        format!("{key}.on_store_error"),
+                        format!("`{other}`: use \"allow\" (fail open) or \"deny\" (fail closed)"),
+                    );
+                    true
+                }
+            };
+            if self.errors.len() != before {
+                continue;
+            }
+            let (Some((count, period_us)), Some(limit_key)) = (parsed, limit_key) else { continue };
+            let Some(rate) = Rate::new(count, period_us, burst.unwrap_or(count)) else { continue };
+            out.push(Limit {
+                name: name.clone(),
+                rate,
+                text: r.rate.get_ref().clone(),
+                key: limit_key,
+                cost,
+                groups: r.groups.clone(),
+                fail_open,
+                legacy_headers: r.legacy_headers,
+            });
+        }
+        out
+    }
+
+    /// A route's `limits = ["name", ...]`, as indexes into the policies.
+    pub(super) fn route_limits(&mut self, names: &[Spanned<String>], key: &str, limits: &[Limit]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match limits.iter().position(|l| &l.name == name.get_ref()) {
+                Some(p) if out.contains(&p) => self.error(name.span(), format!("{key}[{i}]"), "listed twice"),
+                Some(p) => out.push(p),
+                None => {
+                    let known: Vec<String> = limits.iter().map(|l| format!("`{}`", l.name)).collect();
+                    self.error(
+                        name.span(),
+                        format!("{key}[{i}]"),
+                        format!(
+                            "no policy named `{}` (defined: {})",
+                            name.get_ref(),
+                            if known.is_empty() { "none".into() } else { known.join(", ") }
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("10/s"), Ok((10, 1_000_000)));
+        assert_eq!(parse_rate("100/minute"), Ok((100, 60_000_000)));
+        assert_eq!(parse_rate("10000/day"), Ok((10_000, 86_400_000_000)));
+        assert_eq!(parse_rate("5/10s"), Ok((5, 10_000_000)));
+        assert_eq!(parse_rate("5/250ms"), Ok((5, 250_000)));
+        assert!(parse_rate("0/s").unwrap_err().contains("more than 0"));
+        assert!(parse_rate("ten/s").unwrap_err().contains("not a rate"));
+        assert!(parse_rate("10").unwrap_err().contains("not a rate"));
+        assert!(parse_rate("10/fortnight").unwrap_err().contains("not a rate"));
+    }
+}

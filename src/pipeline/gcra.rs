@@ -1,0 +1,214 @@
+//! The Generic Cell Rate Algorithm, as one pure step: from the stored
+//! theoretical arrival time (TAT), the time now and the limit, to the
+//! decision and the new TAT. Every store runs exactly this arithmetic (the
+//! Redis script only makes the read-decide-write atomic), so every home
+//! gives the same answer.
+//!
+//! Time is integer microseconds since the Unix epoch: exact, no float drift,
+//! and below 2^53 so Redis' Lua numbers hold it exactly. The emission
+//! interval (time per unit of cost) is rounded *up*, so over any interval
+//! `t` the admitted cost never exceeds `burst + rate·t`.
+
+/// A rate: `count` per `period_us`, with room for `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Microseconds per unit of cost (rounded up).
+    pub interval_us: u64,
+    /// Cost that may arrive at once on an idle key.
+    pub burst: u64,
+}
+
+impl Rate {
+    /// `count` per `period_us`; `None` if `count` or `period_us` is 0.
+    pub fn new(count: u64, period_us: u64, burst: u64) -> Option<Rate> {
+        if count == 0 || period_us == 0 || burst == 0 {
+            return None;
+        }
+        Some(Rate { interval_us: period_us.div_ceil(count), burst })
+    }
+
+    /// Time for an idle key to go from empty to full: `burst` intervals.
+    pub fn window_us(&self) -> u64 {
+        self.interval_us.saturating_mul(self.burst)
+    }
+}
+
+/// The outcome of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The TAT to store if the request is admitted (unchanged if refused).
+    pub tat_us: u64,
+    /// Whole units of cost still admissible right now (after this request).
+    pub remaining: u64,
+    /// Until the key is back to a full burst.
+    pub reset_after_us: u64,
+    /// When refused: how long until the same request would be admitted;
+    /// `None` if it never would (cost above the burst).
+    pub retry_after_us: Option<u64>,
+}
+
+/// One GCRA step. `stored` is the key's TAT, if any.
+pub fn decide(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64) -> Decision {
+    let tat = stored.unwrap_or(now_us).max(now_us);
+    let window = rate.window_us();
+    let new_tat = tat.saturating_add(cost.saturating_mul(rate.interval_us));
+    // Admit if the new TAT is no further ahead of now than a full burst.
+    let allow_at = new_tat.saturating_sub(window);
+    let remaining = |tat: u64| now_us.saturating_add(window).saturating_sub(tat) / rate.interval_us;
+    if cost > rate.burst {
+        return Decision {
+            allowed: false,
+            tat_us: tat,
+            remaining: remaining(tat),
+            reset_after_us: tat - now_us,
+            retry_after_us: None,
+        };
+    }
+    if allow_at > now_us {
+        return Decision {
+            allowed: false,
+            tat_us: tat,
+            remaining: remaining(tat),
+            reset_after_us: tat - now_us,
+            retry_after_us: Some(allow_at - now_us),
+        };
+    }
+    Decision {
+        allowed: true,
+        tat_us: new_tat,
+        remaining: remaining(new_tat),
+        reset_after_us: new_tat - now_us,
+        retry_after_us: None,
+    }
+}
+
+/// A stored TAT: ASCII decimal microseconds (`kv-schema/rate-limits.md`).
+pub fn encode(tat_us: u64) -> String {
+    tat_us.to_string()
+}
+
+/// `None` for an absent or unreadable value (an unreadable one counts as idle).
+pub fn decode(value: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(value?).ok()?.trim().parse().ok()
+}
+
+/// How long a store should keep a key: until its TAT passes (then it reads
+/// as idle anyway), plus a second for clock skew between gateways.
+pub fn ttl(d: Decision, now_us: u64) -> std::time::Duration {
+    std::time::Duration::from_micros(d.tat_us.saturating_sub(now_us)) + std::time::Duration::from_secs(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEC: u64 = 1_000_000;
+    const T0: u64 = 1_767_225_600 * SEC;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let rate = Rate::new(10, SEC, 3).unwrap(); // 10/s, burst 3
+        assert_eq!(rate.interval_us, 100_000);
+        let mut tat = None;
+        for expected_remaining in [2, 1, 0] {
+            let d = decide(tat, T0, rate, 1);
+            assert!(d.allowed);
+            assert_eq!(d.remaining, expected_remaining);
+            tat = Some(d.tat_us);
+        }
+        let d = decide(tat, T0, rate, 1);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_us, Some(100_000));
+        assert_eq!(d.reset_after_us, 300_000);
+        assert_eq!(d.tat_us, tat.unwrap(), "a refusal changes nothing");
+        // Waiting exactly retry_after admits it.
+        assert!(decide(tat, T0 + 100_000, rate, 1).allowed);
+        assert!(!decide(tat, T0 + 99_999, rate, 1).allowed);
+    }
+
+    #[test]
+    fn cost_beyond_the_burst_is_never_admitted() {
+        let rate = Rate::new(1, SEC, 5).unwrap();
+        let d = decide(None, T0, rate, 6);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_us, None);
+        assert!(decide(None, T0, rate, 5).allowed);
+    }
+
+    #[test]
+    fn odd_rates_round_the_interval_up() {
+        let rate = Rate::new(3, SEC, 1).unwrap();
+        assert_eq!(rate.interval_us, 333_334);
+        assert_eq!(Rate::new(0, SEC, 1), None);
+        assert_eq!(Rate::new(10_000, 86_400 * SEC, 10_000).unwrap().interval_us, 8_640_000);
+    }
+
+    proptest! {
+        /// Over any run of arrivals, what is admitted within any interval
+        /// [a, b] is at most burst + rate·(b - a).
+        #[test]
+        fn admitted_never_exceeds_burst_plus_rate(
+            count in 1u64..50,
+            period_ms in 1u64..5_000,
+            burst in 1u64..20,
+            gaps in prop::collection::vec(0u64..200_000, 1..200),
+            costs in prop::collection::vec(1u64..5, 200),
+        ) {
+            let rate = Rate::new(count, period_ms * 1000, burst).unwrap();
+            let mut tat = None;
+            let mut now = T0;
+            let mut admitted: Vec<(u64, u64)> = Vec::new();
+            for (i, gap) in gaps.iter().enumerate() {
+                now += gap;
+                let d = decide(tat, now, rate, costs[i]);
+                if d.allowed {
+                    tat = Some(d.tat_us);
+                    admitted.push((now, costs[i]));
+                }
+            }
+            for (i, &(a, _)) in admitted.iter().enumerate() {
+                let mut total = 0;
+                for &(t, c) in &admitted[i..] {
+                    total += c;
+                    // cost admitted in [a, t] ≤ burst + (t - a) / interval
+                    prop_assert!(total <= burst + (t - a) / rate.interval_us, "{total} in {}µs", t - a);
+                }
+            }
+        }
+
+        /// A client that waits retry_after is admitted.
+        #[test]
+        fn waiting_retry_after_is_enough(
+            count in 1u64..100,
+            burst in 1u64..10,
+            cost in 1u64..10,
+            spent in 0u64..30,
+        ) {
+            let rate = Rate::new(count, SEC, burst).unwrap();
+            let mut tat = None;
+            let mut now = T0;
+            for _ in 0..spent {
+                let d = decide(tat, now, rate, 1);
+                if d.allowed { tat = Some(d.tat_us); }
+                now += 1_000;
+            }
+            let d = decide(tat, now, rate, cost);
+            match (d.allowed, d.retry_after_us) {
+                (true, _) => {}
+                (false, Some(wait)) => prop_assert!(decide(tat, now + wait, rate, cost).allowed),
+                (false, None) => prop_assert!(cost > burst),
+            }
+        }
+
+        /// Costs above the burst are always refused, whatever the state.
+        #[test]
+        fn oversized_costs_always_refused(burst in 1u64..50, extra in 1u64..50, idle in 0u64..10_000_000) {
+            let rate = Rate::new(10, SEC, burst).unwrap();
+            let d = decide(Some(T0), T0 + idle, rate, burst + extra);
+            prop_assert!(!d.allowed);
+            prop_assert_eq!(d.retry_after_us, None);
+        }
+    }
+}

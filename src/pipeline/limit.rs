@@ -1,0 +1,154 @@
+//! Phase 6, rate limit: after authorization (limits can count by who is
+//! calling), before anything reaches the origin. Every policy that applies
+//! to the route and the caller is checked in one store step, so either all
+//! admit the request or none is charged.
+//!
+//! Answers follow draft-ietf-httpapi-ratelimit-headers:
+//! `RateLimit-Policy: "per-ip";q=20;w=12` and `RateLimit: "per-ip";r=19;t=1`
+//! on every response of a limited route, `Retry-After` with 429.
+
+use http::{HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::Ctx;
+use super::gcra::Decision;
+use crate::config::auth::ProviderKind;
+use crate::config::limits::{Limit, LimitKey};
+use crate::config::{Config, Route};
+use crate::ports::{Clock, GcraStep, KvStore, Ports};
+
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LimitError {
+    #[error("rate limit exceeded")]
+    Exceeded {
+        /// Seconds until the request would pass; `None`: never (it costs more than a burst).
+        retry_after: Option<u64>,
+        headers: Headers,
+    },
+    #[error("the rate-limit store is unavailable: {0}")]
+    StoreDown(String),
+}
+
+/// What a passed check adds to the answer.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub headers: Headers,
+    /// A store failure the policies chose to ignore (fail open), for the log.
+    pub store_error: Option<String>,
+}
+
+/// The store key for a policy and what it counts (`kv-schema/rate-limits.md`).
+pub fn key(policy: &str, counted: &str) -> String {
+    let digest = Sha256::digest(counted.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("pc1:rl:{policy}:{hex}")
+}
+
+/// What a policy counts for this request: `kind:value`. Without the value
+/// a policy asks for (no identity, no header) it counts by client IP.
+fn counted(config: &Config, limit: &Limit, ctx: &Ctx, headers: &http::HeaderMap) -> String {
+    let identity_of = |want_api_key: bool| {
+        let id = ctx.identity.as_ref()?;
+        let provider = config.auth.providers.iter().find(|p| p.name == id.provider)?;
+        (matches!(provider.kind, ProviderKind::ApiKey(_)) == want_api_key)
+            .then(|| format!("{}:{}", id.provider, id.subject))
+    };
+    let value = match &limit.key {
+        LimitKey::ClientIp => None,
+        LimitKey::Consumer => identity_of(true).map(|v| format!("consumer:{v}")),
+        LimitKey::Subject => identity_of(false).map(|v| format!("subject:{v}")),
+        LimitKey::Header(name) => {
+            headers.get(name).map(|v| format!("header:{}", String::from_utf8_lossy(v.as_bytes())))
+        }
+    };
+    value.unwrap_or_else(|| format!("ip:{}", ctx.client_ip))
+}
+
+pub async fn check<P: Ports>(
+    config: &Config,
+    route: &Route,
+    ctx: &Ctx,
+    headers: &http::HeaderMap,
+    ports: &P,
+) -> Result<Applied, LimitError> {
+    let groups: &[String] = ctx.identity.as_ref().map_or(&[], |id| &id.groups);
+    let policies: Vec<&Limit> = route
+        .limits
+        .iter()
+        .map(|&i| &config.limits[i])
+        .filter(|l| l.groups.is_empty() || l.groups.iter().any(|g| groups.contains(g)))
+        .collect();
+    if policies.is_empty() {
+        return Ok(Applied::default());
+    }
+    let keys: Vec<String> = policies.iter().map(|l| key(&l.name, &counted(config, l, ctx, headers))).collect();
+    let steps: Vec<GcraStep<'_>> =
+        policies.iter().zip(&keys).map(|(l, k)| GcraStep { key: k, rate: l.rate, cost: l.cost }).collect();
+    let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
+    let decisions = match ports.kv().gcra(&steps, now_us).await {
+        Ok((decisions, _)) => decisions,
+        Err(e) if policies.iter().all(|l| l.fail_open) => {
+            return Ok(Applied {
+                headers: Vec::new(),
+                store_error: Some(format!("rate-limit store failed, request allowed: {e}")),
+            });
+        }
+        Err(e) => return Err(LimitError::StoreDown(e.to_string())),
+    };
+    if decisions.iter().all(|d| d.allowed) {
+        return Ok(Applied { headers: answer_headers(&policies, &decisions), store_error: None });
+    }
+    // Refused: nothing was charged, so a policy that would have admitted
+    // the request still has what it had before it.
+    let unspent: Vec<Decision> = policies
+        .iter()
+        .zip(&decisions)
+        .map(|(l, d)| match d.allowed {
+            true => Decision {
+                remaining: d.remaining + l.cost,
+                reset_after_us: d.reset_after_us.saturating_sub(l.cost.saturating_mul(l.rate.interval_us)),
+                ..*d
+            },
+            false => *d,
+        })
+        .collect();
+    let headers = answer_headers(&policies, &unspent);
+    let denied = decisions.iter().filter(|d| !d.allowed);
+    let retry_after =
+        denied.map(|d| d.retry_after_us.map(seconds)).collect::<Option<Vec<u64>>>().and_then(|v| v.into_iter().max());
+    Err(LimitError::Exceeded { retry_after, headers })
+}
+
+/// Whole seconds, rounded up (a client that waits this long is admitted).
+fn seconds(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+fn answer_headers(policies: &[&Limit], decisions: &[Decision]) -> Headers {
+    let mut policy = Vec::new();
+    let mut state = Vec::new();
+    for (l, d) in policies.iter().zip(decisions) {
+        policy.push(format!("\"{}\";q={};w={}", l.name, l.rate.burst, seconds(l.rate.window_us()).max(1)));
+        state.push(format!("\"{}\";r={};t={}", l.name, d.remaining, seconds(d.reset_after_us)));
+    }
+    let mut out = Vec::new();
+    let mut push = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            out.push((HeaderName::from_static(name), v));
+        }
+    };
+    push("ratelimit-policy", policy.join(", "));
+    push("ratelimit", state.join(", "));
+    // Legacy headers describe the policy closest to refusing.
+    if policies.iter().any(|l| l.legacy_headers) {
+        if let Some((l, d)) = policies.iter().zip(decisions).min_by_key(|(_, d)| d.remaining) {
+            push("x-ratelimit-limit", l.rate.burst.to_string());
+            push("x-ratelimit-remaining", d.remaining.to_string());
+            push("x-ratelimit-reset", seconds(d.reset_after_us).to_string());
+        }
+    }
+    out
+}

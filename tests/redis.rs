@@ -1,0 +1,221 @@
+//! Rate limiting across a fleet: a real `redis-server` (started here, on a
+//! free loopback port) shared by two `portcullis serve` processes.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis::native::redis_kv::RedisKv;
+use portcullis::pipeline::gcra::Rate;
+use portcullis::ports::memory::MemoryKv;
+use portcullis::ports::{Clock, GcraStep, KvStore};
+use support::origin::Origin;
+use support::{Node, get, send};
+
+/// A Redis server that lives as long as this value.
+struct Redis {
+    port: u16,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let dir = support::temp_path("redis");
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by `make deps`)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { port, child, dir }
+    }
+
+    fn start() -> Redis {
+        Self::start_on(support::closed_port())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Wall;
+
+impl Clock for Wall {
+    fn now(&self) -> Duration {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+    }
+    fn monotonic(&self) -> Duration {
+        self.now()
+    }
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_and_memory_decide_alike() {
+    let redis = Redis::start();
+    let store = RedisKv::new(&redis.url(), 2, Duration::from_secs(1)).unwrap();
+    let memory = MemoryKv::new(Wall, 1000);
+    let slow = Rate::new(1, 3_600_000_000, 3).unwrap(); // 1/hour, burst 3: no refill during the test
+    let fast = Rate::new(10, 3_600_000_000, 5).unwrap(); // coarse: Redis' clock moving by ms changes nothing
+    let now = u64::try_from(Wall.now().as_micros()).unwrap();
+    let mut outcomes = Vec::new();
+    for kv in [&store as &dyn Probe, &memory as &dyn Probe] {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let steps = [
+                GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1 },
+                GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1 },
+            ];
+            let decisions = kv.step(&steps, now).await;
+            seen.push(decisions.iter().map(|d| (d.allowed, d.remaining)).collect::<Vec<_>>());
+        }
+        outcomes.push(seen);
+    }
+    assert_eq!(outcomes[0], outcomes[1], "redis vs memory");
+    // Refused requests charge neither key: the second limit was used only 3 times.
+    assert_eq!(outcomes[0][4], vec![(false, 0), (true, 1)]);
+}
+
+/// Object-safe view of the two stores for the comparison above.
+trait Probe {
+    fn step<'a>(
+        &'a self,
+        steps: &'a [GcraStep<'a>],
+        now: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<portcullis::pipeline::gcra::Decision>> + 'a>>;
+}
+
+impl Probe for RedisKv {
+    fn step<'a>(
+        &'a self,
+        steps: &'a [GcraStep<'a>],
+        now: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<portcullis::pipeline::gcra::Decision>> + 'a>> {
+        Box::pin(async move { self.gcra(steps, now).await.unwrap().0 })
+    }
+}
+
+impl Probe for MemoryKv<Wall> {
+    fn step<'a>(
+        &'a self,
+        steps: &'a [GcraStep<'a>],
+        now: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<portcullis::pipeline::gcra::Decision>> + 'a>> {
+        Box::pin(async move { self.gcra(steps, now).await.unwrap().0 })
+    }
+}
+
+fn config(origin: &Origin) -> String {
+    format!(
+        r#"
+[limits.shared]
+rate = "20/hour"
+
+[limits.closed]
+rate = "1000/s"
+on_store_error = "deny"
+
+[services.echo]
+url = "http://127.0.0.1:{}"
+
+[[routes]]
+path = "/shared"
+service = "echo"
+limits = ["shared"]
+
+[[routes]]
+path = "/open"
+service = "echo"
+limits = ["shared"]
+
+[[routes]]
+path = "/closed"
+service = "echo"
+limits = ["closed"]
+"#,
+        origin.port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sharing_redis_never_admit_more_than_the_limit() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let args = ["--store", &redis.url()];
+    let a = Node::start_args(&config(&origin), &[], &args);
+    let b = Node::start_args(&config(&origin), &[], &args);
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let addr = if i % 2 == 0 { a.addr } else { b.addr };
+        tasks.push(tokio::spawn(async move { send(addr, get("/shared")).await.status }));
+    }
+    let mut admitted = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => admitted += 1,
+            429 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // 20/hour with a burst of 20: within seconds, at most 20 in total.
+    assert_eq!(admitted, 20, "{admitted} admitted, {refused} refused");
+    assert_eq!(origin.received().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_open_or_closed_and_recovers() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start_args(&config(&origin), &[], &["--store", &redis.url(), "--store-timeout", "200ms"]);
+    assert_eq!(send(node.addr, get("/closed")).await.status, 200);
+
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let open = send(node.addr, get("/open")).await;
+    assert_eq!(open.status, 200, "fail open");
+    assert!(open.headers.get("ratelimit").is_none(), "no limit state to report");
+    let closed = send(node.addr, get("/closed")).await;
+    assert_eq!(closed.status, 503, "fail closed");
+    assert_eq!(closed.json()["type"], "urn:portcullis:problem:rate-limit-unavailable");
+    let line = node.wait_for_log(|l| l["path"] == "/open");
+    assert!(line["error"].as_str().unwrap().contains("rate-limit store failed, request allowed"), "{line}");
+
+    let _again = Redis::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = send(node.addr, get("/closed")).await.status;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..8 {
+        let back = send(node.addr, get("/open")).await;
+        assert!(back.headers.get("ratelimit").is_some(), "limits are enforced again on every connection");
+    }
+}
