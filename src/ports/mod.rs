@@ -55,8 +55,9 @@ pub trait KvStore {
     /// This default reads each key and commits with compare-and-swap:
     /// exact per key; when several keys are updated at once and another
     /// request wins a race on a later key after earlier ones were
-    /// committed, those earlier ones stay consumed. Stores that can do
-    /// better (memory, Redis) override it.
+    /// committed, those earlier ones stay consumed. A key that keeps
+    /// changing under it ([`CAS_ATTEMPTS`] rounds) refuses the request.
+    /// Stores that can do better (memory, Redis) override it.
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         let mut seen = Vec::with_capacity(steps.len());
         for step in steps {
@@ -83,7 +84,11 @@ pub trait KvStore {
                 }
                 attempts += 1;
                 if attempts >= CAS_ATTEMPTS {
-                    return Err(KvError(format!("`{}` changed under {CAS_ATTEMPTS} attempts in a row", step.key)));
+                    // Contention, not an outage: refuse (a fail-open policy
+                    // must not admit more than its limit under load).
+                    decisions[i] =
+                        Decision { allowed: false, retry_after_us: Some(step.rate.interval_us), ..decisions[i] };
+                    return Ok((decisions, now_us));
                 }
                 seen[i] = self.get(step.key).await?;
                 decisions[i] = gcra::decide(gcra::decode(seen[i].as_deref()), now_us, step.rate, step.cost);
@@ -97,7 +102,7 @@ pub trait KvStore {
 }
 
 /// Compare-and-swap rounds before a rate-limit update gives up.
-const CAS_ATTEMPTS: u32 = 8;
+pub const CAS_ATTEMPTS: u32 = 8;
 
 /// One rate-limit check: a key, its rate and this request's cost.
 #[derive(Debug, Clone, Copy)]

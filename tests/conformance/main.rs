@@ -59,6 +59,9 @@ struct Req {
     /// Where the token goes: `header` (Authorization: Bearer, default),
     /// `cookie:<name>` or `query:<name>`.
     token_at: Option<String>,
+    /// Send the same request this many times first, unchecked (to use up a limit).
+    #[serde(default)]
+    repeat_before: usize,
 }
 
 /// A token to mint. Defaults: issuer of the key's provider, audience
@@ -209,8 +212,11 @@ fn build_request(case: &Case) -> Request<Bytes> {
 
 /// Runs one case; returns what went wrong, if anything.
 async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<String> {
-    let before = origin.received().len();
     let from = case.request.from.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    for _ in 0..case.request.repeat_before {
+        support::send_from(gateway, from, build_request(case)).await;
+    }
+    let before = origin.received().len();
     let req = build_request(case);
     let reply = if case.request.chunked {
         support::send_chunked_from(gateway, from, req).await
@@ -338,6 +344,7 @@ async fn node() {
     let node = homes::node(&origin, &idp);
     run_suite("node", node.addr, &origin).await;
     scenarios::key_rotation("node", node.addr, &idp).await;
+    scenarios::concurrent_limit("node", node.addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,6 +354,7 @@ async fn edge_wasi_p3() {
     let edge = homes::edge("p3", &origin, &idp);
     run_suite("edge WASI 0.3", edge.addr, &origin).await;
     scenarios::key_rotation("edge WASI 0.3", edge.addr, &idp).await;
+    scenarios::concurrent_limit("edge WASI 0.3", edge.addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,4 +364,5 @@ async fn edge_wasi_p2() {
     let edge = homes::edge("p2", &origin, &idp);
     run_suite("edge WASI 0.2", edge.addr, &origin).await;
     scenarios::key_rotation("edge WASI 0.2", edge.addr, &idp).await;
+    scenarios::concurrent_limit("edge WASI 0.2", edge.addr).await;
 }

@@ -67,3 +67,27 @@ pub async fn key_rotation(home: &str, addr: SocketAddr, idp: &Idp) {
     }
     assert!(idp.fetches() - before <= 1, "[{home}] a kid flood fetched {} times", idp.fetches() - before);
 }
+
+/// A burst of concurrent requests on one key never admits more than the
+/// limit (5 per hour), whatever the home's store and concurrency model.
+pub async fn concurrent_limit(home: &str, addr: SocketAddr) {
+    let burst: Vec<_> = (0..24)
+        .map(|_| {
+            tokio::spawn(async move {
+                let req = Request::get("/concurrent")
+                    .header("host", "gw.test")
+                    .header("x-client", "burst")
+                    .body(Bytes::new())
+                    .expect("request");
+                send(addr, req).await.status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for b in burst {
+        statuses.push(b.await.expect("request task"));
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(admitted, 5, "[{home}] {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "[{home}] {statuses:?}");
+}
