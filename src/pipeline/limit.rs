@@ -152,3 +152,28 @@ fn answer_headers(policies: &[&Limit], decisions: &[Decision]) -> Headers {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::gcra;
+
+    #[test]
+    fn kv_schema_rate_limits_matches_the_code() {
+        let doc = include_str!("../../kv-schema/rate-limits.md");
+        let block = |tag: &str| {
+            let start = doc.find(&format!("```{tag}\n")).expect("block") + tag.len() + 4;
+            doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
+        };
+        let layout = block("text key");
+        let prefix = layout.strip_suffix("{policy}:{sha256-hex}").expect("layout");
+        let k = key("per_ip", "ip:203.0.113.9");
+        let rest = k.strip_prefix(prefix).expect("prefix");
+        let (policy, hex) = rest.split_once(':').expect("policy:hash");
+        assert_eq!(policy, "per_ip");
+        assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let example = block("text value");
+        let tat = gcra::decode(Some(example.as_bytes())).expect("the example value decodes");
+        assert_eq!(gcra::encode(tat), example);
+    }
+}
