@@ -10,6 +10,8 @@
 //!         --rate 5000 --connections 16 --seconds 10
 //!
 //! Prints one JSON object: requests, errors, achieved rate, p50/p90/p99/p99.9/max in µs.
+//! `--header "name: value"` (repeatable) adds request headers;
+//! `loadgen mint <PEM>` prints a token for the bench config's JWT route.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use tokio::net::TcpStream;
 
 struct Args {
     url: http::Uri,
+    headers: Vec<(String, String)>,
     rate: f64,
     connections: usize,
     seconds: f64,
@@ -27,7 +30,8 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { url: http::Uri::default(), rate: 1000.0, connections: 16, seconds: 10.0, warmup: 2.0 };
+    let mut a =
+        Args { url: http::Uri::default(), headers: Vec::new(), rate: 1000.0, connections: 16, seconds: 10.0, warmup: 2.0 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -37,6 +41,10 @@ fn args() -> Result<Args, String> {
             "--connections" => a.connections = value.parse().map_err(|e| format!("--connections: {e}"))?,
             "--seconds" => a.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--warmup" => a.warmup = value.parse().map_err(|e| format!("--warmup: {e}"))?,
+            "--header" => {
+                let (k, v) = value.split_once(':').ok_or("--header name: value")?;
+                a.headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -107,8 +115,30 @@ async fn connection(args: &Args, offset: Duration, interval: Duration, start: In
     samples
 }
 
+/// `loadgen mint <private key PEM>`: an RS256 token (kid `rs`) for the
+/// bench config's JWT route, valid for a day.
+fn mint(pem_path: &str) -> Result<String, String> {
+    let pem = std::fs::read(pem_path).map_err(|e| e.to_string())?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    let claims = serde_json::json!({"iss": "https://idp.bench/", "aud": "api", "sub": "bench", "exp": now + 86_400});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("rs".into());
+    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("mint") {
+        match std::env::args().nth(2).ok_or_else(|| "mint <private key PEM>".to_string()).and_then(|p| mint(&p)) {
+            Ok(token) => println!("{token}"),
+            Err(e) => {
+                eprintln!("loadgen mint: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     let args = match args() {
         Ok(a) => std::sync::Arc::new(a),
         Err(e) => {

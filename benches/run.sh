@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Side-by-side benchmarks, one run, same machine, same load generator:
+# Side-by-side end-to-end benchmarks, one run, same machine, same load
+# generator (plus `cargo bench --bench core` for the micro-benchmarks):
 #
-#   benches/run.sh            # all of it (~5 min after the builds)
+#   benches/run.sh                      # everything (~10 min after the builds)
 #   SECONDS_PER_RUN=5 benches/run.sh
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
-# CPU 0 with one worker thread; the origin and the load generator share CPU 1.
-# Peak throughput: wrk -t1 -c16 (keep-alive). Latency: benches/loadgen.rs,
-# open loop at half of each target's peak, latency from the scheduled send.
+# CPU 0 with one worker thread; the origin, Redis and the load generator
+# share CPU 1. Peak throughput: wrk -t1 -c16 (keep-alive). Latency:
+# benches/loadgen.rs, open loop at a fixed rate (half of the node's peak on
+# /hello, or of each component's own peak), latency from the scheduled send.
 #
-# Targets:
-#   direct            wrk → origin
-#   nginx             one worker, keep-alive upstream (benches/nginx.conf)
-#   node              portcullis serve --workers 1
-#   hello-p2/p3       the smallest Spin component per flavour, in the test host
-#   edge-p2/p3        the Portcullis component per flavour, in the test host
+# Targets (all proxy GET /hello on the demo origin, 13-byte body):
+#   direct               wrk -> origin
+#   nginx                one worker, keep-alive upstream (benches/nginx.conf)
+#   node                 portcullis serve --workers 1
+#   node-jwt             ... route with RS256 JWT auth (cached token)
+#   node-limited         ... route with a rate limit, in-memory store
+#   node-limited-redis   ... the same limit, Redis store
+#   hello-p2/p3          the smallest Spin component of each flavour, in the test host
+#   edge-p2/p3           the Portcullis component, in the test host
+#   edge-p2/p3-jwt       ... on the JWT route
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +32,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-for tool in wrk nginx taskset; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx util-linux" >&2; exit 1; }
+for tool in wrk nginx taskset redis-server curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx redis-server curl util-linux" >&2; exit 1; }
 done
 
 echo "== building (release)" >&2
@@ -35,72 +41,118 @@ cargo build --release --bin portcullis --example demo_origin --example loadgen >
 cargo build --release -p portcullis-edge-host >&2
 for f in p2 p3; do
   edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm >&2
-  edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --release --features $f --crate-type cdylib >&2
+  edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
   cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
 done
 HOST=$T/release/portcullis-edge-host
+LOADGEN=$T/release/examples/loadgen
+TOKEN=$("$LOADGEN" mint tests/fixtures/keys/rsa1.pem)
 
-wait_http() { # url → ms until the first 200
+wait_http() { # url [header] → ms until the first 200
   local start=$(date +%s%N)
   for _ in $(seq 1 2000); do
-    if curl -sf -o /dev/null "$1"; then echo $(( ($(date +%s%N) - start) / 1000000 )); return 0; fi
+    if curl -sf -o /dev/null ${2:+-H "$2"} "$1"; then echo $(( ($(date +%s%N) - start) / 1000000 )); return 0; fi
     sleep 0.005
   done
   echo "no answer from $1" >&2; return 1
+}
+
+listening() { # file → the address a host or node said it listens on
+  for _ in $(seq 1 2000); do
+    local a; a=$(grep -o '127\.0\.0\.1:[0-9]*' "$1" 2>/dev/null | head -1 || true)
+    [ -n "$a" ] && { echo "$a"; return 0; }
+    sleep 0.005
+  done
+  echo "nothing listening (see $1)" >&2; return 1
 }
 
 # Ports below Linux's ephemeral range (32768+), so no client socket holds them.
 ORIGIN_PORT=$(shuf -i 20000-25999 -n 1)
 taskset -c 1 "$T/release/examples/demo_origin" "127.0.0.1:$ORIGIN_PORT" 2>/dev/null & PIDS+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/hello" >/dev/null
+REDIS_PORT=$(shuf -i 26000-27999 -n 1)
+taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!)
 
-measure() { # name url started_ms
-  local name=$1 url=$2 startup=${3:--}
-  taskset -c 1 wrk -t1 -c$CONNS -d2s "$url" >/dev/null   # warm up
-  local out; out=$(taskset -c 1 wrk -t1 -c$CONNS -d${SECS}s --latency "$url")
-  local rps p50 p99
+RATE=""   # the fixed rate for the latency runs, set from the node's peak
+measure() { # name url started_ms [header]
+  local name=$1 url=$2 startup=${3:--} header=${4:-}
+  local h=(); [ -n "$header" ] && h=(-H "$header")
+  taskset -c 1 wrk -t1 -c$CONNS -d2s "${h[@]}" "$url" >/dev/null
+  local out; out=$(taskset -c 1 wrk -t1 -c$CONNS -d${SECS}s --latency "${h[@]}" "$url")
+  local rps p50 p99 errors
   rps=$(awk '/Requests\/sec/ {print int($2)}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  local half=$(( rps / 2 ))
-  local lat; lat=$(taskset -c 1 "$T/release/examples/loadgen" --url "$url" --rate "$half" --connections $CONNS --seconds "$SECS" --warmup 2)
-  local lp50 lp99 errors
+  errors=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  local rate=${RATE:-$(( rps / 2 ))}
+  [ "$rate" -gt $(( rps * 9 / 10 )) ] && rate=$(( rps / 2 ))
+  local g=(); [ -n "$header" ] && g=(--header "$header")
+  local lat; lat=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$rate" --connections $CONNS --seconds "$SECS" --warmup 2 "${g[@]}")
+  local lp50 lp99 lerr
   lp50=$(grep -o '"p50_us":[0-9]*' <<<"$lat" | cut -d: -f2)
   lp99=$(grep -o '"p99_us":[0-9]*' <<<"$lat" | cut -d: -f2)
-  errors=$(grep -o '"errors":[0-9]*' <<<"$lat" | cut -d: -f2)
-  printf '| %-9s | %8s | %8s | %8s | %8s | %9s | %9s | %6s | %8s |\n' "$name" "$rps" "$p50" "$p99" "$half" "$lp50" "$lp99" "$errors" "$startup"
+  lerr=$(grep -o '"errors":[0-9]*' <<<"$lat" | cut -d: -f2)
+  printf '| %-18s | %8s | %8s | %8s | %7s | %8s | %8s | %6s | %8s |\n' \
+    "$name" "$rps" "$p50" "$p99" "$rate" "$lp50" "$lp99" "$(( ${errors:-0} + lerr ))" "$startup"
+  LAST_RPS=$rps
+}
+
+node() { # name path [serve args...]
+  local name=$1 path=$2; shift 2
+  local start; start=$(date +%s%N)
+  PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
+    --config benches/gateway.toml --listen 127.0.0.1:0 "$@" >/dev/null 2>"$WORK/$name.err" & PIDS+=($!)
+  local addr; addr=$(listening "$WORK/$name.err")
+  local header=""; [ "$path" = /jwt ] && header="authorization: Bearer $TOKEN"
+  wait_http "http://$addr$path" "$header" >/dev/null
+  measure "$name" "http://$addr$path" $(( ($(date +%s%N) - start) / 1000000 )) "$header"
+  kill "${PIDS[-1]}"
+}
+
+edge() { # name wasm path
+  local name=$1 wasm=$2 path=$3
+  local start; start=$(date +%s%N)
+  taskset -c 0 "$HOST" serve "$wasm" --listen 127.0.0.1:0 --var "origin_port=$ORIGIN_PORT" >"$WORK/$name.out" 2>"$WORK/$name.err" & PIDS+=($!)
+  local addr; addr=$(listening "$WORK/$name.out")
+  local header=""; [ "$path" = /jwt ] && header="authorization: Bearer $TOKEN"
+  wait_http "http://$addr$path" "$header" >/dev/null
+  local started=$(( ($(date +%s%N) - start) / 1000000 ))
+  measure "$name" "http://$addr$path" "$started" "$header"
+  kill "${PIDS[-1]}"
 }
 
 echo
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; ${SECS}s per run, $CONNS connections"
 echo
-echo "| target    | peak rps | wrk p50  | wrk p99  | half rps | p50 @half | p99 @half | errors | start ms |"
-echo "|-----------|---------:|---------:|---------:|---------:|----------:|----------:|-------:|---------:|"
+echo "| target             | peak rps | wrk p50  | wrk p99  | at rps  | p50 µs   | p99 µs   | errors | start ms |"
+echo "|--------------------|---------:|---------:|---------:|--------:|---------:|---------:|-------:|---------:|"
 
+node node /hello
+RATE=$(( LAST_RPS / 2 ))
 measure direct "http://127.0.0.1:$ORIGIN_PORT/hello"
 
-NGINX_PORT=$(shuf -i 26000-28999 -n 1)
+NGINX_PORT=$(shuf -i 28000-30999 -n 1)
 mkdir -p "$WORK/nginx"
 sed -e "s|__PREFIX__|$WORK/nginx|g" -e "s|__LISTEN__|127.0.0.1:$NGINX_PORT|" -e "s|__ORIGIN__|127.0.0.1:$ORIGIN_PORT|" \
   benches/nginx.conf > "$WORK/nginx/nginx.conf"
+start=$(date +%s%N)
 taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" 2>/dev/null & PIDS+=($!)
-ms=$(wait_http "http://127.0.0.1:$NGINX_PORT/hello")
-measure nginx "http://127.0.0.1:$NGINX_PORT/hello" "$ms"
-
-NODE_PORT=$(shuf -i 29000-30999 -n 1)
-PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
-  --config benches/gateway.toml --listen "127.0.0.1:$NODE_PORT" >/dev/null 2>"$WORK/node.err" & PIDS+=($!)
-ms=$(wait_http "http://127.0.0.1:$NODE_PORT/hello")
-measure node "http://127.0.0.1:$NODE_PORT/hello" "$ms"
+wait_http "http://127.0.0.1:$NGINX_PORT/hello" >/dev/null
+measure nginx "http://127.0.0.1:$NGINX_PORT/hello" $(( ($(date +%s%N) - start) / 1000000 ))
 kill "${PIDS[-1]}"
 
-for target in hello-p2 hello-p3 edge-p2 edge-p3; do
-  wasm=target/edge/${target/edge-/bench-}.wasm
-  port=$(shuf -i 31000-32700 -n 1)
-  taskset -c 0 "$HOST" serve "$wasm" --listen "127.0.0.1:$port" --var "origin_port=$ORIGIN_PORT" >/dev/null 2>"$WORK/$target.err" & PIDS+=($!)
-  ms=$(wait_http "http://127.0.0.1:$port/hello")
-  measure "$target" "http://127.0.0.1:$port/hello" "$ms"
-  kill "${PIDS[-1]}"
+node node-jwt /jwt
+node node-limited /limited
+node node-limited-redis /limited --store "redis://127.0.0.1:$REDIS_PORT"
+
+# Each flavour: Portcullis first; then its hello-world and JWT route at the
+# same fixed rate (half of Portcullis' peak), so the p50s compare directly.
+for f in p2 p3; do
+  RATE=""
+  edge edge-$f target/edge/bench-$f.wasm /hello
+  RATE=$(( LAST_RPS / 2 ))
+  edge hello-$f target/edge/hello-$f.wasm /hello
+  edge edge-$f-jwt target/edge/bench-$f.wasm /jwt
 done
 
 echo
