@@ -102,7 +102,9 @@ fn config_benches(c: &mut Criterion) {
     let mut vars = Variables::new();
     vars.insert("origin_port", "9080");
     let bench = include_str!("gateway.toml");
-    c.bench_function("config/compile-bench", |b| b.iter(|| Config::parse(black_box(bench), "gateway.toml", &vars).unwrap()));
+    c.bench_function("config/compile-bench", |b| {
+        b.iter(|| Config::parse(black_box(bench), "gateway.toml", &vars).unwrap())
+    });
     let conformance = include_str!("../tests/conformance/gateway.toml");
     let mut all = Variables::new();
     for name in portcullis::config::vars::referenced(conformance) {
@@ -127,7 +129,8 @@ fn key(file: &str, kid: &str, alg: Algorithm) -> (EncodingKey, Jwk) {
 }
 
 fn jwt_benches(c: &mut Criterion) {
-    let algs = [("rsa1", "rs", Algorithm::RS256), ("ec256", "es", Algorithm::ES256), ("ed25519", "ed", Algorithm::EdDSA)];
+    let algs =
+        [("rsa1", "rs", Algorithm::RS256), ("ec256", "es", Algorithm::ES256), ("ed25519", "ed", Algorithm::EdDSA)];
     let keys: Vec<_> = algs.iter().map(|(f, kid, alg)| (key(f, kid, *alg), *kid, *alg)).collect();
     let set = JwkSet { keys: keys.iter().map(|((_, jwk), _, _)| jwk.clone()).collect() };
     let text = r#"
@@ -145,10 +148,12 @@ auth = { any_of = ["corp"] }
 "#;
     let config = Config::parse(text, "bench.toml", &Variables::new()).unwrap();
     let route = config.routes[0].auth.clone().unwrap();
-    let ports = BenchPorts { kv: MemoryKv::new(Fixed, 100_000), http: Jwks(Bytes::from(serde_json::to_vec(&set).unwrap())) };
+    let ports =
+        BenchPorts { kv: MemoryKv::new(Fixed, 100_000), http: Jwks(Bytes::from(serde_json::to_vec(&set).unwrap())) };
     let warm = Arc::new(AuthCaches::new(&config.auth));
     for ((enc, _), kid, alg) in &keys {
-        let claims = serde_json::json!({"iss": "https://idp.bench/", "aud": "api", "sub": "bench", "exp": NOW.as_secs() + 3600});
+        let claims =
+            serde_json::json!({"iss": "https://idp.bench/", "aud": "api", "sub": "bench", "exp": NOW.as_secs() + 3600});
         let mut header = Header::new(*alg);
         header.kid = Some(kid.to_string());
         let token = jsonwebtoken::encode(&header, &claims, enc).unwrap();

@@ -30,8 +30,14 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut a =
-        Args { url: http::Uri::default(), headers: Vec::new(), rate: 1000.0, connections: 16, seconds: 10.0, warmup: 2.0 };
+    let mut a = Args {
+        url: http::Uri::default(),
+        headers: Vec::new(),
+        rate: 1000.0,
+        connections: 16,
+        seconds: 10.0,
+        warmup: 2.0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -90,11 +96,11 @@ async fn connection(args: &Args, offset: Duration, interval: Duration, start: In
         }
         let ok = match sender.as_mut() {
             Some(s) => {
-                let req = http::Request::get(path.as_str())
-                    .header("host", &authority)
-                    .body(Empty::<Bytes>::new())
-                    .expect("request");
-                match s.send_request(req).await {
+                let mut req = http::Request::get(path.as_str()).header("host", &authority);
+                for (k, v) in &args.headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                match s.send_request(req.body(Empty::<Bytes>::new()).expect("request")).await {
                     Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
                     Err(_) => false,
                 }

@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::kv::Kv;
+use crate::outbound::{Hooks, Pools};
 use crate::spin;
 
 /// Per-instance state.
@@ -17,6 +18,7 @@ pub struct Host {
     pub table: ResourceTable,
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
+    hooks: Hooks,
     /// Shared by all instances: Spin variables and key-value data.
     pub platform: Arc<Platform>,
 }
@@ -25,11 +27,14 @@ pub struct Host {
 pub struct Platform {
     pub variables: BTreeMap<String, String>,
     pub kv: Kv,
+    /// Outbound connections, pooled across instances as Spin pools them.
+    pub pools: Pools,
 }
 
 impl Host {
     pub fn new(wasi: WasiCtx, platform: Arc<Platform>) -> Self {
-        Self { table: ResourceTable::new(), wasi, http: WasiHttpCtx::new(), platform }
+        let hooks = Hooks { pools: platform.pools.clone() };
+        Self { table: ResourceTable::new(), wasi, http: WasiHttpCtx::new(), hooks, platform }
     }
 }
 
@@ -41,7 +46,7 @@ impl WasiView for Host {
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: Default::default() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod host;
 mod kv;
+mod outbound;
 mod run;
 mod serve;
 mod spin;
@@ -78,8 +79,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { component, listen, vars, stores, reuse, concurrency, idle_timeout_ms } => {
             let stores = if stores.is_empty() { vec!["default".to_string()] } else { stores };
-            let platform =
-                host::Platform { variables: vars.into_iter().collect::<BTreeMap<_, _>>(), kv: kv::Kv::new(stores) };
+            let platform = host::Platform {
+                variables: vars.into_iter().collect::<BTreeMap<_, _>>(),
+                kv: kv::Kv::new(stores),
+                pools: Default::default(),
+            };
             let opts = serve::ServeOptions {
                 component,
                 listen,
