@@ -252,3 +252,62 @@ async fn hyper_backstop_limits_and_garbage_never_take_the_node_down() {
     let _ = raw(node.addr, b"GET /echo/bytes/5000000 HTTP/1.1\r\nhost: a\r\n\r\n", Duration::from_millis(1)).await;
     assert_eq!(send(node.addr, get("/echo/ok")).await.status, 200);
 }
+
+/// A TLS origin on loopback whose certificate (for `localhost`) is signed by
+/// a test CA; returns its port and the CA in PEM.
+async fn tls_origin() -> (u16, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from_static(b"over tls"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origins_are_verified_against_the_trusted_roots() {
+    let (port, ca) = tls_origin().await;
+    let ca_file = support::temp_path("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let cfg =
+        format!("[services.tls]\nurl = \"https://localhost:{port}\"\n[[routes]]\npath = \"/tls\"\nservice = \"tls\"\n");
+    let trusting = Node::start_env(&cfg, &[], &[], &[("SSL_CERT_FILE", ca_file.to_str().unwrap())]);
+    let reply = send(trusting.addr, get("/tls")).await;
+    assert_eq!((reply.status, &reply.body[..]), (200, &b"over tls"[..]));
+
+    // Without the test CA among its roots the node refuses the origin's certificate.
+    let empty = support::temp_path("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let strict = Node::start_env(&cfg, &[], &[], &[("SSL_CERT_FILE", empty.to_str().unwrap())]);
+    let reply = send(strict.addr, get("/tls")).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["type"], "urn:portcullis:problem:upstream-unavailable");
+}

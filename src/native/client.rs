@@ -1,12 +1,15 @@
 //! Outbound HTTP for the node: hyper's pooled client, keep-alive on, one
 //! pool per distinct connect timeout (hyper fixes the timeout per connector;
-//! configs have a handful of distinct values, so this stays tiny).
+//! configs have a handful of distinct values, so this stays tiny). HTTPS
+//! origins go over rustls, verified against the system's roots (which
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` can replace).
 
 use std::error::Error as _;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http::{Request, Response};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -15,12 +18,33 @@ use super::NodeBody;
 use crate::body::BodyFailure;
 use crate::ports::{HttpClient, UpstreamError, UpstreamOptions};
 
-type Pool = Client<HttpConnector, NodeBody>;
+type Pool = Client<HttpsConnector<HttpConnector>, NodeBody>;
 
 /// The node's [`HttpClient`].
-#[derive(Default)]
 pub struct HyperClient {
     pools: RwLock<Vec<(Duration, Pool)>>,
+    tls: rustls::ClientConfig,
+}
+
+impl HyperClient {
+    /// Loads the system's root certificates (once, at start-up).
+    pub fn new() -> std::io::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            // A certificate the store cannot use is skipped, not fatal.
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            tracing::warn!(errors = ?found.errors, "no usable root certificates: https origins will fail verification");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { pools: RwLock::default(), tls })
+    }
 }
 
 impl HyperClient {
@@ -34,10 +58,15 @@ impl HyperClient {
         if let Some((_, pool)) = write.iter().find(|(t, _)| *t == connect_timeout) {
             return pool.clone();
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(self.tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let pool = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -103,8 +103,8 @@ pub struct NodePorts {
 }
 
 impl NodePorts {
-    pub fn new(kv: NodeKv) -> Self {
-        Self { kv, http: HyperClient::default(), clock: SystemClock(TokioSleep) }
+    pub fn new(kv: NodeKv) -> std::io::Result<Self> {
+        Ok(Self { kv, http: HyperClient::new()?, clock: SystemClock(TokioSleep) })
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ports: NodePorts::new(match &opts.store {
             Store::Memory => NodeKv::memory(),
             Store::Redis { url, connections, timeout } => NodeKv::Redis(RedisKv::new(url, *connections, *timeout)?),
-        }),
+        })?,
         log: AccessLogSink::stdout(),
     });
     tracing::info!(addr = %local, config = %opts.config.display(), "listening");

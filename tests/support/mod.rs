@@ -45,13 +45,23 @@ impl Node {
 
     /// Like [`Node::start`], with extra `serve` arguments.
     pub fn start_args(config: &str, vars: &[(&str, String)], args: &[&str]) -> Node {
+        Self::start_env(config, vars, args, &[])
+    }
+
+    /// Like [`Node::start_args`], with extra environment variables.
+    pub fn start_env(config: &str, vars: &[(&str, String)], args: &[&str], env: &[(&str, &str)]) -> Node {
         let config_path = temp_path("gateway.toml");
         std::fs::write(&config_path, config).expect("write config");
-        Self::start_with(config_path, vars, args)
+        Self::spawn(config_path, vars, args, env)
     }
 
     pub fn start_with(config_path: PathBuf, vars: &[(&str, String)], extra_args: &[&str]) -> Node {
+        Self::spawn(config_path, vars, extra_args, &[])
+    }
+
+    fn spawn(config_path: PathBuf, vars: &[(&str, String)], extra_args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--config"])
             .arg(&config_path)
             .args(extra_args)
