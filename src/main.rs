@@ -143,8 +143,7 @@ mod cli {
             }
             line.trim_end_matches(['\r', '\n']).to_string()
         };
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = portcullis::pipeline::ids::hex(&sha2::Sha256::digest(key.as_bytes()));
         if generate {
             println!("key:        {key}");
             println!("key_sha256: {hex}");

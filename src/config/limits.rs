@@ -27,6 +27,8 @@ pub struct Limit {
     pub fail_open: bool,
     /// Also send `X-RateLimit-Limit/Remaining/Reset`. Default: false.
     pub legacy_headers: bool,
+    /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
+    pub policy_item: String,
 }
 
 /// What a policy counts by. When the request has no such value (no
@@ -136,7 +138,9 @@ impl Compiler<'_> {
             }
             let (Some((count, period_us)), Some(limit_key)) = (parsed, limit_key) else { continue };
             let Some(rate) = Rate::new(count, period_us, burst.unwrap_or(count)) else { continue };
+            let window = rate.window_us().div_ceil(1_000_000).max(1);
             out.push(Limit {
+                policy_item: format!("\"{name}\";q={};w={window}", rate.burst),
                 name: name.clone(),
                 rate,
                 text: r.rate.get_ref().clone(),

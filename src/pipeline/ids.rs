@@ -143,7 +143,8 @@ fn lower_hex(b: &[u8]) -> bool {
     b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

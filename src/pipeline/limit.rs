@@ -7,12 +7,15 @@
 //! `RateLimit-Policy: "per-ip";q=20;w=12` and `RateLimit: "per-ip";r=19;t=1`
 //! on every response of a limited route, `Retry-After` with 429.
 
+use std::fmt::Write as _;
+
 use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::Ctx;
 use super::gcra::Decision;
+use super::ids::hex;
 use crate::config::auth::ProviderKind;
 use crate::config::limits::{Limit, LimitKey};
 use crate::config::{Config, Route};
@@ -42,9 +45,12 @@ pub struct Applied {
 
 /// The store key for a policy and what it counts (`kv-schema/rate-limits.md`).
 pub fn key(policy: &str, counted: &str) -> String {
-    let digest = Sha256::digest(counted.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("pc1:rl:{policy}:{hex}")
+    let mut key = String::with_capacity(8 + policy.len() + 65);
+    key.push_str("pc1:rl:");
+    key.push_str(policy);
+    key.push(':');
+    key.push_str(&hex(&Sha256::digest(counted.as_bytes())));
+    key
 }
 
 /// What a policy counts for this request: `kind:value`. Without the value
@@ -128,11 +134,15 @@ fn seconds(us: u64) -> u64 {
 }
 
 fn answer_headers(policies: &[&Limit], decisions: &[Decision]) -> Headers {
-    let mut policy = Vec::new();
-    let mut state = Vec::new();
-    for (l, d) in policies.iter().zip(decisions) {
-        policy.push(format!("\"{}\";q={};w={}", l.name, l.rate.burst, seconds(l.rate.window_us()).max(1)));
-        state.push(format!("\"{}\";r={};t={}", l.name, d.remaining, seconds(d.reset_after_us)));
+    let mut policy = String::with_capacity(policies.len() * 32);
+    let mut state = String::with_capacity(policies.len() * 32);
+    for (i, (l, d)) in policies.iter().zip(decisions).enumerate() {
+        if i > 0 {
+            policy.push_str(", ");
+            state.push_str(", ");
+        }
+        policy.push_str(&l.policy_item);
+        let _ = write!(state, "\"{}\";r={};t={}", l.name, d.remaining, seconds(d.reset_after_us));
     }
     let mut out = Vec::new();
     let mut push = |name: &'static str, value: String| {
@@ -140,8 +150,8 @@ fn answer_headers(policies: &[&Limit], decisions: &[Decision]) -> Headers {
             out.push((HeaderName::from_static(name), v));
         }
     };
-    push("ratelimit-policy", policy.join(", "));
-    push("ratelimit", state.join(", "));
+    push("ratelimit-policy", policy);
+    push("ratelimit", state);
     // Legacy headers describe the policy closest to refusing.
     if policies.iter().any(|l| l.legacy_headers) {
         if let Some((l, d)) = policies.iter().zip(decisions).min_by_key(|(_, d)| d.remaining) {

@@ -266,9 +266,7 @@ fn digest(provider: &str, credential: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::pipeline::ids::hex;
 
 #[cfg(test)]
 mod tests;
