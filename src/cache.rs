@@ -14,8 +14,11 @@ use std::time::Duration;
 
 const SHARDS: usize = 32;
 
+type Shard<K, V> = Mutex<HashMap<K, Entry<V>>>;
+type Guard<'a, K, V> = MutexGuard<'a, HashMap<K, Entry<V>>>;
+
 pub struct ExpiringMap<K, V> {
-    shards: Box<[Mutex<HashMap<K, Entry<V>>>]>,
+    shards: Box<[Shard<K, V>]>,
     hasher: RandomState,
     per_shard: usize,
 }
@@ -45,7 +48,7 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
         Self { shards, hasher: RandomState::new(), per_shard: max_entries.div_ceil(SHARDS).max(1) }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, HashMap<K, Entry<V>>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> Guard<'_, K, V> {
         lock(&self.shards[self.hasher.hash_one(key) as usize % SHARDS])
     }
 
@@ -110,8 +113,7 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
         let mut shards: Vec<usize> = keys.iter().map(index).collect();
         shards.sort_unstable();
         shards.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, HashMap<K, Entry<V>>>)> =
-            shards.iter().map(|&i| (i, lock(&self.shards[i]))).collect();
+        let mut guards: Vec<(usize, Guard<'_, K, V>)> = shards.iter().map(|&i| (i, lock(&self.shards[i]))).collect();
         let mut shard_of = |k: &K| {
             let i = index(k);
             guards.iter().position(|(s, _)| *s == i).unwrap_or(0)

@@ -364,10 +364,10 @@ impl Compiler<'_> {
             stale_for: self.duration(&raw.stale_for, &format!("{key}.stale_for"), d.stale_for),
             fetch_timeout: self.duration(&raw.fetch_timeout, &format!("{key}.fetch_timeout"), d.fetch_timeout),
         };
-        if policy.min_ttl > policy.max_ttl {
-            if let Some(v) = &raw.min_ttl {
-                self.error(v.span(), format!("{key}.min_ttl"), "is longer than max_ttl");
-            }
+        if policy.min_ttl > policy.max_ttl
+            && let Some(v) = &raw.min_ttl
+        {
+            self.error(v.span(), format!("{key}.min_ttl"), "is longer than max_ttl");
         }
         policy
     }

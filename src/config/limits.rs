@@ -91,10 +91,10 @@ impl Compiler<'_> {
             }
             let parsed = self.check(r.rate.span(), &format!("{key}.rate"), parse_rate(r.rate.get_ref()));
             let burst = r.burst.as_ref().map(|b| *b.get_ref());
-            if let Some(b) = &r.burst {
-                if *b.get_ref() == 0 {
-                    self.error(b.span(), format!("{key}.burst"), "must be at least 1");
-                }
+            if let Some(b) = &r.burst
+                && *b.get_ref() == 0
+            {
+                self.error(b.span(), format!("{key}.burst"), "must be at least 1");
             }
             let limit_key = match r.key.as_ref().map(|k| k.get_ref().as_str()) {
                 None | Some("client_ip") => Some(LimitKey::ClientIp),

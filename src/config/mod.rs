@@ -418,10 +418,10 @@ impl Compiler<'_> {
             let mut methods: Vec<Method> = Vec::new();
             for (j, m) in list.iter().enumerate() {
                 let parsed = parse_method(m.get_ref());
-                if let Some(m) = self.check(m.span(), &format!("routes[{i}].methods[{j}]"), parsed) {
-                    if !methods.contains(&m) {
-                        methods.push(m);
-                    }
+                if let Some(m) = self.check(m.span(), &format!("routes[{i}].methods[{j}]"), parsed)
+                    && !methods.contains(&m)
+                {
+                    methods.push(m);
                 }
             }
             methods

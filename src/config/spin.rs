@@ -105,10 +105,10 @@ pub fn missing_outbound_hosts(config: &Config, manifest: &str) -> Result<Vec<Str
         }
     }
     for provider in &config.auth.providers {
-        if let ProviderKind::Jwt(jwt) = &provider.kind {
-            if let KeySource::Jwks(uri) = &jwt.keys {
-                wanted.push((uri.clone(), format!("jwks_uri {uri} of auth.jwt.{}", provider.name)));
-            }
+        if let ProviderKind::Jwt(jwt) = &provider.kind
+            && let KeySource::Jwks(uri) = &jwt.keys
+        {
+            wanted.push((uri.clone(), format!("jwks_uri {uri} of auth.jwt.{}", provider.name)));
         }
     }
     let mut missing = Vec::new();

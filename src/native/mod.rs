@@ -43,7 +43,8 @@ pub type NodeClock = SystemClock<TokioSleep>;
 /// service), or Redis for a fleet that shares rate limits and key sets.
 pub enum NodeKv {
     Memory(MemoryKv<NodeClock>),
-    Redis(redis_kv::RedisKv),
+    /// Boxed: the pooled client is large and the memory variant is hot.
+    Redis(Box<redis_kv::RedisKv>),
 }
 
 impl NodeKv {

@@ -62,7 +62,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         gateway: ArcSwap::from_pointee(Gateway::new(config)),
         ports: NodePorts::new(match &opts.store {
             Store::Memory => NodeKv::memory(),
-            Store::Redis { url, connections, timeout } => NodeKv::Redis(RedisKv::new(url, *connections, *timeout)?),
+            Store::Redis { url, connections, timeout } => {
+                NodeKv::Redis(Box::new(RedisKv::new(url, *connections, *timeout)?))
+            }
         })?,
         log: AccessLogSink::stdout(),
     });

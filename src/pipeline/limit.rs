@@ -153,12 +153,12 @@ fn answer_headers(policies: &[&Limit], decisions: &[Decision]) -> Headers {
     push("ratelimit-policy", policy);
     push("ratelimit", state);
     // Legacy headers describe the policy closest to refusing.
-    if policies.iter().any(|l| l.legacy_headers) {
-        if let Some((l, d)) = policies.iter().zip(decisions).min_by_key(|(_, d)| d.remaining) {
-            push("x-ratelimit-limit", l.rate.burst.to_string());
-            push("x-ratelimit-remaining", d.remaining.to_string());
-            push("x-ratelimit-reset", seconds(d.reset_after_us).to_string());
-        }
+    if policies.iter().any(|l| l.legacy_headers)
+        && let Some((l, d)) = policies.iter().zip(decisions).min_by_key(|(_, d)| d.remaining)
+    {
+        push("x-ratelimit-limit", l.rate.burst.to_string());
+        push("x-ratelimit-remaining", d.remaining.to_string());
+        push("x-ratelimit-reset", seconds(d.reset_after_us).to_string());
     }
     out
 }

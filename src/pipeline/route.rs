@@ -137,7 +137,7 @@ impl Router {
                 errors.push(BuildError { route: index, message });
             }
         }
-        router.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         if errors.is_empty() { Ok(router) } else { Err(errors) }
     }
 

@@ -269,10 +269,10 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
             problems.push(format!("body contains {needle:?}: {}", truncate(&text)));
         }
     }
-    if let Some(len) = e.body_len {
-        if reply.body.len() != len {
-            problems.push(format!("body is {} bytes, expected {len}", reply.body.len()));
-        }
+    if let Some(len) = e.body_len
+        && reply.body.len() != len
+    {
+        problems.push(format!("body is {} bytes, expected {len}", reply.body.len()));
     }
 
     let seen: Vec<Received> = origin.received().into_iter().skip(before).collect();
@@ -288,15 +288,15 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
                 problems.push(format!("the origin was called {n} times"));
             }
             let got = &seen[0];
-            if let Some(m) = &o.method {
-                if &got.method != m {
-                    problems.push(format!("origin saw method {}, expected {m}", got.method));
-                }
+            if let Some(m) = &o.method
+                && &got.method != m
+            {
+                problems.push(format!("origin saw method {}, expected {m}", got.method));
             }
-            if let Some(u) = &o.uri {
-                if !matches(u, &got.uri) {
-                    problems.push(format!("origin saw {}, expected {u}", got.uri));
-                }
+            if let Some(u) = &o.uri
+                && !matches(u, &got.uri)
+            {
+                problems.push(format!("origin saw {}, expected {u}", got.uri));
             }
             for (name, want) in &o.headers {
                 let values: Vec<String> =

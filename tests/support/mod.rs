@@ -205,7 +205,7 @@ pub async fn send_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) ->
 
 /// Like [`send_from`], but the body goes chunked (no Content-Length), in 500-byte pieces.
 pub async fn send_chunked_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) -> Reply {
-    exchange(addr, source, req.map(|b| Chunked(b))).await
+    exchange(addr, source, req.map(Chunked)).await
 }
 
 async fn exchange<B>(addr: SocketAddr, source: IpAddr, req: Request<B>) -> Reply

@@ -68,15 +68,15 @@ fn cookie<B>(req: &Request<B>, name: &str) -> Found {
     for header in req.headers().get_all(COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for pair in text.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == name {
-                    let v = v.trim().trim_matches('"');
-                    return if v.is_empty() {
-                        Found::Malformed(format!("the {name} cookie is empty"))
-                    } else {
-                        Found::Credential(v.to_string(), TokenSource::Bearer)
-                    };
-                }
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k == name
+            {
+                let v = v.trim().trim_matches('"');
+                return if v.is_empty() {
+                    Found::Malformed(format!("the {name} cookie is empty"))
+                } else {
+                    Found::Credential(v.to_string(), TokenSource::Bearer)
+                };
             }
         }
     }
@@ -143,10 +143,10 @@ pub fn strip<B>(source: &TokenSource, req: &mut Request<B>) {
                 .map(str::to_string)
                 .collect();
             req.headers_mut().remove(COOKIE);
-            if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-                if !kept.is_empty() {
-                    req.headers_mut().insert(COOKIE, v);
-                }
+            if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+                && !kept.is_empty()
+            {
+                req.headers_mut().insert(COOKIE, v);
             }
         }
         TokenSource::Query(name) => {

@@ -297,10 +297,10 @@ fn adopt(entry: &Entry, stored: &Stored) {
         if state.last_attempt.is_none_or(|t| t < attempted) {
             state.last_attempt = Some(attempted);
         }
-        if let Some(set) = set {
-            if state.set.as_ref().is_none_or(|s| s.fetched_at < set.fetched_at) {
-                state.set = Some(Arc::new(set));
-            }
+        if let Some(set) = set
+            && state.set.as_ref().is_none_or(|s| s.fetched_at < set.fetched_at)
+        {
+            state.set = Some(Arc::new(set));
         }
     });
 }

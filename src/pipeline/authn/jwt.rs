@@ -37,11 +37,11 @@ pub async fn verify<P: Ports>(
     if let Some(identity) = caches.tokens.get(&digest, now) {
         return Ok(identity);
     }
-    if P::SHORT_LIVED {
-        if let Some((identity, until)) = shared_get(ports, &digest, now).await {
-            caches.tokens.insert(digest, identity.clone(), Some(until), now);
-            return Ok(identity);
-        }
+    if P::SHORT_LIVED
+        && let Some((identity, until)) = shared_get(ports, &digest, now).await
+    {
+        caches.tokens.insert(digest, identity.clone(), Some(until), now);
+        return Ok(identity);
     }
 
     // Shape before anything else: three non-empty base64url segments.
