@@ -11,8 +11,13 @@
 //!
 //! Prints one JSON object: requests, errors, achieved rate, p50/p90/p99/p99.9/max in µs.
 //! `--header "name: value"` (repeatable) adds request headers;
+//! `--fresh-tokens ALG:PEM` sends every request a token never seen before
+//! (minted before the run, so minting costs the measurement nothing): the
+//! gateway verifies each one, uncached;
 //! `loadgen mint <PEM>` prints a token for the bench config's JWT route.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +32,21 @@ struct Args {
     connections: usize,
     seconds: f64,
     warmup: f64,
+    /// `(algorithm, private key PEM path)` for `--fresh-tokens`.
+    fresh: Option<(jsonwebtoken::Algorithm, String)>,
+}
+
+/// Pre-minted tokens, one per request, handed out in send order.
+#[derive(Default)]
+struct Tokens {
+    list: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Tokens {
+    fn take(&self) -> Option<&str> {
+        self.list.get(self.next.fetch_add(1, Ordering::Relaxed)).map(String::as_str)
+    }
 }
 
 fn args() -> Result<Args, String> {
@@ -37,6 +57,7 @@ fn args() -> Result<Args, String> {
         connections: 16,
         seconds: 10.0,
         warmup: 2.0,
+        fresh: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,6 +68,11 @@ fn args() -> Result<Args, String> {
             "--connections" => a.connections = value.parse().map_err(|e| format!("--connections: {e}"))?,
             "--seconds" => a.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--warmup" => a.warmup = value.parse().map_err(|e| format!("--warmup: {e}"))?,
+            "--fresh-tokens" => {
+                let (alg, pem) = value.split_once(':').ok_or("--fresh-tokens RS256|ES256|EdDSA:<PEM>")?;
+                let alg = alg.parse().map_err(|e| format!("--fresh-tokens: {e}"))?;
+                a.fresh = Some((alg, pem.to_string()));
+            }
             "--header" => {
                 let (k, v) = value.split_once(':').ok_or("--header name: value")?;
                 a.headers.push((k.trim().to_string(), v.trim().to_string()));
@@ -79,7 +105,7 @@ async fn connect(authority: &str) -> Option<Sender> {
 /// the schedule), and from the actual send time when only this generator's
 /// timer was late (tokio timers tick in milliseconds): coordinated omission
 /// is corrected without charging the server for the generator's jitter.
-async fn connection(args: &Args, offset: Duration, interval: Duration, start: Instant) -> Vec<Option<u32>> {
+async fn connection(args: &Args, tokens: &Tokens, offset: Duration, interval: Duration, start: Instant) -> Vec<Option<u32>> {
     let authority = args.url.authority().map(|a| a.to_string()).unwrap_or_default();
     let path = args.url.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let end = start + Duration::from_secs_f64(args.warmup + args.seconds);
@@ -99,6 +125,9 @@ async fn connection(args: &Args, offset: Duration, interval: Duration, start: In
                 let mut req = http::Request::get(path.as_str()).header("host", &authority);
                 for (k, v) in &args.headers {
                     req = req.header(k.as_str(), v.as_str());
+                }
+                if let Some(token) = tokens.take() {
+                    req = req.header("authorization", format!("Bearer {token}"));
                 }
                 match s.send_request(req.body(Empty::<Bytes>::new()).expect("request")).await {
                     Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
@@ -121,23 +150,37 @@ async fn connection(args: &Args, offset: Duration, interval: Duration, start: In
     samples
 }
 
-/// `loadgen mint <private key PEM>`: an RS256 token (kid `rs`) for the
-/// bench config's JWT route, valid for a day.
-fn mint(pem_path: &str) -> Result<String, String> {
-    let pem = std::fs::read(pem_path).map_err(|e| e.to_string())?;
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(|e| e.to_string())?;
+/// `count` distinct tokens (each its own `jti`) for the bench config's JWT
+/// route, valid for a day, signed with `alg`; the kid names the algorithm's
+/// key in `benches/gateway.toml` (`rs`, `es`, `ed`).
+fn mint(alg: jsonwebtoken::Algorithm, pem_path: &str, count: usize) -> Result<Vec<String>, String> {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let pem = std::fs::read(pem_path).map_err(|e| format!("{pem_path}: {e}"))?;
+    let (key, kid) = match alg {
+        Algorithm::RS256 => (EncodingKey::from_rsa_pem(&pem), "rs"),
+        Algorithm::ES256 => (EncodingKey::from_ec_pem(&pem), "es"),
+        Algorithm::EdDSA => (EncodingKey::from_ed_pem(&pem), "ed"),
+        other => return Err(format!("no bench key for {other:?}")),
+    };
+    let key = key.map_err(|e| format!("{pem_path}: {e}"))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
-    let claims = serde_json::json!({"iss": "https://idp.bench/", "aud": "api", "sub": "bench", "exp": now + 86_400});
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("rs".into());
-    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.into());
+    (0..count)
+        .map(|jti| {
+            let claims =
+                serde_json::json!({"iss": "https://idp.bench/", "aud": "api", "sub": "bench", "exp": now + 86_400, "jti": jti});
+            jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     if std::env::args().nth(1).as_deref() == Some("mint") {
-        match std::env::args().nth(2).ok_or_else(|| "mint <private key PEM>".to_string()).and_then(|p| mint(&p)) {
-            Ok(token) => println!("{token}"),
+        let pem = std::env::args().nth(2).ok_or_else(|| "mint <private key PEM>".to_string());
+        match pem.and_then(|p| mint(jsonwebtoken::Algorithm::RS256, &p, 1)) {
+            Ok(tokens) => println!("{}", tokens.concat()),
             Err(e) => {
                 eprintln!("loadgen mint: {e}");
                 std::process::exit(2);
@@ -146,19 +189,32 @@ async fn main() {
         return;
     }
     let args = match args() {
-        Ok(a) => std::sync::Arc::new(a),
+        Ok(a) => Arc::new(a),
         Err(e) => {
             eprintln!("loadgen: {e}");
             std::process::exit(2);
         }
     };
+    let mut tokens = Tokens::default();
+    if let Some((alg, pem)) = &args.fresh {
+        // Every scheduled send, plus slack for rounding.
+        let count = (args.rate * (args.warmup + args.seconds)) as usize + args.connections * 2;
+        match mint(*alg, pem, count) {
+            Ok(list) => tokens.list = list,
+            Err(e) => {
+                eprintln!("loadgen: --fresh-tokens: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let tokens = Arc::new(tokens);
     let interval = Duration::from_secs_f64(args.connections as f64 / args.rate);
     let start = Instant::now() + Duration::from_millis(50);
     let tasks: Vec<_> = (0..args.connections)
         .map(|i| {
-            let args = args.clone();
+            let (args, tokens) = (args.clone(), tokens.clone());
             let offset = interval.mul_f64(i as f64 / args.connections as f64);
-            tokio::spawn(async move { connection(&args, offset, interval, start).await })
+            tokio::spawn(async move { connection(&args, &tokens, offset, interval, start).await })
         })
         .collect();
     let mut latencies = Vec::new();

@@ -21,6 +21,8 @@
 #   hello-p2/p3          the smallest Spin component of each flavour, in the test host
 #   edge-p2/p3           the Portcullis component, in the test host
 #   edge-p2/p3-jwt       ... on the JWT route
+# then, per flavour at a fixed 500 req/s: no auth, a cached token, and a new
+# token on every request (RS256, ES256, EdDSA) to price uncached verification.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -164,6 +166,35 @@ for f in p2 p3; do
   RATE=$(( LAST_RPS / 2 ))
   edge hello-$f target/edge/hello-$f.wasm /hello
   edge edge-$f-jwt target/edge/bench-$f.wasm /jwt
+done
+
+# JWT cost per request in each component, at one fixed rate every flavour
+# sustains: the route without auth, a cached token, and a token never seen
+# before on every request (verified from scratch) for each algorithm.
+FRESH_RATE=${FRESH_RATE:-500}
+echo
+echo "JWT per request in the component, open loop at $FRESH_RATE req/s:"
+echo
+echo "| target             | p50 µs | p99 µs | errors |"
+echo "|--------------------|-------:|-------:|-------:|"
+lat_row() { # name url [loadgen args...]
+  local name=$1 url=$2; shift 2
+  local out; out=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$FRESH_RATE" --connections $CONNS --seconds "$SECS" --warmup 2 "$@")
+  printf '| %-18s | %6s | %6s | %6s |\n' "$name" \
+    "$(grep -o '"p50_us":[0-9]*' <<<"$out" | cut -d: -f2)" \
+    "$(grep -o '"p99_us":[0-9]*' <<<"$out" | cut -d: -f2)" \
+    "$(grep -o '"errors":[0-9]*' <<<"$out" | cut -d: -f2)"
+}
+for f in p2 p3; do
+  taskset -c 0 "$HOST" serve target/edge/bench-$f.wasm --listen 127.0.0.1:0 --var "origin_port=$ORIGIN_PORT" >"$WORK/jwt-$f.out" 2>"$WORK/jwt-$f.err" & PIDS+=($!)
+  addr=$(listening "$WORK/jwt-$f.out")
+  wait_http "http://$addr/hello" >/dev/null
+  lat_row "edge-$f no auth" "http://$addr/hello"
+  lat_row "edge-$f cached" "http://$addr/jwt" --header "authorization: Bearer $TOKEN"
+  lat_row "edge-$f RS256 new" "http://$addr/jwt" --fresh-tokens RS256:tests/fixtures/keys/rsa1.pem
+  lat_row "edge-$f ES256 new" "http://$addr/jwt" --fresh-tokens ES256:tests/fixtures/keys/ec256.pem
+  lat_row "edge-$f EdDSA new" "http://$addr/jwt" --fresh-tokens EdDSA:tests/fixtures/keys/ed25519.pem
+  kill "${PIDS[-1]}"
 done
 
 echo
