@@ -62,6 +62,7 @@ test-wasm: host
 	  edge-deploy/wasm-cargo.sh test --lib
 
 bench:
+	cargo bench --bench core
 	benches/run.sh
 
 clean:
