@@ -92,7 +92,7 @@ fn gcra_benches(c: &mut Criterion) {
     c.bench_function("gcra/memory-decision", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            let steps = [GcraStep { key: &keys[i], rate: fast, cost: 1 }];
+            let steps = [GcraStep { key: &keys[i], rate: fast, cost: 1, exact: true }];
             ready(kv.gcra(&steps, now)).unwrap()
         })
     });

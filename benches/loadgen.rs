@@ -105,7 +105,13 @@ async fn connect(authority: &str) -> Option<Sender> {
 /// the schedule), and from the actual send time when only this generator's
 /// timer was late (tokio timers tick in milliseconds): coordinated omission
 /// is corrected without charging the server for the generator's jitter.
-async fn connection(args: &Args, tokens: &Tokens, offset: Duration, interval: Duration, start: Instant) -> Vec<Option<u32>> {
+async fn connection(
+    args: &Args,
+    tokens: &Tokens,
+    offset: Duration,
+    interval: Duration,
+    start: Instant,
+) -> Vec<Option<u32>> {
     let authority = args.url.authority().map(|a| a.to_string()).unwrap_or_default();
     let path = args.url.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let end = start + Duration::from_secs_f64(args.warmup + args.seconds);

@@ -85,8 +85,8 @@ async fn redis_and_memory_decide_alike() {
         let mut seen = Vec::new();
         for _ in 0..5 {
             let steps = [
-                GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1 },
-                GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1 },
+                GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1, exact: true },
+                GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1, exact: true },
             ];
             let decisions = kv.step(&steps, now).await;
             seen.push(decisions.iter().map(|d| (d.allowed, d.remaining)).collect::<Vec<_>>());

@@ -25,6 +25,9 @@ pub struct Limit {
     pub groups: Vec<String>,
     /// On a store failure: admit (true, the default) or refuse with 503.
     pub fail_open: bool,
+    /// Commit with compare-and-swap (true, the default) or, where the
+    /// store has no atomics (`consistency = "best_effort"`), a plain set.
+    pub exact: bool,
     /// Also send `X-RateLimit-Limit/Remaining/Reset`. Default: false.
     pub legacy_headers: bool,
     /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
@@ -133,6 +136,21 @@ impl Compiler<'_> {
                     true
                 }
             };
+            let exact = match r.consistency.as_ref().map(|v| v.get_ref().as_str()) {
+                None | Some("exact") => true,
+                Some("best_effort") => false,
+                Some(other) => {
+                    let span = r.consistency.as_ref().map_or(spanned.span(), |v| v.span());
+                    self.error(
+                        span,
+                        format!("{key}.consistency"),
+                        format!(
+                            "`{other}`: use \"exact\" (compare-and-swap) or \"best_effort\" (stores without atomics)"
+                        ),
+                    );
+                    true
+                }
+            };
             if self.errors.len() != before {
                 continue;
             }
@@ -148,6 +166,7 @@ impl Compiler<'_> {
                 cost,
                 groups: r.groups.clone(),
                 fail_open,
+                exact,
                 legacy_headers: r.legacy_headers,
             });
         }

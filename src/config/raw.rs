@@ -34,6 +34,7 @@ pub struct RawLimit {
     #[serde(default)]
     pub groups: Vec<String>,
     pub on_store_error: Option<Spanned<String>>,
+    pub consistency: Option<Spanned<String>>,
     #[serde(default)]
     pub legacy_headers: bool,
 }

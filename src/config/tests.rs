@@ -314,3 +314,56 @@ auth = { any_of = ["corp", "partners"], scopes = ["read"], claims = { tenant = [
     assert_eq!(route.providers.len(), 2);
     assert_eq!(route.claims, vec![("tenant".to_string(), vec!["acme".to_string(), "globex".to_string()])]);
 }
+
+#[test]
+fn rate_limit_policies_are_checked() {
+    let text = format!(
+        r#"{SVC}
+[limits.per_ip]
+rate = "ten/s"
+
+[limits."bad name"]
+rate = "1/s"
+
+[limits.zero]
+rate = "5/s"
+burst = 0
+
+[limits.by]
+rate = "5/s"
+key = "cookie"
+
+[limits.fail]
+rate = "5/s"
+on_store_error = "maybe"
+
+[limits.cas]
+rate = "5/s"
+consistency = "eventual"
+
+[limits.ok]
+rate = "5/s"
+
+[[routes]]
+path = "/a"
+service = "s"
+limits = ["ok", "ok", "missing"]
+"#
+    );
+    let got: Vec<(usize, String, String)> = errors(&text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
+    let expect = [
+        (7, "limits.bad name", "policy names are letters"),
+        (16, "limits.by.key", "count by client_ip, consumer, subject or header:<name>"),
+        (24, "limits.cas.consistency", "`eventual`: use \"exact\""),
+        (20, "limits.fail.on_store_error", "`maybe`: use \"allow\""),
+        (5, "limits.per_ip.rate", "`ten/s` is not a rate"),
+        (12, "limits.zero.burst", "must be at least 1"),
+        (32, "routes[0].limits[1]", "listed twice"),
+        (32, "routes[0].limits[2]", "no policy named `missing`"),
+    ];
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
+        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
+        assert!(message.contains(want_message), "{key}: {message}");
+    }
+}

@@ -91,8 +91,11 @@ pub async fn check<P: Ports>(
         return Ok(Applied::default());
     }
     let keys: Vec<String> = policies.iter().map(|l| key(&l.name, &counted(config, l, ctx, headers))).collect();
-    let steps: Vec<GcraStep<'_>> =
-        policies.iter().zip(&keys).map(|(l, k)| GcraStep { key: k, rate: l.rate, cost: l.cost }).collect();
+    let steps: Vec<GcraStep<'_>> = policies
+        .iter()
+        .zip(&keys)
+        .map(|(l, k)| GcraStep { key: k, rate: l.rate, cost: l.cost, exact: l.exact })
+        .collect();
     let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
     let decisions = match ports.kv().gcra(&steps, now_us).await {
         Ok((decisions, _)) => decisions,

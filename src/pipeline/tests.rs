@@ -328,6 +328,11 @@ cost = 5
 rate = "10/s"
 on_store_error = "deny"
 
+[limits.loose]
+rate = "2/s"
+consistency = "best_effort"
+on_store_error = "deny"
+
 [auth.api_key.keys]
 consumers = [{ id = "acme", groups = ["gold"], key_sha256 = "b81ff514581f28cf9536d9227563cf3a93e9ced7728e175b4e1d044be8a3ef29" }]
 
@@ -354,6 +359,11 @@ limits = ["pricey"]
 path = "/strict"
 service = "s"
 limits = ["strict", "hourly"]
+
+[[routes]]
+path = "/loose"
+service = "s"
+limits = ["loose"]
 "#;
 
 fn limited(ports: &FakePorts, gw: &Gateway, path: &str, client: &str) -> Exchange<Bytes> {
@@ -423,4 +433,32 @@ fn a_store_outage_fails_open_or_closed_per_policy() {
     assert_eq!(problem(&closed.response)["type"], "urn:portcullis:problem:rate-limit-unavailable");
     ports.kv.down.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(limited(&ports, &gw, "/strict", "a").response.status(), StatusCode::OK, "recovers with the store");
+}
+
+#[test]
+fn compare_and_swap_limits_match_the_memory_store() {
+    let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
+    ports.kv.cas_only.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses: Vec<u16> = (0..3).map(|_| limited(&ports, &gw, "/limited", "a").response.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    let other = limited(&ports, &gw, "/limited", "b");
+    assert_eq!(other.response.headers()["ratelimit"], "\"per_client\";r=1;t=1, \"hourly\";r=2;t=108");
+}
+
+#[test]
+fn best_effort_limits_work_on_a_store_without_atomics_and_exact_ones_do_not() {
+    let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
+    ports.kv.cas_only.store(true, std::sync::atomic::Ordering::SeqCst);
+    ports.kv.no_atomics.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Exact, fail-closed: the missing compare-and-swap is a store failure.
+    let strict = limited(&ports, &gw, "/strict", "a");
+    assert_eq!(strict.response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(strict.log.error.as_deref().unwrap().contains("no atomic"), "{:?}", strict.log.error);
+    // Best effort (also fail-closed): counted with plain sets, still limits.
+    let statuses: Vec<u16> = (0..3).map(|_| limited(&ports, &gw, "/loose", "a").response.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    ports.clock.advance(Duration::from_millis(500));
+    let again = limited(&ports, &gw, "/loose", "a");
+    assert_eq!(again.response.status(), StatusCode::OK, "one token back after half a second");
+    assert_eq!(again.response.headers()["ratelimit"], "\"loose\";r=0;t=1");
 }

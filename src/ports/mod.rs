@@ -52,53 +52,67 @@ pub trait KvStore {
     /// Returns the decisions and the time they were made at (a store may
     /// use its own clock, as Redis does, so a fleet shares one).
     ///
-    /// This default reads each key and commits with compare-and-swap:
-    /// exact per key; when several keys are updated at once and another
-    /// request wins a race on a later key after earlier ones were
-    /// committed, those earlier ones stay consumed. A key that keeps
-    /// changing under it ([`CAS_ATTEMPTS`] rounds) refuses the request.
-    /// Stores that can do better (memory, Redis) override it.
+    /// The default is [`gcra_by_compare_and_swap`]; stores that can do
+    /// better (memory, Redis: exact across keys, always) override it.
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
-        let mut seen = Vec::with_capacity(steps.len());
-        for step in steps {
-            seen.push(self.get(step.key).await?);
+        gcra_by_compare_and_swap(self, steps, now_us).await
+    }
+}
+
+/// GCRA on a store that offers only get, set and compare-and-swap (Spin's).
+///
+/// Reads each key, decides, then commits. An exact step commits with
+/// compare-and-swap: exact per key; when several keys are updated at once
+/// and another request wins a race on a later key after earlier ones were
+/// committed, those earlier ones stay consumed. A key that keeps changing
+/// under it ([`CAS_ATTEMPTS`] rounds) refuses the request. A best-effort
+/// step commits with a plain set and needs no atomics: requests racing on
+/// one key may each be admitted on the same read.
+pub async fn gcra_by_compare_and_swap<K: KvStore + ?Sized>(
+    kv: &K,
+    steps: &[GcraStep<'_>],
+    now_us: u64,
+) -> Result<(Vec<Decision>, u64), KvError> {
+    let mut seen = Vec::with_capacity(steps.len());
+    for step in steps {
+        seen.push(kv.get(step.key).await?);
+    }
+    let mut decisions: Vec<Decision> = steps
+        .iter()
+        .zip(&seen)
+        .map(|(s, v)| gcra::decide(gcra::decode(v.as_deref()), now_us, s.rate, s.cost))
+        .collect();
+    if decisions.iter().any(|d| !d.allowed) {
+        return Ok((decisions, now_us));
+    }
+    for (i, step) in steps.iter().enumerate() {
+        if !step.exact {
+            let d = decisions[i];
+            kv.set(step.key, gcra::encode(d.tat_us).as_bytes(), Some(gcra::ttl(d, now_us))).await?;
+            continue;
         }
-        let mut decisions: Vec<Decision> = steps
-            .iter()
-            .zip(&seen)
-            .map(|(s, v)| gcra::decide(gcra::decode(v.as_deref()), now_us, s.rate, s.cost))
-            .collect();
-        if decisions.iter().any(|d| !d.allowed) {
-            return Ok((decisions, now_us));
-        }
-        for (i, step) in steps.iter().enumerate() {
-            let mut attempts = 0;
-            loop {
-                let d = decisions[i];
-                let ttl = gcra::ttl(d, now_us);
-                if self
-                    .compare_and_swap(step.key, seen[i].as_deref(), gcra::encode(d.tat_us).as_bytes(), Some(ttl))
-                    .await?
-                {
-                    break;
-                }
-                attempts += 1;
-                if attempts >= CAS_ATTEMPTS {
-                    // Contention, not an outage: refuse (a fail-open policy
-                    // must not admit more than its limit under load).
-                    decisions[i] =
-                        Decision { allowed: false, retry_after_us: Some(step.rate.interval_us), ..decisions[i] };
-                    return Ok((decisions, now_us));
-                }
-                seen[i] = self.get(step.key).await?;
-                decisions[i] = gcra::decide(gcra::decode(seen[i].as_deref()), now_us, step.rate, step.cost);
-                if !decisions[i].allowed {
-                    return Ok((decisions, now_us));
-                }
+        let mut attempts = 0;
+        loop {
+            let d = decisions[i];
+            let ttl = gcra::ttl(d, now_us);
+            if kv.compare_and_swap(step.key, seen[i].as_deref(), gcra::encode(d.tat_us).as_bytes(), Some(ttl)).await? {
+                break;
+            }
+            attempts += 1;
+            if attempts >= CAS_ATTEMPTS {
+                // Contention, not an outage: refuse (a fail-open policy
+                // must not admit more than its limit under load).
+                decisions[i] = Decision { allowed: false, retry_after_us: Some(step.rate.interval_us), ..decisions[i] };
+                return Ok((decisions, now_us));
+            }
+            seen[i] = kv.get(step.key).await?;
+            decisions[i] = gcra::decide(gcra::decode(seen[i].as_deref()), now_us, step.rate, step.cost);
+            if !decisions[i].allowed {
+                return Ok((decisions, now_us));
             }
         }
-        Ok((decisions, now_us))
     }
+    Ok((decisions, now_us))
 }
 
 /// Compare-and-swap rounds before a rate-limit update gives up.
@@ -110,6 +124,9 @@ pub struct GcraStep<'a> {
     pub key: &'a str,
     pub rate: Rate,
     pub cost: u64,
+    /// Commit atomically (compare-and-swap) or, for a policy with
+    /// `consistency = "best_effort"`, with a plain set.
+    pub exact: bool,
 }
 
 /// A key-value store failed (unreachable, refused, no atomics).

@@ -13,7 +13,10 @@ use http::{Request, Response};
 use http_body_util::Full;
 
 use super::memory::MemoryKv;
-use super::{Clock, GcraStep, HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions, read_body};
+use super::{
+    Clock, GcraStep, HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions, gcra_by_compare_and_swap,
+    read_body,
+};
 use crate::pipeline::gcra::Decision;
 
 /// Drives a future whose ports never wait (everything here answers at once).
@@ -108,10 +111,14 @@ impl HttpClient for FakeHttp {
     }
 }
 
-/// The memory store, with a switch to make every call fail (a store outage).
+/// The memory store, with switches: every call fails (a store outage);
+/// rate limits go through compare-and-swap as on Spin's stores; there is
+/// no compare-and-swap (a store without atomics).
 pub struct TestKv {
     pub inner: MemoryKv<FakeClock>,
     pub down: AtomicBool,
+    pub cas_only: AtomicBool,
+    pub no_atomics: AtomicBool,
 }
 
 impl TestKv {
@@ -141,10 +148,16 @@ impl KvStore for TestKv {
         ttl: Option<Duration>,
     ) -> Result<bool, KvError> {
         self.check()?;
+        if self.no_atomics.load(Ordering::SeqCst) {
+            return Err(KvError("this store has no atomic operations".into()));
+        }
         self.inner.compare_and_swap(key, current, new, ttl).await
     }
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         self.check()?;
+        if self.cas_only.load(Ordering::SeqCst) {
+            return gcra_by_compare_and_swap(self, steps, now_us).await;
+        }
         self.inner.gcra(steps, now_us).await
     }
 }
@@ -159,7 +172,16 @@ pub struct FakePorts {
 impl FakePorts {
     pub fn new(http: FakeHttp) -> Self {
         let clock = FakeClock::default();
-        Self { kv: TestKv { inner: MemoryKv::new(clock.clone(), 10_000), down: AtomicBool::new(false) }, http, clock }
+        Self {
+            kv: TestKv {
+                inner: MemoryKv::new(clock.clone(), 10_000),
+                down: AtomicBool::new(false),
+                cas_only: AtomicBool::new(false),
+                no_atomics: AtomicBool::new(false),
+            },
+            http,
+            clock,
+        }
     }
 }
 

@@ -36,9 +36,10 @@ impl Drop for Edge {
     }
 }
 
-/// Starts the test host on the conformance build of `flavour` (`p2`/`p3`).
-pub fn edge(flavour: &str, origin: &Origin, idp: &Idp) -> Edge {
+/// Starts the test host on the conformance build of `flavour` (`p2`/`p3`),
+/// with extra host flags.
+pub fn edge(flavour: &str, origin: &Origin, idp: &Idp, flags: &[&str]) -> Edge {
     let component = support::edge::component(&format!("conformance-{flavour}"));
-    let (addr, child) = support::edge::serve(&component, &variables(origin, idp), &[]);
+    let (addr, child) = support::edge::serve(&component, &variables(origin, idp), flags);
     Edge { addr, child }
 }

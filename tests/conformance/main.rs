@@ -351,18 +351,22 @@ async fn node() {
 async fn edge_wasi_p3() {
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
     let idp = tokens::idp().await;
-    let edge = homes::edge("p3", &origin, &idp);
+    let edge = homes::edge("p3", &origin, &idp, &[]);
     run_suite("edge WASI 0.3", edge.addr, &origin).await;
     scenarios::key_rotation("edge WASI 0.3", edge.addr, &idp).await;
     scenarios::concurrent_limit("edge WASI 0.3", edge.addr).await;
+    let without_atomics = homes::edge("p3", &origin, &idp, &["--kv-no-atomics"]);
+    scenarios::store_without_atomics("edge WASI 0.3", without_atomics.addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_wasi_p2() {
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
     let idp = tokens::idp().await;
-    let edge = homes::edge("p2", &origin, &idp);
+    let edge = homes::edge("p2", &origin, &idp, &[]);
     run_suite("edge WASI 0.2", edge.addr, &origin).await;
     scenarios::key_rotation("edge WASI 0.2", edge.addr, &idp).await;
     scenarios::concurrent_limit("edge WASI 0.2", edge.addr).await;
+    let without_atomics = homes::edge("p2", &origin, &idp, &["--kv-no-atomics"]);
+    scenarios::store_without_atomics("edge WASI 0.2", without_atomics.addr).await;
 }

@@ -91,3 +91,24 @@ pub async fn concurrent_limit(home: &str, addr: SocketAddr) {
     assert_eq!(admitted, 5, "[{home}] {statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "[{home}] {statuses:?}");
 }
+
+/// On a Spin store that cannot compare-and-swap, an exact fail-closed
+/// policy refuses with 503, and a best-effort policy still counts.
+pub async fn store_without_atomics(home: &str, addr: SocketAddr) {
+    let get = |path: &'static str| async move {
+        let req = Request::get(path)
+            .header("host", "gw.test")
+            .header("x-client", "no-atomics")
+            .body(Bytes::new())
+            .expect("request");
+        send(addr, req).await
+    };
+    let strict = get("/strict").await;
+    assert_eq!(strict.status, 503, "[{home}] exact policy without atomics");
+    assert_eq!(strict.json()["type"], "urn:portcullis:problem:rate-limit-unavailable", "[{home}]");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get("/loose").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 429], "[{home}] best-effort policy without atomics");
+}

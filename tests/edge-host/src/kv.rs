@@ -15,6 +15,9 @@ struct Entry {
 /// One backend for all labels the component may open.
 pub struct Kv {
     labels: Vec<String>,
+    /// Whether `wasi:keyvalue/atomics` works: off models a Spin store whose
+    /// backend cannot compare-and-swap.
+    pub atomics: bool,
     data: Mutex<Data>,
 }
 
@@ -33,8 +36,8 @@ pub struct Snapshot {
 
 impl Kv {
     /// A backend that lets the component open exactly `labels`.
-    pub fn new(labels: Vec<String>) -> Self {
-        Self { labels, data: Mutex::new(Data::default()) }
+    pub fn new(labels: Vec<String>, atomics: bool) -> Self {
+        Self { labels, atomics, data: Mutex::new(Data::default()) }
     }
 
     pub fn allows(&self, label: &str) -> bool {

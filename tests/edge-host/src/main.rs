@@ -42,6 +42,9 @@ enum Command {
         /// A key-value store label the component may open (repeatable; default: `default`).
         #[arg(long = "kv-store")]
         stores: Vec<String>,
+        /// Serve stores whose backend cannot compare-and-swap (`wasi:keyvalue/atomics` fails).
+        #[arg(long)]
+        kv_no_atomics: bool,
         /// Requests per WASI 0.3 instance (Spin: 128).
         #[arg(long)]
         reuse: Option<usize>,
@@ -77,11 +80,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { component, listen, vars, stores, reuse, concurrency, idle_timeout_ms } => {
+        Command::Serve { component, listen, vars, stores, kv_no_atomics, reuse, concurrency, idle_timeout_ms } => {
             let stores = if stores.is_empty() { vec!["default".to_string()] } else { stores };
             let platform = host::Platform {
                 variables: vars.into_iter().collect::<BTreeMap<_, _>>(),
-                kv: kv::Kv::new(stores),
+                kv: kv::Kv::new(stores, !kv_no_atomics),
                 pools: Default::default(),
             };
             let opts = serve::ServeOptions {

@@ -252,6 +252,9 @@ impl atomics::Host for Host {
 impl atomics::HostCas for Host {
     fn new(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<Resource<Cas>, wkv::Error>> {
         let label = self.label(&b)?;
+        if !self.platform.kv.atomics {
+            return Ok(Err(wkv::Error::Other("this store does not support compare-and-swap".into())));
+        }
         let seen = self.platform.kv.snapshot(&label, &key);
         Ok(Ok(self.table.push(Cas { label, key, seen })?))
     }
