@@ -3,7 +3,7 @@
 #
 #   edge-deploy/build.sh [p2|p3] [--config FILE] [--out FILE]
 #
-#   p2  WASI 0.2 (spin-sdk 5.2): runs on every Spin since 2.x. Default.
+#   p2  WASI 0.2 (spin-sdk 5.2): runs on Spin 3.x and later (needs wasi:keyvalue atomics). Default.
 #   p3  WASI 0.3 (spin-sdk 7): needs a Spin with wasi:http@0.3.0 (4.1+).
 #   --config  gateway config to embed (default routes/gateway.toml)
 #   --out     where to put the component (default target/edge/portcullis-<flavour>.wasm)
