@@ -52,7 +52,8 @@ impl WasiHttpView for Host {
 
 /// An engine like Spin's: component model with async, pooling allocator
 /// (sized for a test machine rather than Spin's terabytes of reservations).
-pub fn engine() -> anyhow::Result<Engine> {
+/// `perf_map`: write `/tmp/perf-<pid>.map` so `perf` names wasm functions.
+pub fn engine(perf_map: bool) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.wasm_component_model_async(true);
@@ -64,6 +65,9 @@ pub fn engine() -> anyhow::Result<Engine> {
         .total_stacks(256)
         .max_memory_size(512 << 20);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if perf_map {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Ok(Engine::new(&config)?)
 }
 

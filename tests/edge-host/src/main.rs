@@ -54,6 +54,9 @@ enum Command {
         /// How long an idle reusable instance is kept (Spin: 1s).
         #[arg(long, default_value = "1000")]
         idle_timeout_ms: u64,
+        /// Write /tmp/perf-<pid>.map so `perf report` names the component's functions.
+        #[arg(long)]
+        perf_map: bool,
     },
     /// Run a wasi:cli command component (cargo's runner for wasm32-wasip2).
     Run {
@@ -80,7 +83,17 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { component, listen, vars, stores, kv_no_atomics, reuse, concurrency, idle_timeout_ms } => {
+        Command::Serve {
+            component,
+            listen,
+            vars,
+            stores,
+            kv_no_atomics,
+            reuse,
+            concurrency,
+            idle_timeout_ms,
+            perf_map,
+        } => {
             let stores = if stores.is_empty() { vec!["default".to_string()] } else { stores };
             let platform = host::Platform {
                 variables: vars.into_iter().collect::<BTreeMap<_, _>>(),
@@ -94,6 +107,7 @@ fn main() -> ExitCode {
                 reuse,
                 concurrency,
                 idle_timeout: Duration::from_millis(idle_timeout_ms),
+                perf_map,
             };
             runtime.block_on(serve::serve(opts)).map(|()| 0)
         }

@@ -13,7 +13,7 @@ use crate::host::{self, Host, Platform};
 use crate::kv::Kv;
 
 pub async fn run(component: &Path, args: &[String]) -> anyhow::Result<i32> {
-    let engine = host::engine()?;
+    let engine = host::engine(false)?;
     let component = Component::from_file(&engine, component)?;
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -36,10 +36,12 @@ pub struct ServeOptions {
     pub concurrency: Option<usize>,
     /// How long an idle reusable instance is kept.
     pub idle_timeout: Duration,
+    /// Name the component's functions for `perf` (see [`host::engine`]).
+    pub perf_map: bool,
 }
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let engine = host::engine()?;
+    let engine = host::engine(opts.perf_map)?;
     let started = Instant::now();
     let component = Component::from_file(&engine, &opts.component)?;
     let linker = host::linker(&engine)?;
