@@ -123,34 +123,20 @@ impl Compiler<'_> {
                 },
             };
             let cost = r.cost.as_ref().map_or(1, |c| *c.get_ref());
-            let fail_open = match r.on_store_error.as_ref().map(|v| v.get_ref().as_str()) {
-                None | Some("allow") => true,
-                Some("deny") => false,
-                Some(other) => {
-                    let span = r.on_store_error.as_ref().map_or(spanned.span(), |v| v.span());
-                    self.error(
-                        span,
-                        format!("{key}.on_store_error"),
-                        format!("`{other}`: use \"allow\" (fail open) or \"deny\" (fail closed)"),
-                    );
-                    true
-                }
-            };
-            let exact = match r.consistency.as_ref().map(|v| v.get_ref().as_str()) {
-                None | Some("exact") => true,
-                Some("best_effort") => false,
-                Some(other) => {
-                    let span = r.consistency.as_ref().map_or(spanned.span(), |v| v.span());
-                    self.error(
-                        span,
-                        format!("{key}.consistency"),
-                        format!(
-                            "`{other}`: use \"exact\" (compare-and-swap) or \"best_effort\" (stores without atomics)"
-                        ),
-                    );
-                    true
-                }
-            };
+            let fail_open = self.either(
+                r.on_store_error.as_ref(),
+                spanned.span(),
+                format!("{key}.on_store_error"),
+                ("allow", "fail open"),
+                ("deny", "fail closed"),
+            );
+            let exact = self.either(
+                r.consistency.as_ref(),
+                spanned.span(),
+                format!("{key}.consistency"),
+                ("exact", "compare-and-swap"),
+                ("best_effort", "stores without atomics"),
+            );
             if self.errors.len() != before {
                 continue;
             }
@@ -171,6 +157,28 @@ impl Compiler<'_> {
             });
         }
         out
+    }
+
+    /// A two-way setting: the first option (true) when absent, the second
+    /// (false), or an error naming both with what they mean.
+    fn either(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        parent: std::ops::Range<usize>,
+        key: String,
+        yes: (&str, &str),
+        no: (&str, &str),
+    ) -> bool {
+        match value.map(|v| v.get_ref().as_str()) {
+            None => true,
+            Some(v) if v == yes.0 => true,
+            Some(v) if v == no.0 => false,
+            Some(other) => {
+                let span = value.map_or(parent, |v| v.span());
+                self.error(span, key, format!("`{other}`: use \"{}\" ({}) or \"{}\" ({})", yes.0, yes.1, no.0, no.1));
+                true
+            }
+        }
     }
 
     /// A route's `limits = ["name", ...]`, as indexes into the policies.
