@@ -80,51 +80,24 @@ async fn redis_and_memory_decide_alike() {
     let slow = Rate::new(1, 3_600_000_000, 3).unwrap(); // 1/hour, burst 3: no refill during the test
     let fast = Rate::new(10, 3_600_000_000, 5).unwrap(); // coarse: Redis' clock moving by ms changes nothing
     let now = u64::try_from(Wall.now().as_micros()).unwrap();
-    let mut outcomes = Vec::new();
-    for kv in [&store as &dyn Probe, &memory as &dyn Probe] {
-        let mut seen = Vec::new();
-        for _ in 0..5 {
-            let steps = [
-                GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1, exact: true },
-                GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1, exact: true },
-            ];
-            let decisions = kv.step(&steps, now).await;
-            seen.push(decisions.iter().map(|d| (d.allowed, d.remaining)).collect::<Vec<_>>());
-        }
-        outcomes.push(seen);
-    }
+    let outcomes = [five_steps(&store, slow, fast, now).await, five_steps(&memory, slow, fast, now).await];
     assert_eq!(outcomes[0], outcomes[1], "redis vs memory");
     // Refused requests charge neither key: the second limit was used only 3 times.
     assert_eq!(outcomes[0][4], vec![(false, 0), (true, 1)]);
 }
 
-/// Object-safe view of the two stores for the comparison above.
-trait Probe {
-    fn step<'a>(
-        &'a self,
-        steps: &'a [GcraStep<'a>],
-        now: u64,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<portcullis::pipeline::gcra::Decision>> + 'a>>;
-}
-
-impl Probe for RedisKv {
-    fn step<'a>(
-        &'a self,
-        steps: &'a [GcraStep<'a>],
-        now: u64,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<portcullis::pipeline::gcra::Decision>> + 'a>> {
-        Box::pin(async move { self.gcra(steps, now).await.unwrap().0 })
+/// Five requests against a slow and a fast limit on `kv`: (allowed, remaining) per limit.
+async fn five_steps(kv: &impl KvStore, slow: Rate, fast: Rate, now: u64) -> Vec<Vec<(bool, u64)>> {
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let steps = [
+            GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1, exact: true },
+            GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1, exact: true },
+        ];
+        let (decisions, _) = kv.gcra(&steps, now).await.unwrap();
+        seen.push(decisions.iter().map(|d| (d.allowed, d.remaining)).collect());
     }
-}
-
-impl Probe for MemoryKv<Wall> {
-    fn step<'a>(
-        &'a self,
-        steps: &'a [GcraStep<'a>],
-        now: u64,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<portcullis::pipeline::gcra::Decision>> + 'a>> {
-        Box::pin(async move { self.gcra(steps, now).await.unwrap().0 })
-    }
+    seen
 }
 
 fn config(origin: &Origin) -> String {

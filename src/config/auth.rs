@@ -162,6 +162,16 @@ pub struct RouteAuth {
     pub claims: Vec<(String, Vec<String>)>,
     /// Any one of these groups.
     pub groups: Vec<String>,
+    /// What a refusal offers in `WWW-Authenticate`.
+    pub challenge: Challenge,
+}
+
+/// What `WWW-Authenticate` offers: the realm and the schemes the route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub bearer: bool,
+    pub api_key: bool,
 }
 
 impl Compiler<'_> {
@@ -519,7 +529,14 @@ impl Compiler<'_> {
                 (claim.clone(), list)
             })
             .collect();
+        let kinds = || providers.iter().map(|&i| &auth.providers[i].kind);
+        let challenge = Challenge {
+            realm: auth.realm.clone(),
+            bearer: kinds().any(|k| matches!(k, ProviderKind::Jwt(_))),
+            api_key: kinds().any(|k| matches!(k, ProviderKind::ApiKey(_))),
+        };
         (self.errors.len() == before).then(|| RouteAuth {
+            challenge,
             providers,
             scopes: r.scopes.iter().map(|s| s.get_ref().clone()).collect(),
             claims,

@@ -313,6 +313,8 @@ auth = { any_of = ["corp", "partners"], scopes = ["read"], claims = { tenant = [
     let route = c.routes[0].auth.as_ref().unwrap();
     assert_eq!(route.providers.len(), 2);
     assert_eq!(route.claims, vec![("tenant".to_string(), vec!["acme".to_string(), "globex".to_string()])]);
+    let offered = &route.challenge;
+    assert_eq!((offered.realm.as_str(), offered.bearer, offered.api_key), ("shop", true, true));
 }
 
 #[test]

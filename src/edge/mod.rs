@@ -27,7 +27,7 @@ use crate::error::GatewayError;
 use crate::pipeline::Downstream;
 use crate::pipeline::ids::{Entropy, request_id};
 use crate::pipeline::log::AccessLog;
-use crate::ports::{UpstreamError, read_body};
+use crate::ports::{ReadBodyError, UpstreamError, read_body};
 
 /// The config embedded at build time (see `build.rs`).
 const CONFIG_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway.toml"));
@@ -90,12 +90,9 @@ where
     }
     let (mut parts, body) = req.into_parts();
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    let buf = read_body(body, limit_bytes).await.map_err(|e| {
-        if e.starts_with("the body is larger") {
-            UpstreamError::BodyTooLarge { limit }
-        } else {
-            UpstreamError::ClientBody(e)
-        }
+    let buf = read_body(body, limit_bytes).await.map_err(|e| match e {
+        ReadBodyError::TooLarge(_) => UpstreamError::BodyTooLarge { limit },
+        read => UpstreamError::ClientBody(read.to_string()),
     })?;
     if !buf.is_empty() {
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));

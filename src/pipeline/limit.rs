@@ -14,12 +14,12 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::Ctx;
+use super::authn::Identity;
 use super::gcra::Decision;
-use super::ids::hex;
 use crate::config::auth::ProviderKind;
 use crate::config::limits::{Limit, LimitKey};
 use crate::config::{Config, Route};
-use crate::ports::{Clock, GcraStep, KvStore, Ports};
+use crate::ports::{Clock, GcraStep, KvStore, Ports, store_key};
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
@@ -43,34 +43,35 @@ pub struct Applied {
     pub store_error: Option<String>,
 }
 
-/// The store key for a policy and what it counts (`kv-schema/rate-limits.md`).
-pub fn key(policy: &str, counted: &str) -> String {
-    let mut key = String::with_capacity(8 + policy.len() + 65);
-    key.push_str("pc1:rl:");
-    key.push_str(policy);
-    key.push(':');
-    key.push_str(&hex(&Sha256::digest(counted.as_bytes())));
-    key
+/// The store key for a policy and what it counts (`kv-schema/rate-limits.md`):
+/// `counted` is the `kind:value` text in pieces, hashed without joining them.
+pub fn key(policy: &str, counted: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    counted.iter().for_each(|part| hasher.update(part));
+    store_key(&["pc1:rl:", policy, ":"], &hasher.finalize())
 }
 
-/// What a policy counts for this request: `kind:value`. Without the value
-/// a policy asks for (no identity, no header) it counts by client IP.
-fn counted(config: &Config, limit: &Limit, ctx: &Ctx, headers: &http::HeaderMap) -> String {
-    let identity_of = |want_api_key: bool| {
-        let id = ctx.identity.as_ref()?;
+/// The key of a policy for this request: what it counts is `kind:value`.
+/// Without the value a policy asks for (no identity, no header) it counts
+/// by client IP.
+fn key_for(config: &Config, limit: &Limit, ctx: &Ctx, headers: &http::HeaderMap) -> String {
+    let identity_of = |api_key: bool| {
+        let id = ctx.identity.as_deref()?;
         let provider = config.auth.providers.iter().find(|p| p.name == id.provider)?;
-        (matches!(provider.kind, ProviderKind::ApiKey(_)) == want_api_key)
-            .then(|| format!("{}:{}", id.provider, id.subject))
+        (matches!(provider.kind, ProviderKind::ApiKey(_)) == api_key).then_some(id)
     };
-    let value = match &limit.key {
+    let by_identity = |kind: &str, id: &Identity| {
+        key(&limit.name, &[kind.as_bytes(), id.provider.as_bytes(), b":", id.subject.as_bytes()])
+    };
+    let found = match &limit.key {
         LimitKey::ClientIp => None,
-        LimitKey::Consumer => identity_of(true).map(|v| format!("consumer:{v}")),
-        LimitKey::Subject => identity_of(false).map(|v| format!("subject:{v}")),
+        LimitKey::Consumer => identity_of(true).map(|id| by_identity("consumer:", id)),
+        LimitKey::Subject => identity_of(false).map(|id| by_identity("subject:", id)),
         LimitKey::Header(name) => {
-            headers.get(name).map(|v| format!("header:{}", String::from_utf8_lossy(v.as_bytes())))
+            headers.get(name).map(|v| key(&limit.name, &[b"header:", String::from_utf8_lossy(v.as_bytes()).as_bytes()]))
         }
     };
-    value.unwrap_or_else(|| format!("ip:{}", ctx.client_ip))
+    found.unwrap_or_else(|| key(&limit.name, &[b"ip:", ctx.client_ip.to_string().as_bytes()]))
 }
 
 pub async fn check<P: Ports>(
@@ -90,7 +91,7 @@ pub async fn check<P: Ports>(
     if policies.is_empty() {
         return Ok(Applied::default());
     }
-    let keys: Vec<String> = policies.iter().map(|l| key(&l.name, &counted(config, l, ctx, headers))).collect();
+    let keys: Vec<String> = policies.iter().map(|l| key_for(config, l, ctx, headers)).collect();
     let steps: Vec<GcraStep<'_>> = policies
         .iter()
         .zip(&keys)
@@ -180,11 +181,14 @@ mod tests {
         };
         let layout = block("text key");
         let prefix = layout.strip_suffix("{policy}:{sha256-hex}").expect("layout");
-        let k = key("per_ip", "ip:203.0.113.9");
+        let k = key("per_ip", &[b"ip:203.0.113.9"]);
         let rest = k.strip_prefix(prefix).expect("prefix");
         let (policy, hex) = rest.split_once(':').expect("policy:hash");
         assert_eq!(policy, "per_ip");
         assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // SHA-256 of the whole `kind:value`, however it is split into pieces.
+        assert_eq!(hex, "c22db0284eb367261a5817173dc93d13d025906eea0d5268877045392e124049");
+        assert_eq!(key("per_ip", &[b"ip:", b"203.0.113.9"]), k);
         let example = block("text value");
         let tat = gcra::decode(Some(example.as_bytes())).expect("the example value decodes");
         assert_eq!(gcra::encode(tat), example);

@@ -10,6 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::{HeaderValue, Method};
 use serde::{Serialize, Serializer};
 
+use super::authn::Identity;
+
 /// Fields are kept as the request had them (no string copies on the hot
 /// path) and become text only when the line is written.
 #[derive(Debug, Clone, Serialize)]
@@ -24,8 +26,9 @@ pub struct AccessLog {
     pub host: String,
     pub path: String,
     pub route: Option<Arc<str>>,
-    /// `provider:subject` (or consumer id); never the credential.
-    pub identity: Option<String>,
+    /// Written as `provider:subject` (or consumer id); never the credential.
+    #[serde(serialize_with = "identity_text")]
+    pub identity: Option<Arc<Identity>>,
     pub status: u16,
     pub upstream: Option<Arc<str>>,
     pub upstream_latency_us: Option<u64>,
@@ -56,6 +59,13 @@ impl AccessLog {
 
 fn header_text<S: Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v.to_str().unwrap_or_default())
+}
+
+fn identity_text<S: Serializer>(id: &Option<Arc<Identity>>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(&format_args!("{}:{}", id.provider, id.subject)),
+        None => s.serialize_none(),
+    }
 }
 
 fn method_text<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {

@@ -139,7 +139,7 @@ async fn proxy<P: Ports>(
     if let Some(route_auth) = &route.auth {
         let identity = authn::authenticate(&config.auth, route_auth, caches, ports, &mut req).await?;
         ctx.identity = Some(identity.clone());
-        authn::authorize(&config.auth, route_auth, &identity)?;
+        authn::authorize(route_auth, &identity)?;
     }
 
     // Phase 6, rate limit, by whoever the caller turned out to be.
@@ -211,8 +211,8 @@ fn check_content_length(headers: &HeaderMap, limit: u64) -> Result<(), AcceptErr
 /// Phase 9, respond: headers every answer carries, and the log record.
 fn respond<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
     response.headers_mut().insert(forward::X_REQUEST_ID, ctx.request_id.clone());
-    for (name, value) in &ctx.limit_headers {
-        response.headers_mut().insert(name.clone(), value.clone());
+    for (name, value) in ctx.limit_headers {
+        response.headers_mut().insert(name, value);
     }
     let log = AccessLog {
         time: rfc3339(ctx.received_at),
@@ -223,7 +223,7 @@ fn respond<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl
         host: ctx.host,
         path: ctx.path,
         route: ctx.route.map(|i| config.routes[i].name.clone()),
-        identity: ctx.identity.map(|id| format!("{}:{}", id.provider, id.subject)),
+        identity: ctx.identity,
         status: response.status().as_u16(),
         upstream: ctx.upstream,
         upstream_latency_us: ctx.upstream_latency.map(micros),

@@ -375,6 +375,11 @@ fn limited(ports: &FakePorts, gw: &Gateway, path: &str, client: &str) -> Exchang
     run_with(gw, ports, req, peer("198.51.100.7"))
 }
 
+/// The statuses of `n` requests in a row from client `a`.
+fn statuses(ports: &FakePorts, gw: &Gateway, path: &str, n: usize) -> Vec<u16> {
+    (0..n).map(|_| limited(ports, gw, path, "a").response.status().as_u16()).collect()
+}
+
 fn limited_gateway() -> Gateway {
     Gateway::new(Config::parse(LIMITED, "limits.toml", &Default::default()).unwrap())
 }
@@ -416,6 +421,8 @@ fn tiers_apply_to_their_groups_only_and_costs_beyond_the_burst_never_pass() {
     let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
     let tiered = limited(&ports, &gw, "/tiered", "a");
     assert_eq!(tiered.response.headers()["ratelimit-policy"], "\"gold\";q=1000;w=1");
+    assert!(tiered.log.to_line().contains("\"identity\":\"keys:acme\""), "{}", tiered.log.to_line());
+    assert!(limited(&ports, &gw, "/limited", "a").log.to_line().contains("\"identity\":null"));
     let pricey = limited(&ports, &gw, "/pricey", "a");
     assert_eq!(pricey.response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(pricey.response.headers().get("retry-after").is_none(), "waiting would not help");
@@ -439,8 +446,7 @@ fn a_store_outage_fails_open_or_closed_per_policy() {
 fn compare_and_swap_limits_match_the_memory_store() {
     let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
     ports.kv.cas_only.store(true, std::sync::atomic::Ordering::SeqCst);
-    let statuses: Vec<u16> = (0..3).map(|_| limited(&ports, &gw, "/limited", "a").response.status().as_u16()).collect();
-    assert_eq!(statuses, [200, 200, 429]);
+    assert_eq!(statuses(&ports, &gw, "/limited", 3), [200, 200, 429]);
     let other = limited(&ports, &gw, "/limited", "b");
     assert_eq!(other.response.headers()["ratelimit"], "\"per_client\";r=1;t=1, \"hourly\";r=2;t=108");
 }
@@ -455,8 +461,7 @@ fn best_effort_limits_work_on_a_store_without_atomics_and_exact_ones_do_not() {
     assert_eq!(strict.response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(strict.log.error.as_deref().unwrap().contains("no atomic"), "{:?}", strict.log.error);
     // Best effort (also fail-closed): counted with plain sets, still limits.
-    let statuses: Vec<u16> = (0..3).map(|_| limited(&ports, &gw, "/loose", "a").response.status().as_u16()).collect();
-    assert_eq!(statuses, [200, 200, 429]);
+    assert_eq!(statuses(&ports, &gw, "/loose", 3), [200, 200, 429]);
     ports.clock.advance(Duration::from_millis(500));
     let again = limited(&ports, &gw, "/loose", "a");
     assert_eq!(again.response.status(), StatusCode::OK, "one token back after half a second");

@@ -115,6 +115,15 @@ pub async fn gcra_by_compare_and_swap<K: KvStore + ?Sized>(
     Ok((decisions, now_us))
 }
 
+/// A key-value key as `kv-schema/` writes them: `prefix` (its parts
+/// joined) then the lower-case hex of a SHA-256 `digest`.
+pub fn store_key(prefix: &[&str], digest: &[u8]) -> String {
+    let mut key = String::with_capacity(prefix.iter().map(|p| p.len()).sum::<usize>() + digest.len() * 2);
+    prefix.iter().for_each(|p| key.push_str(p));
+    crate::pipeline::ids::push_hex(&mut key, digest);
+    key
+}
+
 /// Compare-and-swap rounds before a rate-limit update gives up.
 pub const CAS_ATTEMPTS: u32 = 8;
 
@@ -164,22 +173,31 @@ pub trait HttpClient {
         max_body: usize,
     ) -> Result<Response<Bytes>, UpstreamError> {
         let (parts, body) = self.send(request.map(Self::Body::from), options).await?.into_parts();
-        let body = read_body(body, max_body).await.map_err(UpstreamError::Protocol)?;
+        let body = read_body(body, max_body).await.map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         Ok(Response::from_parts(parts, body))
     }
 }
 
+/// Why a body could not be read whole.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ReadBodyError {
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body could not be read: {0}")]
+    Read(String),
+}
+
 /// Reads a body whole, refusing it past `limit` bytes.
-pub async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, String>
+pub async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, ReadBodyError>
 where
     B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin,
 {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame.map_err(|e| format!("the body could not be read: {e}"))?;
+        let frame = frame.map_err(|e| ReadBodyError::Read(e.to_string()))?;
         if let Some(data) = frame.data_ref() {
             if buf.len() + data.len() > limit {
-                return Err(format!("the body is larger than {limit} bytes"));
+                return Err(ReadBodyError::TooLarge(limit));
             }
             buf.extend_from_slice(data);
         }

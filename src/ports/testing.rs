@@ -101,7 +101,7 @@ impl HttpClient for FakeHttp {
         options: &UpstreamOptions,
     ) -> Result<Response<Full<Bytes>>, UpstreamError> {
         let (parts, body) = request.into_parts();
-        let body = read_body(body, usize::MAX).await.map_err(UpstreamError::ClientBody)?;
+        let body = read_body(body, usize::MAX).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?;
         let request = Request::from_parts(parts, body);
         let answer = (self.respond)(&request);
         if let Ok(mut sent) = self.sent.lock() {

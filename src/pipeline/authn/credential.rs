@@ -6,26 +6,30 @@ use http::{HeaderValue, Request, Uri};
 
 use crate::config::auth::TokenSource;
 
-pub enum Found {
+pub enum Found<'s> {
     None,
     /// Present but unusable: answered 400 `invalid_request`.
     Malformed(String),
-    Credential(String, TokenSource),
+    /// The credential and the source it came from (to strip it later).
+    Credential(String, &'s TokenSource),
 }
 
+/// What one source holds: nothing, a credential, or a malformed one.
+type Seen = Option<Result<String, String>>;
+
 /// The first source that holds a credential.
-pub fn find<B>(sources: &[TokenSource], req: &Request<B>) -> Found {
+pub fn find<'s, B>(sources: &'s [TokenSource], req: &Request<B>) -> Found<'s> {
     for source in sources {
-        let found = match source {
+        let seen = match source {
             TokenSource::Bearer => bearer(req),
             TokenSource::Header(name) => single(req.headers().get_all(name).iter(), name.as_str()),
             TokenSource::Cookie(name) => cookie(req, name),
             TokenSource::Query(name) => query(req.uri(), name),
         };
-        match found {
-            Found::None => continue,
-            Found::Credential(c, _) => return Found::Credential(c, source.clone()),
-            malformed => return malformed,
+        match seen {
+            None => continue,
+            Some(Ok(credential)) => return Found::Credential(credential, source),
+            Some(Err(description)) => return Found::Malformed(description),
         }
     }
     Found::None
@@ -33,38 +37,38 @@ pub fn find<B>(sources: &[TokenSource], req: &Request<B>) -> Found {
 
 /// `Authorization: Bearer <b64token>` (RFC 6750 §2.1). Another scheme is
 /// not a bearer credential; a bearer one that breaks the grammar is malformed.
-fn bearer<B>(req: &Request<B>) -> Found {
+fn bearer<B>(req: &Request<B>) -> Seen {
     let mut values = req.headers().get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Found::None };
+    let value = values.next()?;
     if values.next().is_some() {
-        return Found::Malformed("send one Authorization header".into());
+        return Some(Err("send one Authorization header".into()));
     }
-    let Ok(text) = value.to_str() else { return Found::Malformed("the Authorization header is not valid text".into()) };
+    let Ok(text) = value.to_str() else { return Some(Err("the Authorization header is not valid text".into())) };
     let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Found::None;
+        return None;
     }
     let token = rest.trim();
     let b64token = !token.is_empty()
         && token.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
     if !b64token {
-        return Found::Malformed("the Authorization header must be `Bearer <token>`".into());
+        return Some(Err("the Authorization header must be `Bearer <token>`".into()));
     }
-    Found::Credential(token.to_string(), TokenSource::Bearer)
+    Some(Ok(token.to_string()))
 }
 
-fn single<'a>(mut values: impl Iterator<Item = &'a HeaderValue>, name: &str) -> Found {
-    let Some(value) = values.next() else { return Found::None };
+fn single<'a>(mut values: impl Iterator<Item = &'a HeaderValue>, name: &str) -> Seen {
+    let value = values.next()?;
     if values.next().is_some() {
-        return Found::Malformed(format!("send one {name} header"));
+        return Some(Err(format!("send one {name} header")));
     }
-    match value.to_str().map(str::trim) {
-        Ok(v) if !v.is_empty() => Found::Credential(v.to_string(), TokenSource::Bearer),
-        _ => Found::Malformed(format!("the {name} header is empty or not valid text")),
-    }
+    Some(match value.to_str().map(str::trim) {
+        Ok(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(format!("the {name} header is empty or not valid text")),
+    })
 }
 
-fn cookie<B>(req: &Request<B>, name: &str) -> Found {
+fn cookie<B>(req: &Request<B>, name: &str) -> Seen {
     for header in req.headers().get_all(COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for pair in text.split(';') {
@@ -72,29 +76,24 @@ fn cookie<B>(req: &Request<B>, name: &str) -> Found {
                 && k == name
             {
                 let v = v.trim().trim_matches('"');
-                return if v.is_empty() {
-                    Found::Malformed(format!("the {name} cookie is empty"))
-                } else {
-                    Found::Credential(v.to_string(), TokenSource::Bearer)
-                };
+                return Some(if v.is_empty() { Err(format!("the {name} cookie is empty")) } else { Ok(v.to_string()) });
             }
         }
     }
-    Found::None
+    None
 }
 
-fn query(uri: &Uri, name: &str) -> Found {
-    let Some(q) = uri.query() else { return Found::None };
-    for pair in q.split('&') {
+fn query(uri: &Uri, name: &str) -> Seen {
+    for pair in uri.query()?.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k == name {
-            return match percent_decode(v) {
-                Some(v) if !v.is_empty() => Found::Credential(v, TokenSource::Bearer),
-                _ => Found::Malformed(format!("the {name} query parameter is empty or badly encoded")),
-            };
+            return Some(match percent_decode(v) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(format!("the {name} query parameter is empty or badly encoded")),
+            });
         }
     }
-    Found::None
+    None
 }
 
 /// `%XX` and `+` decoding of a query value; `None` if it is not UTF-8.
@@ -232,7 +231,7 @@ mod tests {
         match find(&s, &r) {
             Found::Credential(c, source) => {
                 assert_eq!(c, "from-cookie");
-                assert_eq!(source, TokenSource::Cookie("s".into()));
+                assert_eq!(source, &TokenSource::Cookie("s".into()));
             }
             _ => panic!("expected the cookie"),
         }

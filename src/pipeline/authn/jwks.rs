@@ -26,9 +26,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::hex;
 use crate::config::auth::JwksPolicy;
-use crate::ports::{Clock, HttpClient, KvStore, Ports, UpstreamOptions};
+use crate::ports::{Clock, HttpClient, KvStore, Ports, UpstreamOptions, store_key};
 
 /// Retry gap when no usable keys exist at all.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
@@ -104,7 +103,7 @@ pub struct Stored {
 
 /// The key-value key for a JWKS URL.
 pub fn kv_key(uri: &str) -> String {
-    format!("pc1:jwks:{}", hex(&Sha256::digest(uri.as_bytes())))
+    store_key(&["pc1:jwks:"], &Sha256::digest(uri.as_bytes()))
 }
 
 fn ms(d: Duration) -> u64 {

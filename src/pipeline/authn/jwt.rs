@@ -15,9 +15,9 @@ use jsonwebtoken::{Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
 use super::jwks::KeyLookup;
-use super::{AuthCaches, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest, hex};
+use super::{AuthCaches, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest};
 use crate::config::auth::{JwtProvider, KeySource};
-use crate::ports::{Clock, KvStore, Ports};
+use crate::ports::{Clock, KvStore, Ports, store_key};
 
 pub async fn verify<P: Ports>(
     name: &str,
@@ -153,15 +153,16 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 
 /// The key-value entry for a verified token (`kv-schema/verified-tokens.md`).
 pub fn token_key(digest: &[u8; 32]) -> String {
-    format!("pc1:tok:{}", hex(digest))
+    store_key(&["pc1:tok:"], digest)
 }
 
-/// The record under [`token_key`] (`kv-schema/verified-tokens.md`).
+/// The record under [`token_key`] (`kv-schema/verified-tokens.md`): read
+/// as an owned [`Identity`], written from a borrowed one.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct SharedToken {
+pub(super) struct SharedToken<I = Identity> {
     until_ms: u64,
-    identity: Identity,
+    identity: I,
 }
 
 /// A verified token from the shared store, if still valid.
@@ -173,8 +174,7 @@ async fn shared_get<P: Ports>(ports: &P, digest: &[u8; 32], now: Duration) -> Op
 }
 
 async fn shared_put<P: Ports>(ports: &P, digest: &[u8; 32], identity: &Identity, until: Duration, now: Duration) {
-    let stored =
-        SharedToken { until_ms: u64::try_from(until.as_millis()).unwrap_or(u64::MAX), identity: identity.clone() };
+    let stored = SharedToken { until_ms: u64::try_from(until.as_millis()).unwrap_or(u64::MAX), identity };
     if let Ok(bytes) = serde_json::to_vec(&stored) {
         // Losing this only costs the next fresh instance a signature check.
         let _ = ports.kv().set(&token_key(digest), &bytes, Some(until.saturating_sub(now))).await;

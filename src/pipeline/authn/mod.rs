@@ -15,12 +15,13 @@ mod jwt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderMap, HeaderValue, Request};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::cache::ExpiringMap;
+pub use crate::config::auth::Challenge;
 use crate::config::auth::{AuthConfig, ConsumerField, ProviderKind, RouteAuth};
 use crate::ports::Ports;
 
@@ -57,14 +58,6 @@ pub enum AuthError {
     InsufficientScope { scope: String, challenge: Challenge },
     #[error("{reason}")]
     Forbidden { reason: String },
-}
-
-/// What `WWW-Authenticate` offers: the realm and the schemes the route takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
-    pub realm: String,
-    pub bearer: bool,
-    pub api_key: bool,
 }
 
 /// The caches that only save work; per process on the node, per instance
@@ -105,7 +98,7 @@ pub async fn authenticate<P: Ports, B>(
     ports: &P,
     req: &mut Request<B>,
 ) -> Result<Arc<Identity>, AuthError> {
-    let challenge = challenge(auth, route);
+    let challenge = &route.challenge;
     let mut failure: Option<AuthError> = None;
     for &index in &route.providers {
         let provider = &auth.providers[index];
@@ -122,17 +115,15 @@ pub async fn authenticate<P: Ports, B>(
             credential::Found::Credential(credential, source) => (credential, source),
         };
         let verified = match &provider.kind {
-            ProviderKind::Jwt(jwt) => jwt::verify(&provider.name, jwt, &credential, caches, ports, &challenge).await,
-            ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, &challenge),
+            ProviderKind::Jwt(jwt) => jwt::verify(&provider.name, jwt, &credential, caches, ports, challenge).await,
+            ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
         };
         match verified {
             Ok(identity) => {
                 if strip {
-                    credential::strip(&source, req);
+                    credential::strip(source, req);
                 }
-                for (name, value) in forwarded(&provider.kind, &identity) {
-                    req.headers_mut().insert(name, value);
-                }
+                forward(&provider.kind, &identity, req.headers_mut());
                 return Ok(identity);
             }
             Err(e) => {
@@ -140,30 +131,31 @@ pub async fn authenticate<P: Ports, B>(
             }
         }
     }
-    Err(failure.unwrap_or(AuthError::Missing { challenge }))
+    Err(failure.unwrap_or_else(|| AuthError::Missing { challenge: challenge.clone() }))
 }
 
-/// The identity headers a provider sends to the origin.
-fn forwarded(kind: &ProviderKind, id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
-    let pairs: Vec<(HeaderName, Option<HeaderValue>)> = match kind {
-        ProviderKind::Jwt(jwt) => jwt
-            .forward_claims
-            .iter()
-            .map(|(h, claim)| (h.clone(), id.claims.get(claim).and_then(claim_header)))
-            .collect(),
-        ProviderKind::ApiKey(keys) => keys
-            .forward
-            .iter()
-            .map(|(h, field)| {
-                let text = match field {
-                    ConsumerField::Id => id.subject.clone(),
-                    ConsumerField::Groups => id.groups.join(","),
+/// Sets the identity headers a provider sends to the origin.
+fn forward(kind: &ProviderKind, id: &Identity, headers: &mut HeaderMap) {
+    match kind {
+        ProviderKind::Jwt(jwt) => {
+            for (name, claim) in &jwt.forward_claims {
+                if let Some(value) = id.claims.get(claim).and_then(claim_header) {
+                    headers.insert(name.clone(), value);
+                }
+            }
+        }
+        ProviderKind::ApiKey(keys) => {
+            for (name, field) in &keys.forward {
+                let value = match field {
+                    ConsumerField::Id => HeaderValue::from_str(&id.subject),
+                    ConsumerField::Groups => HeaderValue::from_str(&id.groups.join(",")),
                 };
-                (h.clone(), HeaderValue::from_str(&text).ok())
-            })
-            .collect(),
-    };
-    pairs.into_iter().filter_map(|(h, v)| Some((h, v?))).collect()
+                if let Ok(value) = value {
+                    headers.insert(name.clone(), value);
+                }
+            }
+        }
+    }
 }
 
 /// A claim as a header value: strings as they are, numbers and booleans
@@ -193,23 +185,11 @@ fn claim_equals(value: &serde_json::Value, accepted: &str) -> bool {
     }
 }
 
-fn challenge(auth: &AuthConfig, route: &RouteAuth) -> Challenge {
-    let kinds = route.providers.iter().map(|&i| &auth.providers[i].kind);
-    let (mut bearer, mut api_key) = (false, false);
-    for kind in kinds {
-        match kind {
-            ProviderKind::Jwt(_) => bearer = true,
-            ProviderKind::ApiKey(_) => api_key = true,
-        }
-    }
-    Challenge { realm: auth.realm.clone(), bearer, api_key }
-}
-
 /// Phase 5: the identity against the route's scopes, claims and groups.
-pub fn authorize(auth: &AuthConfig, route: &RouteAuth, identity: &Identity) -> Result<(), AuthError> {
+pub fn authorize(route: &RouteAuth, identity: &Identity) -> Result<(), AuthError> {
     let missing: Vec<&str> = route.scopes.iter().filter(|s| !identity.scopes.contains(s)).map(String::as_str).collect();
     if !missing.is_empty() {
-        return Err(AuthError::InsufficientScope { scope: route.scopes.join(" "), challenge: challenge(auth, route) });
+        return Err(AuthError::InsufficientScope { scope: route.scopes.join(" "), challenge: route.challenge.clone() });
     }
     for (claim, accepted) in &route.claims {
         let ok = match identity.claims.get(claim) {
@@ -265,8 +245,6 @@ fn digest(provider: &str, credential: &str) -> [u8; 32] {
     h.update(credential.as_bytes());
     h.finalize().into()
 }
-
-use crate::pipeline::ids::hex;
 
 #[cfg(test)]
 mod tests;
