@@ -133,6 +133,16 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
         out
     }
 
+    /// Drops every expired entry; returns how many stay and how many went.
+    pub fn purge(&self, now: Duration) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(kept, gone), s| {
+            let mut shard = lock(s);
+            let before = shard.len();
+            shard.retain(|_, e| e.live(now));
+            (kept + shard.len(), gone + before - shard.len())
+        })
+    }
+
     /// Live entries (for tests and metrics).
     pub fn len(&self, now: Duration) -> usize {
         self.shards.iter().map(|s| lock(s).values().filter(|e| e.live(now)).count()).sum()
@@ -170,6 +180,18 @@ mod tests {
         assert_eq!(m.get("b", T0 + Duration::from_secs(1 << 30)), Some(2));
         m.remove("b");
         assert_eq!(m.get("b", T0), None);
+    }
+
+    #[test]
+    fn purge_drops_only_expired_entries() {
+        let m: ExpiringMap<u32, u32> = ExpiringMap::new(100);
+        for i in 0..10 {
+            m.insert(i, i, Some(T0 + Duration::from_secs(u64::from(i))), T0);
+        }
+        m.insert(99, 0, None, T0);
+        assert_eq!(m.purge(T0 + Duration::from_secs(4)), (6, 5));
+        assert_eq!(m.get(&5, T0), Some(5));
+        assert_eq!(m.get(&4, T0), None, "removed, not just hidden");
     }
 
     #[test]

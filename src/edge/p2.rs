@@ -2,6 +2,7 @@
 //! the config is compiled per request (measured in `benches/`) and anything
 //! worth keeping between requests must live in the key-value store.
 
+use std::cell::OnceCell;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,12 +21,13 @@ use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
 
-use super::{buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names};
+use super::{buffer_unsized, compile, downstream, emit, kv_error, misconfigured, upstream_error, variable_names};
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
-use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
+use crate::ports::enveloped::{Enveloped, RawStore, Swap};
+use crate::ports::{HttpClient, KvError, Ports, UpstreamError, UpstreamOptions};
 use crate::system_clock::{Sleep, SystemClock};
 
 type Chunks = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>;
@@ -81,7 +83,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
-    let exchange = pipeline::handle(&gateway, &EdgePorts, req, downstream).await;
+    let ports = EdgePorts { kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep) } };
+    let exchange = pipeline::handle(&gateway, &ports, req, downstream).await;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     respond(out, exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))).await;
 }
@@ -188,7 +191,11 @@ impl Sleep for SpinSleep {
     }
 }
 
-struct EdgePorts;
+type SpinKv = Enveloped<SpinStore, SystemClock<SpinSleep>>;
+
+struct EdgePorts {
+    kv: SpinKv,
+}
 
 impl Ports for EdgePorts {
     /// A WASI 0.2 instance serves one request: verified tokens are shared
@@ -198,13 +205,13 @@ impl Ports for EdgePorts {
     type Http = SpinHttp;
     type Clock = SystemClock<SpinSleep>;
     fn kv(&self) -> &SpinKv {
-        &SpinKv
+        &self.kv
     }
     fn http(&self) -> &SpinHttp {
         &SpinHttp
     }
     fn clock(&self) -> &SystemClock<SpinSleep> {
-        &SystemClock(SpinSleep)
+        &self.kv.clock
     }
 }
 
@@ -281,43 +288,67 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// Spin key-value (`fermyon:spin/key-value@2.0.0`), with compare-and-swap
-/// through `wasi:keyvalue/atomics`. Values carry their own expiry (see
-/// `kv-schema/`), since Spin's stores have no TTL.
-pub struct SpinKv;
-
-fn kv_error(e: impl std::fmt::Display) -> KvError {
-    KvError(e.to_string())
+/// through `wasi:keyvalue/atomics`; each opened at most once per request
+/// (an instance's life). The core seals values in envelopes
+/// ([`Enveloped`]): Spin's stores expire nothing.
+#[derive(Default)]
+pub struct SpinStore {
+    store: OnceCell<Store>,
+    bucket: OnceCell<wstore::Bucket>,
 }
 
-impl KvStore for SpinKv {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Store::open_default().map_err(kv_error)?.get(key).map_err(kv_error)
+impl SpinStore {
+    fn store(&self) -> Result<&Store, KvError> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let opened = Store::open_default().map_err(kv_error)?;
+        Ok(self.store.get_or_init(|| opened))
     }
 
-    async fn set(&self, key: &str, value: &[u8], _ttl: Option<Duration>) -> Result<(), KvError> {
-        Store::open_default().map_err(kv_error)?.set(key, value).map_err(kv_error)
+    fn bucket(&self) -> Result<&wstore::Bucket, KvError> {
+        if let Some(bucket) = self.bucket.get() {
+            return Ok(bucket);
+        }
+        let opened = wstore::open("default").map_err(kv_error)?;
+        Ok(self.bucket.get_or_init(|| opened))
+    }
+}
+
+impl RawStore for SpinStore {
+    type Watch = atomics::Cas;
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.store()?.get(key).map_err(kv_error)
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.store()?.set(key, value).map_err(kv_error)
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
-        Store::open_default().map_err(kv_error)?.delete(key).map_err(kv_error)
+        self.store()?.delete(key).map_err(kv_error)
     }
 
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        current: Option<&[u8]>,
-        new: &[u8],
-        _ttl: Option<Duration>,
-    ) -> Result<bool, KvError> {
-        let bucket = wstore::open("default").map_err(kv_error)?;
-        let cas = atomics::Cas::new(&bucket, key).map_err(kv_error)?;
-        if cas.current().map_err(kv_error)?.as_deref() != current {
-            return Ok(false);
-        }
-        match atomics::swap(cas, new) {
-            Ok(()) => Ok(true),
-            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+    async fn keys(&self) -> Result<Vec<String>, KvError> {
+        self.store()?.get_keys().map_err(kv_error)
+    }
+
+    async fn watch(&self, key: &str) -> Result<(atomics::Cas, Option<Vec<u8>>), KvError> {
+        let cas = atomics::Cas::new(self.bucket()?, key).map_err(kv_error)?;
+        let current = cas.current().map_err(kv_error)?;
+        Ok((cas, current))
+    }
+
+    async fn swap(&self, cas: atomics::Cas, value: &[u8]) -> Result<Swap, KvError> {
+        match atomics::swap(cas, value) {
+            Ok(()) => Ok(Swap::Done),
+            Err(atomics::CasError::CasFailed(fresh)) => Ok(Swap::Refused { now: fresh.current().map_err(kv_error)? }),
             Err(atomics::CasError::StoreError(e)) => Err(kv_error(e)),
         }
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        atomics::increment(self.bucket()?, key, delta).map_err(kv_error)
     }
 }

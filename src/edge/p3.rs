@@ -16,12 +16,13 @@ use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::{IncomingRequestBody, IncomingResponseBody, RequestOptionsExtension};
 
-use super::{buffer_unsized, compile, downstream, emit, misconfigured, upstream_error, variable_names};
+use super::{buffer_unsized, compile, downstream, emit, kv_error, misconfigured, upstream_error, variable_names};
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
-use crate::ports::{HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions};
+use crate::ports::enveloped::{Enveloped, RawStore, Swap};
+use crate::ports::{HttpClient, KvError, Ports, UpstreamError, UpstreamOptions};
 use crate::system_clock::{Sleep, SystemClock};
 
 /// A body streamed from the host: a request's or a response's.
@@ -88,7 +89,8 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(Stream::Request(body), Some(probe.clone())));
-    let exchange = pipeline::handle(gateway, &EdgePorts, req, downstream).await;
+    let ports = EdgePorts { kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep) } };
+    let exchange = pipeline::handle(gateway, &ports, req, downstream).await;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
 }
@@ -103,20 +105,24 @@ impl Sleep for SpinSleep {
     }
 }
 
-struct EdgePorts;
+type SpinKv = Enveloped<SpinStore, SystemClock<SpinSleep>>;
+
+struct EdgePorts {
+    kv: SpinKv,
+}
 
 impl Ports for EdgePorts {
     type Kv = SpinKv;
     type Http = SpinHttp;
     type Clock = SystemClock<SpinSleep>;
     fn kv(&self) -> &SpinKv {
-        &SpinKv
+        &self.kv
     }
     fn http(&self) -> &SpinHttp {
         &SpinHttp
     }
     fn clock(&self) -> &SystemClock<SpinSleep> {
-        &SystemClock(SpinSleep)
+        &self.kv.clock
     }
 }
 
@@ -146,17 +152,13 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// Spin key-value (`spin:key-value@3.0.0`), with compare-and-swap through
-/// `wasi:keyvalue/atomics`. Values carry their own expiry (see
-/// `kv-schema/`), since Spin's stores have no TTL.
-pub struct SpinKv;
+/// `wasi:keyvalue/atomics`; both opened once per instance. The core seals
+/// values in envelopes ([`Enveloped`]): Spin's stores expire nothing.
+pub struct SpinStore;
 
 /// The default store and bucket, opened once per instance.
 static STORE: OnceLock<Store> = OnceLock::new();
 static BUCKET: OnceLock<wstore::Bucket> = OnceLock::new();
-
-fn kv_error(e: impl std::fmt::Display) -> KvError {
-    KvError(e.to_string())
-}
 
 async fn store() -> Result<&'static Store, KvError> {
     if let Some(store) = STORE.get() {
@@ -174,12 +176,14 @@ fn bucket() -> Result<&'static wstore::Bucket, KvError> {
     Ok(BUCKET.get_or_init(|| opened))
 }
 
-impl KvStore for SpinKv {
+impl RawStore for SpinStore {
+    type Watch = atomics::Cas;
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         store().await?.get(key).await.map_err(kv_error)
     }
 
-    async fn set(&self, key: &str, value: &[u8], _ttl: Option<Duration>) -> Result<(), KvError> {
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
         store().await?.set(key, value).await.map_err(kv_error)
     }
 
@@ -187,21 +191,25 @@ impl KvStore for SpinKv {
         store().await?.delete(key).await.map_err(kv_error)
     }
 
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        current: Option<&[u8]>,
-        new: &[u8],
-        _ttl: Option<Duration>,
-    ) -> Result<bool, KvError> {
+    async fn keys(&self) -> Result<Vec<String>, KvError> {
+        store().await?.get_keys().await.collect().await.map_err(kv_error)
+    }
+
+    async fn watch(&self, key: &str) -> Result<(atomics::Cas, Option<Vec<u8>>), KvError> {
         let cas = atomics::Cas::new(bucket()?, key).map_err(kv_error)?;
-        if cas.current().map_err(kv_error)?.as_deref() != current {
-            return Ok(false);
-        }
-        match atomics::swap(cas, new) {
-            Ok(()) => Ok(true),
-            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+        let current = cas.current().map_err(kv_error)?;
+        Ok((cas, current))
+    }
+
+    async fn swap(&self, cas: atomics::Cas, value: &[u8]) -> Result<Swap, KvError> {
+        match atomics::swap(cas, value) {
+            Ok(()) => Ok(Swap::Done),
+            Err(atomics::CasError::CasFailed(fresh)) => Ok(Swap::Refused { now: fresh.current().map_err(kv_error)? }),
             Err(atomics::CasError::StoreError(e)) => Err(kv_error(e)),
         }
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        atomics::increment(bucket()?, key, delta).map_err(kv_error)
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::pipeline::gcra::Decision;
 use crate::ports::memory::MemoryKv;
-use crate::ports::{GcraStep, KvError, KvStore, Ports};
+use crate::ports::{GcraStep, KvError, KvStore, Ports, SweepReport};
 use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
 
@@ -92,6 +92,13 @@ impl KvStore for NodeKv {
         match self {
             Self::Memory(kv) => kv.gcra(steps, now_us).await,
             Self::Redis(kv) => kv.gcra(steps, now_us).await,
+        }
+    }
+
+    async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
+        match self {
+            Self::Memory(kv) => kv.sweep(after, limit).await,
+            Self::Redis(kv) => kv.sweep(after, limit).await,
         }
     }
 }

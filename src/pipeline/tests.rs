@@ -444,18 +444,23 @@ fn a_store_outage_fails_open_or_closed_per_policy() {
 
 #[test]
 fn compare_and_swap_limits_match_the_memory_store() {
-    let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
-    ports.kv.cas_only.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(statuses(&ports, &gw, "/limited", 3), [200, 200, 429]);
-    let other = limited(&ports, &gw, "/limited", "b");
-    assert_eq!(other.response.headers()["ratelimit"], "\"per_client\";r=1;t=1, \"hourly\";r=2;t=108");
+    // Also where the store reports each swap as failed after committing it.
+    for lying in [false, true] {
+        let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
+        ports.kv.spin_like.store(true, std::sync::atomic::Ordering::SeqCst);
+        ports.kv.spin.store.set_lying(lying);
+        assert_eq!(statuses(&ports, &gw, "/limited", 3), [200, 200, 429], "lying: {lying}");
+        let other = limited(&ports, &gw, "/limited", "b");
+        assert_eq!(other.response.headers()["ratelimit"], "\"per_client\";r=1;t=1, \"hourly\";r=2;t=108");
+        assert_eq!(ports.kv.spin.store.swaps(), 2 * 2 + 2, "each admitted request wrote each of its keys once");
+    }
 }
 
 #[test]
 fn best_effort_limits_work_on_a_store_without_atomics_and_exact_ones_do_not() {
     let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
-    ports.kv.cas_only.store(true, std::sync::atomic::Ordering::SeqCst);
-    ports.kv.no_atomics.store(true, std::sync::atomic::Ordering::SeqCst);
+    ports.kv.spin_like.store(true, std::sync::atomic::Ordering::SeqCst);
+    ports.kv.spin.store.set_no_atomics(true);
     // Exact, fail-closed: the missing compare-and-swap is a store failure.
     let strict = limited(&ports, &gw, "/strict", "a");
     assert_eq!(strict.response.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Clock, GcraStep, KvError, KvStore};
+use super::{Clock, GcraStep, KvError, KvStore, SweepReport};
 use crate::cache::ExpiringMap;
 use crate::pipeline::gcra::{self, Decision};
 
@@ -79,6 +79,13 @@ impl<C: Clock> KvStore for MemoryKv<C> {
             (decisions, writes)
         });
         Ok((decisions, now_us))
+    }
+
+    /// Expired entries go when touched or when room is needed; a sweep
+    /// drops them all at once (the whole map: it is in-process).
+    async fn sweep(&self, _after: Option<&str>, _limit: usize) -> Result<SweepReport, KvError> {
+        let (kept, gone) = self.map.purge(self.clock.now());
+        Ok(SweepReport { keys: Some(kept + gone), examined: kept + gone, deleted: gone, next: None })
     }
 }
 

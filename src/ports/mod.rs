@@ -6,6 +6,7 @@
 //! compiler sees through when it checks the node's futures.
 #![allow(async_fn_in_trait)]
 
+pub mod enveloped;
 pub mod memory;
 #[cfg(test)]
 pub mod testing;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use thiserror::Error;
 
-use crate::pipeline::gcra::{self, Decision, Rate};
+use crate::pipeline::gcra::{Decision, Rate};
 
 /// Wall-clock and monotonic time. The core never reads a clock itself.
 pub trait Clock {
@@ -51,69 +52,31 @@ pub trait KvStore {
     /// every step admits and every key is updated, or nothing is written.
     /// Returns the decisions and the time they were made at (a store may
     /// use its own clock, as Redis does, so a fleet shares one).
-    ///
-    /// The default is [`gcra_by_compare_and_swap`]; stores that can do
-    /// better (memory, Redis: exact across keys, always) override it.
-    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
-        gcra_by_compare_and_swap(self, steps, now_us).await
+    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError>;
+
+    /// Deletes expired records among the gateway's keys after `after` (in
+    /// key order), examining at most `limit` of them. Stores that expire
+    /// records themselves (memory, Redis) have nothing to do.
+    async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
+        let _ = (after, limit);
+        Ok(SweepReport::default())
     }
 }
 
-/// GCRA on a store that offers only get, set and compare-and-swap (Spin's).
-///
-/// Reads each key, decides, then commits. An exact step commits with
-/// compare-and-swap: exact per key; when several keys are updated at once
-/// and another request wins a race on a later key after earlier ones were
-/// committed, those earlier ones stay consumed. A key that keeps changing
-/// under it ([`CAS_ATTEMPTS`] rounds) refuses the request. A best-effort
-/// step commits with a plain set and needs no atomics: requests racing on
-/// one key may each be admitted on the same read.
-pub async fn gcra_by_compare_and_swap<K: KvStore + ?Sized>(
-    kv: &K,
-    steps: &[GcraStep<'_>],
-    now_us: u64,
-) -> Result<(Vec<Decision>, u64), KvError> {
-    let mut seen = Vec::with_capacity(steps.len());
-    for step in steps {
-        seen.push(kv.get(step.key).await?);
-    }
-    let mut decisions: Vec<Decision> = steps
-        .iter()
-        .zip(&seen)
-        .map(|(s, v)| gcra::decide(gcra::decode(v.as_deref()), now_us, s.rate, s.cost))
-        .collect();
-    if decisions.iter().any(|d| !d.allowed) {
-        return Ok((decisions, now_us));
-    }
-    for (i, step) in steps.iter().enumerate() {
-        if !step.exact {
-            let d = decisions[i];
-            kv.set(step.key, gcra::encode(d.tat_us).as_bytes(), Some(gcra::ttl(d, now_us))).await?;
-            continue;
-        }
-        let mut attempts = 0;
-        loop {
-            let d = decisions[i];
-            let ttl = gcra::ttl(d, now_us);
-            if kv.compare_and_swap(step.key, seen[i].as_deref(), gcra::encode(d.tat_us).as_bytes(), Some(ttl)).await? {
-                break;
-            }
-            attempts += 1;
-            if attempts >= CAS_ATTEMPTS {
-                // Contention, not an outage: refuse (a fail-open policy
-                // must not admit more than its limit under load).
-                decisions[i] = Decision { allowed: false, retry_after_us: Some(step.rate.interval_us), ..decisions[i] };
-                return Ok((decisions, now_us));
-            }
-            seen[i] = kv.get(step.key).await?;
-            decisions[i] = gcra::decide(gcra::decode(seen[i].as_deref()), now_us, step.rate, step.cost);
-            if !decisions[i].allowed {
-                return Ok((decisions, now_us));
-            }
-        }
-    }
-    Ok((decisions, now_us))
+/// What one sweep did (the answer of the sweep path, `kv-schema/README.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// The gateway's keys in the store when this sweep began; `None`
+    /// where the store expires records itself.
+    pub keys: Option<usize>,
+    pub examined: usize,
+    pub deleted: usize,
+    /// The key the next call continues after; `None` once the end is reached.
+    pub next: Option<String>,
 }
+
+/// Every key the gateway writes starts with this (`kv-schema/README.md`).
+pub const KEY_PREFIX: &str = "pc1:";
 
 /// A key-value key as `kv-schema/` writes them: `prefix` (its parts
 /// joined) then the lower-case hex of a SHA-256 `digest`.
@@ -203,6 +166,23 @@ where
         }
     }
     Ok(buf.freeze())
+}
+
+/// Reads and discards what is left of a body, at most `limit` bytes more;
+/// returns whether its end was reached.
+pub async fn drain<B>(mut body: B, limit: u64) -> bool
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut seen = 0u64;
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(frame) = frame else { return false };
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > limit {
+            return false;
+        }
+    }
+    true
 }
 
 /// Why an upstream exchange failed, by cause: the cause decides the status.

@@ -1,9 +1,10 @@
 //! In-memory ports for unit tests: the pipeline runs without a socket or a
 //! runtime, on the host and on wasm32-wasip2 alike.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -12,10 +13,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 
+use super::enveloped::{Enveloped, RawStore, Swap};
 use super::memory::MemoryKv;
 use super::{
-    Clock, GcraStep, HttpClient, KvError, KvStore, Ports, UpstreamError, UpstreamOptions, gcra_by_compare_and_swap,
-    read_body,
+    Clock, GcraStep, HttpClient, KvError, KvStore, Ports, SweepReport, UpstreamError, UpstreamOptions, read_body,
 };
 use crate::pipeline::gcra::Decision;
 
@@ -111,34 +112,159 @@ impl HttpClient for FakeHttp {
     }
 }
 
+type AfterSwap = Box<dyn FnOnce(&FakeRawStore) + Send>;
+
+/// A store like Spin's key-value: no expiry, a versioned compare-and-swap,
+/// and switches for a backend without atomics, for one that reports a swap
+/// as failed after committing it (Spin's Redis backend) and for one whose
+/// swap on an absent key is a blind upsert (Spin's SQLite backend).
+#[derive(Default)]
+pub struct FakeRawStore {
+    data: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+    version: AtomicU64,
+    no_atomics: AtomicBool,
+    lying: AtomicBool,
+    upserts: AtomicBool,
+    swaps: AtomicUsize,
+    after_swap: Mutex<Option<AfterSwap>>,
+    after_watch: Mutex<Option<AfterSwap>>,
+}
+
+impl FakeRawStore {
+    pub fn set_no_atomics(&self, on: bool) {
+        self.no_atomics.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_lying(&self, on: bool) {
+        self.lying.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_upserts(&self, on: bool) {
+        self.upserts.store(on, Ordering::SeqCst);
+    }
+
+    /// Runs `f` once, right after the next watch (another writer getting in).
+    pub fn after_watch(&self, f: impl FnOnce(&FakeRawStore) + Send + 'static) {
+        *self.after_watch.lock().unwrap() = Some(Box::new(f));
+    }
+
+    /// Runs `f` once, right after the next committed swap and before it is reported.
+    pub fn after_swap(&self, f: impl FnOnce(&FakeRawStore) + Send + 'static) {
+        *self.after_swap.lock().unwrap() = Some(Box::new(f));
+    }
+
+    /// Swaps that committed.
+    pub fn swaps(&self) -> usize {
+        self.swaps.load(Ordering::SeqCst)
+    }
+
+    pub fn raw(&self, key: &str) -> Option<Vec<u8>> {
+        self.data.lock().unwrap().get(key).map(|(v, _)| v.clone())
+    }
+
+    pub fn put(&self, key: &str, value: Vec<u8>) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.data.lock().unwrap().insert(key.to_string(), (value, version));
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.data.lock().unwrap().len()
+    }
+
+    fn versioned(&self, key: &str) -> (Option<u64>, Option<Vec<u8>>) {
+        match self.data.lock().unwrap().get(key) {
+            Some((v, version)) => (Some(*version), Some(v.clone())),
+            None => (None, None),
+        }
+    }
+}
+
+impl RawStore for FakeRawStore {
+    type Watch = (String, Option<u64>);
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.raw(key))
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.put(key, value.to_vec());
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.data.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn keys(&self) -> Result<Vec<String>, KvError> {
+        Ok(self.data.lock().unwrap().keys().cloned().collect())
+    }
+    async fn watch(&self, key: &str) -> Result<(Self::Watch, Option<Vec<u8>>), KvError> {
+        if self.no_atomics.load(Ordering::SeqCst) {
+            return Err(KvError("this store has no atomic operations".into()));
+        }
+        let (version, value) = self.versioned(key);
+        if let Some(f) = self.after_watch.lock().unwrap().take() {
+            f(self);
+        }
+        Ok(((key.to_string(), version), value))
+    }
+    async fn swap(&self, (key, seen): Self::Watch, value: &[u8]) -> Result<Swap, KvError> {
+        let upsert = seen.is_none() && self.upserts.load(Ordering::SeqCst);
+        if self.versioned(&key).0 != seen && !upsert {
+            return Ok(Swap::Refused { now: self.raw(&key) });
+        }
+        self.put(&key, value.to_vec());
+        self.swaps.fetch_add(1, Ordering::SeqCst);
+        if let Some(f) = self.after_swap.lock().unwrap().take() {
+            f(self);
+        }
+        Ok(match self.lying.load(Ordering::SeqCst) {
+            true => Swap::Refused { now: self.raw(&key) },
+            false => Swap::Done,
+        })
+    }
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        let mut data = self.data.lock().unwrap();
+        let current = match data.get(key) {
+            Some((v, _)) => i64::from_le_bytes(v.as_slice().try_into().map_err(|_| KvError("not a counter".into()))?),
+            None => 0,
+        };
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        data.insert(key.to_string(), ((current + delta).to_le_bytes().to_vec(), version));
+        Ok(current + delta)
+    }
+}
+
 /// The memory store, with switches: every call fails (a store outage);
-/// rate limits go through compare-and-swap as on Spin's stores; there is
-/// no compare-and-swap (a store without atomics).
+/// `spin_like` sends everything to a Spin-like store instead (see
+/// [`FakeRawStore`] for its own switches).
 pub struct TestKv {
     pub inner: MemoryKv<FakeClock>,
+    pub spin: Enveloped<FakeRawStore, FakeClock>,
     pub down: AtomicBool,
-    pub cas_only: AtomicBool,
-    pub no_atomics: AtomicBool,
+    pub spin_like: AtomicBool,
 }
 
 impl TestKv {
     fn check(&self) -> Result<(), KvError> {
         if self.down.load(Ordering::SeqCst) { Err(KvError("connection refused".into())) } else { Ok(()) }
     }
+
+    fn spin_like(&self) -> bool {
+        self.spin_like.load(Ordering::SeqCst)
+    }
 }
 
 impl KvStore for TestKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.check()?;
-        self.inner.get(key).await
+        if self.spin_like() { self.spin.get(key).await } else { self.inner.get(key).await }
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
         self.check()?;
-        self.inner.set(key, value, ttl).await
+        if self.spin_like() { self.spin.set(key, value, ttl).await } else { self.inner.set(key, value, ttl).await }
     }
     async fn delete(&self, key: &str) -> Result<(), KvError> {
         self.check()?;
-        self.inner.delete(key).await
+        if self.spin_like() { self.spin.delete(key).await } else { self.inner.delete(key).await }
     }
     async fn compare_and_swap(
         &self,
@@ -148,17 +274,21 @@ impl KvStore for TestKv {
         ttl: Option<Duration>,
     ) -> Result<bool, KvError> {
         self.check()?;
-        if self.no_atomics.load(Ordering::SeqCst) {
-            return Err(KvError("this store has no atomic operations".into()));
+        match self.spin_like() {
+            true => self.spin.compare_and_swap(key, current, new, ttl).await,
+            false => self.inner.compare_and_swap(key, current, new, ttl).await,
         }
-        self.inner.compare_and_swap(key, current, new, ttl).await
     }
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         self.check()?;
-        if self.cas_only.load(Ordering::SeqCst) {
-            return gcra_by_compare_and_swap(self, steps, now_us).await;
+        if self.spin_like() { self.spin.gcra(steps, now_us).await } else { self.inner.gcra(steps, now_us).await }
+    }
+    async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
+        self.check()?;
+        match self.spin_like() {
+            true => KvStore::sweep(&self.spin, after, limit).await,
+            false => self.inner.sweep(after, limit).await,
         }
-        self.inner.gcra(steps, now_us).await
     }
 }
 
@@ -175,9 +305,9 @@ impl FakePorts {
         Self {
             kv: TestKv {
                 inner: MemoryKv::new(clock.clone(), 10_000),
+                spin: Enveloped { store: FakeRawStore::default(), clock: clock.clone() },
                 down: AtomicBool::new(false),
-                cas_only: AtomicBool::new(false),
-                no_atomics: AtomicBool::new(false),
+                spin_like: AtomicBool::new(false),
             },
             http,
             clock,

@@ -93,9 +93,9 @@ struct Key {
 #[serde(deny_unknown_fields)]
 pub struct Stored {
     pub attempted_at_ms: u64,
-    /// Set while the claimant fetches; others wait for it to clear.
-    #[serde(default)]
-    pub in_flight: bool,
+    /// Set while an instance fetches: its deadline. Others wait for the
+    /// result until then, and take over once it has passed.
+    pub claimed_until_ms: Option<u64>,
     pub fetched_at_ms: Option<u64>,
     pub fresh_until_ms: Option<u64>,
     pub jwks: Option<String>,
@@ -210,7 +210,7 @@ impl JwksCache {
     ) -> KeyLookup {
         let uri_text = uri.to_string();
         let entry = self.entry(&uri_text);
-        let now = ports.clock().now();
+        let mut now = ports.clock().now();
         let fresh_key =
             |state: &State| state.set.as_ref().filter(|s| s.fresh_until > now).and_then(|s| s.find(kid, alg));
 
@@ -234,54 +234,68 @@ impl JwksCache {
             while entry.fetching.load(Ordering::Acquire) && ports.clock().now() < deadline {
                 ports.clock().sleep(PEER_POLL).await;
             }
-            let state = entry.snapshot();
-            let set = state.set.filter(|s| s.usable(now, policy));
-            return match set {
-                Some(set) => set.find(kid, alg).map_or(KeyLookup::Unknown, KeyLookup::Found),
-                None => KeyLookup::Unavailable,
-            };
+            let set = entry.snapshot().set.filter(|s| s.usable(now, policy));
+            return lookup(set.as_deref(), kid, alg);
         }
         let _fetching = Fetching(&entry.fetching);
         let state = entry.snapshot();
         if let Some(key) = fresh_key(&state) {
             return KeyLookup::Found(key);
         }
-        let usable = state.set.clone().filter(|s| s.usable(now, policy));
-        let gap = if usable.is_some() { policy.refetch_interval } else { UNAVAILABLE_RETRY };
-        let may_fetch = state.last_attempt.is_none_or(|t| now >= t.saturating_add(gap));
-        // Another instance is fetching right now: its result is what we need.
-        let peer_fetching = stored.as_ref().is_some_and(|(s, _)| {
-            s.in_flight && now < Duration::from_millis(s.attempted_at_ms).saturating_add(policy.fetch_timeout)
-        });
-        let mut set = usable;
-        if peer_fetching {
-            await_peer(ports, &entry, &uri_text, now.saturating_add(policy.fetch_timeout)).await;
+        let mut set = state.set.clone().filter(|s| s.usable(now, policy));
+        let mut seen = stored;
+        // Another instance is fetching right now: its result is what we
+        // need. If it misses its deadline, we take over.
+        if let Some(until) = seen.as_ref().and_then(|(s, _)| s.claim_deadline(now, policy)) {
+            seen = await_peer(ports, &entry, &uri_text, until).await;
             set = entry.snapshot().set.filter(|s| s.usable(now, policy));
-        } else if may_fetch {
+            if seen.as_ref().is_none_or(|(s, _)| s.claimed_until_ms.is_none()) {
+                return lookup(set.as_deref(), kid, alg);
+            }
+            now = ports.clock().now();
+        }
+        let gap = if set.is_some() { policy.refetch_interval } else { UNAVAILABLE_RETRY };
+        let last = entry.snapshot().last_attempt;
+        let abandoned = seen.as_ref().is_some_and(|(s, _)| s.claimed_until_ms.is_some());
+        if abandoned || last.is_none_or(|t| now >= t.saturating_add(gap)) {
             entry.update(|s| s.last_attempt = Some(now));
             // Claim the attempt in the shared store first: of many instances
             // (or nodes) that decide to fetch at once, one does.
-            let seen = stored.as_ref().map(|(_, bytes)| bytes.as_slice());
-            if claim(ports, &uri_text, seen, now, set.as_deref(), policy).await {
+            let seen_bytes = seen.as_ref().map(|(_, bytes)| bytes.as_slice());
+            if claim(ports, &uri_text, seen_bytes, now, set.as_deref(), policy).await {
                 match fetch(ports, uri, policy, now).await {
                     Some(fetched) => {
                         let fetched = Arc::new(fetched);
                         entry.update(|s| s.set = Some(fetched.clone()));
-                        save(ports, &uri_text, now, Some(&fetched), false, policy).await;
+                        save(ports, &uri_text, now, Some(&fetched), policy).await;
                         set = Some(fetched);
                     }
                     // Done, in vain: release whoever waits on the claim.
-                    None => save(ports, &uri_text, now, set.as_deref(), false, policy).await,
+                    None => save(ports, &uri_text, now, set.as_deref(), policy).await,
                 }
             } else {
                 await_peer(ports, &entry, &uri_text, now.saturating_add(policy.fetch_timeout)).await;
                 set = entry.snapshot().set.filter(|s| s.usable(now, policy));
             }
         }
-        match set {
-            Some(set) => set.find(kid, alg).map_or(KeyLookup::Unknown, KeyLookup::Found),
-            None => KeyLookup::Unavailable,
-        }
+        lookup(set.as_deref(), kid, alg)
+    }
+}
+
+/// The key in a usable set, or why there is none.
+fn lookup(set: Option<&KeySet>, kid: Option<&str>, alg: Algorithm) -> KeyLookup {
+    match set {
+        Some(set) => set.find(kid, alg).map_or(KeyLookup::Unknown, KeyLookup::Found),
+        None => KeyLookup::Unavailable,
+    }
+}
+
+impl Stored {
+    /// Until when to wait for the instance that claimed a fetch, if one
+    /// holds a live claim: its own deadline, but never past our `fetch_timeout`.
+    fn claim_deadline(&self, now: Duration, policy: &JwksPolicy) -> Option<Duration> {
+        let until = Duration::from_millis(self.claimed_until_ms?);
+        (until > now).then(|| until.min(now.saturating_add(policy.fetch_timeout)))
     }
 }
 
@@ -310,10 +324,11 @@ async fn load<P: Ports>(ports: &P, uri: &str) -> Option<(Stored, Vec<u8>)> {
     Some((serde_json::from_slice(&bytes).ok()?, bytes))
 }
 
-fn record(now: Duration, set: Option<&KeySet>, in_flight: bool, policy: &JwksPolicy) -> (Vec<u8>, Duration) {
+/// The record of an attempt at `now`; `claimed`: the fetch is under way.
+fn record(now: Duration, set: Option<&KeySet>, claimed: bool, policy: &JwksPolicy) -> (Vec<u8>, Duration) {
     let stored = Stored {
         attempted_at_ms: ms(now),
-        in_flight,
+        claimed_until_ms: claimed.then(|| ms(now.saturating_add(policy.fetch_timeout))),
         fetched_at_ms: set.map(|s| ms(s.fetched_at)),
         fresh_until_ms: set.map(|s| ms(s.fresh_until)),
         jwks: set.map(|s| s.raw.clone()),
@@ -338,32 +353,28 @@ async fn claim<P: Ports>(
 }
 
 /// Stores the outcome of an attempt (a failed store only costs a refetch later).
-async fn save<P: Ports>(
-    ports: &P,
-    uri: &str,
-    now: Duration,
-    set: Option<&KeySet>,
-    in_flight: bool,
-    policy: &JwksPolicy,
-) {
-    let (bytes, keep) = record(now, set, in_flight, policy);
+async fn save<P: Ports>(ports: &P, uri: &str, now: Duration, set: Option<&KeySet>, policy: &JwksPolicy) {
+    let (bytes, keep) = record(now, set, false, policy);
     let _ = ports.kv().set(&kv_key(uri), &bytes, Some(keep)).await;
 }
 
-/// Another instance claimed the fetch: wait (until `deadline`) for its result.
-async fn await_peer<P: Ports>(ports: &P, entry: &Entry, uri: &str, deadline: Duration) {
+/// Another instance claimed the fetch: wait (until `deadline`) for its
+/// result. Returns the record as last read (still claimed if the claimant
+/// missed the deadline).
+async fn await_peer<P: Ports>(ports: &P, entry: &Entry, uri: &str, deadline: Duration) -> Option<(Stored, Vec<u8>)> {
     loop {
-        match load(ports, uri).await {
-            Some((stored, _)) => {
-                adopt(entry, &stored);
-                if !stored.in_flight {
-                    return;
+        let stored = load(ports, uri).await;
+        match &stored {
+            Some((record, _)) => {
+                adopt(entry, record);
+                if record.claimed_until_ms.is_none() {
+                    return stored;
                 }
             }
-            None => return,
+            None => return None,
         }
         if ports.clock().now() >= deadline {
-            return;
+            return stored;
         }
         ports.clock().sleep(PEER_POLL).await;
     }

@@ -1,8 +1,13 @@
 //! The key-value backend behind every store label the host serves: shared
-//! by all instances of the component (as Spin's stores are), with
-//! compare-and-swap that is exact. A CAS handle snapshots the key's version
-//! when it is created; the swap succeeds only if nothing wrote the key since,
-//! which is what Spin's Redis-backed stores give (WATCH/MULTI).
+//! by all instances of the component (as Spin's stores are), with no expiry
+//! (Spin's stores have none), and compare-and-swap as one of Spin's two
+//! backends does it. A CAS handle snapshots the key when it is created; then
+//! - `Sqlite` (Spin's default store): the swap succeeds only if the key is
+//!   unchanged, except that a key that was absent is written blindly (Spin
+//!   inserts with `ON CONFLICT DO UPDATE`);
+//! - `Redis` (a runtime config with `type = "redis"`): the swap is exact
+//!   (WATCH/MULTI), but every swap is reported as failed, committed or not
+//!   (Spin's `UNWATCH <key>` is an error).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,12 +17,20 @@ struct Entry {
     version: u64,
 }
 
+/// Which of Spin's key-value backends the store behaves like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Sqlite,
+    Redis,
+}
+
 /// One backend for all labels the component may open.
 pub struct Kv {
     labels: Vec<String>,
     /// Whether `wasi:keyvalue/atomics` works: off models a Spin store whose
     /// backend cannot compare-and-swap.
     pub atomics: bool,
+    pub backend: Backend,
     data: Mutex<Data>,
 }
 
@@ -36,8 +49,8 @@ pub struct Snapshot {
 
 impl Kv {
     /// A backend that lets the component open exactly `labels`.
-    pub fn new(labels: Vec<String>, atomics: bool) -> Self {
-        Self { labels, atomics, data: Mutex::new(Data::default()) }
+    pub fn new(labels: Vec<String>, atomics: bool, backend: Backend) -> Self {
+        Self { labels, atomics, backend, data: Mutex::new(Data::default()) }
     }
 
     pub fn allows(&self, label: &str) -> bool {
@@ -80,12 +93,13 @@ impl Kv {
         })
     }
 
-    /// Writes `value` if the key is still at the snapshot's version; else
-    /// returns the key's current snapshot.
+    /// Writes `value` if the key is still at the snapshot's version (or,
+    /// on `Sqlite`, if it was absent); else returns the key's current snapshot.
     pub fn swap(&self, label: &str, key: &str, seen: Option<u64>, value: Vec<u8>) -> Result<(), Snapshot> {
+        let upsert = seen.is_none() && self.backend == Backend::Sqlite;
         self.with(|d| {
             let current = d.stores.get(label).and_then(|s| s.get(key));
-            if current.map(|e| e.version) != seen {
+            if current.map(|e| e.version) != seen && !upsert {
                 return Err(match current {
                     Some(e) => Snapshot { value: Some(e.value.clone()), version: Some(e.version) },
                     None => Snapshot { value: None, version: None },

@@ -45,6 +45,11 @@ enum Command {
         /// Serve stores whose backend cannot compare-and-swap (`wasi:keyvalue/atomics` fails).
         #[arg(long)]
         kv_no_atomics: bool,
+        /// Which Spin key-value backend the stores behave like: `sqlite`
+        /// (Spin's default; a swap on an absent key is a blind upsert) or
+        /// `redis` (exact swaps, each reported as failed).
+        #[arg(long, value_enum, default_value = "sqlite")]
+        kv_backend: kv::Backend,
         /// Requests per WASI 0.3 instance (Spin: 128).
         #[arg(long)]
         reuse: Option<usize>,
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
             vars,
             stores,
             kv_no_atomics,
+            kv_backend,
             reuse,
             concurrency,
             idle_timeout_ms,
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
             let stores = if stores.is_empty() { vec!["default".to_string()] } else { stores };
             let platform = host::Platform {
                 variables: vars.into_iter().collect::<BTreeMap<_, _>>(),
-                kv: kv::Kv::new(stores, !kv_no_atomics),
+                kv: kv::Kv::new(stores, !kv_no_atomics, kv_backend),
                 pools: Default::default(),
             };
             let opts = serve::ServeOptions {

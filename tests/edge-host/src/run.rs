@@ -20,8 +20,11 @@ pub async fn run(component: &Path, args: &[String]) -> anyhow::Result<i32> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.inherit_stdio().inherit_env().args(args);
     wasi.preopened_dir(".", ".", FsPerms::ReadWrite)?;
-    let platform =
-        Arc::new(Platform { variables: Default::default(), kv: Kv::new(Vec::new(), true), pools: Default::default() });
+    let platform = Arc::new(Platform {
+        variables: Default::default(),
+        kv: Kv::new(Vec::new(), true, crate::kv::Backend::Sqlite),
+        pools: Default::default(),
+    });
     let mut store = Store::new(&engine, Host::new(wasi.build(), platform));
     let command = wasmtime_wasi::p2::bindings::Command::instantiate_async(&mut store, &component, &linker).await?;
     Ok(match command.wasi_cli_run().call_run(&mut store).await {

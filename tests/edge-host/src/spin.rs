@@ -6,7 +6,7 @@
 use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
 use crate::host::Host;
-use crate::kv::Snapshot;
+use crate::kv::{Backend, Snapshot};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -237,15 +237,19 @@ impl atomics::Host for Host {
             .ok_or_else(|| wkv::Error::Other(format!("`{key}` does not hold a counter"))))
     }
 
+    /// A failed swap hands back a fresh handle on the key, as Spin does. Like
+    /// Spin's Redis backend, the `Redis` one reports a swap that committed
+    /// as failed too.
     fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let cas = self.table.delete(cas)?;
-        match self.platform.kv.swap(&cas.label, &cas.key, cas.seen.version, value) {
-            Ok(()) => Ok(Ok(())),
-            Err(now) => {
-                let fresh = self.table.push(Cas { label: cas.label, key: cas.key, seen: now })?;
-                Ok(Err(atomics::CasError::CasFailed(fresh)))
-            }
-        }
+        let kv = &self.platform.kv;
+        let now = match kv.swap(&cas.label, &cas.key, cas.seen.version, value) {
+            Ok(()) if kv.backend == Backend::Sqlite => return Ok(Ok(())),
+            Ok(()) => kv.snapshot(&cas.label, &cas.key),
+            Err(now) => now,
+        };
+        let fresh = self.table.push(Cas { label: cas.label, key: cas.key, seen: now })?;
+        Ok(Err(atomics::CasError::CasFailed(fresh)))
     }
 }
 

@@ -1,0 +1,568 @@
+//! The key-value port over a store that keeps everything forever and may
+//! misreport compare-and-swap: Spin's key-value (`kv-schema/README.md`,
+//! "Stores without expiry"). Every value is sealed in an envelope that
+//! carries its expiry and the ids of the last writes that made it:
+//!
+//! - a record past its expiry reads as absent; reads delete the expired
+//!   records they find, and [`Enveloped::sweep`] deletes the ones nobody
+//!   reads again, in bounded batches;
+//! - a compare-and-swap the store reports as failed is read back: if the
+//!   record carries this write's id, the write landed (Spin's Redis backend
+//!   commits and then reports `CasFailed`), so nothing is done twice;
+//! - a key is created by one writer only: Spin's SQLite backend turns a
+//!   compare-and-swap on an absent key into a blind upsert, so writers that
+//!   find a key absent first take its creation ticket (an atomic
+//!   increment); the one holding ticket 1 creates the record, the others
+//!   wait for it and replace it by compare-and-swap.
+//!
+//! Rate-limit steps never read with a plain `get`: they watch each key,
+//! decide and replace the record, so a read-time deletion can never erase
+//! a charge. What a deletion can race with is a write that only saves
+//! work (a verified token, a key-set record): the cost is doing it again.
+
+use std::time::Duration;
+
+use super::{CAS_ATTEMPTS, Clock, GcraStep, KvError, KvStore, SweepReport};
+use crate::pipeline::gcra::{self, Decision};
+use crate::pipeline::ids::Entropy;
+
+/// What the platform's store offers: no expiry, and a compare-and-swap
+/// whose failure report cannot be trusted (it is read back).
+pub trait RawStore {
+    /// A compare-and-swap in progress: the key as it was watched.
+    type Watch;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
+    async fn delete(&self, key: &str) -> Result<(), KvError>;
+    /// Every key in the store (Spin lists them all at once).
+    async fn keys(&self) -> Result<Vec<String>, KvError>;
+    /// Starts a compare-and-swap on `key`: the handle and the value now.
+    /// Fails on a store without atomics.
+    async fn watch(&self, key: &str) -> Result<(Self::Watch, Option<Vec<u8>>), KvError>;
+    /// Writes `value` if `key` is unchanged since it was watched.
+    async fn swap(&self, watch: Self::Watch, value: &[u8]) -> Result<Swap, KvError>;
+    /// Adds `delta` to the counter at `key` (0 if absent), atomically.
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError>;
+}
+
+/// What the store said about a swap.
+pub enum Swap {
+    Done,
+    /// Reported as failed, with the value read afterwards (which may be
+    /// this very write: see the module docs).
+    Refused {
+        now: Option<Vec<u8>>,
+    },
+}
+
+/// The magic that starts every envelope (`kv-schema/README.md`).
+const MAGIC: &[u8] = b"pc1e ";
+/// Write ids a record remembers: its own and its predecessors', so a
+/// writer recognises its write even after a few others replaced it.
+const REMEMBERED_WRITES: usize = 8;
+/// Appended to a key for its creation ticket.
+const TICKET_SUFFIX: &str = "~new";
+/// How long a writer waits for the holder of a creation ticket to create
+/// the key: `CREATE_POLLS` looks, `CREATE_POLL` apart.
+const CREATE_POLLS: u32 = 20;
+const CREATE_POLL: Duration = Duration::from_millis(10);
+
+/// A record as stored: payload plus expiry and write ids.
+#[derive(Debug, PartialEq, Eq)]
+struct Envelope<'a> {
+    /// Milliseconds since the epoch at which the record is gone.
+    expires_at_ms: Option<u64>,
+    /// The newest first.
+    writes: Vec<u64>,
+    payload: &'a [u8],
+}
+
+impl<'a> Envelope<'a> {
+    /// `pc1e <expires_at_ms|-> <id>[,<id>…]\n<payload>`; `None` for anything else.
+    fn open(raw: &'a [u8]) -> Option<Self> {
+        let rest = raw.strip_prefix(MAGIC)?;
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        let head = std::str::from_utf8(&rest[..end]).ok()?;
+        let (expiry, ids) = head.split_once(' ')?;
+        let expires_at_ms = match expiry {
+            "-" => None,
+            ms => Some(ms.parse().ok()?),
+        };
+        let writes = ids.split(',').map(|id| u64::from_str_radix(id, 16).ok()).collect::<Option<Vec<u64>>>()?;
+        Some(Self { expires_at_ms, writes, payload: &rest[end + 1..] })
+    }
+
+    fn seal(&self) -> Vec<u8> {
+        use std::fmt::Write as _;
+        let mut head = String::from_utf8_lossy(MAGIC).into_owned();
+        match self.expires_at_ms {
+            Some(ms) => {
+                let _ = write!(head, "{ms} ");
+            }
+            None => head.push_str("- "),
+        }
+        for (i, id) in self.writes.iter().enumerate() {
+            let _ = write!(head, "{}{id:016x}", if i == 0 { "" } else { "," });
+        }
+        head.push('\n');
+        let mut out = head.into_bytes();
+        out.extend_from_slice(self.payload);
+        out
+    }
+
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// The payload of a raw value if it is a live record.
+fn live(raw: Option<&[u8]>, now_ms: u64) -> Option<&[u8]> {
+    Envelope::open(raw?).filter(|e| e.live(now_ms)).map(|e| e.payload)
+}
+
+/// Whether a raw value is a record this write made (or one made after it).
+fn carries(raw: Option<&[u8]>, write: u64) -> bool {
+    raw.and_then(Envelope::open).is_some_and(|e| e.writes.contains(&write))
+}
+
+/// A record gone from a reader's view: expired, or not an envelope at all
+/// (a value from before envelopes, or garbage).
+fn dead(raw: &[u8], now_ms: u64) -> bool {
+    Envelope::open(raw).is_none_or(|e| !e.live(now_ms))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A key watched for an exact write, with the creation ticket taken for it.
+struct Watched<W> {
+    watch: W,
+    raw: Option<Vec<u8>>,
+    ticket: Option<String>,
+}
+
+/// A step refused because its key kept changing under it: contention, not
+/// an outage, so refused (a fail-open policy must not admit more than its
+/// limit under load).
+fn contention(step: &GcraStep<'_>, decision: Decision) -> Decision {
+    Decision { allowed: false, retry_after_us: Some(step.rate.interval_us), ..decision }
+}
+
+/// The key-value port over a [`RawStore`]; `clock` decides expiry.
+pub struct Enveloped<S, C> {
+    pub store: S,
+    pub clock: C,
+}
+
+impl<S: RawStore, C: Clock> Enveloped<S, C> {
+    fn now_ms(&self) -> u64 {
+        ms(self.clock.now())
+    }
+
+    /// A new record for `payload`, replacing `previous` (whose write ids it remembers).
+    fn record(&self, payload: &[u8], ttl: Option<Duration>, previous: Option<&[u8]>) -> (Vec<u8>, u64) {
+        let now = self.clock.now();
+        let write = Entropy::draw(now.as_nanos()).choice();
+        let mut writes = vec![write];
+        if let Some(prev) = previous.and_then(Envelope::open) {
+            writes.extend(prev.writes.iter().take(REMEMBERED_WRITES - 1));
+        }
+        let expires_at_ms = ttl.map(|t| ms(now.saturating_add(t)));
+        (Envelope { expires_at_ms, writes, payload }.seal(), write)
+    }
+
+    /// Swaps in `record` (write id `write`); a refusal is read back.
+    async fn swap(&self, watch: S::Watch, record: &[u8], write: u64) -> Result<bool, KvError> {
+        Ok(match self.store.swap(watch, record).await? {
+            Swap::Done => true,
+            Swap::Refused { now } => carries(now.as_deref(), write),
+        })
+    }
+
+    /// Watches `key` to write it exactly. An absent key goes through its
+    /// creation ticket first (see the module docs): `None` if its creator
+    /// never showed up (then its stale ticket is released).
+    async fn watch_to_write(&self, key: &str) -> Result<Option<Watched<S::Watch>>, KvError> {
+        let (watch, raw) = self.store.watch(key).await?;
+        if raw.is_some() {
+            return Ok(Some(Watched { watch, raw, ticket: None }));
+        }
+        drop(watch);
+        let ticket = format!("{key}{TICKET_SUFFIX}");
+        if self.store.increment(&ticket, 1).await? == 1 {
+            // Watched again after taking the ticket: a creator that came
+            // before and already released its ticket has left its record.
+            let (watch, raw) = self.store.watch(key).await?;
+            return Ok(Some(Watched { watch, raw, ticket: Some(ticket) }));
+        }
+        for _ in 0..CREATE_POLLS {
+            self.clock.sleep(CREATE_POLL).await;
+            let (watch, raw) = self.store.watch(key).await?;
+            if raw.is_some() {
+                return Ok(Some(Watched { watch, raw, ticket: None }));
+            }
+        }
+        let _ = self.store.delete(&ticket).await;
+        Ok(None)
+    }
+
+    /// Writes `payload` over what `watched` saw; releases its ticket.
+    async fn write(&self, watched: Watched<S::Watch>, payload: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+        let (record, write) = self.record(payload, ttl, watched.raw.as_deref());
+        let swapped = self.swap(watched.watch, &record, write).await;
+        self.release(watched.ticket).await;
+        swapped
+    }
+
+    /// Gives a creation ticket back (if one is held), so the key can be created again.
+    async fn release(&self, ticket: Option<String>) {
+        if let Some(ticket) = ticket {
+            // A ticket left behind only makes the next creator wait.
+            let _ = self.store.delete(&ticket).await;
+        }
+    }
+
+    /// One exact GCRA step's commit: write, and while another writer wins,
+    /// watch, decide and write again, at most [`CAS_ATTEMPTS`] times.
+    async fn commit_exact(
+        &self,
+        step: &GcraStep<'_>,
+        mut watched: Watched<S::Watch>,
+        mut decision: Decision,
+        now_us: u64,
+    ) -> Result<Decision, KvError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let ttl = Some(gcra::ttl(decision, now_us));
+            if self.write(watched, gcra::encode(decision.tat_us).as_bytes(), ttl).await? {
+                return Ok(decision);
+            }
+            let Some(again) = self.watch_to_write(step.key).await? else { break };
+            decision =
+                gcra::decide(gcra::decode(live(again.raw.as_deref(), self.now_ms())), now_us, step.rate, step.cost);
+            if !decision.allowed {
+                self.release(again.ticket).await;
+                return Ok(decision);
+            }
+            watched = again;
+        }
+        Ok(contention(step, decision))
+    }
+
+    /// Deletes dead records among the keys after `after` (in key order),
+    /// examining at most `limit`: see [`SweepReport`].
+    pub async fn sweep(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
+        let mut keys: Vec<String> = self.store.keys().await?.into_iter().filter(|k| k.starts_with(prefix)).collect();
+        keys.sort_unstable();
+        let start = after.map_or(0, |a| keys.partition_point(|k| k.as_str() <= a));
+        let batch = &keys[start..keys.len().min(start.saturating_add(limit))];
+        let now_ms = self.now_ms();
+        let mut deleted = 0;
+        for key in batch {
+            if let Some(raw) = self.store.get(key).await?
+                && dead(&raw, now_ms)
+            {
+                self.store.delete(key).await?;
+                deleted += 1;
+            }
+        }
+        let done = start + batch.len() >= keys.len();
+        Ok(SweepReport {
+            keys: Some(keys.len()),
+            examined: batch.len(),
+            deleted,
+            next: if done { None } else { batch.last().cloned() },
+        })
+    }
+}
+
+impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let Some(raw) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        let now_ms = self.now_ms();
+        if dead(&raw, now_ms) {
+            // Worth keeping the store small; not worth failing a read for.
+            let _ = self.store.delete(key).await;
+            return Ok(None);
+        }
+        Ok(live(Some(&raw), now_ms).map(<[u8]>::to_vec))
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        self.store.set(key, &self.record(value, ttl, None).0).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.store.delete(key).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        current: Option<&[u8]>,
+        new: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        let watched = match current {
+            None => match self.watch_to_write(key).await? {
+                Some(watched) => watched,
+                None => return Ok(false),
+            },
+            Some(_) => {
+                let (watch, raw) = self.store.watch(key).await?;
+                Watched { watch, raw, ticket: None }
+            }
+        };
+        if live(watched.raw.as_deref(), self.now_ms()) != current {
+            self.release(watched.ticket).await;
+            return Ok(false);
+        }
+        self.write(watched, new, ttl).await
+    }
+
+    /// Reads each key (watching those of exact steps), decides, then
+    /// commits: exact steps by compare-and-swap (exact per key; when a
+    /// later key of several loses a race after earlier ones were
+    /// committed, those stay consumed), best-effort steps with a plain set
+    /// (no atomics needed; racing requests may each be admitted on the
+    /// same read).
+    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+        let now_ms = self.now_ms();
+        let mut watched = Vec::with_capacity(steps.len());
+        let mut decisions = Vec::with_capacity(steps.len());
+        for step in steps {
+            let (raw, watch) = match step.exact {
+                true => match self.watch_to_write(step.key).await? {
+                    Some(w) => (w.raw.clone(), Some(w)),
+                    None => {
+                        decisions.push(contention(step, gcra::decide(None, now_us, step.rate, step.cost)));
+                        watched.push(None);
+                        continue;
+                    }
+                },
+                false => (self.store.get(step.key).await?, None),
+            };
+            decisions.push(gcra::decide(gcra::decode(live(raw.as_deref(), now_ms)), now_us, step.rate, step.cost));
+            watched.push(Some((watch, raw)));
+        }
+        if decisions.iter().any(|d| !d.allowed) {
+            for (watch, _) in watched.into_iter().flatten() {
+                self.release(watch.and_then(|w| w.ticket)).await;
+            }
+            return Ok((decisions, now_us));
+        }
+        let mut refused = false;
+        for ((step, slot), decision) in steps.iter().zip(watched).zip(decisions.iter_mut()) {
+            let Some((watch, raw)) = slot else { continue };
+            match watch {
+                Some(w) if refused => self.release(w.ticket).await,
+                Some(w) => {
+                    *decision = self.commit_exact(step, w, *decision, now_us).await?;
+                    refused = !decision.allowed;
+                }
+                None if refused => {}
+                None => {
+                    let ttl = Some(gcra::ttl(*decision, now_us));
+                    let (record, _) = self.record(gcra::encode(decision.tat_us).as_bytes(), ttl, raw.as_deref());
+                    self.store.set(step.key, &record).await?;
+                }
+            }
+        }
+        Ok((decisions, now_us))
+    }
+
+    async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
+        Enveloped::sweep(self, super::KEY_PREFIX, after, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::gcra::Rate;
+    use crate::ports::testing::{FakeClock, FakeRawStore, block_on};
+
+    fn store() -> (Enveloped<FakeRawStore, FakeClock>, FakeClock) {
+        let clock = FakeClock::default();
+        (Enveloped { store: FakeRawStore::default(), clock: clock.clone() }, clock)
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_refuse_anything_else() {
+        let e = Envelope { expires_at_ms: Some(1_767_225_601_000), writes: vec![0x9f3a, u64::MAX], payload: b"x\ny" };
+        let sealed = e.seal();
+        assert!(sealed.starts_with(b"pc1e 1767225601000 0000000000009f3a,ffffffffffffffff\n"));
+        assert_eq!(Envelope::open(&sealed), Some(e));
+        let forever = Envelope { expires_at_ms: None, writes: vec![1], payload: b"" };
+        assert_eq!(Envelope::open(&forever.seal()), Some(forever));
+        for junk in [&b"1767225600123456"[..], b"pc1e 12 zz\nx", b"pc1e - 01", b"pc1e x 01\n", b""] {
+            assert_eq!(Envelope::open(junk), None, "{:?}", String::from_utf8_lossy(junk));
+        }
+    }
+
+    #[test]
+    fn kv_schema_envelope_matches_the_code() {
+        let doc = include_str!("../../kv-schema/README.md");
+        let start = doc.find("```text envelope\n").expect("envelope block") + "```text envelope\n".len();
+        let block = doc[start..start + doc[start..].find("```").expect("closed")].trim_end_matches('\n');
+        let e = Envelope::open(block.as_bytes()).expect("the example is an envelope");
+        assert_eq!(e.seal(), block.as_bytes());
+        assert_eq!(
+            (e.expires_at_ms, e.writes.len(), e.payload),
+            (Some(1_767_225_601_100), 2, &b"1767225600123456"[..])
+        );
+    }
+
+    #[test]
+    fn records_expire_and_reads_delete_what_expired() {
+        let (kv, clock) = store();
+        block_on(async {
+            kv.set("pc1:a", b"1", Some(Duration::from_secs(10))).await.unwrap();
+            kv.set("pc1:b", b"2", None).await.unwrap();
+            assert_eq!(kv.get("pc1:a").await.unwrap().as_deref(), Some(&b"1"[..]));
+            clock.advance(Duration::from_secs(10));
+            assert_eq!(kv.get("pc1:a").await.unwrap(), None, "gone at exactly its TTL");
+            assert_eq!(kv.store.raw("pc1:a"), None, "and deleted by the read that found it");
+            assert_eq!(kv.get("pc1:b").await.unwrap().as_deref(), Some(&b"2"[..]));
+        });
+    }
+
+    #[test]
+    fn a_swap_reported_as_failed_after_it_landed_counts_as_done() {
+        let (kv, _) = store();
+        kv.store.set_lying(true);
+        block_on(async {
+            assert!(kv.compare_and_swap("pc1:k", None, b"1", None).await.unwrap(), "landed, reported failed");
+            assert!(!kv.compare_and_swap("pc1:k", None, b"2", None).await.unwrap(), "not absent any more");
+            assert!(kv.compare_and_swap("pc1:k", Some(b"1"), b"2", None).await.unwrap());
+            assert_eq!(kv.get("pc1:k").await.unwrap().as_deref(), Some(&b"2"[..]));
+        });
+    }
+
+    #[test]
+    fn a_swap_that_lost_a_race_is_not_mistaken_for_ours() {
+        let (kv, _) = store();
+        kv.store.set_lying(true);
+        block_on(async {
+            let (watch, _) = kv.store.watch("pc1:k").await.unwrap();
+            // Another writer gets in between.
+            assert!(kv.compare_and_swap("pc1:k", None, b"theirs", None).await.unwrap());
+            let (record, write) = kv.record(b"ours", None, None);
+            assert!(!kv.swap(watch, &record, write).await.unwrap());
+            assert_eq!(kv.get("pc1:k").await.unwrap().as_deref(), Some(&b"theirs"[..]));
+        });
+    }
+
+    #[test]
+    fn a_write_overwritten_before_the_read_back_is_still_recognised() {
+        let (kv, _) = store();
+        kv.store.set_lying(true);
+        // Two later writers replace ours before the store reports back.
+        kv.store.after_swap(|store| {
+            for n in 0..2 {
+                let raw = store.raw("pc1:k");
+                let e = Envelope::open(raw.as_deref().unwrap()).unwrap();
+                let mut writes = vec![1000 + n];
+                writes.extend(e.writes);
+                store.put("pc1:k", Envelope { expires_at_ms: None, writes, payload: b"later" }.seal());
+            }
+        });
+        block_on(async {
+            assert!(kv.compare_and_swap("pc1:k", None, b"ours", None).await.unwrap());
+        });
+    }
+
+    #[test]
+    fn a_lying_store_charges_each_request_once() {
+        let (kv, clock) = store();
+        kv.store.set_lying(true);
+        let rate = Rate::new(10, 1_000_000, 3).unwrap();
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        block_on(async {
+            let now = u64::try_from(clock.now().as_micros()).unwrap();
+            let admitted: Vec<bool> = {
+                let mut out = Vec::new();
+                for _ in 0..4 {
+                    out.push(kv.gcra(&step, now).await.unwrap().0[0].allowed);
+                }
+                out
+            };
+            assert_eq!(admitted, [true, true, true, false], "the burst, each request charged once");
+            assert_eq!(kv.store.swaps(), 3, "one write per admitted request");
+        });
+    }
+
+    #[test]
+    fn a_key_found_absent_is_created_once_on_a_store_that_upserts() {
+        let (kv, clock) = store();
+        kv.store.set_upserts(true);
+        let rate = Rate::new(10, 1_000_000, 3).unwrap();
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        let now = u64::try_from(clock.now().as_micros()).unwrap();
+        // Right after this writer finds the key absent, another instance creates it with one charge.
+        let tat = gcra::encode(now + 100_000);
+        let sealed = Envelope { expires_at_ms: None, writes: vec![7], payload: tat.as_bytes() }.seal();
+        kv.store.after_watch(move |s| s.put("pc1:rl:p:k", sealed));
+        block_on(async {
+            let d = kv.gcra(&step, now).await.unwrap().0[0];
+            assert!(d.allowed);
+            assert_eq!(d.remaining, 1, "both charges count (burst 3): the record was not overwritten blindly");
+            let stored = kv.get("pc1:rl:p:k").await.unwrap();
+            assert_eq!(gcra::decode(stored.as_deref()), Some(now + 200_000));
+        });
+        assert_eq!(kv.store.raw("pc1:rl:p:k~new"), None, "the creation ticket was given back");
+    }
+
+    #[test]
+    fn a_creator_that_never_comes_costs_one_refusal_and_its_ticket() {
+        let (kv, clock) = store();
+        kv.store.set_upserts(true);
+        let rate = Rate::new(10, 1_000_000, 3).unwrap();
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        // Another instance took the ticket and died before creating the key.
+        kv.store.put("pc1:rl:p:k~new", 1i64.to_le_bytes().to_vec());
+        block_on(async {
+            let now = u64::try_from(clock.now().as_micros()).unwrap();
+            let d = kv.gcra(&step, now).await.unwrap().0[0];
+            assert!(!d.allowed, "waited for the creator, then refused");
+            assert_eq!(d.retry_after_us, Some(100_000));
+            assert_eq!(kv.store.raw("pc1:rl:p:k~new"), None, "the stale ticket is released");
+            let now = u64::try_from(clock.now().as_micros()).unwrap();
+            assert!(kv.gcra(&step, now).await.unwrap().0[0].allowed, "the next request creates the key");
+        });
+    }
+
+    #[test]
+    fn gcra_state_expires_and_the_sweep_removes_it_in_batches() {
+        let (kv, clock) = store();
+        let rate = Rate::new(10, 1_000_000, 3).unwrap();
+        block_on(async {
+            let now = u64::try_from(clock.now().as_micros()).unwrap();
+            for i in 0..25 {
+                let key = format!("pc1:rl:p:{i:02}");
+                let step = [GcraStep { key: &key, rate, cost: 1, exact: true }];
+                assert!(kv.gcra(&step, now).await.unwrap().0[0].allowed);
+            }
+            kv.store.put("other-app:key", b"not ours".to_vec());
+            kv.store.put("pc1:legacy", b"1767225600123456".to_vec());
+            kv.set("pc1:forever", b"x", None).await.unwrap();
+            let report = kv.sweep("pc1:", None, 10).await.unwrap();
+            assert_eq!((report.keys, report.examined, report.deleted), (Some(27), 10, 1), "{report:?}");
+            // A TAT 0.1 s ahead expires a second after it.
+            clock.advance(Duration::from_millis(1100));
+            let mut after = report.next;
+            let mut deleted = report.deleted;
+            while let Some(cursor) = after {
+                let r = kv.sweep("pc1:", Some(&cursor), 10).await.unwrap();
+                deleted += r.deleted;
+                after = r.next;
+            }
+            assert_eq!(deleted, 1 + 17, "the legacy value, then what expired after the first batch");
+            let last = kv.sweep("pc1:", None, 100).await.unwrap();
+            assert_eq!((last.keys, last.deleted, last.next), (Some(9), 8, None));
+            assert_eq!(kv.store.key_count(), 2, "what remains: a record without expiry and another app's key");
+        });
+    }
+}
