@@ -567,7 +567,7 @@ fn decode_pem(pem: &str) -> Result<DecodingKey, String> {
         .map_err(|_| "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".to_string())
 }
 
-fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+pub(super) fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let t = text.trim();
     let mut out = [0u8; 32];
     if t.len() != 64 {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod limits;
 pub mod raw;
 pub mod spin;
+pub mod sweep;
 pub mod template;
 pub mod vars;
 
@@ -23,10 +24,11 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use ipnet::IpNet;
 use toml::Spanned;
 
-use crate::pipeline::route::{HostPattern, RouteSpec, Router};
+use crate::pipeline::route::{HostPattern, RouteError, RouteSpec, Router};
 use auth::{AuthConfig, RouteAuth};
 use limits::Limit;
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
+use sweep::Sweep;
 use template::Template;
 pub use vars::Variables;
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate-limit policies (routes refer to them by index).
     pub limits: Vec<Limit>,
+    /// The store sweep, if configured.
+    pub sweep: Option<Sweep>,
 }
 
 /// `[gateway]`, with defaults filled in.
@@ -254,6 +258,7 @@ impl Compiler<'_> {
         }
         let auth = self.auth(&raw.auth);
         let limits = self.limits(&raw.limits);
+        let sweep = self.sweep(&raw.sweep);
         let mut routes = Vec::new();
         let mut seen_names = HashSet::new();
         for (i, r) in raw.routes.iter().enumerate() {
@@ -271,7 +276,20 @@ impl Compiler<'_> {
         let specs: Vec<RouteSpec<'_>> =
             routes.iter().map(|r| RouteSpec { host: &r.host, path: &r.path, methods: r.methods.as_deref() }).collect();
         match Router::build(&specs, gateway.default_host.clone()) {
-            Ok(router) => Some(Config { gateway, services, routes, router, auth, limits }),
+            Ok(router) => {
+                if let (Some(sw), Some(raw_sweep)) = (&sweep, &raw.sweep) {
+                    let shadowed = match router.find("", &sw.path, &Method::POST) {
+                        Ok(found) => Some(format!("route `{}`", routes[found.route].name)),
+                        Err(RouteError::MethodNotAllowed { .. }) => Some("a route".to_string()),
+                        Err(_) => None,
+                    };
+                    if let Some(route) = shadowed {
+                        let span = raw_sweep.get_ref().path.span();
+                        self.error(span, "sweep.path", format!("{route} also answers this path"));
+                    }
+                }
+                Some(Config { gateway, services, routes, router, auth, limits, sweep })
+            }
             Err(errors) => {
                 for e in errors {
                     let span = raw.routes[e.route].get_ref().path.span();

@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub limits: BTreeMap<String, Spanned<RawLimit>>,
+    pub sweep: Option<Spanned<RawSweep>>,
+}
+
+/// `[sweep]`: removing expired records from a store without expiry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSweep {
+    pub path: Spanned<String>,
+    pub token_sha256: Spanned<String>,
+    pub batch: Option<Spanned<u64>>,
 }
 
 /// `[limits.NAME]`: a rate-limit policy.

@@ -15,6 +15,7 @@ pub mod limit;
 pub mod log;
 pub mod normalize;
 pub mod route;
+pub mod sweep;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -125,6 +126,9 @@ async fn proxy<P: Ports>(
     // Phase 1, accept: a head we are willing to read, a path we can trust.
     check_head(&config.gateway, req.headers())?;
     ctx.path = normalize::normalize_path(req.uri().path()).map_err(AcceptError::from)?;
+    if let Some(sweep) = config.sweep.as_ref().filter(|s| s.path == ctx.path) {
+        return Ok(sweep::sweep(sweep, ports, &req).await?.map(Body::<P>::from));
+    }
 
     // Phase 2, route.
     let matched = config.router.find(&ctx.host, &ctx.path, &ctx.method)?;
