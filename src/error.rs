@@ -15,6 +15,7 @@ use crate::pipeline::authn::{self, AuthError};
 use crate::pipeline::limit::LimitError;
 use crate::pipeline::normalize::PathError;
 use crate::pipeline::route::RouteError;
+use crate::pipeline::sweep::SweepError;
 use crate::ports::UpstreamError;
 
 /// Phase 1, accept: the request head is unacceptable as sent.
@@ -45,6 +46,8 @@ pub enum GatewayError {
     Limit(#[from] LimitError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
     /// The config could not be compiled (only possible at the edge, whose
     /// config is embedded; the node refuses to start or reload instead).
     #[error("the gateway config is invalid: {0}")]
@@ -80,6 +83,8 @@ impl GatewayError {
             Self::Limit(LimitError::StoreDown(_)) => Fault::Gateway,
             Self::Upstream(UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_)) => Fault::Client,
             Self::Upstream(_) => Fault::Upstream,
+            Self::Sweep(SweepError::Store(_)) => Fault::Gateway,
+            Self::Sweep(_) => Fault::Client,
             Self::Misconfigured(_) => Fault::Gateway,
         }
     }
@@ -141,6 +146,14 @@ impl GatewayError {
             Self::Upstream(U::ConnectTimeout | U::Timeout(_)) => {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the upstream service did not answer in time".into())
             }
+            Self::Sweep(e @ SweepError::Method) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", e.to_string())
+            }
+            Self::Sweep(e @ SweepError::Unauthorized) => (StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+            Self::Sweep(e @ SweepError::BadCursor) => (StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+            Self::Sweep(SweepError::Store(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "the key-value store failed".into())
+            }
             Self::Misconfigured(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "gateway-misconfigured", "the gateway is misconfigured".into())
             }
@@ -165,6 +178,12 @@ impl GatewayError {
         match self {
             Self::Route(RouteError::MethodNotAllowed { allow }) => {
                 resp.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            Self::Sweep(SweepError::Method) => {
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            Self::Sweep(SweepError::Unauthorized) => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sweep\""));
             }
             Self::Auth(e) => {
                 for challenge in authn::www_authenticate(e) {
@@ -191,9 +210,13 @@ pub fn problem_response(problem: &Problem) -> Response<Bytes> {
     let body = serde_json::to_vec(problem).unwrap_or_default();
     let mut resp = Response::new(Bytes::from(body));
     *resp.status_mut() = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let len = resp.body().len();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Framed by length, not chunks: a client has the whole answer even if
+    // the connection is reset after it (a request body left unread).
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 
@@ -239,6 +262,7 @@ mod tests {
         assert_eq!(json["title"], "Bad Gateway");
         assert_eq!(json["request_id"], "req-1");
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        assert_eq!(resp.headers()["content-length"], resp.body().len().to_string().as_str());
     }
 
     #[test]

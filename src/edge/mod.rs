@@ -27,7 +27,11 @@ use crate::error::GatewayError;
 use crate::pipeline::Downstream;
 use crate::pipeline::ids::{Entropy, request_id};
 use crate::pipeline::log::AccessLog;
-use crate::ports::{ReadBodyError, UpstreamError, read_body};
+use crate::ports::{KvError, ReadBodyError, UpstreamError, drain, read_body};
+
+/// How much more of an over-long request body is read (and dropped) so that
+/// the connection can end cleanly.
+const DRAIN_LIMIT: u64 = 1 << 20;
 
 /// The config embedded at build time (see `build.rs`).
 const CONFIG_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway.toml"));
@@ -57,11 +61,13 @@ fn misconfigured<B: From<Bytes>>(reason: &str, headers: &HeaderMap) -> Response<
 }
 
 /// What Spin tells us about the connection, from its `spin-*` headers,
-/// which are then removed so they never reach an origin. Spin sets
-/// `spin-client-addr` itself, overwriting anything a client sent.
+/// which are then removed so they never reach an origin. Spin appends its
+/// `spin-client-addr` after any a client sent, so only the last one is Spin's.
 fn downstream(headers: &mut HeaderMap, scheme: Option<&str>) -> Downstream {
     let peer = headers
-        .get("spin-client-addr")
+        .get_all("spin-client-addr")
+        .iter()
+        .next_back()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<SocketAddr>().ok())
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
@@ -70,6 +76,10 @@ fn downstream(headers: &mut HeaderMap, scheme: Option<&str>) -> Downstream {
         headers.remove(name);
     }
     Downstream { peer, scheme: if scheme == Some("https") { "https" } else { "http" } }
+}
+
+fn kv_error(e: impl std::fmt::Display) -> KvError {
+    KvError(e.to_string())
 }
 
 /// Writes a finished access-log line to stdout (Spin's component log).
@@ -81,6 +91,11 @@ fn emit(log: AccessLog) {
 /// so an over-long one is refused (413) before the origin sees any of it.
 /// (`wasi:http` would otherwise hand the origin a truncated body as if it
 /// were whole.) Bodies with `Content-Length` stream, already checked.
+///
+/// An over-long body is then read to its end (up to [`DRAIN_LIMIT`] more):
+/// Spin closes a connection whose request body was left unread, and data
+/// still arriving then makes the kernel reset it, which can cut off the
+/// 413 on its way to the client.
 async fn buffer_unsized<B>(req: Request<B>, limit: u64) -> Result<Request<B>, UpstreamError>
 where
     B: Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + Unpin,
@@ -88,12 +103,16 @@ where
     if req.headers().contains_key(header::CONTENT_LENGTH) || req.body().is_end_stream() {
         return Ok(req);
     }
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    let buf = read_body(body, limit_bytes).await.map_err(|e| match e {
-        ReadBodyError::TooLarge(_) => UpstreamError::BodyTooLarge { limit },
-        read => UpstreamError::ClientBody(read.to_string()),
-    })?;
+    let buf = match read_body(&mut body, limit_bytes).await {
+        Ok(buf) => buf,
+        Err(ReadBodyError::TooLarge(_)) => {
+            drain(&mut body, DRAIN_LIMIT).await;
+            return Err(UpstreamError::BodyTooLarge { limit });
+        }
+        Err(read) => return Err(UpstreamError::ClientBody(read.to_string())),
+    };
     if !buf.is_empty() {
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
     }

@@ -1,7 +1,7 @@
 //! Serving a component over HTTP the way Spin 4 does: WASI 0.3 instances are
 //! reused (up to 128 requests, 16 at once), WASI 0.2 instances serve one
-//! request each; Spin's `spin-*` headers are added to every request and the
-//! URI carries the scheme and the `Host` authority.
+//! request each; Spin's `spin-*` headers are appended to every request and
+//! the URI carries the scheme and the `Host` authority.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,7 +108,8 @@ async fn answer(
 }
 
 /// Spin's request preparation: absolute URI from the `Host` header, the
-/// `spin-*` headers (overwriting any a client sent), no `Connection`.
+/// `spin-*` headers appended after any a client sent (Spin does not
+/// overwrite them), no `Connection`.
 fn as_spin_sees_it(req: hyper::Request<Incoming>, peer: SocketAddr) -> http::Request<WasiBody> {
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
@@ -129,7 +130,7 @@ fn as_spin_sees_it(req: hyper::Request<Incoming>, peer: SocketAddr) -> http::Req
     ];
     for (name, value) in spin {
         if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
+            h.append(name, v);
         }
     }
     http::Request::from_parts(parts, body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync())
