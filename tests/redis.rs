@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portcullis::native::redis_kv::RedisKv;
@@ -11,51 +10,8 @@ use portcullis::pipeline::gcra::Rate;
 use portcullis::ports::memory::MemoryKv;
 use portcullis::ports::{Clock, GcraStep, KvStore};
 use support::origin::Origin;
+use support::redis::Redis;
 use support::{Node, get, send};
-
-/// A Redis server that lives as long as this value.
-struct Redis {
-    port: u16,
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let dir = support::temp_path("redis");
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by `make deps`)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { port, child, dir }
-    }
-
-    fn start() -> Redis {
-        Self::start_on(support::closed_port())
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Wall;
@@ -166,8 +122,7 @@ async fn redis_down_fails_open_or_closed_and_recovers() {
     let node = Node::start_args(&config(&origin), &[], &["--store", &redis.url(), "--store-timeout", "200ms"]);
     assert_eq!(send(node.addr, get("/closed")).await.status, 200);
 
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
+    redis.kill();
     let open = send(node.addr, get("/open")).await;
     assert_eq!(open.status, 200, "fail open");
     assert!(open.headers.get("ratelimit").is_none(), "no limit state to report");

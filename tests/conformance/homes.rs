@@ -43,3 +43,16 @@ pub fn edge(flavour: &str, origin: &Origin, idp: &Idp, flags: &[&str]) -> Edge {
     let (addr, child) = support::edge::serve(&component, &variables(origin, idp), flags);
     Edge { addr, child }
 }
+
+/// The component of `flavour` (conformance build) under the real Spin CLI;
+/// `store_url`: a Redis URL for its key-value store.
+pub fn spin(
+    spin: &std::path::Path,
+    flavour: &str,
+    origin: &Origin,
+    idp: &Idp,
+    store_url: Option<&str>,
+) -> support::spin::SpinApp {
+    let component = support::edge::component(&format!("conformance-{flavour}"));
+    support::spin::up(spin, &component, &variables(origin, idp), store_url)
+}

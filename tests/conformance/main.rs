@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::Request;
 use regex::Regex;
 use serde::Deserialize;
+use support::idp::Idp;
 use support::origin::{Origin, Received};
 
 /// A file of cases.
@@ -214,16 +215,25 @@ fn build_request(case: &Case) -> Request<Bytes> {
 async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<String> {
     let from = case.request.from.unwrap_or(IpAddr::from([127, 0, 0, 1]));
     for _ in 0..case.request.repeat_before {
-        support::send_from(gateway, from, build_request(case)).await;
+        if let Err(e) = support::try_send_from(gateway, from, build_request(case)).await {
+            return vec![format!("no answer to a repeat: {e}")];
+        }
     }
     let before = origin.received().len();
     let req = build_request(case);
     let reply = if case.request.chunked {
-        support::send_chunked_from(gateway, from, req).await
+        support::try_send_chunked_from(gateway, from, req).await
     } else {
-        support::send_from(gateway, from, req).await
+        support::try_send_from(gateway, from, req).await
+    };
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(e) => return vec![format!("no answer: {e}")],
     };
     let mut problems = Vec::new();
+    if let Some(e) = &reply.body_error {
+        problems.push(format!("the body broke off after {} bytes: {e}", reply.body.len()));
+    }
     let e = &case.expect;
     if reply.status != e.status {
         problems.push(format!(
@@ -237,10 +247,11 @@ async fn run_case(gateway: SocketAddr, origin: &Origin, case: &Case) -> Vec<Stri
         if reply.header("content-type") != Some("application/problem+json") {
             problems.push(format!("content-type {:?}, expected a problem body", reply.header("content-type")));
         } else {
-            let json = reply.json();
             let want = format!("urn:portcullis:problem:{slug}");
-            if json["type"] != want.as_str() || json["status"] != e.status {
-                problems.push(format!("problem body {json}, expected type {want}"));
+            match reply.try_json() {
+                Ok(json) if json["type"] == want.as_str() && json["status"] == e.status => {}
+                Ok(json) => problems.push(format!("problem body {json}, expected type {want}")),
+                Err(why) => problems.push(format!("{why}, expected a problem of type {want}")),
             }
         }
     }
@@ -337,36 +348,120 @@ async fn run_suite(home: &str, gateway: SocketAddr, origin: &Origin) {
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
+/// Every case, then every scenario any home can host.
+async fn run_home(home: &str, addr: SocketAddr, origin: &Origin, idp: &Idp) {
+    run_suite(home, addr, origin).await;
+    scenarios::key_rotation(home, addr, idp).await;
+    scenarios::concurrent_limit(home, addr).await;
+    scenarios::expiry_and_sweep(home, addr).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node() {
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
     let idp = tokens::idp().await;
     let node = homes::node(&origin, &idp);
-    run_suite("node", node.addr, &origin).await;
-    scenarios::key_rotation("node", node.addr, &idp).await;
-    scenarios::concurrent_limit("node", node.addr).await;
+    run_home("node", node.addr, &origin, &idp).await;
+}
+
+/// A flavour in the test host (its store behaves like Spin's default,
+/// SQLite): the whole suite, then the host's other store modes (no
+/// atomics; like Spin's Redis backend).
+async fn test_host(flavour: &str) {
+    let home = format!("edge {flavour}");
+    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
+    let idp = tokens::idp().await;
+    let edge = homes::edge(flavour, &origin, &idp, &[]);
+    run_home(&home, edge.addr, &origin, &idp).await;
+    let without_atomics = homes::edge(flavour, &origin, &idp, &["--kv-no-atomics"]);
+    scenarios::store_without_atomics(&home, without_atomics.addr).await;
+    let misreporting = homes::edge(flavour, &origin, &idp, &["--kv-backend", "redis"]);
+    scenarios::misreporting_store(&home, misreporting.addr).await;
+    scenarios::concurrent_limit(&home, misreporting.addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_wasi_p3() {
-    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
-    let idp = tokens::idp().await;
-    let edge = homes::edge("p3", &origin, &idp, &[]);
-    run_suite("edge WASI 0.3", edge.addr, &origin).await;
-    scenarios::key_rotation("edge WASI 0.3", edge.addr, &idp).await;
-    scenarios::concurrent_limit("edge WASI 0.3", edge.addr).await;
-    let without_atomics = homes::edge("p3", &origin, &idp, &["--kv-no-atomics"]);
-    scenarios::store_without_atomics("edge WASI 0.3", without_atomics.addr).await;
+    test_host("p3").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_wasi_p2() {
+    test_host("p2").await;
+}
+
+/// A flavour under the real Spin CLI (`PORTCULLIS_SPIN`), on its default
+/// store or on Redis (whose compare-and-swap Spin reports as failed after
+/// committing it). A Spin store without atomics cannot be had, so that
+/// scenario runs in the test host only.
+async fn real_spin(test: &str, flavour: &str, redis: bool) {
+    let Some(spin) = support::spin::binary() else {
+        support::notice(&format!("{test}: skipped: set PORTCULLIS_SPIN to a Spin CLI to run the real-Spin homes"));
+        return;
+    };
+    let home = format!("spin {flavour}{}", if redis { " + redis" } else { "" });
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
     let idp = tokens::idp().await;
-    let edge = homes::edge("p2", &origin, &idp, &[]);
-    run_suite("edge WASI 0.2", edge.addr, &origin).await;
-    scenarios::key_rotation("edge WASI 0.2", edge.addr, &idp).await;
-    scenarios::concurrent_limit("edge WASI 0.2", edge.addr).await;
-    let without_atomics = homes::edge("p2", &origin, &idp, &["--kv-no-atomics"]);
-    scenarios::store_without_atomics("edge WASI 0.2", without_atomics.addr).await;
+    let store = redis.then(support::redis::Redis::start);
+    let app = homes::spin(&spin, flavour, &origin, &idp, store.as_ref().map(|r| r.url()).as_deref());
+    run_home(&home, app.addr, &origin, &idp).await;
+    if redis {
+        scenarios::misreporting_store(&home, app.addr).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_p2() {
+    real_spin("spin_p2", "p2", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_p3() {
+    real_spin("spin_p3", "p3", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_p2_redis() {
+    real_spin("spin_p2_redis", "p2", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_p3_redis() {
+    real_spin("spin_p3_redis", "p3", true).await;
+}
+
+/// The manifests the repository ships for each flavour load the shipped
+/// components under real Spin, which answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_shipped_manifests() {
+    let Some(spin) = support::spin::binary() else {
+        support::notice("spin_shipped_manifests: skipped: set PORTCULLIS_SPIN to a Spin CLI");
+        return;
+    };
+    for manifest in ["spin.toml", "edge-deploy/spin-p3.toml"] {
+        let app = support::spin::up_manifest(&spin, &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest));
+        let reply = support::send(app.addr, support::get("/no/such/route")).await;
+        assert_eq!(reply.status, 404, "{manifest}");
+        assert_eq!(reply.json()["type"], "urn:portcullis:problem:no-route", "{manifest}");
+    }
+}
+
+/// The harness itself: an answer that breaks a case (a problem status
+/// without its body) is reported as that case's failure, not a panic.
+#[tokio::test]
+async fn a_bad_answer_fails_its_case_and_the_suite_goes_on() {
+    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
+    let case: CaseFile = toml::from_str(
+        r#"[[case]]
+name = "a problem without a body"
+request = { path = "/empty/413" }
+expect = { status = 413, problem = "body-too-large" }"#,
+    )
+    .expect("case");
+    let addr = SocketAddr::from(([127, 0, 0, 1], origin.port()));
+    let problems = run_case(addr, &origin, &case.case[0]).await;
+    assert!(problems.iter().any(|p| p.contains("not JSON")), "{problems:?}");
+    let closed = SocketAddr::from(([127, 0, 0, 1], support::closed_port()));
+    let problems = run_case(closed, &origin, &case.case[0]).await;
+    assert!(problems.iter().any(|p| p.starts_with("no answer")), "{problems:?}");
 }

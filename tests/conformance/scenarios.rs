@@ -112,3 +112,72 @@ pub async fn store_without_atomics(home: &str, addr: SocketAddr) {
     }
     assert_eq!(statuses, [200, 200, 429], "[{home}] best-effort policy without atomics");
 }
+
+fn limited_get(path: &'static str, client: &str) -> Request<Bytes> {
+    Request::get(path).header("host", "gw.test").header("x-client", client).body(Bytes::new()).expect("request")
+}
+
+/// On a store that reports every compare-and-swap as failed after
+/// committing it (Spin's Redis backend), each request is charged once and
+/// JWT routes work: the component recognises its own writes.
+pub async fn misreporting_store(home: &str, addr: SocketAddr) {
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(send(addr, limited_get("/limited", "misreported")).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 429], "[{home}] 2/minute, each request charged once");
+    let token = tokens::mint(&super::TokenSpec {
+        key: "rsa1".into(),
+        kid: None,
+        claims: toml::Table::new(),
+        exp_in: None,
+        no_exp: false,
+        nbf_in: None,
+        forge: None,
+    });
+    assert_eq!(get_with(addr, &token).await, 200, "[{home}] the key-set fetch claim is recognised as ours");
+}
+
+/// Sweeps the whole store, batch by batch: (keys when it began, records deleted).
+async fn sweep_all(home: &str, addr: SocketAddr) -> (u64, u64) {
+    let (mut keys, mut deleted, mut after) = (None, 0, None::<String>);
+    for _ in 0..1000 {
+        let path = match &after {
+            Some(cursor) => format!("/_portcullis/sweep?after={cursor}"),
+            None => "/_portcullis/sweep".to_string(),
+        };
+        let req = Request::post(path)
+            .header("host", "gw.test")
+            .header("authorization", "Bearer sweep-token")
+            .body(Bytes::new())
+            .expect("request");
+        let reply = send(addr, req).await;
+        assert_eq!(reply.status, 200, "[{home}] sweep: {:?}", reply.try_json());
+        let report = reply.json();
+        keys.get_or_insert(report["keys"].as_u64().unwrap_or_else(|| panic!("[{home}] keys in {report}")));
+        deleted += report["deleted"].as_u64().unwrap_or(0);
+        match report["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return (keys.unwrap_or(0), deleted),
+        }
+    }
+    panic!("[{home}] the sweep never reached the end");
+}
+
+/// Rate-limit records expire, and the sweep removes them in batches: 40
+/// clients each leave a key that expires about a second later; a full
+/// sweep after that deletes them all.
+pub async fn expiry_and_sweep(home: &str, addr: SocketAddr) {
+    let clients = 40;
+    for i in 0..clients {
+        let reply = send(addr, limited_get("/brief", &format!("sweep-{i}"))).await;
+        assert_eq!(reply.status, 200, "[{home}] client {i}");
+    }
+    let (keys_before, _) = sweep_all(home, addr).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (keys_expired, deleted) = sweep_all(home, addr).await;
+    let (keys_after, _) = sweep_all(home, addr).await;
+    assert!(keys_before >= clients && keys_expired >= clients, "[{home}] {keys_before} then {keys_expired} keys");
+    assert!(deleted >= clients, "[{home}] deleted {deleted} of {keys_expired} keys");
+    assert_eq!(keys_after, keys_expired - deleted, "[{home}] what the sweep deleted is gone");
+}

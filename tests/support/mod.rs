@@ -5,6 +5,8 @@
 pub mod edge;
 pub mod idp;
 pub mod origin;
+pub mod redis;
+pub mod spin;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +22,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+/// A line on the terminal that the test harness does not capture (a
+/// skipped home must be visible in a passing run).
+pub fn notice(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "notice: {text}");
+}
 
 /// A fresh path under the system temp dir.
 pub fn temp_path(name: &str) -> PathBuf {
@@ -170,12 +179,20 @@ pub struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// Why the body broke off, if it did (a reset connection, say).
+    pub body_error: Option<String>,
 }
 
 impl Reply {
-    pub fn json(&self) -> serde_json::Value {
+    /// The body as JSON, or why it is not.
+    pub fn try_json(&self) -> Result<serde_json::Value, String> {
         serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+            .map_err(|e| format!("the body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as JSON; `null` if it is not (so a check reports it rather than aborting).
+    pub fn json(&self) -> serde_json::Value {
+        self.try_json().unwrap_or_default()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -200,29 +217,48 @@ impl Reply {
 /// Sends one request over a new HTTP/1.1 connection from `source` (any
 /// 127.0.0.0/8 address), path exactly as given.
 pub async fn send_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) -> Reply {
+    try_send_from(addr, source, req).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`send_from`], but a failed exchange is an error, not a panic.
+pub async fn try_send_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) -> Result<Reply, String> {
     exchange(addr, source, req.map(Full::new)).await
 }
 
-/// Like [`send_from`], but the body goes chunked (no Content-Length), in 500-byte pieces.
-pub async fn send_chunked_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) -> Reply {
+/// Like [`try_send_from`], but the body goes chunked (no Content-Length), in 500-byte pieces.
+pub async fn try_send_chunked_from(addr: SocketAddr, source: IpAddr, req: Request<Bytes>) -> Result<Reply, String> {
     exchange(addr, source, req.map(Chunked)).await
 }
 
-async fn exchange<B>(addr: SocketAddr, source: IpAddr, req: Request<B>) -> Reply
+/// One exchange. A response whose body breaks off keeps what arrived and
+/// says so in `body_error`.
+async fn exchange<B>(addr: SocketAddr, source: IpAddr, req: Request<B>) -> Result<Reply, String>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(source, 0)).expect("bind source address");
-    let stream = socket.connect(addr).await.expect("connect to gateway");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
+    let stream = socket.connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
-    let resp: Response<hyper::body::Incoming> = sender.send_request(req).await.expect("send");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    let resp: Response<hyper::body::Incoming> =
+        sender.send_request(req).await.map_err(|e| format!("no response: {e}"))?;
+    let (parts, mut body) = resp.into_parts();
+    let mut bytes = Vec::new();
+    let mut body_error = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => bytes.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
+            Err(e) => {
+                body_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: Bytes::from(bytes), body_error })
 }
 
 /// A body of unknown length, so hyper sends it chunked.
