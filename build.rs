@@ -1,10 +1,23 @@
 //! Embeds the gateway config into edge (wasm32) builds: `routes/gateway.toml`,
-//! or the file named by `PORTCULLIS_CONFIG` (relative to this directory).
+//! or the file named by `PORTCULLIS_CONFIG` (relative to this directory),
+//! with its digest (`src/config/digest.rs`), so a component never parses
+//! TOML at run time. A file that is not a config's shape (not TOML, an
+//! unknown key, a wrong type) fails the build; the rest is checked when the
+//! component compiles it with its Spin variables.
 
 use std::path::PathBuf;
 
+#[allow(dead_code)] // the tag constants are for the reader
+#[path = "src/config/digest_write.rs"]
+mod digest_write;
+#[allow(dead_code)] // only the shape is needed here
+#[path = "src/config/raw.rs"]
+mod raw;
+
 fn main() {
     println!("cargo:rerun-if-env-changed=PORTCULLIS_CONFIG");
+    println!("cargo:rerun-if-changed=src/config/digest_write.rs");
+    println!("cargo:rerun-if-changed=src/config/raw.rs");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("wasm32") {
         return;
     }
@@ -12,9 +25,17 @@ fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let source = dir.join(&name);
     println!("cargo:rerun-if-changed={}", source.display());
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("gateway.toml");
-    if let Err(e) = std::fs::copy(&source, &out) {
-        panic!("cannot embed the edge config {}: {e}", source.display());
+    let text = std::fs::read_to_string(&source)
+        .unwrap_or_else(|e| panic!("cannot embed the edge config {}: {e}", source.display()));
+    if let Err(e) = toml::from_str::<raw::RawConfig>(&text) {
+        panic!("{}: {e}", source.display());
+    }
+    let digest = digest_write::digest(&text).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for (file, bytes) in [("gateway.toml", text.as_bytes()), ("gateway.digest", &digest[..])] {
+        if let Err(e) = std::fs::write(out.join(file), bytes) {
+            panic!("cannot write {file}: {e}");
+        }
     }
     println!("cargo:rustc-env=PORTCULLIS_CONFIG_NAME={name}");
 }

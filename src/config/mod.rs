@@ -6,6 +6,9 @@
 //! compiled `Config`: router built, templates parsed, headers encoded.
 
 pub mod auth;
+pub mod digest;
+#[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
+pub(crate) mod digest_write;
 pub mod limits;
 pub mod raw;
 pub mod spin;
@@ -196,10 +199,25 @@ impl Config {
                 return Err(ConfigErrors(c.errors));
             }
         };
-        let config = c.compile(raw);
-        match config {
-            Some(config) if c.errors.is_empty() => Ok(config),
-            _ => Err(ConfigErrors(c.errors)),
+        c.finish(raw)
+    }
+
+    /// Compiles the config `text` from its digest (made at build time, see
+    /// [`digest`], which also checked its shape), so no TOML is parsed.
+    pub fn from_digest(digest: &[u8], text: &str, file: &str, vars: &Variables) -> Result<Config, ConfigErrors> {
+        let c = Compiler { file, text, vars, errors: Vec::new() };
+        match digest::read(digest) {
+            Ok(raw) => c.finish(raw),
+            Err(e) => {
+                let message = format!("{e} (rebuild the component)");
+                Err(ConfigErrors(vec![ConfigError {
+                    file: file.into(),
+                    line: 0,
+                    column: 0,
+                    key: "(digest)".into(),
+                    message,
+                }]))
+            }
         }
     }
 
@@ -246,6 +264,13 @@ impl Compiler<'_> {
     fn value(&mut self, v: &Spanned<String>, key: &str) -> Option<String> {
         let filled = vars::substitute(v.get_ref(), self.vars);
         self.check(v.span(), key, filled)
+    }
+
+    fn finish(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+        match self.compile(raw) {
+            Some(config) if self.errors.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(self.errors)),
+        }
     }
 
     fn compile(&mut self, raw: RawConfig) -> Option<Config> {

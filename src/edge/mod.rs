@@ -33,8 +33,9 @@ use crate::ports::{KvError, ReadBodyError, UpstreamError, drain, read_body};
 /// the connection can end cleanly.
 const DRAIN_LIMIT: u64 = 1 << 20;
 
-/// The config embedded at build time (see `build.rs`).
+/// The config embedded at build time (see `build.rs`), and its digest.
 const CONFIG_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway.toml"));
+const CONFIG_DIGEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gateway.digest"));
 const CONFIG_NAME: &str = env!("PORTCULLIS_CONFIG_NAME");
 
 /// The names of the Spin variables the embedded config may use.
@@ -45,7 +46,7 @@ fn variable_names() -> Vec<String> {
 /// Compiles the embedded config with the variables Spin gave us. A failure
 /// is reported on stderr (Spin's log) once per instance.
 fn compile(vars: &Variables) -> Result<Config, String> {
-    Config::parse(CONFIG_TEXT, CONFIG_NAME, vars).map_err(|e| {
+    Config::from_digest(CONFIG_DIGEST, CONFIG_TEXT, CONFIG_NAME, vars).map_err(|e| {
         let text = e.to_string();
         eprintln!("portcullis: the embedded config is invalid:\n{text}");
         text
