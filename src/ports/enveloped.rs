@@ -63,9 +63,10 @@ const REMEMBERED_WRITES: usize = 8;
 /// Appended to a key for its creation ticket.
 const TICKET_SUFFIX: &str = "~new";
 /// How long a writer waits for the holder of a creation ticket to create
-/// the key: `CREATE_POLLS` looks, `CREATE_POLL` apart.
-const CREATE_POLLS: u32 = 20;
-const CREATE_POLL: Duration = Duration::from_millis(10);
+/// the key, looking every `CREATE_POLL` (a plain read: on Spin's Redis
+/// backend a watch opens a connection).
+const CREATE_WAIT: Duration = Duration::from_secs(1);
+const CREATE_POLL: Duration = Duration::from_millis(5);
 
 /// A record as stored: payload plus expiry and write ids.
 #[derive(Debug, PartialEq, Eq)]
@@ -196,11 +197,14 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
             let (watch, raw) = self.store.watch(key).await?;
             return Ok(Some(Watched { watch, raw, ticket: Some(ticket) }));
         }
-        for _ in 0..CREATE_POLLS {
+        let deadline = self.clock.monotonic().saturating_add(CREATE_WAIT);
+        while self.clock.monotonic() < deadline {
             self.clock.sleep(CREATE_POLL).await;
-            let (watch, raw) = self.store.watch(key).await?;
-            if raw.is_some() {
-                return Ok(Some(Watched { watch, raw, ticket: None }));
+            if self.store.get(key).await?.is_some() {
+                let (watch, raw) = self.store.watch(key).await?;
+                if raw.is_some() {
+                    return Ok(Some(Watched { watch, raw, ticket: None }));
+                }
             }
         }
         let _ = self.store.delete(&ticket).await;

@@ -39,8 +39,13 @@ impl Drop for Edge {
 /// Starts the test host on the conformance build of `flavour` (`p2`/`p3`),
 /// with extra host flags.
 pub fn edge(flavour: &str, origin: &Origin, idp: &Idp, flags: &[&str]) -> Edge {
+    edge_with(flavour, &variables(origin, idp), flags)
+}
+
+/// Like [`edge`], with the Spin variables given.
+pub fn edge_with(flavour: &str, vars: &[(&str, String)], flags: &[&str]) -> Edge {
     let component = support::edge::component(&format!("conformance-{flavour}"));
-    let (addr, child) = support::edge::serve(&component, &variables(origin, idp), flags);
+    let (addr, child) = support::edge::serve(&component, vars, flags);
     Edge { addr, child }
 }
 

@@ -378,6 +378,13 @@ async fn test_host(flavour: &str) {
     let misreporting = homes::edge(flavour, &origin, &idp, &["--kv-backend", "redis"]);
     scenarios::misreporting_store(&home, misreporting.addr).await;
     scenarios::concurrent_limit(&home, misreporting.addr).await;
+    // Without the Spin variables its config needs, the component answers
+    // every request with a 500 problem (and says why on stderr).
+    let unconfigured = homes::edge_with(flavour, &[], &[]);
+    let reply = support::send(unconfigured.addr, support::get("/admin")).await;
+    assert_eq!(reply.status, 500, "[{home}] {:?}", reply.try_json());
+    assert_eq!(reply.json()["type"], "urn:portcullis:problem:gateway-misconfigured", "[{home}]");
+    assert!(reply.header("x-request-id").is_some(), "[{home}]");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
