@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,21 @@ pub struct SpinApp {
     dir: PathBuf,
 }
 
+/// `spin up` runs the app in a child process (`spin trigger http`), which a
+/// SIGKILL of `spin up` would leave running: the whole process group gets
+/// SIGTERM (Spin stops its trigger), then SIGKILL if anything lingers.
 impl Drop for SpinApp {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill").args([sig, "--", &group]).stderr(Stdio::null()).status();
+        };
+        signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal("-KILL");
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -86,6 +99,7 @@ pub fn up_manifest(spin: &Path, manifest: &Path) -> SpinApp {
 fn launch(spin: &Path, manifest: &Path, dir: PathBuf, args: &[String]) -> SpinApp {
     let port = super::closed_port();
     let mut child = Command::new(spin)
+        .process_group(0)
         .current_dir(&dir)
         .arg("up")
         .arg("--from")
