@@ -228,7 +228,7 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
     }
 
     /// One exact GCRA step's commit: write, and while another writer wins,
-    /// watch, decide and write again, at most [`CAS_ATTEMPTS`] times.
+    /// back off, watch, decide and write again, at most [`CAS_ATTEMPTS`] times.
     async fn commit_exact(
         &self,
         step: &GcraStep<'_>,
@@ -236,11 +236,16 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
         mut decision: Decision,
         now_us: u64,
     ) -> Result<Decision, KvError> {
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
             let ttl = Some(gcra::ttl(decision, now_us));
             if self.write(watched, gcra::encode(decision.tat_us).as_bytes(), ttl).await? {
                 return Ok(decision);
             }
+            // Lost a race: back off a random while (up to 1, 2, 4 … 32 ms),
+            // so that writers racing on one key spread out.
+            let cap_us = 1_000u64 << attempt.min(5);
+            let jitter = Entropy::draw(self.clock.now().as_nanos()).choice() % cap_us;
+            self.clock.sleep(Duration::from_micros(jitter)).await;
             let Some(again) = self.watch_to_write(step.key).await? else { break };
             decision =
                 gcra::decide(gcra::decode(live(again.raw.as_deref(), self.now_ms())), now_us, step.rate, step.cost);
