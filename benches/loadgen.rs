@@ -14,6 +14,8 @@
 //! `--fresh-tokens ALG:PEM` sends every request a token never seen before
 //! (minted before the run, so minting costs the measurement nothing): the
 //! gateway verifies each one, uncached;
+//! `--distinct-header NAME` gives every request its own value of header
+//! NAME (a counter): a client never seen before on each request;
 //! `loadgen mint <PEM>` prints a token for the bench config's JWT route.
 
 use std::sync::Arc;
@@ -34,7 +36,12 @@ struct Args {
     warmup: f64,
     /// `(algorithm, private key PEM path)` for `--fresh-tokens`.
     fresh: Option<(jsonwebtoken::Algorithm, String)>,
+    /// A header whose value differs on every request.
+    distinct: Option<String>,
 }
+
+/// The next value of `--distinct-header`.
+static DISTINCT: AtomicUsize = AtomicUsize::new(0);
 
 /// Pre-minted tokens, one per request, handed out in send order.
 #[derive(Default)]
@@ -58,6 +65,7 @@ fn args() -> Result<Args, String> {
         seconds: 10.0,
         warmup: 2.0,
         fresh: None,
+        distinct: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,6 +81,7 @@ fn args() -> Result<Args, String> {
                 let alg = alg.parse().map_err(|e| format!("--fresh-tokens: {e}"))?;
                 a.fresh = Some((alg, pem.to_string()));
             }
+            "--distinct-header" => a.distinct = Some(value),
             "--header" => {
                 let (k, v) = value.split_once(':').ok_or("--header name: value")?;
                 a.headers.push((k.trim().to_string(), v.trim().to_string()));
@@ -131,6 +140,9 @@ async fn connection(
                 let mut req = http::Request::get(path.as_str()).header("host", &authority);
                 for (k, v) in &args.headers {
                     req = req.header(k.as_str(), v.as_str());
+                }
+                if let Some(name) = &args.distinct {
+                    req = req.header(name.as_str(), DISTINCT.fetch_add(1, Ordering::Relaxed));
                 }
                 if let Some(token) = tokens.take() {
                     req = req.header("authorization", format!("Bearer {token}"));

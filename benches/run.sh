@@ -4,6 +4,7 @@
 #
 #   benches/run.sh                      # everything (~10 min after the builds)
 #   SECONDS_PER_RUN=5 benches/run.sh
+#   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -34,6 +35,13 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+MODE=${1:-all}
+case "$MODE" in
+  all) ;;
+  spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
+  *) echo "usage: $0 [spin|spin-growth]" >&2; exit 2 ;;
+esac
+
 for tool in wrk nginx taskset redis-server curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx redis-server curl util-linux" >&2; exit 1; }
 done
@@ -41,8 +49,10 @@ done
 echo "== building (release)" >&2
 cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
 cargo build --release -p portcullis-edge-host >&2
+sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
 for f in p2 p3; do
   edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm >&2
+  [ "$MODE" != all ] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm >&2
   edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
   cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
 done
@@ -131,6 +141,114 @@ edge() { # name wasm path
   measure "$name" "http://$addr$path" "$started" "$header"
   kill "${PIDS[-1]}"
 }
+
+# Under real Spin: each component served by `spin up` pinned to CPU 0 (a
+# manifest per run in $WORK, its default SQLite store or Redis), wrk at 16
+# connections and at 1. Baselines: the hello-world answering itself, and the
+# hello-world making the same outbound call as the gateway (`/proxy`).
+spin_up() { # name wasm [runtime-config]
+  local name=$1 wasm=$2 rc=${3:-}
+  local dir="$WORK/spin-$name"; mkdir -p "$dir"
+  cat > "$dir/spin.toml" <<TOML
+spin_manifest_version = 2
+[application]
+name = "bench"
+[variables]
+origin_port = { required = true }
+[[trigger.http]]
+route = "/..."
+component = "c"
+[component.c]
+source = "$PWD/$wasm"
+allowed_outbound_hosts = ["http://127.0.0.1:*"]
+key_value_stores = ["default"]
+[component.c.variables]
+origin_port = "{{ origin_port }}"
+TOML
+  local port; port=$(shuf -i 31000-31999 -n 1)
+  SPIN_SERVE_START=$(date +%s%N)
+  (cd "$dir" && exec taskset -c 0 "$PORTCULLIS_SPIN" up --listen "127.0.0.1:$port" --variable "origin_port=$ORIGIN_PORT" \
+    ${rc:+--runtime-config-file "$rc"} >"$dir/out" 2>"$dir/err") & PIDS+=($!)
+  SPIN_ADDR="127.0.0.1:$port"
+}
+
+spin_row() { # name wasm path [runtime-config]
+  local name=$1 wasm=$2 path=$3 rc=${4:-}
+  spin_up "$name" "$wasm" "$rc"
+  local header=""; [ "$path" = /jwt ] && header="authorization: Bearer $TOKEN"
+  local h=(); [ -n "$header" ] && h=(-H "$header")
+  local started; started=$(wait_http "http://$SPIN_ADDR$path" "$header")
+  local url="http://$SPIN_ADDR$path"
+  taskset -c 1 wrk -t1 -c$CONNS -d2s "${h[@]}" "$url" >/dev/null
+  local many one
+  many=$(taskset -c 1 wrk -t1 -c$CONNS -d${SECS}s --latency "${h[@]}" "$url")
+  one=$(taskset -c 1 wrk -t1 -c1 -d${SECS}s --latency "${h[@]}" "$url")
+  local rps p50 rps1 p501 errors
+  rps=$(awk '/Requests\/sec/ {print int($2)}' <<<"$many"); p50=$(awk '$1=="50%" {print $2}' <<<"$many")
+  rps1=$(awk '/Requests\/sec/ {print int($2)}' <<<"$one"); p501=$(awk '$1=="50%" {print $2}' <<<"$one")
+  errors=$(( $(awk '/Non-2xx/ {print $NF}' <<<"$many$one" | paste -sd+ | bc 2>/dev/null || echo 0) + 0 ))
+  printf '| %-22s | %8s | %9s | %8s | %9s | %6s | %8s |\n' "$name" "$rps" "$p50" "$rps1" "$p501" "$errors" "$started"
+  LAST_RPS=$rps
+  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+}
+
+sweep_all() { # addr → "keys-before deleted"
+  local after="" keys="" deleted=0 out
+  for _ in $(seq 1 10000); do
+    out=$(curl -sf -X POST -H "authorization: Bearer bench-sweep" "http://$1/_portcullis/sweep${after:+?after=$after}")
+    [ -z "$keys" ] && keys=$(grep -o '"keys":[0-9]*' <<<"$out" | cut -d: -f2)
+    deleted=$(( deleted + $(grep -o '"deleted":[0-9]*' <<<"$out" | cut -d: -f2) ))
+    after=$(grep -o '"next":"[^"]*"' <<<"$out" | cut -d'"' -f4 || true)
+    [ -z "$after" ] && break
+  done
+  echo "$keys $deleted"
+}
+
+if [ "$MODE" != all ]; then
+  echo
+  echo "Spin: $("$PORTCULLIS_SPIN" --version); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${SECS}s per run"
+  RC="$WORK/redis.toml"
+  printf '[key_value_store.default]\ntype = "redis"\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT" > "$RC"
+fi
+if [ "$MODE" = spin ]; then
+  echo
+  echo "| target                 | c16 rps  | c16 p50   | c1 rps   | c1 p50    | errors | start ms |"
+  echo "|------------------------|---------:|----------:|---------:|----------:|-------:|---------:|"
+  for f in p2 p3; do
+    spin_row "hello-$f" target/edge/hello-$f.wasm /hello
+    spin_row "hello-$f-proxy" target/edge/hello-$f.wasm /proxy
+    base=$LAST_RPS
+    spin_row "edge-$f" target/edge/bench-$f.wasm /hello
+    echo "|   → edge-$f / hello-$f-proxy = $(( LAST_RPS * 100 / base )) % |"
+    spin_row "edge-$f-nolog" target/edge/bench-$f-nolog.wasm /hello
+    spin_row "edge-$f-limited" target/edge/bench-$f-nolog.wasm /limited
+    spin_row "edge-$f-limited-redis" target/edge/bench-$f-nolog.wasm /limited "$RC"
+    spin_row "edge-$f-jwt" target/edge/bench-$f-nolog.wasm /jwt
+  done
+fi
+if [ "$MODE" != all ]; then
+  echo
+  echo "Store growth: distinct clients on a per-client limit (one key each, expiring ~1.1 s after), then a full sweep:"
+  echo
+  echo "| store | clients | keys after | deleted by the sweep | keys after the sweep |"
+  echo "|---|---:|---:|---:|---:|"
+  CLIENTS=${CLIENTS:-100000}
+  for store in sqlite redis; do
+    rc=""; [ "$store" = redis ] && { rc=$RC; redis-cli -p "$REDIS_PORT" flushall >/dev/null; }
+    spin_up "growth-$store" target/edge/bench-p3-nolog.wasm "$rc"
+    wait_http "http://$SPIN_ADDR/hello" >/dev/null
+    rate=2000
+    out=$(taskset -c 1 "$LOADGEN" --url "http://$SPIN_ADDR/per-client" --rate $rate --connections $CONNS \
+      --seconds $(( CLIENTS / rate )) --warmup 0 --distinct-header x-client)
+    sent=$(( $(grep -o '"requests":[0-9]*' <<<"$out" | cut -d: -f2) + $(grep -o '"errors":[0-9]*' <<<"$out" | cut -d: -f2) ))
+    sleep 2
+    read -r keys deleted < <(sweep_all "$SPIN_ADDR")
+    read -r left _ < <(sweep_all "$SPIN_ADDR")
+    echo "| $store | $sent | $keys | $deleted | $left |"
+    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+  done
+  exit 0
+fi
 
 echo
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; ${SECS}s per run, $CONNS connections"

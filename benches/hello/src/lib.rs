@@ -1,16 +1,34 @@
-//! Hello-world components, one per flavour (`--features p3` or `p2`).
+//! Hello-world components, one per flavour (`--features p3` or `p2`): the
+//! benchmark baseline, what any component costs in its host before
+//! Portcullis' work. `/hello` answers at once; any other path makes the one
+//! outbound call a gateway makes (GET the origin's `/hello`, its port from
+//! the Spin variable `origin_port`) and answers with what came back.
 
 #[cfg(feature = "p2")]
 extern crate spin_sdk_v5 as spin_sdk;
 
 #[cfg(feature = "p3")]
 #[spin_sdk::http_service]
-async fn hello(_req: spin_sdk::http::Request) -> &'static str {
-    "hello, world\n"
+async fn hello(
+    req: spin_sdk::http::Request,
+) -> Result<spin_sdk::http::Response<spin_sdk::http::BoxBody>, spin_sdk::http::Error> {
+    use spin_sdk::http::{FullBody, Response, box_body};
+    if req.uri().path() == "/hello" {
+        return Ok(Response::new(box_body(FullBody::new(bytes::Bytes::from_static(b"hello, world\n")))));
+    }
+    let port = spin_sdk::variables::get("origin_port").await.map_err(|e| e.to_string())?;
+    let resp = spin_sdk::http::get(format!("http://127.0.0.1:{port}/hello")).await?;
+    Ok(resp.map(box_body))
 }
 
 #[cfg(feature = "p2")]
 #[spin_sdk::http_component]
-fn hello(_req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-    spin_sdk::http::Response::new(200, "hello, world\n")
+async fn hello(req: spin_sdk::http::Request) -> anyhow::Result<spin_sdk::http::Response> {
+    use spin_sdk::http::{Request, Response};
+    if req.path() == "/hello" {
+        return Ok(Response::new(200, "hello, world\n"));
+    }
+    let port = spin_sdk::variables::get("origin_port")?;
+    let resp: Response = spin_sdk::http::send(Request::get(format!("http://127.0.0.1:{port}/hello"))).await?;
+    Ok(resp)
 }
