@@ -20,9 +20,9 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::{Config, Variables};
 use portcullis::pipeline::authn::{AuthCaches, authenticate};
-use portcullis::pipeline::gcra::{self, Rate};
 use portcullis::ports::memory::MemoryKv;
 use portcullis::ports::{Clock, GcraStep, HttpClient, KvStore, Ports, UpstreamError, UpstreamOptions};
+use portcullis::shared::gcra::{self, Rate};
 
 /// Drives a future whose ports answer at once.
 fn ready<F: Future>(f: F) -> F::Output {

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::pipeline::log::AccessLog;
+use crate::shared::problem::Source;
 use crate::system_clock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -186,6 +187,7 @@ where
             Poll::Ready(Some(Err(e))) => {
                 if let Some((log, _, _)) = &mut this.pending {
                     log.error = Some(format!("response body failed: {e}"));
+                    log.source.get_or_insert(Source::Upstream);
                 }
             }
             _ => {}

@@ -16,11 +16,10 @@
 //!                          └─ ports: KvStore · HttpClient · Clock
 //! ```
 
-pub mod cache;
 pub mod config;
-pub mod error;
 pub mod pipeline;
 pub mod ports;
+pub mod shared;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;

@@ -143,7 +143,7 @@ mod cli {
             }
             line.trim_end_matches(['\r', '\n']).to_string()
         };
-        let hex = portcullis::pipeline::ids::hex(&sha2::Sha256::digest(key.as_bytes()));
+        let hex = portcullis::shared::hex::hex(&sha2::Sha256::digest(key.as_bytes()));
         if generate {
             println!("key:        {key}");
             println!("key_sha256: {hex}");

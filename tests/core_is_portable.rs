@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-const CORE: &[&str] = &["src/config", "src/pipeline", "src/ports", "src/error.rs", "src/cache.rs"];
+const CORE: &[&str] = &["src/config", "src/pipeline", "src/ports", "src/shared"];
 
 const FORBIDDEN: &[(&str, &str)] = &[
     ("tokio", "a runtime"),

@@ -6,9 +6,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use portcullis::native::redis_kv::RedisKv;
-use portcullis::pipeline::gcra::Rate;
 use portcullis::ports::memory::MemoryKv;
 use portcullis::ports::{Clock, GcraStep, KvStore};
+use portcullis::shared::gcra::Rate;
 use support::origin::Origin;
 use support::redis::Redis;
 use support::{Node, get, send};

@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::raw::{ClaimValues, RawApiKey, RawAuth, RawJwksCache, RawJwt, RawRouteAuth, RawTokenSource};
 use super::{Compiler, parse_header_name, vars};
-use crate::pipeline::authn::Identity;
+use crate::shared::identity::Identity;
 
 pub const DEFAULT_REALM: &str = "portcullis";
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;

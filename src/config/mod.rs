@@ -9,8 +9,9 @@ pub mod auth;
 pub mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
-pub mod limits;
+pub mod rate_limits;
 pub mod raw;
+pub mod router;
 pub mod spin;
 pub mod sweep;
 pub mod template;
@@ -27,9 +28,9 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use ipnet::IpNet;
 use toml::Spanned;
 
-use crate::pipeline::route::{HostPattern, RouteError, RouteSpec, Router};
+use crate::config::router::{HostPattern, RouteError, RouteSpec, Router};
 use auth::{AuthConfig, RouteAuth};
-use limits::Limit;
+use rate_limits::RateLimit;
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
 use sweep::Sweep;
 use template::Template;
@@ -43,7 +44,7 @@ pub struct Config {
     pub router: Router,
     pub auth: AuthConfig,
     /// Rate-limit policies (routes refer to them by index).
-    pub limits: Vec<Limit>,
+    pub rate_limits: Vec<RateLimit>,
     /// The store sweep, if configured.
     pub sweep: Option<Sweep>,
 }
@@ -111,7 +112,7 @@ pub struct Route {
     /// Who may call; `None`: a public route.
     pub auth: Option<RouteAuth>,
     /// Rate-limit policies that apply (indexes into `Config::limits`).
-    pub limits: Vec<usize>,
+    pub rate_limits: Vec<usize>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -282,12 +283,12 @@ impl Compiler<'_> {
             return None;
         }
         let auth = self.auth(&raw.auth);
-        let limits = self.limits(&raw.limits);
+        let rate_limits = self.limits(&raw.limits);
         let sweep = self.sweep(&raw.sweep);
         let mut routes = Vec::new();
         let mut seen_names = HashSet::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            if let Some(route) = self.route(i, r, &names, &gateway, &auth, &limits) {
+            if let Some(route) = self.route(i, r, &names, &gateway, &auth, &rate_limits) {
                 if !seen_names.insert(route.name.clone()) {
                     let span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
                     self.error(span, format!("routes[{i}].name"), format!("route name `{}` is used twice", route.name));
@@ -313,7 +314,7 @@ impl Compiler<'_> {
                         self.error(span, "sweep.path", format!("{route} also answers this path"));
                     }
                 }
-                Some(Config { gateway, services, routes, router, auth, limits, sweep })
+                Some(Config { gateway, services, routes, router, auth, rate_limits, sweep })
             }
             Err(errors) => {
                 for e in errors {
@@ -435,7 +436,7 @@ impl Compiler<'_> {
         services: &[&String],
         g: &GatewaySettings,
         auth: &AuthConfig,
-        limits: &[Limit],
+        rate_limits: &[RateLimit],
     ) -> Option<Route> {
         let key = |field: &str| format!("routes[{i}].{field}");
         let raw = r.get_ref();
@@ -501,7 +502,7 @@ impl Compiler<'_> {
         let request_headers = self.header_ops(&raw.request_headers, &key("request_headers"));
         let response_headers = self.header_ops(&raw.response_headers, &key("response_headers"));
         let route_auth = raw.auth.as_ref().and_then(|a| self.route_auth(a, &key("auth"), auth));
-        let route_limits = self.route_limits(&raw.limits, &key("limits"), limits);
+        let route_limits = self.route_limits(&raw.limits, &key("limits"), rate_limits);
         let name = match &raw.name {
             Some(n) if n.get_ref().trim().is_empty() => {
                 self.error(n.span(), key("name"), "must not be empty");
@@ -525,7 +526,7 @@ impl Compiler<'_> {
             request_headers,
             response_headers,
             auth: route_auth,
-            limits: route_limits,
+            rate_limits: route_limits,
         })
     }
 
@@ -572,7 +573,7 @@ fn parse_method(text: &str) -> Result<Method, String> {
 
 fn parse_header_name(text: &str) -> Result<HeaderName, String> {
     let name = HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a valid header name"))?;
-    if crate::pipeline::forward::is_hop_by_hop(&name) {
+    if crate::shared::headers::is_hop_by_hop(&name) {
         return Err(format!("`{text}` is a hop-by-hop header; the gateway manages it per connection"));
     }
     Ok(name)

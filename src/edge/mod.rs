@@ -23,11 +23,13 @@ use http::{Request, Response};
 use http_body::Body;
 
 use crate::config::{Config, Variables, vars};
-use crate::error::GatewayError;
 use crate::pipeline::Downstream;
-use crate::pipeline::ids::{Entropy, request_id};
+use crate::pipeline::error::GatewayError;
+use crate::pipeline::ids::request_id;
 use crate::pipeline::log::AccessLog;
 use crate::ports::{KvError, ReadBodyError, UpstreamError, drain, read_body};
+use crate::shared::entropy::Entropy;
+use crate::shared::problem::Answer;
 
 /// How much more of an over-long request body is read (and dropped) so that
 /// the connection can end cleanly.
@@ -56,7 +58,7 @@ fn compile(vars: &Variables) -> Result<Config, String> {
 /// The answer to every request while the config is invalid.
 fn misconfigured<B: From<Bytes>>(reason: &str, headers: &HeaderMap) -> Response<B> {
     let id = request_id(headers.get("x-request-id"), &Entropy::draw(0));
-    let mut resp = GatewayError::Misconfigured(reason.to_string()).to_response(&id);
+    let mut resp = GatewayError::Misconfigured(reason.to_string()).problem().to_response(&id);
     resp.headers_mut().insert("x-request-id", id);
     resp.map(B::from)
 }

@@ -15,9 +15,9 @@ use std::path::Path;
 use crate::config::{Config, ConfigError, ConfigErrors, Variables, vars};
 use std::time::Duration;
 
-use crate::pipeline::gcra::Decision;
 use crate::ports::memory::MemoryKv;
 use crate::ports::{GcraStep, KvError, KvStore, Ports, SweepReport};
+use crate::shared::gcra::Decision;
 use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
 

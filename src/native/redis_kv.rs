@@ -19,8 +19,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio::sync::OnceCell;
 
-use crate::pipeline::gcra::{self, Decision};
 use crate::ports::{GcraStep, KvError, KvStore};
+use crate::shared::gcra::{self, Decision};
 
 const GCRA: &str = r#"
 local t = redis.call('TIME')

@@ -3,68 +3,8 @@
 
 use http::HeaderValue;
 
-/// Entropy for one request: a request id, a trace id, a span id and a choice.
-pub struct Entropy([u8; 48]);
-
-thread_local! {
-    /// xoshiro256++ state, seeded once per thread from the platform
-    /// (`getrandom`: the OS on the node, `wasi:random` at the edge). Ids
-    /// must be unique, not secret, so a fast generator replaces a syscall
-    /// per request.
-    static RNG: std::cell::Cell<Option<[u64; 4]>> = const { std::cell::Cell::new(None) };
-}
-
-impl Entropy {
-    /// Fresh random bytes. `fallback` (e.g. the clock) seeds the generator
-    /// if the platform's randomness ever fails, so ids still differ.
-    pub fn draw(fallback: u128) -> Self {
-        let mut state = RNG.with(|r| r.get()).unwrap_or_else(|| seed(fallback));
-        let mut bytes = [0u8; 48];
-        for chunk in bytes.chunks_mut(8) {
-            chunk.copy_from_slice(&next(&mut state).to_le_bytes());
-        }
-        RNG.with(|r| r.set(Some(state)));
-        Self(bytes)
-    }
-
-    /// A uniform random number for choices such as the upstream target.
-    pub fn choice(&self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[40..48]);
-        u64::from_le_bytes(b)
-    }
-}
-
-fn seed(fallback: u128) -> [u64; 4] {
-    let mut bytes = [0u8; 32];
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes[..16].copy_from_slice(&fallback.to_le_bytes());
-        bytes[16..].copy_from_slice(&fallback.rotate_left(64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
-    }
-    let mut state = [0u64; 4];
-    for (i, s) in state.iter_mut().enumerate() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-        *s = u64::from_le_bytes(w);
-    }
-    if state == [0; 4] {
-        state[0] = 1;
-    }
-    state
-}
-
-/// One step of xoshiro256++ (Blackman and Vigna).
-fn next(s: &mut [u64; 4]) -> u64 {
-    let out = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-    let t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = s[3].rotate_left(45);
-    out
-}
+use crate::shared::entropy::Entropy;
+use crate::shared::hex::hex;
 
 /// A request id from the client if it is well formed, else a fresh UUIDv4.
 pub fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderValue {
@@ -72,7 +12,7 @@ pub fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderVal
         return v.clone();
     }
     let mut b = [0u8; 16];
-    b.copy_from_slice(&entropy.0[..16]);
+    b.copy_from_slice(&entropy.bytes()[..16]);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
@@ -100,10 +40,10 @@ pub struct Trace {
 impl Trace {
     /// Continues a valid inbound `traceparent` with a new span, or starts a trace.
     pub fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy) -> Self {
-        let span_id = hex(&entropy.0[32..40]);
+        let span_id = hex(&entropy.bytes()[32..40]);
         match inbound.and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
             Some((trace_id, flags)) => Self { trace_id, span_id, flags, continued: true },
-            None => Self { trace_id: hex(&entropy.0[16..32]), span_id, flags: "01".into(), continued: false },
+            None => Self { trace_id: hex(&entropy.bytes()[16..32]), span_id, flags: "01".into(), continued: false },
         }
     }
 
@@ -141,22 +81,6 @@ fn parse_traceparent(text: &str) -> Option<(String, String)> {
 
 fn lower_hex(b: &[u8]) -> bool {
     b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut s, bytes);
-    s
-}
-
-/// Appends the lower-case hex of `bytes` to `s`.
-pub fn push_hex(s: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        s.push(char::from(DIGITS[(b >> 4) as usize]));
-        s.push(char::from(DIGITS[(b & 0xf) as usize]));
-    }
 }
 
 #[cfg(test)]

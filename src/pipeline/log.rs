@@ -10,7 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::{HeaderValue, Method};
 use serde::{Serialize, Serializer};
 
-use super::authn::Identity;
+use crate::shared::identity::Identity;
+use crate::shared::problem::Source;
 
 /// Fields are kept as the request had them (no string copies on the hot
 /// path) and become text only when the line is written.
@@ -35,10 +36,24 @@ pub struct AccessLog {
     pub total_latency_us: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The problem type the gateway answered with, if it answered one.
+    pub problem: Option<&'static str>,
+    /// Who caused what went wrong (also for failures the request survived).
+    pub source: Option<Source>,
+    /// What went wrong, in full (never shown to the client).
     pub error: Option<String>,
     /// Monotonic reading when the request arrived (not logged).
     #[serde(skip)]
     pub started: Duration,
+}
+
+/// What went wrong with a request: the problem it was answered with, if
+/// any, who caused it, and the detail for the log.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub problem: Option<&'static str>,
+    pub source: Source,
+    pub detail: String,
 }
 
 impl AccessLog {

@@ -1,35 +1,36 @@
-//! The request pipeline: one fixed sequence of phases over a per-request
-//! [`Ctx`]. Each phase either passes the request on or fails with its own
-//! error, which [`crate::error`] turns into the answer.
-//!
-//! ```text
-//! accept ─► route ─► limits ─► authn ─► authz ─► transform ─► upstream ─► respond ─► log
-//!  431/400   404/405   413   401/400/503   403                  502/504
-//! ```
+//! The request pipeline: the phases of ARCHITECTURE.md ("The request
+//! lifecycle"), in the order [`proxy`] runs them, over a per-request [`Ctx`].
+//! A phase passes the request on, answers it itself ([`Flow::Respond`]), or
+//! fails with its own error, which knows its answer
+//! ([`crate::shared::problem::Answer`]).
 
+pub mod accept;
 pub mod authn;
-pub mod forward;
-pub mod gcra;
+pub mod error;
 pub mod ids;
-pub mod limit;
 pub mod log;
-pub mod normalize;
+pub mod rate_limit;
+pub mod respond;
 pub mod route;
 pub mod sweep;
+pub mod transform;
+pub mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 
-use crate::config::{Config, GatewaySettings, Route, Service, Target};
-use crate::error::{AcceptError, GatewayError};
-use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamOptions};
+use crate::config::{Config, GatewaySettings};
+use crate::ports::{Body, Clock, Ports};
+use crate::shared::entropy::Entropy;
+use crate::shared::identity::Identity;
 use authn::AuthCaches;
-use ids::{Entropy, Trace};
-use log::{AccessLog, micros, rfc3339};
+use error::GatewayError;
+use ids::Trace;
+use log::{AccessLog, Failure};
 
 /// What the adapter knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +44,9 @@ pub struct Downstream {
 /// Per-request state, filled in phase by phase.
 pub struct Ctx {
     /// Who is calling, once authenticated.
-    pub identity: Option<Arc<authn::Identity>>,
+    pub identity: Option<Arc<Identity>>,
     /// Rate-limit headers every answer of this request carries.
-    pub limit_headers: limit::Headers,
+    pub limit_headers: rate_limit::Headers,
     pub request_id: HeaderValue,
     pub trace: Trace,
     pub peer: IpAddr,
@@ -56,12 +57,14 @@ pub struct Ctx {
     pub host: String,
     /// The client's `Host` (or `:authority`), as sent.
     pub host_header: Option<HeaderValue>,
-    /// Normalised once routing starts; the raw path before that.
+    /// Normalised once accepted; the raw path before that.
     pub path: String,
     pub route: Option<usize>,
     pub upstream: Option<Arc<str>>,
     pub upstream_latency: Option<Duration>,
-    pub error: Option<String>,
+    /// What went wrong, for the access log (the answer, or a failure the
+    /// request survived, such as a store that was down for a fail-open limit).
+    pub failure: Option<Failure>,
     started: Duration,
     received_at: Duration,
     entropy: Entropy,
@@ -71,6 +74,12 @@ pub struct Ctx {
 pub struct Exchange<B> {
     pub response: Response<B>,
     pub log: AccessLog,
+}
+
+/// What a phase that may answer the request itself decided.
+pub enum Flow<B> {
+    Continue,
+    Respond(Response<B>),
 }
 
 /// A compiled config with the caches that go with it: what a request
@@ -103,141 +112,42 @@ pub async fn handle<P: Ports>(
     req: Request<Body<P>>,
     downstream: Downstream,
 ) -> Exchange<Body<P>> {
-    let (config, caches) = (&gateway.config, &gateway.caches);
-    let mut ctx = Ctx::new(&config.gateway, ports.clock(), &req, downstream);
-    let response = match proxy(config, caches, ports, req, &mut ctx).await {
+    let mut ctx = Ctx::new(&gateway.config.gateway, ports.clock(), &req, downstream);
+    let response = match proxy(gateway, ports, req, &mut ctx).await {
         Ok(resp) => resp,
-        Err(err) => {
-            // A store failure noted on the way does not hide the error that ended the request.
-            ctx.error = Some(err.to_string());
-            err.to_response(&ctx.request_id).map(Body::<P>::from)
-        }
+        Err(err) => respond::problem(&err, &mut ctx).map(Body::<P>::from),
     };
-    respond(config, response, ctx, ports.clock())
+    respond::finish(&gateway.config, response, ctx, ports.clock())
 }
 
+/// The phase chart. Nothing reaches an origin before it is accepted,
+/// routed, authenticated, authorized and within its limits.
 async fn proxy<P: Ports>(
-    config: &Config,
-    caches: &AuthCaches,
+    gateway: &Gateway,
     ports: &P,
     mut req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
-    // Phase 1, accept: a head we are willing to read, a path we can trust.
-    check_head(&config.gateway, req.headers())?;
-    ctx.path = normalize::normalize_path(req.uri().path()).map_err(AcceptError::from)?;
-    if let Some(sweep) = config.sweep.as_ref().filter(|s| s.path == ctx.path) {
-        return Ok(sweep::sweep(sweep, ports, &req).await?.map(Body::<P>::from));
+    let config = &gateway.config;
+    ctx.path = accept::head(&config.gateway, req.headers(), req.uri().path())?;
+    if let Flow::Respond(answer) = sweep::phase(config, ports, &req, ctx).await? {
+        return Ok(answer.map(Body::<P>::from));
     }
-
-    // Phase 2, route.
-    let matched = config.router.find(&ctx.host, &ctx.path, &ctx.method)?;
+    let matched = route::phase(config, ctx)?;
     let route = &config.routes[matched.route];
-    ctx.route = Some(matched.route);
-
-    // Phase 3, limits known from the head alone.
-    check_content_length(req.headers(), route.max_body_size)?;
-
-    // Phases 4 and 5, authn and authz, before anything costs an origin a thing.
+    accept::body_size(req.headers(), route.max_body_size)?;
     authn::drop_identity_headers(&config.auth, req.headers_mut());
     if let Some(route_auth) = &route.auth {
-        let identity = authn::authenticate(&config.auth, route_auth, caches, ports, &mut req).await?;
+        let identity = authn::authenticate(&config.auth, route_auth, &gateway.caches, ports, &mut req).await?;
         ctx.identity = Some(identity.clone());
         authn::authorize(route_auth, &identity)?;
     }
-
-    // Phase 6, rate limit, by whoever the caller turned out to be.
-    if !route.limits.is_empty() {
-        let applied = limit::check(config, route, ctx, req.headers(), ports).await?;
-        ctx.limit_headers = applied.headers;
-        if applied.store_error.is_some() {
-            ctx.error = applied.store_error;
-        }
-    }
-
-    // Phase 7, transform; phase 8, upstream.
+    rate_limit::phase(config, route, ctx, req.headers(), ports).await?;
     let service = &config.services[route.service];
-    let target = pick_target(service, ctx.entropy.choice());
-    ctx.upstream = Some(target.label.clone());
-    let upstream_req = forward::upstream_request(req, ctx, route, &matched, target, &config.gateway.trusted_proxies);
-    let options = upstream_options(service, route);
-    let sent_at = ports.clock().monotonic();
-    let result = ports.http().send(upstream_req, &options).await;
-    ctx.upstream_latency = Some(ports.clock().monotonic().saturating_sub(sent_at));
-    Ok(forward::downstream_response(result?, route))
-}
-
-fn upstream_options(service: &Service, route: &Route) -> UpstreamOptions {
-    UpstreamOptions {
-        connect_timeout: service.connect_timeout,
-        request_timeout: service.request_timeout,
-        max_request_body: route.max_body_size,
-    }
-}
-
-/// Weighted choice among a service's targets (`draw` is uniform random).
-fn pick_target(service: &Service, draw: u64) -> &Target {
-    let total: u64 = service.targets.iter().map(|t| u64::from(t.weight)).sum();
-    let mut point = if total == 0 { 0 } else { draw % total };
-    for target in &service.targets {
-        if point < u64::from(target.weight) {
-            return target;
-        }
-        point -= u64::from(target.weight);
-    }
-    // Compiled services always have a target with weight > 0.
-    &service.targets[0]
-}
-
-fn check_head(g: &GatewaySettings, headers: &HeaderMap) -> Result<(), AcceptError> {
-    let count = headers.len();
-    if count > g.max_header_count as usize {
-        return Err(AcceptError::TooManyHeaders { count, limit: g.max_header_count });
-    }
-    let size: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum();
-    if size > g.max_header_size {
-        return Err(AcceptError::HeadersTooLarge { size, limit: g.max_header_size });
-    }
-    Ok(())
-}
-
-fn check_content_length(headers: &HeaderMap, limit: u64) -> Result<(), AcceptError> {
-    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
-        return Ok(());
-    };
-    let size: u64 = value.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or(AcceptError::BadContentLength)?;
-    if size > limit {
-        return Err(AcceptError::BodyTooLarge { size, limit });
-    }
-    Ok(())
-}
-
-/// Phase 9, respond: headers every answer carries, and the log record.
-fn respond<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
-    response.headers_mut().insert(forward::X_REQUEST_ID, ctx.request_id.clone());
-    for (name, value) in ctx.limit_headers {
-        response.headers_mut().insert(name, value);
-    }
-    let log = AccessLog {
-        time: rfc3339(ctx.received_at),
-        request_id: ctx.request_id,
-        trace_id: ctx.trace.trace_id,
-        client_ip: ctx.client_ip,
-        method: ctx.method,
-        host: ctx.host,
-        path: ctx.path,
-        route: ctx.route.map(|i| config.routes[i].name.clone()),
-        identity: ctx.identity,
-        status: response.status().as_u16(),
-        upstream: ctx.upstream,
-        upstream_latency_us: ctx.upstream_latency.map(micros),
-        total_latency_us: micros(clock.monotonic().saturating_sub(ctx.started)),
-        bytes_in: 0,
-        bytes_out: 0,
-        error: ctx.error,
-        started: ctx.started,
-    };
-    Exchange { response, log }
+    let target = upstream::choose(service, ctx);
+    let req = transform::request(req, ctx, route, &matched, target, &config.gateway.trusted_proxies);
+    let resp = upstream::send(ports, service, route, req, ctx).await?;
+    Ok(transform::response(resp, route))
 }
 
 impl Ctx {
@@ -260,10 +170,10 @@ impl Ctx {
         Self {
             identity: None,
             limit_headers: Vec::new(),
-            request_id: ids::request_id(headers.get(&forward::X_REQUEST_ID), &entropy),
+            request_id: ids::request_id(headers.get(&transform::X_REQUEST_ID), &entropy),
             trace: Trace::from_header(headers.get("traceparent"), &entropy),
-            peer: forward::canonical(downstream.peer),
-            client_ip: forward::client_ip(downstream.peer, headers, &g.trusted_proxies),
+            peer: transform::canonical(downstream.peer),
+            client_ip: transform::client_ip(downstream.peer, headers, &g.trusted_proxies),
             scheme: downstream.scheme,
             method: req.method().clone(),
             host,
@@ -272,7 +182,7 @@ impl Ctx {
             route: None,
             upstream: None,
             upstream_latency: None,
-            error: None,
+            failure: None,
             started,
             received_at,
             entropy,

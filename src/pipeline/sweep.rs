@@ -1,4 +1,4 @@
-//! The store sweep (`[sweep]`): an operator's `POST` that removes expired
+//! The sweep phase (`[sweep]`): an operator's `POST` that removes expired
 //! records from a key-value store without expiry (Spin's), one bounded
 //! batch per call. Answered before routing; never reaches an origin.
 //!
@@ -8,13 +8,16 @@
 //! ```
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response};
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::{Ctx, Flow};
+use crate::config::Config;
 use crate::config::sweep::Sweep;
 use crate::ports::{KvError, KvStore, Ports};
+use crate::shared::problem::{Answer, Problem, Source};
 
 #[derive(Debug, Error)]
 pub enum SweepError {
@@ -28,8 +31,40 @@ pub enum SweepError {
     Store(#[from] KvError),
 }
 
+impl Answer for SweepError {
+    fn problem(&self) -> Problem {
+        let client = |status, slug| Problem::new(status, slug, self.to_string(), Source::Client);
+        match self {
+            Self::Method => client(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed")
+                .header(ALLOW, HeaderValue::from_static("POST")),
+            Self::Unauthorized => client(StatusCode::UNAUTHORIZED, "unauthorized")
+                .header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sweep\"")),
+            Self::BadCursor => client(StatusCode::BAD_REQUEST, "bad-request"),
+            Self::Store(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "the key-value store failed",
+                Source::Store,
+            ),
+        }
+    }
+}
+
+/// The sweep phase: answers the configured sweep path itself.
+pub async fn phase<P: Ports, B>(
+    config: &Config,
+    ports: &P,
+    req: &Request<B>,
+    ctx: &Ctx,
+) -> Result<Flow<Bytes>, SweepError> {
+    match config.sweep.as_ref().filter(|s| s.path == ctx.path) {
+        Some(sweep) => Ok(Flow::Respond(run(sweep, ports, req).await?)),
+        None => Ok(Flow::Continue),
+    }
+}
+
 /// Runs one batch, continuing after the `after` query parameter.
-pub async fn sweep<P: Ports, B>(sweep: &Sweep, ports: &P, req: &Request<B>) -> Result<Response<Bytes>, SweepError> {
+async fn run<P: Ports, B>(sweep: &Sweep, ports: &P, req: &Request<B>) -> Result<Response<Bytes>, SweepError> {
     if req.method() != Method::POST {
         return Err(SweepError::Method);
     }

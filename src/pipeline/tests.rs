@@ -12,6 +12,7 @@ use super::{Downstream, Exchange, Gateway, handle};
 use crate::config::Config;
 use crate::ports::testing::{FakeHttp, FakePorts, block_on};
 use crate::ports::{UpstreamError, read_body};
+use crate::shared::problem::Source;
 
 const CONFIG: &str = r#"
 [gateway]
@@ -435,9 +436,13 @@ fn a_store_outage_fails_open_or_closed_per_policy() {
     let open = limited(&ports, &gw, "/limited", "a");
     assert_eq!(open.response.status(), StatusCode::OK);
     assert!(open.log.error.as_deref().unwrap().contains("request allowed"), "{:?}", open.log.error);
+    assert_eq!((open.log.problem, open.log.source), (None, Some(Source::Store)), "survived, and logged by source");
     let closed = limited(&ports, &gw, "/strict", "a");
     assert_eq!(closed.response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(problem(&closed.response)["type"], "urn:portcullis:problem:rate-limit-unavailable");
+    assert_eq!((closed.log.problem, closed.log.source), (Some("rate-limit-unavailable"), Some(Source::Store)));
+    let line: serde_json::Value = serde_json::from_str(&closed.log.to_line()).unwrap();
+    assert_eq!((line["problem"].as_str(), line["source"].as_str()), (Some("rate-limit-unavailable"), Some("store")));
     ports.kv.down.store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(limited(&ports, &gw, "/strict", "a").response.status(), StatusCode::OK, "recovers with the store");
 }

@@ -23,8 +23,8 @@
 use std::time::Duration;
 
 use super::{CAS_ATTEMPTS, Clock, GcraStep, KvError, KvStore, SweepReport};
-use crate::pipeline::gcra::{self, Decision};
-use crate::pipeline::ids::Entropy;
+use crate::shared::entropy::Entropy;
+use crate::shared::gcra::{self, Decision};
 
 /// What the platform's store offers: no expiry, and a compare-and-swap
 /// whose failure report cannot be trusted (it is read back).
@@ -390,8 +390,8 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::gcra::Rate;
     use crate::ports::testing::{FakeClock, FakeRawStore, block_on};
+    use crate::shared::gcra::Rate;
 
     fn store() -> (Enveloped<FakeRawStore, FakeClock>, FakeClock) {
         let clock = FakeClock::default();

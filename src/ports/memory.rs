@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::{Clock, GcraStep, KvError, KvStore, SweepReport};
-use crate::cache::ExpiringMap;
-use crate::pipeline::gcra::{self, Decision};
+use crate::shared::cache::ExpiringMap;
+use crate::shared::gcra::{self, Decision};
 
 pub struct MemoryKv<C> {
     map: ExpiringMap<String, Vec<u8>>,

@@ -14,10 +14,12 @@ pub mod testing;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use thiserror::Error;
 
-use crate::pipeline::gcra::{Decision, Rate};
+use crate::shared::problem::{Answer, Problem, Source};
+
+use crate::shared::gcra::{Decision, Rate};
 
 /// Wall-clock and monotonic time. The core never reads a clock itself.
 pub trait Clock {
@@ -83,7 +85,7 @@ pub const KEY_PREFIX: &str = "pc1:";
 pub fn store_key(prefix: &[&str], digest: &[u8]) -> String {
     let mut key = String::with_capacity(prefix.iter().map(|p| p.len()).sum::<usize>() + digest.len() * 2);
     prefix.iter().for_each(|p| key.push_str(p));
-    crate::pipeline::ids::push_hex(&mut key, digest);
+    crate::shared::hex::push_hex(&mut key, digest);
     key
 }
 
@@ -200,6 +202,36 @@ pub enum UpstreamError {
     ClientBody(String),
     #[error("the origin's response was invalid: {0}")]
     Protocol(String),
+}
+
+impl Answer for UpstreamError {
+    fn problem(&self) -> Problem {
+        use StatusCode as S;
+        let upstream = |status, slug, detail: &'static str| Problem::new(status, slug, detail, Source::Upstream);
+        match self {
+            Self::BodyTooLarge { .. } => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", self.to_string(), Source::Client)
+            }
+            Self::ClientBody(_) => {
+                Problem::new(S::BAD_REQUEST, "bad-request", "the request body could not be read", Source::Client)
+            }
+            // Nothing reached the origin: another target may answer.
+            Self::Connect(_) => {
+                upstream(S::BAD_GATEWAY, "upstream-unavailable", "the upstream service could not be reached")
+                    .retryable()
+            }
+            Self::ConnectTimeout => {
+                upstream(S::GATEWAY_TIMEOUT, "upstream-timeout", "the upstream service did not answer in time")
+                    .retryable()
+            }
+            Self::Timeout(_) => {
+                upstream(S::GATEWAY_TIMEOUT, "upstream-timeout", "the upstream service did not answer in time")
+            }
+            Self::Protocol(_) => {
+                upstream(S::BAD_GATEWAY, "upstream-invalid", "the upstream service sent an invalid response")
+            }
+        }
+    }
 }
 
 /// Everything the pipeline uses from its home.

@@ -18,7 +18,7 @@ use super::memory::MemoryKv;
 use super::{
     Clock, GcraStep, HttpClient, KvError, KvStore, Ports, SweepReport, UpstreamError, UpstreamOptions, read_body,
 };
-use crate::pipeline::gcra::Decision;
+use crate::shared::gcra::Decision;
 
 /// Drives a future whose ports never wait (everything here answers at once).
 pub fn block_on<F: Future>(future: F) -> F::Output {

@@ -15,33 +15,23 @@ mod jwt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Request};
-use serde::{Deserialize, Serialize};
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::cache::ExpiringMap;
 pub use crate::config::auth::Challenge;
 use crate::config::auth::{AuthConfig, ConsumerField, ProviderKind, RouteAuth};
 use crate::ports::Ports;
+use crate::shared::cache::ExpiringMap;
+pub use crate::shared::identity::Identity;
+use crate::shared::problem::{Answer, Problem, Source};
 
 pub use jwks::JwksCache;
 
 /// The longest a verified token stays cached, whatever its `exp`: a key
 /// removed from the JWKS stops accepting tokens within this time.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(300);
-
-/// Who the caller is, as the origin and the rate limiter will see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Identity {
-    pub provider: String,
-    /// `sub` for tokens, the consumer id for API keys.
-    pub subject: String,
-    pub groups: Vec<String>,
-    pub scopes: Vec<String>,
-    /// A token's claims (empty for API keys).
-    pub claims: serde_json::Map<String, serde_json::Value>,
-}
 
 /// Why a request is not allowed, in RFC 6750 terms.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -58,6 +48,26 @@ pub enum AuthError {
     InsufficientScope { scope: String, challenge: Challenge },
     #[error("{reason}")]
     Forbidden { reason: String },
+}
+
+impl Answer for AuthError {
+    fn problem(&self) -> Problem {
+        let (status, slug, source) = match self {
+            Self::Missing { .. } | Self::InvalidToken { .. } => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", Source::Client)
+            }
+            Self::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-credential", Source::Client),
+            Self::KeysUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "keys-unavailable", Source::Upstream),
+            Self::InsufficientScope { .. } | Self::Forbidden { .. } => {
+                (StatusCode::FORBIDDEN, "forbidden", Source::Client)
+            }
+        };
+        let mut p = Problem::new(status, slug, self.to_string(), source);
+        for challenge in www_authenticate(self) {
+            p = p.header(WWW_AUTHENTICATE, challenge);
+        }
+        p
+    }
 }
 
 /// The caches that only save work; per process on the node, per instance

@@ -9,11 +9,11 @@ use toml::Spanned;
 
 use super::raw::RawLimit;
 use super::{Compiler, parse_header_name};
-use crate::pipeline::gcra::Rate;
+use crate::shared::gcra::Rate;
 
 /// A compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limit {
+pub struct RateLimit {
     pub name: String,
     pub rate: Rate,
     /// The rate as written (`100/minute`), for logs.
@@ -79,7 +79,7 @@ fn parse_rate(text: &str) -> Result<(u64, u64), String> {
 }
 
 impl Compiler<'_> {
-    pub(super) fn limits(&mut self, raw: &BTreeMap<String, Spanned<RawLimit>>) -> Vec<Limit> {
+    pub(super) fn limits(&mut self, raw: &BTreeMap<String, Spanned<RawLimit>>) -> Vec<RateLimit> {
         let mut out = Vec::new();
         for (name, spanned) in raw {
             let key = format!("limits.{name}");
@@ -143,7 +143,7 @@ impl Compiler<'_> {
             let (Some((count, period_us)), Some(limit_key)) = (parsed, limit_key) else { continue };
             let Some(rate) = Rate::new(count, period_us, burst.unwrap_or(count)) else { continue };
             let window = rate.window_us().div_ceil(1_000_000).max(1);
-            out.push(Limit {
+            out.push(RateLimit {
                 policy_item: format!("\"{name}\";q={};w={window}", rate.burst),
                 name: name.clone(),
                 rate,
@@ -182,7 +182,7 @@ impl Compiler<'_> {
     }
 
     /// A route's `limits = ["name", ...]`, as indexes into the policies.
-    pub(super) fn route_limits(&mut self, names: &[Spanned<String>], key: &str, limits: &[Limit]) -> Vec<usize> {
+    pub(super) fn route_limits(&mut self, names: &[Spanned<String>], key: &str, limits: &[RateLimit]) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, name) in names.iter().enumerate() {
             match limits.iter().position(|l| &l.name == name.get_ref()) {

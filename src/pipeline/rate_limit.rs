@@ -1,4 +1,4 @@
-//! Phase 6, rate limit: after authorization (limits can count by who is
+//! The rate-limit phase: after authorization (limits can count by who is
 //! calling), before anything reaches the origin. Every policy that applies
 //! to the route and the caller is checked in one store step, so either all
 //! admit the request or none is charged.
@@ -9,17 +9,19 @@
 
 use std::fmt::Write as _;
 
-use http::{HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::Ctx;
-use super::authn::Identity;
-use super::gcra::Decision;
+use super::log::Failure;
 use crate::config::auth::ProviderKind;
-use crate::config::limits::{Limit, LimitKey};
+use crate::config::rate_limits::{LimitKey, RateLimit};
 use crate::config::{Config, Route};
 use crate::ports::{Clock, GcraStep, KvStore, Ports, store_key};
+use crate::shared::gcra::Decision;
+use crate::shared::identity::Identity;
+use crate::shared::problem::{Answer, Problem, Source};
 
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
@@ -33,6 +35,31 @@ pub enum LimitError {
     },
     #[error("the rate-limit store is unavailable: {0}")]
     StoreDown(String),
+}
+
+impl Answer for LimitError {
+    fn problem(&self) -> Problem {
+        match self {
+            Self::Exceeded { retry_after, headers } => {
+                let detail: std::borrow::Cow<'static, str> = match retry_after {
+                    Some(s) => format!("too many requests; retry after {s} seconds").into(),
+                    None => "this request costs more than the rate limit ever allows".into(),
+                };
+                let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail, Source::Client);
+                p.headers.extend(headers.iter().cloned());
+                if let Some(s) = retry_after {
+                    p = p.header(http::header::RETRY_AFTER, HeaderValue::from(*s));
+                }
+                p
+            }
+            Self::StoreDown(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate-limit-unavailable",
+                "rate limits cannot be checked right now",
+                Source::Store,
+            ),
+        }
+    }
 }
 
 /// What a passed check adds to the answer.
@@ -54,7 +81,7 @@ pub fn key(policy: &str, counted: &[&[u8]]) -> String {
 /// The key of a policy for this request: what it counts is `kind:value`.
 /// Without the value a policy asks for (no identity, no header) it counts
 /// by client IP.
-fn key_for(config: &Config, limit: &Limit, ctx: &Ctx, headers: &http::HeaderMap) -> String {
+fn key_for(config: &Config, limit: &RateLimit, ctx: &Ctx, headers: &http::HeaderMap) -> String {
     let identity_of = |api_key: bool| {
         let id = ctx.identity.as_deref()?;
         let provider = config.auth.providers.iter().find(|p| p.name == id.provider)?;
@@ -74,7 +101,27 @@ fn key_for(config: &Config, limit: &Limit, ctx: &Ctx, headers: &http::HeaderMap)
     found.unwrap_or_else(|| key(&limit.name, &[b"ip:", ctx.client_ip.to_string().as_bytes()]))
 }
 
-pub async fn check<P: Ports>(
+/// The rate-limit phase: the route's policies that apply to this caller,
+/// checked in one store step; their state goes on every answer.
+pub async fn phase<P: Ports>(
+    config: &Config,
+    route: &Route,
+    ctx: &mut Ctx,
+    headers: &http::HeaderMap,
+    ports: &P,
+) -> Result<(), LimitError> {
+    if route.rate_limits.is_empty() {
+        return Ok(());
+    }
+    let applied = check(config, route, ctx, headers, ports).await?;
+    ctx.limit_headers = applied.headers;
+    if let Some(detail) = applied.store_error {
+        ctx.failure = Some(Failure { problem: None, source: Source::Store, detail });
+    }
+    Ok(())
+}
+
+async fn check<P: Ports>(
     config: &Config,
     route: &Route,
     ctx: &Ctx,
@@ -82,10 +129,10 @@ pub async fn check<P: Ports>(
     ports: &P,
 ) -> Result<Applied, LimitError> {
     let groups: &[String] = ctx.identity.as_ref().map_or(&[], |id| &id.groups);
-    let policies: Vec<&Limit> = route
-        .limits
+    let policies: Vec<&RateLimit> = route
+        .rate_limits
         .iter()
-        .map(|&i| &config.limits[i])
+        .map(|&i| &config.rate_limits[i])
         .filter(|l| l.groups.is_empty() || l.groups.iter().any(|g| groups.contains(g)))
         .collect();
     if policies.is_empty() {
@@ -137,7 +184,7 @@ fn seconds(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
-fn answer_headers(policies: &[&Limit], decisions: &[Decision]) -> Headers {
+fn answer_headers(policies: &[&RateLimit], decisions: &[Decision]) -> Headers {
     let mut policy = String::with_capacity(policies.len() * 32);
     let mut state = String::with_capacity(policies.len() * 32);
     for (i, (l, d)) in policies.iter().zip(decisions).enumerate() {
@@ -170,7 +217,7 @@ fn answer_headers(policies: &[&Limit], decisions: &[Decision]) -> Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::gcra;
+    use crate::shared::gcra;
 
     #[test]
     fn kv_schema_rate_limits_matches_the_code() {

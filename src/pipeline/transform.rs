@@ -1,4 +1,4 @@
-//! Phase 7, transform: the request the origin receives and the response the
+//! The transform phase: the request the origin receives and the response the
 //! client receives. Hop-by-hop headers never cross the gateway; forwarding
 //! headers say who the client was, believing inbound ones only from trusted
 //! proxies; the route's header edits come last, so config has the last word.
@@ -11,8 +11,9 @@ use http::{Request, Response, Uri};
 use ipnet::IpNet;
 
 use super::Ctx;
+use crate::config::router::RouteMatch;
 use crate::config::{PathRewrite, Route, Target};
-use crate::pipeline::route::RouteMatch;
+use crate::shared::headers::is_hop_by_hop;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -20,25 +21,6 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
-/// plus `host`, which the gateway sets from the origin's address.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "http2-settings"
-            | "host"
-    )
-}
 
 /// Removes the hop-by-hop headers (the fixed list above).
 ///
@@ -115,7 +97,7 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// Builds the origin's request from the client's.
-pub fn upstream_request<B>(
+pub fn request<B>(
     mut req: Request<B>,
     ctx: &Ctx,
     route: &Route,
@@ -221,7 +203,7 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// Shapes the origin's response for the client.
-pub fn downstream_response<B>(mut resp: Response<B>, route: &Route) -> Response<B> {
+pub fn response<B>(mut resp: Response<B>, route: &Route) -> Response<B> {
     strip_hop_by_hop(resp.headers_mut());
     route.response_headers.apply(resp.headers_mut());
     resp

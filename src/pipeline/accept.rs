@@ -1,0 +1,67 @@
+//! The accept phase: what the gateway is willing to read. Before routing, a
+//! head within the configured size and count (431) and a path that can be
+//! trusted (normalised, or 400); after routing, a declared body within the
+//! route's limit (413, before any other work). Streamed bodies are cut off
+//! by the adapters.
+
+use http::StatusCode;
+use http::header::{self, HeaderMap};
+use thiserror::Error;
+
+use crate::config::GatewaySettings;
+use crate::shared::path::{PathError, normalize_path};
+use crate::shared::problem::{Answer, Problem, Source};
+
+/// The request head or body is unacceptable as sent.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AcceptError {
+    #[error("request headers total {size} bytes, more than the {limit} allowed")]
+    HeadersTooLarge { size: u64, limit: u64 },
+    #[error("the request has {count} headers, more than the {limit} allowed")]
+    TooManyHeaders { count: usize, limit: u32 },
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("the Content-Length header is not a number")]
+    BadContentLength,
+    #[error("the request body is {size} bytes, more than the {limit} allowed")]
+    BodyTooLarge { size: u64, limit: u64 },
+}
+
+impl Answer for AcceptError {
+    fn problem(&self) -> Problem {
+        let (status, slug) = match self {
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaders { .. } => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers-too-large")
+            }
+            Self::Path(_) => (StatusCode::BAD_REQUEST, "bad-path"),
+            Self::BadContentLength => (StatusCode::BAD_REQUEST, "bad-request"),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
+        };
+        Problem::new(status, slug, self.to_string(), Source::Client)
+    }
+}
+
+/// Before routing: the head's size and count, and the normalised path.
+pub fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Result<String, AcceptError> {
+    let count = headers.len();
+    if count > g.max_header_count as usize {
+        return Err(AcceptError::TooManyHeaders { count, limit: g.max_header_count });
+    }
+    let size: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum();
+    if size > g.max_header_size {
+        return Err(AcceptError::HeadersTooLarge { size, limit: g.max_header_size });
+    }
+    Ok(normalize_path(path)?)
+}
+
+/// After routing: a declared `Content-Length` within the route's limit.
+pub fn body_size(headers: &HeaderMap, limit: u64) -> Result<(), AcceptError> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let size: u64 = value.to_str().ok().and_then(|s| s.trim().parse().ok()).ok_or(AcceptError::BadContentLength)?;
+    if size > limit {
+        return Err(AcceptError::BodyTooLarge { size, limit });
+    }
+    Ok(())
+}
