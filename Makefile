@@ -2,17 +2,18 @@
 #
 #   make run    the node gateway on routes/gateway.toml, with a demo origin
 #   make test   every test, in every home (installs what it needs first)
+#   make lint   rustfmt, and clippy with -D warnings for the host and both edge flavours
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PACKAGES := rustc-web cargo-web rust-web-src wasi-libc lld redis-server
+APT_PACKAGES := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld redis-server
 EDGE_HOST := $(TARGET_DIR)/debug/portcullis-edge-host
 WASM_TEST_DIR := $(or $(PORTCULLIS_WASM_TARGET_DIR),$(CURDIR)/target/wasm)-tests
 
-.PHONY: run test deps build host components check-components test-native test-wasm bench clean
+.PHONY: run test lint deps build host components check-components test-native test-wasm bench clean
 
 ## The node gateway on the example config, in front of a demo origin on :9080.
 run:
@@ -54,12 +55,21 @@ check-components:
 	@echo "components export wasi:http/handler@0.3.0 (p3) and wasi:http/incoming-handler@0.2.0 (p2)"
 
 test-native:
-	cargo test
+	PORTCULLIS_REQUIRE_EDGE=1 cargo test
 
 ## The core's unit tests compiled for wasm32-wasip2 and run by the test host.
 test-wasm: host
 	PORTCULLIS_WASM_TARGET_DIR=$(WASM_TEST_DIR) CARGO_TARGET_WASM32_WASIP2_RUNNER="$(EDGE_HOST) run" \
 	  edge-deploy/wasm-cargo.sh test --lib
+
+## Format and clippy (-D warnings): the host workspace (node, tests, test
+## host) and the core as each edge flavour builds it for wasm32-wasip2
+## (clippy on the host never compiles src/edge/).
+lint: deps
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	edge-deploy/wasm-cargo.sh clippy --lib --features edge-p2 -- -D warnings
+	edge-deploy/wasm-cargo.sh clippy --lib --features edge-p3 -- -D warnings
 
 bench:
 	cargo bench --bench core

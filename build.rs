@@ -5,6 +5,8 @@
 //! unknown key, a wrong type) fails the build; the rest is checked when the
 //! component compiles it with its Spin variables.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a build script reads and writes files
+
 use std::path::PathBuf;
 
 #[allow(dead_code)] // the tag constants are for the reader

@@ -7,6 +7,8 @@
 //! - JWT verification: a cached token, and uncached RS256 / ES256 / EdDSA
 //!   with keys already parsed (the token cache is empty each time).
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};

@@ -18,6 +18,8 @@
 //! NAME (a counter): a client never seen before on each request;
 //! `loadgen mint <PEM>` prints a token for the bench config's JWT route.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a load generator
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -49,5 +49,7 @@ if [ "$sub" = test ]; then
   std=$std,test
   extra=(-Zpanic-abort-tests)
 fi
-CARGO_TARGET_DIR=$target_dir RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" \
-  exec /usr/bin/cargo "$sub" --target wasm32-wasip2 -Zbuild-std=$std "${extra[@]}" "$@"
+# /usr/bin first: `cargo clippy` must find Debian's cargo-clippy (rust-web-clippy),
+# which matches rustc-web, not rustup's.
+PATH=/usr/bin:$PATH CARGO_TARGET_DIR=$target_dir RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+  RUSTFLAGS="$flags" exec /usr/bin/cargo "$sub" --target wasm32-wasip2 -Zbuild-std=$std "${extra[@]}" "$@"

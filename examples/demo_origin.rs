@@ -4,6 +4,8 @@
 //!
 //!     cargo run --example demo_origin -- 127.0.0.1:9080
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a demo server
+
 #[path = "../tests/support/origin.rs"]
 #[allow(dead_code)] // the recording side is for tests
 mod origin;

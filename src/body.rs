@@ -16,11 +16,11 @@ use crate::pipeline::log::AccessLog;
 use crate::shared::problem::Source;
 use crate::system_clock;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Shared between a request body and whoever needs to know how it went.
 #[derive(Debug, Default)]
-pub struct BodyProbe {
+pub(crate) struct BodyProbe {
     bytes: AtomicU64,
     outcome: AtomicU8,
 }
@@ -28,20 +28,23 @@ pub struct BodyProbe {
 const TOO_LARGE: u8 = 1;
 const CLIENT_FAILED: u8 = 2;
 
-/// How reading a request body ended, if not well.
+/// How reading a request body ended, if not well (the node streams bodies
+/// to origins and answers by it; the edge reads unsized bodies first).
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFailure {
+pub(crate) enum BodyFailure {
     TooLarge,
     ClientFailed,
 }
 
 impl BodyProbe {
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// `None` while the body is fine.
-    pub fn failure(&self) -> Option<BodyFailure> {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn failure(&self) -> Option<BodyFailure> {
         match self.outcome.load(Ordering::Relaxed) {
             TOO_LARGE => Some(BodyFailure::TooLarge),
             CLIENT_FAILED => Some(BodyFailure::ClientFailed),
@@ -51,7 +54,7 @@ impl BodyProbe {
 }
 
 /// A body made by the gateway (`Full`) or streamed from the platform (`S`).
-pub struct GatewayBody<S> {
+pub(crate) struct GatewayBody<S> {
     inner: Inner<S>,
     limit: u64,
     seen: u64,
@@ -69,16 +72,18 @@ struct TooLarge(u64);
 
 impl<S> GatewayBody<S> {
     /// A streamed body; `probe` (for request bodies) counts and watches it.
-    pub fn stream(stream: S, probe: Option<Arc<BodyProbe>>) -> Self {
+    pub(crate) fn stream(stream: S, probe: Option<Arc<BodyProbe>>) -> Self {
         Self { inner: Inner::Stream(stream), limit: u64::MAX, seen: 0, probe }
     }
 
     /// Fails the stream (and marks the probe) once more than `limit` bytes pass.
-    pub fn limit(&mut self, limit: u64) {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn limit(&mut self, limit: u64) {
         self.limit = limit;
     }
 
-    pub fn probe(&self) -> Option<Arc<BodyProbe>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn probe(&self) -> Option<Arc<BodyProbe>> {
         self.probe.clone()
     }
 
@@ -152,7 +157,7 @@ where
 /// A response body, counted; its access-log record is handed to `emit`
 /// when the body is done (sent in full, failed, or dropped because the
 /// client went away).
-pub struct Logged<B, F: FnOnce(AccessLog)> {
+pub(crate) struct Logged<B, F: FnOnce(AccessLog)> {
     inner: B,
     sent: u64,
     pending: Option<(AccessLog, Arc<BodyProbe>, F)>,
@@ -160,12 +165,13 @@ pub struct Logged<B, F: FnOnce(AccessLog)> {
 
 impl<B, F: FnOnce(AccessLog)> Logged<B, F> {
     /// `emit: None` turns logging off but keeps the type.
-    pub fn new(inner: B, log: AccessLog, probe: Arc<BodyProbe>, emit: Option<F>) -> Self {
+    pub(crate) fn new(inner: B, log: AccessLog, probe: Arc<BodyProbe>, emit: Option<F>) -> Self {
         Self { inner, sent: 0, pending: emit.map(|f| (log, probe, f)) }
     }
 
-    /// A body that is never logged.
-    pub fn unlogged(inner: B) -> Self {
+    /// A body that is never logged (the edge's answer while its config is invalid).
+    #[cfg(any(feature = "edge-p2", feature = "edge-p3"))]
+    pub(crate) fn unlogged(inner: B) -> Self {
         Self { inner, sent: 0, pending: None }
     }
 }

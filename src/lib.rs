@@ -16,6 +16,8 @@
 //!                          └─ ports: KvStore · HttpClient · Clock
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod pipeline;
 pub mod ports;
@@ -44,6 +46,7 @@ compile_error!("choose one edge flavour: feature `edge-p3` (WASI 0.3) or `edge-p
 /// without the rustup target) sets this cfg; std calls these only after a
 /// thread was created, which WASI 0.2 never allows, so they are unreachable.
 #[cfg(all(test, target_arch = "wasm32", portcullis_wasi_libc_shim))]
+#[allow(unsafe_code)] // exported C symbols, which is all this module is
 mod wasi_libc_shim {
     const ENOSYS: i32 = 52;
 

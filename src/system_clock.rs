@@ -2,6 +2,7 @@
 //! the node and `wasi:clocks` at the edge). Outside the core on purpose: the
 //! core only sees the [`Clock`] port, so tests can move time by hand. Each
 //! home brings its own way to wait ([`Sleep`]): tokio, or its Spin SDK.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the one place the clocks are read
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,13 +11,13 @@ use crate::ports::Clock;
 
 /// How a home waits without blocking its other requests.
 #[allow(async_fn_in_trait)]
-pub trait Sleep {
+pub(crate) trait Sleep {
     async fn sleep(&self, duration: Duration);
 }
 
 /// The system clock, waiting with `S`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock<S>(pub S);
+pub(crate) struct SystemClock<S>(pub S);
 
 fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -24,7 +25,7 @@ fn origin() -> Instant {
 }
 
 /// A monotonic reading with an arbitrary origin.
-pub fn monotonic() -> Duration {
+pub(crate) fn monotonic() -> Duration {
     origin().elapsed()
 }
 

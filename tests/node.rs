@@ -2,6 +2,8 @@
 //! its access log, h2c, streaming, and hyper's backstop limits. Behaviour
 //! shared with the edge lives in the conformance suite.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test: processes, files and clocks
+
 mod support;
 
 use std::convert::Infallible;

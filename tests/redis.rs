@@ -1,6 +1,8 @@
 //! Rate limiting across a fleet: a real `redis-server` (started here, on a
 //! free loopback port) shared by two `portcullis serve` processes.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test: processes, files and clocks
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -15,24 +15,24 @@ use super::raw::{ClaimValues, RawApiKey, RawAuth, RawJwksCache, RawJwt, RawRoute
 use super::{Compiler, parse_header_name, vars};
 use crate::shared::identity::Identity;
 
-pub const DEFAULT_REALM: &str = "portcullis";
-pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
-pub const DEFAULT_MAX_TOKEN_SIZE: u64 = 8 << 10;
+pub(crate) const DEFAULT_REALM: &str = "portcullis";
+pub(crate) const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
+pub(crate) const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_MAX_TOKEN_SIZE: u64 = 8 << 10;
 /// The shortest HMAC secret accepted: 256 bits, as RFC 7518 asks for HS256.
-pub const MIN_HMAC_SECRET: usize = 32;
+pub(crate) const MIN_HMAC_SECRET: usize = 32;
 
 /// Every provider, and what all of them forward.
 #[derive(Clone)]
 pub struct AuthConfig {
     /// `realm` in `WWW-Authenticate`. Default: "portcullis".
-    pub realm: String,
-    pub providers: Vec<Provider>,
+    pub(crate) realm: String,
+    pub(crate) providers: Vec<Provider>,
     /// Verified tokens kept in memory. Default: 10 000.
-    pub token_cache_entries: usize,
+    pub(crate) token_cache_entries: usize,
     /// Every header any provider forwards identity in: dropped from every
     /// inbound request, so a client can never forge them.
-    pub identity_headers: Vec<HeaderName>,
+    pub(crate) identity_headers: Vec<HeaderName>,
 }
 
 impl Default for AuthConfig {
@@ -47,56 +47,56 @@ impl Default for AuthConfig {
 }
 
 #[derive(Clone)]
-pub struct Provider {
-    pub name: String,
-    pub kind: ProviderKind,
+pub(crate) struct Provider {
+    pub(crate) name: String,
+    pub(crate) kind: ProviderKind,
 }
 
 #[derive(Clone)]
-pub enum ProviderKind {
+pub(crate) enum ProviderKind {
     Jwt(Box<JwtProvider>),
     ApiKey(ApiKeyProvider),
 }
 
 #[derive(Clone)]
-pub struct JwtProvider {
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub algorithms: Vec<Algorithm>,
-    pub keys: KeySource,
+pub(crate) struct JwtProvider {
+    pub(crate) issuer: String,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) keys: KeySource,
     /// Clock skew allowed on `exp` and `nbf`. Default: 60s.
-    pub leeway: Duration,
+    pub(crate) leeway: Duration,
     /// Claims a token must carry. Default: `["exp"]`.
-    pub required_claims: Vec<String>,
+    pub(crate) required_claims: Vec<String>,
     /// Where the token is looked for, in order. Default: `Authorization: Bearer`.
-    pub sources: Vec<TokenSource>,
+    pub(crate) sources: Vec<TokenSource>,
     /// `header ← claim` copies made for the origin.
-    pub forward_claims: Vec<(HeaderName, String)>,
+    pub(crate) forward_claims: Vec<(HeaderName, String)>,
     /// Claim holding the caller's groups (string or array). Default: none.
-    pub groups_claim: Option<String>,
+    pub(crate) groups_claim: Option<String>,
     /// Remove the token before the origin sees the request. Default: true.
-    pub strip_credential: bool,
+    pub(crate) strip_credential: bool,
     /// Longer tokens are refused unread. Default: 8 KiB.
-    pub max_token_size: usize,
-    pub jwks_cache: JwksPolicy,
+    pub(crate) max_token_size: usize,
+    pub(crate) jwks_cache: JwksPolicy,
 }
 
 #[derive(Clone)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     Jwks(Uri),
     Static(Vec<StaticKey>),
     Hmac(Arc<DecodingKey>),
 }
 
 #[derive(Clone)]
-pub struct StaticKey {
-    pub kid: Option<String>,
-    pub key: Arc<DecodingKey>,
+pub(crate) struct StaticKey {
+    pub(crate) kid: Option<String>,
+    pub(crate) key: Arc<DecodingKey>,
 }
 
 /// Where a credential is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     /// `Authorization: Bearer <token>`.
     Bearer,
     Header(HeaderName),
@@ -106,18 +106,18 @@ pub enum TokenSource {
 
 /// How a JWKS is cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwksPolicy {
+pub(crate) struct JwksPolicy {
     /// Bounds on the response's `Cache-Control: max-age`. Defaults: 1m, 24h.
-    pub min_ttl: Duration,
-    pub max_ttl: Duration,
+    pub(crate) min_ttl: Duration,
+    pub(crate) max_ttl: Duration,
     /// Freshness when the response says nothing. Default: 10m.
-    pub default_ttl: Duration,
+    pub(crate) default_ttl: Duration,
     /// Fetches at most this often (an unknown `kid`, an expired set). Default: 30s.
-    pub refetch_interval: Duration,
+    pub(crate) refetch_interval: Duration,
     /// How long past its freshness a set may serve while the IdP is down. Default: 6h.
-    pub stale_for: Duration,
+    pub(crate) stale_for: Duration,
     /// Default: 5s.
-    pub fetch_timeout: Duration,
+    pub(crate) fetch_timeout: Duration,
 }
 
 impl Default for JwksPolicy {
@@ -134,19 +134,19 @@ impl Default for JwksPolicy {
 }
 
 #[derive(Clone)]
-pub struct ApiKeyProvider {
+pub(crate) struct ApiKeyProvider {
     /// `Header(..)` or `Query(..)`. Default: header `x-api-key`.
-    pub source: TokenSource,
+    pub(crate) source: TokenSource,
     /// By SHA-256 of the key, the identity it proves (built once, here);
     /// revoked (`disabled`) consumers are left out.
-    pub consumers: HashMap<[u8; 32], Arc<Identity>>,
-    pub forward: Vec<(HeaderName, ConsumerField)>,
+    pub(crate) consumers: HashMap<[u8; 32], Arc<Identity>>,
+    pub(crate) forward: Vec<(HeaderName, ConsumerField)>,
     /// Default: true.
-    pub strip_credential: bool,
+    pub(crate) strip_credential: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsumerField {
+pub(crate) enum ConsumerField {
     Id,
     Groups,
 }
@@ -155,23 +155,23 @@ pub enum ConsumerField {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteAuth {
     /// Indexes into `AuthConfig::providers`; any one may authenticate.
-    pub providers: Vec<usize>,
+    pub(crate) providers: Vec<usize>,
     /// All of these scopes (`scope` or `scp`).
-    pub scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// Each claim must equal one of its values.
-    pub claims: Vec<(String, Vec<String>)>,
+    pub(crate) claims: Vec<(String, Vec<String>)>,
     /// Any one of these groups.
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// What a refusal offers in `WWW-Authenticate`.
-    pub challenge: Challenge,
+    pub(crate) challenge: Challenge,
 }
 
 /// What `WWW-Authenticate` offers: the realm and the schemes the route takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
-    pub realm: String,
-    pub bearer: bool,
-    pub api_key: bool,
+    pub(crate) realm: String,
+    pub(crate) bearer: bool,
+    pub(crate) api_key: bool,
 }
 
 impl Compiler<'_> {

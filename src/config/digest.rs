@@ -21,7 +21,7 @@ use super::raw::RawConfig;
 /// which explains any mistake in the file properly).
 #[derive(Debug, thiserror::Error)]
 #[error("config digest: {0}")]
-pub struct DigestError(String);
+pub(crate) struct DigestError(String);
 
 impl de::Error for DigestError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
@@ -30,7 +30,7 @@ impl de::Error for DigestError {
 }
 
 /// Reads a [`RawConfig`] from its digest.
-pub fn read(digest: &[u8]) -> Result<RawConfig, DigestError> {
+pub(crate) fn read(digest: &[u8]) -> Result<RawConfig, DigestError> {
     let mut cursor = Cursor { bytes: digest, at: 0 };
     let raw = serde::Deserialize::deserialize(Node { cursor: &mut cursor })?;
     if cursor.at != digest.len() {

@@ -5,16 +5,16 @@
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub const STR: u8 = 0;
-pub const INT: u8 = 1;
-pub const FLOAT: u8 = 2;
-pub const BOOL: u8 = 3;
-pub const DATETIME: u8 = 4;
-pub const ARRAY: u8 = 5;
-pub const TABLE: u8 = 6;
+pub(crate) const STR: u8 = 0;
+pub(crate) const INT: u8 = 1;
+pub(crate) const FLOAT: u8 = 2;
+pub(crate) const BOOL: u8 = 3;
+pub(crate) const DATETIME: u8 = 4;
+pub(crate) const ARRAY: u8 = 5;
+pub(crate) const TABLE: u8 = 6;
 
 /// The digest of `text`, or the TOML syntax error (with its line) if it is not TOML.
-pub fn digest(text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn digest(text: &str) -> Result<Vec<u8>, String> {
     let root = DeTable::parse(text).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(text.len());
     table(&mut out, root.get_ref(), root.span())?;

@@ -6,15 +6,15 @@
 //! compiled `Config`: router built, templates parsed, headers encoded.
 
 pub mod auth;
-pub mod digest;
+pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
 pub mod rate_limits;
-pub mod raw;
-pub mod router;
+pub(crate) mod raw;
+pub(crate) mod router;
 pub mod spin;
-pub mod sweep;
-pub mod template;
+pub(crate) mod sweep;
+pub(crate) mod template;
 pub mod vars;
 
 use std::collections::HashSet;
@@ -38,86 +38,86 @@ pub use vars::Variables;
 
 /// A compiled gateway config: one snapshot, shared read-only by requests.
 pub struct Config {
-    pub gateway: GatewaySettings,
-    pub services: Vec<Service>,
+    pub(crate) gateway: GatewaySettings,
+    pub(crate) services: Vec<Service>,
     pub routes: Vec<Route>,
-    pub router: Router,
+    pub(crate) router: Router,
     pub auth: AuthConfig,
     /// Rate-limit policies (routes refer to them by index).
-    pub rate_limits: Vec<RateLimit>,
+    pub(crate) rate_limits: Vec<RateLimit>,
     /// The store sweep, if configured.
-    pub sweep: Option<Sweep>,
+    pub(crate) sweep: Option<Sweep>,
 }
 
 /// `[gateway]`, with defaults filled in.
 #[derive(Debug, Clone)]
-pub struct GatewaySettings {
+pub(crate) struct GatewaySettings {
     /// Host used for requests whose host names no route. Default: none.
-    pub default_host: Option<String>,
+    pub(crate) default_host: Option<String>,
     /// Peers whose `X-Forwarded-*`/`Forwarded` headers are believed. Default: none.
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
     /// Largest request body. Default: 10 MiB.
-    pub max_body_size: u64,
+    pub(crate) max_body_size: u64,
     /// Largest total of header names and values. Default: 32 KiB.
-    pub max_header_size: u64,
+    pub(crate) max_header_size: u64,
     /// Most request headers. Default: 100.
-    pub max_header_count: u32,
+    pub(crate) max_header_count: u32,
     /// Write one JSON line per request. Default: true.
-    pub access_log: bool,
+    pub(crate) access_log: bool,
 }
 
-pub const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
-pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 << 10;
-pub const DEFAULT_MAX_HEADER_COUNT: u32 = 100;
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
+pub(crate) const DEFAULT_MAX_HEADER_SIZE: u64 = 32 << 10;
+pub(crate) const DEFAULT_MAX_HEADER_COUNT: u32 = 100;
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An origin service.
 #[derive(Debug, Clone)]
-pub struct Service {
-    pub name: String,
-    pub targets: Vec<Target>,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
+pub(crate) struct Service {
+    pub(crate) name: String,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 /// One origin address of a service.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub scheme: Scheme,
-    pub authority: Authority,
+pub(crate) struct Target {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
     /// The `Host` header the origin gets.
-    pub host: HeaderValue,
+    pub(crate) host: HeaderValue,
     /// `service scheme://host:port`, as the access log names it.
-    pub label: Arc<str>,
+    pub(crate) label: Arc<str>,
     /// Path prefix from the URL, without a trailing `/` (often empty).
-    pub base_path: String,
-    pub weight: u32,
+    pub(crate) base_path: String,
+    pub(crate) weight: u32,
     /// `scheme://host:port`, with the port spelled out.
-    pub origin: String,
+    pub(crate) origin: String,
 }
 
 /// A route: which requests, and what happens to them on the way.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: Arc<str>,
-    pub host: HostPattern,
-    pub path: String,
-    pub methods: Option<Vec<Method>>,
-    pub service: usize,
-    pub rewrite: PathRewrite,
-    pub max_body_size: u64,
-    pub request_headers: HeaderOps,
-    pub response_headers: HeaderOps,
+    pub(crate) name: Arc<str>,
+    pub(crate) host: HostPattern,
+    pub(crate) path: String,
+    pub(crate) methods: Option<Vec<Method>>,
+    pub(crate) service: usize,
+    pub(crate) rewrite: PathRewrite,
+    pub(crate) max_body_size: u64,
+    pub(crate) request_headers: HeaderOps,
+    pub(crate) response_headers: HeaderOps,
     /// Who may call; `None`: a public route.
     pub auth: Option<RouteAuth>,
     /// Rate-limit policies that apply (indexes into `Config::limits`).
-    pub rate_limits: Vec<usize>,
+    pub(crate) rate_limits: Vec<usize>,
 }
 
 /// How the matched path becomes the upstream path.
 #[derive(Debug, Clone)]
-pub enum PathRewrite {
+pub(crate) enum PathRewrite {
     Keep,
     StripPrefix(String),
     Template(Template),
@@ -125,14 +125,14 @@ pub enum PathRewrite {
 
 /// Header edits, applied as remove → set → add.
 #[derive(Debug, Clone, Default)]
-pub struct HeaderOps {
-    pub remove: Vec<HeaderName>,
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub add: Vec<(HeaderName, HeaderValue)>,
+pub(crate) struct HeaderOps {
+    pub(crate) remove: Vec<HeaderName>,
+    pub(crate) set: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) add: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl HeaderOps {
-    pub fn apply(&self, headers: &mut http::HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut http::HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
         }
@@ -148,12 +148,12 @@ impl HeaderOps {
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
+    pub(crate) file: String,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
     /// Dotted key path, e.g. `routes[2].rewrite`.
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -222,15 +222,9 @@ impl Config {
         }
     }
 
-    /// Every origin the config can send to, once each.
-    pub fn origins(&self) -> Vec<&str> {
-        let mut seen: Vec<&str> = Vec::new();
-        for t in self.services.iter().flat_map(|s| &s.targets) {
-            if !seen.contains(&t.origin.as_str()) {
-                seen.push(&t.origin);
-            }
-        }
-        seen
+    /// How many services and routes the config has (for `portcullis check`).
+    pub fn size(&self) -> (usize, usize) {
+        (self.services.len(), self.routes.len())
     }
 }
 

@@ -13,31 +13,31 @@ use crate::shared::gcra::Rate;
 
 /// A compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimit {
-    pub name: String,
-    pub rate: Rate,
+pub(crate) struct RateLimit {
+    pub(crate) name: String,
+    pub(crate) rate: Rate,
     /// The rate as written (`100/minute`), for logs.
-    pub text: String,
-    pub key: LimitKey,
+    pub(crate) text: String,
+    pub(crate) key: LimitKey,
     /// Cost of one request. Default: 1.
-    pub cost: u64,
+    pub(crate) cost: u64,
     /// Tier: only callers in one of these groups. Default: everyone.
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     /// On a store failure: admit (true, the default) or refuse with 503.
-    pub fail_open: bool,
+    pub(crate) fail_open: bool,
     /// Commit with compare-and-swap (true, the default) or, where the
     /// store has no atomics (`consistency = "best_effort"`), a plain set.
-    pub exact: bool,
+    pub(crate) exact: bool,
     /// Also send `X-RateLimit-Limit/Remaining/Reset`. Default: false.
-    pub legacy_headers: bool,
+    pub(crate) legacy_headers: bool,
     /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
-    pub policy_item: String,
+    pub(crate) policy_item: String,
 }
 
 /// What a policy counts by. When the request has no such value (no
 /// identity, no header), it counts by client IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LimitKey {
+pub(crate) enum LimitKey {
     ClientIp,
     /// The API-key consumer's id.
     Consumer,

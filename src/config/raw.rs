@@ -10,227 +10,227 @@ use toml::Spanned;
 /// A whole config file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     #[serde(default)]
-    pub gateway: RawGateway,
+    pub(crate) gateway: RawGateway,
     #[serde(default)]
-    pub services: BTreeMap<String, Spanned<RawService>>,
+    pub(crate) services: BTreeMap<String, Spanned<RawService>>,
     #[serde(default)]
-    pub routes: Vec<Spanned<RawRoute>>,
+    pub(crate) routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
-    pub auth: RawAuth,
+    pub(crate) auth: RawAuth,
     #[serde(default)]
-    pub limits: BTreeMap<String, Spanned<RawLimit>>,
-    pub sweep: Option<Spanned<RawSweep>>,
+    pub(crate) limits: BTreeMap<String, Spanned<RawLimit>>,
+    pub(crate) sweep: Option<Spanned<RawSweep>>,
 }
 
 /// `[sweep]`: removing expired records from a store without expiry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSweep {
-    pub path: Spanned<String>,
-    pub token_sha256: Spanned<String>,
-    pub batch: Option<Spanned<u64>>,
+pub(crate) struct RawSweep {
+    pub(crate) path: Spanned<String>,
+    pub(crate) token_sha256: Spanned<String>,
+    pub(crate) batch: Option<Spanned<u64>>,
 }
 
 /// `[limits.NAME]`: a rate-limit policy.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimit {
-    pub rate: Spanned<String>,
-    pub burst: Option<Spanned<u64>>,
-    pub key: Option<Spanned<String>>,
-    pub cost: Option<Spanned<u64>>,
+pub(crate) struct RawLimit {
+    pub(crate) rate: Spanned<String>,
+    pub(crate) burst: Option<Spanned<u64>>,
+    pub(crate) key: Option<Spanned<String>>,
+    pub(crate) cost: Option<Spanned<u64>>,
     #[serde(default)]
-    pub groups: Vec<String>,
-    pub on_store_error: Option<Spanned<String>>,
-    pub consistency: Option<Spanned<String>>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) on_store_error: Option<Spanned<String>>,
+    pub(crate) consistency: Option<Spanned<String>>,
     #[serde(default)]
-    pub legacy_headers: bool,
+    pub(crate) legacy_headers: bool,
 }
 
 /// `[gateway]`: settings for the whole gateway.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGateway {
-    pub default_host: Option<Spanned<String>>,
+pub(crate) struct RawGateway {
+    pub(crate) default_host: Option<Spanned<String>>,
     #[serde(default)]
-    pub trusted_proxies: Vec<Spanned<String>>,
-    pub max_body_size: Option<Spanned<Size>>,
-    pub max_header_size: Option<Spanned<Size>>,
-    pub max_header_count: Option<Spanned<u32>>,
-    pub access_log: Option<bool>,
+    pub(crate) trusted_proxies: Vec<Spanned<String>>,
+    pub(crate) max_body_size: Option<Spanned<Size>>,
+    pub(crate) max_header_size: Option<Spanned<Size>>,
+    pub(crate) max_header_count: Option<Spanned<u32>>,
+    pub(crate) access_log: Option<bool>,
 }
 
 /// `[services.NAME]`: an origin the gateway forwards to.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawService {
-    pub url: Option<Spanned<String>>,
+pub(crate) struct RawService {
+    pub(crate) url: Option<Spanned<String>>,
     #[serde(default)]
-    pub targets: Vec<Spanned<RawTarget>>,
-    pub connect_timeout: Option<Spanned<String>>,
-    pub request_timeout: Option<Spanned<String>>,
+    pub(crate) targets: Vec<Spanned<RawTarget>>,
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    pub(crate) request_timeout: Option<Spanned<String>>,
 }
 
 /// One entry of `services.NAME.targets`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTarget {
-    pub url: Spanned<String>,
-    pub weight: Option<Spanned<u32>>,
+pub(crate) struct RawTarget {
+    pub(crate) url: Spanned<String>,
+    pub(crate) weight: Option<Spanned<u32>>,
 }
 
 /// `[[routes]]`: which requests go to which service, and how they change on the way.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
-    pub name: Option<Spanned<String>>,
-    pub host: Option<Spanned<String>>,
-    pub path: Spanned<String>,
-    pub methods: Option<Vec<Spanned<String>>>,
-    pub service: Spanned<String>,
-    pub strip_prefix: Option<Spanned<String>>,
-    pub rewrite: Option<Spanned<String>>,
-    pub max_body_size: Option<Spanned<Size>>,
+pub(crate) struct RawRoute {
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) host: Option<Spanned<String>>,
+    pub(crate) path: Spanned<String>,
+    pub(crate) methods: Option<Vec<Spanned<String>>>,
+    pub(crate) service: Spanned<String>,
+    pub(crate) strip_prefix: Option<Spanned<String>>,
+    pub(crate) rewrite: Option<Spanned<String>>,
+    pub(crate) max_body_size: Option<Spanned<Size>>,
     #[serde(default)]
-    pub request_headers: RawHeaderOps,
+    pub(crate) request_headers: RawHeaderOps,
     #[serde(default)]
-    pub response_headers: RawHeaderOps,
-    pub auth: Option<Spanned<RawRouteAuth>>,
+    pub(crate) response_headers: RawHeaderOps,
+    pub(crate) auth: Option<Spanned<RawRouteAuth>>,
     #[serde(default)]
-    pub limits: Vec<Spanned<String>>,
+    pub(crate) limits: Vec<Spanned<String>>,
 }
 
 /// Header edits: `remove` first, then `set` (replace), then `add` (append).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHeaderOps {
+pub(crate) struct RawHeaderOps {
     #[serde(default)]
-    pub remove: Vec<Spanned<String>>,
+    pub(crate) remove: Vec<Spanned<String>>,
     #[serde(default)]
-    pub set: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) set: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
-    pub add: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) add: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// `[auth]`: identity providers.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    pub realm: Option<Spanned<String>>,
-    pub token_cache_entries: Option<Spanned<u32>>,
+pub(crate) struct RawAuth {
+    pub(crate) realm: Option<Spanned<String>>,
+    pub(crate) token_cache_entries: Option<Spanned<u32>>,
     #[serde(default)]
-    pub jwt: BTreeMap<String, Spanned<RawJwt>>,
+    pub(crate) jwt: BTreeMap<String, Spanned<RawJwt>>,
     #[serde(default)]
-    pub api_key: BTreeMap<String, Spanned<RawApiKey>>,
+    pub(crate) api_key: BTreeMap<String, Spanned<RawApiKey>>,
 }
 
 /// `[auth.jwt.NAME]`: tokens from one issuer.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJwt {
-    pub issuer: Spanned<String>,
+pub(crate) struct RawJwt {
+    pub(crate) issuer: Spanned<String>,
     #[serde(default)]
-    pub audiences: Vec<Spanned<String>>,
+    pub(crate) audiences: Vec<Spanned<String>>,
     #[serde(default)]
-    pub algorithms: Vec<Spanned<String>>,
-    pub jwks_uri: Option<Spanned<String>>,
+    pub(crate) algorithms: Vec<Spanned<String>>,
+    pub(crate) jwks_uri: Option<Spanned<String>>,
     #[serde(default)]
-    pub keys: Vec<Spanned<RawKey>>,
-    pub hmac_secret: Option<Spanned<String>>,
-    pub leeway: Option<Spanned<String>>,
-    pub required_claims: Option<Vec<Spanned<String>>>,
+    pub(crate) keys: Vec<Spanned<RawKey>>,
+    pub(crate) hmac_secret: Option<Spanned<String>>,
+    pub(crate) leeway: Option<Spanned<String>>,
+    pub(crate) required_claims: Option<Vec<Spanned<String>>>,
     #[serde(default)]
-    pub token_from: Vec<Spanned<RawTokenSource>>,
+    pub(crate) token_from: Vec<Spanned<RawTokenSource>>,
     #[serde(default)]
-    pub forward_claims: BTreeMap<Spanned<String>, Spanned<String>>,
-    pub groups_claim: Option<Spanned<String>>,
-    pub strip_credential: Option<bool>,
-    pub max_token_size: Option<Spanned<Size>>,
+    pub(crate) forward_claims: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) groups_claim: Option<Spanned<String>>,
+    pub(crate) strip_credential: Option<bool>,
+    pub(crate) max_token_size: Option<Spanned<Size>>,
     #[serde(default)]
-    pub jwks_cache: RawJwksCache,
+    pub(crate) jwks_cache: RawJwksCache,
 }
 
 /// An inline public key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKey {
-    pub kid: Option<String>,
-    pub pem: Spanned<String>,
+pub(crate) struct RawKey {
+    pub(crate) kid: Option<String>,
+    pub(crate) pem: Spanned<String>,
 }
 
 /// One place a credential may come from; exactly one field.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTokenSource {
-    pub header: Option<Spanned<String>>,
-    pub cookie: Option<Spanned<String>>,
-    pub query: Option<Spanned<String>>,
+pub(crate) struct RawTokenSource {
+    pub(crate) header: Option<Spanned<String>>,
+    pub(crate) cookie: Option<Spanned<String>>,
+    pub(crate) query: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJwksCache {
-    pub min_ttl: Option<Spanned<String>>,
-    pub max_ttl: Option<Spanned<String>>,
-    pub default_ttl: Option<Spanned<String>>,
-    pub refetch_interval: Option<Spanned<String>>,
-    pub stale_for: Option<Spanned<String>>,
-    pub fetch_timeout: Option<Spanned<String>>,
+pub(crate) struct RawJwksCache {
+    pub(crate) min_ttl: Option<Spanned<String>>,
+    pub(crate) max_ttl: Option<Spanned<String>>,
+    pub(crate) default_ttl: Option<Spanned<String>>,
+    pub(crate) refetch_interval: Option<Spanned<String>>,
+    pub(crate) stale_for: Option<Spanned<String>>,
+    pub(crate) fetch_timeout: Option<Spanned<String>>,
 }
 
 /// `[auth.api_key.NAME]`: consumers identified by a key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawApiKey {
-    pub header: Option<Spanned<String>>,
-    pub query: Option<Spanned<String>>,
+pub(crate) struct RawApiKey {
+    pub(crate) header: Option<Spanned<String>>,
+    pub(crate) query: Option<Spanned<String>>,
     #[serde(default)]
-    pub consumers: Vec<Spanned<RawConsumer>>,
+    pub(crate) consumers: Vec<Spanned<RawConsumer>>,
     #[serde(default)]
-    pub forward: BTreeMap<Spanned<String>, Spanned<String>>,
-    pub strip_credential: Option<bool>,
+    pub(crate) forward: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) strip_credential: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConsumer {
-    pub id: Spanned<String>,
+pub(crate) struct RawConsumer {
+    pub(crate) id: Spanned<String>,
     #[serde(default)]
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     #[serde(default)]
-    pub scopes: Vec<String>,
-    pub key_sha256: Spanned<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) key_sha256: Spanned<String>,
     #[serde(default)]
-    pub disabled: bool,
+    pub(crate) disabled: bool,
 }
 
 /// A route's `auth`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRouteAuth {
+pub(crate) struct RawRouteAuth {
     #[serde(default)]
-    pub any_of: Vec<Spanned<String>>,
+    pub(crate) any_of: Vec<Spanned<String>>,
     #[serde(default)]
-    pub scopes: Vec<Spanned<String>>,
+    pub(crate) scopes: Vec<Spanned<String>>,
     #[serde(default)]
-    pub claims: BTreeMap<String, Spanned<ClaimValues>>,
+    pub(crate) claims: BTreeMap<String, Spanned<ClaimValues>>,
     #[serde(default)]
-    pub groups: Vec<Spanned<String>>,
+    pub(crate) groups: Vec<Spanned<String>>,
 }
 
 /// A claim matcher: one accepted value or a list of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum ClaimValues {
+pub(crate) enum ClaimValues {
     One(String),
     Many(Vec<String>),
 }
 
 /// A byte size: an integer, or a string such as `"64KiB"`, `"10MiB"`, `"1GiB"`, `"512B"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size(pub u64);
+pub(crate) struct Size(pub u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {

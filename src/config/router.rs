@@ -15,7 +15,7 @@ use crate::shared::problem::{Answer, Problem, Source};
 
 /// Why routing found nothing to serve.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     #[error("no route matches this request")]
     NotFound,
     #[error("this route does not allow the method")]
@@ -36,7 +36,7 @@ impl Answer for RouteError {
 
 /// The host a route answers for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     /// Any host.
     Any,
     /// Exactly this host (lower case, no port).
@@ -47,7 +47,7 @@ pub enum HostPattern {
 
 impl HostPattern {
     /// Parses `api.example.com`, `*.example.com` or `*`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let lower = text.trim().to_ascii_lowercase();
         if lower == "*" {
             return Ok(Self::Any);
@@ -78,36 +78,36 @@ fn under(suffix: &str, host: &str) -> bool {
 }
 
 /// What the router needs to know about one route.
-pub struct RouteSpec<'a> {
-    pub host: &'a HostPattern,
-    pub path: &'a str,
+pub(crate) struct RouteSpec<'a> {
+    pub(crate) host: &'a HostPattern,
+    pub(crate) path: &'a str,
     /// `None`: every method.
-    pub methods: Option<&'a [Method]>,
+    pub(crate) methods: Option<&'a [Method]>,
 }
 
 /// A route that could not be added, by index into the specs given to [`Router::build`].
 #[derive(Debug, PartialEq, Eq)]
-pub struct BuildError {
-    pub route: usize,
-    pub message: String,
+pub(crate) struct BuildError {
+    pub(crate) route: usize,
+    pub(crate) message: String,
 }
 
 /// A route found for a request, with its path parameters.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RouteMatch {
-    pub route: usize,
-    pub params: Vec<(String, String)>,
+pub(crate) struct RouteMatch {
+    pub(crate) route: usize,
+    pub(crate) params: Vec<(String, String)>,
 }
 
 impl RouteMatch {
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
 /// All routes, compiled for lookup.
 #[derive(Default)]
-pub struct Router {
+pub(crate) struct Router {
     exact: HashMap<String, Table>,
     /// Longest suffix first, so `*.eu.example.com` wins over `*.example.com`.
     wildcard: Vec<(String, Table)>,
@@ -130,7 +130,7 @@ struct Entry {
 
 impl Router {
     /// Builds the lookup tables; every conflict is reported, not just the first.
-    pub fn build(specs: &[RouteSpec<'_>], default_host: Option<String>) -> Result<Self, Vec<BuildError>> {
+    pub(crate) fn build(specs: &[RouteSpec<'_>], default_host: Option<String>) -> Result<Self, Vec<BuildError>> {
         let mut router = Router { default_host, ..Router::default() };
         let mut errors = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
@@ -157,7 +157,7 @@ impl Router {
     }
 
     /// Finds the route for a lower-case host (no port), a normalised path and a method.
-    pub fn find(&self, host: &str, path: &str, method: &Method) -> Result<RouteMatch, RouteError> {
+    pub(crate) fn find(&self, host: &str, path: &str, method: &Method) -> Result<RouteMatch, RouteError> {
         let known = self.exact.contains_key(host) || self.wildcard.iter().any(|(s, _)| under(s, host));
         let host = match &self.default_host {
             Some(default) if !known => default.as_str(),

@@ -31,7 +31,7 @@ struct Component {
 }
 
 /// The component the gateway runs as in `spin.toml`.
-pub const COMPONENT: &str = "portcullis";
+pub(crate) const COMPONENT: &str = "portcullis";
 
 fn parse(manifest: &str) -> Result<Manifest, String> {
     toml::from_str(manifest).map_err(|e| format!("not a Spin manifest: {}", e.message()))

@@ -9,18 +9,18 @@ use super::auth::parse_sha256;
 use super::raw::RawSweep;
 
 /// Records examined per call, by default and at most.
-pub const DEFAULT_SWEEP_BATCH: usize = 1_000;
-pub const MAX_SWEEP_BATCH: usize = 100_000;
+pub(crate) const DEFAULT_SWEEP_BATCH: usize = 1_000;
+pub(crate) const MAX_SWEEP_BATCH: usize = 100_000;
 
 /// A compiled `[sweep]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sweep {
+pub(crate) struct Sweep {
     /// Answered before routing, for `POST` only.
-    pub path: String,
+    pub(crate) path: String,
     /// SHA-256 of the bearer token a caller must present.
-    pub token_sha256: [u8; 32],
+    pub(crate) token_sha256: [u8; 32],
     /// Records examined per call.
-    pub batch: usize,
+    pub(crate) batch: usize,
 }
 
 impl Compiler<'_> {

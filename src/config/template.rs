@@ -10,13 +10,13 @@ enum Piece {
 
 /// A compiled rewrite template such as `/users/{id}/{rest}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
+pub(crate) struct Template {
     pieces: Vec<Piece>,
 }
 
 impl Template {
     /// Parses `text`, checking that every `{name}` it uses is one of `params`.
-    pub fn parse(text: &str, params: &[String]) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str, params: &[String]) -> Result<Self, String> {
         if !text.starts_with('/') {
             return Err(format!("rewrite template `{text}` must start with `/`"));
         }
@@ -41,7 +41,7 @@ impl Template {
     }
 
     /// Fills the template with matched parameter values.
-    pub fn render<'v>(&self, lookup: impl Fn(&str) -> Option<&'v str>) -> String {
+    pub(crate) fn render<'v>(&self, lookup: impl Fn(&str) -> Option<&'v str>) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
@@ -55,7 +55,7 @@ impl Template {
 
 /// The parameter names a matchit route path declares (`{id}` → `id`,
 /// `{*rest}` → `rest`), after checking its braces.
-pub fn path_params(path: &str) -> Result<Vec<String>, String> {
+pub(crate) fn path_params(path: &str) -> Result<Vec<String>, String> {
     if !path.starts_with('/') {
         return Err(format!("route path `{path}` must start with `/`"));
     }
@@ -73,7 +73,7 @@ pub fn path_params(path: &str) -> Result<Vec<String>, String> {
 }
 
 /// The literal text before the first parameter of a route path.
-pub fn static_prefix(path: &str) -> String {
+pub(crate) fn static_prefix(path: &str) -> String {
     match split(path) {
         Ok(pieces) => match pieces.first() {
             Some(Piece::Text(t)) => t.clone(),

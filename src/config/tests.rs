@@ -156,7 +156,7 @@ fn defaults_are_filled_in() {
     assert_eq!(c.services[0].request_timeout, DEFAULT_REQUEST_TIMEOUT);
     assert_eq!(c.routes[0].max_body_size, DEFAULT_MAX_BODY_SIZE);
     assert_eq!(&*c.routes[0].name, "/x");
-    assert_eq!(c.origins(), ["http://127.0.0.1:9000"]);
+    assert_eq!(c.services[0].targets[0].origin, "http://127.0.0.1:9000");
 }
 
 /// Values for every placeholder the shipped configs use.

@@ -19,13 +19,13 @@ impl Variables {
         self.0.insert(name.into(), value.into());
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 }
 
 /// The node's environment variable for a placeholder name.
-pub fn env_name(name: &str) -> String {
+pub(crate) fn env_name(name: &str) -> String {
     format!("PORTCULLIS_VAR_{}", name.to_ascii_uppercase())
 }
 
@@ -59,7 +59,7 @@ fn collect(value: &toml::Value, key: &str, names: &mut Vec<String>) {
 }
 
 /// The well-formed placeholder names in one string value.
-pub fn placeholders_in(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn placeholders_in(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
         loop {
@@ -76,7 +76,7 @@ pub fn placeholders_in(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Replaces each `{{ name }}` in `value` with its variable.
-pub fn substitute(value: &str, vars: &Variables) -> Result<String, String> {
+pub(crate) fn substitute(value: &str, vars: &Variables) -> Result<String, String> {
     if !value.contains("{{") {
         return Ok(value.to_string());
     }

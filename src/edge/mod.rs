@@ -8,6 +8,7 @@
 //!
 //! This module holds what both share: the embedded config, what Spin tells
 //! us about the client, error-code mapping and body buffering.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the edge adapter
 
 #[cfg(feature = "edge-p2")]
 mod p2;
@@ -27,7 +28,7 @@ use crate::pipeline::Downstream;
 use crate::pipeline::error::GatewayError;
 use crate::pipeline::ids::request_id;
 use crate::pipeline::log::AccessLog;
-use crate::ports::{KvError, ReadBodyError, UpstreamError, drain, read_body};
+use crate::ports::{KvError, ReadBodyError, UpstreamError, read_body};
 use crate::shared::entropy::Entropy;
 use crate::shared::problem::Answer;
 
@@ -120,6 +121,23 @@ where
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
     }
     Ok(Request::from_parts(parts, B::from(buf)))
+}
+
+/// Reads and discards what is left of a body, at most `limit` bytes more;
+/// returns whether its end was reached.
+async fn drain<B>(mut body: B, limit: u64) -> bool
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut seen = 0u64;
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(frame) = frame else { return false };
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > limit {
+            return false;
+        }
+    }
+    true
 }
 
 /// Maps a `wasi:http` error code to the port's error. The 0.2 and 0.3

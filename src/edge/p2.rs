@@ -34,14 +34,14 @@ type Chunks = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>;
 
 /// A body streamed from the host. A response's stream must not outlive the
 /// response resource it came from, so the stream is declared (and dropped) first.
-pub struct Stream {
+pub(crate) struct Stream {
     chunks: Chunks,
     _response: Option<IncomingResponse>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("body stream failed: {0}")]
-pub struct StreamFailed(String);
+pub(crate) struct StreamFailed(String);
 
 impl Body for Stream {
     type Data = Bytes;
@@ -60,7 +60,7 @@ fn chunks(stream: impl futures::Stream<Item = Result<Vec<u8>, impl std::fmt::Deb
     Box::pin(stream.map(|r| r.map_err(|e| format!("{e:?}"))))
 }
 
-pub type EdgeBody = GatewayBody<Stream>;
+pub(crate) type EdgeBody = GatewayBody<Stream>;
 
 /// The component's entry point: one request, start to finish.
 #[spin_sdk::http_component]
@@ -172,7 +172,7 @@ fn method_to_wasi(m: &http::Method) -> Method {
 /// Waiting in a WASI 0.2 instance: a `wasi:clocks` pollable on
 /// spin-executor's poll loop.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SpinSleep;
+pub(crate) struct SpinSleep;
 
 impl Sleep for SpinSleep {
     async fn sleep(&self, duration: Duration) {
@@ -217,7 +217,7 @@ impl Ports for EdgePorts {
 
 /// Outbound HTTP through `wasi:http/outgoing-handler@0.2.0`, called
 /// directly because the SDK's `send` cannot pass timeouts.
-pub struct SpinHttp;
+pub(crate) struct SpinHttp;
 
 impl HttpClient for SpinHttp {
     type Body = EdgeBody;
@@ -292,7 +292,7 @@ fn nanos(d: Duration) -> u64 {
 /// (an instance's life). The core seals values in envelopes
 /// ([`Enveloped`]): Spin's stores expire nothing.
 #[derive(Default)]
-pub struct SpinStore {
+pub(crate) struct SpinStore {
     store: OnceCell<Store>,
     bucket: OnceCell<wstore::Bucket>,
 }

@@ -26,7 +26,7 @@ use crate::ports::{HttpClient, KvError, Ports, UpstreamError, UpstreamOptions};
 use crate::system_clock::{Sleep, SystemClock};
 
 /// A body streamed from the host: a request's or a response's.
-pub enum Stream {
+pub(crate) enum Stream {
     Request(IncomingRequestBody),
     Response(IncomingResponseBody),
 }
@@ -57,7 +57,7 @@ impl Body for Stream {
     }
 }
 
-pub type EdgeBody = GatewayBody<Stream>;
+pub(crate) type EdgeBody = GatewayBody<Stream>;
 
 static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 
@@ -97,7 +97,7 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
 
 /// Waiting in a WASI 0.3 instance: `wasi:clocks` `wait-for`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SpinSleep;
+pub(crate) struct SpinSleep;
 
 impl Sleep for SpinSleep {
     async fn sleep(&self, duration: Duration) {
@@ -127,7 +127,7 @@ impl Ports for EdgePorts {
 }
 
 /// Outbound HTTP through `wasi:http/client@0.3.0`.
-pub struct SpinHttp;
+pub(crate) struct SpinHttp;
 
 impl HttpClient for SpinHttp {
     type Body = EdgeBody;
@@ -154,7 +154,7 @@ fn nanos(d: Duration) -> u64 {
 /// Spin key-value (`spin:key-value@3.0.0`), with compare-and-swap through
 /// `wasi:keyvalue/atomics`; both opened once per instance. The core seals
 /// values in envelopes ([`Enveloped`]): Spin's stores expire nothing.
-pub struct SpinStore;
+pub(crate) struct SpinStore;
 
 /// The default store and bucket, opened once per instance.
 static STORE: OnceLock<Store> = OnceLock::new();

@@ -30,7 +30,7 @@ struct Buffer {
 
 /// Where finished access-log lines go. Cheap to clone.
 #[derive(Clone)]
-pub struct AccessLogSink(Arc<Shared>);
+pub(crate) struct AccessLogSink(Arc<Shared>);
 
 fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -38,7 +38,7 @@ fn lock(m: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
 
 impl AccessLogSink {
     /// Starts the writer thread.
-    pub fn stdout() -> Self {
+    pub(crate) fn stdout() -> Self {
         let shared = Arc::new(Shared::default());
         let writer = shared.clone();
         if let Err(e) = std::thread::Builder::new().name("access-log".into()).spawn(move || write_loop(&writer)) {
@@ -47,7 +47,7 @@ impl AccessLogSink {
         Self(shared)
     }
 
-    pub fn write(&self, line: &str) {
+    pub(crate) fn write(&self, line: &str) {
         let mut buf = lock(&self.0.buffer);
         if buf.bytes.len() + line.len() > MAX_BUFFERED {
             buf.dropped += 1;
@@ -57,7 +57,7 @@ impl AccessLogSink {
     }
 
     /// Waits (at most `timeout`) until every line appended so far is written.
-    pub fn flush(&self, timeout: Duration) {
+    pub(crate) fn flush(&self, timeout: Duration) {
         let mut buf = lock(&self.0.buffer);
         let target = buf.generation + 1;
         buf.flush_requested = true;

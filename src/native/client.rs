@@ -21,14 +21,14 @@ use crate::ports::{HttpClient, UpstreamError, UpstreamOptions};
 type Pool = Client<HttpsConnector<HttpConnector>, NodeBody>;
 
 /// The node's [`HttpClient`].
-pub struct HyperClient {
+pub(crate) struct HyperClient {
     pools: RwLock<Vec<(Duration, Pool)>>,
     tls: rustls::ClientConfig,
 }
 
 impl HyperClient {
     /// Loads the system's root certificates (once, at start-up).
-    pub fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {

@@ -4,6 +4,7 @@
 //! origins, `body` streams and counts bodies, `access_log` writes the JSON
 //! lines off the request path. State shared by a fleet goes through the
 //! key-value port (memory here; Redis for a fleet).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the node adapter: sockets, clocks and the environment are its job
 
 pub mod access_log;
 pub mod client;
@@ -22,14 +23,14 @@ use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
 
 /// The node's body: hyper's streams, or bytes the gateway made.
-pub type NodeBody = crate::body::GatewayBody<hyper::body::Incoming>;
+pub(crate) type NodeBody = crate::body::GatewayBody<hyper::body::Incoming>;
 
 /// Keys the in-memory store holds at most (rate-limit and cache entries).
 const MEMORY_KV_ENTRIES: usize = 1_000_000;
 
 /// Waiting on the node: tokio's timer.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TokioSleep;
+pub(crate) struct TokioSleep;
 
 impl Sleep for TokioSleep {
     async fn sleep(&self, duration: std::time::Duration) {
@@ -37,18 +38,18 @@ impl Sleep for TokioSleep {
     }
 }
 
-pub type NodeClock = SystemClock<TokioSleep>;
+pub(crate) type NodeClock = SystemClock<TokioSleep>;
 
 /// The node's key-value store: in process (the default; no external
 /// service), or Redis for a fleet that shares rate limits and key sets.
-pub enum NodeKv {
+pub(crate) enum NodeKv {
     Memory(MemoryKv<NodeClock>),
     /// Boxed: the pooled client is large and the memory variant is hot.
     Redis(Box<redis_kv::RedisKv>),
 }
 
 impl NodeKv {
-    pub fn memory() -> Self {
+    pub(crate) fn memory() -> Self {
         Self::Memory(MemoryKv::new(SystemClock(TokioSleep), MEMORY_KV_ENTRIES))
     }
 }
@@ -104,14 +105,14 @@ impl KvStore for NodeKv {
 }
 
 /// The node's ports.
-pub struct NodePorts {
+pub(crate) struct NodePorts {
     kv: NodeKv,
     http: HyperClient,
     clock: NodeClock,
 }
 
 impl NodePorts {
-    pub fn new(kv: NodeKv) -> std::io::Result<Self> {
+    pub(crate) fn new(kv: NodeKv) -> std::io::Result<Self> {
         Ok(Self { kv, http: HyperClient::new()?, clock: SystemClock(TokioSleep) })
     }
 }
@@ -148,7 +149,7 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Placeholder values from the environment, for the names `text` uses.
-pub fn env_variables(text: &str) -> Variables {
+pub(crate) fn env_variables(text: &str) -> Variables {
     let mut vars = Variables::new();
     for name in vars::referenced(text) {
         if let Ok(value) = std::env::var(vars::env_name(&name)) {

@@ -14,7 +14,7 @@ use crate::shared::problem::{Answer, Problem, Source};
 
 /// The request head or body is unacceptable as sent.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum AcceptError {
+pub(crate) enum AcceptError {
     #[error("request headers total {size} bytes, more than the {limit} allowed")]
     HeadersTooLarge { size: u64, limit: u64 },
     #[error("the request has {count} headers, more than the {limit} allowed")]
@@ -42,7 +42,7 @@ impl Answer for AcceptError {
 }
 
 /// Before routing: the head's size and count, and the normalised path.
-pub fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Result<String, AcceptError> {
+pub(crate) fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Result<String, AcceptError> {
     let count = headers.len();
     if count > g.max_header_count as usize {
         return Err(AcceptError::TooManyHeaders { count, limit: g.max_header_count });
@@ -55,7 +55,7 @@ pub fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Result<Stri
 }
 
 /// After routing: a declared `Content-Length` within the route's limit.
-pub fn body_size(headers: &HeaderMap, limit: u64) -> Result<(), AcceptError> {
+pub(crate) fn body_size(headers: &HeaderMap, limit: u64) -> Result<(), AcceptError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         return Ok(());
     };

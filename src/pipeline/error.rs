@@ -10,10 +10,10 @@ use super::rate_limit::LimitError;
 use super::sweep::SweepError;
 use crate::config::router::RouteError;
 use crate::ports::UpstreamError;
-use crate::shared::problem::{Answer, Problem, Source};
+use crate::shared::problem::{Answer, Problem};
 
 #[derive(Debug, Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     #[error(transparent)]
     Accept(#[from] AcceptError),
     #[error(transparent)]
@@ -28,6 +28,7 @@ pub enum GatewayError {
     Sweep(#[from] SweepError),
     /// The config could not be compiled (only possible at the edge, whose
     /// config is embedded; the node refuses to start or reload instead).
+    #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
     #[error("the gateway config is invalid: {0}")]
     Misconfigured(String),
 }
@@ -41,11 +42,12 @@ impl Answer for GatewayError {
             Self::Limit(e) => e.problem(),
             Self::Upstream(e) => e.problem(),
             Self::Sweep(e) => e.problem(),
+            #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
             Self::Misconfigured(_) => Problem::new(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
                 "gateway-misconfigured",
                 "the gateway is misconfigured",
-                Source::Internal,
+                crate::shared::problem::Source::Internal,
             ),
         }
     }
@@ -59,6 +61,7 @@ mod tests {
 
     use super::*;
     use crate::shared::path::PathError;
+    use crate::shared::problem::Source;
 
     #[test]
     fn each_error_answers_with_its_status_source_and_retry() {

@@ -7,7 +7,7 @@ use crate::shared::entropy::Entropy;
 use crate::shared::hex::hex;
 
 /// A request id from the client if it is well formed, else a fresh UUIDv4.
-pub fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderValue {
+pub(crate) fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderValue {
     if let Some(v) = inbound.filter(|v| valid_request_id(v.as_bytes())) {
         return v.clone();
     }
@@ -28,18 +28,18 @@ fn valid_request_id(b: &[u8]) -> bool {
 
 /// The trace context forwarded upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trace {
-    pub trace_id: String,
+pub(crate) struct Trace {
+    pub(crate) trace_id: String,
     /// The gateway's own span, the parent of the origin's.
-    pub span_id: String,
-    pub flags: String,
+    pub(crate) span_id: String,
+    pub(crate) flags: String,
     /// True if the client sent a valid `traceparent` (then `tracestate` is kept too).
-    pub continued: bool,
+    pub(crate) continued: bool,
 }
 
 impl Trace {
     /// Continues a valid inbound `traceparent` with a new span, or starts a trace.
-    pub fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy) -> Self {
+    pub(crate) fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy) -> Self {
         let span_id = hex(&entropy.bytes()[32..40]);
         match inbound.and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
             Some((trace_id, flags)) => Self { trace_id, span_id, flags, continued: true },
@@ -47,7 +47,7 @@ impl Trace {
         }
     }
 
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         let text = format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags);
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }

@@ -16,56 +16,56 @@ use crate::shared::problem::Source;
 /// Fields are kept as the request had them (no string copies on the hot
 /// path) and become text only when the line is written.
 #[derive(Debug, Clone, Serialize)]
-pub struct AccessLog {
-    pub time: String,
+pub(crate) struct AccessLog {
+    pub(crate) time: String,
     #[serde(serialize_with = "header_text")]
-    pub request_id: HeaderValue,
-    pub trace_id: String,
-    pub client_ip: IpAddr,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) trace_id: String,
+    pub(crate) client_ip: IpAddr,
     #[serde(serialize_with = "method_text")]
-    pub method: Method,
-    pub host: String,
-    pub path: String,
-    pub route: Option<Arc<str>>,
+    pub(crate) method: Method,
+    pub(crate) host: String,
+    pub(crate) path: String,
+    pub(crate) route: Option<Arc<str>>,
     /// Written as `provider:subject` (or consumer id); never the credential.
     #[serde(serialize_with = "identity_text")]
-    pub identity: Option<Arc<Identity>>,
-    pub status: u16,
-    pub upstream: Option<Arc<str>>,
-    pub upstream_latency_us: Option<u64>,
-    pub total_latency_us: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+    pub(crate) identity: Option<Arc<Identity>>,
+    pub(crate) status: u16,
+    pub(crate) upstream: Option<Arc<str>>,
+    pub(crate) upstream_latency_us: Option<u64>,
+    pub(crate) total_latency_us: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
     /// The problem type the gateway answered with, if it answered one.
-    pub problem: Option<&'static str>,
+    pub(crate) problem: Option<&'static str>,
     /// Who caused what went wrong (also for failures the request survived).
-    pub source: Option<Source>,
+    pub(crate) source: Option<Source>,
     /// What went wrong, in full (never shown to the client).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Monotonic reading when the request arrived (not logged).
     #[serde(skip)]
-    pub started: Duration,
+    pub(crate) started: Duration,
 }
 
 /// What went wrong with a request: the problem it was answered with, if
 /// any, who caused it, and the detail for the log.
 #[derive(Debug, Clone)]
-pub struct Failure {
-    pub problem: Option<&'static str>,
-    pub source: Source,
-    pub detail: String,
+pub(crate) struct Failure {
+    pub(crate) problem: Option<&'static str>,
+    pub(crate) source: Source,
+    pub(crate) detail: String,
 }
 
 impl AccessLog {
     /// Completes the record once the response body is done.
-    pub fn finish(&mut self, monotonic_now: Duration, bytes_in: u64, bytes_out: u64) {
+    pub(crate) fn finish(&mut self, monotonic_now: Duration, bytes_in: u64, bytes_out: u64) {
         self.total_latency_us = micros(monotonic_now.saturating_sub(self.started));
         self.bytes_in = bytes_in;
         self.bytes_out = bytes_out;
     }
 
     /// The record as one line of JSON, newline included.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         let mut line = serde_json::to_string(self).unwrap_or_default();
         line.push('\n');
         line
@@ -87,12 +87,12 @@ fn method_text<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(m.as_str())
 }
 
-pub fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// RFC 3339 in UTC with microseconds, from time since the epoch.
-pub fn rfc3339(since_epoch: Duration) -> String {
+pub(crate) fn rfc3339(since_epoch: Duration) -> String {
     humantime::format_rfc3339_micros(UNIX_EPOCH + since_epoch).to_string()
 }
 

@@ -4,17 +4,17 @@
 //! fails with its own error, which knows its answer
 //! ([`crate::shared::problem::Answer`]).
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod authn;
-pub mod error;
-pub mod ids;
-pub mod log;
-pub mod rate_limit;
-pub mod respond;
-pub mod route;
-pub mod sweep;
-pub mod transform;
-pub mod upstream;
+pub(crate) mod error;
+pub(crate) mod ids;
+pub(crate) mod log;
+pub(crate) mod rate_limit;
+pub(crate) mod respond;
+pub(crate) mod route;
+pub(crate) mod sweep;
+pub(crate) mod transform;
+pub(crate) mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,50 +34,50 @@ use log::{AccessLog, Failure};
 
 /// What the adapter knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
-pub struct Downstream {
+pub(crate) struct Downstream {
     /// The TCP peer (at the edge: the address Spin reports).
-    pub peer: IpAddr,
+    pub(crate) peer: IpAddr,
     /// `http` or `https`, as the client spoke to this hop.
-    pub scheme: &'static str,
+    pub(crate) scheme: &'static str,
 }
 
 /// Per-request state, filled in phase by phase.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// Who is calling, once authenticated.
-    pub identity: Option<Arc<Identity>>,
+    pub(crate) identity: Option<Arc<Identity>>,
     /// Rate-limit headers every answer of this request carries.
-    pub limit_headers: rate_limit::Headers,
-    pub request_id: HeaderValue,
-    pub trace: Trace,
-    pub peer: IpAddr,
-    pub client_ip: IpAddr,
-    pub scheme: &'static str,
-    pub method: Method,
+    pub(crate) limit_headers: rate_limit::Headers,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) trace: Trace,
+    pub(crate) peer: IpAddr,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) scheme: &'static str,
+    pub(crate) method: Method,
     /// Lower case, without port.
-    pub host: String,
+    pub(crate) host: String,
     /// The client's `Host` (or `:authority`), as sent.
-    pub host_header: Option<HeaderValue>,
+    pub(crate) host_header: Option<HeaderValue>,
     /// Normalised once accepted; the raw path before that.
-    pub path: String,
-    pub route: Option<usize>,
-    pub upstream: Option<Arc<str>>,
-    pub upstream_latency: Option<Duration>,
+    pub(crate) path: String,
+    pub(crate) route: Option<usize>,
+    pub(crate) upstream: Option<Arc<str>>,
+    pub(crate) upstream_latency: Option<Duration>,
     /// What went wrong, for the access log (the answer, or a failure the
     /// request survived, such as a store that was down for a fail-open limit).
-    pub failure: Option<Failure>,
+    pub(crate) failure: Option<Failure>,
     started: Duration,
     received_at: Duration,
     entropy: Entropy,
 }
 
 /// The answer to a request plus its (not yet finished) access-log record.
-pub struct Exchange<B> {
-    pub response: Response<B>,
-    pub log: AccessLog,
+pub(crate) struct Exchange<B> {
+    pub(crate) response: Response<B>,
+    pub(crate) log: AccessLog,
 }
 
 /// What a phase that may answer the request itself decided.
-pub enum Flow<B> {
+pub(crate) enum Flow<B> {
     Continue,
     Respond(Response<B>),
 }
@@ -85,28 +85,29 @@ pub enum Flow<B> {
 /// A compiled config with the caches that go with it: what a request
 /// borrows. A reload builds a new one ([`Gateway::reloaded`]) and swaps it
 /// in whole.
-pub struct Gateway {
-    pub config: Config,
+pub(crate) struct Gateway {
+    pub(crate) config: Config,
     /// Only save work (verified tokens, key sets); they live as long as the
     /// home keeps this value: a process, a reused instance, or one request.
-    pub caches: AuthCaches,
+    pub(crate) caches: AuthCaches,
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         let caches = AuthCaches::new(&config.auth);
         Self { config, caches }
     }
 
     /// The gateway for a new config, keeping what stays valid (key sets).
-    pub fn reloaded(&self, config: Config) -> Self {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn reloaded(&self, config: Config) -> Self {
         let caches = self.caches.renewed(&config.auth);
         Self { config, caches }
     }
 }
 
 /// Runs one request through every phase. Never fails: errors become answers.
-pub async fn handle<P: Ports>(
+pub(crate) async fn handle<P: Ports>(
     gateway: &Gateway,
     ports: &P,
     req: Request<Body<P>>,

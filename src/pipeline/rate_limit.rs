@@ -23,10 +23,10 @@ use crate::shared::gcra::Decision;
 use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
 
-pub type Headers = Vec<(HeaderName, HeaderValue)>;
+pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum LimitError {
+pub(crate) enum LimitError {
     #[error("rate limit exceeded")]
     Exceeded {
         /// Seconds until the request would pass; `None`: never (it costs more than a burst).
@@ -64,15 +64,15 @@ impl Answer for LimitError {
 
 /// What a passed check adds to the answer.
 #[derive(Debug, Default)]
-pub struct Applied {
-    pub headers: Headers,
+pub(crate) struct Applied {
+    pub(crate) headers: Headers,
     /// A store failure the policies chose to ignore (fail open), for the log.
-    pub store_error: Option<String>,
+    pub(crate) store_error: Option<String>,
 }
 
 /// The store key for a policy and what it counts (`kv-schema/rate-limits.md`):
 /// `counted` is the `kind:value` text in pieces, hashed without joining them.
-pub fn key(policy: &str, counted: &[&[u8]]) -> String {
+pub(crate) fn key(policy: &str, counted: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     counted.iter().for_each(|part| hasher.update(part));
     store_key(&["pc1:rl:", policy, ":"], &hasher.finalize())
@@ -103,7 +103,7 @@ fn key_for(config: &Config, limit: &RateLimit, ctx: &Ctx, headers: &http::Header
 
 /// The rate-limit phase: the route's policies that apply to this caller,
 /// checked in one store step; their state goes on every answer.
-pub async fn phase<P: Ports>(
+pub(crate) async fn phase<P: Ports>(
     config: &Config,
     route: &Route,
     ctx: &mut Ctx,

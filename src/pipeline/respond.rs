@@ -14,14 +14,14 @@ use crate::shared::problem::Answer;
 
 /// The answer to a request that failed; the failure is noted for the log
 /// (over any the request survived on the way, such as a store outage).
-pub fn problem(err: &GatewayError, ctx: &mut Ctx) -> Response<Bytes> {
+pub(crate) fn problem(err: &GatewayError, ctx: &mut Ctx) -> Response<Bytes> {
     let problem = err.problem();
     ctx.failure = Some(Failure { problem: Some(problem.slug), source: problem.source, detail: err.to_string() });
     problem.to_response(&ctx.request_id)
 }
 
 /// Headers every answer carries, and the log record.
-pub fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
+pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
     response.headers_mut().insert(transform::X_REQUEST_ID, ctx.request_id.clone());
     for (name, value) in ctx.limit_headers {
         response.headers_mut().insert(name, value);

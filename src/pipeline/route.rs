@@ -5,7 +5,7 @@ use super::Ctx;
 use crate::config::Config;
 use crate::config::router::{RouteError, RouteMatch};
 
-pub fn phase(config: &Config, ctx: &mut Ctx) -> Result<RouteMatch, RouteError> {
+pub(crate) fn phase(config: &Config, ctx: &mut Ctx) -> Result<RouteMatch, RouteError> {
     let matched = config.router.find(&ctx.host, &ctx.path, &ctx.method)?;
     ctx.route = Some(matched.route);
     Ok(matched)

@@ -20,7 +20,7 @@ use crate::ports::{KvError, KvStore, Ports};
 use crate::shared::problem::{Answer, Problem, Source};
 
 #[derive(Debug, Error)]
-pub enum SweepError {
+pub(crate) enum SweepError {
     #[error("the sweep path answers POST only")]
     Method,
     #[error("the sweep requires its bearer token")]
@@ -51,7 +51,7 @@ impl Answer for SweepError {
 }
 
 /// The sweep phase: answers the configured sweep path itself.
-pub async fn phase<P: Ports, B>(
+pub(crate) async fn phase<P: Ports, B>(
     config: &Config,
     ports: &P,
     req: &Request<B>,

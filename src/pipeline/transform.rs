@@ -18,7 +18,7 @@ use crate::shared::headers::is_hop_by_hop;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
@@ -29,7 +29,7 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// honouring it on the node alone would make the homes disagree. It also
 /// closes a known abuse, where a client names a header (`X-Forwarded-For`,
 /// an identity header) to have a proxy strip what a trusted hop added.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_where(headers, is_hop_by_hop);
 }
 
@@ -56,7 +56,7 @@ fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are the IPv4 address.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -65,7 +65,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The client's address: the peer, unless the peer is a trusted proxy; then
 /// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     if !trusted(peer, proxies) {
         return peer;
@@ -97,7 +97,7 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// Builds the origin's request from the client's.
-pub fn request<B>(
+pub(crate) fn request<B>(
     mut req: Request<B>,
     ctx: &Ctx,
     route: &Route,
@@ -203,7 +203,7 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// Shapes the origin's response for the client.
-pub fn response<B>(mut resp: Response<B>, route: &Route) -> Response<B> {
+pub(crate) fn response<B>(mut resp: Response<B>, route: &Route) -> Response<B> {
     strip_hop_by_hop(resp.headers_mut());
     route.response_headers.apply(resp.headers_mut());
     resp

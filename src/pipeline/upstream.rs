@@ -11,7 +11,7 @@ use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOption
 
 /// A weighted random choice among the service's targets (a WASI 0.2
 /// instance lives one request, so a counter would never move).
-pub fn choose<'a>(service: &'a Service, ctx: &mut Ctx) -> &'a Target {
+pub(crate) fn choose<'a>(service: &'a Service, ctx: &mut Ctx) -> &'a Target {
     let total: u64 = service.targets.iter().map(|t| u64::from(t.weight)).sum();
     let mut point = if total == 0 { 0 } else { ctx.entropy.choice() % total };
     let mut chosen = &service.targets[0];
@@ -27,7 +27,7 @@ pub fn choose<'a>(service: &'a Service, ctx: &mut Ctx) -> &'a Target {
 }
 
 /// Sends the request; the time to the response head is the upstream latency.
-pub async fn send<P: Ports>(
+pub(crate) async fn send<P: Ports>(
     ports: &P,
     service: &Service,
     route: &Route,

@@ -22,13 +22,13 @@
 
 use std::time::Duration;
 
-use super::{CAS_ATTEMPTS, Clock, GcraStep, KvError, KvStore, SweepReport};
+use super::{Clock, GcraStep, KvError, KvStore, SweepReport};
 use crate::shared::entropy::Entropy;
 use crate::shared::gcra::{self, Decision};
 
 /// What the platform's store offers: no expiry, and a compare-and-swap
 /// whose failure report cannot be trusted (it is read back).
-pub trait RawStore {
+pub(crate) trait RawStore {
     /// A compare-and-swap in progress: the key as it was watched.
     type Watch;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
@@ -46,7 +46,7 @@ pub trait RawStore {
 }
 
 /// What the store said about a swap.
-pub enum Swap {
+pub(crate) enum Swap {
     Done,
     /// Reported as failed, with the value read afterwards (which may be
     /// this very write: see the module docs).
@@ -55,6 +55,10 @@ pub enum Swap {
     },
 }
 
+/// Every key the gateway writes starts with this (`kv-schema/README.md`).
+const KEY_PREFIX: &str = "pc1:";
+/// Compare-and-swap rounds before a rate-limit update gives up.
+const CAS_ATTEMPTS: u32 = 8;
 /// The magic that starts every envelope (`kv-schema/README.md`).
 const MAGIC: &[u8] = b"pc1e ";
 /// Write ids a record remembers: its own and its predecessors', so a
@@ -151,9 +155,9 @@ fn contention(step: &GcraStep<'_>, decision: Decision) -> Decision {
 }
 
 /// The key-value port over a [`RawStore`]; `clock` decides expiry.
-pub struct Enveloped<S, C> {
-    pub store: S,
-    pub clock: C,
+pub(crate) struct Enveloped<S, C> {
+    pub(crate) store: S,
+    pub(crate) clock: C,
 }
 
 impl<S: RawStore, C: Clock> Enveloped<S, C> {
@@ -260,7 +264,7 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
 
     /// Deletes dead records among the keys after `after` (in key order),
     /// examining at most `limit`: see [`SweepReport`].
-    pub async fn sweep(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
+    pub(crate) async fn sweep(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         let mut keys: Vec<String> = self.store.keys().await?.into_iter().filter(|k| k.starts_with(prefix)).collect();
         keys.sort_unstable();
         let start = after.map_or(0, |a| keys.partition_point(|k| k.as_str() <= a));
@@ -383,7 +387,7 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
     }
 
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
-        Enveloped::sweep(self, super::KEY_PREFIX, after, limit).await
+        Enveloped::sweep(self, KEY_PREFIX, after, limit).await
     }
 }
 

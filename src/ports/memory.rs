@@ -19,15 +19,6 @@ impl<C: Clock> MemoryKv<C> {
         Self { map: ExpiringMap::new(max_entries), clock }
     }
 
-    /// Number of live entries (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.map.len(self.clock.now())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn expiry(&self, ttl: Option<Duration>) -> Option<Duration> {
         ttl.map(|t| self.clock.now().saturating_add(t))
     }

@@ -6,10 +6,11 @@
 //! compiler sees through when it checks the node's futures.
 #![allow(async_fn_in_trait)]
 
-pub mod enveloped;
+#[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
+pub(crate) mod enveloped;
 pub mod memory;
 #[cfg(test)]
-pub mod testing;
+pub(crate) mod testing;
 
 use std::time::Duration;
 
@@ -70,27 +71,21 @@ pub trait KvStore {
 pub struct SweepReport {
     /// The gateway's keys in the store when this sweep began; `None`
     /// where the store expires records itself.
-    pub keys: Option<usize>,
-    pub examined: usize,
-    pub deleted: usize,
+    pub(crate) keys: Option<usize>,
+    pub(crate) examined: usize,
+    pub(crate) deleted: usize,
     /// The key the next call continues after; `None` once the end is reached.
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
 }
-
-/// Every key the gateway writes starts with this (`kv-schema/README.md`).
-pub const KEY_PREFIX: &str = "pc1:";
 
 /// A key-value key as `kv-schema/` writes them: `prefix` (its parts
 /// joined) then the lower-case hex of a SHA-256 `digest`.
-pub fn store_key(prefix: &[&str], digest: &[u8]) -> String {
+pub(crate) fn store_key(prefix: &[&str], digest: &[u8]) -> String {
     let mut key = String::with_capacity(prefix.iter().map(|p| p.len()).sum::<usize>() + digest.len() * 2);
     prefix.iter().for_each(|p| key.push_str(p));
     crate::shared::hex::push_hex(&mut key, digest);
     key
 }
-
-/// Compare-and-swap rounds before a rate-limit update gives up.
-pub const CAS_ATTEMPTS: u32 = 8;
 
 /// One rate-limit check: a key, its rate and this request's cost.
 #[derive(Debug, Clone, Copy)]
@@ -111,11 +106,11 @@ pub struct KvError(pub String);
 /// How to send one request upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamOptions {
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Until the response head arrives.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Bodies without `Content-Length` are cut off (and answered 413) past this.
-    pub max_request_body: u64,
+    pub(crate) max_request_body: u64,
 }
 
 /// Outbound HTTP to origins (and identity providers).
@@ -153,7 +148,7 @@ pub enum ReadBodyError {
 }
 
 /// Reads a body whole, refusing it past `limit` bytes.
-pub async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, ReadBodyError>
+pub(crate) async fn read_body<B>(mut body: B, limit: usize) -> Result<Bytes, ReadBodyError>
 where
     B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin,
 {
@@ -168,23 +163,6 @@ where
         }
     }
     Ok(buf.freeze())
-}
-
-/// Reads and discards what is left of a body, at most `limit` bytes more;
-/// returns whether its end was reached.
-pub async fn drain<B>(mut body: B, limit: u64) -> bool
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    let mut seen = 0u64;
-    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-        let Ok(frame) = frame else { return false };
-        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-        if seen > limit {
-            return false;
-        }
-    }
-    true
 }
 
 /// Why an upstream exchange failed, by cause: the cause decides the status.

@@ -21,7 +21,7 @@ use super::{
 use crate::shared::gcra::Decision;
 
 /// Drives a future whose ports never wait (everything here answers at once).
-pub fn block_on<F: Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
     loop {
@@ -33,7 +33,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 /// A clock that only moves when told to; starts at 2026-01-01T00:00:00Z.
 #[derive(Clone)]
-pub struct FakeClock(Arc<AtomicU64>);
+pub(crate) struct FakeClock(Arc<AtomicU64>);
 
 impl Default for FakeClock {
     fn default() -> Self {
@@ -42,7 +42,7 @@ impl Default for FakeClock {
 }
 
 impl FakeClock {
-    pub fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         self.0.fetch_add(by.as_micros() as u64, Ordering::SeqCst);
     }
 }
@@ -64,25 +64,25 @@ impl Clock for FakeClock {
 type Responder = Box<dyn Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync>;
 
 /// An origin that answers with a closure and records what it was sent.
-pub struct FakeHttp {
+pub(crate) struct FakeHttp {
     respond: Responder,
-    pub sent: Mutex<Vec<(Request<Bytes>, UpstreamOptions)>>,
+    pub(crate) sent: Mutex<Vec<(Request<Bytes>, UpstreamOptions)>>,
 }
 
 impl FakeHttp {
-    pub fn new(
+    pub(crate) fn new(
         respond: impl Fn(&Request<Bytes>) -> Result<Response<Bytes>, UpstreamError> + Send + Sync + 'static,
     ) -> Self {
         Self { respond: Box::new(respond), sent: Mutex::new(Vec::new()) }
     }
 
     /// An origin that answers 200 with body `ok`.
-    pub fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         Self::new(|_| Ok(Response::new(Bytes::from_static(b"ok"))))
     }
 
     /// The last request the origin received.
-    pub fn last(&self) -> Option<Request<Bytes>> {
+    pub(crate) fn last(&self) -> Option<Request<Bytes>> {
         let sent = self.sent.lock().ok()?;
         let (req, _) = sent.last()?;
         let mut copy = Request::new(req.body().clone());
@@ -119,7 +119,7 @@ type AfterSwap = Box<dyn FnOnce(&FakeRawStore) + Send>;
 /// as failed after committing it (Spin's Redis backend) and for one whose
 /// swap on an absent key is a blind upsert (Spin's SQLite backend).
 #[derive(Default)]
-pub struct FakeRawStore {
+pub(crate) struct FakeRawStore {
     data: Mutex<HashMap<String, (Vec<u8>, u64)>>,
     version: AtomicU64,
     no_atomics: AtomicBool,
@@ -131,43 +131,43 @@ pub struct FakeRawStore {
 }
 
 impl FakeRawStore {
-    pub fn set_no_atomics(&self, on: bool) {
+    pub(crate) fn set_no_atomics(&self, on: bool) {
         self.no_atomics.store(on, Ordering::SeqCst);
     }
 
-    pub fn set_lying(&self, on: bool) {
+    pub(crate) fn set_lying(&self, on: bool) {
         self.lying.store(on, Ordering::SeqCst);
     }
 
-    pub fn set_upserts(&self, on: bool) {
+    pub(crate) fn set_upserts(&self, on: bool) {
         self.upserts.store(on, Ordering::SeqCst);
     }
 
     /// Runs `f` once, right after the next watch (another writer getting in).
-    pub fn after_watch(&self, f: impl FnOnce(&FakeRawStore) + Send + 'static) {
+    pub(crate) fn after_watch(&self, f: impl FnOnce(&FakeRawStore) + Send + 'static) {
         *self.after_watch.lock().unwrap() = Some(Box::new(f));
     }
 
     /// Runs `f` once, right after the next committed swap and before it is reported.
-    pub fn after_swap(&self, f: impl FnOnce(&FakeRawStore) + Send + 'static) {
+    pub(crate) fn after_swap(&self, f: impl FnOnce(&FakeRawStore) + Send + 'static) {
         *self.after_swap.lock().unwrap() = Some(Box::new(f));
     }
 
     /// Swaps that committed.
-    pub fn swaps(&self) -> usize {
+    pub(crate) fn swaps(&self) -> usize {
         self.swaps.load(Ordering::SeqCst)
     }
 
-    pub fn raw(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) fn raw(&self, key: &str) -> Option<Vec<u8>> {
         self.data.lock().unwrap().get(key).map(|(v, _)| v.clone())
     }
 
-    pub fn put(&self, key: &str, value: Vec<u8>) {
+    pub(crate) fn put(&self, key: &str, value: Vec<u8>) {
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
         self.data.lock().unwrap().insert(key.to_string(), (value, version));
     }
 
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.data.lock().unwrap().len()
     }
 
@@ -236,11 +236,11 @@ impl RawStore for FakeRawStore {
 /// The memory store, with switches: every call fails (a store outage);
 /// `spin_like` sends everything to a Spin-like store instead (see
 /// [`FakeRawStore`] for its own switches).
-pub struct TestKv {
-    pub inner: MemoryKv<FakeClock>,
-    pub spin: Enveloped<FakeRawStore, FakeClock>,
-    pub down: AtomicBool,
-    pub spin_like: AtomicBool,
+pub(crate) struct TestKv {
+    pub(crate) inner: MemoryKv<FakeClock>,
+    pub(crate) spin: Enveloped<FakeRawStore, FakeClock>,
+    pub(crate) down: AtomicBool,
+    pub(crate) spin_like: AtomicBool,
 }
 
 impl TestKv {
@@ -293,14 +293,14 @@ impl KvStore for TestKv {
 }
 
 /// Fake ports bundled for the pipeline.
-pub struct FakePorts {
-    pub kv: TestKv,
-    pub http: FakeHttp,
-    pub clock: FakeClock,
+pub(crate) struct FakePorts {
+    pub(crate) kv: TestKv,
+    pub(crate) http: FakeHttp,
+    pub(crate) clock: FakeClock,
 }
 
 impl FakePorts {
-    pub fn new(http: FakeHttp) -> Self {
+    pub(crate) fn new(http: FakeHttp) -> Self {
         let clock = FakeClock::default();
         Self {
             kv: TestKv {

@@ -17,7 +17,7 @@ const SHARDS: usize = 32;
 type Shard<K, V> = Mutex<HashMap<K, Entry<V>>>;
 type Guard<'a, K, V> = MutexGuard<'a, HashMap<K, Entry<V>>>;
 
-pub struct ExpiringMap<K, V> {
+pub(crate) struct ExpiringMap<K, V> {
     shards: Box<[Shard<K, V>]>,
     hasher: RandomState,
     per_shard: usize,
@@ -43,7 +43,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
     /// A map holding at most about `max_entries` entries.
-    pub fn new(max_entries: usize) -> Self {
+    pub(crate) fn new(max_entries: usize) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Self { shards, hasher: RandomState::new(), per_shard: max_entries.div_ceil(SHARDS).max(1) }
     }
@@ -52,7 +52,7 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
         lock(&self.shards[self.hasher.hash_one(key) as usize % SHARDS])
     }
 
-    pub fn get<Q>(&self, key: &Q, now: Duration) -> Option<V>
+    pub(crate) fn get<Q>(&self, key: &Q, now: Duration) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -60,13 +60,13 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
         self.shard(key).get(key).filter(|e| e.live(now)).map(|e| e.value.clone())
     }
 
-    pub fn insert(&self, key: K, value: V, expires_at: Option<Duration>, now: Duration) {
+    pub(crate) fn insert(&self, key: K, value: V, expires_at: Option<Duration>, now: Duration) {
         let mut shard = self.shard(&key);
         make_room(&mut shard, &key, self.per_shard, now);
         shard.insert(key, Entry { value, expires_at });
     }
 
-    pub fn remove<Q>(&self, key: &Q)
+    pub(crate) fn remove<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -76,7 +76,7 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
 
     /// Replaces the entry with `new` only if its live value equals
     /// `current` (`None`: only if absent or expired), atomically.
-    pub fn compare_and_swap(
+    pub(crate) fn compare_and_swap(
         &self,
         key: K,
         current: Option<&V>,
@@ -100,7 +100,7 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
     /// Reads the live values of `keys` and replaces them with what `f`
     /// returns, as one step: the shards involved stay locked throughout
     /// (taken in index order, so concurrent callers cannot deadlock).
-    pub fn update_many<R>(
+    pub(crate) fn update_many<R>(
         &self,
         keys: &[K],
         now: Duration,
@@ -134,7 +134,7 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
     }
 
     /// Drops every expired entry; returns how many stay and how many went.
-    pub fn purge(&self, now: Duration) -> (usize, usize) {
+    pub(crate) fn purge(&self, now: Duration) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(kept, gone), s| {
             let mut shard = lock(s);
             let before = shard.len();
@@ -143,8 +143,9 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
         })
     }
 
-    /// Live entries (for tests and metrics).
-    pub fn len(&self, now: Duration) -> usize {
+    /// Live entries.
+    #[cfg(test)]
+    pub(crate) fn len(&self, now: Duration) -> usize {
         self.shards.iter().map(|s| lock(s).values().filter(|e| e.live(now)).count()).sum()
     }
 }

@@ -2,7 +2,7 @@
 //! write id, a choice of target.
 
 /// Entropy for one request: a request id, a trace id, a span id and a choice.
-pub struct Entropy([u8; 48]);
+pub(crate) struct Entropy([u8; 48]);
 
 thread_local! {
     /// xoshiro256++ state, seeded once per thread from the platform
@@ -15,7 +15,7 @@ thread_local! {
 impl Entropy {
     /// Fresh random bytes. `fallback` (e.g. the clock) seeds the generator
     /// if the platform's randomness ever fails, so ids still differ.
-    pub fn draw(fallback: u128) -> Self {
+    pub(crate) fn draw(fallback: u128) -> Self {
         let mut state = RNG.with(|r| r.get()).unwrap_or_else(|| seed(fallback));
         let mut bytes = [0u8; 48];
         for chunk in bytes.chunks_mut(8) {
@@ -26,12 +26,12 @@ impl Entropy {
     }
 
     /// The 48 random bytes.
-    pub fn bytes(&self) -> &[u8; 48] {
+    pub(crate) fn bytes(&self) -> &[u8; 48] {
         &self.0
     }
 
     /// A uniform random number for choices such as the upstream target.
-    pub fn choice(&self) -> u64 {
+    pub(crate) fn choice(&self) -> u64 {
         let mut b = [0u8; 8];
         b.copy_from_slice(&self.0[40..48]);
         u64::from_le_bytes(b)

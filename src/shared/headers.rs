@@ -5,7 +5,7 @@ use http::HeaderName;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
 /// plus `host`, which the gateway sets from the origin's address.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"

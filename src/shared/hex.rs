@@ -8,7 +8,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Appends the lower-case hex of `bytes` to `s`.
-pub fn push_hex(s: &mut String, bytes: &[u8]) {
+pub(crate) fn push_hex(s: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(char::from(DIGITS[(b >> 4) as usize]));

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 /// Who the caller is, as the origin and the rate limiter will see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
-    pub provider: String,
+    pub(crate) provider: String,
     /// `sub` for tokens, the consumer id for API keys.
-    pub subject: String,
-    pub groups: Vec<String>,
-    pub scopes: Vec<String>,
+    pub(crate) subject: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) scopes: Vec<String>,
     /// A token's claims (empty for API keys).
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub(crate) claims: serde_json::Map<String, serde_json::Value>,
 }

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 /// Why a request path was refused (always the client's fault: 400).
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error("the request path must start with `/`")]
     NotAbsolute,
     #[error("the request path has a malformed percent-escape")]
@@ -26,7 +26,7 @@ pub enum PathError {
 }
 
 /// Normalises an origin-form path (without the query).
-pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+pub(crate) fn normalize_path(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }

@@ -15,35 +15,36 @@ use serde::Serialize;
 /// Who caused a failure; logs (and metrics) count by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub(crate) enum Source {
     /// The request itself (4xx).
     Client,
     /// An origin or an identity provider.
     Upstream,
     /// The key-value store.
     Store,
-    /// The gateway (its config).
+    /// The gateway (its config; only the edge compiles a config per request).
+    #[cfg_attr(not(any(test, feature = "edge-p2", feature = "edge-p3")), allow(dead_code))]
     Internal,
 }
 
 /// The answer an error gives.
 #[derive(Debug, Clone)]
-pub struct Problem {
-    pub status: StatusCode,
+pub(crate) struct Problem {
+    pub(crate) status: StatusCode,
     /// The problem type: `urn:portcullis:problem:<slug>`.
-    pub slug: &'static str,
+    pub(crate) slug: &'static str,
     /// What the client may see.
-    pub detail: Cow<'static, str>,
-    pub source: Source,
+    pub(crate) detail: Cow<'static, str>,
+    pub(crate) source: Source,
     /// Whether the same request may succeed on another attempt (another
     /// target): nothing reached an origin, or nothing was answered.
-    pub retryable: bool,
+    pub(crate) retryable: bool,
     /// Headers the answer carries (`Allow`, `WWW-Authenticate`, `Retry-After` …).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// An error that knows its answer.
-pub trait Answer: std::fmt::Display {
+pub(crate) trait Answer: std::fmt::Display {
     fn problem(&self) -> Problem;
 }
 
@@ -59,16 +60,21 @@ struct Document<'a> {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<Cow<'static, str>>, source: Source) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        slug: &'static str,
+        detail: impl Into<Cow<'static, str>>,
+        source: Source,
+    ) -> Self {
         Self { status, slug, detail: detail.into(), source, retryable: false, headers: Vec::new() }
     }
 
-    pub fn retryable(mut self) -> Self {
+    pub(crate) fn retryable(mut self) -> Self {
         self.retryable = true;
         self
     }
 
-    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+    pub(crate) fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
     }
@@ -76,7 +82,7 @@ impl Problem {
     /// The answer: a problem document (framed by length: a client has it
     /// whole even if the connection is reset after it, as happens when a
     /// request body was left unread), its headers, never cached.
-    pub fn to_response(&self, request_id: &HeaderValue) -> Response<Bytes> {
+    pub(crate) fn to_response(&self, request_id: &HeaderValue) -> Response<Bytes> {
         let document = Document {
             kind: format!("urn:portcullis:problem:{}", self.slug),
             title: self.status.canonical_reason().unwrap_or("Error"),

@@ -3,6 +3,8 @@
 //! test host — in front of the same real loopback origin, with the same
 //! config (`gateway.toml`). A case that behaves differently anywhere fails.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test: processes, files and clocks
+
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -369,6 +371,9 @@ async fn node() {
 /// atomics; like Spin's Redis backend).
 async fn test_host(flavour: &str) {
     let home = format!("edge {flavour}");
+    if !support::edge::ready(&format!("edge_wasi_{flavour}"), &[&format!("conformance-{flavour}")]) {
+        return;
+    }
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
     let idp = tokens::idp().await;
     let edge = homes::edge(flavour, &origin, &idp, &[]);
@@ -406,6 +411,9 @@ async fn real_spin(test: &str, flavour: &str, redis: bool) {
         support::notice(&format!("{test}: skipped: set PORTCULLIS_SPIN to a Spin CLI to run the real-Spin homes"));
         return;
     };
+    if !support::edge::ready(test, &[&format!("conformance-{flavour}")]) {
+        return;
+    }
     let home = format!("spin {flavour}{}", if redis { " + redis" } else { "" });
     let origin = Origin::start("127.0.0.1:0").await.expect("origin");
     let idp = tokens::idp().await;
@@ -445,6 +453,9 @@ async fn spin_shipped_manifests() {
         support::notice("spin_shipped_manifests: skipped: set PORTCULLIS_SPIN to a Spin CLI");
         return;
     };
+    if !support::edge::ready("spin_shipped_manifests", &["portcullis-p2", "portcullis-p3"]) {
+        return;
+    }
     for manifest in ["spin.toml", "edge-deploy/spin-p3.toml"] {
         let app = support::spin::up_manifest(&spin, &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest));
         let reply = support::send(app.addr, support::get("/no/such/route")).await;

@@ -8,9 +8,35 @@ use std::process::{Child, Command, Stdio};
 
 /// A component under `target/edge/`, built by `make components`.
 pub fn component(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/edge").join(format!("{name}.wasm"));
+    let path = component_path(name);
     assert!(path.exists(), "{} is missing: build the components first (`make components`)", path.display());
     path
+}
+
+fn component_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/edge").join(format!("{name}.wasm"))
+}
+
+/// Whether the edge homes of `test` can run: the components it needs are
+/// built. Without them a plain `cargo test` skips the edge homes with a
+/// notice; `make test` sets `PORTCULLIS_REQUIRE_EDGE`, and then a missing
+/// component fails loudly.
+pub fn ready(test: &str, components: &[&str]) -> bool {
+    let missing: Vec<String> =
+        components.iter().map(|c| component_path(c)).filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PORTCULLIS_REQUIRE_EDGE").is_none(),
+        "{test}: missing {} (`make components` builds them)",
+        missing.join(", ")
+    );
+    super::notice(&format!(
+        "{test}: skipped: the components are not built (`make components`): {}",
+        missing.join(", ")
+    ));
+    false
 }
 
 /// The test host binary: `PORTCULLIS_EDGE_HOST`, or the one cargo built

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::{AuthError, Challenge, Identity};
 use crate::config::auth::ApiKeyProvider;
 
-pub fn verify(keys: &ApiKeyProvider, key: &str, challenge: &Challenge) -> Result<Arc<Identity>, AuthError> {
+pub(crate) fn verify(keys: &ApiKeyProvider, key: &str, challenge: &Challenge) -> Result<Arc<Identity>, AuthError> {
     let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     match keys.consumers.get(&digest) {
         Some(consumer) => Ok(consumer.clone()),

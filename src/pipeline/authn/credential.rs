@@ -6,7 +6,7 @@ use http::{HeaderValue, Request, Uri};
 
 use crate::config::auth::TokenSource;
 
-pub enum Found<'s> {
+pub(crate) enum Found<'s> {
     None,
     /// Present but unusable: answered 400 `invalid_request`.
     Malformed(String),
@@ -18,7 +18,7 @@ pub enum Found<'s> {
 type Seen = Option<Result<String, String>>;
 
 /// The first source that holds a credential.
-pub fn find<'s, B>(sources: &'s [TokenSource], req: &Request<B>) -> Found<'s> {
+pub(crate) fn find<'s, B>(sources: &'s [TokenSource], req: &Request<B>) -> Found<'s> {
     for source in sources {
         let seen = match source {
             TokenSource::Bearer => bearer(req),
@@ -122,7 +122,7 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Removes the credential a source found.
-pub fn strip<B>(source: &TokenSource, req: &mut Request<B>) {
+pub(crate) fn strip<B>(source: &TokenSource, req: &mut Request<B>) {
     match source {
         TokenSource::Bearer => {
             req.headers_mut().remove(AUTHORIZATION);

@@ -34,10 +34,10 @@ const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// How often a request waiting for another's fetch looks for the result.
 const PEER_POLL: Duration = Duration::from_millis(20);
 /// Larger key sets are refused.
-pub const MAX_JWKS_BYTES: usize = 1 << 20;
+pub(crate) const MAX_JWKS_BYTES: usize = 1 << 20;
 
 /// What a lookup found.
-pub enum KeyLookup {
+pub(crate) enum KeyLookup {
     Found(Arc<DecodingKey>),
     /// Keys are available, but none for this `kid`/algorithm.
     Unknown,
@@ -46,7 +46,7 @@ pub enum KeyLookup {
 }
 
 #[derive(Default)]
-pub struct JwksCache {
+pub(crate) struct JwksCache {
     sets: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
@@ -91,18 +91,18 @@ struct Key {
 /// times in ms since the epoch.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Stored {
-    pub attempted_at_ms: u64,
+pub(crate) struct Stored {
+    pub(crate) attempted_at_ms: u64,
     /// Set while an instance fetches: its deadline. Others wait for the
     /// result until then, and take over once it has passed.
-    pub claimed_until_ms: Option<u64>,
-    pub fetched_at_ms: Option<u64>,
-    pub fresh_until_ms: Option<u64>,
-    pub jwks: Option<String>,
+    pub(crate) claimed_until_ms: Option<u64>,
+    pub(crate) fetched_at_ms: Option<u64>,
+    pub(crate) fresh_until_ms: Option<u64>,
+    pub(crate) jwks: Option<String>,
 }
 
 /// The key-value key for a JWKS URL.
-pub fn kv_key(uri: &str) -> String {
+pub(crate) fn kv_key(uri: &str) -> String {
     store_key(&["pc1:jwks:"], &Sha256::digest(uri.as_bytes()))
 }
 
@@ -200,7 +200,7 @@ impl JwksCache {
     }
 
     /// The key for a token's `kid` and algorithm.
-    pub async fn key<P: Ports>(
+    pub(crate) async fn key<P: Ports>(
         &self,
         ports: &P,
         uri: &Uri,

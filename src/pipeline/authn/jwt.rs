@@ -19,7 +19,7 @@ use super::{AuthCaches, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest}
 use crate::config::auth::{JwtProvider, KeySource};
 use crate::ports::{Clock, KvStore, Ports, store_key};
 
-pub async fn verify<P: Ports>(
+pub(crate) async fn verify<P: Ports>(
     name: &str,
     p: &JwtProvider,
     token: &str,
@@ -152,7 +152,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 }
 
 /// The key-value entry for a verified token (`kv-schema/verified-tokens.md`).
-pub fn token_key(digest: &[u8; 32]) -> String {
+pub(crate) fn token_key(digest: &[u8; 32]) -> String {
     store_key(&["pc1:tok:"], digest)
 }
 

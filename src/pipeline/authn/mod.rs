@@ -20,18 +20,18 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use crate::config::auth::Challenge;
+pub(crate) use crate::config::auth::Challenge;
 use crate::config::auth::{AuthConfig, ConsumerField, ProviderKind, RouteAuth};
 use crate::ports::Ports;
 use crate::shared::cache::ExpiringMap;
-pub use crate::shared::identity::Identity;
+pub(crate) use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
 
-pub use jwks::JwksCache;
+pub(crate) use jwks::JwksCache;
 
 /// The longest a verified token stays cached, whatever its `exp`: a key
 /// removed from the JWKS stops accepting tokens within this time.
-pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(300);
+pub(crate) const TOKEN_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// Why a request is not allowed, in RFC 6750 terms.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl Answer for AuthError {
 /// store, see [`Ports::SHORT_LIVED`]).
 pub struct AuthCaches {
     /// Key sets depend only on their URL, so they outlive a config reload.
-    pub jwks: Arc<JwksCache>,
+    pub(crate) jwks: Arc<JwksCache>,
     /// Verified tokens depend on the providers' rules: a reload starts afresh.
     tokens: ExpiringMap<[u8; 32], Arc<Identity>>,
 }
@@ -93,7 +93,7 @@ impl AuthCaches {
 
 /// Removes every header a provider forwards identity in: only the gateway
 /// sets them, on every route, public ones included.
-pub fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) {
+pub(crate) fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) {
     for name in &auth.identity_headers {
         headers.remove(name);
     }
@@ -196,7 +196,7 @@ fn claim_equals(value: &serde_json::Value, accepted: &str) -> bool {
 }
 
 /// Phase 5: the identity against the route's scopes, claims and groups.
-pub fn authorize(route: &RouteAuth, identity: &Identity) -> Result<(), AuthError> {
+pub(crate) fn authorize(route: &RouteAuth, identity: &Identity) -> Result<(), AuthError> {
     let missing: Vec<&str> = route.scopes.iter().filter(|s| !identity.scopes.contains(s)).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(AuthError::InsufficientScope { scope: route.scopes.join(" "), challenge: route.challenge.clone() });
@@ -218,7 +218,7 @@ pub fn authorize(route: &RouteAuth, identity: &Identity) -> Result<(), AuthError
 }
 
 /// The `WWW-Authenticate` values for an error (one per scheme offered).
-pub fn www_authenticate(err: &AuthError) -> Vec<HeaderValue> {
+pub(crate) fn www_authenticate(err: &AuthError) -> Vec<HeaderValue> {
     let (challenge, params) = match err {
         AuthError::Missing { challenge } => (challenge, String::new()),
         AuthError::InvalidToken { description, challenge } => {

@@ -4,6 +4,8 @@
 //! for WASI 0.3), so tests and benchmarks exercise the real component
 //! without Spin; and it runs `cargo test` binaries for wasm32-wasip2.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the test host: files, sockets and clocks are its job
+
 mod host;
 mod kv;
 mod outbound;
