@@ -4,6 +4,7 @@
 //! parsed algorithms, decoded keys, hashed consumer keys.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,124 +224,17 @@ impl Compiler<'_> {
         let key = format!("auth.jwt.{name}");
         let r = raw.get_ref();
         let before = self.errors.len();
-        if r.issuer.get_ref().trim().is_empty() {
-            self.error(r.issuer.span(), format!("{key}.issuer"), "must not be empty");
-        }
-        if r.audiences.is_empty() {
-            self.error(
-                raw.span(),
-                format!("{key}.audiences"),
-                "list at least one audience: tokens for other APIs must not pass",
-            );
-        }
-        let algorithms: Vec<Algorithm> = r
-            .algorithms
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| {
-                let parsed = parse_algorithm(a.get_ref());
-                self.check(a.span(), &format!("{key}.algorithms[{i}]"), parsed)
-            })
-            .collect();
-        if r.algorithms.is_empty() {
-            self.error(raw.span(), format!("{key}.algorithms"), "list the accepted algorithms, e.g. [\"RS256\"]");
-        }
-        let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
-        let keys = match (&r.jwks_uri, r.keys.is_empty(), &r.hmac_secret) {
-            (Some(uri), true, None) => {
-                let k = format!("{key}.jwks_uri");
-                let text = self.value(uri, &k)?;
-                let parsed = text
-                    .parse::<Uri>()
-                    .ok()
-                    .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
-                    .ok_or_else(|| format!("`{text}` is not an http(s) URL"));
-                KeySource::Jwks(self.check(uri.span(), &k, parsed)?)
-            }
-            (None, false, None) => {
-                let mut keys = Vec::new();
-                for (i, k) in r.keys.iter().enumerate() {
-                    let parsed = decode_pem(k.get_ref().pem.get_ref());
-                    if let Some(decoded) = self.check(k.get_ref().pem.span(), &format!("{key}.keys[{i}].pem"), parsed) {
-                        keys.push(StaticKey { kid: k.get_ref().kid.clone(), key: Arc::new(decoded) });
-                    }
-                }
-                if keys.len() > 1 && keys.iter().any(|k| k.kid.is_none()) {
-                    self.error(raw.span(), format!("{key}.keys"), "with several keys, each needs a `kid`");
-                }
-                KeySource::Static(keys)
-            }
-            (None, true, Some(secret)) => {
-                let k = format!("{key}.hmac_secret");
-                let text = secret.get_ref().trim();
-                let only_placeholder =
-                    text.starts_with("{{") && text.ends_with("}}") && vars::placeholders_in(text).count() == 1;
-                if !only_placeholder {
-                    self.error(
-                        secret.span(),
-                        &k,
-                        "secrets never go in the config file: write `hmac_secret = \"{{ name }}\"` and set the variable (node: PORTCULLIS_VAR_NAME, edge: Spin variable)",
-                    );
-                    return None;
-                }
-                let value = self.value(secret, &k)?;
-                if value.len() < MIN_HMAC_SECRET {
-                    self.error(
-                        secret.span(),
-                        &k,
-                        format!("the secret is {} bytes; HMAC needs at least {MIN_HMAC_SECRET}", value.len()),
-                    );
-                }
-                KeySource::Hmac(Arc::new(DecodingKey::from_secret(value.as_bytes())))
-            }
-            _ => {
-                self.error(raw.span(), key.clone(), "give exactly one of `jwks_uri`, `keys` or `hmac_secret`");
-                return None;
-            }
-        };
-        // An HMAC secret only with HS*, public keys never with HS*: no
-        // algorithm confusion (an HS256 token "signed" with a public key).
-        match &keys {
-            KeySource::Hmac(_) if hmac != algorithms.len() => {
-                self.error(raw.span(), format!("{key}.algorithms"), "an hmac_secret verifies only HS256/HS384/HS512");
-            }
-            KeySource::Jwks(_) | KeySource::Static(_) if hmac > 0 => {
-                self.error(
-                    raw.span(),
-                    format!("{key}.algorithms"),
-                    "HS256/HS384/HS512 need `hmac_secret`, never public keys",
-                );
-            }
-            _ => {}
-        }
-        if let KeySource::Static(list) = &keys {
-            for k in list {
-                if !algorithms.iter().any(|a| a.family() == k.key.family()) {
-                    self.error(raw.span(), format!("{key}.keys"), "a key's type matches none of the `algorithms`");
-                }
-            }
-        }
+        self.jwt_audience(&key, raw);
+        let algorithms = self.jwt_algorithms(&key, raw);
+        let keys = self.jwt_keys(&key, raw)?;
+        self.keys_fit_algorithms(&key, raw.span(), &keys, &algorithms);
         let leeway = self.duration(&r.leeway, &format!("{key}.leeway"), DEFAULT_LEEWAY);
         let required_claims = match &r.required_claims {
             None => vec!["exp".to_string()],
             Some(list) => list.iter().map(|c| c.get_ref().clone()).collect(),
         };
-        let sources = if r.token_from.is_empty() {
-            vec![TokenSource::Bearer]
-        } else {
-            r.token_from
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| self.token_source(s, &format!("{key}.token_from[{i}]")))
-                .collect()
-        };
-        let mut forward_claims = Vec::new();
-        for (header, claim) in &r.forward_claims {
-            let k = format!("{key}.forward_claims.{}", header.get_ref());
-            if let Some(h) = self.check(header.span(), &k, parse_header_name(header.get_ref())) {
-                forward_claims.push((h, claim.get_ref().clone()));
-            }
-        }
+        let sources = self.token_sources(&key, &r.token_from);
+        let forward_claims = self.forward_claims(&key, &r.forward_claims);
         let max_token_size =
             self.size(r.max_token_size.clone(), &format!("{key}.max_token_size"), DEFAULT_MAX_TOKEN_SIZE);
         let jwks_cache = self.jwks_policy(&r.jwks_cache, &format!("{key}.jwks_cache"));
@@ -358,6 +252,149 @@ impl Compiler<'_> {
             max_token_size: usize::try_from(max_token_size).unwrap_or(usize::MAX),
             jwks_cache,
         })
+    }
+
+    /// Who the tokens come from and whom they are for: both required.
+    fn jwt_audience(&mut self, key: &str, raw: &Spanned<RawJwt>) {
+        let r = raw.get_ref();
+        if r.issuer.get_ref().trim().is_empty() {
+            self.error(r.issuer.span(), format!("{key}.issuer"), "must not be empty");
+        }
+        if r.audiences.is_empty() {
+            self.error(
+                raw.span(),
+                format!("{key}.audiences"),
+                "list at least one audience: tokens for other APIs must not pass",
+            );
+        }
+    }
+
+    fn jwt_algorithms(&mut self, key: &str, raw: &Spanned<RawJwt>) -> Vec<Algorithm> {
+        let r = raw.get_ref();
+        if r.algorithms.is_empty() {
+            self.error(raw.span(), format!("{key}.algorithms"), "list the accepted algorithms, e.g. [\"RS256\"]");
+        }
+        r.algorithms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let parsed = parse_algorithm(a.get_ref());
+                self.check(a.span(), &format!("{key}.algorithms[{i}]"), parsed)
+            })
+            .collect()
+    }
+
+    /// Where the keys come from: exactly one of a JWKS URL, inline keys or
+    /// an HMAC secret.
+    fn jwt_keys(&mut self, key: &str, raw: &Spanned<RawJwt>) -> Option<KeySource> {
+        let r = raw.get_ref();
+        match (&r.jwks_uri, r.keys.is_empty(), &r.hmac_secret) {
+            (Some(uri), true, None) => self.jwks_uri(&format!("{key}.jwks_uri"), uri),
+            (None, false, None) => Some(self.static_keys(key, raw)),
+            (None, true, Some(secret)) => self.hmac_secret(&format!("{key}.hmac_secret"), secret),
+            _ => {
+                self.error(raw.span(), key, "give exactly one of `jwks_uri`, `keys` or `hmac_secret`");
+                None
+            }
+        }
+    }
+
+    fn jwks_uri(&mut self, key: &str, uri: &Spanned<String>) -> Option<KeySource> {
+        let text = self.value(uri, key)?;
+        let parsed = text
+            .parse::<Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+            .ok_or_else(|| format!("`{text}` is not an http(s) URL"));
+        Some(KeySource::Jwks(self.check(uri.span(), key, parsed)?))
+    }
+
+    fn static_keys(&mut self, key: &str, raw: &Spanned<RawJwt>) -> KeySource {
+        let mut keys = Vec::new();
+        for (i, k) in raw.get_ref().keys.iter().enumerate() {
+            let parsed = decode_pem(k.get_ref().pem.get_ref());
+            if let Some(decoded) = self.check(k.get_ref().pem.span(), &format!("{key}.keys[{i}].pem"), parsed) {
+                keys.push(StaticKey { kid: k.get_ref().kid.clone(), key: Arc::new(decoded) });
+            }
+        }
+        if keys.len() > 1 && keys.iter().any(|k| k.kid.is_none()) {
+            self.error(raw.span(), format!("{key}.keys"), "with several keys, each needs a `kid`");
+        }
+        KeySource::Static(keys)
+    }
+
+    /// An HMAC secret, only ever from a placeholder, long enough to be one.
+    fn hmac_secret(&mut self, key: &str, secret: &Spanned<String>) -> Option<KeySource> {
+        let text = secret.get_ref().trim();
+        let only_placeholder =
+            text.starts_with("{{") && text.ends_with("}}") && vars::placeholders_in(text).count() == 1;
+        if !only_placeholder {
+            self.error(
+                secret.span(),
+                key,
+                "secrets never go in the config file: write `hmac_secret = \"{{ name }}\"` and set the variable (node: PORTCULLIS_VAR_NAME, edge: Spin variable)",
+            );
+            return None;
+        }
+        let value = self.value(secret, key)?;
+        if value.len() < MIN_HMAC_SECRET {
+            self.error(
+                secret.span(),
+                key,
+                format!("the secret is {} bytes; HMAC needs at least {MIN_HMAC_SECRET}", value.len()),
+            );
+        }
+        Some(KeySource::Hmac(Arc::new(DecodingKey::from_secret(value.as_bytes()))))
+    }
+
+    /// An HMAC secret only with HS*, public keys never with HS*, and every
+    /// key usable with one of the algorithms: no algorithm confusion (an
+    /// HS256 token "signed" with a public key).
+    fn keys_fit_algorithms(&mut self, key: &str, span: Range<usize>, keys: &KeySource, algorithms: &[Algorithm]) {
+        let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
+        match keys {
+            KeySource::Hmac(_) if hmac != algorithms.len() => {
+                self.error(span.clone(), format!("{key}.algorithms"), "an hmac_secret verifies only HS256/HS384/HS512");
+            }
+            KeySource::Jwks(_) | KeySource::Static(_) if hmac > 0 => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.algorithms"),
+                    "HS256/HS384/HS512 need `hmac_secret`, never public keys",
+                );
+            }
+            _ => {}
+        }
+        if let KeySource::Static(list) = keys {
+            for k in list {
+                if !algorithms.iter().any(|a| a.family() == k.key.family()) {
+                    self.error(span.clone(), format!("{key}.keys"), "a key's type matches none of the `algorithms`");
+                }
+            }
+        }
+    }
+
+    /// Where tokens are read from; `Authorization: Bearer` by default.
+    fn token_sources(&mut self, key: &str, raw: &[Spanned<RawTokenSource>]) -> Vec<TokenSource> {
+        if raw.is_empty() {
+            return vec![TokenSource::Bearer];
+        }
+        raw.iter().enumerate().filter_map(|(i, s)| self.token_source(s, &format!("{key}.token_from[{i}]"))).collect()
+    }
+
+    fn forward_claims(
+        &mut self,
+        key: &str,
+        raw: &BTreeMap<Spanned<String>, Spanned<String>>,
+    ) -> Vec<(HeaderName, String)> {
+        let mut forward = Vec::new();
+        for (header, claim) in raw {
+            let k = format!("{key}.forward_claims.{}", header.get_ref());
+            if let Some(h) = self.check(header.span(), &k, parse_header_name(header.get_ref())) {
+                forward.push((h, claim.get_ref().clone()));
+            }
+        }
+        forward
     }
 
     fn jwks_policy(&mut self, raw: &RawJwksCache, key: &str) -> JwksPolicy {

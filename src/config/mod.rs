@@ -445,76 +445,21 @@ impl Compiler<'_> {
         };
         let path = raw.path.get_ref().clone();
         let params = self.check(raw.path.span(), &key("path"), template::path_params(&path)).unwrap_or_default();
-        let methods = raw.methods.as_ref().map(|list| {
-            if list.is_empty() {
-                self.error(
-                    r.span(),
-                    key("methods"),
-                    "an empty list allows nothing; leave `methods` out to allow every method",
-                );
-            }
-            let mut methods: Vec<Method> = Vec::new();
-            for (j, m) in list.iter().enumerate() {
-                let parsed = parse_method(m.get_ref());
-                if let Some(m) = self.check(m.span(), &format!("routes[{i}].methods[{j}]"), parsed)
-                    && !methods.contains(&m)
-                {
-                    methods.push(m);
-                }
-            }
-            methods
-        });
-        let service_name = raw.service.get_ref();
-        let service = services.iter().position(|s| *s == service_name);
-        if service.is_none() {
-            let known = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
-            self.error(
-                raw.service.span(),
-                key("service"),
-                format!(
-                    "no service named `{service_name}` (defined: {})",
-                    if known.is_empty() { "none" } else { &known }
-                ),
-            );
-        }
-        let rewrite = match (&raw.strip_prefix, &raw.rewrite) {
-            (Some(p), Some(_)) => {
-                self.error(p.span(), key("strip_prefix"), "give either `strip_prefix` or `rewrite`, not both");
-                PathRewrite::Keep
-            }
-            (Some(p), None) => {
-                let checked = check_strip_prefix(p.get_ref(), &path);
-                self.check(p.span(), &key("strip_prefix"), checked).map_or(PathRewrite::Keep, PathRewrite::StripPrefix)
-            }
-            (None, Some(t)) => {
-                let parsed = Template::parse(t.get_ref(), &params);
-                self.check(t.span(), &key("rewrite"), parsed).map_or(PathRewrite::Keep, PathRewrite::Template)
-            }
-            (None, None) => PathRewrite::Keep,
-        };
+        let methods = raw.methods.as_ref().map(|list| self.route_methods(i, r.span(), list));
+        let service = self.route_service(&key("service"), &raw.service, services);
+        let rewrite = self.route_rewrite(&key, raw, &path, &params);
         let max_body_size = self.size(raw.max_body_size.clone(), &key("max_body_size"), g.max_body_size);
         let request_headers = self.header_ops(&raw.request_headers, &key("request_headers"));
         let response_headers = self.header_ops(&raw.response_headers, &key("response_headers"));
         let route_auth = raw.auth.as_ref().and_then(|a| self.route_auth(a, &key("auth"), auth));
         let route_limits = self.route_limits(&raw.limits, &key("limits"), rate_limits);
-        let name = match &raw.name {
-            Some(n) if n.get_ref().trim().is_empty() => {
-                self.error(n.span(), key("name"), "must not be empty");
-                String::new()
-            }
-            Some(n) => n.get_ref().clone(),
-            None => match &host {
-                HostPattern::Any => path.clone(),
-                HostPattern::Exact(h) => format!("{h}{path}"),
-                HostPattern::Wildcard(s) => format!("*{s}{path}"),
-            },
-        };
+        let name = self.route_name(&key("name"), raw.name.as_ref(), &host, &path);
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,
             path,
             methods,
-            service: service.unwrap_or_default(),
+            service,
             rewrite,
             max_body_size,
             request_headers,
@@ -522,6 +467,79 @@ impl Compiler<'_> {
             auth: route_auth,
             rate_limits: route_limits,
         })
+    }
+
+    /// A route's `methods`: each a method, none twice; an empty list allows nothing.
+    fn route_methods(&mut self, i: usize, span: Range<usize>, list: &[Spanned<String>]) -> Vec<Method> {
+        if list.is_empty() {
+            self.error(
+                span,
+                format!("routes[{i}].methods"),
+                "an empty list allows nothing; leave `methods` out to allow every method",
+            );
+        }
+        let mut methods: Vec<Method> = Vec::new();
+        for (j, m) in list.iter().enumerate() {
+            let parsed = parse_method(m.get_ref());
+            if let Some(m) = self.check(m.span(), &format!("routes[{i}].methods[{j}]"), parsed)
+                && !methods.contains(&m)
+            {
+                methods.push(m);
+            }
+        }
+        methods
+    }
+
+    /// The index of a route's service, which must be defined.
+    fn route_service(&mut self, key: &str, name: &Spanned<String>, services: &[&String]) -> usize {
+        if let Some(index) = services.iter().position(|s| *s == name.get_ref()) {
+            return index;
+        }
+        let known = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+        let known = if known.is_empty() { "none".to_string() } else { known };
+        self.error(name.span(), key, format!("no service named `{}` (defined: {known})", name.get_ref()));
+        0
+    }
+
+    /// How the path changes on the way: `strip_prefix` or a `rewrite` template, not both.
+    fn route_rewrite(
+        &mut self,
+        key: &impl Fn(&str) -> String,
+        raw: &RawRoute,
+        path: &str,
+        params: &[String],
+    ) -> PathRewrite {
+        match (&raw.strip_prefix, &raw.rewrite) {
+            (Some(p), Some(_)) => {
+                self.error(p.span(), key("strip_prefix"), "give either `strip_prefix` or `rewrite`, not both");
+                PathRewrite::Keep
+            }
+            (Some(p), None) => {
+                let checked = check_strip_prefix(p.get_ref(), path);
+                self.check(p.span(), &key("strip_prefix"), checked).map_or(PathRewrite::Keep, PathRewrite::StripPrefix)
+            }
+            (None, Some(t)) => {
+                let parsed = Template::parse(t.get_ref(), params);
+                self.check(t.span(), &key("rewrite"), parsed).map_or(PathRewrite::Keep, PathRewrite::Template)
+            }
+            (None, None) => PathRewrite::Keep,
+        }
+    }
+
+    /// The route's name, or one made of its host and path.
+    fn route_name(&mut self, key: &str, name: Option<&Spanned<String>>, host: &HostPattern, path: &str) -> String {
+        match name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                self.error(n.span(), key, "must not be empty");
+                String::new()
+            }
+            Some(n) => n.get_ref().clone(),
+            None => match host {
+                HostPattern::Any => path.to_string(),
+                HostPattern::Exact(h) => format!("{h}{path}"),
+                HostPattern::Wildcard(s) => format!("*{s}{path}"),
+            },
+        }
     }
 
     fn header_ops(&mut self, raw: &RawHeaderOps, key: &str) -> HeaderOps {

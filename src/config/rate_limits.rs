@@ -16,8 +16,6 @@ use crate::shared::gcra::Rate;
 pub(crate) struct RateLimit {
     pub(crate) name: String,
     pub(crate) rate: Rate,
-    /// The rate as written (`100/minute`), for logs.
-    pub(crate) text: String,
     pub(crate) key: LimitKey,
     /// Cost of one request. Default: 1.
     pub(crate) cost: u64,
@@ -80,83 +78,80 @@ fn parse_rate(text: &str) -> Result<(u64, u64), String> {
 
 impl Compiler<'_> {
     pub(super) fn limits(&mut self, raw: &BTreeMap<String, Spanned<RawLimit>>) -> Vec<RateLimit> {
-        let mut out = Vec::new();
-        for (name, spanned) in raw {
-            let key = format!("limits.{name}");
-            let r = spanned.get_ref();
-            let before = self.errors.len();
-            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                self.error(
-                    spanned.span(),
-                    key.clone(),
-                    "policy names are letters, digits, `_` and `-` (they go into store keys)",
-                );
-            }
-            let parsed = self.check(r.rate.span(), &format!("{key}.rate"), parse_rate(r.rate.get_ref()));
-            let burst = r.burst.as_ref().map(|b| *b.get_ref());
-            if let Some(b) = &r.burst
-                && *b.get_ref() == 0
-            {
-                self.error(b.span(), format!("{key}.burst"), "must be at least 1");
-            }
-            let limit_key = match r.key.as_ref().map(|k| k.get_ref().as_str()) {
-                None | Some("client_ip") => Some(LimitKey::ClientIp),
-                Some("consumer") => Some(LimitKey::Consumer),
-                Some("subject") => Some(LimitKey::Subject),
-                Some(other) => match other.strip_prefix("header:") {
-                    Some(h) => self
-                        .check(
-                            r.key.as_ref().map_or(spanned.span(), |k| k.span()),
-                            &format!("{key}.key"),
-                            parse_header_name(h),
-                        )
-                        .map(LimitKey::Header),
-                    None => {
-                        let span = r.key.as_ref().map_or(spanned.span(), |k| k.span());
-                        self.error(
-                            span,
-                            format!("{key}.key"),
-                            format!("`{other}`: count by client_ip, consumer, subject or header:<name>"),
-                        );
-                        None
-                    }
-                },
-            };
-            let cost = r.cost.as_ref().map_or(1, |c| *c.get_ref());
-            let fail_open = self.either(
-                r.on_store_error.as_ref(),
+        raw.iter().filter_map(|(name, spanned)| self.limit(name, spanned)).collect()
+    }
+
+    /// One `[limits.NAME]` policy; `None` (with its errors recorded) if invalid.
+    fn limit(&mut self, name: &str, spanned: &Spanned<RawLimit>) -> Option<RateLimit> {
+        let key = format!("limits.{name}");
+        let r = spanned.get_ref();
+        let before = self.errors.len();
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            self.error(
                 spanned.span(),
-                format!("{key}.on_store_error"),
-                ("allow", "fail open"),
-                ("deny", "fail closed"),
+                key.clone(),
+                "policy names are letters, digits, `_` and `-` (they go into store keys)",
             );
-            let exact = self.either(
-                r.consistency.as_ref(),
-                spanned.span(),
-                format!("{key}.consistency"),
-                ("exact", "compare-and-swap"),
-                ("best_effort", "stores without atomics"),
-            );
-            if self.errors.len() != before {
-                continue;
-            }
-            let (Some((count, period_us)), Some(limit_key)) = (parsed, limit_key) else { continue };
-            let Some(rate) = Rate::new(count, period_us, burst.unwrap_or(count)) else { continue };
-            let window = rate.window_us().div_ceil(1_000_000).max(1);
-            out.push(RateLimit {
-                policy_item: format!("\"{name}\";q={};w={window}", rate.burst),
-                name: name.clone(),
-                rate,
-                text: r.rate.get_ref().clone(),
-                key: limit_key,
-                cost,
-                groups: r.groups.clone(),
-                fail_open,
-                exact,
-                legacy_headers: r.legacy_headers,
-            });
         }
-        out
+        let parsed = self.check(r.rate.span(), &format!("{key}.rate"), parse_rate(r.rate.get_ref()));
+        let burst = r.burst.as_ref().map(|b| *b.get_ref());
+        if let Some(b) = &r.burst
+            && *b.get_ref() == 0
+        {
+            self.error(b.span(), format!("{key}.burst"), "must be at least 1");
+        }
+        let limit_key = self.limit_key(&key, spanned);
+        let cost = r.cost.as_ref().map_or(1, |c| *c.get_ref());
+        let fail_open = self.either(
+            r.on_store_error.as_ref(),
+            spanned.span(),
+            format!("{key}.on_store_error"),
+            ("allow", "fail open"),
+            ("deny", "fail closed"),
+        );
+        let exact = self.either(
+            r.consistency.as_ref(),
+            spanned.span(),
+            format!("{key}.consistency"),
+            ("exact", "compare-and-swap"),
+            ("best_effort", "stores without atomics"),
+        );
+        if self.errors.len() != before {
+            return None;
+        }
+        let ((count, period_us), limit_key) = (parsed?, limit_key?);
+        let rate = Rate::new(count, period_us, burst.unwrap_or(count))?;
+        let window = rate.window_us().div_ceil(1_000_000).max(1);
+        Some(RateLimit {
+            policy_item: format!("\"{name}\";q={};w={window}", rate.burst),
+            name: name.to_string(),
+            rate,
+            key: limit_key,
+            cost,
+            groups: r.groups.clone(),
+            fail_open,
+            exact,
+            legacy_headers: r.legacy_headers,
+        })
+    }
+
+    /// What a policy counts by: client_ip (the default), consumer, subject or header:<name>.
+    fn limit_key(&mut self, key: &str, spanned: &Spanned<RawLimit>) -> Option<LimitKey> {
+        let raw = spanned.get_ref().key.as_ref();
+        let span = raw.map_or(spanned.span(), |k| k.span());
+        match raw.map(|k| k.get_ref().as_str()) {
+            None | Some("client_ip") => Some(LimitKey::ClientIp),
+            Some("consumer") => Some(LimitKey::Consumer),
+            Some("subject") => Some(LimitKey::Subject),
+            Some(other) => match other.strip_prefix("header:") {
+                Some(h) => self.check(span, &format!("{key}.key"), parse_header_name(h)).map(LimitKey::Header),
+                None => {
+                    let message = format!("`{other}`: count by client_ip, consumer, subject or header:<name>");
+                    self.error(span, format!("{key}.key"), message);
+                    None
+                }
+            },
+        }
     }
 
     /// A two-way setting: the first option (true) when absent, the second

@@ -10,9 +10,12 @@
 //! us about the client, error-code mapping and body buffering.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the edge adapter
 
+// The SDKs' export macros write the component's ABI glue, which is unsafe code.
 #[cfg(feature = "edge-p2")]
+#[allow(unsafe_code)]
 mod p2;
 #[cfg(feature = "edge-p3")]
+#[allow(unsafe_code)]
 mod p3;
 
 use std::io::Write;
@@ -25,12 +28,16 @@ use http_body::Body;
 
 use crate::config::{Config, Variables, vars};
 use crate::pipeline::Downstream;
+#[cfg(feature = "edge-p2")]
+use crate::pipeline::accept::AcceptError;
 use crate::pipeline::error::GatewayError;
 use crate::pipeline::ids::request_id;
 use crate::pipeline::log::AccessLog;
-use crate::ports::{KvError, ReadBodyError, UpstreamError, read_body};
+use crate::ports::enveloped::{Enveloped, RawStore};
+use crate::ports::{HttpClient, KvError, Ports, ReadBodyError, UpstreamError, read_body};
 use crate::shared::entropy::Entropy;
 use crate::shared::problem::Answer;
+use crate::system_clock::{Sleep, SystemClock};
 
 /// How much more of an over-long request body is read (and dropped) so that
 /// the connection can end cleanly.
@@ -58,8 +65,19 @@ fn compile(vars: &Variables) -> Result<Config, String> {
 
 /// The answer to every request while the config is invalid.
 fn misconfigured<B: From<Bytes>>(reason: &str, headers: &HeaderMap) -> Response<B> {
+    answer(&GatewayError::Misconfigured(reason.to_string()), headers)
+}
+
+/// The answer to a request the component cannot even read as HTTP.
+#[cfg(feature = "edge-p2")]
+fn refused<B: From<Bytes>>(reason: &'static str, headers: &HeaderMap) -> Response<B> {
+    answer(&GatewayError::Accept(AcceptError::RequestLine(reason)), headers)
+}
+
+/// A problem answer from outside the pipeline, with the request's id.
+fn answer<B: From<Bytes>>(err: &GatewayError, headers: &HeaderMap) -> Response<B> {
     let id = request_id(headers.get("x-request-id"), &Entropy::draw(0));
-    let mut resp = GatewayError::Misconfigured(reason.to_string()).problem().to_response(&id);
+    let mut resp = err.problem().to_response(&id);
     resp.headers_mut().insert("x-request-id", id);
     resp.map(B::from)
 }
@@ -84,6 +102,32 @@ fn downstream(headers: &mut HeaderMap, scheme: Option<&str>) -> Downstream {
 
 fn kv_error(e: impl std::fmt::Display) -> KvError {
     KvError(e.to_string())
+}
+
+/// The edge's ports: Spin key-value (sealed in envelopes: it expires
+/// nothing), outbound `wasi:http`, and the WASI clocks with the flavour's
+/// way of waiting.
+struct EdgePorts<S, H, W> {
+    kv: Enveloped<S, SystemClock<W>>,
+    http: H,
+}
+
+impl<S: RawStore, H: HttpClient, W: Sleep> Ports for EdgePorts<S, H, W> {
+    /// A WASI 0.2 instance serves one request: verified tokens are shared
+    /// through the key-value store (measured in `benches/README.md`).
+    const SHORT_LIVED: bool = cfg!(feature = "edge-p2");
+    type Kv = Enveloped<S, SystemClock<W>>;
+    type Http = H;
+    type Clock = SystemClock<W>;
+    fn kv(&self) -> &Self::Kv {
+        &self.kv
+    }
+    fn http(&self) -> &H {
+        &self.http
+    }
+    fn clock(&self) -> &SystemClock<W> {
+        &self.kv.clock
+    }
 }
 
 /// Writes a finished access-log line to stdout (Spin's component log).

@@ -21,13 +21,16 @@ use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
 
-use super::{buffer_unsized, compile, downstream, emit, kv_error, misconfigured, upstream_error, variable_names};
+use super::{
+    EdgePorts, buffer_unsized, compile, downstream, emit, kv_error, misconfigured, refused, upstream_error,
+    variable_names,
+};
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
-use crate::ports::{HttpClient, KvError, Ports, UpstreamError, UpstreamOptions};
+use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions};
 use crate::system_clock::{Sleep, SystemClock};
 
 type Chunks = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>;
@@ -65,7 +68,13 @@ pub(crate) type EdgeBody = GatewayBody<Stream>;
 /// The component's entry point: one request, start to finish.
 #[spin_sdk::http_component]
 async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
-    let (mut parts, body) = into_http(incoming);
+    let (mut parts, body) = match into_http(incoming) {
+        Ok(request) => request,
+        Err((reason, headers)) => {
+            let resp = refused::<EdgeBody>(reason, &headers);
+            return respond(out, resp.map(Logged::unlogged)).await;
+        }
+    };
     let scheme = parts.uri.scheme_str().map(str::to_string);
     let downstream = downstream(&mut parts.headers, scheme.as_deref());
     let mut vars = Variables::new();
@@ -83,45 +92,58 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
-    let ports = EdgePorts { kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep) } };
+    let ports =
+        EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep) } };
     let exchange = pipeline::handle(&gateway, &ports, req, downstream).await;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     respond(out, exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))).await;
 }
 
-/// The `wasi:http` request as `http` types, its body still streaming.
-fn into_http(incoming: IncomingRequest) -> (http::request::Parts, Stream) {
+/// The `wasi:http` request as `http` types, its body still streaming; or
+/// why it cannot be one (a method or a path the `http` crate refuses, which
+/// Spin's server would not normally let through), with its headers.
+fn into_http(incoming: IncomingRequest) -> Result<(http::request::Parts, Stream), (&'static str, HeaderMap)> {
+    let headers = http_headers(incoming.headers().entries());
+    let Some(method) = method_from_wasi(&incoming.method()) else {
+        return Err(("the request method is not a token", headers));
+    };
     let scheme = match incoming.scheme() {
         Some(Scheme::Https) => "https",
         _ => "http",
     };
     let authority = incoming.authority().unwrap_or_default();
     let path = incoming.path_with_query().unwrap_or_else(|| "/".into());
-    let mut builder = Request::builder().method(method_from_wasi(&incoming.method()));
-    // A URI the http crate rejects keeps only its path; routing then refuses it.
-    builder = match format!("{scheme}://{authority}{path}").parse::<http::Uri>() {
-        Ok(uri) => builder.uri(uri),
-        Err(_) => builder.uri(path.parse::<http::Uri>().unwrap_or_default()),
+    // An authority the http crate rejects is left out (the `Host` header
+    // still names the host); a path it rejects refuses the request.
+    let uri = match format!("{scheme}://{authority}{path}").parse::<http::Uri>() {
+        Ok(uri) => uri,
+        Err(_) => match path.parse::<http::Uri>() {
+            Ok(uri) => uri,
+            Err(_) => return Err(("the request target is not a valid path", headers)),
+        },
     };
+    let (mut parts, ()) = Request::builder().method(method).uri(uri).body(()).unwrap_or_default().into_parts();
+    parts.headers = headers;
+    let body = Stream { chunks: chunks(incoming.into_body_stream()), _response: None };
+    Ok((parts, body))
+}
+
+/// `wasi:http` fields as a header map (fields `http` refuses are dropped).
+fn http_headers(entries: Vec<(String, Vec<u8>)>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (name, value) in incoming.headers().entries() {
+    for (name, value) in entries {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
             headers.append(n, v);
         }
     }
-    let (mut parts, ()) = builder.body(()).unwrap_or_default().into_parts();
-    parts.headers = headers;
-    let body = Stream { chunks: chunks(incoming.into_body_stream()), _response: None };
-    (parts, body)
+    headers
 }
 
-/// Sends the head, then streams the body; the body logs itself when dropped.
-async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, fn(AccessLog)>>) {
-    let (parts, mut body) = resp.into_parts();
-    let outgoing = OutgoingResponse::new(fields(&parts.headers));
-    let _ = outgoing.set_status_code(parts.status.as_u16());
-    let mut sink = outgoing.take_body();
-    out.set(outgoing);
+/// Copies a body into a `wasi:http` sink until either ends.
+async fn pump<B>(mut body: B, mut sink: impl futures::Sink<Vec<u8>> + Unpin)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     while let Some(frame) = body.frame().await {
         let Ok(Some(data)) = frame.map(|f| f.into_data().ok()) else {
             break;
@@ -132,6 +154,16 @@ async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, fn(Acces
     }
 }
 
+/// Sends the head, then streams the body; the body logs itself when dropped.
+async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, fn(AccessLog)>>) {
+    let (parts, body) = resp.into_parts();
+    let outgoing = OutgoingResponse::new(fields(&parts.headers));
+    let _ = outgoing.set_status_code(parts.status.as_u16());
+    let sink = outgoing.take_body();
+    out.set(outgoing);
+    pump(body, sink).await;
+}
+
 /// Header fields for `wasi:http`; the pipeline already dropped the fields it forbids.
 fn fields(headers: &HeaderMap) -> Fields {
     let list: Vec<(String, Vec<u8>)> =
@@ -139,8 +171,9 @@ fn fields(headers: &HeaderMap) -> Fields {
     Fields::from_list(&list).unwrap_or_else(|_| Fields::new())
 }
 
-fn method_from_wasi(m: &Method) -> http::Method {
-    match m {
+/// The method, or `None` for one that is not an HTTP token.
+fn method_from_wasi(m: &Method) -> Option<http::Method> {
+    Some(match m {
         Method::Get => http::Method::GET,
         Method::Head => http::Method::HEAD,
         Method::Post => http::Method::POST,
@@ -150,8 +183,8 @@ fn method_from_wasi(m: &Method) -> http::Method {
         Method::Options => http::Method::OPTIONS,
         Method::Trace => http::Method::TRACE,
         Method::Patch => http::Method::PATCH,
-        Method::Other(s) => http::Method::from_bytes(s.as_bytes()).unwrap_or(http::Method::GET),
-    }
+        Method::Other(s) => return http::Method::from_bytes(s.as_bytes()).ok(),
+    })
 }
 
 fn method_to_wasi(m: &http::Method) -> Method {
@@ -191,30 +224,6 @@ impl Sleep for SpinSleep {
     }
 }
 
-type SpinKv = Enveloped<SpinStore, SystemClock<SpinSleep>>;
-
-struct EdgePorts {
-    kv: SpinKv,
-}
-
-impl Ports for EdgePorts {
-    /// A WASI 0.2 instance serves one request: verified tokens are shared
-    /// through the key-value store (measured in `benches/README.md`).
-    const SHORT_LIVED: bool = true;
-    type Kv = SpinKv;
-    type Http = SpinHttp;
-    type Clock = SystemClock<SpinSleep>;
-    fn kv(&self) -> &SpinKv {
-        &self.kv
-    }
-    fn http(&self) -> &SpinHttp {
-        &SpinHttp
-    }
-    fn clock(&self) -> &SystemClock<SpinSleep> {
-        &self.kv.clock
-    }
-}
-
 /// Outbound HTTP through `wasi:http/outgoing-handler@0.2.0`, called
 /// directly because the SDK's `send` cannot pass timeouts.
 pub(crate) struct SpinHttp;
@@ -224,7 +233,7 @@ impl HttpClient for SpinHttp {
 
     async fn send(&self, req: Request<EdgeBody>, opts: &UpstreamOptions) -> Result<Response<EdgeBody>, UpstreamError> {
         let req = buffer_unsized(req, opts.max_request_body).await?;
-        let (mut parts, mut body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         parts.headers.remove(header::HOST);
         let outgoing = OutgoingRequest::new(fields(&parts.headers));
         let scheme = if parts.uri.scheme_str() == Some("https") { Scheme::Https } else { Scheme::Http };
@@ -235,30 +244,15 @@ impl HttpClient for SpinHttp {
         if !set {
             return Err(UpstreamError::Protocol(format!("wasi:http refused the request line for {}", parts.uri)));
         }
-        let mut sink = outgoing.take_body();
+        let sink = outgoing.take_body();
         let options = RequestOptions::new();
         let _ = options.set_connect_timeout(Some(nanos(opts.connect_timeout)));
         let _ = options.set_first_byte_timeout(Some(nanos(opts.request_timeout)));
         let pending = outgoing_handler::handle(outgoing, Some(options))
             .map_err(|code| upstream_error!(code, ErrorCode, opts.request_timeout))?;
-        let upload = async move {
-            while let Some(frame) = body.frame().await {
-                let Ok(Some(data)) = frame.map(|f| f.into_data().ok()) else {
-                    break;
-                };
-                if sink.send(data.to_vec()).await.is_err() {
-                    break;
-                }
-            }
-        };
-        let (answer, ()) = futures::join!(incoming_response(pending), upload);
+        let (answer, ()) = futures::join!(incoming_response(pending), pump(body, sink));
         let resp = answer.map_err(|code| upstream_error!(code, ErrorCode, opts.request_timeout))?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in resp.headers().entries() {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
-                headers.append(n, v);
-            }
-        }
+        let headers = http_headers(resp.headers().entries());
         let status = http::StatusCode::from_u16(resp.status())
             .map_err(|_| UpstreamError::Protocol(format!("status {}", resp.status())))?;
         let body = Stream { chunks: chunks(resp.take_body_stream()), _response: Some(resp) };

@@ -16,13 +16,15 @@ use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::{IncomingRequestBody, IncomingResponseBody, RequestOptionsExtension};
 
-use super::{buffer_unsized, compile, downstream, emit, kv_error, misconfigured, upstream_error, variable_names};
+use super::{
+    EdgePorts, buffer_unsized, compile, downstream, emit, kv_error, misconfigured, upstream_error, variable_names,
+};
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
-use crate::ports::{HttpClient, KvError, Ports, UpstreamError, UpstreamOptions};
+use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions};
 use crate::system_clock::{Sleep, SystemClock};
 
 /// A body streamed from the host: a request's or a response's.
@@ -89,7 +91,7 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(Stream::Request(body), Some(probe.clone())));
-    let ports = EdgePorts { kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep) } };
+    let ports = EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep) } };
     let exchange = pipeline::handle(gateway, &ports, req, downstream).await;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
@@ -102,27 +104,6 @@ pub(crate) struct SpinSleep;
 impl Sleep for SpinSleep {
     async fn sleep(&self, duration: Duration) {
         spin_sdk::time::sleep(duration).await;
-    }
-}
-
-type SpinKv = Enveloped<SpinStore, SystemClock<SpinSleep>>;
-
-struct EdgePorts {
-    kv: SpinKv,
-}
-
-impl Ports for EdgePorts {
-    type Kv = SpinKv;
-    type Http = SpinHttp;
-    type Clock = SystemClock<SpinSleep>;
-    fn kv(&self) -> &SpinKv {
-        &self.kv
-    }
-    fn http(&self) -> &SpinHttp {
-        &SpinHttp
-    }
-    fn clock(&self) -> &SystemClock<SpinSleep> {
-        &self.kv.clock
     }
 }
 

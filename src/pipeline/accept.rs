@@ -25,6 +25,10 @@ pub(crate) enum AcceptError {
     BadContentLength,
     #[error("the request body is {size} bytes, more than the {limit} allowed")]
     BodyTooLarge { size: u64, limit: u64 },
+    /// A method or target the `http` types refuse (an adapter's check).
+    #[cfg(feature = "edge-p2")]
+    #[error("{0}")]
+    RequestLine(&'static str),
 }
 
 impl Answer for AcceptError {
@@ -35,6 +39,8 @@ impl Answer for AcceptError {
             }
             Self::Path(_) => (StatusCode::BAD_REQUEST, "bad-path"),
             Self::BadContentLength => (StatusCode::BAD_REQUEST, "bad-request"),
+            #[cfg(feature = "edge-p2")]
+            Self::RequestLine(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
         };
         Problem::new(status, slug, self.to_string(), Source::Client)

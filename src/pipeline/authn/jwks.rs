@@ -184,6 +184,17 @@ fn freshness(cache_control: Option<&HeaderValue>, policy: &JwksPolicy) -> Durati
 }
 
 impl Entry {
+    /// A key from a set that is still fresh.
+    fn fresh_key(&self, now: Duration, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
+        let state = self.snapshot();
+        state.set.as_ref().filter(|s| s.fresh_until > now).and_then(|s| s.find(kid, alg))
+    }
+
+    /// The set, if it may still be served (fresh, or stale within `stale_for`).
+    fn usable(&self, now: Duration, policy: &JwksPolicy) -> Option<Arc<KeySet>> {
+        self.snapshot().set.filter(|s| s.usable(now, policy))
+    }
+
     fn snapshot(&self) -> State {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -210,75 +221,91 @@ impl JwksCache {
     ) -> KeyLookup {
         let uri_text = uri.to_string();
         let entry = self.entry(&uri_text);
-        let mut now = ports.clock().now();
-        let fresh_key =
-            |state: &State| state.set.as_ref().filter(|s| s.fresh_until > now).and_then(|s| s.find(kid, alg));
-
-        // 1. Memory.
-        let state = entry.snapshot();
-        if let Some(key) = fresh_key(&state) {
+        let now = ports.clock().now();
+        // 1. Memory, then the shared store: what another instance fetched or tried.
+        if let Some(key) = entry.fresh_key(now, kid, alg) {
             return KeyLookup::Found(key);
         }
-        // 2. The shared store: what another instance fetched or tried.
         let stored = load(ports, &uri_text).await;
-        if let Some((stored, _)) = &stored {
-            adopt(&entry, stored);
+        if let Some((record, _)) = &stored {
+            adopt(&entry, record);
         }
-        let state = entry.snapshot();
-        if let Some(key) = fresh_key(&state) {
+        if let Some(key) = entry.fresh_key(now, kid, alg) {
             return KeyLookup::Found(key);
         }
-        // 3. The IdP, once at a time, and not too often.
+        // 2. The IdP, one request of this process at a time; the others
+        // wait for its result.
         if entry.fetching.swap(true, Ordering::AcqRel) {
             let deadline = now.saturating_add(policy.fetch_timeout);
             while entry.fetching.load(Ordering::Acquire) && ports.clock().now() < deadline {
                 ports.clock().sleep(PEER_POLL).await;
             }
-            let set = entry.snapshot().set.filter(|s| s.usable(now, policy));
-            return lookup(set.as_deref(), kid, alg);
+            return lookup(entry.usable(now, policy).as_deref(), kid, alg);
         }
         let _fetching = Fetching(&entry.fetching);
-        let state = entry.snapshot();
-        if let Some(key) = fresh_key(&state) {
+        if let Some(key) = entry.fresh_key(now, kid, alg) {
             return KeyLookup::Found(key);
         }
-        let mut set = state.set.clone().filter(|s| s.usable(now, policy));
-        let mut seen = stored;
-        // Another instance is fetching right now: its result is what we
-        // need. If it misses its deadline, we take over.
-        if let Some(until) = seen.as_ref().and_then(|(s, _)| s.claim_deadline(now, policy)) {
-            seen = await_peer(ports, &entry, &uri_text, until).await;
-            set = entry.snapshot().set.filter(|s| s.usable(now, policy));
+        let refresh = Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy };
+        lookup(refresh.run(stored, now).await.as_deref(), kid, alg)
+    }
+}
+
+/// One request's turn to bring a key set up to date, across instances
+/// sharing the store.
+struct Refresh<'a, P> {
+    ports: &'a P,
+    uri: &'a Uri,
+    uri_text: &'a str,
+    entry: &'a Entry,
+    policy: &'a JwksPolicy,
+}
+
+impl<P: Ports> Refresh<'_, P> {
+    /// Waits for another instance's fetch if one is under way (taking over
+    /// once it misses its deadline), else fetches if the last attempt is
+    /// far enough behind. Returns the usable set after it.
+    async fn run(&self, mut seen: Option<(Stored, Vec<u8>)>, mut now: Duration) -> Option<Arc<KeySet>> {
+        if let Some(until) = seen.as_ref().and_then(|(s, _)| s.claim_deadline(now, self.policy)) {
+            seen = await_peer(self.ports, self.entry, self.uri_text, until).await;
             if seen.as_ref().is_none_or(|(s, _)| s.claimed_until_ms.is_none()) {
-                return lookup(set.as_deref(), kid, alg);
+                return self.entry.usable(now, self.policy);
             }
-            now = ports.clock().now();
+            now = self.ports.clock().now();
         }
-        let gap = if set.is_some() { policy.refetch_interval } else { UNAVAILABLE_RETRY };
-        let last = entry.snapshot().last_attempt;
+        let set = self.entry.usable(now, self.policy);
+        let gap = if set.is_some() { self.policy.refetch_interval } else { UNAVAILABLE_RETRY };
         let abandoned = seen.as_ref().is_some_and(|(s, _)| s.claimed_until_ms.is_some());
-        if abandoned || last.is_none_or(|t| now >= t.saturating_add(gap)) {
-            entry.update(|s| s.last_attempt = Some(now));
-            // Claim the attempt in the shared store first: of many instances
-            // (or nodes) that decide to fetch at once, one does.
-            let seen_bytes = seen.as_ref().map(|(_, bytes)| bytes.as_slice());
-            if claim(ports, &uri_text, seen_bytes, now, set.as_deref(), policy).await {
-                match fetch(ports, uri, policy, now).await {
-                    Some(fetched) => {
-                        let fetched = Arc::new(fetched);
-                        entry.update(|s| s.set = Some(fetched.clone()));
-                        save(ports, &uri_text, now, Some(&fetched), policy).await;
-                        set = Some(fetched);
-                    }
-                    // Done, in vain: release whoever waits on the claim.
-                    None => save(ports, &uri_text, now, set.as_deref(), policy).await,
-                }
-            } else {
-                await_peer(ports, &entry, &uri_text, now.saturating_add(policy.fetch_timeout)).await;
-                set = entry.snapshot().set.filter(|s| s.usable(now, policy));
+        let due = self.entry.snapshot().last_attempt.is_none_or(|t| now >= t.saturating_add(gap));
+        if !abandoned && !due {
+            return set;
+        }
+        self.attempt(seen.as_ref().map(|(_, bytes)| bytes.as_slice()), set, now).await
+    }
+
+    /// Claims the fetch in the shared store first (of many instances, or
+    /// nodes, that decide to fetch at once, one does), then fetches and
+    /// stores the outcome; or, claimed by another, waits for its result.
+    async fn attempt(&self, seen: Option<&[u8]>, set: Option<Arc<KeySet>>, now: Duration) -> Option<Arc<KeySet>> {
+        let (ports, uri, policy) = (self.ports, self.uri_text, self.policy);
+        self.entry.update(|s| s.last_attempt = Some(now));
+        if !claim(ports, uri, seen, now, set.as_deref(), policy).await {
+            await_peer(ports, self.entry, uri, now.saturating_add(policy.fetch_timeout)).await;
+            return self.entry.usable(now, policy);
+        }
+        match fetch(ports, self.uri, policy, now).await {
+            Some(fetched) => {
+                let fetched = Arc::new(fetched);
+                self.entry.update(|s| s.set = Some(fetched.clone()));
+                save(ports, uri, now, Some(&fetched), policy).await;
+                Some(fetched)
+            }
+            None => {
+                // Done, in vain: release whoever waits on the claim.
+                save(ports, uri, now, set.as_deref(), policy).await;
+                set
             }
         }
-        lookup(set.as_deref(), kid, alg)
     }
 }
 

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
 use super::jwks::KeyLookup;
 use super::{AuthCaches, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest};
-use crate::config::auth::{JwtProvider, KeySource};
+use crate::config::auth::{JwtProvider, KeySource, StaticKey};
 use crate::ports::{Clock, KvStore, Ports, store_key};
 
 pub(crate) async fn verify<P: Ports>(
@@ -27,105 +27,20 @@ pub(crate) async fn verify<P: Ports>(
     ports: &P,
     challenge: &Challenge,
 ) -> Result<Arc<Identity>, AuthError> {
-    let invalid =
-        |description: &str| AuthError::InvalidToken { description: description.into(), challenge: challenge.clone() };
+    let invalid = |description: &str| invalid(description, challenge);
     if token.len() > p.max_token_size {
         return Err(invalid("the token is too large"));
     }
     let now = ports.clock().now();
     let digest = digest(name, token);
-    if let Some(identity) = caches.tokens.get(&digest, now) {
+    if let Some(identity) = cached(&digest, caches, ports, now).await {
         return Ok(identity);
     }
-    if P::SHORT_LIVED
-        && let Some((identity, until)) = shared_get(ports, &digest, now).await
-    {
-        caches.tokens.insert(digest, identity.clone(), Some(until), now);
-        return Ok(identity);
-    }
-
-    // Shape before anything else: three non-empty base64url segments.
-    let well_formed = token.split('.').count() == 3
-        && token
-            .split('.')
-            .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    if !well_formed {
-        return Err(invalid("the token is malformed"));
-    }
-    let header = decode_header(token).map_err(|_| invalid("the token is malformed"))?;
-    if !p.algorithms.contains(&header.alg) {
-        return Err(invalid("the token's algorithm is not accepted"));
-    }
-    let key = match &p.keys {
-        KeySource::Hmac(key) => key.clone(),
-        KeySource::Static(keys) => {
-            let fits = |k: &&crate::config::auth::StaticKey| k.key.family() == header.alg.family();
-            let found = match header.kid.as_deref() {
-                Some(kid) => keys.iter().filter(fits).find(|k| k.kid.as_deref() == Some(kid)),
-                None if keys.len() == 1 => keys.iter().find(fits),
-                None => None,
-            };
-            found.map(|k| k.key.clone()).ok_or_else(|| invalid("the token's signing key is unknown"))?
-        }
-        KeySource::Jwks(uri) => {
-            match caches.jwks.key(ports, uri, &p.jwks_cache, header.kid.as_deref(), header.alg).await {
-                KeyLookup::Found(key) => key,
-                KeyLookup::Unknown => return Err(invalid("the token's signing key is unknown")),
-                KeyLookup::Unavailable => return Err(AuthError::KeysUnavailable),
-            }
-        }
-    };
-    // The key's type decides the algorithm family: an HS256 token can never
-    // be checked against an RSA public key used as an HMAC secret.
-    if key.family() != header.alg.family() {
-        return Err(invalid("the token's algorithm does not match its key"));
-    }
-
-    let mut validation = Validation::new(header.alg);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.required_spec_claims.clear();
-    validation.set_issuer(&[&p.issuer]);
-    validation.set_audience(&p.audiences);
-    let claims = decode::<Map<String, Value>>(token, &key, &validation)
-        .map_err(|e| {
-            invalid(match e.kind() {
-                ErrorKind::InvalidSignature => "the token's signature is invalid",
-                ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
-                ErrorKind::InvalidAudience => "the token's audience is not accepted",
-                ErrorKind::MissingRequiredClaim(c) if c == "aud" => "the token's audience is not accepted",
-                ErrorKind::MissingRequiredClaim(c) if c == "iss" => "the token's issuer is not accepted",
-                _ => "the token is malformed",
-            })
-        })?
-        .claims;
-
-    let leeway = p.leeway.as_secs_f64();
-    let now_secs = now.as_secs_f64();
-    let time = |claim: &str| -> Result<Option<f64>, AuthError> {
-        match claims.get(claim) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| invalid(&format!("the token's `{claim}` is not a number"))),
-        }
-    };
-    let exp = time("exp")?;
-    if exp.is_some_and(|exp| now_secs >= exp + leeway) {
-        return Err(invalid("the token has expired"));
-    }
-    if time("nbf")?.is_some_and(|nbf| now_secs + leeway < nbf) {
-        return Err(invalid("the token is not valid yet"));
-    }
-    if let Some(missing) = p.required_claims.iter().find(|c| !claims.contains_key(c.as_str())) {
-        return Err(invalid(&format!("the token lacks the `{missing}` claim")));
-    }
-
-    let identity = Arc::new(Identity {
-        provider: name.to_string(),
-        subject: claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_string(),
-        groups: p.groups_claim.as_deref().map(|c| strings(claims.get(c))).unwrap_or_default(),
-        scopes: scopes(&claims),
-        claims,
-    });
+    let header = accepted_header(p, token).map_err(invalid)?;
+    let key = signing_key(p, &header, caches, ports).await.map_err(|e| e.into_error(challenge))?;
+    let claims = signed_claims(p, token, &key, header.alg).map_err(invalid)?;
+    let exp = check_times(p, &claims, now).map_err(|d| invalid(&d))?;
+    let identity = Arc::new(identity_of(name, p, claims));
     let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
     let until = exp.map_or(ceiling, |e| Duration::from_secs_f64(e.max(0.0)).min(ceiling));
     caches.tokens.insert(digest, identity.clone(), Some(until), now);
@@ -133,6 +48,152 @@ pub(crate) async fn verify<P: Ports>(
         shared_put(ports, &digest, &identity, until, now).await;
     }
     Ok(identity)
+}
+
+fn invalid(description: &str, challenge: &Challenge) -> AuthError {
+    AuthError::InvalidToken { description: description.into(), challenge: challenge.clone() }
+}
+
+/// A token verified before: in memory, or (where an instance lives one
+/// request) in the key-value store.
+async fn cached<P: Ports>(digest: &[u8; 32], caches: &AuthCaches, ports: &P, now: Duration) -> Option<Arc<Identity>> {
+    if let Some(identity) = caches.tokens.get(digest, now) {
+        return Some(identity);
+    }
+    if P::SHORT_LIVED
+        && let Some((identity, until)) = shared_get(ports, digest, now).await
+    {
+        caches.tokens.insert(*digest, identity.clone(), Some(until), now);
+        return Some(identity);
+    }
+    None
+}
+
+/// The header, if the token is shaped like a JWT (three non-empty base64url
+/// segments) and its algorithm is one the provider accepts.
+fn accepted_header(p: &JwtProvider, token: &str) -> Result<Header, &'static str> {
+    let well_formed = token.split('.').count() == 3
+        && token
+            .split('.')
+            .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    if !well_formed {
+        return Err("the token is malformed");
+    }
+    let header = decode_header(token).map_err(|_| "the token is malformed")?;
+    if !p.algorithms.contains(&header.alg) {
+        return Err("the token's algorithm is not accepted");
+    }
+    Ok(header)
+}
+
+/// Why no key could check a token.
+enum NoKey {
+    Unknown,
+    Mismatch,
+    Unavailable,
+}
+
+impl NoKey {
+    fn into_error(self, challenge: &Challenge) -> AuthError {
+        match self {
+            NoKey::Unknown => invalid("the token's signing key is unknown", challenge),
+            NoKey::Mismatch => invalid("the token's algorithm does not match its key", challenge),
+            NoKey::Unavailable => AuthError::KeysUnavailable,
+        }
+    }
+}
+
+/// The key for the token's `kid` and algorithm, from the provider's source.
+/// The key's type decides the algorithm family: an HS256 token can never be
+/// checked against an RSA public key used as an HMAC secret.
+async fn signing_key<P: Ports>(
+    p: &JwtProvider,
+    header: &Header,
+    caches: &AuthCaches,
+    ports: &P,
+) -> Result<Arc<DecodingKey>, NoKey> {
+    let key = match &p.keys {
+        KeySource::Hmac(key) => key.clone(),
+        KeySource::Static(keys) => {
+            let fits = |k: &&StaticKey| k.key.family() == header.alg.family();
+            let found = match header.kid.as_deref() {
+                Some(kid) => keys.iter().filter(fits).find(|k| k.kid.as_deref() == Some(kid)),
+                None if keys.len() == 1 => keys.iter().find(fits),
+                None => None,
+            };
+            found.map(|k| k.key.clone()).ok_or(NoKey::Unknown)?
+        }
+        KeySource::Jwks(uri) => {
+            match caches.jwks.key(ports, uri, &p.jwks_cache, header.kid.as_deref(), header.alg).await {
+                KeyLookup::Found(key) => key,
+                KeyLookup::Unknown => return Err(NoKey::Unknown),
+                KeyLookup::Unavailable => return Err(NoKey::Unavailable),
+            }
+        }
+    };
+    if key.family() != header.alg.family() {
+        return Err(NoKey::Mismatch);
+    }
+    Ok(key)
+}
+
+/// The claims, once the signature, issuer and audience check out.
+fn signed_claims(
+    p: &JwtProvider,
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+) -> Result<Map<String, Value>, &'static str> {
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.required_spec_claims.clear();
+    validation.set_issuer(&[&p.issuer]);
+    validation.set_audience(&p.audiences);
+    let data = decode::<Map<String, Value>>(token, key, &validation).map_err(|e| match e.kind() {
+        ErrorKind::InvalidSignature => "the token's signature is invalid",
+        ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
+        ErrorKind::InvalidAudience => "the token's audience is not accepted",
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => "the token's audience is not accepted",
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => "the token's issuer is not accepted",
+        _ => "the token is malformed",
+    })?;
+    Ok(data.claims)
+}
+
+/// `exp` and `nbf` against the Clock port (with the provider's leeway), and
+/// the claims the provider requires; returns `exp`.
+fn check_times(p: &JwtProvider, claims: &Map<String, Value>, now: Duration) -> Result<Option<f64>, String> {
+    let leeway = p.leeway.as_secs_f64();
+    let now_secs = now.as_secs_f64();
+    let time = |claim: &str| -> Result<Option<f64>, String> {
+        match claims.get(claim) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("the token's `{claim}` is not a number")),
+        }
+    };
+    let exp = time("exp")?;
+    if exp.is_some_and(|exp| now_secs >= exp + leeway) {
+        return Err("the token has expired".into());
+    }
+    if time("nbf")?.is_some_and(|nbf| now_secs + leeway < nbf) {
+        return Err("the token is not valid yet".into());
+    }
+    if let Some(missing) = p.required_claims.iter().find(|c| !claims.contains_key(c.as_str())) {
+        return Err(format!("the token lacks the `{missing}` claim"));
+    }
+    Ok(exp)
+}
+
+/// Who the verified claims say the caller is.
+fn identity_of(name: &str, p: &JwtProvider, claims: Map<String, Value>) -> Identity {
+    Identity {
+        provider: name.to_string(),
+        subject: claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_string(),
+        groups: p.groups_claim.as_deref().map(|c| strings(claims.get(c))).unwrap_or_default(),
+        scopes: scopes(&claims),
+        claims,
+    }
 }
 
 /// Scopes from `scope` (space-separated, RFC 8693) or `scp` (array or string).
