@@ -1,6 +1,6 @@
 //! Portcullis: an API gateway with one portable core and two homes.
 //!
-//! The core ([`config`], [`pipeline`], [`error`], [`ports`]) knows no runtime:
+//! The core ([`config`], [`pipeline`], [`ports`], [`shared`]) knows no runtime:
 //! it speaks [`http`] types, reads no clock and opens no socket, and awaits
 //! the [`ports`] for everything outside itself. Two thin adapters give it a
 //! home:
@@ -9,12 +9,8 @@
 //!   an in-memory or Redis key-value store;
 //! - `edge` (wasm32 with feature `edge-p3` or `edge-p2`): a Spin component.
 //!
-//! ```text
-//! routes/*.toml ─► config::Config (compiled once, swapped whole on reload)
-//!                          │ borrowed by each request
-//! request ─► adapter ─► pipeline::handle: accept ─► route ─► limits ─► transform ─► upstream ─► respond
-//!                          └─ ports: KvStore · HttpClient · Clock
-//! ```
+//! The request lifecycle, the import order between these modules and the
+//! decisions behind them are in `ARCHITECTURE.md` (one chart, kept true).
 
 #![deny(unsafe_code)]
 
