@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use toml::Spanned;
 
 use super::raw::{ClaimValues, RawApiKey, RawAuth, RawJwksCache, RawJwt, RawRouteAuth, RawTokenSource};
-use super::{Compiler, parse_header_name, vars};
+use super::{Compiler, Known, parse_header_name, vars};
 use crate::shared::identity::Identity;
 
 pub(crate) const DEFAULT_REALM: &str = "portcullis";
@@ -523,8 +523,9 @@ impl Compiler<'_> {
         &mut self,
         raw: &Spanned<RawRouteAuth>,
         key: &str,
-        auth: &AuthConfig,
+        known: &Known<'_>,
     ) -> Option<RouteAuth> {
+        let auth = known.auth;
         let r = raw.get_ref();
         let before = self.errors.len();
         if r.any_of.is_empty() {
@@ -536,20 +537,11 @@ impl Compiler<'_> {
         }
         let mut providers = Vec::new();
         for (i, name) in r.any_of.iter().enumerate() {
-            match auth.providers.iter().position(|p| &p.name == name.get_ref()) {
-                Some(p) => providers.push(p),
-                None => {
-                    let known: Vec<String> = auth.providers.iter().map(|p| format!("`{}`", p.name)).collect();
-                    self.error(
-                        name.span(),
-                        format!("{key}.any_of[{i}]"),
-                        format!(
-                            "no provider named `{}` (defined: {})",
-                            name.get_ref(),
-                            if known.is_empty() { "none".into() } else { known.join(", ") }
-                        ),
-                    );
-                }
+            let names = known.auth.providers.iter().map(|p| p.name.as_str());
+            if let Some(p) =
+                self.resolve(name, format!("{key}.any_of[{i}]"), "provider", names, &known.broken.providers)
+            {
+                providers.push(p);
             }
         }
         let claims = r

@@ -12,12 +12,13 @@ pub(crate) mod digest_write;
 pub mod rate_limits;
 pub(crate) mod raw;
 pub(crate) mod router;
+mod sections;
 pub mod spin;
 pub(crate) mod sweep;
 pub(crate) mod template;
 pub mod vars;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -185,20 +186,11 @@ impl Config {
     /// `vars`; `file` is only used to name it in errors.
     pub fn parse(text: &str, file: &str, vars: &Variables) -> Result<Config, ConfigErrors> {
         let mut c = Compiler { file, text, vars, errors: Vec::new() };
-        let raw: RawConfig = match toml::Deserializer::parse(text) {
-            Ok(de) => match serde_path_to_error::deserialize(de) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
-                    let span = e.inner().span().unwrap_or(0..0);
-                    c.error(span, key, e.inner().message());
-                    return Err(ConfigErrors(c.errors));
-                }
-            },
-            Err(e) => {
-                c.error(e.span().unwrap_or(0..0), "(syntax)", e.message());
-                return Err(ConfigErrors(c.errors));
-            }
+        // The whole file at once; if it does not fit, entry by entry, so
+        // that every independent mistake is reported in one run.
+        let raw = match toml::from_str::<RawConfig>(text) {
+            Ok(raw) => raw,
+            Err(_) => c.sections(),
         };
         c.finish(raw)
     }
@@ -225,6 +217,29 @@ impl Config {
     /// How many services and routes the config has (for `portcullis check`).
     pub fn size(&self) -> (usize, usize) {
         (self.services.len(), self.routes.len())
+    }
+}
+
+/// What routes may refer to: the compiled services, providers and
+/// policies, and the names of those that are defined but invalid.
+struct Known<'a> {
+    services: &'a [Service],
+    auth: &'a AuthConfig,
+    rate_limits: &'a [RateLimit],
+    broken: &'a Broken,
+}
+
+/// Names defined in the file whose entries did not parse or compile.
+#[derive(Default)]
+struct Broken {
+    services: Vec<String>,
+    providers: Vec<String>,
+    limits: Vec<String>,
+}
+
+impl From<&raw::Unparsed> for Broken {
+    fn from(u: &raw::Unparsed) -> Self {
+        Self { services: u.services.clone(), providers: u.providers.clone(), limits: u.limits.clone() }
     }
 }
 
@@ -268,56 +283,100 @@ impl Compiler<'_> {
         }
     }
 
+    /// Everything that parsed is compiled, and every error recorded; a
+    /// broken entry is left out, and references to it are not reported again.
     fn compile(&mut self, raw: RawConfig) -> Option<Config> {
         let gateway = self.gateway(raw.gateway);
-        let names: Vec<&String> = raw.services.keys().collect();
-        let services: Vec<Service> = raw.services.iter().filter_map(|(name, svc)| self.service(name, svc)).collect();
-        if services.len() != raw.services.len() {
-            // Route errors would only repeat "unknown service" for the broken ones.
-            return None;
+        let mut services = Vec::new();
+        let mut broken = Broken::from(&raw.unparsed);
+        for (name, svc) in &raw.services {
+            match self.service(name, svc) {
+                Some(s) => services.push(s),
+                None => broken.services.push(name.clone()),
+            }
         }
         let auth = self.auth(&raw.auth);
+        broken.providers.extend(raw.auth.jwt.keys().chain(raw.auth.api_key.keys()).cloned());
+        broken.providers.retain(|name| !auth.providers.iter().any(|p| &p.name == name));
         let rate_limits = self.limits(&raw.limits);
+        broken.limits.extend(raw.limits.keys().filter(|n| !rate_limits.iter().any(|l| &l.name == *n)).cloned());
         let sweep = self.sweep(&raw.sweep);
+        let known = Known { services: &services, auth: &auth, rate_limits: &rate_limits, broken: &broken };
         let mut routes = Vec::new();
-        let mut seen_names = HashSet::new();
-        for (i, r) in raw.routes.iter().enumerate() {
-            if let Some(route) = self.route(i, r, &names, &gateway, &auth, &rate_limits) {
-                if !seen_names.insert(route.name.clone()) {
+        let mut origins = Vec::new();
+        let mut seen_names = HashMap::new();
+        for (n, r) in raw.routes.iter().enumerate() {
+            let i = raw.route_indexes.get(n).copied().unwrap_or(n);
+            if let Some(route) = self.route(i, r, &gateway, &known) {
+                // A name made of the path is shared by routes that split one
+                // path by method; a name given that another route has is a mistake.
+                let given = r.get_ref().name.is_some();
+                if let Some(earlier_given) = seen_names.insert(route.name.clone(), given)
+                    && (given || earlier_given)
+                {
                     let span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
                     self.error(span, format!("routes[{i}].name"), format!("route name `{}` is used twice", route.name));
                 }
                 routes.push(route);
+                origins.push((i, r.get_ref().path.span()));
             }
         }
-        if routes.len() != raw.routes.len() {
-            return None;
-        }
-        let specs: Vec<RouteSpec<'_>> =
-            routes.iter().map(|r| RouteSpec { host: &r.host, path: &r.path, methods: r.methods.as_deref() }).collect();
-        match Router::build(&specs, gateway.default_host.clone()) {
-            Ok(router) => {
-                if let (Some(sw), Some(raw_sweep)) = (&sweep, &raw.sweep) {
-                    let shadowed = match router.find("", &sw.path, &Method::POST) {
-                        Ok(found) => Some(format!("route `{}`", routes[found.route].name)),
-                        Err(RouteError::MethodNotAllowed { .. }) => Some("a route".to_string()),
-                        Err(_) => None,
-                    };
-                    if let Some(route) = shadowed {
-                        let span = raw_sweep.get_ref().path.span();
-                        self.error(span, "sweep.path", format!("{route} also answers this path"));
-                    }
-                }
-                Some(Config { gateway, services, routes, router, auth, rate_limits, sweep })
-            }
+        let specs: Vec<RouteSpec<'_>> = routes
+            .iter()
+            .zip(&origins)
+            .map(|(r, (i, _))| RouteSpec {
+                file_index: *i,
+                host: &r.host,
+                path: &r.path,
+                methods: r.methods.as_deref(),
+            })
+            .collect();
+        let router = match Router::build(&specs, gateway.default_host.clone()) {
+            Ok(router) => router,
             Err(errors) => {
                 for e in errors {
-                    let span = raw.routes[e.route].get_ref().path.span();
-                    self.error(span, format!("routes[{}].path", e.route), e.message);
+                    let (i, span) = origins[e.route].clone();
+                    self.error(span, format!("routes[{i}].path"), e.message);
                 }
-                None
+                return None;
+            }
+        };
+        if let (Some(sw), Some(raw_sweep)) = (&sweep, &raw.sweep) {
+            let shadowed = match router.find("", &sw.path, &Method::POST) {
+                Ok(found) => Some(format!("route `{}`", routes[found.route].name)),
+                Err(RouteError::MethodNotAllowed { .. }) => Some("a route".to_string()),
+                Err(_) => None,
+            };
+            if let Some(route) = shadowed {
+                self.error(raw_sweep.get_ref().path.span(), "sweep.path", format!("{route} also answers this path"));
             }
         }
+        Some(Config { gateway, services, routes, router, auth, rate_limits, sweep })
+    }
+
+    /// Resolves a reference by name among the compiled items: their index,
+    /// or `None` with an error (for a name nobody defined) or without one
+    /// (for an item defined but invalid: its own errors say why).
+    fn resolve<'n>(
+        &mut self,
+        name: &Spanned<String>,
+        key: String,
+        kind: &str,
+        compiled: impl Iterator<Item = &'n str> + Clone,
+        broken: &[String],
+    ) -> Option<usize> {
+        if let Some(index) = compiled.clone().position(|n| n == name.get_ref()) {
+            return Some(index);
+        }
+        if broken.contains(name.get_ref()) {
+            return None;
+        }
+        let mut defined: Vec<String> =
+            compiled.map(|n| format!("`{n}`")).chain(broken.iter().map(|n| format!("`{n}`"))).collect();
+        defined.sort();
+        let defined = if defined.is_empty() { "none".to_string() } else { defined.join(", ") };
+        self.error(name.span(), key, format!("no {kind} named `{}` (defined: {defined})", name.get_ref()));
+        None
     }
 
     fn gateway(&mut self, g: raw::RawGateway) -> GatewaySettings {
@@ -423,15 +482,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn route(
-        &mut self,
-        i: usize,
-        r: &Spanned<RawRoute>,
-        services: &[&String],
-        g: &GatewaySettings,
-        auth: &AuthConfig,
-        rate_limits: &[RateLimit],
-    ) -> Option<Route> {
+    fn route(&mut self, i: usize, r: &Spanned<RawRoute>, g: &GatewaySettings, known: &Known<'_>) -> Option<Route> {
         let key = |field: &str| format!("routes[{i}].{field}");
         let raw = r.get_ref();
         let errors_before = self.errors.len();
@@ -446,14 +497,16 @@ impl Compiler<'_> {
         let path = raw.path.get_ref().clone();
         let params = self.check(raw.path.span(), &key("path"), template::path_params(&path)).unwrap_or_default();
         let methods = raw.methods.as_ref().map(|list| self.route_methods(i, r.span(), list));
-        let service = self.route_service(&key("service"), &raw.service, services);
+        let names = known.services.iter().map(|s| s.name.as_str());
+        let service = self.resolve(&raw.service, key("service"), "service", names, &known.broken.services);
         let rewrite = self.route_rewrite(&key, raw, &path, &params);
         let max_body_size = self.size(raw.max_body_size.clone(), &key("max_body_size"), g.max_body_size);
         let request_headers = self.header_ops(&raw.request_headers, &key("request_headers"));
         let response_headers = self.header_ops(&raw.response_headers, &key("response_headers"));
-        let route_auth = raw.auth.as_ref().and_then(|a| self.route_auth(a, &key("auth"), auth));
-        let route_limits = self.route_limits(&raw.limits, &key("limits"), rate_limits);
+        let route_auth = raw.auth.as_ref().and_then(|a| self.route_auth(a, &key("auth"), known));
+        let route_limits = self.route_limits(&raw.limits, &key("limits"), known);
         let name = self.route_name(&key("name"), raw.name.as_ref(), &host, &path);
+        let service = service?;
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,
@@ -488,17 +541,6 @@ impl Compiler<'_> {
             }
         }
         methods
-    }
-
-    /// The index of a route's service, which must be defined.
-    fn route_service(&mut self, key: &str, name: &Spanned<String>, services: &[&String]) -> usize {
-        if let Some(index) = services.iter().position(|s| *s == name.get_ref()) {
-            return index;
-        }
-        let known = services.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
-        let known = if known.is_empty() { "none".to_string() } else { known };
-        self.error(name.span(), key, format!("no service named `{}` (defined: {known})", name.get_ref()));
-        0
     }
 
     /// How the path changes on the way: `strip_prefix` or a `rewrite` template, not both.

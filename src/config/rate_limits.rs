@@ -8,7 +8,7 @@ use http::HeaderName;
 use toml::Spanned;
 
 use super::raw::RawLimit;
-use super::{Compiler, parse_header_name};
+use super::{Compiler, Known, parse_header_name};
 use crate::shared::gcra::Rate;
 
 /// A compiled policy.
@@ -177,24 +177,14 @@ impl Compiler<'_> {
     }
 
     /// A route's `limits = ["name", ...]`, as indexes into the policies.
-    pub(super) fn route_limits(&mut self, names: &[Spanned<String>], key: &str, limits: &[RateLimit]) -> Vec<usize> {
+    pub(super) fn route_limits(&mut self, names: &[Spanned<String>], key: &str, known: &Known<'_>) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            match limits.iter().position(|l| &l.name == name.get_ref()) {
+            let policies = known.rate_limits.iter().map(|l| l.name.as_str());
+            match self.resolve(name, format!("{key}[{i}]"), "policy", policies, &known.broken.limits) {
                 Some(p) if out.contains(&p) => self.error(name.span(), format!("{key}[{i}]"), "listed twice"),
                 Some(p) => out.push(p),
-                None => {
-                    let known: Vec<String> = limits.iter().map(|l| format!("`{}`", l.name)).collect();
-                    self.error(
-                        name.span(),
-                        format!("{key}[{i}]"),
-                        format!(
-                            "no policy named `{}` (defined: {})",
-                            name.get_ref(),
-                            if known.is_empty() { "none".into() } else { known.join(", ") }
-                        ),
-                    );
-                }
+                None => {}
             }
         }
         out

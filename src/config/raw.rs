@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// A whole config file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     #[serde(default)]
@@ -22,6 +22,21 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) limits: BTreeMap<String, Spanned<RawLimit>>,
     pub(crate) sweep: Option<Spanned<RawSweep>>,
+    /// Names the file defines whose entries did not parse: their own errors
+    /// are reported, references to them are not.
+    #[serde(skip)]
+    pub(crate) unparsed: Unparsed,
+    /// The file's index of each of `routes`, when some did not parse.
+    #[serde(skip)]
+    pub(crate) route_indexes: Vec<usize>,
+}
+
+/// See [`RawConfig::unparsed`].
+#[derive(Debug, Default)]
+pub(crate) struct Unparsed {
+    pub(crate) services: Vec<String>,
+    pub(crate) limits: Vec<String>,
+    pub(crate) providers: Vec<String>,
 }
 
 /// `[sweep]`: removing expired records from a store without expiry.

@@ -79,6 +79,8 @@ fn under(suffix: &str, host: &str) -> bool {
 
 /// What the router needs to know about one route.
 pub(crate) struct RouteSpec<'a> {
+    /// The route's index in the file (`routes[i]`), for messages.
+    pub(crate) file_index: usize,
     pub(crate) host: &'a HostPattern,
     pub(crate) path: &'a str,
     /// `None`: every method.
@@ -148,7 +150,8 @@ impl Router {
                     &mut router.wildcard[pos].1
                 }
             };
-            if let Err(message) = table.add(spec, index) {
+            let file_index = |i: usize| specs[i].file_index;
+            if let Err(message) = table.add(spec, index, &file_index) {
                 errors.push(BuildError { route: index, message });
             }
         }
@@ -175,13 +178,15 @@ impl Router {
 }
 
 impl Table {
-    fn add(&mut self, spec: &RouteSpec<'_>, index: usize) -> Result<(), String> {
+    /// `file_index` names other routes in messages as the file does.
+    fn add(&mut self, spec: &RouteSpec<'_>, index: usize, file_index: &dyn Fn(usize) -> usize) -> Result<(), String> {
         let methods = spec.methods.map(<[Method]>::to_vec);
         if let Some(entry) = self.entries.iter_mut().find(|e| e.path == spec.path) {
             for (other_methods, other) in &entry.routes {
                 if overlap(other_methods.as_deref(), methods.as_deref()) {
                     return Err(format!(
-                        "conflicts with routes[{other}]: same host, same path `{}` and overlapping methods",
+                        "conflicts with routes[{}]: same host, same path `{}` and overlapping methods",
+                        file_index(*other),
                         spec.path
                     ));
                 }
@@ -193,7 +198,8 @@ impl Table {
         let slot = self.entries.len();
         self.tree.insert(spec.path, slot).map_err(|e| match e {
             matchit::InsertError::Conflict { with } => {
-                let other = self.entries.iter().find(|e| e.path == with).and_then(|e| e.routes.first()).map(|r| r.1);
+                let other =
+                    self.entries.iter().find(|e| e.path == with).and_then(|e| e.routes.first()).map(|r| file_index(r.1));
                 match other {
                     Some(other) => format!(
                         "path `{}` conflicts with `{with}` of routes[{other}] (to split one path by method, write it the same way, with the same parameter names)",
@@ -256,8 +262,13 @@ fn allow_header(routes: &[(Option<Vec<Method>>, usize)]) -> HeaderValue {
 mod tests {
     use super::*;
 
-    fn spec<'a>(host: &'a HostPattern, path: &'a str, methods: Option<&'a [Method]>) -> RouteSpec<'a> {
-        RouteSpec { host, path, methods }
+    fn spec<'a>(
+        file_index: usize,
+        host: &'a HostPattern,
+        path: &'a str,
+        methods: Option<&'a [Method]>,
+    ) -> RouteSpec<'a> {
+        RouteSpec { file_index, host, path, methods }
     }
 
     #[test]
@@ -279,10 +290,10 @@ mod tests {
         let get = [Method::GET];
         let r = Router::build(
             &[
-                spec(&any, "/x", None),
-                spec(&wild, "/x", None),
-                spec(&exact, "/x", Some(&get)),
-                spec(&deeper, "/x", None),
+                spec(0, &any, "/x", None),
+                spec(1, &wild, "/x", None),
+                spec(2, &exact, "/x", Some(&get)),
+                spec(3, &deeper, "/x", None),
             ],
             None,
         )
@@ -304,9 +315,9 @@ mod tests {
         let post = [Method::POST];
         let r = Router::build(
             &[
-                spec(&any, "/users/{id}", Some(&get)),
-                spec(&any, "/users/{id}", Some(&post)),
-                spec(&any, "/files/{*rest}", None),
+                spec(0, &any, "/users/{id}", Some(&get)),
+                spec(1, &any, "/users/{id}", Some(&post)),
+                spec(2, &any, "/files/{*rest}", None),
             ],
             None,
         )
@@ -326,8 +337,9 @@ mod tests {
     fn default_host_stands_in_for_unknown_hosts() {
         let main = HostPattern::Exact("api.example.com".into());
         let other = HostPattern::Exact("admin.example.com".into());
-        let r = Router::build(&[spec(&main, "/a", None), spec(&other, "/b", None)], Some("api.example.com".into()))
-            .unwrap();
+        let r =
+            Router::build(&[spec(0, &main, "/a", None), spec(1, &other, "/b", None)], Some("api.example.com".into()))
+                .unwrap();
         assert_eq!(r.find("unknown.test", "/a", &Method::GET).unwrap().route, 0);
         assert_eq!(r.find("", "/a", &Method::GET).unwrap().route, 0);
         // A known host is never redirected to the default.
@@ -341,12 +353,12 @@ mod tests {
         let both = [Method::GET, Method::POST];
         let errors = Router::build(
             &[
-                spec(&any, "/a", Some(&get)),
-                spec(&any, "/a", Some(&both)),
-                spec(&any, "/u/{id}", None),
-                spec(&any, "/u/{name}", None),
-                spec(&any, "/ok", None),
-                spec(&any, "/f/{*rest}/x", None),
+                spec(0, &any, "/a", Some(&get)),
+                spec(1, &any, "/a", Some(&both)),
+                spec(2, &any, "/u/{id}", None),
+                spec(3, &any, "/u/{name}", None),
+                spec(4, &any, "/ok", None),
+                spec(5, &any, "/f/{*rest}/x", None),
             ],
             None,
         )

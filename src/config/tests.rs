@@ -178,9 +178,11 @@ fn placeholders_fill_urls_and_header_values() {
     let c = Config::parse(text, "gw.toml", &vars).unwrap();
     assert_eq!(c.services[0].targets[0].origin, "http://127.0.0.1:9123");
     assert_eq!(c.routes[0].request_headers.set[0].1, "core");
-    let e = one(text);
-    assert_eq!((e.line, e.key.as_str()), (2, "services.s.url"));
-    assert!(e.message.contains("PORTCULLIS_VAR_PORT"), "{}", e.message);
+    // Without the variables: both unset placeholders, each at its line.
+    let errors = errors(text);
+    let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(got, [(2, "services.s.url"), (6, "routes[0].request_headers.set.x-team")]);
+    assert!(errors[0].message.contains("PORTCULLIS_VAR_PORT"), "{}", errors[0].message);
 }
 
 #[test]
@@ -403,4 +405,86 @@ fn the_sweep_is_checked() {
     .unwrap();
     let sweep = ok.sweep.expect("configured");
     assert_eq!((sweep.path.as_str(), sweep.batch), ("/ops/sweep", 1000));
+}
+
+/// Independent mistakes all come out in one run: syntax that TOML can read
+/// past, shapes, values, references and route conflicts alike; and an entry
+/// that is defined but invalid is never called missing.
+#[test]
+fn every_independent_mistake_is_reported_at_once() {
+    let text = r#"
+[gateway]
+max_header_count = "many"
+
+[services.good]
+url = "http://127.0.0.1:9000"
+
+[services.bad]
+url = "127.0.0.1:9000"
+
+[services.misshapen]
+url = 7
+
+[limits.broken]
+rate = "lots"
+
+[limits.typo]
+rte = "1/s"
+
+[[routes]]
+path = "/a"
+service = "good"
+bogus = 1
+
+[[routes]]
+path = "/b"
+service = "bad"
+limits = ["broken", "typo"]
+
+[[routes]]
+path = "/c"
+service = "misshapen"
+
+[[routes]]
+path = "/d"
+service = "nowhere"
+
+[[routes]]
+path = "/e"
+service = "good"
+
+[[routes]]
+path = "/e"
+service = "good"
+
+[bogus_section]
+x = 1
+"#;
+    let got: Vec<(usize, String)> =
+        errors(text).into_iter().map(|e| (e.line, format!("{}: {}", e.key, e.message))).collect();
+    let expect: &[(usize, &str)] = &[
+        (3, "gateway.max_header_count: invalid type"),
+        (9, "services.bad.url: `127.0.0.1:9000` needs a scheme"),
+        (12, "services.misshapen.url: invalid type"),
+        (15, "limits.broken.rate: `lots` is not a rate"),
+        (18, "limits.typo.rte: unknown field `rte`"),
+        (23, "routes[0].bogus: unknown field `bogus`"),
+        (36, "routes[3].service: no service named `nowhere` (defined: `bad`, `good`, `misshapen`)"),
+        (43, "routes[5].path: conflicts with routes[4]"),
+        (46, "bogus_section: unknown field `bogus_section`"),
+    ];
+    for (line, what) in expect {
+        assert!(got.iter().any(|(l, m)| l == line && m.starts_with(what)), "missing {line}: {what}\nin {got:#?}");
+    }
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+    assert!(!got.iter().any(|(_, m)| m.contains("no policy named")), "defined policies are never missing");
+}
+
+#[test]
+fn syntax_errors_that_toml_reads_past_are_all_reported() {
+    let text = "[gateway]\nmax_header_count = = 3\n[services.s]\nurl = \"http://x\n[[routes]]\npath = \"/a\"\nservice = \"s\"\n";
+    let list = errors(text);
+    let syntax: Vec<usize> = list.iter().filter(|e| e.key == "(syntax)").map(|e| e.line).collect();
+    assert!(syntax.len() >= 2, "{list:#?}");
+    assert!(syntax.contains(&2) && syntax.contains(&4), "{list:#?}");
 }

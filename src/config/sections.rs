@@ -1,0 +1,124 @@
+//! Reading a file that does not fit [`RawConfig`] as a whole, entry by
+//! entry, so that one run reports every independent mistake: each syntax
+//! error TOML can recover from, and each section, service, route, provider
+//! and policy that does not fit its shape. What does fit is compiled too
+//! (and its own errors reported); references to entries that did not parse
+//! are not reported again.
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::Compiler;
+use super::raw::{RawAuth, RawConfig};
+
+impl Compiler<'_> {
+    /// The parts of the file that fit, every mistake recorded.
+    pub(super) fn sections(&mut self) -> RawConfig {
+        let (root, syntax) = DeTable::parse_recoverable(self.text);
+        for e in syntax {
+            self.error(e.span().unwrap_or(0..0), "(syntax)", e.message());
+        }
+        let mut raw = RawConfig::default();
+        for (key, value) in root.get_ref().iter() {
+            match key.get_ref().as_ref() {
+                "gateway" => raw.gateway = self.entry(value, "gateway").unwrap_or_default(),
+                "services" => {
+                    for (name, v) in self.table(value, "services") {
+                        match self.entry(v, &format!("services.{name}")) {
+                            Some(service) => drop(raw.services.insert(name, service)),
+                            None => raw.unparsed.services.push(name),
+                        }
+                    }
+                }
+                "routes" => self.routes(value, &mut raw),
+                "auth" => self.auth_section(value, &mut raw),
+                "limits" => {
+                    for (name, v) in self.table(value, "limits") {
+                        match self.entry(v, &format!("limits.{name}")) {
+                            Some(limit) => drop(raw.limits.insert(name, limit)),
+                            None => raw.unparsed.limits.push(name),
+                        }
+                    }
+                }
+                "sweep" => raw.sweep = self.entry(value, "sweep"),
+                other => self.error(
+                    key.span(),
+                    other,
+                    format!("unknown field `{other}`, expected one of `gateway`, `services`, `routes`, `auth`, `limits`, `sweep`"),
+                ),
+            }
+        }
+        raw
+    }
+
+    /// One entry, deserialized on its own; a mistake is recorded with its
+    /// key under `path`.
+    fn entry<T: DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let inner: Vec<&str> =
+                    inner.split('.').filter(|p| !p.is_empty() && *p != "$__serde_spanned_private_value").collect();
+                let key = if inner.is_empty() { path.to_string() } else { format!("{path}.{}", inner.join(".")) };
+                self.error(e.inner().span().unwrap_or(value.span()), key, e.inner().message());
+                None
+            }
+        }
+    }
+
+    /// The entries of a table section (a section that is not a table is an error).
+    fn table<'t>(&mut self, value: &'t Spanned<DeValue<'t>>, path: &str) -> Vec<(String, &'t Spanned<DeValue<'t>>)> {
+        match value.get_ref() {
+            DeValue::Table(t) => t.iter().map(|(k, v)| (k.get_ref().to_string(), v)).collect(),
+            _ => {
+                self.error(value.span(), path, "must be a table");
+                Vec::new()
+            }
+        }
+    }
+
+    fn routes(&mut self, value: &Spanned<DeValue<'_>>, raw: &mut RawConfig) {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(value.span(), "routes", "must be an array of tables: write each route as `[[routes]]`");
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            if let Some(route) = self.entry(item, &format!("routes[{i}]")) {
+                raw.routes.push(route);
+                raw.route_indexes.push(i);
+            }
+        }
+    }
+
+    /// `[auth]`: its own keys, then each provider on its own.
+    fn auth_section(&mut self, value: &Spanned<DeValue<'_>>, raw: &mut RawConfig) {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.error(value.span(), "auth", "must be a table");
+            return;
+        };
+        let mut own = DeTable::default();
+        for (k, v) in table.iter() {
+            if !matches!(k.get_ref().as_ref(), "jwt" | "api_key") {
+                own.insert(k.clone(), v.clone());
+            }
+        }
+        let own = Spanned::new(value.span(), DeValue::Table(own));
+        let mut auth: RawAuth = self.entry(&own, "auth").unwrap_or_default();
+        for kind in ["jwt", "api_key"] {
+            let Some((_, providers)) = table.iter().find(|(k, _)| k.get_ref() == kind) else { continue };
+            for (name, v) in self.table(providers, &format!("auth.{kind}")) {
+                let path = format!("auth.{kind}.{name}");
+                let parsed = match kind {
+                    "jwt" => self.entry(v, &path).map(|p| drop(auth.jwt.insert(name.clone(), p))),
+                    _ => self.entry(v, &path).map(|p| drop(auth.api_key.insert(name.clone(), p))),
+                };
+                if parsed.is_none() {
+                    raw.unparsed.providers.push(name);
+                }
+            }
+        }
+        raw.auth = auth;
+    }
+}
