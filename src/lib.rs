@@ -19,6 +19,9 @@ pub mod pipeline;
 pub mod ports;
 pub mod shared;
 
+#[cfg(test)]
+mod fuzz;
+
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 

@@ -42,7 +42,8 @@ pub(crate) async fn verify<P: Ports>(
     let exp = check_times(p, &claims, now).map_err(|d| invalid(&d))?;
     let identity = Arc::new(identity_of(name, p, claims));
     let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
-    let until = exp.map_or(ceiling, |e| Duration::from_secs_f64(e.max(0.0)).min(ceiling));
+    // Any `exp` a token may carry (1e300 included) caps the cache, never panics.
+    let until = exp.and_then(|e| Duration::try_from_secs_f64(e.max(0.0)).ok()).map_or(ceiling, |d| d.min(ceiling));
     caches.tokens.insert(digest, identity.clone(), Some(until), now);
     if P::SHORT_LIVED {
         shared_put(ports, &digest, &identity, until, now).await;
@@ -71,7 +72,7 @@ async fn cached<P: Ports>(digest: &[u8; 32], caches: &AuthCaches, ports: &P, now
 
 /// The header, if the token is shaped like a JWT (three non-empty base64url
 /// segments) and its algorithm is one the provider accepts.
-fn accepted_header(p: &JwtProvider, token: &str) -> Result<Header, &'static str> {
+pub(crate) fn accepted_header(p: &JwtProvider, token: &str) -> Result<Header, &'static str> {
     let well_formed = token.split('.').count() == 3
         && token
             .split('.')

@@ -8,9 +8,9 @@
 //! one costs a signature check with keys from the JWKS cache.
 
 mod apikey;
-mod credential;
+pub(crate) mod credential;
 mod jwks;
-mod jwt;
+pub(crate) mod jwt;
 
 use std::sync::Arc;
 use std::time::Duration;
