@@ -11,6 +11,8 @@ mod cli {
 
     use clap::{Parser, Subcommand};
     use portcullis::config::{Config, spin};
+    use portcullis::native::client::PoolLimits;
+    use portcullis::native::conn::{ConnectionLimits, fd_limit};
     use portcullis::native::load_config;
     use portcullis::native::server::{ServeOptions, Store, serve};
 
@@ -19,6 +21,72 @@ mod cli {
     struct Cli {
         #[command(subcommand)]
         command: Command,
+    }
+
+    /// Bounds on client connections and on idle connections to origins.
+    /// Connection counts default from the open-file limit (`ulimit -n`): two
+    /// descriptors per connection after a reserve of 64, an eighth of that
+    /// per client IP.
+    #[derive(clap::Args)]
+    struct ConnectionFlags {
+        /// Client connections open at once; past it the node waits to accept.
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Client connections open at once from one IP; past it new ones are closed.
+        #[arg(long)]
+        max_connections_per_ip: Option<usize>,
+        /// Time from accept to the first complete request head, whatever the protocol.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        first_request_timeout: Duration,
+        /// Time a kept-alive connection may sit without a request.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        idle_timeout: Duration,
+        /// Interval of HTTP/2 pings (a peer that does not answer within it is dropped).
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        h2_keepalive: Duration,
+        /// Idle connections kept per origin.
+        #[arg(long, default_value = "128")]
+        upstream_max_idle: usize,
+        /// Time an idle connection to an origin is kept.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        upstream_idle_timeout: Duration,
+    }
+
+    impl ConnectionFlags {
+        fn limits(&self) -> Result<(ConnectionLimits, PoolLimits), String> {
+            let mut limits = ConnectionLimits::from_fd_limit(fd_limit());
+            if let Some(n) = self.max_connections {
+                limits.max_connections = n;
+                limits.max_per_ip = limits.max_per_ip.min(n);
+            }
+            if let Some(n) = self.max_connections_per_ip {
+                limits.max_per_ip = n;
+            }
+            if limits.max_connections == 0 || limits.max_per_ip == 0 {
+                return Err("--max-connections and --max-connections-per-ip must be at least 1".into());
+            }
+            if limits.max_per_ip > limits.max_connections {
+                return Err(format!(
+                    "--max-connections-per-ip ({}) is above --max-connections ({})",
+                    limits.max_per_ip, limits.max_connections
+                ));
+            }
+            for (flag, d) in [
+                ("--first-request-timeout", self.first_request_timeout),
+                ("--idle-timeout", self.idle_timeout),
+                ("--h2-keepalive", self.h2_keepalive),
+            ] {
+                if d.is_zero() {
+                    return Err(format!("{flag} must be above zero"));
+                }
+            }
+            limits.first_request_timeout = self.first_request_timeout;
+            limits.idle_timeout = self.idle_timeout;
+            limits.h2_keepalive = self.h2_keepalive;
+            let pool =
+                PoolLimits { max_idle_per_origin: self.upstream_max_idle, idle_timeout: self.upstream_idle_timeout };
+            Ok((limits, pool))
+        }
     }
 
     #[derive(Subcommand)]
@@ -50,6 +118,8 @@ mod cli {
             /// Connections to the store (Redis), used round-robin.
             #[arg(long, default_value = "4")]
             store_connections: usize,
+            #[command(flatten)]
+            connections: ConnectionFlags,
         },
         /// Print the SHA-256 of an API key for a consumer's `key_sha256`.
         /// The key is read from standard input (so it stays out of shell
@@ -82,7 +152,15 @@ mod cli {
                 store,
                 store_timeout,
                 store_connections,
+                connections,
             } => {
+                let (connections, upstream_pool) = match connections.limits() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                };
                 let store = match store.as_str() {
                     "memory" => Store::Memory,
                     url if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -112,7 +190,15 @@ mod cli {
                         return ExitCode::FAILURE;
                     }
                 };
-                let opts = ServeOptions { config, listen, drain_timeout, header_read_timeout, store };
+                let opts = ServeOptions {
+                    config,
+                    listen,
+                    drain_timeout,
+                    header_read_timeout,
+                    connections,
+                    upstream_pool,
+                    store,
+                };
                 match runtime.block_on(serve(opts)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

@@ -7,7 +7,8 @@
 mod support;
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
@@ -15,7 +16,9 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::origin::Origin;
-use support::{Node, get, raw, send};
+use futures::StreamExt;
+use support::{Node, connect_from, get, raw, send, try_send_from};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 fn config(origin: &Origin) -> String {
@@ -312,4 +315,158 @@ async fn https_origins_are_verified_against_the_trusted_roots() {
     let reply = send(strict.addr, get("/tls")).await;
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json()["type"], "urn:portcullis:problem:upstream-unavailable");
+}
+
+// Connection bounds: deadlines, counts, idle pools.
+
+/// Opens a connection from `source`, writes `bytes`, reads whatever comes
+/// and returns how long the node took to close it, or `None` if it was
+/// still open after `within`.
+async fn closed_after(node: &Node, source: IpAddr, bytes: &[u8], within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut stream = connect_from(node.addr, source).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut sink = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut sink)).await.ok().map(|_| start.elapsed())
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[tokio::test]
+async fn connections_without_a_complete_request_are_closed_at_their_deadline() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start_args(&config(&origin), &[], &["--first-request-timeout", "1s"]);
+    let settings = [H2_PREFACE, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"].concat();
+    let cases: [(&str, &[u8]); 6] = [
+        ("silent", b""),
+        ("one byte", b"G"),
+        ("part of the HTTP/2 preface", &H2_PREFACE[..10]),
+        ("the h2c preface", H2_PREFACE),
+        ("the h2c preface and SETTINGS", &settings),
+        ("half an HTTP/1.1 head", b"GET /echo/x HTTP/1.1\r\nhost: gw.test\r\n"),
+    ];
+    let localhost = IpAddr::from([127, 0, 0, 1]);
+    let waits = futures::future::join_all(
+        cases.iter().map(|(_, bytes)| closed_after(&node, localhost, bytes, Duration::from_secs(8))),
+    )
+    .await;
+    for ((what, _), waited) in cases.iter().zip(waits) {
+        let waited = waited.unwrap_or_else(|| panic!("{what}: still open after 8 s"));
+        assert!(waited >= Duration::from_millis(900), "{what}: closed too early, after {waited:?}");
+        assert!(waited < Duration::from_secs(3), "{what}: closed after {waited:?}");
+    }
+    assert_eq!(send(node.addr, get("/echo/ok")).await.status, 200, "the node serves on");
+}
+
+#[tokio::test]
+async fn kept_alive_connections_close_when_idle_but_not_while_busy() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let args = ["--first-request-timeout", "1s", "--idle-timeout", "1s"];
+    let node = Node::start_args(&config(&origin), &[], &args);
+
+    // HTTP/1.1: a request slower than both deadlines is served whole; then
+    // the idle connection is closed.
+    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let http1 = tokio::spawn(conn);
+    let resp = sender.send_request(get("/echo/delay/2500").map(http_body_util::Full::new)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes().len() > 0, true);
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(4), http1).await.expect("HTTP/1.1: idle connection not closed").ok();
+    assert!(idle.elapsed() >= Duration::from_millis(900), "closed before its idle timeout");
+
+    // HTTP/2 the same, with GOAWAY.
+    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let h2 = tokio::spawn(conn);
+    let uri = format!("http://gw.test:{}/echo/delay/2500", node.addr.port());
+    let resp = sender.send_request(Request::get(uri).body(http_body_util::Empty::<Bytes>::new()).unwrap()).await;
+    assert_eq!(resp.unwrap().status(), 200);
+    tokio::time::timeout(Duration::from_secs(4), h2).await.expect("HTTP/2: idle connection not closed").ok();
+}
+
+/// Lifts this process's open-file limit to its hard limit; returns it.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls on a local struct.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// Opens up to `n` connections from `source` and keeps those the node did
+/// not close at once (each gets a moment to be refused).
+async fn hold_silent(node: &Node, source: IpAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let connects = futures::stream::iter(0..n).map(|_| async move {
+        let mut stream = tokio::time::timeout(Duration::from_secs(2), connect_from(node.addr, source)).await.ok()?.ok()?;
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await {
+            Err(_) => Some(stream), // still open
+            Ok(_) => None,          // refused
+        }
+    });
+    connects.buffer_unordered(256).filter_map(|s| async { s }).collect().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_silent_connections_cannot_stop_a_node_serving_others() {
+    let hostile = usize::try_from(raise_fd_limit().saturating_sub(200)).unwrap_or(usize::MAX).min(5000);
+    if hostile < 5000 {
+        support::notice(&format!("the open-file limit allows {hostile} hostile connections, not 5000"));
+    }
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    // 256 descriptors: 96 connections in all, 16 per client IP.
+    let node = Node::start_with_fd_limit(&config(&origin), &["--first-request-timeout", "30s"], 256);
+    let held = hold_silent(&node, IpAddr::from([127, 0, 0, 1]), hostile).await;
+    assert_eq!(held.len(), 16, "one IP holds its share of connections, no more");
+    for i in 0..20 {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            try_send_from(node.addr, IpAddr::from([127, 0, 0, 2]), get(&format!("/echo/{i}"))),
+        )
+        .await;
+        assert!(matches!(reply, Ok(Ok(ref r)) if r.status == 200), "request {i} from another client failed");
+    }
+    let stderr = node.stderr().join("\n");
+    assert!(!stderr.contains("Too many open files"), "{stderr}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_errors_back_off_and_are_logged_at_most_once_a_second() {
+    raise_fd_limit();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    // Connection bounds above what the descriptors allow: accept runs out of them.
+    let args = ["--max-connections", "1000", "--max-connections-per-ip", "1000", "--first-request-timeout", "60s"];
+    let node = Node::start_with_fd_limit(&config(&origin), &args, 128);
+    let held = hold_silent(&node, IpAddr::from([127, 0, 0, 1]), 300).await;
+    node.wait_for_stderr("Too many open files");
+    let before = node.stderr().iter().filter(|l| l.contains("accept failed")).count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logged = node.stderr().iter().filter(|l| l.contains("accept failed")).count() - before;
+    assert!(logged <= 4, "{logged} accept-failure lines in 3 s");
+    drop(held);
+    let reply = tokio::time::timeout(Duration::from_secs(5), send(node.addr, get("/echo/after"))).await;
+    assert_eq!(reply.expect("served once descriptors are free").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_to_origins_are_capped_and_expire() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let args = ["--upstream-max-idle", "4", "--upstream-idle-timeout", "1s"];
+    let node = Node::start_args(&config(&origin), &[], &args);
+    let replies = futures::future::join_all((0..40).map(|i| send(node.addr, get(&format!("/echo/delay/300?{i}"))))).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = origin.open_connections();
+    assert!(open <= 4, "{open} idle connections to the origin");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(origin.open_connections(), 0, "idle connections outlived their timeout");
 }

@@ -65,11 +65,18 @@ pub(crate) struct GatewaySettings {
     pub(crate) max_header_count: u32,
     /// Write one JSON line per request. Default: true.
     pub(crate) access_log: bool,
+    /// Drop request headers whose name has `_` (`underscores_in_headers =
+    /// "drop"`, the default) or only those that disguise a header the
+    /// gateway sets (`"keep"`).
+    pub(crate) drop_underscore_headers: bool,
+    /// Largest response head an origin may send (502 beyond). Default: 64 KiB.
+    pub(crate) max_response_header_size: u64,
 }
 
 pub(crate) const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
 pub(crate) const DEFAULT_MAX_HEADER_SIZE: u64 = 32 << 10;
 pub(crate) const DEFAULT_MAX_HEADER_COUNT: u32 = 100;
+pub(crate) const DEFAULT_MAX_RESPONSE_HEADER_SIZE: u64 = 64 << 10;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -412,6 +419,18 @@ impl Compiler<'_> {
             max_header_size: self.size(g.max_header_size, "gateway.max_header_size", DEFAULT_MAX_HEADER_SIZE),
             max_header_count,
             access_log: g.access_log.unwrap_or(true),
+            drop_underscore_headers: !self.either(
+                g.underscores_in_headers.as_ref(),
+                0..0,
+                "gateway.underscores_in_headers".into(),
+                ("drop", "as nginx does"),
+                ("keep", "forwarded, but never one that reads as a header the gateway sets"),
+            ),
+            max_response_header_size: self.size(
+                g.max_response_header_size,
+                "gateway.max_response_header_size",
+                DEFAULT_MAX_RESPONSE_HEADER_SIZE,
+            ),
         }
     }
 
@@ -423,6 +442,28 @@ impl Compiler<'_> {
                 default
             }
             Some(v) => v.get_ref().0,
+        }
+    }
+
+    /// A two-way setting: the first option (true) when absent, the second
+    /// (false), or an error naming both with what they mean.
+    fn either(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        parent: std::ops::Range<usize>,
+        key: String,
+        yes: (&str, &str),
+        no: (&str, &str),
+    ) -> bool {
+        match value.map(|v| v.get_ref().as_str()) {
+            None => true,
+            Some(v) if v == yes.0 => true,
+            Some(v) if v == no.0 => false,
+            Some(other) => {
+                let span = value.map_or(parent, |v| v.span());
+                self.error(span, key, format!("`{other}`: use \"{}\" ({}) or \"{}\" ({})", yes.0, yes.1, no.0, no.1));
+                true
+            }
         }
     }
 

@@ -154,28 +154,6 @@ impl Compiler<'_> {
         }
     }
 
-    /// A two-way setting: the first option (true) when absent, the second
-    /// (false), or an error naming both with what they mean.
-    fn either(
-        &mut self,
-        value: Option<&Spanned<String>>,
-        parent: std::ops::Range<usize>,
-        key: String,
-        yes: (&str, &str),
-        no: (&str, &str),
-    ) -> bool {
-        match value.map(|v| v.get_ref().as_str()) {
-            None => true,
-            Some(v) if v == yes.0 => true,
-            Some(v) if v == no.0 => false,
-            Some(other) => {
-                let span = value.map_or(parent, |v| v.span());
-                self.error(span, key, format!("`{other}`: use \"{}\" ({}) or \"{}\" ({})", yes.0, yes.1, no.0, no.1));
-                true
-            }
-        }
-    }
-
     /// A route's `limits = ["name", ...]`, as indexes into the policies.
     pub(super) fn route_limits(&mut self, names: &[Spanned<String>], key: &str, known: &Known<'_>) -> Vec<usize> {
         let mut out = Vec::new();

@@ -75,6 +75,8 @@ pub(crate) struct RawGateway {
     pub(crate) max_header_size: Option<Spanned<Size>>,
     pub(crate) max_header_count: Option<Spanned<u32>>,
     pub(crate) access_log: Option<bool>,
+    pub(crate) underscores_in_headers: Option<Spanned<String>>,
+    pub(crate) max_response_header_size: Option<Spanned<Size>>,
 }
 
 /// `[services.NAME]`: an origin the gateway forwards to.

@@ -20,15 +20,29 @@ use crate::ports::{HttpClient, UpstreamError, UpstreamOptions};
 
 type Pool = Client<HttpsConnector<HttpConnector>, NodeBody>;
 
+/// Idle connections kept to origins (`portcullis serve` flags).
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    /// Per origin (scheme, host and port).
+    pub max_idle_per_origin: usize,
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+}
+
+/// hyper refuses a response head larger than this (the config's
+/// `max_response_header_size`, below it, decides the answer).
+const MAX_RESPONSE_HEAD: usize = 1 << 20;
+
 /// The node's [`HttpClient`].
 pub(crate) struct HyperClient {
     pools: RwLock<Vec<(Duration, Pool)>>,
     tls: rustls::ClientConfig,
+    limits: PoolLimits,
 }
 
 impl HyperClient {
     /// Loads the system's root certificates (once, at start-up).
-    pub(crate) fn new() -> std::io::Result<Self> {
+    pub(crate) fn new(limits: PoolLimits) -> std::io::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {
@@ -43,7 +57,7 @@ impl HyperClient {
             .map_err(std::io::Error::other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { pools: RwLock::default(), tls })
+        Ok(Self { pools: RwLock::default(), tls, limits })
     }
 }
 
@@ -70,8 +84,9 @@ impl HyperClient {
         let pool = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
+            .pool_idle_timeout(self.limits.idle_timeout)
+            .pool_max_idle_per_host(self.limits.max_idle_per_origin)
+            .http1_max_buf_size(MAX_RESPONSE_HEAD)
             .build(connector);
         write.push((connect_timeout, pool.clone()));
         pool

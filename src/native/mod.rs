@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod client;
+pub mod conn;
 pub mod redis_kv;
 pub mod server;
 
@@ -112,8 +113,8 @@ pub(crate) struct NodePorts {
 }
 
 impl NodePorts {
-    pub(crate) fn new(kv: NodeKv) -> std::io::Result<Self> {
-        Ok(Self { kv, http: HyperClient::new()?, clock: SystemClock(TokioSleep) })
+    pub(crate) fn new(kv: NodeKv, pool: &client::PoolLimits) -> std::io::Result<Self> {
+        Ok(Self { kv, http: HyperClient::new(pool.clone())?, clock: SystemClock(TokioSleep) })
     }
 }
 

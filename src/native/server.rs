@@ -15,11 +15,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 use super::access_log::AccessLogSink;
+use super::client::PoolLimits;
+use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise};
 use super::redis_kv::RedisKv;
 use super::{NodeBody, NodeKv, NodePorts, load_config};
 use crate::body::{BodyProbe, Logged};
@@ -34,8 +36,13 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
-    /// How long a client may take to send a request head (slowloris guard).
+    /// How long a client may take to send a request head once it started
+    /// one (a slow drip of header bytes).
     pub header_read_timeout: Duration,
+    /// Bounds on client connections.
+    pub connections: ConnectionLimits,
+    /// Idle connections to origins.
+    pub upstream_pool: PoolLimits,
     /// Where shared state lives.
     pub store: Store,
 }
@@ -60,42 +67,60 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let node = Arc::new(Node {
         gateway: ArcSwap::from_pointee(Gateway::new(config)),
-        ports: NodePorts::new(match &opts.store {
-            Store::Memory => NodeKv::memory(),
-            Store::Redis { url, connections, timeout } => {
-                NodeKv::Redis(Box::new(RedisKv::new(url, *connections, *timeout)?))
-            }
-        })?,
+        ports: NodePorts::new(
+            match &opts.store {
+                Store::Memory => NodeKv::memory(),
+                Store::Redis { url, connections, timeout } => {
+                    NodeKv::Redis(Box::new(RedisKv::new(url, *connections, *timeout)?))
+                }
+            },
+            &opts.upstream_pool,
+        )?,
         log: AccessLogSink::stdout(),
     });
-    tracing::info!(addr = %local, config = %opts.config.display(), "listening");
+    let gate = Gate::new(opts.connections.clone());
+    let limits = gate.limits();
+    tracing::info!(
+        addr = %local,
+        config = %opts.config.display(),
+        max_connections = limits.max_connections,
+        max_per_ip = limits.max_per_ip,
+        "listening"
+    );
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let graceful = GracefulShutdown::new();
+    let (drain, draining) = watch::channel(false);
+    let mut failures = AcceptFailures::default();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept(&listener, &gate) => match accepted {
                 Ok((stream, peer)) => {
+                    failures.succeeded();
+                    let Some(slot) = gate.admit(peer.ip()) else {
+                        tracing::debug!(%peer, "connection refused: this client holds its share of connections");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    let watcher = graceful.watcher();
-                    let node = node.clone();
+                    let (node, gate, draining) = (node.clone(), gate.clone(), draining.clone());
                     let header_read_timeout = opts.header_read_timeout;
                     tokio::spawn(async move {
-                        let builder = connection_builder(&node.gateway.load().config, header_read_timeout);
-                        let service = service_fn(move |req| handle(node.clone(), peer, req));
+                        let _slot = slot;
+                        let limits = gate.limits();
+                        let builder = connection_builder(&node.gateway.load().config, header_read_timeout, limits);
+                        let activity = Activity::new();
+                        let tracked = activity.clone();
+                        let service = service_fn(move |req| handle(node.clone(), peer, tracked.begin(), req));
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        match supervise(conn, &activity, limits, draining, CLOSE_GRACE).await {
+                            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                            None => tracing::debug!(%peer, "connection dropped: past its deadline or draining"),
+                            Some(Ok(())) => {}
                         }
                     });
                 }
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => failures.failed(&e).await,
             },
             _ = hangup.recv() => reload(&node, &opts),
             _ = terminate.recv() => break,
@@ -104,13 +129,53 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     drop(listener);
-    tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await.is_err() {
+    tracing::info!(connections = gate.open(), "draining");
+    let _ = drain.send(true);
+    if tokio::time::timeout(opts.drain_timeout, gate.empty()).await.is_err() {
         tracing::warn!(timeout = ?opts.drain_timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long a connection asked to close (idle past its time, or draining)
+/// gets before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Accepts once there is room for another connection.
+async fn accept(listener: &TcpListener, gate: &Gate) -> std::io::Result<(TcpStream, SocketAddr)> {
+    gate.room().await;
+    listener.accept().await
+}
+
+/// Accept errors (out of file descriptors, above all) back off, doubling
+/// from 10 ms to 1 s, instead of spinning; the log says so at most once a
+/// second, with how many there were.
+#[derive(Default)]
+struct AcceptFailures {
+    backoff: Option<Duration>,
+    unreported: u64,
+    reported_at: Option<tokio::time::Instant>,
+}
+
+impl AcceptFailures {
+    fn succeeded(&mut self) {
+        self.backoff = None;
+    }
+
+    async fn failed(&mut self, error: &std::io::Error) {
+        self.unreported += 1;
+        let now = tokio::time::Instant::now();
+        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            tracing::warn!(error = %error, failures = self.unreported, open = ?error.raw_os_error(), "accept failed");
+            self.unreported = 0;
+            self.reported_at = Some(now);
+        }
+        let backoff = self.backoff.map_or(Duration::from_millis(10), |b| (b * 2).min(Duration::from_secs(1)));
+        self.backoff = Some(backoff);
+        tokio::time::sleep(backoff).await;
+    }
 }
 
 fn reload(node: &Node, opts: &ServeOptions) {
@@ -131,7 +196,11 @@ fn reload(node: &Node, opts: &ServeOptions) {
 
 /// hyper's own head limits sit above the config's, as a backstop: within
 /// them the core answers with a problem body, beyond them hyper answers 431.
-fn connection_builder(config: &Config, header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+fn connection_builder(
+    config: &Config,
+    header_read_timeout: Duration,
+    limits: &ConnectionLimits,
+) -> auto::Builder<TokioExecutor> {
     let g = &config.gateway;
     let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -144,14 +213,22 @@ fn connection_builder(config: &Config, header_read_timeout: Duration) -> auto::B
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.h2_keepalive))
+        .keep_alive_timeout(limits.h2_keepalive)
         .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
     builder
 }
 
-/// The response body type: counted, logged when done.
-type LoggedBody = Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>;
+/// The response body type: counted, logged when done, its request in
+/// flight until then.
+type LoggedBody = Tracked<Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>>;
 
-async fn handle(node: Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<LoggedBody>, Infallible> {
+async fn handle(
+    node: Arc<Node>,
+    peer: SocketAddr,
+    in_flight: InFlight,
+    req: Request<Incoming>,
+) -> Result<Response<LoggedBody>, Infallible> {
     let gateway = node.gateway.load_full();
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
@@ -160,5 +237,5 @@ async fn handle(node: Arc<Node>, peer: SocketAddr, req: Request<Incoming>) -> Re
     let sink = node.log.clone();
     let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> =
         gateway.config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(&log.to_line())) as _);
-    Ok(exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit)))
+    Ok(exchange.response.map(|body| Tracked::new(Logged::new(body, exchange.log, probe, emit), in_flight)))
 }

@@ -146,8 +146,8 @@ async fn proxy<P: Ports>(
     rate_limit::phase(config, route, ctx, req.headers(), ports).await?;
     let service = &config.services[route.service];
     let target = upstream::choose(service, ctx);
-    let req = transform::request(req, ctx, route, &matched, target, &config.gateway.trusted_proxies);
-    let resp = upstream::send(ports, service, route, req, ctx).await?;
+    let req = transform::request(req, ctx, route, &matched, target, config);
+    let resp = upstream::send(ports, service, route, config.gateway.max_response_header_size, req, ctx).await?;
     Ok(transform::response(resp, route))
 }
 

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 
 use super::Ctx;
 use crate::config::router::RouteMatch;
-use crate::config::{PathRewrite, Route, Target};
+use crate::config::{Config, PathRewrite, Route, Target};
 use crate::shared::headers::is_hop_by_hop;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -39,6 +39,32 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn is_platform_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("spin-")
 }
+
+/// Headers only the gateway sets (forwarding, identity), as a client might
+/// disguise them: `X-Real-IP` (which origins read like `X-Forwarded-For`),
+/// and any name with `_` that reads as one of them once `_` is `-` (CGI,
+/// WSGI and PHP servers map both to `HTTP_X_USER`). With
+/// `underscores_in_headers = "drop"` (the default, as nginx) every name with
+/// `_` goes.
+fn disguised(name: &HeaderName, config: &Config) -> bool {
+    let name = name.as_str();
+    if name == X_REAL_IP {
+        return true;
+    }
+    if !name.contains('_') {
+        return false;
+    }
+    if config.gateway.drop_underscore_headers {
+        return true;
+    }
+    let dashed = name.replace('_', "-");
+    FORWARDING.contains(&dashed.as_str()) || config.auth.identity_headers.iter().any(|h| h.as_str() == dashed)
+}
+
+/// The forwarding headers the gateway sets, by name.
+const FORWARDING: [&str; 6] =
+    ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id", "x-real-ip"];
+const X_REAL_IP: &str = "x-real-ip";
 
 fn remove_where(headers: &mut HeaderMap, pred: impl Fn(&HeaderName) -> bool) {
     if !headers.keys().any(&pred) {
@@ -103,8 +129,9 @@ pub(crate) fn request<B>(
     route: &Route,
     matched: &RouteMatch,
     target: &Target,
-    proxies: &[IpNet],
+    config: &Config,
 ) -> Request<B> {
+    let proxies = &config.gateway.trusted_proxies;
     let path = match &route.rewrite {
         PathRewrite::Keep => ctx.path.clone(),
         PathRewrite::StripPrefix(prefix) => {
@@ -135,7 +162,7 @@ pub(crate) fn request<B>(
     let peer_trusted = trusted(ctx.peer, proxies);
     let headers = req.headers_mut();
     let inbound_host = ctx.host_header.clone();
-    remove_where(headers, |n| is_hop_by_hop(n) || is_platform_header(n));
+    remove_where(headers, |n| is_hop_by_hop(n) || is_platform_header(n) || disguised(n, config));
     set_forwarding(headers, ctx, peer_trusted, inbound_host.as_ref());
     headers.insert(header::HOST, target.host.clone());
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
@@ -202,8 +229,14 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// Shapes the origin's response for the client.
+/// Shapes the origin's response for the client. A `Content-Length` next to
+/// `Transfer-Encoding` is dropped (RFC 9112 §6.3: the body was decoded by its
+/// chunks, so that length is not the body's), and the body goes on framed by
+/// the client's hop.
 pub(crate) fn response<B>(mut resp: Response<B>, route: &Route) -> Response<B> {
+    if resp.headers().contains_key(header::TRANSFER_ENCODING) {
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(resp.headers_mut());
     route.response_headers.apply(resp.headers_mut());
     resp

@@ -26,11 +26,13 @@ pub(crate) fn choose<'a>(service: &'a Service, ctx: &mut Ctx) -> &'a Target {
     chosen
 }
 
-/// Sends the request; the time to the response head is the upstream latency.
+/// Sends the request; the time to the response head is the upstream
+/// latency. A response head larger than `max_head` bytes is refused.
 pub(crate) async fn send<P: Ports>(
     ports: &P,
     service: &Service,
     route: &Route,
+    max_head: u64,
     req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, UpstreamError> {
@@ -42,5 +44,10 @@ pub(crate) async fn send<P: Ports>(
     let sent_at = ports.clock().monotonic();
     let result = ports.http().send(req, &options).await;
     ctx.upstream_latency = Some(ports.clock().monotonic().saturating_sub(sent_at));
-    result
+    let resp = result?;
+    let head: u64 = resp.headers().iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum();
+    if head > max_head {
+        return Err(UpstreamError::Protocol(format!("the response head is {head} bytes, more than {max_head}")));
+    }
+    Ok(resp)
 }

@@ -68,8 +68,22 @@ impl Node {
         Self::spawn(config_path, vars, extra_args, &[])
     }
 
+    /// Like [`Node::start_args`], with the process's open-file limit set to `fds`.
+    pub fn start_with_fd_limit(config: &str, args: &[&str], fds: u32) -> Node {
+        let config_path = temp_path("gateway.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        Self::spawn(config_path, &[], args, &[("PORTCULLIS_TEST_FDS", &fds.to_string())])
+    }
+
     fn spawn(config_path: PathBuf, vars: &[(&str, String)], extra_args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        let bin = env!("CARGO_BIN_EXE_portcullis");
+        let mut cmd = if env.iter().any(|(k, _)| *k == "PORTCULLIS_TEST_FDS") {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", r#"ulimit -n "$PORTCULLIS_TEST_FDS" && exec "$0" "$@""#, bin]);
+            sh
+        } else {
+            Command::new(bin)
+        };
         cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--config"])
             .arg(&config_path)
@@ -230,6 +244,13 @@ pub async fn try_send_chunked_from(addr: SocketAddr, source: IpAddr, req: Reques
     exchange(addr, source, req.map(Chunked)).await
 }
 
+/// A TCP connection from `source` (any 127.0.0.0/8 address).
+pub async fn connect_from(addr: SocketAddr, source: IpAddr) -> Result<TcpStream, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
+    socket.connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))
+}
+
 /// One exchange. A response whose body breaks off keeps what arrived and
 /// says so in `body_error`.
 async fn exchange<B>(addr: SocketAddr, source: IpAddr, req: Request<B>) -> Result<Reply, String>
@@ -238,9 +259,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
-    let stream = socket.connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+    let stream = connect_from(addr, source).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);

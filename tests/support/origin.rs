@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,25 +40,28 @@ pub struct Received {
 pub struct Origin {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Origin {
     /// Binds `addr` (use port 0 for any free port) and serves in the background.
     pub async fn start(addr: &str) -> std::io::Result<Origin> {
         let listener = TcpListener::bind(addr).await?;
-        let origin = Origin { addr: listener.local_addr()?, received: Arc::default() };
-        let received = origin.received.clone();
+        let origin = Origin { addr: listener.local_addr()?, received: Arc::default(), open: Arc::default() };
+        let (received, open) = (origin.received.clone(), origin.open.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let received = received.clone();
+                let (received, open) = (received.clone(), open.clone());
                 tokio::spawn(async move {
+                    open.fetch_add(1, Ordering::SeqCst);
                     let service = service_fn(move |req| answer(req, received.clone()));
                     let _ =
                         auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -67,6 +71,11 @@ impl Origin {
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn port(&self) -> u16 {

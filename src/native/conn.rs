@@ -1,0 +1,289 @@
+//! Client connections, kept within bounds: how many are open at once (in
+//! all, and per client IP), and how long one may sit without a request —
+//! from accept to its first complete request head, whatever the protocol
+//! (a silent socket, one byte, part of the HTTP/2 preface), and between
+//! requests once kept alive. A connection past its time is shut down
+//! gracefully (HTTP/2: GOAWAY), then dropped if it does not go.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// Bounds on client connections (`portcullis serve` flags).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Open at once; past it the node stops accepting until one closes.
+    pub max_connections: usize,
+    /// Open at once from one client IP; past it a new one is closed at once.
+    pub max_per_ip: usize,
+    /// From accept to the first complete request head.
+    pub first_request_timeout: Duration,
+    /// Without a request in flight, once a request was served.
+    pub idle_timeout: Duration,
+    /// HTTP/2 pings, to notice peers that went away.
+    pub h2_keepalive: Duration,
+}
+
+impl ConnectionLimits {
+    /// Defaults from the process's file-descriptor limit: two descriptors
+    /// per connection (client and origin) after a reserve, and an eighth of
+    /// that per client IP.
+    pub fn from_fd_limit(fds: Option<u64>) -> Self {
+        let fds = usize::try_from(fds.unwrap_or(4096)).unwrap_or(usize::MAX);
+        let max_connections = (fds.saturating_sub(64) / 2).clamp(16, 100_000);
+        Self {
+            max_connections,
+            max_per_ip: (max_connections / 8).max(16).min(max_connections),
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            h2_keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux).
+pub fn fd_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Who holds a connection slot, in all and per IP.
+pub(crate) struct Gate {
+    limits: ConnectionLimits,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    freed: Notify,
+}
+
+/// A slot, given back when dropped.
+pub(crate) struct Slot {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Gate {
+    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Self { limits, open: AtomicUsize::new(0), per_ip: Mutex::default(), freed: Notify::new() })
+    }
+
+    pub(crate) fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until fewer than the maximum are open.
+    pub(crate) async fn room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            if self.open() < self.limits.max_connections {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Waits until every connection has closed.
+    pub(crate) async fn empty(&self) {
+        loop {
+            let freed = self.freed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// A slot for a connection from `ip`, or `None` if `ip` holds its share.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let held = per_ip.entry(ip).or_insert(0);
+        if *held >= self.limits.max_per_ip {
+            return None;
+        }
+        *held += 1;
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Some(Slot { gate: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per_ip = self.gate.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = per_ip.get_mut(&self.ip) {
+            *held -= 1;
+            if *held == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        drop(per_ip);
+        self.gate.open.fetch_sub(1, Ordering::AcqRel);
+        self.gate.freed.notify_waiters();
+    }
+}
+
+/// What a connection is doing: requests in flight, whether one was ever
+/// served, and when it last went quiet.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    base: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicBool,
+    quiet_since_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            quiet_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// A request head arrived; the guard marks its end (when its response
+    /// body is done or dropped).
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.served.store(true, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// When the connection must be closed if nothing changes, or `None`
+    /// while a request is in flight.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let quiet = self.base + Duration::from_millis(self.quiet_since_ms.load(Ordering::Acquire));
+        let allowed =
+            if self.served.load(Ordering::Acquire) { limits.idle_timeout } else { limits.first_request_timeout };
+        Some(quiet + allowed)
+    }
+}
+
+/// One request in flight on a connection.
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let now = u64::try_from(a.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.quiet_since_ms.store(now, Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is
+/// done (sent in full, failed, or dropped).
+pub(crate) struct Tracked<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Tracked<B> {
+    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
+        Self { inner, _in_flight: in_flight }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves `conn` until it ends. Past its deadline, or when the node drains,
+/// a connection that never began a request is dropped; one that did is shut
+/// down gracefully (HTTP/2: GOAWAY) and dropped if it has not closed within
+/// `grace`.
+pub(crate) async fn supervise<C: GracefulConnection>(
+    conn: C,
+    activity: &Activity,
+    limits: &ConnectionLimits,
+    mut drain: watch::Receiver<bool>,
+    grace: Duration,
+) -> Option<C::Output> {
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        let wake = activity.deadline(limits).unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            out = conn.as_mut() => return Some(out),
+            _ = tokio::time::sleep_until(wake) => {
+                if activity.deadline(limits).is_some_and(|d| d <= Instant::now()) {
+                    break;
+                }
+            }
+            _ = drain.wait_for(|d| *d) => break,
+        }
+    }
+    if !activity.served.load(Ordering::Acquire) {
+        return None; // no request begun: nothing to finish, and part of a head may never end
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::time::timeout(grace, conn).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_descriptor_limit() {
+        let small = ConnectionLimits::from_fd_limit(Some(256));
+        assert_eq!((small.max_connections, small.max_per_ip), (96, 16));
+        let large = ConnectionLimits::from_fd_limit(Some(1 << 20));
+        assert_eq!((large.max_connections, large.max_per_ip), (100_000, 12_500));
+    }
+
+    #[tokio::test]
+    async fn slots_are_counted_in_all_and_per_ip() {
+        let gate = Gate::new(ConnectionLimits { max_per_ip: 2, ..ConnectionLimits::from_fd_limit(Some(256)) });
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let (one, two) = (gate.admit(a).unwrap(), gate.admit(a).unwrap());
+        assert!(gate.admit(a).is_none(), "a's share is taken");
+        let b = gate.admit([10, 0, 0, 2].into()).unwrap();
+        assert_eq!(gate.open(), 3);
+        drop((one, two, b));
+        assert_eq!(gate.open(), 0);
+        assert!(gate.admit(a).is_some(), "slots come back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_gets_its_deadline() {
+        let limits = ConnectionLimits::from_fd_limit(Some(256));
+        let activity = Activity::new();
+        assert_eq!(activity.deadline(&limits), Some(activity.base + limits.first_request_timeout));
+        let request = activity.begin();
+        assert_eq!(activity.deadline(&limits), None, "busy");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(request);
+        let idle = activity.deadline(&limits).unwrap();
+        assert_eq!(idle, activity.base + Duration::from_secs(5) + limits.idle_timeout);
+    }
+}
