@@ -37,10 +37,10 @@ fn mutated_config() -> impl Strategy<Value = String> {
 
 fn vars() -> Variables {
     let mut vars = Variables::new();
-    for (k, v) in [("origin_port", "9"), ("closed_port", "10"), ("env_name", "x"), ("idp_port", "11")] {
-        vars.insert(k, v);
+    for name in crate::config::vars::referenced(SHIPPED) {
+        let value = if name.ends_with("secret") { "0123456789abcdef0123456789abcdef" } else { "9" };
+        vars.insert(name, value);
     }
-    vars.insert("hs_secret", "0123456789abcdef0123456789abcdef");
     vars
 }
 

@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::origin::Origin;
-use futures::StreamExt;
 use support::{Node, connect_from, get, raw, send, try_send_from};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -175,6 +175,15 @@ async fn h2c_with_prior_knowledge_is_served() {
     assert_eq!(echo["version"], "HTTP/1.1", "the origin is spoken to over HTTP/1.1");
     let fwd_host = echo["headers"].as_array().unwrap().iter().find(|h| h[0] == "x-forwarded-host").unwrap()[1].clone();
     assert_eq!(fwd_host, format!("gw.test:{}", node.addr.port()));
+
+    // RFC 9113 §8.3.1: a Host header must agree with :authority.
+    let uri = format!("http://gw.test:{}/echo/h2", node.addr.port());
+    let req = Request::get(uri).header("host", "evil.test").body(http_body_util::Empty::<Bytes>::new()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["type"], "urn:portcullis:problem:ambiguous-host");
 }
 
 /// A response body fed by the test through a channel, chunk by chunk.
@@ -405,7 +414,8 @@ fn raise_fd_limit() -> u64 {
 /// not close at once (each gets a moment to be refused).
 async fn hold_silent(node: &Node, source: IpAddr, n: usize) -> Vec<tokio::net::TcpStream> {
     let connects = futures::stream::iter(0..n).map(|_| async move {
-        let mut stream = tokio::time::timeout(Duration::from_secs(2), connect_from(node.addr, source)).await.ok()?.ok()?;
+        let mut stream =
+            tokio::time::timeout(Duration::from_secs(2), connect_from(node.addr, source)).await.ok()?.ok()?;
         let mut byte = [0u8; 1];
         match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await {
             Err(_) => Some(stream), // still open
@@ -462,7 +472,8 @@ async fn idle_connections_to_origins_are_capped_and_expire() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let args = ["--upstream-max-idle", "4", "--upstream-idle-timeout", "1s"];
     let node = Node::start_args(&config(&origin), &[], &args);
-    let replies = futures::future::join_all((0..40).map(|i| send(node.addr, get(&format!("/echo/delay/300?{i}"))))).await;
+    let replies =
+        futures::future::join_all((0..40).map(|i| send(node.addr, get(&format!("/echo/delay/300?{i}"))))).await;
     assert!(replies.iter().all(|r| r.status == 200));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let open = origin.open_connections();

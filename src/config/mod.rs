@@ -419,7 +419,7 @@ impl Compiler<'_> {
             max_header_size: self.size(g.max_header_size, "gateway.max_header_size", DEFAULT_MAX_HEADER_SIZE),
             max_header_count,
             access_log: g.access_log.unwrap_or(true),
-            drop_underscore_headers: !self.either(
+            drop_underscore_headers: self.either(
                 g.underscores_in_headers.as_ref(),
                 0..0,
                 "gateway.underscores_in_headers".into(),

@@ -152,11 +152,22 @@ fn defaults_are_filled_in() {
     assert_eq!(c.gateway.max_header_size, DEFAULT_MAX_HEADER_SIZE);
     assert_eq!(c.gateway.max_header_count, DEFAULT_MAX_HEADER_COUNT);
     assert!(c.gateway.access_log);
+    assert!(c.gateway.drop_underscore_headers);
+    assert_eq!(c.gateway.max_response_header_size, DEFAULT_MAX_RESPONSE_HEADER_SIZE);
     assert_eq!(c.services[0].connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(c.services[0].request_timeout, DEFAULT_REQUEST_TIMEOUT);
     assert_eq!(c.routes[0].max_body_size, DEFAULT_MAX_BODY_SIZE);
     assert_eq!(&*c.routes[0].name, "/x");
     assert_eq!(c.services[0].targets[0].origin, "http://127.0.0.1:9000");
+}
+
+#[test]
+fn header_hardening_settings_are_checked() {
+    let e = one(&format!("[gateway]\nunderscores_in_headers = \"allow\"\nmax_response_header_size = \"1MiB\"\n{SVC}"));
+    assert_eq!((e.line, e.key.as_str()), (2, "gateway.underscores_in_headers"));
+    assert!(e.message.contains("\"drop\"") && e.message.contains("\"keep\""), "{}", e.message);
+    let e = one(&format!("[gateway]\nmax_response_header_size = \"lots\"\n{SVC}"));
+    assert_eq!(e.key, "gateway.max_response_header_size");
 }
 
 /// Values for every placeholder the shipped configs use.

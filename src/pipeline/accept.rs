@@ -21,6 +21,8 @@ pub(crate) enum AcceptError {
     TooManyHeaders { count: usize, limit: u32 },
     #[error(transparent)]
     Path(#[from] PathError),
+    #[error("{0}")]
+    AmbiguousHost(&'static str),
     #[error("the Content-Length header is not a number")]
     BadContentLength,
     #[error("the request body is {size} bytes, more than the {limit} allowed")]
@@ -39,6 +41,7 @@ impl Answer for AcceptError {
             }
             Self::Path(_) => (StatusCode::BAD_REQUEST, "bad-path"),
             Self::BadContentLength => (StatusCode::BAD_REQUEST, "bad-request"),
+            Self::AmbiguousHost(_) => (StatusCode::BAD_REQUEST, "ambiguous-host"),
             #[cfg(feature = "edge-p2")]
             Self::RequestLine(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
@@ -58,6 +61,31 @@ pub(crate) fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Resu
         return Err(AcceptError::HeadersTooLarge { size, limit: g.max_header_size });
     }
     Ok(normalize_path(path)?)
+}
+
+/// Before routing: one authority the request is for (RFC 9112 §3.2, RFC
+/// 9113 §8.3.1). Two `Host` headers, an HTTP/1.1 request with neither `Host`
+/// nor an absolute target, or an HTTP/2 `:authority` that differs from
+/// `Host` are refused. (Spin itself refuses the last two before the edge
+/// sees them.)
+pub(crate) fn host<B>(req: &http::Request<B>) -> Result<(), AcceptError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(AcceptError::AmbiguousHost("the request has more than one Host header"));
+    }
+    let authority = req.uri().authority();
+    match (req.version(), first, authority) {
+        (http::Version::HTTP_11, None, None) => {
+            Err(AcceptError::AmbiguousHost("an HTTP/1.1 request needs a Host header"))
+        }
+        (http::Version::HTTP_2, Some(host), Some(authority))
+            if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Err(AcceptError::AmbiguousHost("the Host header differs from :authority"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// After routing: a declared `Content-Length` within the route's limit.

@@ -130,6 +130,7 @@ async fn proxy<P: Ports>(
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
     let config = &gateway.config;
+    accept::host(&req)?;
     ctx.path = accept::head(&config.gateway, req.headers(), req.uri().path())?;
     if let Flow::Respond(answer) = sweep::phase(config, ports, &req, ctx).await? {
         return Ok(answer.map(Body::<P>::from));

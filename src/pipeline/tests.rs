@@ -130,17 +130,25 @@ fn dot_segments_cannot_reach_another_routes_rules() {
     let ports = FakePorts::new(FakeHttp::ok());
     // Without normalisation this would match `/v1/{*rest}` (any method) and
     // reach the admin path through the users service.
-    let req = Request::post("/v1/../admin").body(Bytes::new()).unwrap();
+    let req = Request::post("/v1/../admin").header("host", "gw.example.com").body(Bytes::new()).unwrap();
     let ex = run(&ports, req, peer("198.51.100.7"));
     assert_eq!(ex.response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(ex.response.headers()["allow"], "GET, HEAD");
     assert!(ports.http.last().is_none(), "nothing reached an origin");
 
-    let ex = run(&ports, Request::get("/v1/%2e%2e/admin").body(Bytes::new()).unwrap(), peer("198.51.100.7"));
+    let ex = run(
+        &ports,
+        Request::get("/v1/%2e%2e/admin").header("host", "gw.example.com").body(Bytes::new()).unwrap(),
+        peer("198.51.100.7"),
+    );
     assert_eq!(ex.response.status(), StatusCode::OK);
     assert_eq!(ports.http.last().unwrap().uri().to_string(), "http://admin.internal/admin");
 
-    let ex = run(&ports, Request::get("/v1/..%2fadmin").body(Bytes::new()).unwrap(), peer("198.51.100.7"));
+    let ex = run(
+        &ports,
+        Request::get("/v1/..%2fadmin").header("host", "gw.example.com").body(Bytes::new()).unwrap(),
+        peer("198.51.100.7"),
+    );
     assert_eq!(ex.response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(problem(&ex.response)["type"], "urn:portcullis:problem:bad-path");
 }
@@ -162,6 +170,66 @@ fn spoofed_forwarding_headers_from_untrusted_peers_are_replaced() {
     assert_eq!(h["x-forwarded-host"], "gw.example.com:8443");
     assert_eq!(h["forwarded"], "for=198.51.100.7;host=\"gw.example.com:8443\";proto=http");
     assert_eq!(ex.log.client_ip.to_string(), "198.51.100.7");
+}
+
+#[test]
+fn underscore_headers_go_or_only_those_disguising_the_gateways_own() {
+    let req = || {
+        get("/admin")
+            .header("x_forwarded_for", "6.6.6.6")
+            .header("x_request_id", "mine")
+            .header("x_user", "mallory")
+            .header("my_header", "v")
+            .header("x-real-ip", "6.6.6.6")
+            .body(Bytes::new())
+            .unwrap()
+    };
+    let ports = FakePorts::new(FakeHttp::ok());
+    run(&ports, req(), peer("198.51.100.7"));
+    let h = ports.http.last().unwrap().headers().clone();
+    assert!(h.keys().all(|k| !k.as_str().contains('_')), "{h:?}");
+    assert!(h.get("x-real-ip").is_none());
+
+    let partners = r#"
+[auth.api_key.partners]
+forward = { "x-user" = "id" }
+consumers = [{ id = "a", key_sha256 = "b81ff514581f28cf9536d9227563cf3a93e9ced7728e175b4e1d044be8a3ef29" }]
+"#;
+    let text = format!("{CONFIG}{partners}");
+    let text = text.replace("[gateway]\n", "[gateway]\nunderscores_in_headers = \"keep\"\n");
+    let keep = Gateway::new(Config::parse(&text, "test.toml", &Default::default()).unwrap());
+    let ports = FakePorts::new(FakeHttp::ok());
+    run_with(&keep, &ports, req(), peer("198.51.100.7"));
+    let h = ports.http.last().unwrap().headers().clone();
+    assert_eq!(h["my_header"], "v", "kept");
+    for disguised in ["x_forwarded_for", "x_request_id", "x_user", "x-real-ip"] {
+        assert!(h.get(disguised).is_none(), "{disguised} reached the origin");
+    }
+}
+
+#[test]
+fn the_host_must_be_unambiguous() {
+    let ports = FakePorts::new(FakeHttp::ok());
+    let two = get("/admin").header("host", "evil.example").body(Bytes::new()).unwrap();
+    let none = Request::get("/admin").body(Bytes::new()).unwrap();
+    let h2 = |host: &str| {
+        Request::get("http://gw.example.com/admin")
+            .version(http::Version::HTTP_2)
+            .header("host", host)
+            .body(Bytes::new())
+            .unwrap()
+    };
+    for (what, req) in
+        [("two Host headers", two), ("HTTP/1.1 without Host", none), ("Host ≠ :authority", h2("b.example"))]
+    {
+        let ex = run(&ports, req, peer("198.51.100.7"));
+        assert_eq!(ex.response.status(), 400, "{what}");
+        assert_eq!(problem(&ex.response)["type"], "urn:portcullis:problem:ambiguous-host", "{what}");
+    }
+    assert!(ports.http.last().is_none(), "nothing reached the origin");
+    for ok in [h2("GW.example.com"), Request::get("http://gw.example.com/admin").body(Bytes::new()).unwrap()] {
+        assert_eq!(run(&ports, ok, peer("198.51.100.7")).response.status(), 200);
+    }
 }
 
 #[test]
@@ -244,12 +312,24 @@ fn head_limits_answer_431() {
 #[test]
 fn declared_body_over_the_route_limit_answers_413() {
     let ports = FakePorts::new(FakeHttp::ok());
-    let req = Request::put("/v1/users/1").header("content-length", "101").body(Bytes::new()).unwrap();
+    let req = Request::put("/v1/users/1")
+        .header("host", "gw.example.com")
+        .header("content-length", "101")
+        .body(Bytes::new())
+        .unwrap();
     let ex = run(&ports, req, peer("198.51.100.7"));
     assert_eq!(ex.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let req = Request::put("/v1/users/1").header("content-length", "100").body(Bytes::from(vec![0; 100])).unwrap();
+    let req = Request::put("/v1/users/1")
+        .header("host", "gw.example.com")
+        .header("content-length", "100")
+        .body(Bytes::from(vec![0; 100]))
+        .unwrap();
     assert_eq!(run(&ports, req, peer("198.51.100.7")).response.status(), StatusCode::OK);
-    let req = Request::put("/v1/users/1").header("content-length", "ten").body(Bytes::new()).unwrap();
+    let req = Request::put("/v1/users/1")
+        .header("host", "gw.example.com")
+        .header("content-length", "ten")
+        .body(Bytes::new())
+        .unwrap();
     assert_eq!(run(&ports, req, peer("198.51.100.7")).response.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -289,6 +369,29 @@ fn response_headers_are_edited_and_hop_by_hop_dropped() {
     assert_eq!(h["x-internal"], "secret", "Connection cannot name more hop-by-hop headers");
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["x-request-id"], ex.log.request_id, "the gateway's id wins");
+}
+
+#[test]
+fn origin_framing_and_head_size() {
+    let ports = FakePorts::new(FakeHttp::new(|_| {
+        Ok(Response::builder()
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "5")
+            .body(Bytes::from_static(b"0123456789"))
+            .unwrap())
+    }));
+    let ex = run(&ports, get("/admin").body(Bytes::new()).unwrap(), peer("198.51.100.7"));
+    assert!(ex.response.headers().get("content-length").is_none(), "the origin's length is not the body's");
+    let ports = FakePorts::new(FakeHttp::new(|_| {
+        let mut resp = Response::builder();
+        for i in 0..70 {
+            resp = resp.header(format!("x-filler-{i}"), "f".repeat(1000));
+        }
+        Ok(resp.body(Bytes::new()).unwrap())
+    }));
+    let ex = run(&ports, get("/admin").body(Bytes::new()).unwrap(), peer("198.51.100.7"));
+    assert_eq!(ex.response.status(), 502);
+    assert_eq!(problem(&ex.response)["type"], "urn:portcullis:problem:upstream-invalid");
 }
 
 #[test]
@@ -369,6 +472,7 @@ limits = ["loose"]
 
 fn limited(ports: &FakePorts, gw: &Gateway, path: &str, client: &str) -> Exchange<Bytes> {
     let req = Request::get(path)
+        .header("host", "gw.example.com")
         .header("x-client", client)
         .header("x-api-key", "acme-secret-key")
         .body(Bytes::new())

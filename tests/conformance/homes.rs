@@ -1,15 +1,36 @@
 //! The homes the suite runs in, each started on the conformance config with
 //! the same variables.
 
-use super::support::{self, Node, idp::Idp, origin::Origin};
-use super::tokens::HS_SECRET;
+use super::support::origin::{Origin, RawOrigin};
+use super::support::{self, Node, idp::Idp};
+use super::tokens::{self, HS_SECRET};
 
 pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/gateway.toml");
 
+/// The real servers on loopback every home stands in front of: the echoing
+/// origin, one that misbehaves at the byte level, and the identity provider.
+pub struct Backends {
+    pub origin: Origin,
+    pub raw: RawOrigin,
+    pub idp: Idp,
+}
+
+impl Backends {
+    pub async fn start() -> Backends {
+        Backends {
+            origin: Origin::start("127.0.0.1:0").await.expect("origin"),
+            raw: RawOrigin::start().await.expect("raw origin"),
+            idp: tokens::idp().await,
+        }
+    }
+}
+
 /// The placeholder values every home gets.
-pub fn variables(origin: &Origin, idp: &Idp) -> Vec<(&'static str, String)> {
+pub fn variables(b: &Backends) -> Vec<(&'static str, String)> {
+    let (origin, idp) = (&b.origin, &b.idp);
     vec![
         ("origin_port", origin.port().to_string()),
+        ("raw_port", b.raw.port().to_string()),
         ("closed_port", support::closed_port().to_string()),
         ("env_name", "conformance".to_string()),
         ("idp_port", idp.port.to_string()),
@@ -17,10 +38,10 @@ pub fn variables(origin: &Origin, idp: &Idp) -> Vec<(&'static str, String)> {
     ]
 }
 
-pub fn node(origin: &Origin, idp: &Idp) -> Node {
+pub fn node(b: &Backends) -> Node {
     let path = support::temp_path("conformance.toml");
     std::fs::copy(CONFIG, &path).expect("copy config");
-    Node::start_with(path, &variables(origin, idp), &[])
+    Node::start_with(path, &variables(b), &[])
 }
 
 /// A component in the test host, in front of the same origin.
@@ -38,8 +59,8 @@ impl Drop for Edge {
 
 /// Starts the test host on the conformance build of `flavour` (`p2`/`p3`),
 /// with extra host flags.
-pub fn edge(flavour: &str, origin: &Origin, idp: &Idp, flags: &[&str]) -> Edge {
-    edge_with(flavour, &variables(origin, idp), flags)
+pub fn edge(flavour: &str, b: &Backends, flags: &[&str]) -> Edge {
+    edge_with(flavour, &variables(b), flags)
 }
 
 /// Like [`edge`], with the Spin variables given.
@@ -51,13 +72,7 @@ pub fn edge_with(flavour: &str, vars: &[(&str, String)], flags: &[&str]) -> Edge
 
 /// The component of `flavour` (conformance build) under the real Spin CLI;
 /// `store_url`: a Redis URL for its key-value store.
-pub fn spin(
-    spin: &std::path::Path,
-    flavour: &str,
-    origin: &Origin,
-    idp: &Idp,
-    store_url: Option<&str>,
-) -> support::spin::SpinApp {
+pub fn spin(spin: &std::path::Path, flavour: &str, b: &Backends, store_url: Option<&str>) -> support::spin::SpinApp {
     let component = support::edge::component(&format!("conformance-{flavour}"));
-    support::spin::up(spin, &component, &variables(origin, idp), store_url)
+    support::spin::up(spin, &component, &variables(b), store_url)
 }

@@ -15,10 +15,10 @@ mod tokens;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
+use homes::Backends;
 use http::Request;
 use regex::Regex;
 use serde::Deserialize;
-use support::idp::Idp;
 use support::origin::{Origin, Received};
 
 /// A file of cases.
@@ -351,19 +351,19 @@ async fn run_suite(home: &str, gateway: SocketAddr, origin: &Origin) {
 }
 
 /// Every case, then every scenario any home can host.
-async fn run_home(home: &str, addr: SocketAddr, origin: &Origin, idp: &Idp) {
-    run_suite(home, addr, origin).await;
-    scenarios::key_rotation(home, addr, idp).await;
+async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
+    run_suite(home, addr, &b.origin).await;
+    scenarios::host_ambiguity(home, addr, home != "node").await;
+    scenarios::key_rotation(home, addr, &b.idp).await;
     scenarios::concurrent_limit(home, addr).await;
     scenarios::expiry_and_sweep(home, addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node() {
-    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
-    let idp = tokens::idp().await;
-    let node = homes::node(&origin, &idp);
-    run_home("node", node.addr, &origin, &idp).await;
+    let b = Backends::start().await;
+    let node = homes::node(&b);
+    run_home("node", node.addr, &b).await;
 }
 
 /// A flavour in the test host (its store behaves like Spin's default,
@@ -374,13 +374,12 @@ async fn test_host(flavour: &str) {
     if !support::edge::ready(&format!("edge_wasi_{flavour}"), &[&format!("conformance-{flavour}")]) {
         return;
     }
-    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
-    let idp = tokens::idp().await;
-    let edge = homes::edge(flavour, &origin, &idp, &[]);
-    run_home(&home, edge.addr, &origin, &idp).await;
-    let without_atomics = homes::edge(flavour, &origin, &idp, &["--kv-no-atomics"]);
+    let b = Backends::start().await;
+    let edge = homes::edge(flavour, &b, &[]);
+    run_home(&home, edge.addr, &b).await;
+    let without_atomics = homes::edge(flavour, &b, &["--kv-no-atomics"]);
     scenarios::store_without_atomics(&home, without_atomics.addr).await;
-    let misreporting = homes::edge(flavour, &origin, &idp, &["--kv-backend", "redis"]);
+    let misreporting = homes::edge(flavour, &b, &["--kv-backend", "redis"]);
     scenarios::misreporting_store(&home, misreporting.addr).await;
     scenarios::concurrent_limit(&home, misreporting.addr).await;
     // Without the Spin variables its config needs, the component answers
@@ -415,11 +414,10 @@ async fn real_spin(test: &str, flavour: &str, redis: bool) {
         return;
     }
     let home = format!("spin {flavour}{}", if redis { " + redis" } else { "" });
-    let origin = Origin::start("127.0.0.1:0").await.expect("origin");
-    let idp = tokens::idp().await;
+    let b = Backends::start().await;
     let store = redis.then(support::redis::Redis::start);
-    let app = homes::spin(&spin, flavour, &origin, &idp, store.as_ref().map(|r| r.url()).as_deref());
-    run_home(&home, app.addr, &origin, &idp).await;
+    let app = homes::spin(&spin, flavour, &b, store.as_ref().map(|r| r.url()).as_deref());
+    run_home(&home, app.addr, &b).await;
     if redis {
         scenarios::misreporting_store(&home, app.addr).await;
     }

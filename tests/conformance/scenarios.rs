@@ -181,3 +181,26 @@ pub async fn expiry_and_sweep(home: &str, addr: SocketAddr) {
     assert!(deleted >= clients, "[{home}] deleted {deleted} of {keys_expired} keys");
     assert_eq!(keys_after, keys_expired - deleted, "[{home}] what the sweep deleted is gone");
 }
+
+/// Who the request is for must be unambiguous. Two `Host` headers get a 400
+/// problem in every home. An HTTP/1.1 request without `Host`: the node
+/// answers 400; Spin refuses it itself, before the component, by closing
+/// the connection without an answer.
+pub async fn host_ambiguity(home: &str, addr: SocketAddr, behind_spin: bool) {
+    let two = super::support::raw(
+        addr,
+        b"GET /admin HTTP/1.1\r\nhost: gw.test\r\nhost: evil.test\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(two.starts_with("HTTP/1.1 400"), "[{home}] two Host headers: {two}");
+    assert!(two.contains("urn:portcullis:problem:ambiguous-host"), "[{home}] {two}");
+    let none =
+        super::support::raw(addr, b"GET /admin HTTP/1.1\r\nconnection: close\r\n\r\n", Duration::from_secs(5)).await;
+    if behind_spin {
+        assert_eq!(none, "", "[{home}] Spin refuses a request without Host by closing the connection");
+    } else {
+        assert!(none.starts_with("HTTP/1.1 400"), "[{home}] no Host: {none}");
+        assert!(none.contains("urn:portcullis:problem:ambiguous-host"), "[{home}] {none}");
+    }
+}

@@ -179,3 +179,62 @@ impl hyper::body::Body for Chunks {
         hyper::body::SizeHint::with_exact(self.remaining as u64)
     }
 }
+
+/// An origin that writes canned bytes, to misbehave in ways a well-kept
+/// HTTP server will not: by the request path,
+/// - `/te-and-cl`: `Transfer-Encoding: chunked` and a `Content-Length` that
+///   is not the body's (5), then a 20-byte chunked body;
+/// - `/huge-head/{kib}`: a 200 whose head has `kib` KiB of headers.
+///
+/// Each connection serves one request and closes.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+}
+
+impl RawOrigin {
+    pub async fn start() -> std::io::Result<RawOrigin> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head);
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let _ = stream.write_all(&canned(&path)).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Ok(RawOrigin { addr })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+fn canned(path: &str) -> Vec<u8> {
+    if path == "/te-and-cl" {
+        return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\nconnection: close\r\n\r\n\
+a\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n"
+            .to_vec();
+    }
+    if let Some(kib) = path.strip_prefix("/huge-head/").and_then(|k| k.parse::<usize>().ok()) {
+        let mut out = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n".to_vec();
+        for i in 0..kib {
+            out.extend_from_slice(format!("x-filler-{i:04}: {}\r\n", "f".repeat(1000)).as_bytes());
+        }
+        out.extend_from_slice(b"\r\nok");
+        return out;
+    }
+    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
+}

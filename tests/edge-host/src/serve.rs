@@ -90,8 +90,8 @@ async fn answer(
     handler: ProxyHandler<Handler>,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<WasiBody>, std::convert::Infallible> {
-    let req = as_spin_sees_it(req, peer);
+) -> Result<hyper::Response<WasiBody>, String> {
+    let req = as_spin_sees_it(req, peer)?;
     Ok(match handler.handle((), req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -107,12 +107,19 @@ async fn answer(
     })
 }
 
-/// Spin's request preparation: absolute URI from the `Host` header, the
-/// `spin-*` headers appended after any a client sent (Spin does not
-/// overwrite them), no `Connection`.
-fn as_spin_sees_it(req: hyper::Request<Incoming>, peer: SocketAddr) -> http::Request<WasiBody> {
+/// Spin's request preparation: absolute URI from the (first) `Host` header
+/// or the target's authority — with neither, or two that differ, Spin fails
+/// the request and the connection closes without an answer — the `spin-*`
+/// headers appended after any a client sent (Spin does not overwrite them),
+/// no `Connection`.
+fn as_spin_sees_it(req: hyper::Request<Incoming>, peer: SocketAddr) -> Result<http::Request<WasiBody>, String> {
     let (mut parts, body) = req.into_parts();
-    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    let header_host = parts.headers.get(header::HOST).map(|h| h.to_str().unwrap_or_default().to_string());
+    let host = match (header_host, parts.uri.authority().map(|a| a.to_string())) {
+        (None, None) => return Err("no 'Host' header present in request".into()),
+        (Some(h), Some(a)) if h != a => return Err("authority in 'Host' header does not match authority in URI".into()),
+        (Some(h), _) | (None, Some(h)) => h,
+    };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     if let Ok(uri) = format!("http://{host}{path}").parse() {
         parts.uri = uri;
@@ -133,7 +140,7 @@ fn as_spin_sees_it(req: hyper::Request<Incoming>, peer: SocketAddr) -> http::Req
             h.append(name, v);
         }
     }
-    http::Request::from_parts(parts, body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync())
+    Ok(http::Request::from_parts(parts, body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()))
 }
 
 struct Handler {
