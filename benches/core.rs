@@ -22,6 +22,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::{Config, Variables};
 use portcullis::pipeline::authn::{AuthCaches, authenticate};
+
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
 use portcullis::ports::memory::MemoryKv;
 use portcullis::ports::{Clock, GcraStep, HttpClient, KvStore, Ports, UpstreamError, UpstreamOptions};
 use portcullis::shared::gcra::{self, Rate};
@@ -161,11 +163,13 @@ auth = { any_of = ["corp"] }
         let token = jsonwebtoken::encode(&header, &claims, enc).unwrap();
         let request = || Request::get("/x").header("authorization", format!("Bearer {token}")).body(()).unwrap();
         // Prime the key set (and, for the cached case, the token).
-        ready(authenticate(&config.auth, &route, &warm, &ports, &mut request())).unwrap();
+        ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut request())).unwrap();
         c.bench_function(&format!("jwt/uncached-{alg:?}"), |b| {
             b.iter_batched(
                 || (warm.renewed(&config.auth), request()),
-                |(caches, mut req)| ready(authenticate(&config.auth, &route, &caches, &ports, &mut req)).unwrap(),
+                |(caches, mut req)| {
+                    ready(authenticate(&config.auth, &route, &caches, &ports, CLIENT, &mut req)).unwrap()
+                },
                 BatchSize::SmallInput,
             )
         });
@@ -173,7 +177,7 @@ auth = { any_of = ["corp"] }
             c.bench_function("jwt/cached", |b| {
                 b.iter_batched(
                     request,
-                    |mut req| ready(authenticate(&config.auth, &route, &warm, &ports, &mut req)).unwrap(),
+                    |mut req| ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut req)).unwrap(),
                     BatchSize::SmallInput,
                 )
             });

@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::raw::{ClaimValues, RawApiKey, RawAuth, RawJwksCache, RawJwt, RawRouteAuth, RawTokenSource};
 use super::{Compiler, Known, parse_header_name, vars};
+use crate::shared::gcra::Rate;
 use crate::shared::identity::Identity;
 
 pub(crate) const DEFAULT_REALM: &str = "portcullis";
@@ -51,7 +52,13 @@ impl Default for AuthConfig {
 pub(crate) struct Provider {
     pub(crate) name: String,
     pub(crate) kind: ProviderKind,
+    /// Failed attempts allowed per client IP (`failure_limit`, default
+    /// 60/minute with a burst of 60); `None`: `"off"`.
+    pub(crate) failure_limit: Option<Rate>,
 }
+
+/// The default `failure_limit`: 60 per minute, all at once if need be.
+pub(crate) const DEFAULT_FAILURE_LIMIT: (u64, u64) = (60, 60_000_000);
 
 #[derive(Clone)]
 pub(crate) enum ProviderKind {
@@ -113,7 +120,7 @@ pub(crate) struct JwksPolicy {
     pub(crate) max_ttl: Duration,
     /// Freshness when the response says nothing. Default: 10m.
     pub(crate) default_ttl: Duration,
-    /// Fetches at most this often (an unknown `kid`, an expired set). Default: 30s.
+    /// Fetches at most this often (an unknown `kid`, an expired set). Default: 1s.
     pub(crate) refetch_interval: Duration,
     /// How long past its freshness a set may serve while the IdP is down. Default: 6h.
     pub(crate) stale_for: Duration,
@@ -127,7 +134,7 @@ impl Default for JwksPolicy {
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(24 * 3600),
             default_ttl: Duration::from_secs(600),
-            refetch_interval: Duration::from_secs(30),
+            refetch_interval: Duration::from_secs(1),
             stale_for: Duration::from_secs(6 * 3600),
             fetch_timeout: Duration::from_secs(5),
         }
@@ -197,13 +204,17 @@ impl Compiler<'_> {
                     format!("`{name}` is also an api_key provider: provider names must be unique"),
                 );
             }
+            let failure_limit = self.failure_limit(jwt.get_ref().failure_limit.as_ref(), &format!("auth.jwt.{name}"));
             if let Some(p) = self.jwt_provider(name, jwt) {
-                auth.providers.push(Provider { name: name.clone(), kind: ProviderKind::Jwt(Box::new(p)) });
+                let kind = ProviderKind::Jwt(Box::new(p));
+                auth.providers.push(Provider { name: name.clone(), kind, failure_limit });
             }
         }
         for (name, keys) in &raw.api_key {
+            let key = format!("auth.api_key.{name}");
+            let failure_limit = self.failure_limit(keys.get_ref().failure_limit.as_ref(), &key);
             if let Some(p) = self.api_key_provider(name, keys) {
-                auth.providers.push(Provider { name: name.clone(), kind: ProviderKind::ApiKey(p) });
+                auth.providers.push(Provider { name: name.clone(), kind: ProviderKind::ApiKey(p), failure_limit });
             }
         }
         for p in &auth.providers {
@@ -395,6 +406,23 @@ impl Compiler<'_> {
             }
         }
         forward
+    }
+
+    /// `failure_limit`: a rate (its count is also the burst) or `"off"`.
+    fn failure_limit(&mut self, raw: Option<&Spanned<String>>, provider: &str) -> Option<Rate> {
+        let (count, period_us) = match raw.map(|v| v.get_ref().as_str()) {
+            None => DEFAULT_FAILURE_LIMIT,
+            Some("off") => return None,
+            Some(text) => match super::rate_limits::parse_rate(text) {
+                Ok(rate) => rate,
+                Err(e) => {
+                    let span = raw.map_or(0..0, |v| v.span());
+                    self.error(span, format!("{provider}.failure_limit"), format!("{e}, or \"off\""));
+                    return None;
+                }
+            },
+        };
+        Rate::new(count, period_us, count)
     }
 
     fn jwks_policy(&mut self, raw: &RawJwksCache, key: &str) -> JwksPolicy {

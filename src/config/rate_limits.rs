@@ -58,7 +58,7 @@ const PERIODS: &[(&str, u64)] = &[
 ];
 
 /// `100/minute`, `10/s`, `5000/day`, or a count per duration: `5/10s`.
-fn parse_rate(text: &str) -> Result<(u64, u64), String> {
+pub(super) fn parse_rate(text: &str) -> Result<(u64, u64), String> {
     let bad = || format!("`{text}` is not a rate: write e.g. \"10/s\", \"100/minute\", \"10000/day\" or \"5/10s\"");
     let (count, period) = text.split_once('/').ok_or_else(bad)?;
     let count: u64 = count.trim().parse().map_err(|_| bad())?;

@@ -167,6 +167,7 @@ pub(crate) struct RawJwt {
     pub(crate) max_token_size: Option<Spanned<Size>>,
     #[serde(default)]
     pub(crate) jwks_cache: RawJwksCache,
+    pub(crate) failure_limit: Option<Spanned<String>>,
 }
 
 /// An inline public key.
@@ -208,6 +209,7 @@ pub(crate) struct RawApiKey {
     #[serde(default)]
     pub(crate) forward: BTreeMap<Spanned<String>, Spanned<String>>,
     pub(crate) strip_credential: Option<bool>,
+    pub(crate) failure_limit: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -170,6 +170,22 @@ fn header_hardening_settings_are_checked() {
     assert_eq!(e.key, "gateway.max_response_header_size");
 }
 
+#[test]
+fn failure_limits_default_on_and_can_be_set_or_turned_off() {
+    let provider = |limit: &str| {
+        format!("[auth.api_key.p]\n{limit}consumers = [{{ id = \"a\", key_sha256 = \"{}\" }}]\n{SVC}", "b".repeat(64))
+    };
+    let parse =
+        |text: &str| Config::parse(text, "gw.toml", &Variables::default()).unwrap().auth.providers[0].failure_limit;
+    let default = parse(&provider("")).unwrap();
+    assert_eq!((default.burst, default.interval_us), (60, 1_000_000));
+    assert_eq!(parse(&provider("failure_limit = \"off\"\n")), None);
+    assert_eq!(parse(&provider("failure_limit = \"5/hour\"\n")).map(|r| r.burst), Some(5));
+    let e = one(&provider("failure_limit = \"many\"\n"));
+    assert_eq!((e.line, e.key.as_str()), (2, "auth.api_key.p.failure_limit"));
+    assert!(e.message.contains("\"off\""), "{}", e.message);
+}
+
 /// Values for every placeholder the shipped configs use.
 fn conformance_vars() -> Variables {
     let mut vars = Variables::new();

@@ -140,7 +140,8 @@ async fn proxy<P: Ports>(
     accept::body_size(req.headers(), route.max_body_size)?;
     authn::drop_identity_headers(&config.auth, req.headers_mut());
     if let Some(route_auth) = &route.auth {
-        let identity = authn::authenticate(&config.auth, route_auth, &gateway.caches, ports, &mut req).await?;
+        let identity =
+            authn::authenticate(&config.auth, route_auth, &gateway.caches, ports, ctx.client_ip, &mut req).await?;
         ctx.identity = Some(identity.clone());
         authn::authorize(route_auth, &identity)?;
     }

@@ -84,7 +84,7 @@ struct TokenSpec {
     no_exp: bool,
     nbf_in: Option<i64>,
     /// A broken token instead: `alg-none`, `hs256-with-public-key`,
-    /// `garbage`, `bad-header`, `huge`, `wrong-secret`.
+    /// `garbage`, `bad-header`, `huge`, `wrong-secret`, `bad-signature`.
     forge: Option<String>,
 }
 

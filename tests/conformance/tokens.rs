@@ -67,6 +67,7 @@ pub fn mint(spec: &TokenSpec) -> String {
             let rsa = keys().into_iter().next().expect("rsa key");
             return idp::mint_hmac(rsa.public_pem.as_bytes(), Algorithm::HS256, Some(&rsa.kid), &claims);
         }
+        Some("bad-signature") => {}
         Some(other) => panic!("unknown forge {other}"),
         None => {}
     }
@@ -87,5 +88,12 @@ pub fn mint(spec: &TokenSpec) -> String {
     if let Some(kid) = &spec.kid {
         key.kid = kid.clone();
     }
-    idp::mint(&key, &claims)
+    let token = idp::mint(&key, &claims);
+    if spec.forge.as_deref() == Some("bad-signature") {
+        // Well-formed, a known key, claims that pass: only the signature is wrong.
+        let (signed, signature) = token.rsplit_once('.').expect("three segments");
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        return format!("{signed}.{flipped}{}", &signature[1..]);
+    }
+    token
 }

@@ -5,10 +5,16 @@
 //!
 //! - Freshness comes from `Cache-Control: max-age`, clamped to the
 //!   provider's `min_ttl`..`max_ttl` (`default_ttl` when absent).
-//! - An unknown `kid` or an expired set triggers a fetch, at most once per
-//!   `refetch_interval` per key set (recorded in the store too, so a flood
-//!   of made-up `kid`s cannot hammer the IdP from many instances), and one
-//!   at a time per process (single-flight).
+//! - An expired set, or an unknown `kid`, triggers a fetch: at most one per
+//!   `refetch_interval` (1 s) per key set across the fleet (the attempt is
+//!   recorded in the store, so a flood of made-up `kid`s cannot hammer the
+//!   IdP from many instances), one at a time (single-flight in a process, a
+//!   claim with a deadline in the store).
+//! - A token with an unknown `kid` waits for the next fetch that starts
+//!   after it arrived — its own or another request's, for up to 2 s — so a
+//!   key published by a rotation is served within about a second. Only that
+//!   fetch can say the key does not exist (401); if it cannot be made, the
+//!   answer is 503, never a 401 for a key that may well exist.
 //! - While the IdP is unreachable an expired set keeps serving for
 //!   `stale_for`; with nothing usable at all the answer is 503, retried at
 //!   most once a second.
@@ -221,33 +227,44 @@ impl JwksCache {
     ) -> KeyLookup {
         let uri_text = uri.to_string();
         let entry = self.entry(&uri_text);
-        let now = ports.clock().now();
+        let arrival = ports.clock().now();
         // 1. Memory, then the shared store: what another instance fetched or tried.
-        if let Some(key) = entry.fresh_key(now, kid, alg) {
+        if let Some(key) = entry.fresh_key(arrival, kid, alg) {
             return KeyLookup::Found(key);
         }
         let stored = load(ports, &uri_text).await;
         if let Some((record, _)) = &stored {
             adopt(&entry, record);
         }
-        if let Some(key) = entry.fresh_key(now, kid, alg) {
-            return KeyLookup::Found(key);
-        }
-        // 2. The IdP, one request of this process at a time; the others
-        // wait for its result.
-        if entry.fetching.swap(true, Ordering::AcqRel) {
-            let deadline = now.saturating_add(policy.fetch_timeout);
-            while entry.fetching.load(Ordering::Acquire) && ports.clock().now() < deadline {
-                ports.clock().sleep(PEER_POLL).await;
-            }
-            return lookup(entry.usable(now, policy).as_deref(), kid, alg);
-        }
-        let _fetching = Fetching(&entry.fetching);
-        if let Some(key) = entry.fresh_key(now, kid, alg) {
+        if let Some(key) = entry.fresh_key(arrival, kid, alg) {
             return KeyLookup::Found(key);
         }
         let refresh = Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy };
-        lookup(refresh.run(stored, now).await.as_deref(), kid, alg)
+        // 2. A known key in a set past its freshness: refresh the set if
+        // due, else (or if the IdP fails) serve the key stale.
+        if let Some(set) = entry.usable(arrival, policy)
+            && set.find(kid, alg).is_some()
+        {
+            if let Some(_turn) = entry.take_turn() {
+                refresh.turn(stored, arrival).await;
+            }
+            return lookup(entry.usable(ports.clock().now(), policy).as_deref(), kid, alg);
+        }
+        // 3. An unknown key: only a set fetched after this request arrived
+        // can say it does not exist.
+        refresh.after(arrival, stored, kid, alg).await
+    }
+}
+
+/// The longest a request with an unknown `kid` waits for the next fetch
+/// window (after `refetch_interval`); a later window is a 503 at once.
+const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
+
+impl Entry {
+    /// This request's turn to fetch in this process, or `None` while
+    /// another has it.
+    fn take_turn(&self) -> Option<Fetching<'_>> {
+        (!self.fetching.swap(true, Ordering::AcqRel)).then_some(Fetching(&self.fetching))
     }
 }
 
@@ -262,48 +279,130 @@ struct Refresh<'a, P> {
 }
 
 impl<P: Ports> Refresh<'_, P> {
+    /// When the next fetch may start: `refetch_interval` after the last
+    /// attempt anywhere (1 s while no keys are usable).
+    fn due_at(&self, now: Duration) -> Duration {
+        let gap = if self.entry.usable(now, self.policy).is_some() {
+            self.policy.refetch_interval
+        } else {
+            UNAVAILABLE_RETRY
+        };
+        self.entry.snapshot().last_attempt.map_or(Duration::ZERO, |t| t.saturating_add(gap))
+    }
+
+    /// The key from a set fetched after `arrival` — by this request or any
+    /// other, waiting up to [`UNKNOWN_KID_WAIT`] for the next window: found,
+    /// or unknown (401). `Unavailable` (503) when no such fetch succeeded.
+    async fn after(
+        &self,
+        arrival: Duration,
+        mut seen: Option<(Stored, Vec<u8>)>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> KeyLookup {
+        let clock = self.ports.clock();
+        let deadline = arrival.saturating_add(UNKNOWN_KID_WAIT).saturating_add(self.policy.fetch_timeout);
+        loop {
+            let now = clock.now();
+            if let Some(answer) = self.settled(arrival, now, seen.as_ref().map(|(s, _)| s), kid, alg) {
+                return answer;
+            }
+            if now >= deadline {
+                return KeyLookup::Unavailable;
+            }
+            let Some(turn) = self.entry.take_turn() else {
+                clock.sleep(PEER_POLL).await; // another request of this process fetches
+                continue;
+            };
+            let claimed = seen.as_ref().is_some_and(|(s, _)| s.claim_deadline(now, self.policy).is_some());
+            let due_at = self.due_at(now);
+            if !claimed && now < due_at {
+                drop(turn);
+                if due_at > arrival.saturating_add(UNKNOWN_KID_WAIT) {
+                    return KeyLookup::Unavailable;
+                }
+                clock.sleep(due_at.min(deadline).saturating_sub(now)).await;
+            } else {
+                // This request's own fetch answers it, whatever the clock says.
+                let fetched = self.turn(seen.take(), now).await;
+                drop(turn);
+                match fetched {
+                    Some(true) => return lookup(self.entry.snapshot().set.as_deref(), kid, alg),
+                    Some(false) => return KeyLookup::Unavailable,
+                    None => {}
+                }
+            }
+            seen = load(self.ports, self.uri_text).await;
+            if let Some((record, _)) = &seen {
+                adopt(self.entry, record);
+            }
+        }
+    }
+
+    /// The answer once a fetch after `arrival` is over, or while the IdP is
+    /// known to be down with nothing usable; `None` while one is to come.
+    fn settled(
+        &self,
+        arrival: Duration,
+        now: Duration,
+        record: Option<&Stored>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Option<KeyLookup> {
+        let state = self.entry.snapshot();
+        if let Some(set) = state.set.as_deref().filter(|s| s.fetched_at > arrival) {
+            return Some(lookup(Some(set), kid, alg));
+        }
+        let under_way = self.entry.fetching.load(Ordering::Acquire)
+            || record.is_some_and(|r| r.claim_deadline(now, self.policy).is_some());
+        if under_way {
+            return None;
+        }
+        let failed_since = state.last_attempt.is_some_and(|t| t > arrival);
+        let down = self.entry.usable(now, self.policy).is_none()
+            && state.last_attempt.is_some_and(|t| now < t.saturating_add(UNAVAILABLE_RETRY));
+        (failed_since || down).then_some(KeyLookup::Unavailable)
+    }
+
     /// Waits for another instance's fetch if one is under way (taking over
-    /// once it misses its deadline), else fetches if the last attempt is
-    /// far enough behind. Returns the usable set after it.
-    async fn run(&self, mut seen: Option<(Stored, Vec<u8>)>, mut now: Duration) -> Option<Arc<KeySet>> {
+    /// once it misses its deadline), else fetches if due. `Some(ok)` when
+    /// this request fetched.
+    async fn turn(&self, mut seen: Option<(Stored, Vec<u8>)>, mut now: Duration) -> Option<bool> {
         if let Some(until) = seen.as_ref().and_then(|(s, _)| s.claim_deadline(now, self.policy)) {
             seen = await_peer(self.ports, self.entry, self.uri_text, until).await;
             if seen.as_ref().is_none_or(|(s, _)| s.claimed_until_ms.is_none()) {
-                return self.entry.usable(now, self.policy);
+                return None;
             }
-            now = self.ports.clock().now();
+            now = self.ports.clock().now(); // the claimant missed its deadline: take over
+        } else if now < self.due_at(now) {
+            return None;
         }
-        let set = self.entry.usable(now, self.policy);
-        let gap = if set.is_some() { self.policy.refetch_interval } else { UNAVAILABLE_RETRY };
-        let abandoned = seen.as_ref().is_some_and(|(s, _)| s.claimed_until_ms.is_some());
-        let due = self.entry.snapshot().last_attempt.is_none_or(|t| now >= t.saturating_add(gap));
-        if !abandoned && !due {
-            return set;
-        }
-        self.attempt(seen.as_ref().map(|(_, bytes)| bytes.as_slice()), set, now).await
+        self.attempt(seen.as_ref().map(|(_, bytes)| bytes.as_slice()), now).await
     }
 
     /// Claims the fetch in the shared store first (of many instances, or
     /// nodes, that decide to fetch at once, one does), then fetches and
-    /// stores the outcome; or, claimed by another, waits for its result.
-    async fn attempt(&self, seen: Option<&[u8]>, set: Option<Arc<KeySet>>, now: Duration) -> Option<Arc<KeySet>> {
+    /// stores the outcome (`Some(ok)`); or, claimed by another, waits for
+    /// its result (`None`).
+    async fn attempt(&self, seen: Option<&[u8]>, now: Duration) -> Option<bool> {
         let (ports, uri, policy) = (self.ports, self.uri_text, self.policy);
+        let set = self.entry.usable(now, policy);
         self.entry.update(|s| s.last_attempt = Some(now));
         if !claim(ports, uri, seen, now, set.as_deref(), policy).await {
             await_peer(ports, self.entry, uri, now.saturating_add(policy.fetch_timeout)).await;
-            return self.entry.usable(now, policy);
+            return None;
         }
         match fetch(ports, self.uri, policy, now).await {
             Some(fetched) => {
                 let fetched = Arc::new(fetched);
                 self.entry.update(|s| s.set = Some(fetched.clone()));
                 save(ports, uri, now, Some(&fetched), policy).await;
-                Some(fetched)
+                Some(true)
             }
             None => {
                 // Done, in vain: release whoever waits on the claim.
                 save(ports, uri, now, set.as_deref(), policy).await;
-                set
+                Some(false)
             }
         }
     }

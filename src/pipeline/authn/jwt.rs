@@ -14,28 +14,57 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header};
 use serde_json::{Map, Value};
 
+use super::failures::FailureLimit;
 use super::jwks::KeyLookup;
 use super::{AuthCaches, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest};
 use crate::config::auth::{JwtProvider, KeySource, StaticKey};
 use crate::ports::{Clock, KvStore, Ports, store_key};
 
-pub(crate) async fn verify<P: Ports>(
+/// A provider's tokens, checked for one client.
+pub(crate) struct Verifier<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) provider: &'a JwtProvider,
+    /// The client's failure count: over it, no signature is checked.
+    pub(crate) limit: Option<&'a FailureLimit>,
+}
+
+impl Verifier<'_> {
+    pub(crate) async fn verify<P: Ports>(
+        &self,
+        token: &str,
+        caches: &AuthCaches,
+        ports: &P,
+        challenge: &Challenge,
+    ) -> Result<Arc<Identity>, AuthError> {
+        if token.len() > self.provider.max_token_size {
+            return Err(invalid("the token is too large", challenge));
+        }
+        let now = ports.clock().now();
+        let digest = digest(self.name, token);
+        if let Some(identity) = cached(&digest, caches, ports, now).await {
+            return Ok(identity);
+        }
+        if let Some(limit) = self.limit
+            && let Some(retry_after) = limit.over(ports).await
+        {
+            return Err(AuthError::TooManyFailures { retry_after });
+        }
+        verify(self.name, self.provider, token, digest, caches, ports, challenge).await
+    }
+}
+
+/// A token not seen before: header, key, signature, claims; then cached.
+async fn verify<P: Ports>(
     name: &str,
     p: &JwtProvider,
     token: &str,
+    digest: [u8; 32],
     caches: &AuthCaches,
     ports: &P,
     challenge: &Challenge,
 ) -> Result<Arc<Identity>, AuthError> {
     let invalid = |description: &str| invalid(description, challenge);
-    if token.len() > p.max_token_size {
-        return Err(invalid("the token is too large"));
-    }
     let now = ports.clock().now();
-    let digest = digest(name, token);
-    if let Some(identity) = cached(&digest, caches, ports, now).await {
-        return Ok(identity);
-    }
     let header = accepted_header(p, token).map_err(invalid)?;
     let key = signing_key(p, &header, caches, ports).await.map_err(|e| e.into_error(challenge))?;
     let claims = signed_claims(p, token, &key, header.alg).map_err(invalid)?;

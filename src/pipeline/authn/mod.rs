@@ -9,9 +9,11 @@
 
 mod apikey;
 pub(crate) mod credential;
+pub(crate) mod failures;
 mod jwks;
 pub(crate) mod jwt;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use crate::shared::cache::ExpiringMap;
 pub(crate) use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
 
+use failures::FailureLimit;
 pub(crate) use jwks::JwksCache;
 
 /// The longest a verified token stays cached, whatever its `exp`: a key
@@ -44,6 +47,8 @@ pub enum AuthError {
     InvalidRequest { description: String, challenge: Challenge },
     #[error("the signing keys cannot be fetched right now")]
     KeysUnavailable,
+    #[error("too many failed attempts to authenticate; retry after {retry_after} seconds")]
+    TooManyFailures { retry_after: u64 },
     #[error("the credential lacks the scope this route requires")]
     InsufficientScope { scope: String, challenge: Challenge },
     #[error("{reason}")]
@@ -58,6 +63,11 @@ impl Answer for AuthError {
             }
             Self::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-credential", Source::Client),
             Self::KeysUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "keys-unavailable", Source::Upstream),
+            Self::TooManyFailures { retry_after } => {
+                let p =
+                    Problem::new(StatusCode::TOO_MANY_REQUESTS, "auth-rate-limited", self.to_string(), Source::Client);
+                return p.header(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
             Self::InsufficientScope { .. } | Self::Forbidden { .. } => {
                 (StatusCode::FORBIDDEN, "forbidden", Source::Client)
             }
@@ -101,11 +111,14 @@ pub(crate) fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) 
 
 /// Authenticates with the route's providers; on success the credential is
 /// stripped (if configured) and the provider's identity headers are set.
+/// A bad credential counts against the provider's `failure_limit` for
+/// `client`.
 pub async fn authenticate<P: Ports, B>(
     auth: &AuthConfig,
     route: &RouteAuth,
     caches: &AuthCaches,
     ports: &P,
+    client: IpAddr,
     req: &mut Request<B>,
 ) -> Result<Arc<Identity>, AuthError> {
     let challenge = &route.challenge;
@@ -116,25 +129,38 @@ pub async fn authenticate<P: Ports, B>(
             ProviderKind::Jwt(jwt) => (&jwt.sources[..], jwt.strip_credential),
             ProviderKind::ApiKey(keys) => (std::slice::from_ref(&keys.source), keys.strip_credential),
         };
-        let (credential, source) = match credential::find(sources, req) {
+        let limit = FailureLimit::new(provider, client);
+        let verified = match credential::find(sources, req) {
             credential::Found::None => continue,
             credential::Found::Malformed(description) => {
-                failure.get_or_insert(AuthError::InvalidRequest { description, challenge: challenge.clone() });
-                continue;
+                Err(AuthError::InvalidRequest { description, challenge: challenge.clone() })
             }
-            credential::Found::Credential(credential, source) => (credential, source),
-        };
-        let verified = match &provider.kind {
-            ProviderKind::Jwt(jwt) => jwt::verify(&provider.name, jwt, &credential, caches, ports, challenge).await,
-            ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
+            credential::Found::Credential(credential, source) => {
+                let verified = match &provider.kind {
+                    ProviderKind::Jwt(jwt) => {
+                        let p = jwt::Verifier { name: &provider.name, provider: jwt, limit: limit.as_ref() };
+                        p.verify(&credential, caches, ports, challenge).await
+                    }
+                    ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
+                };
+                if let Ok(identity) = &verified {
+                    if strip {
+                        credential::strip(source, req);
+                    }
+                    forward(&provider.kind, identity, req.headers_mut());
+                }
+                verified
+            }
         };
         match verified {
-            Ok(identity) => {
-                if strip {
-                    credential::strip(source, req);
-                }
-                forward(&provider.kind, &identity, req.headers_mut());
-                return Ok(identity);
+            Ok(identity) => return Ok(identity),
+            Err(e @ (AuthError::InvalidToken { .. } | AuthError::InvalidRequest { .. })) => {
+                let over = match &limit {
+                    Some(limit) => limit.charge(ports).await,
+                    None => None,
+                };
+                let e = over.map_or(e, |retry_after| AuthError::TooManyFailures { retry_after });
+                failure.get_or_insert(e);
             }
             Err(e) => {
                 failure.get_or_insert(e);
@@ -230,7 +256,9 @@ pub(crate) fn www_authenticate(err: &AuthError) -> Vec<HeaderValue> {
         AuthError::InsufficientScope { scope, challenge } => {
             (challenge, format!(", error=\"insufficient_scope\", scope=\"{}\"", quoted(scope)))
         }
-        AuthError::KeysUnavailable | AuthError::Forbidden { .. } => return Vec::new(),
+        AuthError::KeysUnavailable | AuthError::Forbidden { .. } | AuthError::TooManyFailures { .. } => {
+            return Vec::new();
+        }
     };
     let mut values = Vec::new();
     if challenge.bearer {

@@ -69,7 +69,7 @@ audiences = ["api"]
 algorithms = ["RS256"]
 jwks_uri = "http://idp.test/jwks"
 forward_claims = { "x-user" = "sub", "x-tenant" = "tenant" }
-jwks_cache = { refetch_interval = "30s", stale_for = "1h", min_ttl = "60s" }
+jwks_cache = { refetch_interval = "1s", stale_for = "1h", min_ttl = "60s" }
 
 [auth.api_key.partners]
 forward = { "x-consumer" = "id" }
@@ -88,6 +88,8 @@ fn gateway() -> Gateway {
 
 use crate::pipeline::Gateway;
 
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+
 fn auth(gw: &Gateway, ports: &FakePorts, headers: &[(&str, &str)]) -> Result<Arc<Identity>, AuthError> {
     let mut req = Request::get("/x");
     for (k, v) in headers {
@@ -95,7 +97,7 @@ fn auth(gw: &Gateway, ports: &FakePorts, headers: &[(&str, &str)]) -> Result<Arc
     }
     let mut req = req.body(()).unwrap();
     let route = gw.config.routes[0].auth.as_ref().unwrap();
-    block_on(authenticate(&gw.config.auth, route, &gw.caches, ports, &mut req))
+    block_on(authenticate(&gw.config.auth, route, &gw.caches, ports, CLIENT, &mut req))
 }
 
 fn bearer(token: &str) -> String {
@@ -141,25 +143,52 @@ fn cached_tokens_still_expire() {
 }
 
 #[test]
-fn an_unknown_kid_refetches_once_per_interval() {
+fn an_unknown_kid_waits_for_the_next_fetch_window() {
     let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
     let gw = gateway();
     assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).is_ok());
-    // Rotation: the IdP now also has k2.
+    // Rotation right after that fetch: a token with the new key waits for
+    // the next window (a second on), is fetched for, and verifies.
     idp.keys.lock().unwrap().push(jwk(RSA2, "k2"));
-    ports.clock.advance(Duration::from_secs(31));
+    let started = ports.clock.now();
     assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, "k2", claims(T0 + 3600))))]).is_ok());
+    let waited = ports.clock.now() - started;
+    assert!(waited >= Duration::from_millis(900) && waited <= Duration::from_secs(1), "waited {waited:?}");
     assert_eq!(*idp.fetches.lock().unwrap(), 2, "one refetch for the new kid");
-    // A flood of made-up kids within the interval fetches nothing more.
-    for i in 0..50 {
+    // Made-up kids: each is refused only by a set fetched after it arrived,
+    // and the IdP sees at most one fetch a second.
+    let started = ports.clock.now();
+    for i in 0..20 {
         let err =
             auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, &format!("bogus{i}"), claims(T0 + 3600))))]);
         assert_eq!(description(err.unwrap_err()), "the token's signing key is unknown");
     }
-    assert_eq!(*idp.fetches.lock().unwrap(), 2, "the k2 fetch opened the interval: no fetch for any of them");
-    ports.clock.advance(Duration::from_secs(31));
-    let _ = auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, "bogus-late", claims(T0 + 3600))))]);
-    assert_eq!(*idp.fetches.lock().unwrap(), 3, "once more after the interval");
+    let elapsed = (ports.clock.now() - started).as_secs_f64();
+    let fetches = *idp.fetches.lock().unwrap() - 2;
+    assert!(fetches as f64 <= elapsed + 1.0, "{fetches} fetches in {elapsed} s");
+}
+
+#[test]
+fn an_unknown_kid_that_cannot_be_fetched_for_is_503_not_401() {
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let gw = gateway();
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).is_ok());
+    *idp.fail.lock().unwrap() = true;
+    let err = auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, "k2", claims(T0 + 3600))))]).unwrap_err();
+    assert_eq!(err, AuthError::KeysUnavailable, "the refetch failed: the key may exist");
+    assert_eq!(*idp.fetches.lock().unwrap(), 2);
+    // A window further off than a request may wait: 503 at once, no fetch.
+    let slow = CONFIG.replace("refetch_interval = \"1s\"", "refetch_interval = \"30s\"");
+    let text = format!(
+        "{slow}\n[services.s]\nurl = \"http://o.test\"\n[[routes]]\npath = \"/x\"\nservice = \"s\"\nauth = {{ any_of = [\"corp\"] }}\n"
+    );
+    let gw = Gateway::new(Config::parse(&text, "t.toml", &Variables::new()).unwrap());
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).is_ok());
+    let started = ports.clock.now();
+    let err = auth(&gw, &ports, &[("authorization", &bearer(&mint(RSA2, "k2", claims(T0 + 3600))))]).unwrap_err();
+    assert_eq!(err, AuthError::KeysUnavailable);
+    assert_eq!((*idp.fetches.lock().unwrap(), ports.clock.now() - started), (1, Duration::ZERO));
 }
 
 #[test]
@@ -268,7 +297,7 @@ fn identity_headers_are_forwarded_and_credentials_stripped() {
     let mut req =
         Request::get("/x").header("authorization", bearer(&mint(RSA1, "k1", claims(T0 + 60)))).body(()).unwrap();
     let route = gw.config.routes[0].auth.as_ref().unwrap();
-    block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, &mut req)).unwrap();
+    block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, CLIENT, &mut req)).unwrap();
     assert!(req.headers().get("authorization").is_none());
     assert_eq!(req.headers()["x-user"], "alice");
     assert_eq!(req.headers()["x-tenant"], "acme");
@@ -324,16 +353,20 @@ fn challenges_follow_rfc_6750() {
 }
 
 #[test]
-fn instances_sharing_a_store_fetch_once_per_interval() {
+fn instances_sharing_a_store_fetch_at_most_once_per_interval() {
     let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
     assert!(auth(&gateway(), &ports, &[("authorization", &bearer(&mint(RSA1, "k1", claims(T0 + 3600))))]).is_ok());
-    // Every later instance starts empty; the store tells them a fetch just happened.
+    // Every later instance starts empty; the store tells each when the last
+    // fetch was, and it waits for the next window rather than fetching now.
+    let started = ports.clock.now();
     for i in 0..5 {
         let bogus = mint(RSA1, &format!("bogus-{i}"), claims(T0 + 3600));
         let err = auth(&gateway(), &ports, &[("authorization", &bearer(&bogus))]).unwrap_err();
         assert_eq!(description(err), "the token's signing key is unknown");
     }
-    assert_eq!(*idp.fetches.lock().unwrap(), 1, "no instance refetched within the interval");
+    let elapsed = ports.clock.now() - started;
+    assert!(elapsed >= Duration::from_secs(4), "instances did not wait for their windows: {elapsed:?}");
+    assert_eq!(*idp.fetches.lock().unwrap(), 1 + 5);
 }
 
 #[test]
@@ -401,6 +434,58 @@ fn kv_schema_verified_tokens_matches_the_code() {
     matches_layout(&jwt::token_key(&digest("corp", "a.b.c")), &layout);
     let stored: jwt::SharedToken = serde_json::from_value(example.clone()).expect("the example is a record");
     assert_eq!(serde_json::to_value(&stored).unwrap(), example, "every field documented, none invented");
+}
+
+#[test]
+fn kv_schema_auth_failures_matches_the_code() {
+    let doc = include_str!("../../../kv-schema/auth-failures.md");
+    let (layout, _) = schema(&doc.replace("```text value", "```json value"));
+    matches_layout(&failures::key("corp", CLIENT), &layout.replace("{provider}", "corp"));
+}
+
+/// A client that keeps failing is answered 429 before its tokens are
+/// checked (a good token it has not used before included); cached tokens
+/// and other clients are not affected, and the count drains with time.
+#[test]
+fn failed_attempts_are_limited_per_provider_and_client() {
+    let (idp, ports) = setup(vec![jwk(RSA1, "k1")]);
+    let text = format!(
+        "{}\n[services.s]\nurl = \"http://o.test\"\n[[routes]]\npath = \"/x\"\nservice = \"s\"\nauth = {{ any_of = [\"corp\", \"partners\"] }}\n",
+        CONFIG
+            .replace("jwks_cache = {", "failure_limit = \"3/minute\"\njwks_cache = {")
+            .replace("forward = { \"x-consumer\"", "failure_limit = \"3/minute\"\nforward = { \"x-consumer\"")
+    );
+    let gw = Gateway::new(Config::parse(&text, "t.toml", &Variables::new()).unwrap());
+    let good = mint(RSA1, "k1", claims(T0 + 3600));
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&good))]).is_ok());
+    let forged = {
+        let t = mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api", "sub": "eve", "exp": T0 + 3600}));
+        format!("{}x", &t[..t.len() - 1])
+    };
+    for _ in 0..3 {
+        let err = auth(&gw, &ports, &[("authorization", &bearer(&forged))]).unwrap_err();
+        assert!(matches!(err, AuthError::InvalidToken { .. }), "{err:?}");
+    }
+    let err = auth(&gw, &ports, &[("authorization", &bearer(&forged))]).unwrap_err();
+    assert_eq!(err, AuthError::TooManyFailures { retry_after: 20 });
+    let fresh = mint(RSA1, "k1", json!({"iss": "https://idp.test/", "aud": "api", "sub": "bob", "exp": T0 + 3600}));
+    let err = auth(&gw, &ports, &[("authorization", &bearer(&fresh))]).unwrap_err();
+    assert!(matches!(err, AuthError::TooManyFailures { .. }), "no signature checked: {err:?}");
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&good))]).is_ok(), "a verified token is cached");
+    // Bad API keys count too, against their own provider.
+    for _ in 0..3 {
+        assert!(auth(&gw, &ports, &[("x-api-key", "not-a-key")]).is_err());
+    }
+    assert!(matches!(auth(&gw, &ports, &[("x-api-key", "not-a-key")]), Err(AuthError::TooManyFailures { .. })));
+    // Another client is not affected.
+    let route = gw.config.routes[0].auth.as_ref().unwrap();
+    let mut req = Request::get("/x").header("authorization", bearer(&fresh)).body(()).unwrap();
+    let other = "198.51.100.8".parse().unwrap();
+    assert!(block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, other, &mut req)).is_ok());
+    // One failure drains every 20 s.
+    ports.clock.advance(Duration::from_secs(20));
+    assert!(auth(&gw, &ports, &[("authorization", &bearer(&fresh))]).is_ok());
+    assert_eq!(*idp.fetches.lock().unwrap(), 1);
 }
 
 mod claims {
