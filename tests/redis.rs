@@ -149,3 +149,41 @@ async fn redis_down_fails_open_or_closed_and_recovers() {
         assert!(back.headers.get("ratelimit").is_some(), "limits are enforced again on every connection");
     }
 }
+
+/// A hung Redis (stopped, its connections open) costs each request a store
+/// timeout only until the breaker opens; then requests get their policy's
+/// `on_store_error` at once, stderr says so without a line per request, and
+/// the store is used again soon after it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_is_not_called_again_until_it_answers() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start_args(&config(&origin), &[], &["--store", &redis.url(), "--store-timeout", "300ms"]);
+    assert_eq!(send(node.addr, get("/open")).await.status, 200);
+
+    redis.pause(true);
+    let mut times = Vec::new();
+    for _ in 0..40 {
+        let started = Instant::now();
+        let reply = send(node.addr, get("/open")).await;
+        times.push(started.elapsed());
+        assert_eq!(reply.status, 200, "fail open");
+    }
+    let slow = times.iter().filter(|t| **t >= Duration::from_millis(250)).count();
+    assert!(slow <= 6, "{slow} of 40 requests waited for the hung store: {times:?}");
+    assert!(times[30..].iter().all(|t| *t < Duration::from_millis(250)), "{times:?}");
+    let closed = send(node.addr, get("/closed")).await;
+    assert_eq!(closed.status, 503, "fail closed, at once");
+    let stderr = node.stderr();
+    let failures = stderr.iter().filter(|l| l.contains("store call failed")).count();
+    assert!((1..=4).contains(&failures), "{failures} failure lines for 40 requests:\n{}", stderr.join("\n"));
+    assert!(stderr.iter().any(|l| l.contains("breaker open")), "{}", stderr.join("\n"));
+
+    redis.pause(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while send(node.addr, get("/closed")).await.status != 200 {
+        assert!(Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.wait_for_stderr("breaker closed");
+}

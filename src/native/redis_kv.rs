@@ -7,7 +7,8 @@
 //!   function every home uses, so the headers agree to the microsecond.
 //! - Compare-and-swap is a script too.
 //! - A few multiplexed connections, used round-robin; each reconnects by
-//!   itself after Redis comes back. Every call has a deadline.
+//!   itself after Redis comes back. Every call has a deadline, and a
+//!   breaker stops calling a Redis that keeps failing (`breaker.rs`).
 //!
 //! Keys of one request's limits can live on different cluster slots; this
 //! store is for a single Redis (or a primary with replicas), not a cluster.
@@ -19,6 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio::sync::OnceCell;
 
+use super::breaker::{Breaker, Permit};
 use crate::ports::{GcraStep, KvError, KvStore};
 use crate::shared::gcra::{self, Decision};
 
@@ -70,6 +72,7 @@ pub struct RedisKv {
     timeout: Duration,
     gcra: Script,
     cas: Script,
+    breaker: Breaker,
 }
 
 fn err(e: impl std::fmt::Display) -> KvError {
@@ -94,6 +97,7 @@ impl RedisKv {
             timeout,
             gcra: Script::new(GCRA),
             cas: Script::new(CAS),
+            breaker: Breaker::default(),
         })
     }
 
@@ -110,10 +114,25 @@ impl RedisKv {
         Ok(conn.clone())
     }
 
-    /// Runs a call with the store's deadline. A connection that broke (Redis
-    /// restarted) reconnects on its own, but only after failing once: that
-    /// failure is retried on the next connection instead of reaching a request.
+    /// Runs a call with the store's deadline, unless the breaker is open.
     async fn call<T: redis::FromRedisValue>(&self, call: Call<'_>) -> Result<T, KvError> {
+        let permit = self.breaker.permit();
+        if let Permit::Refused(left) = permit {
+            return Err(err(format!("not called for {} ms more: it has been failing", left.as_millis())));
+        }
+        let result = self.attempt(call).await;
+        match &result {
+            Ok(_) => self.breaker.succeeded(&permit),
+            Err(e) => self.breaker.failed(&permit, &e.0),
+        }
+        result
+    }
+
+    /// A connection that broke (Redis restarted) reconnects on its own, but
+    /// only after failing once: that failure is retried on the next
+    /// connection instead of reaching a request. A call that timed out is
+    /// not retried (a hung Redis would only cost another timeout).
+    async fn attempt<T: redis::FromRedisValue>(&self, call: Call<'_>) -> Result<T, KvError> {
         let attempts = self.connections.len().min(2);
         let mut failure = err("no connection");
         for _ in 0..attempts {
@@ -132,8 +151,9 @@ impl RedisKv {
             };
             match reply {
                 Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if e.is_timeout() => return Err(err(e)),
                 Ok(Err(e)) => failure = err(e),
-                Err(_) => failure = err("timed out"),
+                Err(_) => return Err(err("timed out")),
             }
         }
         Err(failure)

@@ -41,6 +41,17 @@ impl Redis {
         let _ = self.child.wait();
     }
 
+    /// Stops the server without closing its connections (a hung Redis), or
+    /// lets it go on.
+    pub fn pause(&self, paused: bool) {
+        assert!(self.signal(if paused { "-STOP" } else { "-CONT" }), "redis-server is gone");
+    }
+
+    fn signal(&self, sig: &str) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([sig, &pid]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -48,6 +59,7 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        self.signal("-CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
