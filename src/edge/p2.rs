@@ -30,7 +30,7 @@ use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
-use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions};
+use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions, checked_length};
 use crate::system_clock::{Sleep, SystemClock};
 
 type Chunks = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>;
@@ -259,7 +259,7 @@ impl HttpClient for SpinHttp {
         let mut response = Response::new(EdgeBody::stream(body, None));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        Ok(response)
+        checked_length(&parts.method, response).await
     }
 }
 

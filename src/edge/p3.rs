@@ -24,7 +24,7 @@ use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
-use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions};
+use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions, checked_length};
 use crate::system_clock::{Sleep, SystemClock};
 
 /// A body streamed from the host: a request's or a response's.
@@ -121,8 +121,9 @@ impl HttpClient for SpinHttp {
         let _ = options.set_connect_timeout(Some(nanos(opts.connect_timeout)));
         let _ = options.set_first_byte_timeout(Some(nanos(opts.request_timeout)));
         req.extensions_mut().insert(RequestOptionsExtension(options));
+        let method = req.method().clone();
         match spin_sdk::http::send(req).await {
-            Ok(resp) => Ok(resp.map(|b| EdgeBody::stream(Stream::Response(b), None))),
+            Ok(resp) => checked_length(&method, resp.map(|b| EdgeBody::stream(Stream::Response(b), None))).await,
             Err(code) => Err(upstream_error!(code, ErrorCode, opts.request_timeout)),
         }
     }

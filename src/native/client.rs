@@ -8,6 +8,7 @@ use std::error::Error as _;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Request, Response};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::NodeBody;
 use crate::body::BodyFailure;
-use crate::ports::{HttpClient, UpstreamError, UpstreamOptions};
+use crate::ports::{HttpClient, UpstreamError, UpstreamOptions, checked_length};
 
 type Pool = Client<HttpsConnector<HttpConnector>, NodeBody>;
 
@@ -103,11 +104,17 @@ impl HttpClient for HyperClient {
     ) -> Result<Response<NodeBody>, UpstreamError> {
         req.body_mut().limit(opts.max_request_body);
         let probe = req.body().probe();
+        let method = req.method().clone();
         let pool = self.pool(opts.connect_timeout);
         let answer = tokio::time::timeout(opts.request_timeout, pool.request(req)).await;
         match answer {
             Err(_) => Err(UpstreamError::Timeout(opts.request_timeout)),
-            Ok(Ok(resp)) => Ok(resp.map(|body| NodeBody::stream(body, None))),
+            Ok(Ok(resp)) => {
+                let resp = resp.map(|body| NodeBody::stream(body, None));
+                let both =
+                    resp.headers().contains_key(TRANSFER_ENCODING) && resp.headers().contains_key(CONTENT_LENGTH);
+                if both { checked_length(&method, resp).await } else { Ok(resp) }
+            }
             Ok(Err(err)) => Err(match probe.and_then(|p| p.failure()) {
                 Some(BodyFailure::TooLarge) => UpstreamError::BodyTooLarge { limit: opts.max_request_body },
                 Some(BodyFailure::ClientFailed) => UpstreamError::ClientBody(chain(&err)),

@@ -15,7 +15,7 @@ pub(crate) mod testing;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, header};
 use thiserror::Error;
 
 use crate::shared::problem::{Answer, Problem, Source};
@@ -136,6 +136,42 @@ pub trait HttpClient {
         let body = read_body(body, max_body).await.map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// Origin responses up to this `Content-Length` are checked against it.
+const CHECKED_LENGTH: u64 = 64 << 10;
+
+/// An origin that sends `Transfer-Encoding` and `Content-Length` both
+/// (RFC 9112 §6.3: the length is then to be ignored) gives a length that
+/// may not be the body's. The node sees both and checks such responses;
+/// Spin decodes the framing and hides `Transfer-Encoding`, so the edge
+/// checks every response. One whose length is at most [`CHECKED_LENGTH`] is
+/// read whole and refused (502) unless its body is exactly that long; a
+/// larger one streams (the node drops the length, Spin ends the body at it).
+pub(crate) async fn checked_length<B>(method: &http::Method, resp: Response<B>) -> Result<Response<B>, UpstreamError>
+where
+    B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + Unpin,
+{
+    let bodiless = *method == http::Method::HEAD
+        || resp.status().is_informational()
+        || matches!(resp.status().as_u16(), 204 | 304);
+    let declared = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let Some(len) = declared.filter(|len| !bodiless && *len <= CHECKED_LENGTH) else {
+        return Ok(resp);
+    };
+    let (parts, body) = resp.into_parts();
+    let mismatch = |got: &dyn std::fmt::Display| {
+        UpstreamError::Protocol(format!("the response body is {got} bytes, its Content-Length says {len}"))
+    };
+    let bytes = match read_body(body, usize::try_from(len).unwrap_or(usize::MAX)).await {
+        Ok(bytes) => bytes,
+        Err(ReadBodyError::TooLarge(_)) => return Err(mismatch(&"more than that")),
+        Err(ReadBodyError::Read(e)) => return Err(UpstreamError::Protocol(e)),
+    };
+    if bytes.len() as u64 != len {
+        return Err(mismatch(&bytes.len()));
+    }
+    Ok(Response::from_parts(parts, B::from(bytes)))
 }
 
 /// Why a body could not be read whole.

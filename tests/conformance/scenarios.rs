@@ -199,8 +199,12 @@ pub async fn expiry_and_sweep(home: &str, addr: SocketAddr) {
     assert_eq!(keys_after, keys_expired - deleted, "[{home}] what the sweep deleted is gone");
 }
 
-/// Who the request is for must be unambiguous. Two `Host` headers get a 400
-/// problem in every home. An HTTP/1.1 request without `Host`: the node
+/// Who the request is for must be unambiguous. Two `Host` headers get a
+/// 400 problem on the node, and at the edge wherever the host lets the
+/// component see them (Spin 4.1's WASI 0.3); where it hands over only the
+/// authority (WASI 0.2, and WASI 0.3 from wasmtime 48: `Host` is a
+/// forbidden header there), Spin takes the first and so does everything
+/// the component does. An HTTP/1.1 request without `Host`: the node
 /// answers 400; Spin refuses it itself, before the component, by closing
 /// the connection without an answer.
 pub async fn host_ambiguity(home: &str, addr: SocketAddr, behind_spin: bool) {
@@ -210,8 +214,13 @@ pub async fn host_ambiguity(home: &str, addr: SocketAddr, behind_spin: bool) {
         Duration::from_secs(5),
     )
     .await;
-    assert!(two.starts_with("HTTP/1.1 400"), "[{home}] two Host headers: {two}");
-    assert!(two.contains("urn:portcullis:problem:ambiguous-host"), "[{home}] {two}");
+    let refused = two.starts_with("HTTP/1.1 400") && two.contains("urn:portcullis:problem:ambiguous-host");
+    if !behind_spin || !two.starts_with("HTTP/1.1 200") {
+        assert!(refused, "[{home}] two Host headers: {two}");
+    } else {
+        assert!(two.contains(r#"["x-forwarded-host","gw.test"]"#), "[{home}] the first Host rules: {two}");
+        assert!(!two.contains("evil.test"), "[{home}] {two}");
+    }
     let none =
         super::support::raw(addr, b"GET /admin HTTP/1.1\r\nconnection: close\r\n\r\n", Duration::from_secs(5)).await;
     if behind_spin {

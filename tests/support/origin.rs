@@ -183,7 +183,8 @@ impl hyper::body::Body for Chunks {
 /// An origin that writes canned bytes, to misbehave in ways a well-kept
 /// HTTP server will not: by the request path,
 /// - `/te-and-cl`: `Transfer-Encoding: chunked` and a `Content-Length` that
-///   is not the body's (5), then a 20-byte chunked body;
+///   is not the body's (5), then a 20-byte chunked body; `/te-and-cl-20`
+///   the same with a length that matches;
 /// - `/huge-head/{kib}`: a 200 whose head has `kib` KiB of headers.
 ///
 /// Each connection serves one request and closes.
@@ -223,10 +224,17 @@ impl RawOrigin {
 }
 
 fn canned(path: &str) -> Vec<u8> {
-    if path == "/te-and-cl" {
-        return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\nconnection: close\r\n\r\n\
-a\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n"
-            .to_vec();
+    let te_and_cl = |len: usize| {
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n\
+             a\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    match path {
+        "/te-and-cl" => return te_and_cl(5),
+        "/te-and-cl-20" => return te_and_cl(20),
+        _ => {}
     }
     if let Some(kib) = path.strip_prefix("/huge-head/").and_then(|k| k.parse::<usize>().ok()) {
         let mut out = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n".to_vec();

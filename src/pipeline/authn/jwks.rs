@@ -78,6 +78,12 @@ impl Drop for Fetching<'_> {
 struct State {
     set: Option<Arc<KeySet>>,
     last_attempt: Option<Duration>,
+    /// This process's attempt at `last_attempt` has not ended yet (it
+    /// changes with `last_attempt` and `set`, so one snapshot is consistent).
+    attempting: bool,
+    /// Another instance's attempt at `last_attempt` (from the store) holds
+    /// its claim until then.
+    peer_claim_until: Option<Duration>,
 }
 
 struct KeySet {
@@ -304,7 +310,7 @@ impl<P: Ports> Refresh<'_, P> {
         let deadline = arrival.saturating_add(UNKNOWN_KID_WAIT).saturating_add(self.policy.fetch_timeout);
         loop {
             let now = clock.now();
-            if let Some(answer) = self.settled(arrival, now, seen.as_ref().map(|(s, _)| s), kid, alg) {
+            if let Some(answer) = self.settled(arrival, now, kid, alg) {
                 return answer;
             }
             if now >= deadline {
@@ -314,7 +320,8 @@ impl<P: Ports> Refresh<'_, P> {
                 clock.sleep(PEER_POLL).await; // another request of this process fetches
                 continue;
             };
-            let claimed = seen.as_ref().is_some_and(|(s, _)| s.claim_deadline(now, self.policy).is_some());
+            let claimed = self.entry.snapshot().under_way(now)
+                || seen.as_ref().is_some_and(|(s, _)| s.claim_deadline(now, self.policy).is_some());
             let due_at = self.due_at(now);
             if !claimed && now < due_at {
                 drop(turn);
@@ -341,21 +348,12 @@ impl<P: Ports> Refresh<'_, P> {
 
     /// The answer once a fetch after `arrival` is over, or while the IdP is
     /// known to be down with nothing usable; `None` while one is to come.
-    fn settled(
-        &self,
-        arrival: Duration,
-        now: Duration,
-        record: Option<&Stored>,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> Option<KeyLookup> {
+    fn settled(&self, arrival: Duration, now: Duration, kid: Option<&str>, alg: Algorithm) -> Option<KeyLookup> {
         let state = self.entry.snapshot();
         if let Some(set) = state.set.as_deref().filter(|s| s.fetched_at > arrival) {
             return Some(lookup(Some(set), kid, alg));
         }
-        let under_way = self.entry.fetching.load(Ordering::Acquire)
-            || record.is_some_and(|r| r.claim_deadline(now, self.policy).is_some());
-        if under_way {
+        if state.under_way(now) {
             return None;
         }
         let failed_since = state.last_attempt.is_some_and(|t| t > arrival);
@@ -387,24 +385,25 @@ impl<P: Ports> Refresh<'_, P> {
     async fn attempt(&self, seen: Option<&[u8]>, now: Duration) -> Option<bool> {
         let (ports, uri, policy) = (self.ports, self.uri_text, self.policy);
         let set = self.entry.usable(now, policy);
-        self.entry.update(|s| s.last_attempt = Some(now));
         if !claim(ports, uri, seen, now, set.as_deref(), policy).await {
+            // Another got there first (its attempt is in the record).
             await_peer(ports, self.entry, uri, now.saturating_add(policy.fetch_timeout)).await;
             return None;
         }
-        match fetch(ports, self.uri, policy, now).await {
-            Some(fetched) => {
-                let fetched = Arc::new(fetched);
-                self.entry.update(|s| s.set = Some(fetched.clone()));
-                save(ports, uri, now, Some(&fetched), policy).await;
-                Some(true)
+        self.entry.update(|s| {
+            s.last_attempt = Some(now);
+            s.attempting = true;
+        });
+        let fetched = fetch(ports, self.uri, policy, now).await.map(Arc::new);
+        self.entry.update(|s| {
+            s.attempting = false;
+            if let Some(fetched) = &fetched {
+                s.set = Some(fetched.clone());
             }
-            None => {
-                // Done, in vain: release whoever waits on the claim.
-                save(ports, uri, now, set.as_deref(), policy).await;
-                Some(false)
-            }
-        }
+        });
+        // Stored either way: a failed attempt releases whoever waits on the claim.
+        save(ports, uri, now, fetched.as_deref().or(set.as_deref()), policy).await;
+        Some(fetched.is_some())
     }
 }
 
@@ -425,7 +424,15 @@ impl Stored {
     }
 }
 
-/// Takes whatever is newer from the store: a key set, or a fetch attempt.
+impl State {
+    /// An attempt has begun and not ended: here, or (its claim live) elsewhere.
+    fn under_way(&self, now: Duration) -> bool {
+        self.attempting || self.peer_claim_until.is_some_and(|until| until > now)
+    }
+}
+
+/// Takes whatever is newer from the store: a key set, or a fetch attempt
+/// (and whether it is still under way).
 fn adopt(entry: &Entry, stored: &Stored) {
     let attempted = Duration::from_millis(stored.attempted_at_ms);
     let set = match (&stored.jwks, stored.fetched_at_ms, stored.fresh_until_ms) {
@@ -433,8 +440,9 @@ fn adopt(entry: &Entry, stored: &Stored) {
         _ => None,
     };
     entry.update(|state| {
-        if state.last_attempt.is_none_or(|t| t < attempted) {
+        if state.last_attempt.is_none_or(|t| t <= attempted) {
             state.last_attempt = Some(attempted);
+            state.peer_claim_until = stored.claimed_until_ms.map(Duration::from_millis);
         }
         if let Some(set) = set
             && state.set.as_ref().is_none_or(|s| s.fetched_at < set.fetched_at)

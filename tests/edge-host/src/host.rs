@@ -51,18 +51,20 @@ impl WasiHttpView for Host {
 }
 
 /// An engine like Spin's: component model with async, pooling allocator
-/// (sized for a test machine rather than Spin's terabytes of reservations).
+/// with Spin's counts (1 000 instances at once: a test that holds many
+/// requests open meets the limit Spin has), memories capped at 512 MiB
+/// rather than Spin's 4 GiB.
 /// `perf_map`: write `/tmp/perf-<pid>.map` so `perf` names wasm functions.
 pub fn engine(perf_map: bool) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.wasm_component_model_async(true);
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(64)
-        .total_core_instances(256)
-        .total_memories(256)
-        .total_tables(256)
-        .total_stacks(256)
+    pool.total_component_instances(1_000)
+        .total_core_instances(4_000)
+        .total_memories(1_000)
+        .total_tables(2_000)
+        .total_stacks(1_000)
         .max_memory_size(512 << 20);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     if perf_map {
