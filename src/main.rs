@@ -89,38 +89,41 @@ mod cli {
         }
     }
 
+    #[derive(clap::Args)]
+    struct ServeArgs {
+        /// The gateway config.
+        #[arg(long, default_value = "routes/gateway.toml")]
+        config: PathBuf,
+        /// Address to listen on (port 0: any free port; the log says which).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+        /// Time a client may take to send a request head.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        header_read_timeout: Duration,
+        /// Shared state (rate limits, key sets): `memory`, or a Redis URL
+        /// (`redis://127.0.0.1:6379`) for a fleet.
+        #[arg(long, default_value = "memory")]
+        store: String,
+        /// Deadline for each store call (Redis).
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        store_timeout: Duration,
+        /// Connections to the store (Redis), used round-robin.
+        #[arg(long, default_value = "4")]
+        store_connections: usize,
+        #[command(flatten)]
+        connections: ConnectionFlags,
+    }
+
     #[derive(Subcommand)]
     enum Command {
         /// Run the gateway.
-        Serve {
-            /// The gateway config.
-            #[arg(long, default_value = "routes/gateway.toml")]
-            config: PathBuf,
-            /// Address to listen on (port 0: any free port; the log says which).
-            #[arg(long, default_value = "127.0.0.1:8080")]
-            listen: SocketAddr,
-            /// Worker threads (default: one per core).
-            #[arg(long)]
-            workers: Option<usize>,
-            /// Time in-flight requests get to finish after SIGTERM/SIGINT.
-            #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-            drain_timeout: Duration,
-            /// Time a client may take to send a request head.
-            #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-            header_read_timeout: Duration,
-            /// Shared state (rate limits, key sets): `memory`, or a Redis URL
-            /// (`redis://127.0.0.1:6379`) for a fleet.
-            #[arg(long, default_value = "memory")]
-            store: String,
-            /// Deadline for each store call (Redis).
-            #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
-            store_timeout: Duration,
-            /// Connections to the store (Redis), used round-robin.
-            #[arg(long, default_value = "4")]
-            store_connections: usize,
-            #[command(flatten)]
-            connections: ConnectionFlags,
-        },
+        Serve(Box<ServeArgs>),
         /// Print the SHA-256 of an API key for a consumer's `key_sha256`.
         /// The key is read from standard input (so it stays out of shell
         /// history); `--generate` makes a new random key and prints both.
@@ -143,17 +146,18 @@ mod cli {
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
         match cli.command {
-            Command::Serve {
-                config,
-                listen,
-                workers,
-                drain_timeout,
-                header_read_timeout,
-                store,
-                store_timeout,
-                store_connections,
-                connections,
-            } => {
+            Command::Serve(args) => {
+                let ServeArgs {
+                    config,
+                    listen,
+                    workers,
+                    drain_timeout,
+                    header_read_timeout,
+                    store,
+                    store_timeout,
+                    store_connections,
+                    connections,
+                } = *args;
                 let (connections, upstream_pool) = match connections.limits() {
                     Ok(l) => l,
                     Err(e) => {

@@ -380,7 +380,7 @@ async fn kept_alive_connections_close_when_idle_but_not_while_busy() {
     let http1 = tokio::spawn(conn);
     let resp = sender.send_request(get("/echo/delay/2500").map(http_body_util::Full::new)).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes().len() > 0, true);
+    assert!(!resp.into_body().collect().await.unwrap().to_bytes().is_empty());
     let idle = Instant::now();
     tokio::time::timeout(Duration::from_secs(4), http1).await.expect("HTTP/1.1: idle connection not closed").ok();
     assert!(idle.elapsed() >= Duration::from_millis(900), "closed before its idle timeout");
