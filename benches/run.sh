@@ -237,7 +237,7 @@ if [ "$MODE" != all ]; then
     rc=""; [ "$store" = redis ] && { rc=$RC; redis-cli -p "$REDIS_PORT" flushall >/dev/null; }
     spin_up "growth-$store" target/edge/bench-p3-nolog.wasm "$rc"
     wait_http "http://$SPIN_ADDR/hello" >/dev/null
-    rate=2000
+    rate=${GROWTH_RATE:-300} # below what a store sustains for new keys, so every client is one key
     out=$(taskset -c 1 "$LOADGEN" --url "http://$SPIN_ADDR/per-client" --rate $rate --connections $CONNS \
       --seconds $(( CLIENTS / rate )) --warmup 0 --distinct-header x-client)
     sent=$(( $(grep -o '"requests":[0-9]*' <<<"$out" | cut -d: -f2) + $(grep -o '"errors":[0-9]*' <<<"$out" | cut -d: -f2) ))
