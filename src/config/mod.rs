@@ -6,6 +6,8 @@
 //! compiled `Config`: router built, templates parsed, headers encoded.
 
 pub mod auth;
+pub(crate) mod balance;
+pub(crate) mod caller_key;
 pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
@@ -31,6 +33,7 @@ use toml::Spanned;
 
 use crate::config::router::{HostPattern, RouteError, RouteSpec, Router};
 use auth::{AuthConfig, RouteAuth};
+use balance::{Balance, MAX_WEIGHT};
 use rate_limits::RateLimit;
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
 use sweep::Sweep;
@@ -85,6 +88,7 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Service {
     pub(crate) name: String,
     pub(crate) targets: Vec<Target>,
+    pub(crate) balance: Balance,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
 }
@@ -498,6 +502,10 @@ impl Compiler<'_> {
                 .filter_map(|(i, t)| {
                     let t_ref = t.get_ref();
                     let weight = t_ref.weight.as_ref().map_or(1, |w| *w.get_ref());
+                    if let Some(w) = t_ref.weight.as_ref().filter(|w| *w.get_ref() > MAX_WEIGHT) {
+                        let message = format!("{weight}: weights are relative, from 0 to {MAX_WEIGHT}");
+                        self.error(w.span(), format!("{key}.targets[{i}].weight"), message);
+                    }
                     let k = format!("{key}.targets[{i}].url");
                     let parsed = self.value(&t_ref.url, &k).map(|u| parse_target(name, &u, weight));
                     parsed.and_then(|p| self.check(t_ref.url.span(), &k, p))
@@ -515,9 +523,11 @@ impl Compiler<'_> {
         if self.errors.len() == errors_before && targets.iter().all(|t| t.weight == 0) {
             self.error(svc.span(), format!("{key}.targets"), "at least one target needs a weight above 0");
         }
+        let balance = self.balance(&key, raw);
         (self.errors.len() == errors_before).then(|| Service {
             name: name.to_string(),
             targets,
+            balance,
             connect_timeout,
             request_timeout,
         })
@@ -548,6 +558,13 @@ impl Compiler<'_> {
         let route_limits = self.route_limits(&raw.limits, &key("limits"), known);
         let name = self.route_name(&key("name"), raw.name.as_ref(), &host, &path);
         let service = service?;
+        self.route_balance(
+            raw.service.span(),
+            &key("service"),
+            &known.services[service],
+            route_auth.as_ref(),
+            known.auth,
+        );
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,

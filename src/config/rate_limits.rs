@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use http::HeaderName;
 use toml::Spanned;
 
+use super::caller_key::CallerKey;
 use super::raw::RawLimit;
-use super::{Compiler, Known, parse_header_name};
+use super::{Compiler, Known};
 use crate::shared::gcra::Rate;
 
 /// A compiled policy.
@@ -16,7 +16,7 @@ use crate::shared::gcra::Rate;
 pub(crate) struct RateLimit {
     pub(crate) name: String,
     pub(crate) rate: Rate,
-    pub(crate) key: LimitKey,
+    pub(crate) key: CallerKey,
     /// Cost of one request. Default: 1.
     pub(crate) cost: u64,
     /// Tier: only callers in one of these groups. Default: everyone.
@@ -30,18 +30,6 @@ pub(crate) struct RateLimit {
     pub(crate) legacy_headers: bool,
     /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
     pub(crate) policy_item: String,
-}
-
-/// What a policy counts by. When the request has no such value (no
-/// identity, no header), it counts by client IP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LimitKey {
-    ClientIp,
-    /// The API-key consumer's id.
-    Consumer,
-    /// The JWT `sub`.
-    Subject,
-    Header(HeaderName),
 }
 
 const PERIODS: &[(&str, u64)] = &[
@@ -135,22 +123,11 @@ impl Compiler<'_> {
         })
     }
 
-    /// What a policy counts by: client_ip (the default), consumer, subject or header:<name>.
-    fn limit_key(&mut self, key: &str, spanned: &Spanned<RawLimit>) -> Option<LimitKey> {
-        let raw = spanned.get_ref().key.as_ref();
-        let span = raw.map_or(spanned.span(), |k| k.span());
-        match raw.map(|k| k.get_ref().as_str()) {
-            None | Some("client_ip") => Some(LimitKey::ClientIp),
-            Some("consumer") => Some(LimitKey::Consumer),
-            Some("subject") => Some(LimitKey::Subject),
-            Some(other) => match other.strip_prefix("header:") {
-                Some(h) => self.check(span, &format!("{key}.key"), parse_header_name(h)).map(LimitKey::Header),
-                None => {
-                    let message = format!("`{other}`: count by client_ip, consumer, subject or header:<name>");
-                    self.error(span, format!("{key}.key"), message);
-                    None
-                }
-            },
+    /// What a policy counts by (default: client_ip).
+    fn limit_key(&mut self, key: &str, spanned: &Spanned<RawLimit>) -> Option<CallerKey> {
+        match spanned.get_ref().key.as_ref() {
+            None => Some(CallerKey::ClientIp),
+            Some(k) => self.check(k.span(), &format!("{key}.key"), CallerKey::parse(k.get_ref())),
         }
     }
 

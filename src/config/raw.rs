@@ -88,6 +88,8 @@ pub(crate) struct RawService {
     pub(crate) targets: Vec<Spanned<RawTarget>>,
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) request_timeout: Option<Spanned<String>>,
+    pub(crate) balance: Option<Spanned<String>>,
+    pub(crate) hash_on: Option<Spanned<String>>,
 }
 
 /// One entry of `services.NAME.targets`.

@@ -384,7 +384,7 @@ limits = ["ok", "ok", "missing"]
     let got: Vec<(usize, String, String)> = errors(&text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
     let expect = [
         (7, "limits.bad name", "policy names are letters"),
-        (16, "limits.by.key", "count by client_ip, consumer, subject or header:<name>"),
+        (16, "limits.by.key", "use client_ip, consumer, subject, header:<name> or cookie:<name>"),
         (24, "limits.cas.consistency", "`eventual`: use \"exact\""),
         (20, "limits.fail.on_store_error", "`maybe`: use \"allow\""),
         (5, "limits.per_ip.rate", "`ten/s` is not a rate"),

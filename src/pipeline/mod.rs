@@ -6,6 +6,7 @@
 
 pub(crate) mod accept;
 pub mod authn;
+pub(crate) mod caller;
 pub(crate) mod error;
 pub(crate) mod ids;
 pub(crate) mod log;
@@ -31,6 +32,7 @@ use authn::AuthCaches;
 use error::GatewayError;
 use ids::Trace;
 use log::{AccessLog, Failure};
+use upstream::balance::Balancer;
 
 /// What the adapter knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -90,19 +92,23 @@ pub(crate) struct Gateway {
     /// Only save work (verified tokens, key sets); they live as long as the
     /// home keeps this value: a process, a reused instance, or one request.
     pub(crate) caches: AuthCaches,
+    /// Per service, what its `balance` policy keeps (same lifetime).
+    pub(crate) balancers: Box<[Balancer]>,
 }
 
 impl Gateway {
     pub(crate) fn new(config: Config) -> Self {
         let caches = AuthCaches::new(&config.auth);
-        Self { config, caches }
+        let balancers = config.services.iter().map(Balancer::new).collect();
+        Self { config, caches, balancers }
     }
 
     /// The gateway for a new config, keeping what stays valid (key sets).
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn reloaded(&self, config: Config) -> Self {
         let caches = self.caches.renewed(&config.auth);
-        Self { config, caches }
+        let balancers = config.services.iter().map(Balancer::new).collect();
+        Self { config, caches, balancers }
     }
 }
 
@@ -147,7 +153,7 @@ async fn proxy<P: Ports>(
     }
     rate_limit::phase(config, route, ctx, req.headers(), ports).await?;
     let service = &config.services[route.service];
-    let target = upstream::choose(service, ctx);
+    let (target, _busy) = upstream::choose(gateway, route.service, ctx, req.headers());
     let req = transform::request(req, ctx, route, &matched, target, config);
     let resp = upstream::send(ports, service, route, config.gateway.max_response_header_size, req, ctx).await?;
     Ok(transform::response(resp, route))

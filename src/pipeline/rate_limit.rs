@@ -13,14 +13,12 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::Ctx;
 use super::log::Failure;
-use crate::config::auth::ProviderKind;
-use crate::config::rate_limits::{LimitKey, RateLimit};
+use super::{Ctx, caller};
+use crate::config::rate_limits::RateLimit;
 use crate::config::{Config, Route};
 use crate::ports::{Clock, GcraStep, KvStore, Ports, store_key};
 use crate::shared::gcra::Decision;
-use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
 
 pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
@@ -78,27 +76,9 @@ pub(crate) fn key(policy: &str, counted: &[&[u8]]) -> String {
     store_key(&["pc1:rl:", policy, ":"], &hasher.finalize())
 }
 
-/// The key of a policy for this request: what it counts is `kind:value`.
-/// Without the value a policy asks for (no identity, no header) it counts
-/// by client IP.
+/// The key of a policy for this request (see [`caller::value`]).
 fn key_for(config: &Config, limit: &RateLimit, ctx: &Ctx, headers: &http::HeaderMap) -> String {
-    let identity_of = |api_key: bool| {
-        let id = ctx.identity.as_deref()?;
-        let provider = config.auth.providers.iter().find(|p| p.name == id.provider)?;
-        (matches!(provider.kind, ProviderKind::ApiKey(_)) == api_key).then_some(id)
-    };
-    let by_identity = |kind: &str, id: &Identity| {
-        key(&limit.name, &[kind.as_bytes(), id.provider.as_bytes(), b":", id.subject.as_bytes()])
-    };
-    let found = match &limit.key {
-        LimitKey::ClientIp => None,
-        LimitKey::Consumer => identity_of(true).map(|id| by_identity("consumer:", id)),
-        LimitKey::Subject => identity_of(false).map(|id| by_identity("subject:", id)),
-        LimitKey::Header(name) => {
-            headers.get(name).map(|v| key(&limit.name, &[b"header:", String::from_utf8_lossy(v.as_bytes()).as_bytes()]))
-        }
-    };
-    found.unwrap_or_else(|| key(&limit.name, &[b"ip:", ctx.client_ip.to_string().as_bytes()]))
+    key(&limit.name, &[&caller::value(config, &limit.key, ctx, headers)])
 }
 
 /// The rate-limit phase: the route's policies that apply to this caller,

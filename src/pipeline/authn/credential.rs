@@ -5,6 +5,7 @@ use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderValue, Request, Uri};
 
 use crate::config::auth::TokenSource;
+use crate::shared::headers;
 
 pub(crate) enum Found<'s> {
     None,
@@ -69,18 +70,8 @@ fn single<'a>(mut values: impl Iterator<Item = &'a HeaderValue>, name: &str) -> 
 }
 
 fn cookie<B>(req: &Request<B>, name: &str) -> Seen {
-    for header in req.headers().get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for pair in text.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=')
-                && k == name
-            {
-                let v = v.trim().trim_matches('"');
-                return Some(if v.is_empty() { Err(format!("the {name} cookie is empty")) } else { Ok(v.to_string()) });
-            }
-        }
-    }
-    None
+    let v = headers::cookie(req.headers(), name)?;
+    Some(if v.is_empty() { Err(format!("the {name} cookie is empty")) } else { Ok(v.to_string()) })
 }
 
 fn query(uri: &Uri, name: &str) -> Seen {

@@ -1,29 +1,34 @@
 //! The upstream phase: which of the service's targets, the exchange with it
 //! under the service's timeouts, and its failures by cause
-//! ([`UpstreamError`]: connect → 502, timeouts → 504). Retries and load
-//! balancing grow here.
+//! ([`UpstreamError`]: connect → 502, timeouts → 504). The choice of target
+//! is [`balance`]'s; retries grow here.
 
-use http::{Request, Response};
+pub(crate) mod balance;
 
-use super::Ctx;
+use http::{HeaderMap, Request, Response};
+
+use super::{Ctx, Gateway, caller};
+use crate::config::balance::Balance;
 use crate::config::{Route, Service, Target};
 use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions};
+use balance::Pick;
 
-/// A weighted random choice among the service's targets (a WASI 0.2
-/// instance lives one request, so a counter would never move).
-pub(crate) fn choose<'a>(service: &'a Service, ctx: &mut Ctx) -> &'a Target {
-    let total: u64 = service.targets.iter().map(|t| u64::from(t.weight)).sum();
-    let mut point = if total == 0 { 0 } else { ctx.entropy.choice() % total };
-    let mut chosen = &service.targets[0];
-    for target in &service.targets {
-        if point < u64::from(target.weight) {
-            chosen = target;
-            break;
-        }
-        point -= u64::from(target.weight);
-    }
-    ctx.upstream = Some(chosen.label.clone());
-    chosen
+/// The service's target for this request, by the service's `balance`.
+pub(crate) fn choose<'g>(
+    gateway: &'g Gateway,
+    service: usize,
+    ctx: &mut Ctx,
+    headers: &HeaderMap,
+) -> (&'g Target, Pick<'g>) {
+    let svc = &gateway.config.services[service];
+    let caller = match &svc.balance {
+        Balance::ConsistentHash(key) => Some(caller::value(&gateway.config, key, ctx, headers)),
+        _ => None,
+    };
+    let pick = gateway.balancers[service].pick(svc, caller.as_deref(), ctx.entropy.choice());
+    let target = &svc.targets[pick.index];
+    ctx.upstream = Some(target.label.clone());
+    (target, pick)
 }
 
 /// Sends the request; the time to the response head is the upstream
