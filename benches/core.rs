@@ -82,6 +82,7 @@ impl Ports for BenchPorts {
     fn clock(&self) -> &Fixed {
         &Fixed
     }
+    fn event(&self, _: &str) {}
 }
 
 fn gcra_benches(c: &mut Criterion) {

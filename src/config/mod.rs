@@ -13,6 +13,7 @@ pub(crate) mod digest;
 pub(crate) mod digest_write;
 pub mod rate_limits;
 pub(crate) mod raw;
+pub(crate) mod resilience;
 pub(crate) mod router;
 mod sections;
 pub mod spin;
@@ -36,6 +37,7 @@ use auth::{AuthConfig, RouteAuth};
 use balance::{Balance, MAX_WEIGHT};
 use rate_limits::RateLimit;
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
+use resilience::{Fallback, Health, Retry};
 use sweep::Sweep;
 use template::Template;
 pub use vars::Variables;
@@ -89,6 +91,10 @@ pub(crate) struct Service {
     pub(crate) name: String,
     pub(crate) targets: Vec<Target>,
     pub(crate) balance: Balance,
+    pub(crate) retry: Retry,
+    pub(crate) health: Health,
+    /// Requests in flight at most (per process or instance); beyond, 503 at once.
+    pub(crate) max_in_flight: Option<u32>,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
 }
@@ -125,6 +131,10 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     /// Rate-limit policies that apply (indexes into `Config::limits`).
     pub(crate) rate_limits: Vec<usize>,
+    /// Retry 5xx answers and timeouts of methods that are not idempotent.
+    pub(crate) retry_non_idempotent: bool,
+    /// Served while the service cannot answer.
+    pub(crate) fallback: Option<Fallback>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -524,10 +534,19 @@ impl Compiler<'_> {
             self.error(svc.span(), format!("{key}.targets"), "at least one target needs a weight above 0");
         }
         let balance = self.balance(&key, raw);
+        let retry = self.retry(&key, raw.retry.as_ref());
+        let health = self.health(&key, raw.health.as_ref());
+        let max_in_flight = raw.max_in_flight.as_ref().and_then(|m| {
+            let parsed = Some(*m.get_ref()).filter(|n| *n > 0).ok_or_else(|| "must be at least 1".to_string());
+            self.check(m.span(), &format!("{key}.max_in_flight"), parsed)
+        });
         (self.errors.len() == errors_before).then(|| Service {
             name: name.to_string(),
             targets,
             balance,
+            retry,
+            health,
+            max_in_flight,
             connect_timeout,
             request_timeout,
         })
@@ -557,14 +576,11 @@ impl Compiler<'_> {
         let route_auth = raw.auth.as_ref().and_then(|a| self.route_auth(a, &key("auth"), known));
         let route_limits = self.route_limits(&raw.limits, &key("limits"), known);
         let name = self.route_name(&key("name"), raw.name.as_ref(), &host, &path);
+        let fallback = raw.fallback.as_ref().and_then(|f| self.fallback(&key("fallback"), f));
         let service = service?;
-        self.route_balance(
-            raw.service.span(),
-            &key("service"),
-            &known.services[service],
-            route_auth.as_ref(),
-            known.auth,
-        );
+        let svc = &known.services[service];
+        self.route_balance(raw.service.span(), &key("service"), svc, route_auth.as_ref(), known.auth);
+        let retry_non_idempotent = self.route_retry(r.span(), &format!("routes[{i}]"), raw, methods.as_deref(), svc);
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,
@@ -577,6 +593,8 @@ impl Compiler<'_> {
             response_headers,
             auth: route_auth,
             rate_limits: route_limits,
+            retry_non_idempotent,
+            fallback,
         })
     }
 

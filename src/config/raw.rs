@@ -90,6 +90,45 @@ pub(crate) struct RawService {
     pub(crate) request_timeout: Option<Spanned<String>>,
     pub(crate) balance: Option<Spanned<String>>,
     pub(crate) hash_on: Option<Spanned<String>>,
+    pub(crate) max_in_flight: Option<Spanned<u32>>,
+    pub(crate) retry: Option<Spanned<RawRetry>>,
+    pub(crate) health: Option<Spanned<RawHealth>>,
+}
+
+/// `services.NAME.retry`: when a failed try is tried again.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    pub(crate) attempts: Option<Spanned<u32>>,
+    pub(crate) on_status: Option<Vec<Spanned<u16>>>,
+    pub(crate) per_try_timeout: Option<Spanned<String>>,
+    pub(crate) backoff: Option<Spanned<String>>,
+    pub(crate) max_backoff: Option<Spanned<String>>,
+    pub(crate) budget: Option<Spanned<String>>,
+    pub(crate) min_per_second: Option<Spanned<u32>>,
+    pub(crate) max_body: Option<Spanned<Size>>,
+}
+
+/// `services.NAME.health`: passive health (ejection of failing targets).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub(crate) failures: Option<Spanned<u32>>,
+    pub(crate) eject_for: Option<Spanned<String>>,
+    pub(crate) max_eject_for: Option<Spanned<String>>,
+    pub(crate) max_ejected: Option<Spanned<String>>,
+    pub(crate) when_all_down: Option<Spanned<String>>,
+}
+
+/// `routes[].fallback`: a static answer while the service cannot be reached.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFallback {
+    pub(crate) status: Spanned<u16>,
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub(crate) body: Option<Spanned<String>>,
 }
 
 /// One entry of `services.NAME.targets`.
@@ -119,6 +158,8 @@ pub(crate) struct RawRoute {
     pub(crate) auth: Option<Spanned<RawRouteAuth>>,
     #[serde(default)]
     pub(crate) limits: Vec<Spanned<String>>,
+    pub(crate) retry_non_idempotent: Option<Spanned<bool>>,
+    pub(crate) fallback: Option<Spanned<RawFallback>>,
 }
 
 /// Header edits: `remove` first, then `set` (replace), then `add` (append).

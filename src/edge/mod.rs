@@ -128,6 +128,10 @@ impl<S: RawStore, H: HttpClient, W: Sleep> Ports for EdgePorts<S, H, W> {
     fn clock(&self) -> &SystemClock<W> {
         &self.kv.clock
     }
+    /// Spin collects the component's stderr as its log.
+    fn event(&self, line: &str) {
+        eprintln!("{line}");
+    }
 }
 
 /// Writes a finished access-log line to stdout (Spin's component log).

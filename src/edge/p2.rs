@@ -231,6 +231,10 @@ pub(crate) struct SpinHttp;
 impl HttpClient for SpinHttp {
     type Body = EdgeBody;
 
+    async fn prepare(&self, req: Request<EdgeBody>, limit: u64) -> Result<Request<EdgeBody>, UpstreamError> {
+        buffer_unsized(req, limit).await
+    }
+
     async fn send(&self, req: Request<EdgeBody>, opts: &UpstreamOptions) -> Result<Response<EdgeBody>, UpstreamError> {
         let req = buffer_unsized(req, opts.max_request_body).await?;
         let (mut parts, body) = req.into_parts();

@@ -132,6 +132,9 @@ impl Ports for NodePorts {
     fn clock(&self) -> &Self::Clock {
         &self.clock
     }
+    fn event(&self, line: &str) {
+        tracing::warn!("{line}");
+    }
 }
 
 /// Reads and compiles a config file, filling placeholders from

@@ -8,6 +8,7 @@ use super::accept::AcceptError;
 use super::authn::AuthError;
 use super::rate_limit::LimitError;
 use super::sweep::SweepError;
+use super::upstream::Refusal;
 use crate::config::router::RouteError;
 use crate::ports::UpstreamError;
 use crate::shared::problem::{Answer, Problem};
@@ -26,6 +27,8 @@ pub(crate) enum GatewayError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Sweep(#[from] SweepError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The config could not be compiled (only possible at the edge, whose
     /// config is embedded; the node refuses to start or reload instead).
     #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
@@ -42,6 +45,7 @@ impl Answer for GatewayError {
             Self::Limit(e) => e.problem(),
             Self::Upstream(e) => e.problem(),
             Self::Sweep(e) => e.problem(),
+            Self::Refused(e) => e.problem(),
             #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
             Self::Misconfigured(_) => Problem::new(
                 http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,6 +88,8 @@ mod tests {
             (UpstreamError::Timeout(Duration::from_secs(1)).into(), 504, "upstream-timeout", Source::Upstream, false),
             (UpstreamError::Protocol("bad".into()).into(), 502, "upstream-invalid", Source::Upstream, false),
             (SweepError::Unauthorized.into(), 401, "unauthorized", Source::Client, false),
+            (Refusal::NoHealthyTarget.into(), 503, "no-healthy-upstream", Source::Upstream, false),
+            (Refusal::Overloaded(5).into(), 503, "upstream-overloaded", Source::Upstream, false),
             (GatewayError::Misconfigured("x".into()), 500, "gateway-misconfigured", Source::Internal, false),
         ];
         for (err, status, slug, source, retryable) in cases {

@@ -31,7 +31,14 @@ pub(crate) struct AccessLog {
     #[serde(serialize_with = "identity_text")]
     pub(crate) identity: Option<Arc<Identity>>,
     pub(crate) status: u16,
+    /// The target that answered (the last one tried).
     pub(crate) upstream: Option<Arc<str>>,
+    /// Tries sent to targets (absent when none was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) attempts: Option<u32>,
+    /// The route's fallback answered (absent otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) fallback: bool,
     pub(crate) upstream_latency_us: Option<u64>,
     pub(crate) total_latency_us: u64,
     pub(crate) bytes_in: u64,

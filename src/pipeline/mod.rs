@@ -32,7 +32,7 @@ use authn::AuthCaches;
 use error::GatewayError;
 use ids::Trace;
 use log::{AccessLog, Failure};
-use upstream::balance::Balancer;
+use upstream::ServiceState;
 
 /// What the adapter knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +62,13 @@ pub(crate) struct Ctx {
     /// Normalised once accepted; the raw path before that.
     pub(crate) path: String,
     pub(crate) route: Option<usize>,
+    /// The target that answered (the last one tried).
     pub(crate) upstream: Option<Arc<str>>,
     pub(crate) upstream_latency: Option<Duration>,
+    /// Tries sent to targets.
+    pub(crate) attempts: u32,
+    /// The route's fallback answered.
+    pub(crate) fallback: bool,
     /// What went wrong, for the access log (the answer, or a failure the
     /// request survived, such as a store that was down for a fail-open limit).
     pub(crate) failure: Option<Failure>,
@@ -92,23 +97,23 @@ pub(crate) struct Gateway {
     /// Only save work (verified tokens, key sets); they live as long as the
     /// home keeps this value: a process, a reused instance, or one request.
     pub(crate) caches: AuthCaches,
-    /// Per service, what its `balance` policy keeps (same lifetime).
-    pub(crate) balancers: Box<[Balancer]>,
+    /// Per service, what the upstream phase keeps (same lifetime).
+    pub(crate) upstreams: Box<[ServiceState]>,
 }
 
 impl Gateway {
     pub(crate) fn new(config: Config) -> Self {
         let caches = AuthCaches::new(&config.auth);
-        let balancers = config.services.iter().map(Balancer::new).collect();
-        Self { config, caches, balancers }
+        let upstreams = config.services.iter().map(ServiceState::new).collect();
+        Self { config, caches, upstreams }
     }
 
     /// The gateway for a new config, keeping what stays valid (key sets).
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn reloaded(&self, config: Config) -> Self {
         let caches = self.caches.renewed(&config.auth);
-        let balancers = config.services.iter().map(Balancer::new).collect();
-        Self { config, caches, balancers }
+        let upstreams = config.services.iter().map(ServiceState::new).collect();
+        Self { config, caches, upstreams }
     }
 }
 
@@ -152,10 +157,8 @@ async fn proxy<P: Ports>(
         authn::authorize(route_auth, &identity)?;
     }
     rate_limit::phase(config, route, ctx, req.headers(), ports).await?;
-    let service = &config.services[route.service];
-    let (target, _busy) = upstream::choose(gateway, route.service, ctx, req.headers());
-    let req = transform::request(req, ctx, route, &matched, target, config);
-    let resp = upstream::send(ports, service, route, config.gateway.max_response_header_size, req, ctx).await?;
+    let req = transform::request(req, ctx, route, &matched, config);
+    let resp = upstream::phase(gateway, ports, route, req, ctx).await?;
     Ok(transform::response(resp, route))
 }
 
@@ -191,6 +194,8 @@ impl Ctx {
             route: None,
             upstream: None,
             upstream_latency: None,
+            attempts: 0,
+            fallback: false,
             failure: None,
             started,
             received_at,

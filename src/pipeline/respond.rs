@@ -38,6 +38,8 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
         identity: ctx.identity,
         status: response.status().as_u16(),
         upstream: ctx.upstream,
+        attempts: (ctx.attempts > 0).then_some(ctx.attempts),
+        fallback: ctx.fallback,
         upstream_latency_us: ctx.upstream_latency.map(micros),
         total_latency_us: micros(clock.monotonic().saturating_sub(ctx.started)),
         bytes_in: 0,

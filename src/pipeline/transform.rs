@@ -122,13 +122,14 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
     text.rsplit_once(':').and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
 }
 
-/// Builds the origin's request from the client's.
+/// Builds the origin's request from the client's, for any of the service's
+/// targets: the URI is the upstream path and query; [`aim`] completes it
+/// for one target.
 pub(crate) fn request<B>(
     mut req: Request<B>,
     ctx: &Ctx,
     route: &Route,
     matched: &RouteMatch,
-    target: &Target,
     config: &Config,
 ) -> Request<B> {
     let proxies = &config.gateway.trusted_proxies;
@@ -140,21 +141,14 @@ pub(crate) fn request<B>(
         }
         PathRewrite::Template(t) => t.render(|name| matched.param(name)),
     };
-    let mut path_and_query = String::with_capacity(target.base_path.len() + path.len() + 16);
-    path_and_query.push_str(&target.base_path);
-    path_and_query.push_str(&path);
+    let mut path_and_query = path;
     if let Some(q) = req.uri().query() {
         path_and_query.push('?');
         path_and_query.push_str(q);
     }
-    let uri = Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build();
-    // The parts are each already valid, so the build cannot fail; keep the
-    // original URI rather than panic if it ever did.
-    if let Ok(uri) = uri {
+    // The path is normalised and the query was already part of a URI, so
+    // this cannot fail; keep the original URI rather than panic if it did.
+    if let Ok(uri) = Uri::builder().path_and_query(path_and_query).build() {
         *req.uri_mut() = uri;
     }
     *req.version_mut() = http::Version::HTTP_11;
@@ -164,7 +158,6 @@ pub(crate) fn request<B>(
     let inbound_host = ctx.host_header.clone();
     remove_where(headers, |n| is_hop_by_hop(n) || is_platform_header(n) || disguised(n, config));
     set_forwarding(headers, ctx, peer_trusted, inbound_host.as_ref());
-    headers.insert(header::HOST, target.host.clone());
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     headers.insert(TRACEPARENT, ctx.trace.header_value());
     if !ctx.trace.continued {
@@ -172,6 +165,25 @@ pub(crate) fn request<B>(
     }
     route.request_headers.apply(headers);
     req
+}
+
+/// Points a request from [`request`] at one target: its address, base
+/// path and `Host`.
+pub(crate) fn aim<B>(req: &mut Request<B>, target: &Target) {
+    let tail = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut path_and_query = String::with_capacity(target.base_path.len() + tail.len());
+    path_and_query.push_str(&target.base_path);
+    path_and_query.push_str(tail);
+    let uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build();
+    // Each part is already valid, so the build cannot fail.
+    if let Ok(uri) = uri {
+        *req.uri_mut() = uri;
+    }
+    req.headers_mut().insert(header::HOST, target.host.clone());
 }
 
 fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: Option<&HeaderValue>) {

@@ -125,6 +125,14 @@ pub trait HttpClient {
         options: &UpstreamOptions,
     ) -> Result<Response<Self::Body>, UpstreamError>;
 
+    /// Makes a request ready to send, perhaps more than once: a home that
+    /// reads a body without `Content-Length` before sending it (the edge)
+    /// reads it here, up to `limit` bytes; elsewhere the request passes as is.
+    async fn prepare(&self, request: Request<Self::Body>, limit: u64) -> Result<Request<Self::Body>, UpstreamError> {
+        let _ = limit;
+        Ok(request)
+    }
+
     /// A small exchange read whole (a key set): at most `max_body` bytes.
     async fn fetch(
         &self,
@@ -261,6 +269,8 @@ pub trait Ports {
     fn kv(&self) -> &Self::Kv;
     fn http(&self) -> &Self::Http;
     fn clock(&self) -> &Self::Clock;
+    /// Writes a line to the operational log (a target ejected, …).
+    fn event(&self, line: &str);
 }
 
 /// The body type of a home.

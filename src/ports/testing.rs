@@ -297,6 +297,8 @@ pub(crate) struct FakePorts {
     pub(crate) kv: TestKv,
     pub(crate) http: FakeHttp,
     pub(crate) clock: FakeClock,
+    /// Lines written to the operational log.
+    pub(crate) events: Mutex<Vec<String>>,
 }
 
 impl FakePorts {
@@ -311,6 +313,7 @@ impl FakePorts {
             },
             http,
             clock,
+            events: Mutex::new(Vec::new()),
         }
     }
 }
@@ -327,5 +330,10 @@ impl Ports for FakePorts {
     }
     fn clock(&self) -> &Self::Clock {
         &self.clock
+    }
+    fn event(&self, line: &str) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(line.to_string());
+        }
     }
 }

@@ -357,6 +357,8 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::key_rotation(home, addr, &b.idp).await;
     scenarios::concurrent_limit(home, addr).await;
     scenarios::expiry_and_sweep(home, addr).await;
+    scenarios::balancing(home, addr, home == "node").await;
+    scenarios::retries(home, addr, &b.origin, home == "node").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

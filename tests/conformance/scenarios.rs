@@ -1,6 +1,7 @@
 //! Scenarios that need the identity provider to change mid-run, run in
 //! every home after the declarative cases.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -228,5 +229,110 @@ pub async fn host_ambiguity(home: &str, addr: SocketAddr, behind_spin: bool) {
     } else {
         assert!(none.starts_with("HTTP/1.1 400"), "[{home}] no Host: {none}");
         assert!(none.contains("urn:portcullis:problem:ambiguous-host"), "[{home}] {none}");
+    }
+}
+
+/// Which target (`/a`, `/b`, `/c`: its base path, as the origin saw it) served a request.
+async fn served_by(home: &str, addr: SocketAddr, req: Request<Bytes>) -> String {
+    let reply = send(addr, req).await;
+    let uri = reply.json()["uri"].as_str().map(str::to_string);
+    assert_eq!(reply.status, 200, "[{home}] {:?}", reply.try_json());
+    let uri = uri.unwrap_or_default();
+    uri.split('/').nth(1).map(|t| format!("/{t}")).unwrap_or(uri)
+}
+
+async fn shares(home: &str, addr: SocketAddr, path: &str, n: usize) -> (Vec<String>, BTreeMap<String, usize>) {
+    let mut order = Vec::new();
+    for _ in 0..n {
+        order.push(served_by(home, addr, super::support::get(path)).await);
+    }
+    let mut counts = BTreeMap::new();
+    order.iter().for_each(|t| *counts.entry(t.clone()).or_insert(0) += 1);
+    (order, counts)
+}
+
+/// Balancing, as a client sees it. Round robin alternates exactly where one
+/// balancer sees every request (the node); where an instance lives for one
+/// request it is a random start of the cycle, so an even split. Weights
+/// hold (weight 0: never). Consistent hashing sends a shard key (header) or a
+/// session (cookie) to the same target every time, in every home, and a
+/// request without the key by its client IP.
+pub async fn balancing(home: &str, addr: SocketAddr, one_balancer: bool) {
+    let (order, counts) = shares(home, addr, "/lb/round-robin", 60).await;
+    let a = counts.get("/a").copied().unwrap_or(0);
+    assert!((12..=48).contains(&a) && a + counts.get("/b").copied().unwrap_or(0) == 60, "[{home}] {counts:?}");
+    if one_balancer {
+        assert_eq!(a, 30, "[{home}] {order:?}");
+        assert!(order.windows(2).all(|w| w[0] != w[1]), "[{home}] round robin alternates: {order:?}");
+    }
+
+    let (_, counts) = shares(home, addr, "/lb/weighted", 200).await;
+    let a = counts.get("/a").copied().unwrap_or(0);
+    assert!(!counts.contains_key("/c"), "[{home}] weight 0 is never chosen: {counts:?}");
+    assert!((120..=180).contains(&a), "[{home}] 3:1 weights: {counts:?}");
+
+    let (_, counts) = shares(home, addr, "/lb/least", 40).await;
+    assert_eq!(counts.keys().collect::<Vec<_>>(), ["/a", "/b"], "[{home}] idle targets share: {counts:?}");
+
+    let tenant = |t: usize| {
+        Request::get("/lb/sticky").header("host", "gw.test").header("x-shard", format!("t{t}")).body(Bytes::new())
+    };
+    let mut seen = BTreeMap::new();
+    for round in 0..3 {
+        for t in 0..30 {
+            let target = served_by(home, addr, tenant(t).expect("request")).await;
+            let first = seen.entry(t).or_insert_with(|| target.clone());
+            assert_eq!(*first, target, "[{home}] tenant t{t} moved in round {round}");
+        }
+    }
+    let used: std::collections::BTreeSet<_> = seen.values().collect();
+    assert!(used.len() >= 2, "[{home}] 30 tenants on {used:?}");
+    let (_, by_ip) = shares(home, addr, "/lb/sticky", 5).await;
+    assert_eq!(by_ip.len(), 1, "[{home}] without the header, by client IP: {by_ip:?}");
+
+    let session = |s: usize| {
+        Request::get("/lb/session").header("host", "gw.test").header("cookie", format!("theme=dark; session=s{s}"))
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for s in 0..20 {
+        let first = served_by(home, addr, session(s).body(Bytes::new()).expect("request")).await;
+        let again = served_by(home, addr, session(s).body(Bytes::new()).expect("request")).await;
+        assert_eq!(first, again, "[{home}] session s{s}");
+        used.insert(first);
+    }
+    assert_eq!(used.len(), 2, "[{home}] 20 sessions on {used:?}");
+}
+
+/// Retries, as a client and the origin see them: GETs never see the
+/// target that fails (refused or 503); a POST answered 503 is not tried
+/// again (the origin saw each such POST once) unless its route opts in.
+pub async fn retries(home: &str, addr: SocketAddr, origin: &super::support::origin::Origin, one_balancer: bool) {
+    for path in ["/rs/retry", "/rs/flaky"] {
+        let (_, counts) = shares(home, addr, path, 20).await;
+        assert_eq!(counts.keys().collect::<Vec<_>>(), ["/ok"], "[{home}] {path}: {counts:?}");
+    }
+    let post = |path: &str| Request::post(path).header("host", "gw.test").body(Bytes::from_static(b"x=1"));
+    let before = origin.received().iter().filter(|r| r.uri.starts_with("/status/503/rs/flaky")).count();
+    let mut failed = 0;
+    for _ in 0..20 {
+        let reply = send(addr, post("/rs/flaky").expect("request")).await;
+        match reply.status {
+            200 => {}
+            503 => {
+                assert_eq!(reply.json()["uri"], "/status/503/rs/flaky", "[{home}] the origin's own 503");
+                failed += 1;
+            }
+            other => panic!("[{home}] POST /rs/flaky: {other} {:?}", reply.try_json()),
+        }
+    }
+    let seen = origin.received().iter().filter(|r| r.uri.starts_with("/status/503/rs/flaky")).count() - before;
+    assert!(failed > 0, "[{home}] no POST met the failing target");
+    assert_eq!(seen, failed, "[{home}] each failed POST reached the origin once");
+    if one_balancer {
+        assert_eq!(failed, 10, "[{home}] round robin: every other POST");
+    }
+    for _ in 0..10 {
+        let reply = send(addr, post("/rs/flaky-post").expect("request")).await;
+        assert_eq!(reply.status, 200, "[{home}] retry_non_idempotent: {:?}", reply.try_json());
     }
 }

@@ -3,8 +3,9 @@
 //! what crossed the gateway, and it records every request it got.
 //!
 //! Paths with a meaning:
-//! - `/delay/{ms}`: wait, then echo;
-//! - `/status/{code}`: answer with that status (and the echo);
+//! - `/delay/{ms}[/…]`: wait, then echo;
+//! - `/status/{code}[/…]`: answer with that status (and the echo) — so a
+//!   target URL such as `http://origin/status/503` makes a failing target;
 //! - `/bytes/{n}`: `n` bytes of `x`, streamed in 16 KiB chunks;
 //! - `/hello`: a fixed 13-byte text body (for load tests).
 //!
@@ -121,9 +122,13 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Received>>>) -> Resul
     let mut status = StatusCode::OK;
     let segments: Vec<&str> = path.trim_start_matches('/').splitn(2, '/').collect();
     match segments.as_slice() {
-        ["delay", ms] => tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await,
-        ["status", code] => {
-            status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST)
+        ["delay", rest] => {
+            let ms = rest.split('/').next().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await
+        }
+        ["status", rest] => {
+            let code = rest.split('/').next().and_then(|c| c.parse().ok());
+            status = code.and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST)
         }
         ["bytes", n] => return Ok(streamed(n.parse().unwrap_or(0))),
         _ => {}

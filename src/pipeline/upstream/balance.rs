@@ -74,27 +74,50 @@ impl Balancer {
         }
     }
 
-    /// The target for a request. `caller` is what a consistent hash keys
-    /// on (ignored by the other policies); `random` a uniform draw.
-    pub(crate) fn pick(&self, service: &Service, caller: Option<&[u8]>, random: u64) -> Pick<'_> {
+    /// The target for a request among those `usable` says may serve it
+    /// (`None`: none may). `caller` is what a consistent hash keys on
+    /// (ignored by the other policies); `random` a uniform draw. When the
+    /// policy's choice may not serve, a consistent hash takes the next
+    /// usable slot of its table (so a caller's second choice is stable too),
+    /// the others walk their weighted cycle from a random point.
+    pub(crate) fn pick(
+        &self,
+        service: &Service,
+        caller: Option<&[u8]>,
+        random: u64,
+        usable: impl Fn(usize) -> bool,
+    ) -> Option<Pick<'_>> {
         let index = match (&service.balance, caller) {
             (Balance::RoundRobin, _) => {
                 let start = *self.start.get_or_init(|| random);
                 let n = self.count.fetch_add(1, Ordering::Relaxed).wrapping_add(start);
-                self.in_cycle(n)
+                Some(self.in_cycle(n)).filter(|&i| usable(i))
             }
             (Balance::LeastRequest, _) => {
                 let (a, b) = (self.weighted(random), self.weighted(mix(random)));
                 let load = |i: usize| u64::from(self.in_flight[i].load(Ordering::Relaxed));
                 let weight = |i: usize| u64::from(service.targets[i].weight);
-                if load(b) * weight(a) < load(a) * weight(b) { b } else { a }
+                match (usable(a), usable(b)) {
+                    (true, true) => Some(if load(b) * weight(a) < load(a) * weight(b) { b } else { a }),
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    (false, false) => None,
+                }
             }
             (Balance::ConsistentHash(_), Some(caller)) => {
                 let table = self.table.get_or_init(|| self.maglev(service));
-                table[(hash(caller) % table.len() as u64) as usize] as usize
+                let slot = (hash(caller) % table.len() as u64) as usize;
+                let walk = table[slot..].iter().chain(&table[..slot]);
+                return walk.map(|&t| t as usize).find(|&i| usable(i)).map(|i| self.take(i));
             }
-            (Balance::Random | Balance::ConsistentHash(_), _) => self.weighted(random),
+            (Balance::Random | Balance::ConsistentHash(_), _) => Some(self.weighted(random)).filter(|&i| usable(i)),
         };
+        let index =
+            index.or_else(|| (0..self.total()).map(|n| self.in_cycle(random.wrapping_add(n))).find(|&i| usable(i)))?;
+        Some(self.take(index))
+    }
+
+    fn take(&self, index: usize) -> Pick<'_> {
         let busy = &self.in_flight[index];
         busy.fetch_add(1, Ordering::Relaxed);
         Pick { index, busy }
@@ -166,7 +189,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 /// A second, independent-looking draw from the first (SplitMix64's finaliser).
-fn mix(x: u64) -> u64 {
+pub(crate) fn mix(x: u64) -> u64 {
     let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)

@@ -1,49 +1,289 @@
-//! The upstream phase: which of the service's targets, the exchange with it
-//! under the service's timeouts, and its failures by cause
-//! ([`UpstreamError`]: connect → 502, timeouts → 504). The choice of target
-//! is [`balance`]'s; retries grow here.
+//! The upstream phase: the exchange with the route's service, made to
+//! survive its failures. In order: the bulkhead (`max_in_flight`), a target
+//! from the balancer among those passive health has not ejected, the try
+//! under what is left of the service's `request_timeout`, and — where the
+//! failure allows it, the request can be replayed and the retry budget has
+//! room — another try, on another target where there is one, after a
+//! jittered backoff (or the origin's `Retry-After`). What the tries did is
+//! in the access log; a route's `fallback` answers when no target could be
+//! reached.
 
 pub(crate) mod balance;
+mod budget;
+mod health;
 
-use http::{HeaderMap, Request, Response};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body as _, SizeHint};
+use thiserror::Error;
+
+use super::error::GatewayError;
+use super::log::Failure;
 use super::{Ctx, Gateway, caller};
 use crate::config::balance::Balance;
-use crate::config::{Route, Service, Target};
-use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions};
-use balance::Pick;
+use crate::config::resilience::is_idempotent;
+use crate::config::{Route, Service};
+use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
+use crate::shared::problem::{Answer, Problem, Source};
+use balance::Balancer;
+use budget::RetryBudget;
+use health::{Change, Targets};
 
-/// The service's target for this request, by the service's `balance`.
-pub(crate) fn choose<'g>(
-    gateway: &'g Gateway,
-    service: usize,
-    ctx: &mut Ctx,
-    headers: &HeaderMap,
-) -> (&'g Target, Pick<'g>) {
-    let svc = &gateway.config.services[service];
-    let caller = match &svc.balance {
-        Balance::ConsistentHash(key) => Some(caller::value(&gateway.config, key, ctx, headers)),
-        _ => None,
-    };
-    let pick = gateway.balancers[service].pick(svc, caller.as_deref(), ctx.entropy.choice());
-    let target = &svc.targets[pick.index];
-    ctx.upstream = Some(target.label.clone());
-    (target, pick)
+/// What the phase keeps per service, as long as the gateway value lives (a
+/// process; at the edge an instance, which under WASI 0.2 is one request).
+pub(crate) struct ServiceState {
+    balancer: Balancer,
+    health: Targets,
+    budget: RetryBudget,
+    /// Requests in the phase now (the bulkhead's count).
+    active: AtomicU32,
 }
 
-/// Sends the request; the time to the response head is the upstream
-/// latency. A response head larger than `max_head` bytes is refused.
-pub(crate) async fn send<P: Ports>(
+impl ServiceState {
+    pub(crate) fn new(service: &Service) -> Self {
+        Self {
+            balancer: Balancer::new(service),
+            health: Targets::new(service.targets.len()),
+            budget: RetryBudget::default(),
+            active: AtomicU32::new(0),
+        }
+    }
+}
+
+/// Why the phase answered without an origin's answer.
+#[derive(Debug, Error)]
+pub(crate) enum Refusal {
+    #[error("every target of the service is ejected and `when_all_down = \"refuse\"`")]
+    NoHealthyTarget,
+    #[error("the service has {0} requests in flight, its `max_in_flight`")]
+    Overloaded(u32),
+}
+
+impl Answer for Refusal {
+    fn problem(&self) -> Problem {
+        let (slug, detail) = match self {
+            Self::NoHealthyTarget => ("no-healthy-upstream", "no healthy upstream target is available"),
+            Self::Overloaded(_) => ("upstream-overloaded", "the upstream service has too many requests in flight"),
+        };
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail, Source::Upstream)
+            .header(RETRY_AFTER, HeaderValue::from(1))
+    }
+}
+
+/// Leaves the bulkhead when the phase ends.
+struct Active<'a>(&'a AtomicU32);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The request body for each try: kept whole when it may be sent again.
+enum Replay<B> {
+    Kept(Bytes),
+    Once(Option<B>),
+}
+
+/// The origin's answer to a request from `transform::request`, or the
+/// route's fallback when no target could be reached.
+pub(crate) async fn phase<P: Ports>(
+    gateway: &Gateway,
+    ports: &P,
+    route: &Route,
+    req: Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body<P>>, GatewayError> {
+    match exchange(gateway, ports, route, req, ctx).await {
+        Err(err) if unreachable(&err) => match &route.fallback {
+            Some(fallback) => {
+                let problem = err.problem();
+                let detail = format!("fallback served: {err}");
+                ctx.failure = Some(Failure { problem: Some(problem.slug), source: problem.source, detail });
+                ctx.fallback = true;
+                let mut resp = Response::new(Body::<P>::from(fallback.body.clone()));
+                *resp.status_mut() = fallback.status;
+                resp.headers_mut().extend(fallback.headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+                Ok(resp)
+            }
+            None => Err(err),
+        },
+        other => other,
+    }
+}
+
+/// No target could be reached: nothing connected, or none may be tried.
+fn unreachable(err: &GatewayError) -> bool {
+    matches!(
+        err,
+        GatewayError::Refused(Refusal::NoHealthyTarget)
+            | GatewayError::Upstream(UpstreamError::Connect(_) | UpstreamError::ConnectTimeout)
+    )
+}
+
+async fn exchange<P: Ports>(
+    gateway: &Gateway,
+    ports: &P,
+    route: &Route,
+    req: Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body<P>>, GatewayError> {
+    let service = &gateway.config.services[route.service];
+    let state = &gateway.upstreams[route.service];
+    let active = state.active.fetch_add(1, Ordering::Relaxed);
+    let _active = Active(&state.active);
+    if let Some(max) = service.max_in_flight
+        && active >= max
+    {
+        return Err(Refusal::Overloaded(max).into());
+    }
+    let clock = ports.clock();
+    let deadline = clock.monotonic() + service.request_timeout;
+    state.budget.request(clock.monotonic());
+    let caller = match &service.balance {
+        Balance::ConsistentHash(key) => Some(caller::value(&gateway.config, key, ctx, req.headers())),
+        _ => None,
+    };
+    let req = ports.http().prepare(req, route.max_body_size).await?;
+    let policy = &service.retry;
+    let repeatable = is_idempotent(&ctx.method) || route.retry_non_idempotent;
+    let (parts, body) = req.into_parts();
+    let mut body = if policy.attempts > 1 && replayable(&parts.headers, &body.size_hint(), policy.max_body) {
+        let limit = usize::try_from(policy.max_body).unwrap_or(usize::MAX);
+        Replay::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
+    } else {
+        Replay::Once(Some(body))
+    };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = None;
+    loop {
+        let now = clock.monotonic();
+        let random = balance::mix(ctx.entropy.choice().wrapping_add(tried.len() as u64));
+        let pick = match (choose(service, state, caller.as_deref(), random, &tried, now), last) {
+            (Ok(pick), _) => pick,
+            (Err(_), Some(result)) => return result,
+            (Err(refusal), None) => return Err(refusal.into()),
+        };
+        let target = &service.targets[pick.index];
+        let this_body = match &mut body {
+            Replay::Kept(bytes) => Body::<P>::from(bytes.clone()),
+            Replay::Once(b) => b.take().unwrap_or_else(|| Body::<P>::from(Bytes::new())),
+        };
+        let mut req = Request::from_parts(parts.clone(), this_body);
+        super::transform::aim(&mut req, target);
+        ctx.upstream = Some(target.label.clone());
+        ctx.attempts += 1;
+        let left = deadline.saturating_sub(now);
+        let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
+        let result =
+            send(ports, service, route, timeout, gateway.config.gateway.max_response_header_size, req, ctx).await;
+        tried.push(pick.index);
+        drop(pick);
+        let now = clock.monotonic();
+        let ok = matches!(&result, Ok(resp) if !resp.status().is_server_error());
+        if let Some(change) = state.health.report(tried[tried.len() - 1], ok, now, &service.health) {
+            ports.event(&describe(service, tried[tried.len() - 1], &change));
+        }
+        let worth = match &result {
+            Ok(resp) => repeatable && policy.on_status.contains(&resp.status()),
+            Err(e) => {
+                e.problem().retryable
+                    || (repeatable && matches!(e, UpstreamError::Timeout(_) | UpstreamError::Protocol(_)))
+            }
+        };
+        let left = deadline.saturating_sub(now);
+        let wait = match &result {
+            Ok(resp) => retry_after(resp.headers()),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| backoff(policy.backoff, policy.max_backoff, tried.len(), random));
+        let again = worth
+            && ctx.attempts < policy.attempts
+            && matches!(body, Replay::Kept(_))
+            && wait < left
+            && state.budget.try_retry(now, policy.budget_percent, policy.min_per_second);
+        if !again {
+            return result.map_err(GatewayError::from);
+        }
+        last = Some(result.map_err(GatewayError::from));
+        clock.sleep(wait).await;
+    }
+}
+
+/// A target for the next try: one not yet tried that health has not
+/// ejected; else a tried one still in; else, with every target out, any
+/// (if the service says to try anyway).
+fn choose<'s>(
+    service: &Service,
+    state: &'s ServiceState,
+    caller: Option<&[u8]>,
+    random: u64,
+    tried: &[usize],
+    now: Duration,
+) -> Result<balance::Pick<'s>, Refusal> {
+    let b = &state.balancer;
+    let healthy = |i: usize| state.health.is_in(i, now);
+    b.pick(service, caller, random, |i| healthy(i) && !tried.contains(&i))
+        .or_else(|| b.pick(service, caller, random, healthy))
+        .or_else(|| service.health.try_when_all_down.then(|| b.pick(service, caller, random, |_| true)).flatten())
+        .ok_or(Refusal::NoHealthyTarget)
+}
+
+/// A body that may be kept for another try: one whose `Content-Length`,
+/// or else known size (none at all; one the edge has read already), is at
+/// most `max`. A body of unknown size (chunked, at the node) streams once.
+fn replayable(headers: &HeaderMap, hint: &SizeHint, max: u64) -> bool {
+    let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    length.or(hint.upper()).is_some_and(|n| n <= max)
+}
+
+/// Full jitter: a random wait below `min(max, base × 2^(retry − 1))`.
+fn backoff(base: Duration, max: Duration, retry: usize, random: u64) -> Duration {
+    let ceiling = base.saturating_mul(1 << retry.saturating_sub(1).min(16)).min(max);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(random % nanos)
+}
+
+/// An origin's `Retry-After` in seconds (a date is not honoured).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+fn describe(service: &Service, index: usize, change: &Change) -> String {
+    let target = &service.targets[index].label;
+    match change {
+        Change::Ejected { failures, ejections, duration } => {
+            format!(
+                "upstream target ejected: {target} failed {failures} times in a row; out for {duration:?} (ejection {ejections} in a row)"
+            )
+        }
+        Change::Recovered { ejections } => {
+            format!("upstream target healthy again: {target} answered after {ejections} ejection(s)")
+        }
+    }
+}
+
+/// Sends one try; the time to the response head is the upstream latency.
+/// A response head larger than `max_head` bytes is refused.
+async fn send<P: Ports>(
     ports: &P,
     service: &Service,
     route: &Route,
+    timeout: Duration,
     max_head: u64,
     req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, UpstreamError> {
+    // The connect timeout stays the service's (the node keeps a pool per
+    // connect timeout); the try's timeout covers connecting too.
     let options = UpstreamOptions {
         connect_timeout: service.connect_timeout,
-        request_timeout: service.request_timeout,
+        request_timeout: timeout,
         max_request_body: route.max_body_size,
     };
     let sent_at = ports.clock().monotonic();
@@ -56,3 +296,6 @@ pub(crate) async fn send<P: Ports>(
     }
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,26 +27,26 @@ fn counts(picks: impl Iterator<Item = usize>, n: usize) -> Vec<usize> {
 fn round_robin_is_an_exact_weighted_cycle_in_a_smooth_order() {
     let even = service("", &[1, 1, 1]);
     let b = Balancer::new(&even);
-    let picks: Vec<usize> = (0..300).map(|_| b.pick(&even, None, 7).index).collect();
+    let picks: Vec<usize> = (0..300).map(|_| b.pick(&even, None, 7, |_| true).unwrap().index).collect();
     assert_eq!(counts(picks.iter().copied(), 3), [100, 100, 100]);
     assert!(picks.windows(2).all(|w| w[0] != w[1]), "{picks:?}");
 
     let weighted = service("balance = \"round_robin\"", &[3, 1, 0]);
     let b = Balancer::new(&weighted);
-    let picks: Vec<usize> = (0..400).map(|_| b.pick(&weighted, None, 12345).index).collect();
+    let picks: Vec<usize> = (0..400).map(|_| b.pick(&weighted, None, 12345, |_| true).unwrap().index).collect();
     for cycle in picks.chunks(4) {
         assert_eq!(counts(cycle.iter().copied(), 3), [3, 1, 0], "every cycle of 4: {picks:?}");
     }
     // Weights reduce by their common divisor: 30:10 cycles like 3:1.
     let big = service("", &[30, 10]);
     let b = Balancer::new(&big);
-    assert_eq!(counts((0..4).map(|_| b.pick(&big, None, 0).index), 2), [3, 1]);
+    assert_eq!(counts((0..4).map(|_| b.pick(&big, None, 0, |_| true).unwrap().index), 2), [3, 1]);
 }
 
 #[test]
 fn a_short_lived_balancer_starts_its_cycle_at_random() {
     let s = service("", &[1, 1, 1, 1]);
-    let firsts = counts((0..4000u64).map(|r| Balancer::new(&s).pick(&s, None, mix(r)).index), 4);
+    let firsts = counts((0..4000u64).map(|r| Balancer::new(&s).pick(&s, None, mix(r), |_| true).unwrap().index), 4);
     assert!(firsts.iter().all(|&c| (800..1200).contains(&c)), "{firsts:?}");
 }
 
@@ -54,7 +54,7 @@ fn a_short_lived_balancer_starts_its_cycle_at_random() {
 fn random_follows_the_weights() {
     let s = service("balance = \"random\"", &[1, 3]);
     let b = Balancer::new(&s);
-    let got = counts((0..20_000u64).map(|r| b.pick(&s, None, mix(r)).index), 2);
+    let got = counts((0..20_000u64).map(|r| b.pick(&s, None, mix(r), |_| true).unwrap().index), 2);
     assert!((4_500..5_500).contains(&got[0]), "{got:?}");
 }
 
@@ -66,17 +66,17 @@ fn least_request_avoids_the_busy_target() {
     let mut r = 0;
     while held.len() < 3 {
         r += 1;
-        let pick = b.pick(&s, None, mix(r));
+        let pick = b.pick(&s, None, mix(r), |_| true).unwrap();
         if pick.index == 0 {
             held.push(pick);
         }
     }
     // Two draws; the busy target wins only when both draws are it (1 in 4).
-    let got = counts((1000..5000u64).map(|r| b.pick(&s, None, mix(r)).index), 2);
+    let got = counts((1000..5000u64).map(|r| b.pick(&s, None, mix(r), |_| true).unwrap().index), 2);
     assert!((800..1200).contains(&got[0]), "{got:?}");
     drop(held);
     assert!(b.in_flight.iter().all(|n| n.load(Ordering::Relaxed) == 0), "every pick released its target");
-    let idle = counts((0..4000u64).map(|r| b.pick(&s, None, mix(r)).index), 2);
+    let idle = counts((0..4000u64).map(|r| b.pick(&s, None, mix(r), |_| true).unwrap().index), 2);
     assert!((1700..2300).contains(&idle[0]), "{idle:?}");
 }
 
@@ -84,7 +84,7 @@ fn placement(s: &Service, callers: u32) -> Vec<String> {
     let b = Balancer::new(s);
     (0..callers)
         .map(|c| {
-            let i = b.pick(s, Some(format!("header:caller-{c}").as_bytes()), 0).index;
+            let i = b.pick(s, Some(format!("header:caller-{c}").as_bytes()), 0, |_| true).unwrap().index;
             s.targets[i].base_path.clone()
         })
         .collect()
@@ -118,4 +118,30 @@ fn consistent_hash_moves_about_one_nth_of_callers_when_one_of_n_targets_changes(
     let kept = five.iter().zip(&four).filter(|(a, _)| *a != "/t2").all(|(a, b)| a == b);
     let strays = five.iter().zip(&four).filter(|(a, b)| *a != "/t2" && a != b).count();
     assert!(kept || strays < 20_000 / 50, "{strays} callers of the remaining targets moved");
+}
+
+#[test]
+fn a_target_that_may_not_serve_is_passed_over_by_every_policy() {
+    for policy in ["", "balance = \"least_request\"", "balance = \"random\""] {
+        let s = service(policy, &[1, 1, 1]);
+        let b = Balancer::new(&s);
+        let got = counts((0..3000u64).map(|r| b.pick(&s, None, mix(r), |i| i != 1).unwrap().index), 3);
+        assert_eq!(got[1], 0, "{policy}: {got:?}");
+        assert!(got[0] > 1000 && got[2] > 1000, "{policy}: {got:?}");
+        assert!(b.pick(&s, None, 1, |_| false).is_none(), "{policy}: nothing usable, no pick");
+    }
+    // A consistent hash moves only the callers of the target that may not
+    // serve, each to the same second choice every time.
+    let s = service("balance = \"consistent_hash\"\nhash_on = \"client_ip\"", &[1, 1, 1]);
+    let b = Balancer::new(&s);
+    for c in 0..2000 {
+        let caller = format!("ip:10.0.{}.{}", c / 250, c % 250);
+        let first = b.pick(&s, Some(caller.as_bytes()), 0, |_| true).unwrap().index;
+        let second = b.pick(&s, Some(caller.as_bytes()), 1, |i| i != 0).unwrap().index;
+        assert_ne!(second, 0);
+        if first != 0 {
+            assert_eq!(first, second, "{caller} moved though its target may serve");
+        }
+        assert_eq!(second, b.pick(&s, Some(caller.as_bytes()), 2, |i| i != 0).unwrap().index, "{caller}");
+    }
 }
