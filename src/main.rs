@@ -131,6 +131,11 @@ mod cli {
             #[arg(long)]
             generate: bool,
         },
+        /// Canary rollouts.
+        Canary {
+            #[command(subcommand)]
+            action: CanaryAction,
+        },
         /// Validate a config; exits 1 and prints file:line:column: key: problem for each error.
         Check {
             /// The gateway config.
@@ -140,6 +145,22 @@ mod cli {
             /// (default: spin.toml in the current directory, if there is one).
             #[arg(long)]
             spin_manifest: Option<PathBuf>,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum CanaryAction {
+        /// Clear a route's rolled-back (or promoted) canary in the store the
+        /// fleet shares: every node and edge instance starts it afresh.
+        Reset {
+            /// The route's name.
+            route: String,
+            /// The gateway config.
+            #[arg(long, default_value = "routes/gateway.toml")]
+            config: PathBuf,
+            /// The fleet's store: a redis:// URL.
+            #[arg(long)]
+            store: String,
         },
     }
 
@@ -214,6 +235,36 @@ mod cli {
             }
             Command::Check { config, spin_manifest } => check(&config, spin_manifest.as_deref()),
             Command::HashKey { generate } => hash_key(generate),
+            Command::Canary { action: CanaryAction::Reset { route, config, store } } => {
+                canary_reset(&config, &route, &store)
+            }
+        }
+    }
+
+    fn canary_reset(path: &Path, route: &str, store: &str) -> ExitCode {
+        let config = match load_config(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(portcullis::native::reset_canary(&config, route, store)) {
+            Ok(key) => {
+                println!("canary of route `{route}` reset ({key} cleared); instances follow within their sync");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis canary reset: {e}");
+                ExitCode::FAILURE
+            }
         }
     }
 

@@ -7,6 +7,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::Request;
+
 use portcullis::native::redis_kv::RedisKv;
 use portcullis::ports::memory::MemoryKv;
 use portcullis::ports::{Clock, GcraStep, KvStore};
@@ -186,4 +189,146 @@ async fn a_hung_redis_is_not_called_again_until_it_answers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     node.wait_for_stderr("breaker closed");
+}
+
+/// One node's circuit opening reaches another sharing the store within the
+/// breaker's `sync` (1 s): node A sees the failures, node B — whose own
+/// requests succeed — refuses too, without calling the service again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sharing_redis_open_the_circuit_together() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        r#"
+[services.api]
+url = "http://127.0.0.1:{}"
+[services.api.retry]
+attempts = 1
+[services.api.breaker]
+consecutive_failures = 3
+open_for = "30s"
+
+[[routes]]
+path = "/{{*rest}}"
+service = "api"
+"#,
+        origin.port()
+    );
+    let args = ["--store", &redis.url()];
+    let a = Node::start_args(&config, &[], &args);
+    let b = Node::start_args(&config, &[], &args);
+    assert_eq!(send(b.addr, get("/ok")).await.status, 200, "B has read the record: closed");
+    for _ in 0..3 {
+        assert_eq!(send(a.addr, get("/status/500")).await.status, 500);
+    }
+    let opened = Instant::now();
+    let refused = send(a.addr, get("/ok")).await;
+    assert_eq!(refused.json()["type"], "urn:portcullis:problem:circuit-open", "A opened it");
+    let delay = loop {
+        let reply = send(b.addr, get("/ok")).await;
+        if reply.status == 503 {
+            assert_eq!(reply.json()["type"], "urn:portcullis:problem:circuit-open");
+            break opened.elapsed();
+        }
+        assert!(opened.elapsed() < Duration::from_secs(3), "B still calls the service after 3 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    support::notice(&format!("circuit opened on node B {} ms after node A", delay.as_millis()));
+    assert!(delay <= Duration::from_millis(1300), "B followed after {delay:?}");
+    let calls = origin.received().len();
+    assert_eq!(send(b.addr, get("/ok")).await.status, 503);
+    assert_eq!(origin.received().len(), calls, "an open circuit calls nothing");
+    assert!(a.stderr().join("\n").contains("circuit opened: service api (3 requests failed in a row)"));
+}
+
+/// A canary that fails is rolled back fleet-wide: node A sees the failures
+/// and rolls it back; node B, sharing Redis, sends nobody to it within
+/// `sync` (1 s). `portcullis canary reset` brings it back everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_for_the_fleet_until_reset() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        r#"
+[services.v1]
+url = "http://127.0.0.1:{port}/v1"
+[services.v2]
+url = "http://127.0.0.1:{port}/status/500"
+[services.v2.retry]
+attempts = 1
+
+[[routes]]
+name = "orders"
+path = "/orders"
+service = "v1"
+[routes.canary]
+service = "v2"
+share = "50%"
+sticky_on = "header:x-user"
+variant_header = "x-variant"
+[routes.canary.rollback]
+min_requests = 5
+max_error_rate_increase = "10%"
+"#,
+        port = origin.port()
+    );
+    let args = ["--store", &redis.url()];
+    let a = Node::start_args(&config, &[], &args);
+    let b = Node::start_args(&config, &[], &args);
+    let as_user =
+        |u: String| Request::get("/orders").header("host", "gw.test").header("x-user", u).body(Bytes::new()).unwrap();
+    let variants = |addr, tag: &'static str| async move {
+        let mut seen = Vec::new();
+        for u in 0..40 {
+            let reply = send(addr, as_user(format!("{tag}-{u}"))).await;
+            seen.push(reply.header("x-variant").unwrap_or_default().to_string());
+        }
+        seen
+    };
+    // Callers the 50 % split sends to the canary (see kv-schema and the
+    // conformance scenario for the placement rule).
+    let on_canary = |u: &str| {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("orders\nheader:{u}"));
+        u64::from_le_bytes(digest[..8].try_into().unwrap()) % 10_000 < 5_000
+    };
+    let canary_users: Vec<String> = (0..).map(|u| format!("u{u}")).filter(|u| on_canary(u)).take(7).collect();
+    for u in &canary_users[..2] {
+        let reply = send(b.addr, as_user(u.clone())).await;
+        assert_eq!((reply.status, reply.header("x-variant")), (500, Some("canary")), "B splits before the rollback");
+    }
+    for u in &canary_users[2..] {
+        assert_eq!(send(a.addr, as_user(u.clone())).await.status, 500, "A's canary fails");
+    }
+    assert_eq!(
+        send(a.addr, as_user(canary_users[0].clone())).await.header("x-variant"),
+        Some("stable"),
+        "A rolled it back"
+    );
+    let rolled_back = Instant::now();
+    assert!(a.stderr().join("\n").contains("canary rolled back: route orders"));
+    loop {
+        if variants(b.addr, "b").await.iter().all(|v| v == "stable") {
+            break;
+        }
+        assert!(rolled_back.elapsed() < Duration::from_secs(2), "B still sends callers to the canary");
+    }
+    support::notice(&format!("canary rolled back on node B within {} ms", rolled_back.elapsed().as_millis()));
+
+    let file = std::env::temp_dir().join(format!("canary-{}.toml", std::process::id()));
+    std::fs::write(&file, &config).unwrap();
+    let reset = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["canary", "reset", "orders", "--config", file.to_str().unwrap(), "--store", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["canary", "reset", "nope", "--config", file.to_str().unwrap(), "--store", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no route named `nope` (routes with a canary: orders)"));
+    let _ = std::fs::remove_file(&file);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(variants(b.addr, "c").await.contains(&"canary".to_string()), "the canary serves again after the reset");
 }

@@ -1,8 +1,8 @@
 //! `services.NAME.balance` and `hash_on`: how a request picks one of the
 //! service's targets (the choice itself is `pipeline::upstream::balance`).
 
-use super::auth::{AuthConfig, ProviderKind, RouteAuth};
-use super::caller_key::CallerKey;
+use super::auth::{AuthConfig, RouteAuth};
+use super::caller_key::{CallerKey, route_has_provider};
 use super::raw::RawService;
 use super::{Compiler, Service};
 
@@ -65,10 +65,7 @@ impl Compiler<'_> {
     ) {
         let Balance::ConsistentHash(caller) = &service.balance else { return };
         let Some((api_key, needed)) = caller.needs_provider() else { return };
-        let has = auth.is_some_and(|a| {
-            a.providers.iter().any(|&p| matches!(providers.providers[p].kind, ProviderKind::ApiKey(_)) == api_key)
-        });
-        if !has {
+        if !route_has_provider(auth, providers, api_key) {
             let message = format!(
                 "service `{}` hashes on the caller's {}, which this route never has: give it `auth` with {needed}",
                 service.name,

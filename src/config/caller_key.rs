@@ -4,6 +4,7 @@
 
 use http::HeaderName;
 
+use super::auth::{AuthConfig, ProviderKind, RouteAuth};
 use super::parse_header_name;
 
 /// When the request has no such value (no identity, no header, no cookie),
@@ -48,4 +49,12 @@ impl CallerKey {
             _ => None,
         }
     }
+}
+
+/// Whether a route with this `auth` can have an identity from an API-key
+/// provider (`api_key`) or a JWT provider.
+pub(crate) fn route_has_provider(auth: Option<&RouteAuth>, providers: &AuthConfig, api_key: bool) -> bool {
+    auth.is_some_and(|a| {
+        a.providers.iter().any(|&p| matches!(providers.providers[p].kind, ProviderKind::ApiKey(_)) == api_key)
+    })
 }

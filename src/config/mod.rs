@@ -8,6 +8,7 @@
 pub mod auth;
 pub(crate) mod balance;
 pub(crate) mod caller_key;
+pub(crate) mod canary;
 pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
@@ -35,9 +36,10 @@ use toml::Spanned;
 use crate::config::router::{HostPattern, RouteError, RouteSpec, Router};
 use auth::{AuthConfig, RouteAuth};
 use balance::{Balance, MAX_WEIGHT};
+use canary::Canary;
 use rate_limits::RateLimit;
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
-use resilience::{Fallback, Health, Retry};
+use resilience::{Breaker, Fallback, Health, Retry};
 use sweep::Sweep;
 use template::Template;
 pub use vars::Variables;
@@ -93,6 +95,7 @@ pub(crate) struct Service {
     pub(crate) balance: Balance,
     pub(crate) retry: Retry,
     pub(crate) health: Health,
+    pub(crate) breaker: Option<Breaker>,
     /// Requests in flight at most (per process or instance); beyond, 503 at once.
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) connect_timeout: Duration,
@@ -135,6 +138,8 @@ pub struct Route {
     pub(crate) retry_non_idempotent: bool,
     /// Served while the service cannot answer.
     pub(crate) fallback: Option<Fallback>,
+    /// Part of the callers to another service.
+    pub(crate) canary: Option<Canary>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -536,6 +541,7 @@ impl Compiler<'_> {
         let balance = self.balance(&key, raw);
         let retry = self.retry(&key, raw.retry.as_ref());
         let health = self.health(&key, raw.health.as_ref());
+        let breaker = self.breaker(&key, raw.breaker.as_ref());
         let max_in_flight = raw.max_in_flight.as_ref().and_then(|m| {
             let parsed = Some(*m.get_ref()).filter(|n| *n > 0).ok_or_else(|| "must be at least 1".to_string());
             self.check(m.span(), &format!("{key}.max_in_flight"), parsed)
@@ -546,6 +552,7 @@ impl Compiler<'_> {
             balance,
             retry,
             health,
+            breaker,
             max_in_flight,
             connect_timeout,
             request_timeout,
@@ -577,9 +584,17 @@ impl Compiler<'_> {
         let route_limits = self.route_limits(&raw.limits, &key("limits"), known);
         let name = self.route_name(&key("name"), raw.name.as_ref(), &host, &path);
         let fallback = raw.fallback.as_ref().and_then(|f| self.fallback(&key("fallback"), f));
+        let canary = raw
+            .canary
+            .as_ref()
+            .and_then(|c| self.canary(&key("canary"), &name, service, route_auth.as_ref(), c, known));
         let service = service?;
         let svc = &known.services[service];
         self.route_balance(raw.service.span(), &key("service"), svc, route_auth.as_ref(), known.auth);
+        if let (Some(c), Some(raw_canary)) = (&canary, &raw.canary) {
+            let (span, k) = (raw_canary.get_ref().service.span(), key("canary.service"));
+            self.route_balance(span, &k, &known.services[c.service], route_auth.as_ref(), known.auth);
+        }
         let retry_non_idempotent = self.route_retry(r.span(), &format!("routes[{i}]"), raw, methods.as_deref(), svc);
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
@@ -595,6 +610,7 @@ impl Compiler<'_> {
             rate_limits: route_limits,
             retry_non_idempotent,
             fallback,
+            canary,
         })
     }
 

@@ -93,6 +93,20 @@ pub(crate) struct RawService {
     pub(crate) max_in_flight: Option<Spanned<u32>>,
     pub(crate) retry: Option<Spanned<RawRetry>>,
     pub(crate) health: Option<Spanned<RawHealth>>,
+    pub(crate) breaker: Option<Spanned<RawBreaker>>,
+}
+
+/// `services.NAME.breaker`: the service's circuit breaker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub(crate) failure_rate: Option<Spanned<String>>,
+    pub(crate) min_requests: Option<Spanned<u32>>,
+    pub(crate) window: Option<Spanned<String>>,
+    pub(crate) consecutive_failures: Option<Spanned<u32>>,
+    pub(crate) open_for: Option<Spanned<String>>,
+    pub(crate) probes: Option<Spanned<u32>>,
+    pub(crate) sync: Option<Spanned<String>>,
 }
 
 /// `services.NAME.retry`: when a failed try is tried again.
@@ -160,6 +174,41 @@ pub(crate) struct RawRoute {
     pub(crate) limits: Vec<Spanned<String>>,
     pub(crate) retry_non_idempotent: Option<Spanned<bool>>,
     pub(crate) fallback: Option<Spanned<RawFallback>>,
+    pub(crate) canary: Option<Spanned<RawCanary>>,
+}
+
+/// `routes[].canary`: part of the route's callers to another service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanary {
+    pub(crate) service: Spanned<String>,
+    pub(crate) share: Option<Spanned<String>>,
+    pub(crate) sticky_on: Option<Spanned<String>>,
+    pub(crate) header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) groups: Vec<Spanned<String>>,
+    pub(crate) variant_header: Option<Spanned<String>>,
+    pub(crate) rollback: Option<Spanned<RawRollback>>,
+    pub(crate) promote: Option<Spanned<RawPromote>>,
+}
+
+/// `routes[].canary.rollback`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRollback {
+    pub(crate) max_error_rate_increase: Option<Spanned<String>>,
+    pub(crate) max_p95_increase: Option<Spanned<String>>,
+    pub(crate) min_requests: Option<Spanned<u32>>,
+    pub(crate) window: Option<Spanned<String>>,
+    pub(crate) sync: Option<Spanned<String>>,
+}
+
+/// `routes[].canary.promote`: shares in steps, each after a soak period.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPromote {
+    pub(crate) steps: Vec<Spanned<String>>,
+    pub(crate) soak: Spanned<String>,
 }
 
 /// Header edits: `remove` first, then `set` (replace), then `add` (append).

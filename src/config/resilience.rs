@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use toml::Spanned;
 
-use super::raw::{RawFallback, RawHealth, RawRetry, RawRoute};
+use super::raw::{RawBreaker, RawFallback, RawHealth, RawRetry, RawRoute};
 use super::{Compiler, Service, parse_header_name};
 
 /// When a failed try is tried again, to another target where there is one.
@@ -78,6 +78,29 @@ impl Default for Health {
             try_when_all_down: true,
         }
     }
+}
+
+/// A service's circuit breaker (`[services.NAME.breaker]`; none without).
+/// It opens when at least `failure_rate` of the requests of the last
+/// `window` failed (once there were `min_requests`), or when
+/// `consecutive_failures` failed in a row; stays open `open_for`; then lets
+/// `probes` requests through, closing if they all succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Breaker {
+    /// Percent; `None`: off. Default: 50 %.
+    pub(crate) failure_rate: Option<u32>,
+    /// Default: 20.
+    pub(crate) min_requests: u32,
+    /// At most 60 s. Default: 10 s.
+    pub(crate) window: Duration,
+    /// `None`: off. Default: 5.
+    pub(crate) consecutive_failures: Option<u32>,
+    /// Default: 30 s.
+    pub(crate) open_for: Duration,
+    /// Default: 3.
+    pub(crate) probes: u32,
+    /// How often an instance reads the fleet's record. Default: 1 s.
+    pub(crate) sync: Duration,
 }
 
 /// A route's static answer while its service cannot answer.
@@ -172,6 +195,58 @@ impl Compiler<'_> {
             ("refuse", "answer 503"),
         );
         health
+    }
+
+    pub(super) fn breaker(&mut self, key: &str, raw: Option<&Spanned<RawBreaker>>) -> Option<Breaker> {
+        let spanned = raw?;
+        let raw = spanned.get_ref();
+        let k = |field: &str| format!("{key}.breaker.{field}");
+        let failure_rate = match &raw.failure_rate {
+            None => Some(50),
+            Some(r) if r.get_ref() == "off" => None,
+            Some(r) => {
+                let parsed = percent(r.get_ref()).and_then(|p| {
+                    if p == 0 {
+                        Err("0% would open on any request; write \"off\" to count failures in a row only".into())
+                    } else {
+                        Ok(p)
+                    }
+                });
+                Some(self.check(r.span(), &k("failure_rate"), parsed).unwrap_or(50))
+            }
+        };
+        let mut count =
+            |value: &Option<Spanned<u32>>, field: &str, default: u32, range: std::ops::RangeInclusive<u32>| {
+                let Some(v) = value else { return default };
+                let n = *v.get_ref();
+                if range.contains(&n) {
+                    n
+                } else {
+                    let message = format!("{n}: from {} to {}", range.start(), range.end());
+                    self.error(v.span(), k(field), message);
+                    default
+                }
+            };
+        let min_requests = count(&raw.min_requests, "min_requests", 20, 1..=1_000_000);
+        let probes = count(&raw.probes, "probes", 3, 1..=100);
+        let consecutive = count(&raw.consecutive_failures, "consecutive_failures", 5, 0..=1_000_000);
+        let consecutive_failures = (consecutive > 0).then_some(consecutive);
+        let window = self.duration(&raw.window, &k("window"), Duration::from_secs(10));
+        if let Some(w) =
+            raw.window.as_ref().filter(|_| window > Duration::from_secs(60) || window < Duration::from_secs(1))
+        {
+            self.error(w.span(), k("window"), "from 1s to 60s");
+        }
+        let open_for = self.duration(&raw.open_for, &k("open_for"), Duration::from_secs(30));
+        let sync = self.duration(&raw.sync, &k("sync"), Duration::from_secs(1));
+        if failure_rate.is_none() && consecutive_failures.is_none() {
+            self.error(
+                spanned.span(),
+                k("failure_rate"),
+                "with `failure_rate = \"off\"` and `consecutive_failures = 0` the circuit never opens",
+            );
+        }
+        Some(Breaker { failure_rate, min_requests, window, consecutive_failures, open_for, probes, sync })
     }
 
     pub(super) fn fallback(&mut self, key: &str, raw: &Spanned<RawFallback>) -> Option<Fallback> {

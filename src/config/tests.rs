@@ -588,3 +588,135 @@ fn balancing_defaults_to_round_robin_and_reads_each_policy() {
     let by_cookie = service("balance = \"consistent_hash\"\nhash_on = \"cookie:sid\"");
     assert_eq!(by_cookie, Balance::ConsistentHash(CallerKey::Cookie("sid".into())));
 }
+
+#[test]
+fn resilience_settings_are_checked() {
+    let text = r#"
+[services.a]
+url = "http://o"
+max_in_flight = 0
+[services.a.retry]
+attempts = 11
+on_status = [404, 503]
+budget = "120%"
+backoff = "1s"
+max_backoff = "10ms"
+[services.a.health]
+max_ejected = "half"
+when_all_down = "panic"
+[services.a.breaker]
+failure_rate = "0%"
+window = "2m"
+probes = 0
+[services.b]
+url = "http://o"
+[services.b.breaker]
+failure_rate = "off"
+consecutive_failures = 0
+[services.c]
+url = "http://o"
+[services.c.retry]
+attempts = 1
+[services.d]
+url = "http://o"
+[services.d.retry]
+attempts = 3
+[[routes]]
+path = "/post"
+methods = ["POST"]
+service = "d"
+[[routes]]
+path = "/c"
+service = "c"
+retry_non_idempotent = true
+fallback = { status = 99 }
+"#;
+    let got: Vec<(usize, String, String)> = errors(text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
+    let expect = [
+        (6, "services.a.retry.attempts", "from 1 (no retries) to 10"),
+        (7, "services.a.retry.on_status[0]", "only 5xx and 429"),
+        (10, "services.a.retry.max_backoff", "at least `backoff`"),
+        (8, "services.a.retry.budget", "a share such as \"20%\""),
+        (12, "services.a.health.max_ejected", "a share such as"),
+        (13, "services.a.health.when_all_down", "`panic`: use \"try\""),
+        (15, "services.a.breaker.failure_rate", "write \"off\""),
+        (17, "services.a.breaker.probes", "from 1 to 100"),
+        (16, "services.a.breaker.window", "from 1s to 60s"),
+        (4, "services.a.max_in_flight", "at least 1"),
+        (20, "services.b.breaker.failure_rate", "the circuit never opens"),
+        (31, "routes[0].retry_non_idempotent", "this route's methods are not idempotent"),
+        (39, "routes[1].fallback.status", "a final status"),
+        (38, "routes[1].retry_non_idempotent", "never retries"),
+    ];
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
+        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
+        assert!(message.contains(want_message), "{key}: {message}");
+    }
+}
+
+#[test]
+fn canaries_are_checked() {
+    let text = r#"
+[services.v1]
+url = "http://o"
+[services.v2]
+url = "http://o"
+[services.hashed]
+url = "http://o"
+balance = "consistent_hash"
+hash_on = "subject"
+[[routes]]
+path = "/a"
+service = "v1"
+canary = { service = "v3", share = "5%" }
+[[routes]]
+path = "/b"
+service = "v1"
+canary = { service = "v1", share = "120%" }
+[[routes]]
+path = "/c"
+service = "v1"
+canary = { service = "v2", share = "5%", promote = { steps = ["5%"], soak = "1m" } }
+[[routes]]
+path = "/d"
+service = "v1"
+canary = { service = "v2" }
+[[routes]]
+path = "/e"
+service = "v1"
+canary = { service = "v2", promote = { steps = ["50%", "10%"], soak = "1m" } }
+[[routes]]
+path = "/f"
+service = "v1"
+canary = { service = "v2", share = "5%", sticky_on = "subject", groups = ["beta"], header = "bad header" }
+[[routes]]
+path = "/g"
+service = "v1"
+canary = { service = "v2", share = "5%", rollback = { window = "1h", min_requests = 0 } }
+[[routes]]
+path = "/h"
+service = "v1"
+canary = { service = "hashed", share = "5%" }
+"#;
+    let got: Vec<(usize, String, String)> = errors(text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
+    let expect = [
+        (13, "routes[0].canary.service", "no service named `v3`"),
+        (17, "routes[1].canary.service", "another service than the route's"),
+        (17, "routes[1].canary.share", "0% to 100%"),
+        (21, "routes[2].canary.share", "not both"),
+        (25, "routes[3].canary.share", "say how many callers"),
+        (29, "routes[4].canary.promote.steps", "rising shares"),
+        (33, "routes[5].canary.sticky_on", "give the route `auth` with a JWT provider"),
+        (33, "routes[5].canary.header", "not a valid header name"),
+        (33, "routes[5].canary.groups", "give the route `auth`"),
+        (37, "routes[6].canary.rollback.min_requests", "at least 1"),
+        (37, "routes[6].canary.rollback.window", "from 1s to 10m"),
+        (41, "routes[7].canary.service", "hashes on the caller's subject, which this route never has"),
+    ];
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
+        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
+        assert!(message.contains(want_message), "{key}: {message}");
+    }
+}

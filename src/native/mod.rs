@@ -108,7 +108,7 @@ impl KvStore for NodeKv {
 
 /// The node's ports.
 pub(crate) struct NodePorts {
-    kv: NodeKv,
+    pub(crate) kv: NodeKv,
     http: HyperClient,
     clock: NodeClock,
 }
@@ -162,4 +162,27 @@ pub(crate) fn env_variables(text: &str) -> Variables {
         }
     }
     vars
+}
+
+/// `portcullis canary reset`: clears the record of ROUTE's canary in the
+/// Redis store a fleet shares (a rollback or a promotion), so that every
+/// node and edge instance starts the canary afresh within its `sync`.
+pub async fn reset_canary(config: &Config, route: &str, store_url: &str) -> Result<String, String> {
+    let found = config.routes.iter().find(|r| &*r.name == route).ok_or_else(|| {
+        let names: Vec<&str> = config.routes.iter().filter(|r| r.canary.is_some()).map(|r| &*r.name).collect();
+        format!(
+            "no route named `{route}` (routes with a canary: {})",
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        )
+    })?;
+    if found.canary.is_none() {
+        return Err(format!("route `{route}` has no canary"));
+    }
+    if !store_url.starts_with("redis://") && !store_url.starts_with("rediss://") {
+        return Err("--store: give the redis:// URL the fleet shares (a node on the memory store clears its canaries when it reloads, SIGHUP)".into());
+    }
+    let key = crate::pipeline::canary::CanaryState::key_for(found);
+    let kv = redis_kv::RedisKv::new(store_url, 1, Duration::from_secs(2)).map_err(|e| format!("{store_url}: {e}"))?;
+    kv.delete(&key).await.map_err(|e| format!("{store_url}: {e}"))?;
+    Ok(key)
 }

@@ -28,6 +28,7 @@ use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Downstream, Gateway};
+use crate::ports::KvStore;
 
 /// Settings of `portcullis serve` that are about this process, not the config.
 #[derive(Debug, Clone)]
@@ -178,12 +179,22 @@ impl AcceptFailures {
     }
 }
 
-fn reload(node: &Node, opts: &ServeOptions) {
+fn reload(node: &Arc<Node>, opts: &ServeOptions) {
     match load_config(&opts.config) {
         Ok(config) => {
             let next = node.gateway.load().reloaded(config);
+            let canaries = next.canary_keys();
             node.gateway.store(Arc::new(next));
             tracing::info!(config = %opts.config.display(), "config reloaded");
+            // A reload gives every canary a fresh start, fleet-wide.
+            let node = node.clone();
+            tokio::spawn(async move {
+                for key in canaries {
+                    if let Err(e) = node.ports.kv.delete(&key).await {
+                        tracing::warn!(key, error = %e, "could not clear a canary's rollback");
+                    }
+                }
+            });
         }
         Err(errors) => {
             for e in &errors.0 {

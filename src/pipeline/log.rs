@@ -39,6 +39,9 @@ pub(crate) struct AccessLog {
     /// The route's fallback answered (absent otherwise).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) fallback: bool,
+    /// The side of the route's canary that served: stable or canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) variant: Option<&'static str>,
     pub(crate) upstream_latency_us: Option<u64>,
     pub(crate) total_latency_us: u64,
     pub(crate) bytes_in: u64,

@@ -7,6 +7,7 @@
 pub(crate) mod accept;
 pub mod authn;
 pub(crate) mod caller;
+pub(crate) mod canary;
 pub(crate) mod error;
 pub(crate) mod ids;
 pub(crate) mod log;
@@ -29,6 +30,7 @@ use crate::ports::{Body, Clock, Ports};
 use crate::shared::entropy::Entropy;
 use crate::shared::identity::Identity;
 use authn::AuthCaches;
+use canary::CanaryState;
 use error::GatewayError;
 use ids::Trace;
 use log::{AccessLog, Failure};
@@ -69,6 +71,8 @@ pub(crate) struct Ctx {
     pub(crate) attempts: u32,
     /// The route's fallback answered.
     pub(crate) fallback: bool,
+    /// Which side of the route's canary served.
+    pub(crate) variant: Option<canary::Variant>,
     /// What went wrong, for the access log (the answer, or a failure the
     /// request survived, such as a store that was down for a fail-open limit).
     pub(crate) failure: Option<Failure>,
@@ -99,13 +103,22 @@ pub(crate) struct Gateway {
     pub(crate) caches: AuthCaches,
     /// Per service, what the upstream phase keeps (same lifetime).
     pub(crate) upstreams: Box<[ServiceState]>,
+    /// Per route, its canary's state (same lifetime).
+    pub(crate) canaries: Box<[Option<CanaryState>]>,
 }
 
 impl Gateway {
     pub(crate) fn new(config: Config) -> Self {
         let caches = AuthCaches::new(&config.auth);
         let upstreams = config.services.iter().map(ServiceState::new).collect();
-        Self { config, caches, upstreams }
+        let canaries = canaries(&config);
+        Self { config, caches, upstreams, canaries }
+    }
+
+    /// The store keys of the routes' canary records.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn canary_keys(&self) -> Vec<String> {
+        self.config.routes.iter().filter(|r| r.canary.is_some()).map(CanaryState::key_for).collect()
     }
 
     /// The gateway for a new config, keeping what stays valid (key sets).
@@ -113,8 +126,13 @@ impl Gateway {
     pub(crate) fn reloaded(&self, config: Config) -> Self {
         let caches = self.caches.renewed(&config.auth);
         let upstreams = config.services.iter().map(ServiceState::new).collect();
-        Self { config, caches, upstreams }
+        let canaries = canaries(&config);
+        Self { config, caches, upstreams, canaries }
     }
+}
+
+fn canaries(config: &Config) -> Box<[Option<CanaryState>]> {
+    config.routes.iter().map(|r| r.canary.as_ref().map(|_| CanaryState::new(r))).collect()
 }
 
 /// Runs one request through every phase. Never fails: errors become answers.
@@ -157,9 +175,15 @@ async fn proxy<P: Ports>(
         authn::authorize(route_auth, &identity)?;
     }
     rate_limit::phase(config, route, ctx, req.headers(), ports).await?;
+    let service = canary::phase(gateway, ports, matched.route, ctx, req.headers()).await;
     let req = transform::request(req, ctx, route, &matched, config);
-    let resp = upstream::phase(gateway, ports, route, req, ctx).await?;
-    Ok(transform::response(resp, route))
+    let result = upstream::phase(gateway, ports, route, service, req, ctx).await;
+    canary::record(gateway, ports, matched.route, ctx, upstream::answered_well(&result, ctx)).await;
+    let mut resp = transform::response(result?, route);
+    if let Some((name, value)) = canary::variant_header(route, ctx) {
+        resp.headers_mut().insert(name, value);
+    }
+    Ok(resp)
 }
 
 impl Ctx {
@@ -196,6 +220,7 @@ impl Ctx {
             upstream_latency: None,
             attempts: 0,
             fallback: false,
+            variant: None,
             failure: None,
             started,
             received_at,

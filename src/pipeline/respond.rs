@@ -40,6 +40,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
         upstream: ctx.upstream,
         attempts: (ctx.attempts > 0).then_some(ctx.attempts),
         fallback: ctx.fallback,
+        variant: ctx.variant.map(super::canary::Variant::name),
         upstream_latency_us: ctx.upstream_latency.map(micros),
         total_latency_us: micros(clock.monotonic().saturating_sub(ctx.started)),
         bytes_in: 0,

@@ -359,6 +359,8 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::expiry_and_sweep(home, addr).await;
     scenarios::balancing(home, addr, home == "node").await;
     scenarios::retries(home, addr, &b.origin, home == "node").await;
+    scenarios::circuit_breaker(home, addr).await;
+    scenarios::canary_split(home, addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -336,3 +336,65 @@ pub async fn retries(home: &str, addr: SocketAddr, origin: &super::support::orig
         assert_eq!(reply.status, 200, "[{home}] retry_non_idempotent: {:?}", reply.try_json());
     }
 }
+
+/// The circuit breaker: three failed requests in a row open it; then the
+/// service is not called and every request gets a 503 `circuit-open` with
+/// `Retry-After` (or the route's fallback); after `open_for` one probe goes
+/// through, fails, and opens it again (everywhere within `sync`).
+pub async fn circuit_breaker(home: &str, addr: SocketAddr) {
+    let get = |path: &str| send(addr, super::support::get(path));
+    for i in 0..3 {
+        let reply = get("/rs/breaker").await;
+        assert_eq!(reply.status, 502, "[{home}] failure {i}: {:?}", reply.try_json());
+    }
+    let started = Instant::now();
+    let open = get("/rs/breaker").await;
+    assert_eq!(open.status, 503, "[{home}] {:?}", open.try_json());
+    assert_eq!(open.json()["type"], "urn:portcullis:problem:circuit-open", "[{home}]");
+    let wait: u64 = open.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!((1..=2).contains(&wait), "[{home}] Retry-After {wait}");
+    assert!(started.elapsed() < Duration::from_millis(500), "[{home}] answered at once: {:?}", started.elapsed());
+    let fallback = get("/rs/breaker/fallback").await;
+    assert_eq!((fallback.status, &fallback.body[..]), (503, &b"maintenance"[..]), "[{home}] the fallback while open");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let probe = get("/rs/breaker").await;
+    assert_eq!(probe.status, 502, "[{home}] the probe reaches the (still failing) service: {:?}", probe.try_json());
+    // Where several instances serve (Spin's WASI 0.3 instances), the others
+    // learn of the reopening from the store within `sync` (1 s).
+    let probed = Instant::now();
+    loop {
+        let reply = get("/rs/breaker").await;
+        if reply.json()["type"] == "urn:portcullis:problem:circuit-open" {
+            break;
+        }
+        assert!(
+            probed.elapsed() < Duration::from_millis(1500),
+            "[{home}] a failed probe reopens it: {} {:?}",
+            reply.status,
+            reply.try_json()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sticky canary assignment: each caller (`x-user-id`) keeps its variant,
+/// and which callers get the canary is the same in every home: a caller is
+/// in the canary when the first 8 bytes of SHA-256("cn-split\nheader:<id>"),
+/// little-endian, modulo 10 000 fall below the share (30 % = 3 000).
+pub async fn canary_split(home: &str, addr: SocketAddr) {
+    use sha2::{Digest, Sha256};
+    let mut canaries = 0;
+    for u in 0..100 {
+        let user = format!("user-{u}");
+        let digest = Sha256::digest(format!("cn-split\nheader:{user}"));
+        let bucket = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) % 10_000;
+        let want = if bucket < 3_000 { "/v2" } else { "/v1" };
+        for _ in 0..2 {
+            let req = Request::get("/cn/split").header("host", "gw.test").header("x-user-id", &user);
+            let got = served_by(home, addr, req.body(Bytes::new()).expect("request")).await;
+            assert_eq!(got, want, "[{home}] {user}");
+        }
+        canaries += usize::from(want == "/v2");
+    }
+    assert!((20..=40).contains(&canaries), "[{home}] {canaries} of 100 callers on the canary");
+}

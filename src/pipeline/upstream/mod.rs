@@ -9,6 +9,7 @@
 //! reached.
 
 pub(crate) mod balance;
+mod breaker;
 mod budget;
 mod health;
 
@@ -30,6 +31,7 @@ use crate::config::{Route, Service};
 use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
 use crate::shared::problem::{Answer, Problem, Source};
 use balance::Balancer;
+use breaker::Breaker;
 use budget::RetryBudget;
 use health::{Change, Targets};
 
@@ -39,6 +41,7 @@ pub(crate) struct ServiceState {
     balancer: Balancer,
     health: Targets,
     budget: RetryBudget,
+    breaker: Option<Breaker>,
     /// Requests in the phase now (the bulkhead's count).
     active: AtomicU32,
 }
@@ -49,6 +52,7 @@ impl ServiceState {
             balancer: Balancer::new(service),
             health: Targets::new(service.targets.len()),
             budget: RetryBudget::default(),
+            breaker: service.breaker.as_ref().map(|_| Breaker::new(&service.name)),
             active: AtomicU32::new(0),
         }
     }
@@ -61,16 +65,21 @@ pub(crate) enum Refusal {
     NoHealthyTarget,
     #[error("the service has {0} requests in flight, its `max_in_flight`")]
     Overloaded(u32),
+    #[error("the service's circuit is open for {0} s more")]
+    CircuitOpen(u64),
 }
 
 impl Answer for Refusal {
     fn problem(&self) -> Problem {
-        let (slug, detail) = match self {
-            Self::NoHealthyTarget => ("no-healthy-upstream", "no healthy upstream target is available"),
-            Self::Overloaded(_) => ("upstream-overloaded", "the upstream service has too many requests in flight"),
+        let (slug, detail, wait) = match self {
+            Self::NoHealthyTarget => ("no-healthy-upstream", "no healthy upstream target is available", 1),
+            Self::Overloaded(_) => ("upstream-overloaded", "the upstream service has too many requests in flight", 1),
+            Self::CircuitOpen(wait) => {
+                ("circuit-open", "the upstream service is failing; the gateway stopped calling it for a while", *wait)
+            }
         };
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail, Source::Upstream)
-            .header(RETRY_AFTER, HeaderValue::from(1))
+            .header(RETRY_AFTER, HeaderValue::from(wait))
     }
 }
 
@@ -95,10 +104,11 @@ pub(crate) async fn phase<P: Ports>(
     gateway: &Gateway,
     ports: &P,
     route: &Route,
+    service: usize,
     req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
-    match exchange(gateway, ports, route, req, ctx).await {
+    match exchange(gateway, ports, route, service, req, ctx).await {
         Err(err) if unreachable(&err) => match &route.fallback {
             Some(fallback) => {
                 let problem = err.problem();
@@ -116,24 +126,35 @@ pub(crate) async fn phase<P: Ports>(
     }
 }
 
+/// Whether the service answered well: below 500, without the fallback.
+/// What the client got wrong does not count against the service.
+pub(crate) fn answered_well<B>(result: &Result<Response<B>, GatewayError>, ctx: &Ctx) -> bool {
+    match result {
+        Ok(resp) => !resp.status().is_server_error() && !ctx.fallback,
+        Err(err) => err.problem().source != Source::Upstream,
+    }
+}
+
 /// No target could be reached: nothing connected, or none may be tried.
 fn unreachable(err: &GatewayError) -> bool {
     matches!(
         err,
-        GatewayError::Refused(Refusal::NoHealthyTarget)
+        GatewayError::Refused(Refusal::NoHealthyTarget | Refusal::CircuitOpen(_))
             | GatewayError::Upstream(UpstreamError::Connect(_) | UpstreamError::ConnectTimeout)
     )
 }
 
+/// The bulkhead and the circuit breaker around the tries.
 async fn exchange<P: Ports>(
     gateway: &Gateway,
     ports: &P,
     route: &Route,
+    index: usize,
     req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
-    let service = &gateway.config.services[route.service];
-    let state = &gateway.upstreams[route.service];
+    let service = &gateway.config.services[index];
+    let state = &gateway.upstreams[index];
     let active = state.active.fetch_add(1, Ordering::Relaxed);
     let _active = Active(&state.active);
     if let Some(max) = service.max_in_flight
@@ -141,6 +162,38 @@ async fn exchange<P: Ports>(
     {
         return Err(Refusal::Overloaded(max).into());
     }
+    let (Some(policy), Some(breaker)) = (&service.breaker, &state.breaker) else {
+        return tries(gateway, ports, route, index, req, ctx).await;
+    };
+    let admission = breaker
+        .admit(policy, ports)
+        .await
+        .map_err(|wait| Refusal::CircuitOpen(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)))?;
+    let result = tries(gateway, ports, route, index, req, ctx).await;
+    let ok = answered_well(&result, ctx);
+    if let Some(change) = breaker.record(policy, ports, admission, ok).await {
+        let line = match change {
+            breaker::Change::Opened { open_for, why } => {
+                format!("circuit opened: service {} ({why}); open for {open_for:?}", service.name)
+            }
+            breaker::Change::Closed => format!("circuit closed: service {} answers again", service.name),
+        };
+        ports.event(&line);
+    }
+    result
+}
+
+/// Tries until one answers, or no other is worth making.
+async fn tries<P: Ports>(
+    gateway: &Gateway,
+    ports: &P,
+    route: &Route,
+    index: usize,
+    req: Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body<P>>, GatewayError> {
+    let service = &gateway.config.services[index];
+    let state = &gateway.upstreams[index];
     let clock = ports.clock();
     let deadline = clock.monotonic() + service.request_timeout;
     state.budget.request(clock.monotonic());

@@ -28,9 +28,35 @@ eject_for = "10s"
 max_ejected = "100%"
 when_all_down = "refuse"
 
+[services.guarded]
+url = "http://a.internal"
+[services.guarded.retry]
+attempts = 1
+[services.guarded.breaker]
+consecutive_failures = 2
+open_for = "5s"
+probes = 1
+
+[services.crowded]
+url = "http://a.internal"
+max_in_flight = 1
+
 [[routes]]
 path = "/pair"
 service = "pair"
+
+[[routes]]
+path = "/guarded"
+service = "guarded"
+fallback = { status = 200, body = "cached" }
+
+[[routes]]
+path = "/guarded/plain"
+service = "guarded"
+
+[[routes]]
+path = "/crowded"
+service = "crowded"
 
 [[routes]]
 path = "/pair/post"
@@ -218,4 +244,54 @@ fn with_every_target_out_the_service_refuses_or_the_fallback_answers() {
     assert!(ex.log.fallback && ex.response.status() == 200, "an unreachable origin gets the fallback too");
     let ex = run(&gateway(), &origin(|| status(500), || status(500)), Request::get("/lonely/fallback"), b"");
     assert_eq!(ex.response.status(), 500, "an origin that answers is not replaced");
+}
+
+#[test]
+fn an_open_circuit_answers_at_once_and_a_probe_closes_it() {
+    let gw = gateway();
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = failing.clone();
+    let ports = origin(
+        move || if f.load(std::sync::atomic::Ordering::SeqCst) { status(500) } else { status(200) },
+        || status(200),
+    );
+    for _ in 0..2 {
+        assert_eq!(run(&gw, &ports, Request::get("/guarded/plain"), b"").response.status(), 500);
+    }
+    let sent = ports.http.sent.lock().unwrap().len();
+    let ex = run(&gw, &ports, Request::get("/guarded/plain"), b"");
+    assert_eq!(ex.response.status(), 503);
+    assert_eq!(ex.log.problem, Some("circuit-open"));
+    assert_eq!(ex.response.headers()["retry-after"], "5");
+    let ex = run(&gw, &ports, Request::get("/guarded"), b"");
+    assert_eq!((ex.response.status().as_u16(), ex.response.body().as_ref()), (200, &b"cached"[..]), "the fallback");
+    assert!(ex.log.fallback);
+    assert_eq!(ports.http.sent.lock().unwrap().len(), sent, "the service was not called while open");
+    assert!(
+        ports
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.contains("circuit opened: service guarded (2 requests failed in a row)"))
+    );
+    ports.clock.advance(Duration::from_secs(5));
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(run(&gw, &ports, Request::get("/guarded/plain"), b"").response.status(), 200, "the probe");
+    assert_eq!(run(&gw, &ports, Request::get("/guarded/plain"), b"").response.status(), 200, "closed");
+    assert!(ports.events.lock().unwrap().iter().any(|e| e.contains("circuit closed: service guarded")));
+}
+
+#[test]
+fn the_bulkhead_refuses_past_max_in_flight() {
+    let gw = gateway();
+    let ports = origin(|| status(200), || status(200));
+    let state = &gw.upstreams[gw.config.services.iter().position(|s| s.name == "crowded").unwrap()];
+    state.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ex = run(&gw, &ports, Request::get("/crowded"), b"");
+    assert_eq!((ex.response.status().as_u16(), ex.log.problem), (503, Some("upstream-overloaded")));
+    assert_eq!(ex.response.headers()["retry-after"], "1");
+    state.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(run(&gw, &ports, Request::get("/crowded"), b"").response.status(), 200);
+    assert_eq!(state.active.load(std::sync::atomic::Ordering::Relaxed), 0, "every request left the bulkhead");
 }
