@@ -481,3 +481,136 @@ async fn idle_connections_to_origins_are_capped_and_expire() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(origin.open_connections(), 0, "idle connections outlived their timeout");
 }
+
+/// Active health checks: a target that fails its first probe is out before
+/// the node listens (no request ever tries it), and comes back once it
+/// answers its probes; both changes are in the operational log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_keep_a_dead_target_out_from_the_start_and_restore_it() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let late_port = support::closed_port();
+    let config = format!(
+        r#"
+[services.api]
+targets = [{{ url = "http://127.0.0.1:{}/a" }}, {{ url = "http://127.0.0.1:{late_port}/b" }}]
+[services.api.retry]
+attempts = 1
+[services.api.health.probe]
+path = "/healthz"
+interval = "200ms"
+timeout = "150ms"
+healthy = 1
+unhealthy = 2
+
+[[routes]]
+path = "/{{*rest}}"
+service = "api"
+"#,
+        origin.port()
+    );
+    let node = Node::start(&config, &[]);
+    for i in 0..20 {
+        let reply = send(node.addr, get(&format!("/x/{i}"))).await;
+        assert_eq!(reply.status, 200, "request {i}: the dead target is never tried");
+    }
+    assert!(node.wait_for_stderr("upstream target down (active health)").contains(&format!(":{late_port}")));
+    let late = Origin::start(&format!("127.0.0.1:{late_port}")).await.unwrap();
+    let started = Instant::now();
+    loop {
+        send(node.addr, get("/x/again")).await;
+        if late.received().iter().any(|r| r.uri == "/b/x/again") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "the target never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(late.received().iter().any(|r| r.uri == "/b/healthz"), "probed at its path");
+    node.wait_for_stderr("upstream target up (active health)");
+}
+
+/// A flapping target (every other answer 503) under concurrent load: retries
+/// and passive health keep what clients see far below the target's own
+/// error rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_target_under_load_is_contained() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        r#"
+[services.api]
+targets = [{{ url = "http://127.0.0.1:{port}/ok" }}, {{ url = "http://127.0.0.1:{port}/flap" }}]
+[services.api.health]
+failures = 3
+eject_for = "1s"
+
+[[routes]]
+path = "/{{*rest}}"
+service = "api"
+"#,
+        port = origin.port()
+    );
+    let node = Node::start(&config, &[]);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let addr = node.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut failed = 0;
+            for i in 0..50 {
+                if send(addr, get(&format!("/w{worker}/{i}"))).await.status != 200 {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    let mut client_failures = 0;
+    for t in tasks {
+        client_failures += t.await.unwrap();
+    }
+    let flap: Vec<_> = origin.received().into_iter().filter(|r| r.uri.starts_with("/flap/")).collect();
+    assert!(flap.len() >= 10, "the flapping target was tried {} times", flap.len());
+    let client_rate = f64::from(client_failures) / 400.0;
+    support::notice(&format!(
+        "flapping target: {} tries at ~50% errors; clients saw {client_failures} errors of 400 ({:.1}%)",
+        flap.len(),
+        client_rate * 100.0
+    ));
+    assert!(client_rate < 0.05, "clients saw {:.1}% errors", client_rate * 100.0);
+}
+
+/// In a full outage the retry budget bounds what reaches the service:
+/// at most 20 % more than the clients sent, plus 3 a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_holds_in_a_full_outage() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        r#"
+[services.api]
+targets = [{{ url = "http://127.0.0.1:{port}/status/503" }}, {{ url = "http://127.0.0.1:{port}/status/503/b" }}]
+[services.api.retry]
+attempts = 5
+backoff = "1ms"
+max_backoff = "2ms"
+[services.api.health]
+failures = 0
+
+[[routes]]
+path = "/{{*rest}}"
+service = "api"
+"#,
+        port = origin.port()
+    );
+    let node = Node::start(&config, &[]);
+    let started = Instant::now();
+    let clients = 400;
+    for i in 0..clients {
+        assert_eq!(send(node.addr, get(&format!("/r/{i}"))).await.status, 503);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let reached = origin.received().len() as f64;
+    let bound = f64::from(clients) * 1.2 + 3.0 * (seconds + 10.0);
+    support::notice(&format!(
+        "full outage: {clients} client requests, {reached} reached the service (bound {bound:.0})"
+    ));
+    assert!(reached <= bound, "{reached} requests reached the service for {clients}");
+    assert!(reached > f64::from(clients), "some were retried");
+}

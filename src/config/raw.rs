@@ -132,6 +132,19 @@ pub(crate) struct RawHealth {
     pub(crate) max_eject_for: Option<Spanned<String>>,
     pub(crate) max_ejected: Option<Spanned<String>>,
     pub(crate) when_all_down: Option<Spanned<String>>,
+    pub(crate) probe: Option<Spanned<RawProbe>>,
+}
+
+/// `services.NAME.health.probe`: active health checks (node).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbe {
+    pub(crate) path: Spanned<String>,
+    pub(crate) interval: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) statuses: Option<Vec<Spanned<u16>>>,
+    pub(crate) healthy: Option<Spanned<u32>>,
+    pub(crate) unhealthy: Option<Spanned<u32>>,
 }
 
 /// `routes[].fallback`: a static answer while the service cannot be reached.

@@ -66,6 +66,24 @@ pub(crate) struct Health {
     /// With every target out: try them anyway (true, the default) or
     /// answer 503 `no-healthy-upstream`.
     pub(crate) try_when_all_down: bool,
+    /// Active checks (the node runs them; the edge cannot: no background work).
+    pub(crate) probe: Option<Probe>,
+}
+
+/// An HTTP probe of each target: `GET path` every `interval`; a target is
+/// down after `unhealthy` failed probes in a row, up after `healthy`
+/// passed ones. The first round runs before the node starts listening and
+/// decides at once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Probe {
+    /// Path and query, after the target's base path.
+    pub(crate) path: String,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    /// Answers that pass. Default: 200.
+    pub(crate) statuses: Vec<StatusCode>,
+    pub(crate) healthy: u32,
+    pub(crate) unhealthy: u32,
 }
 
 impl Default for Health {
@@ -76,6 +94,7 @@ impl Default for Health {
             max_eject_for: Duration::from_secs(300),
             max_ejected_percent: 50,
             try_when_all_down: true,
+            probe: None,
         }
     }
 }
@@ -194,7 +213,47 @@ impl Compiler<'_> {
             ("try", "send to the targets anyway"),
             ("refuse", "answer 503"),
         );
+        health.probe = raw.probe.as_ref().and_then(|p| self.probe(&k("probe"), p.get_ref()));
         health
+    }
+
+    fn probe(&mut self, key: &str, raw: &super::raw::RawProbe) -> Option<Probe> {
+        let k = |field: &str| format!("{key}.{field}");
+        let path = raw.path.get_ref().clone();
+        let valid = path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok();
+        if !valid {
+            self.error(raw.path.span(), k("path"), format!("`{path}`: a path such as \"/healthz\""));
+        }
+        let interval = self.duration(&raw.interval, &k("interval"), Duration::from_secs(5));
+        let timeout = self.duration(&raw.timeout, &k("timeout"), Duration::from_secs(1));
+        if let Some(t) = raw.timeout.as_ref().filter(|_| timeout > interval) {
+            self.error(t.span(), k("timeout"), "must not be longer than `interval`");
+        }
+        let statuses = match &raw.statuses {
+            None => vec![StatusCode::OK],
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let parsed = StatusCode::from_u16(*s.get_ref())
+                        .ok()
+                        .filter(|c| !c.is_informational())
+                        .ok_or_else(|| format!("{}: a final status, 200 to 599", s.get_ref()));
+                    self.check(s.span(), &format!("{}[{i}]", k("statuses")), parsed)
+                })
+                .collect(),
+        };
+        let mut threshold = |v: &Option<Spanned<u32>>, field: &str, default: u32| match v {
+            Some(n) if (1..=100).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                self.error(n.span(), k(field), format!("{}: from 1 to 100", n.get_ref()));
+                default
+            }
+            None => default,
+        };
+        let healthy = threshold(&raw.healthy, "healthy", 2);
+        let unhealthy = threshold(&raw.unhealthy, "unhealthy", 3);
+        valid.then_some(Probe { path, interval, timeout, statuses, healthy, unhealthy })
     }
 
     pub(super) fn breaker(&mut self, key: &str, raw: Option<&Spanned<RawBreaker>>) -> Option<Breaker> {

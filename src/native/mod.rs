@@ -10,6 +10,7 @@ pub mod access_log;
 mod breaker;
 pub mod client;
 pub mod conn;
+mod probe;
 pub mod redis_kv;
 pub mod server;
 

@@ -23,7 +23,7 @@ use super::access_log::AccessLogSink;
 use super::client::PoolLimits;
 use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise};
 use super::redis_kv::RedisKv;
-use super::{NodeBody, NodeKv, NodePorts, load_config};
+use super::{NodeBody, NodeKv, NodePorts, load_config, probe};
 use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::pipeline::log::AccessLog;
@@ -57,7 +57,7 @@ pub enum Store {
 
 struct Node {
     gateway: ArcSwap<Gateway>,
-    ports: NodePorts,
+    ports: Arc<NodePorts>,
     log: AccessLogSink,
 }
 
@@ -68,7 +68,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let node = Arc::new(Node {
         gateway: ArcSwap::from_pointee(Gateway::new(config)),
-        ports: NodePorts::new(
+        ports: Arc::new(NodePorts::new(
             match &opts.store {
                 Store::Memory => NodeKv::memory(),
                 Store::Redis { url, connections, timeout } => {
@@ -76,9 +76,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 }
             },
             &opts.upstream_pool,
-        )?,
+        )?),
         log: AccessLogSink::stdout(),
     });
+    // Active health: the first round decides before the node listens.
+    start_probes(&node).await;
     let gate = Gate::new(opts.connections.clone());
     let limits = gate.limits();
     tracing::info!(
@@ -179,6 +181,15 @@ impl AcceptFailures {
     }
 }
 
+/// A first (or, after a reload, new) round of active health checks for the
+/// node's config, then rounds every interval while that config stays.
+async fn start_probes(node: &Arc<Node>) {
+    let gateway = node.gateway.load_full();
+    probe::round(&gateway, &node.ports, true).await;
+    let current = node.clone();
+    probe::spawn(gateway, move || current.gateway.load_full(), node.ports.clone());
+}
+
 fn reload(node: &Arc<Node>, opts: &ServeOptions) {
     match load_config(&opts.config) {
         Ok(config) => {
@@ -186,9 +197,11 @@ fn reload(node: &Arc<Node>, opts: &ServeOptions) {
             let canaries = next.canary_keys();
             node.gateway.store(Arc::new(next));
             tracing::info!(config = %opts.config.display(), "config reloaded");
-            // A reload gives every canary a fresh start, fleet-wide.
+            // A reload gives every canary a fresh start, fleet-wide, and
+            // probes the new config's targets.
             let node = node.clone();
             tokio::spawn(async move {
+                start_probes(&node).await;
                 for key in canaries {
                     if let Err(e) = node.ports.kv.delete(&key).await {
                         tracing::warn!(key, error = %e, "could not clear a canary's rollback");
@@ -244,7 +257,7 @@ async fn handle(
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
     let downstream = Downstream { peer: peer.ip(), scheme: "http" };
-    let exchange = pipeline::handle(&gateway, &node.ports, req, downstream).await;
+    let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
     let sink = node.log.clone();
     let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> =
         gateway.config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(&log.to_line())) as _);

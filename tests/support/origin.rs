@@ -7,7 +7,8 @@
 //! - `/status/{code}[/…]`: answer with that status (and the echo) — so a
 //!   target URL such as `http://origin/status/503` makes a failing target;
 //! - `/bytes/{n}`: `n` bytes of `x`, streamed in 16 KiB chunks;
-//! - `/hello`: a fixed 13-byte text body (for load tests).
+//! - `/hello`: a fixed 13-byte text body (for load tests);
+//! - `/flap[/…]`: every other request in the process answers 503.
 //!
 //! A request header `x-echo-response-header: name: value` makes the origin
 //! add that header to its response (repeatable).
@@ -26,6 +27,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+
+/// Requests to `/flap` so far, in this process.
+static FLAPS: AtomicUsize = AtomicUsize::new(0);
 
 /// What the origin saw of one request.
 #[derive(Debug, Clone)]
@@ -131,6 +135,9 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Received>>>) -> Resul
             status = code.and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST)
         }
         ["bytes", n] => return Ok(streamed(n.parse().unwrap_or(0))),
+        ["flap", ..] if FLAPS.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) => {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
         _ => {}
     }
 

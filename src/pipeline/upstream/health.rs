@@ -5,10 +5,12 @@
 //! its first success after an ejection clears its record. The state lives
 //! as long as the gateway value (a process, an edge instance).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::resilience::Health;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::config::resilience::Probe;
 
 #[derive(Default)]
 struct Target {
@@ -17,6 +19,10 @@ struct Target {
     ejections: AtomicU32,
     /// Monotonic microseconds until which the target is out (0: never was).
     out_until: AtomicU64,
+    /// Active checks (the node): down, and probes in a row that disagreed.
+    probed_down: AtomicBool,
+    #[cfg(not(target_arch = "wasm32"))]
+    probes_against: AtomicU32,
 }
 
 pub(crate) struct Targets(Box<[Target]>);
@@ -33,9 +39,31 @@ impl Targets {
         Self((0..count).map(|_| Target::default()).collect())
     }
 
-    /// Whether the target may serve at `now` (monotonic).
+    /// Whether the target may serve at `now` (monotonic): not ejected,
+    /// not down by its probes.
     pub(crate) fn is_in(&self, index: usize, now: Duration) -> bool {
-        self.0[index].out_until.load(Ordering::Relaxed) <= micros(now)
+        let target = &self.0[index];
+        target.out_until.load(Ordering::Relaxed) <= micros(now) && !target.probed_down.load(Ordering::Relaxed)
+    }
+
+    /// Records a probe. `first`: the first round, which decides at once.
+    /// Returns the new state when it changed (`true`: up).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn probed(&self, index: usize, passed: bool, first: bool, probe: &Probe) -> Option<bool> {
+        let target = &self.0[index];
+        let down = target.probed_down.load(Ordering::Relaxed);
+        if first || passed == down {
+            let against = target.probes_against.fetch_add(1, Ordering::Relaxed) + 1;
+            let needed = if passed { probe.healthy } else { probe.unhealthy };
+            if first || against >= needed {
+                target.probes_against.store(0, Ordering::Relaxed);
+                target.probed_down.store(!passed, Ordering::Relaxed);
+                return (!first || !passed).then_some(passed);
+            }
+        } else {
+            target.probes_against.store(0, Ordering::Relaxed);
+        }
+        None
     }
 
     /// Records how a try went: `ok` is an answer below 500.
@@ -79,6 +107,7 @@ mod tests {
             max_eject_for: Duration::from_secs(25),
             max_ejected_percent: 50,
             try_when_all_down: true,
+            probe: None,
         }
     }
 
@@ -101,6 +130,32 @@ mod tests {
         assert_eq!(t.report(0, true, s(70), &p), Some(Change::Recovered { ejections: 3 }));
         let again = (0..3).filter_map(|_| t.report(0, false, s(71), &p)).next();
         assert_eq!(again, Some(Change::Ejected { failures: 3, ejections: 1, duration: s(10) }), "the row restarts");
+    }
+
+    #[test]
+    fn probes_in_a_row_take_a_target_down_and_up() {
+        let probe = Probe {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            statuses: vec![http::StatusCode::OK],
+            healthy: 2,
+            unhealthy: 3,
+        };
+        let (t, now) = (Targets::new(2), Duration::from_secs(1));
+        assert_eq!(t.probed(0, false, true, &probe), Some(false), "the first round decides at once");
+        assert_eq!(t.probed(1, true, true, &probe), None, "up from the start: nothing to log");
+        assert!(!t.is_in(0, now) && t.is_in(1, now));
+        assert_eq!(t.probed(0, true, false, &probe), None);
+        assert_eq!(t.probed(0, false, false, &probe), None, "a failure breaks the row");
+        assert_eq!(t.probed(0, true, false, &probe), None);
+        assert_eq!(t.probed(0, true, false, &probe), Some(true), "two passed in a row");
+        assert!(t.is_in(0, now));
+        for _ in 0..2 {
+            assert_eq!(t.probed(1, false, false, &probe), None);
+        }
+        assert_eq!(t.probed(1, false, false, &probe), Some(false), "three failed in a row");
+        assert!(!t.is_in(1, now));
     }
 
     #[test]

@@ -26,6 +26,8 @@ use super::error::GatewayError;
 use super::log::Failure;
 use super::{Ctx, Gateway, caller};
 use crate::config::balance::Balance;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::config::resilience::Probe;
 use crate::config::resilience::is_idempotent;
 use crate::config::{Route, Service};
 use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
@@ -47,6 +49,12 @@ pub(crate) struct ServiceState {
 }
 
 impl ServiceState {
+    /// Records an active probe of a target (see [`health::Targets::probed`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn probed(&self, index: usize, passed: bool, first: bool, probe: &Probe) -> Option<bool> {
+        self.health.probed(index, passed, first, probe)
+    }
+
     pub(crate) fn new(service: &Service) -> Self {
         Self {
             balancer: Balancer::new(service),
