@@ -22,6 +22,8 @@
 #   hello-p2/p3          the smallest Spin component of each flavour, in the test host
 #   edge-p2/p3           the Portcullis component, in the test host
 #   edge-p2/p3-jwt       ... on the JWT route
+#   node-pool, edge-*-pool  three targets, retries, passive health and a
+#                        circuit breaker configured, nothing failing
 # then, per flavour at a fixed 500 req/s: no auth, a cached token, and a new
 # token on every request (RS256, ES256, EdDSA) to price uncached verification.
 set -euo pipefail
@@ -274,6 +276,7 @@ kill "${PIDS[-1]}"
 node node-jwt /jwt
 node node-limited /limited
 node node-limited-redis /limited --store "redis://127.0.0.1:$REDIS_PORT"
+node node-pool /pool
 
 LOW_RATE=0
 # Each flavour: Portcullis first; then its hello-world and JWT route at the
@@ -284,6 +287,7 @@ for f in p2 p3; do
   RATE=$(( LAST_RPS / 2 ))
   edge hello-$f target/edge/hello-$f.wasm /hello
   edge edge-$f-jwt target/edge/bench-$f.wasm /jwt
+  edge edge-$f-pool target/edge/bench-$f.wasm /pool
 done
 
 # JWT cost per request in each component, at one fixed rate every flavour
