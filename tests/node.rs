@@ -489,10 +489,8 @@ async fn idle_connections_to_origins_are_capped_and_expire() {
 async fn active_health_checks_keep_a_dead_target_out_from_the_start_and_restore_it() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let late_port = support::closed_port();
-    let config = format!(
-        r#"
-[services.api]
-targets = [{{ url = "http://127.0.0.1:{}/a" }}, {{ url = "http://127.0.0.1:{late_port}/b" }}]
+    let config = support::api_config(&format!(
+        r#"targets = [{{ url = "http://127.0.0.1:{}/a" }}, {{ url = "http://127.0.0.1:{late_port}/b" }}]
 [services.api.retry]
 attempts = 1
 [services.api.health.probe]
@@ -500,14 +498,9 @@ path = "/healthz"
 interval = "200ms"
 timeout = "150ms"
 healthy = 1
-unhealthy = 2
-
-[[routes]]
-path = "/{{*rest}}"
-service = "api"
-"#,
+unhealthy = 2"#,
         origin.port()
-    );
+    ));
     let node = Node::start(&config, &[]);
     for i in 0..20 {
         let reply = send(node.addr, get(&format!("/x/{i}"))).await;
@@ -534,20 +527,13 @@ service = "api"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_target_under_load_is_contained() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
-    let config = format!(
-        r#"
-[services.api]
-targets = [{{ url = "http://127.0.0.1:{port}/ok" }}, {{ url = "http://127.0.0.1:{port}/flap" }}]
+    let config = support::api_config(&format!(
+        r#"targets = [{{ url = "http://127.0.0.1:{port}/ok" }}, {{ url = "http://127.0.0.1:{port}/flap" }}]
 [services.api.health]
 failures = 3
-eject_for = "1s"
-
-[[routes]]
-path = "/{{*rest}}"
-service = "api"
-"#,
+eject_for = "1s""#,
         port = origin.port()
-    );
+    ));
     let node = Node::start(&config, &[]);
     let mut tasks = Vec::new();
     for worker in 0..8 {
@@ -582,23 +568,16 @@ service = "api"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_budget_holds_in_a_full_outage() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
-    let config = format!(
-        r#"
-[services.api]
-targets = [{{ url = "http://127.0.0.1:{port}/status/503" }}, {{ url = "http://127.0.0.1:{port}/status/503/b" }}]
+    let config = support::api_config(&format!(
+        r#"targets = [{{ url = "http://127.0.0.1:{port}/status/503" }}, {{ url = "http://127.0.0.1:{port}/status/503/b" }}]
 [services.api.retry]
 attempts = 5
 backoff = "1ms"
 max_backoff = "2ms"
 [services.api.health]
-failures = 0
-
-[[routes]]
-path = "/{{*rest}}"
-service = "api"
-"#,
+failures = 0"#,
         port = origin.port()
-    );
+    ));
     let node = Node::start(&config, &[]);
     let started = Instant::now();
     let clients = 400;

@@ -198,22 +198,15 @@ async fn a_hung_redis_is_not_called_again_until_it_answers() {
 async fn two_nodes_sharing_redis_open_the_circuit_together() {
     let redis = Redis::start();
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
-    let config = format!(
-        r#"
-[services.api]
-url = "http://127.0.0.1:{}"
+    let config = support::api_config(&format!(
+        r#"url = "http://127.0.0.1:{}"
 [services.api.retry]
 attempts = 1
 [services.api.breaker]
 consecutive_failures = 3
-open_for = "30s"
-
-[[routes]]
-path = "/{{*rest}}"
-service = "api"
-"#,
+open_for = "30s""#,
         origin.port()
-    );
+    ));
     let args = ["--store", &redis.url()];
     let a = Node::start_args(&config, &[], &args);
     let b = Node::start_args(&config, &[], &args);

@@ -350,13 +350,13 @@ mod tests {
 
     use bytes::Bytes;
     use http::{Request, Response};
-    use http_body_util::Full;
 
     use super::*;
     use crate::config::Config;
-    use crate::pipeline::{Downstream, Exchange, handle};
+    use crate::pipeline::tests::run_with;
+    use crate::pipeline::{Downstream, Exchange};
+    use crate::ports::UpstreamError;
     use crate::ports::testing::{FakeHttp, FakePorts, block_on};
-    use crate::ports::{UpstreamError, read_body};
 
     const CONFIG: &str = r#"
 [services.v1]
@@ -412,14 +412,8 @@ min_requests = 20
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        let req = req.body(Full::new(Bytes::new())).unwrap();
-        let from = Downstream { peer: IpAddr::from([192, 0, 2, 1]), scheme: "http" };
-        block_on(async {
-            let ex = handle(gw, ports, req, from).await;
-            let (parts, body) = ex.response.into_parts();
-            let body = read_body(body, usize::MAX).await.unwrap();
-            Exchange { response: Response::from_parts(parts, body), log: ex.log }
-        })
+        let req = req.body(Bytes::new()).unwrap();
+        run_with(gw, ports, req, Downstream { peer: IpAddr::from([192, 0, 2, 1]), scheme: "http" })
     }
 
     fn variant(ex: &Exchange<Bytes>) -> &'static str {

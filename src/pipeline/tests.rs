@@ -81,8 +81,8 @@ fn run(ports: &FakePorts, req: Request<Bytes>, from: Downstream) -> Exchange<Byt
     run_with(&Gateway::new(config()), ports, req, from)
 }
 
-/// Runs a request, reading the answer's body whole.
-fn run_with(gateway: &Gateway, ports: &FakePorts, req: Request<Bytes>, from: Downstream) -> Exchange<Bytes> {
+/// Runs a request, reading the answer's body whole (the phases' own tests use it too).
+pub(super) fn run_with(gateway: &Gateway, ports: &FakePorts, req: Request<Bytes>, from: Downstream) -> Exchange<Bytes> {
     block_on(async {
         let ex = handle(gateway, ports, req.map(Full::new), from).await;
         let (parts, body) = ex.response.into_parts();

@@ -320,3 +320,9 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
+
+/// A config with one service, `api` (the rest of its table given), behind a
+/// catch-all route.
+pub fn api_config(service: &str) -> String {
+    format!("[services.api]\n{service}\n\n[[routes]]\npath = \"/{{*rest}}\"\nservice = \"api\"\n")
+}

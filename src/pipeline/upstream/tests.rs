@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::config::Config;
-use crate::pipeline::{Downstream, Exchange, Gateway, handle};
-use crate::ports::testing::{FakeHttp, FakePorts, block_on};
-use crate::ports::{Clock, UpstreamError, read_body};
+use crate::pipeline::tests::run_with;
+use crate::pipeline::{Downstream, Exchange, Gateway};
+use crate::ports::testing::{FakeHttp, FakePorts};
+use crate::ports::{Clock, UpstreamError};
 
 const CONFIG: &str = r#"
 [services.pair]
@@ -95,14 +95,8 @@ fn refused() -> Result<Response<Bytes>, UpstreamError> {
 }
 
 fn run(gw: &Gateway, ports: &FakePorts, req: http::request::Builder, body: &'static [u8]) -> Exchange<Bytes> {
-    let req = req.header("host", "gw.test").body(Full::new(Bytes::from_static(body))).unwrap();
-    let from = Downstream { peer: IpAddr::from([192, 0, 2, 1]), scheme: "http" };
-    block_on(async {
-        let ex = handle(gw, ports, req, from).await;
-        let (parts, body) = ex.response.into_parts();
-        let body = read_body(body, usize::MAX).await.unwrap();
-        Exchange { response: Response::from_parts(parts, body), log: ex.log }
-    })
+    let req = req.header("host", "gw.test").body(Bytes::from_static(body)).unwrap();
+    run_with(gw, ports, req, Downstream { peer: IpAddr::from([192, 0, 2, 1]), scheme: "http" })
 }
 
 /// The hosts the origin was sent, in order.
