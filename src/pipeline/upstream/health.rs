@@ -133,6 +133,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(target_arch = "wasm32"))] // active checks run on the node only
     fn probes_in_a_row_take_a_target_down_and_up() {
         let probe = Probe {
             path: "/healthz".into(),
