@@ -15,6 +15,16 @@ fn one(text: &str) -> ConfigError {
     list.into_iter().next().unwrap()
 }
 
+/// The errors of `text`, in order: line, key, and a part of the message.
+fn expect_errors(text: &str, expect: &[(usize, &str, &str)]) {
+    let got: Vec<(usize, String, String)> = errors(text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
+        assert_eq!((*line, key.as_str()), (*want_line, *want_key), "{message}");
+        assert!(message.contains(want_message), "{key}: {message}");
+    }
+}
+
 const SVC: &str = "[services.s]\nurl = \"http://127.0.0.1:9000\"\n";
 
 #[test]
@@ -381,39 +391,33 @@ service = "s"
 limits = ["ok", "ok", "missing"]
 "#
     );
-    let got: Vec<(usize, String, String)> = errors(&text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
-    let expect = [
-        (7, "limits.bad name", "policy names are letters"),
-        (16, "limits.by.key", "use client_ip, consumer, subject, header:<name> or cookie:<name>"),
-        (24, "limits.cas.consistency", "`eventual`: use \"exact\""),
-        (20, "limits.fail.on_store_error", "`maybe`: use \"allow\""),
-        (5, "limits.per_ip.rate", "`ten/s` is not a rate"),
-        (12, "limits.zero.burst", "must be at least 1"),
-        (32, "routes[0].limits[1]", "listed twice"),
-        (32, "routes[0].limits[2]", "no policy named `missing`"),
-    ];
-    assert_eq!(got.len(), expect.len(), "{got:#?}");
-    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
-        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
-        assert!(message.contains(want_message), "{key}: {message}");
-    }
+    expect_errors(
+        &text,
+        &[
+            (7, "limits.bad name", "policy names are letters"),
+            (16, "limits.by.key", "use client_ip, consumer, subject, header:<name> or cookie:<name>"),
+            (24, "limits.cas.consistency", "`eventual`: use \"exact\""),
+            (20, "limits.fail.on_store_error", "`maybe`: use \"allow\""),
+            (5, "limits.per_ip.rate", "`ten/s` is not a rate"),
+            (12, "limits.zero.burst", "must be at least 1"),
+            (32, "routes[0].limits[1]", "listed twice"),
+            (32, "routes[0].limits[2]", "no policy named `missing`"),
+        ],
+    );
 }
 
 #[test]
 fn the_sweep_is_checked() {
     let hash = "292d6859659abd91ec9f82925b6e85d4ebae3b3c8140df2c26d9658f4ae86df7";
     let text = format!("{SVC}[sweep]\npath = \"sweep\"\ntoken_sha256 = \"abc\"\nbatch = 0\n");
-    let got: Vec<(usize, String, String)> = errors(&text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
-    let expect = [
-        (4, "sweep.path", "a plain path"),
-        (5, "sweep.token_sha256", "64 hex digits"),
-        (6, "sweep.batch", "between 1 and 100000"),
-    ];
-    assert_eq!(got.len(), expect.len(), "{got:#?}");
-    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
-        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
-        assert!(message.contains(want_message), "{key}: {message}");
-    }
+    expect_errors(
+        &text,
+        &[
+            (4, "sweep.path", "a plain path"),
+            (5, "sweep.token_sha256", "64 hex digits"),
+            (6, "sweep.batch", "between 1 and 100000"),
+        ],
+    );
     for path in ["/a/../sweep", "/{x}", "/a?b"] {
         let e = one(&format!("{SVC}[sweep]\npath = \"{path}\"\ntoken_sha256 = \"{hash}\"\n"));
         assert_eq!(e.key, "sweep.path", "{path}");
@@ -556,21 +560,18 @@ path = "/keyed-too"
 service = "by_subject"
 auth = { any_of = ["partners"] }
 "#;
-    let got: Vec<(usize, String, String)> = errors(text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
-    let expect = [
-        (16, "services.badkey.hash_on", "cookie names are letters"),
-        (18, "services.heavy.targets[0].weight", "from 0 to 1000"),
-        (12, "services.nokey.balance", "say what to hash in `hash_on`"),
-        (9, "services.odd.balance", "`fastest`: use round_robin, least_request, random or consistent_hash"),
-        (6, "services.rr.hash_on", "only for balance = \"consistent_hash\""),
-        (29, "routes[0].service", "hashes on the caller's consumer, which this route never has"),
-        (36, "routes[2].service", "give it `auth` with a JWT provider"),
-    ];
-    assert_eq!(got.len(), expect.len(), "{got:#?}");
-    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
-        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
-        assert!(message.contains(want_message), "{key}: {message}");
-    }
+    expect_errors(
+        text,
+        &[
+            (16, "services.badkey.hash_on", "cookie names are letters"),
+            (18, "services.heavy.targets[0].weight", "from 0 to 1000"),
+            (12, "services.nokey.balance", "say what to hash in `hash_on`"),
+            (9, "services.odd.balance", "`fastest`: use round_robin, least_request, random or consistent_hash"),
+            (6, "services.rr.hash_on", "only for balance = \"consistent_hash\""),
+            (29, "routes[0].service", "hashes on the caller's consumer, which this route never has"),
+            (36, "routes[2].service", "give it `auth` with a JWT provider"),
+        ],
+    );
 }
 
 #[test]
@@ -631,28 +632,25 @@ service = "c"
 retry_non_idempotent = true
 fallback = { status = 99 }
 "#;
-    let got: Vec<(usize, String, String)> = errors(text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
-    let expect = [
-        (6, "services.a.retry.attempts", "from 1 (no retries) to 10"),
-        (7, "services.a.retry.on_status[0]", "only 5xx and 429"),
-        (10, "services.a.retry.max_backoff", "at least `backoff`"),
-        (8, "services.a.retry.budget", "a share such as \"20%\""),
-        (12, "services.a.health.max_ejected", "a share such as"),
-        (13, "services.a.health.when_all_down", "`panic`: use \"try\""),
-        (15, "services.a.breaker.failure_rate", "write \"off\""),
-        (17, "services.a.breaker.probes", "from 1 to 100"),
-        (16, "services.a.breaker.window", "from 1s to 60s"),
-        (4, "services.a.max_in_flight", "at least 1"),
-        (20, "services.b.breaker.failure_rate", "the circuit never opens"),
-        (31, "routes[0].retry_non_idempotent", "this route's methods are not idempotent"),
-        (39, "routes[1].fallback.status", "a final status"),
-        (38, "routes[1].retry_non_idempotent", "never retries"),
-    ];
-    assert_eq!(got.len(), expect.len(), "{got:#?}");
-    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
-        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
-        assert!(message.contains(want_message), "{key}: {message}");
-    }
+    expect_errors(
+        text,
+        &[
+            (6, "services.a.retry.attempts", "from 1 (no retries) to 10"),
+            (7, "services.a.retry.on_status[0]", "only 5xx and 429"),
+            (10, "services.a.retry.max_backoff", "at least `backoff`"),
+            (8, "services.a.retry.budget", "a share such as \"20%\""),
+            (12, "services.a.health.max_ejected", "a share such as"),
+            (13, "services.a.health.when_all_down", "`panic`: use \"try\""),
+            (15, "services.a.breaker.failure_rate", "write \"off\""),
+            (17, "services.a.breaker.probes", "from 1 to 100"),
+            (16, "services.a.breaker.window", "from 1s to 60s"),
+            (4, "services.a.max_in_flight", "at least 1"),
+            (20, "services.b.breaker.failure_rate", "the circuit never opens"),
+            (31, "routes[0].retry_non_idempotent", "this route's methods are not idempotent"),
+            (39, "routes[1].fallback.status", "a final status"),
+            (38, "routes[1].retry_non_idempotent", "never retries"),
+        ],
+    );
 }
 
 #[test]
@@ -699,24 +697,21 @@ path = "/h"
 service = "v1"
 canary = { service = "hashed", share = "5%" }
 "#;
-    let got: Vec<(usize, String, String)> = errors(text).into_iter().map(|e| (e.line, e.key, e.message)).collect();
-    let expect = [
-        (13, "routes[0].canary.service", "no service named `v3`"),
-        (17, "routes[1].canary.service", "another service than the route's"),
-        (17, "routes[1].canary.share", "0% to 100%"),
-        (21, "routes[2].canary.share", "not both"),
-        (25, "routes[3].canary.share", "say how many callers"),
-        (29, "routes[4].canary.promote.steps", "rising shares"),
-        (33, "routes[5].canary.sticky_on", "give the route `auth` with a JWT provider"),
-        (33, "routes[5].canary.header", "not a valid header name"),
-        (33, "routes[5].canary.groups", "give the route `auth`"),
-        (37, "routes[6].canary.rollback.min_requests", "at least 1"),
-        (37, "routes[6].canary.rollback.window", "from 1s to 10m"),
-        (41, "routes[7].canary.service", "hashes on the caller's subject, which this route never has"),
-    ];
-    assert_eq!(got.len(), expect.len(), "{got:#?}");
-    for ((line, key, message), (want_line, want_key, want_message)) in got.iter().zip(expect) {
-        assert_eq!((*line, key.as_str()), (want_line, want_key), "{message}");
-        assert!(message.contains(want_message), "{key}: {message}");
-    }
+    expect_errors(
+        text,
+        &[
+            (13, "routes[0].canary.service", "no service named `v3`"),
+            (17, "routes[1].canary.service", "another service than the route's"),
+            (17, "routes[1].canary.share", "0% to 100%"),
+            (21, "routes[2].canary.share", "not both"),
+            (25, "routes[3].canary.share", "say how many callers"),
+            (29, "routes[4].canary.promote.steps", "rising shares"),
+            (33, "routes[5].canary.sticky_on", "give the route `auth` with a JWT provider"),
+            (33, "routes[5].canary.header", "not a valid header name"),
+            (33, "routes[5].canary.groups", "give the route `auth`"),
+            (37, "routes[6].canary.rollback.min_requests", "at least 1"),
+            (37, "routes[6].canary.rollback.window", "from 1s to 10m"),
+            (41, "routes[7].canary.service", "hashes on the caller's subject, which this route never has"),
+        ],
+    );
 }
