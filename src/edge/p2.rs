@@ -236,7 +236,7 @@ impl HttpClient for SpinHttp {
     }
 
     async fn send(&self, req: Request<EdgeBody>, opts: &UpstreamOptions) -> Result<Response<EdgeBody>, UpstreamError> {
-        let req = buffer_unsized(req, opts.max_request_body).await?;
+        // The body was read first where it had to be (`prepare`).
         let (mut parts, body) = req.into_parts();
         parts.headers.remove(header::HOST);
         let outgoing = OutgoingRequest::new(fields(&parts.headers));

@@ -117,8 +117,12 @@ impl HttpClient for SpinHttp {
         buffer_unsized(req, limit).await
     }
 
-    async fn send(&self, req: Request<EdgeBody>, opts: &UpstreamOptions) -> Result<Response<EdgeBody>, UpstreamError> {
-        let mut req = buffer_unsized(req, opts.max_request_body).await?;
+    async fn send(
+        &self,
+        mut req: Request<EdgeBody>,
+        opts: &UpstreamOptions,
+    ) -> Result<Response<EdgeBody>, UpstreamError> {
+        // The body was read first where it had to be (`prepare`).
         req.headers_mut().remove(header::HOST);
         let options = RequestOptions::new();
         // Durations are nanoseconds; a host that cannot honour one still sends.

@@ -16,10 +16,11 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use super::{Ctx, Gateway, caller};
+use super::{Ctx, Gateway, caller, log};
 use crate::config::canary::Canary;
 use crate::config::{Config, Route};
 use crate::ports::{Clock, KvStore, Ports, store_key};
+use crate::shared::window::Window;
 
 const SLOTS: usize = 60;
 /// Latency buckets: half-octaves of microseconds (bucket b holds up to
@@ -41,9 +42,9 @@ impl Variant {
     }
 }
 
+/// A slot of one variant's rollback window.
 #[derive(Clone, Default)]
 struct Slot {
-    index: u64,
     requests: u32,
     errors: u32,
     latency: Option<Box<[u32; BUCKETS]>>,
@@ -51,8 +52,7 @@ struct Slot {
 
 /// One variant's outcomes over the rollback window: `SLOTS` slots of
 /// `window / SLOTS` (at least a second) each.
-#[derive(Clone, Default)]
-struct Window(Vec<Slot>);
+type Outcomes = Window<Slot, SLOTS>;
 
 struct Totals {
     requests: u32,
@@ -60,36 +60,28 @@ struct Totals {
     latency: [u32; BUCKETS],
 }
 
-impl Window {
-    fn add(&mut self, index: u64, ok: bool, latency: Option<Duration>) {
-        if self.0.is_empty() {
-            self.0 = vec![Slot::default(); SLOTS];
-        }
-        let slot = &mut self.0[(index % SLOTS as u64) as usize];
-        if slot.index != index {
-            *slot = Slot { index, ..Slot::default() };
-        }
-        slot.requests += 1;
-        slot.errors += u32::from(!ok);
-        if let Some(l) = latency {
-            let micros = u64::try_from(l.as_micros()).unwrap_or(u64::MAX).max(1);
-            // 2 × log2, rounded up: the half-octave bucket.
-            let bucket = ((micros as f64).log2() * 2.0).ceil().clamp(0.0, (BUCKETS - 1) as f64) as usize;
-            slot.latency.get_or_insert_with(|| Box::new([0; BUCKETS]))[bucket] += 1;
-        }
+fn add(window: &mut Outcomes, index: u64, ok: bool, latency: Option<Duration>) {
+    let slot = window.slot(index);
+    slot.requests += 1;
+    slot.errors += u32::from(!ok);
+    if let Some(l) = latency {
+        let micros = log::micros(l).max(1);
+        // 2 × log2, rounded up: the half-octave bucket.
+        let bucket = ((micros as f64).log2() * 2.0).ceil().clamp(0.0, (BUCKETS - 1) as f64) as usize;
+        slot.latency.get_or_insert_with(|| Box::new([0; BUCKETS]))[bucket] += 1;
     }
+}
 
-    fn totals(&self, now: u64) -> Totals {
-        let mut t = Totals { requests: 0, errors: 0, latency: [0; BUCKETS] };
-        for slot in self.0.iter().filter(|s| s.index + SLOTS as u64 > now && s.index <= now) {
-            t.requests += slot.requests;
-            t.errors += slot.errors;
-            if let Some(l) = &slot.latency {
-                t.latency.iter_mut().zip(l.iter()).for_each(|(a, b)| *a += b);
-            }
+fn totals(window: &Outcomes, now: u64) -> Totals {
+    let mut t = Totals { requests: 0, errors: 0, latency: [0; BUCKETS] };
+    for slot in window.live(now, SLOTS as u64) {
+        t.requests += slot.requests;
+        t.errors += slot.errors;
+        if let Some(l) = &slot.latency {
+            t.latency.iter_mut().zip(l.iter()).for_each(|(a, b)| *a += b);
         }
-        t
     }
+    t
 }
 
 impl Totals {
@@ -119,7 +111,7 @@ struct State {
     step: usize,
     /// When the current step began (wall clock); `None` until first used.
     since: Option<Duration>,
-    windows: [Window; 2],
+    windows: [Outcomes; 2],
     synced: Option<Duration>,
 }
 
@@ -190,12 +182,7 @@ impl CanaryState {
 
     async fn write<P: Ports>(&self, canary: &Canary, ports: &P) {
         let (rolled_back, step, since) = self.lock(|s| (s.rolled_back, s.step, s.since.unwrap_or_default()));
-        let value = format!(
-            "{} {} {step} {}",
-            canary.fingerprint,
-            u8::from(rolled_back),
-            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
-        );
+        let value = format!("{} {} {step} {}", canary.fingerprint, u8::from(rolled_back), log::micros(since));
         // A week: a rollback outlives any soak; a reload or a reset clears it sooner.
         let _ = ports.kv().set(&self.key, value.as_bytes(), Some(Duration::from_secs(7 * 86_400))).await;
     }
@@ -282,11 +269,11 @@ pub(crate) async fn record<P: Ports>(gateway: &Gateway, ports: &P, route_index: 
     let index = mono.as_secs() / width;
     let latency = r.max_p95_increase.and(ctx.upstream_latency);
     let change = state.lock(|s| {
-        s.windows[variant as usize].add(index, ok, latency);
+        add(&mut s.windows[variant as usize], index, ok, latency);
         if s.rolled_back {
             return None;
         }
-        let (stable, canary_t) = (s.windows[0].totals(index), s.windows[1].totals(index));
+        let (stable, canary_t) = (totals(&s.windows[0], index), totals(&s.windows[1], index));
         if canary_t.requests < r.min_requests {
             return None;
         }

@@ -9,3 +9,4 @@ pub mod hex;
 pub mod identity;
 pub(crate) mod path;
 pub(crate) mod problem;
+pub(crate) mod window;

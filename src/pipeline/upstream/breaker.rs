@@ -19,17 +19,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::config::resilience::Breaker as Policy;
+use crate::pipeline::log::micros;
 use crate::ports::{Clock, KvStore, Ports, store_key};
+use crate::shared::window::Window;
 
-/// A one-second slot of the failure-rate window.
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    second: u64,
-    requests: u32,
-    failures: u32,
-}
-
-const SLOTS: usize = 60;
+/// The failure-rate window: requests and failures per second, up to a minute.
+type Outcomes = Window<(u32, u32), 60>;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Phase {
@@ -46,7 +41,7 @@ enum Phase {
 
 struct State {
     phase: Phase,
-    slots: [Slot; SLOTS],
+    outcomes: Outcomes,
     in_a_row: u32,
     /// When the shared record was last read (monotonic).
     synced: Option<Duration>,
@@ -78,14 +73,10 @@ fn parse(value: &[u8]) -> Option<(u64, u32)> {
     Some((until.parse().ok()?, in_a_row.parse().ok()?))
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 impl Breaker {
     pub(crate) fn new(service: &str) -> Self {
         let key = store_key(&["pc1:cb:"], &Sha256::digest(service.as_bytes()));
-        let state = State { phase: Phase::Closed, slots: [Slot::default(); SLOTS], in_a_row: 0, synced: None };
+        let state = State { phase: Phase::Closed, outcomes: Outcomes::default(), in_a_row: 0, synced: None };
         Self { key, state: Mutex::new(state) }
     }
 
@@ -145,15 +136,12 @@ impl Breaker {
         let (change, write) = self.lock(|s| {
             let before_in_a_row = s.in_a_row;
             s.in_a_row = if ok { 0 } else { s.in_a_row + 1 };
-            let slot = &mut s.slots[(second % SLOTS as u64) as usize];
-            if slot.second != second {
-                *slot = Slot { second, ..Slot::default() };
-            }
-            slot.requests += 1;
-            slot.failures += u32::from(!ok);
+            let slot = s.outcomes.slot(second);
+            slot.0 += 1;
+            slot.1 += u32::from(!ok);
             let reopen = |s: &mut State, why: String| {
                 s.phase = Phase::Open(now + policy.open_for);
-                s.slots = [Slot::default(); SLOTS];
+                s.outcomes = Outcomes::default();
                 s.in_a_row = 0;
                 (Some(Change::Opened { open_for: policy.open_for, why }), Some(micros(now + policy.open_for)))
             };
@@ -164,7 +152,7 @@ impl Breaker {
                     // probes: there its one successful probe closes.
                     if P::SHORT_LIVED || succeeded + 1 >= policy.probes {
                         s.phase = Phase::Closed;
-                        s.slots = [Slot::default(); SLOTS];
+                        s.outcomes = Outcomes::default();
                         (Some(Change::Closed), Some(0))
                     } else {
                         s.phase = Phase::HalfOpen { started, succeeded: succeeded + 1, since };
@@ -172,12 +160,8 @@ impl Breaker {
                     }
                 }
                 (Admission::Closed, Phase::Closed) => {
-                    let horizon = second.saturating_sub(policy.window.as_secs().clamp(1, SLOTS as u64));
-                    let (requests, failures) = s
-                        .slots
-                        .iter()
-                        .filter(|slot| slot.second > horizon)
-                        .fold((0, 0), |(q, f), slot| (q + slot.requests, f + slot.failures));
+                    let (requests, failures) =
+                        s.outcomes.live(second, policy.window.as_secs()).fold((0, 0), |(q, f), o| (q + o.0, f + o.1));
                     let rate_tripped = policy.failure_rate.is_some_and(|rate| {
                         requests >= policy.min_requests
                             && u64::from(failures) * 100 >= u64::from(rate) * u64::from(requests)

@@ -5,51 +5,33 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-const SLOTS: usize = 10;
+use crate::shared::window::Window;
 
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    second: u64,
-    requests: u64,
-    retries: u64,
-}
+const SECONDS: u64 = 10;
 
+/// Requests and retries per second.
 #[derive(Default)]
-pub(crate) struct RetryBudget(Mutex<[Slot; SLOTS]>);
+pub(crate) struct RetryBudget(Mutex<Window<(u64, u64), { SECONDS as usize }>>);
 
 impl RetryBudget {
     pub(crate) fn request(&self, now: Duration) {
-        self.with_slot(now, |slot| slot.requests += 1);
+        if let Ok(mut w) = self.0.lock() {
+            w.slot(now.as_secs()).0 += 1;
+        }
     }
 
     /// Takes a retry from the budget if there is one left.
     pub(crate) fn try_retry(&self, now: Duration, percent: u32, per_second: u32) -> bool {
-        let Ok(mut slots) = self.0.lock() else { return false };
+        let Ok(mut w) = self.0.lock() else { return false };
         let second = now.as_secs();
-        let live = slots.iter().filter(|s| s.second + SLOTS as u64 > second);
-        let (requests, retries) = live.fold((0, 0), |(q, r), s| (q + s.requests, r + s.retries));
-        let allowed = requests * u64::from(percent) / 100 + u64::from(per_second) * SLOTS as u64;
+        let (requests, retries) = w.live(second, SECONDS).fold((0, 0), |(q, r), s| (q + s.0, r + s.1));
+        let allowed = requests * u64::from(percent) / 100 + u64::from(per_second) * SECONDS;
         if retries >= allowed {
             return false;
         }
-        slot(&mut slots, second).retries += 1;
+        w.slot(second).1 += 1;
         true
     }
-
-    fn with_slot(&self, now: Duration, f: impl FnOnce(&mut Slot)) {
-        if let Ok(mut slots) = self.0.lock() {
-            f(slot(&mut slots, now.as_secs()));
-        }
-    }
-}
-
-/// The slot for `second`, cleared if it last counted an older one.
-fn slot(slots: &mut [Slot; SLOTS], second: u64) -> &mut Slot {
-    let slot = &mut slots[(second % SLOTS as u64) as usize];
-    if slot.second != second {
-        *slot = Slot { second, ..Slot::default() };
-    }
-    slot
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::config::resilience::Health;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::config::resilience::Probe;
+use crate::pipeline::log;
 
 #[derive(Default)]
 struct Target {
@@ -92,8 +93,9 @@ impl Targets {
     }
 }
 
+/// Microseconds, 0 kept for "never ejected".
 fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+    log::micros(d).max(1)
 }
 
 #[cfg(test)]

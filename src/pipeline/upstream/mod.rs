@@ -204,27 +204,34 @@ async fn tries<P: Ports>(
     let state = &gateway.upstreams[index];
     let clock = ports.clock();
     let deadline = clock.monotonic() + service.request_timeout;
-    state.budget.request(clock.monotonic());
+    let policy = &service.retry;
+    if policy.attempts > 1 {
+        state.budget.request(clock.monotonic());
+    }
     let caller = match &service.balance {
         Balance::ConsistentHash(key) => Some(caller::value(&gateway.config, key, ctx, req.headers())),
         _ => None,
     };
     let req = ports.http().prepare(req, route.max_body_size).await?;
-    let policy = &service.retry;
     let repeatable = is_idempotent(&ctx.method) || route.retry_non_idempotent;
     let (parts, body) = req.into_parts();
-    let mut body = if policy.attempts > 1 && replayable(&parts.headers, &body.size_hint(), policy.max_body) {
+    let mut parts = Some(parts);
+    let mut body = if policy.attempts > 1
+        && parts.as_ref().is_some_and(|p| replayable(&p.headers, &body.size_hint(), policy.max_body))
+    {
         let limit = usize::try_from(policy.max_body).unwrap_or(usize::MAX);
         Replay::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
     } else {
         Replay::Once(Some(body))
     };
-    let mut tried: Vec<usize> = Vec::new();
+    // Targets tried so far (`attempts` is at most 10).
+    let mut tried = [0usize; 10];
+    let mut count = 0;
     let mut last = None;
     loop {
         let now = clock.monotonic();
-        let random = balance::mix(ctx.entropy.choice().wrapping_add(tried.len() as u64));
-        let pick = match (choose(service, state, caller.as_deref(), random, &tried, now), last) {
+        let random = balance::mix(ctx.entropy.choice().wrapping_add(count as u64));
+        let pick = match (choose(service, state, caller.as_deref(), random, &tried[..count], now), last.take()) {
             (Ok(pick), _) => pick,
             (Err(_), Some(result)) => return result,
             (Err(refusal), None) => return Err(refusal.into()),
@@ -234,7 +241,13 @@ async fn tries<P: Ports>(
             Replay::Kept(bytes) => Body::<P>::from(bytes.clone()),
             Replay::Once(b) => b.take().unwrap_or_else(|| Body::<P>::from(Bytes::new())),
         };
-        let mut req = Request::from_parts(parts.clone(), this_body);
+        // The head is copied only while another try may follow.
+        let more = matches!(body, Replay::Kept(_)) && ctx.attempts + 1 < policy.attempts;
+        // (A head is taken only for a last try, so one is always left.)
+        let Some(head) = (if more { parts.clone() } else { parts.take() }) else {
+            return Err(UpstreamError::Protocol("the request was already sent".into()).into());
+        };
+        let mut req = Request::from_parts(head, this_body);
         super::transform::aim(&mut req, target);
         ctx.upstream = Some(target.label.clone());
         ctx.attempts += 1;
@@ -242,36 +255,42 @@ async fn tries<P: Ports>(
         let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
         let result =
             send(ports, service, route, timeout, gateway.config.gateway.max_response_header_size, req, ctx).await;
-        tried.push(pick.index);
+        let index = pick.index;
         drop(pick);
+        tried[count] = index;
+        count += 1;
         let now = clock.monotonic();
         let ok = matches!(&result, Ok(resp) if !resp.status().is_server_error());
-        if let Some(change) = state.health.report(tried[tried.len() - 1], ok, now, &service.health) {
-            ports.event(&describe(service, tried[tried.len() - 1], &change));
+        if let Some(change) = state.health.report(index, ok, now, &service.health) {
+            ports.event(&describe(service, index, &change));
         }
-        let worth = match &result {
-            Ok(resp) => repeatable && policy.on_status.contains(&resp.status()),
-            Err(e) => {
-                e.problem().retryable
-                    || (repeatable && matches!(e, UpstreamError::Timeout(_) | UpstreamError::Protocol(_)))
-            }
-        };
-        let left = deadline.saturating_sub(now);
+        if !more || !worth_another(&result, repeatable, &policy.on_status) {
+            return result.map_err(GatewayError::from);
+        }
         let wait = match &result {
             Ok(resp) => retry_after(resp.headers()),
             Err(_) => None,
         }
-        .unwrap_or_else(|| backoff(policy.backoff, policy.max_backoff, tried.len(), random));
-        let again = worth
-            && ctx.attempts < policy.attempts
-            && matches!(body, Replay::Kept(_))
-            && wait < left
+        .unwrap_or_else(|| backoff(policy.backoff, policy.max_backoff, count, random));
+        let again = wait < deadline.saturating_sub(now)
             && state.budget.try_retry(now, policy.budget_percent, policy.min_per_second);
         if !again {
             return result.map_err(GatewayError::from);
         }
         last = Some(result.map_err(GatewayError::from));
         clock.sleep(wait).await;
+    }
+}
+
+/// Whether a try's outcome is worth another: nothing reached the origin
+/// (any method), or a listed status, a timeout or a reset (idempotent
+/// methods, or routes that opt in).
+fn worth_another<B>(result: &Result<Response<B>, UpstreamError>, repeatable: bool, on_status: &[StatusCode]) -> bool {
+    match result {
+        Ok(resp) => repeatable && on_status.contains(&resp.status()),
+        Err(e) => {
+            e.problem().retryable || (repeatable && matches!(e, UpstreamError::Timeout(_) | UpstreamError::Protocol(_)))
+        }
     }
 }
 
