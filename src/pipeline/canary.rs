@@ -369,6 +369,18 @@ max_error_rate_increase = "10%"
 window = "60s"
 
 [[routes]]
+name = "slow"
+path = "/slow"
+service = "v1"
+[routes.canary]
+service = "v2"
+share = "50%"
+sticky_on = "header:x-user"
+[routes.canary.rollback]
+min_requests = 10
+max_p95_increase = "100ms"
+
+[[routes]]
 name = "stepped"
 path = "/stepped"
 service = "v1"
@@ -454,6 +466,26 @@ min_requests = 20
         let after: Vec<&str> =
             (0..200).map(|u| variant(&get(&other, &p, "/split", &[("x-user", &format!("w{u}"))]))).collect();
         assert!(after.contains(&"canary"), "the canary serves again after a reset");
+    }
+
+    #[test]
+    fn a_slower_canary_is_rolled_back_by_its_p95() {
+        let mut p = ports(200);
+        let clock = p.clock.clone();
+        p.http = FakeHttp::new(move |req| {
+            if req.uri().host() == Some("v2.internal") {
+                clock.advance(Duration::from_millis(300));
+            }
+            Ok::<_, UpstreamError>(Response::new(Bytes::new()))
+        });
+        let gw = gateway();
+        let served: Vec<&str> =
+            (0..200).map(|u| variant(&get(&gw, &p, "/slow", &[("x-user", &format!("u{u}"))]))).collect();
+        let canaries = served.iter().filter(|v| **v == "canary").count();
+        assert!((10..40).contains(&canaries), "rolled back once both variants had 10 requests: {canaries}");
+        assert!(served[150..].iter().all(|v| *v == "stable"), "then nobody gets it");
+        let events = p.events.lock().unwrap().clone();
+        assert!(events.iter().any(|e| e.contains("canary rolled back: route slow (p95")), "{events:?}");
     }
 
     #[test]
