@@ -21,7 +21,7 @@ use http_body_util::Full;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::{Config, Variables};
-use portcullis::pipeline::authn::{AuthCaches, authenticate};
+use portcullis::pipeline::authn::{AuthCaches, AuthNote, authenticate};
 
 const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
 use portcullis::ports::memory::MemoryKv;
@@ -164,12 +164,12 @@ auth = { any_of = ["corp"] }
         let token = jsonwebtoken::encode(&header, &claims, enc).unwrap();
         let request = || Request::get("/x").header("authorization", format!("Bearer {token}")).body(()).unwrap();
         // Prime the key set (and, for the cached case, the token).
-        ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut request())).unwrap();
+        ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut request(), &mut AuthNote::default())).unwrap();
         c.bench_function(&format!("jwt/uncached-{alg:?}"), |b| {
             b.iter_batched(
                 || (warm.renewed(&config.auth), request()),
                 |(caches, mut req)| {
-                    ready(authenticate(&config.auth, &route, &caches, &ports, CLIENT, &mut req)).unwrap()
+                    ready(authenticate(&config.auth, &route, &caches, &ports, CLIENT, &mut req, &mut AuthNote::default())).unwrap()
                 },
                 BatchSize::SmallInput,
             )
@@ -178,7 +178,7 @@ auth = { any_of = ["corp"] }
             c.bench_function("jwt/cached", |b| {
                 b.iter_batched(
                     request,
-                    |mut req| ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut req)).unwrap(),
+                    |mut req| ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut req, &mut AuthNote::default())).unwrap(),
                     BatchSize::SmallInput,
                 )
             });

@@ -124,7 +124,7 @@ node() { # name path [serve args...]
   local name=$1 path=$2; shift 2
   local start; start=$(date +%s%N)
   PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
-    --config benches/gateway.toml --listen 127.0.0.1:0 "$@" >/dev/null 2>"$WORK/$name.err" & PIDS+=($!)
+    --config benches/gateway.toml --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" >/dev/null 2>"$WORK/$name.err" & PIDS+=($!)
   local addr; addr=$(listening "$WORK/$name.err")
   local header=""; [ "$path" = /jwt ] && header="authorization: Bearer $TOKEN"
   wait_http "http://$addr$path" "$header" >/dev/null

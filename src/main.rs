@@ -118,6 +118,31 @@ mod cli {
         store_connections: usize,
         #[command(flatten)]
         connections: ConnectionFlags,
+        /// Where `/metrics` is served (Prometheus, OpenMetrics text); `off` to serve none.
+        #[arg(long, default_value = "127.0.0.1:9090", value_parser = listen_or_off)]
+        metrics_listen: Listen,
+        /// Where the admin API is served (healthz, readyz, config, reload,
+        /// upstreams); `off` to serve none. Beyond loopback it needs a token
+        /// in the config's `[admin]`.
+        #[arg(long, default_value = "127.0.0.1:8443", value_parser = listen_or_off)]
+        admin_listen: Listen,
+        /// Export the spans of sampled requests to this OTLP/HTTP endpoint
+        /// (e.g. http://127.0.0.1:4318); sampling is the config's
+        /// `gateway.trace_sample_ratio` for new traces, the client's choice
+        /// for continued ones.
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
+    }
+
+    /// A listener address, or none.
+    #[derive(Clone, Copy)]
+    struct Listen(Option<SocketAddr>);
+
+    fn listen_or_off(text: &str) -> Result<Listen, String> {
+        if text == "off" {
+            return Ok(Listen(None));
+        }
+        text.parse().map(|a| Listen(Some(a))).map_err(|e| format!("`{text}`: {e} (an address such as 127.0.0.1:9090, or `off`)"))
     }
 
     #[derive(Subcommand)]
@@ -178,6 +203,9 @@ mod cli {
                     store_timeout,
                     store_connections,
                     connections,
+                    metrics_listen,
+                    admin_listen,
+                    otlp_endpoint,
                 } = *args;
                 let (connections, upstream_pool) = match connections.limits() {
                     Ok(l) => l,
@@ -223,6 +251,9 @@ mod cli {
                     connections,
                     upstream_pool,
                     store,
+                    metrics_listen: metrics_listen.0,
+                    admin_listen: admin_listen.0,
+                    otlp_endpoint: otlp_endpoint.filter(|e| !e.is_empty()),
                 };
                 match runtime.block_on(serve(opts)) {
                     Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,8 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test: processes, files and clocks
 
 mod support;
+#[path = "node/observability.rs"]
+mod observability;
 
 use std::convert::Infallible;
 use std::net::IpAddr;

@@ -48,9 +48,23 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// Each JWT provider's key-set URL and cache policy.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn key_sets(&self) -> impl Iterator<Item = (&Arc<str>, &Uri, &JwksPolicy)> {
+        self.providers.iter().filter_map(|p| match &p.kind {
+            ProviderKind::Jwt(jwt) => match &jwt.keys {
+                KeySource::Jwks(uri) => Some((&p.name, uri, &jwt.jwks_cache)),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Provider {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) kind: ProviderKind,
     /// Failed attempts allowed per client IP (`failure_limit`, default
     /// 60/minute with a burst of 60); `None`: `"off"`.
@@ -207,14 +221,14 @@ impl Compiler<'_> {
             let failure_limit = self.failure_limit(jwt.get_ref().failure_limit.as_ref(), &format!("auth.jwt.{name}"));
             if let Some(p) = self.jwt_provider(name, jwt) {
                 let kind = ProviderKind::Jwt(Box::new(p));
-                auth.providers.push(Provider { name: name.clone(), kind, failure_limit });
+                auth.providers.push(Provider { name: name.as_str().into(), kind, failure_limit });
             }
         }
         for (name, keys) in &raw.api_key {
             let key = format!("auth.api_key.{name}");
             let failure_limit = self.failure_limit(keys.get_ref().failure_limit.as_ref(), &key);
             if let Some(p) = self.api_key_provider(name, keys) {
-                auth.providers.push(Provider { name: name.clone(), kind: ProviderKind::ApiKey(p), failure_limit });
+                auth.providers.push(Provider { name: name.as_str().into(), kind: ProviderKind::ApiKey(p), failure_limit });
             }
         }
         for p in &auth.providers {
@@ -565,7 +579,7 @@ impl Compiler<'_> {
         }
         let mut providers = Vec::new();
         for (i, name) in r.any_of.iter().enumerate() {
-            let names = known.auth.providers.iter().map(|p| p.name.as_str());
+            let names = known.auth.providers.iter().map(|p| &*p.name);
             if let Some(p) =
                 self.resolve(name, format!("{key}.any_of[{i}]"), "provider", names, &known.broken.providers)
             {

@@ -80,7 +80,7 @@ impl Compiler<'_> {
         let c = raw.get_ref();
         let k = |field: &str| format!("{key}.{field}");
         let errors_before = self.errors.len();
-        let names = known.services.iter().map(|s| s.name.as_str());
+        let names = known.services.iter().map(|s| &*s.name);
         let service = self.resolve(&c.service, k("service"), "service", names, &known.broken.services);
         if service.is_some() && service == stable {
             self.error(c.service.span(), k("service"), "the canary must be another service than the route's");

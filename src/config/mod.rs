@@ -18,6 +18,7 @@ pub(crate) mod resilience;
 pub(crate) mod router;
 mod sections;
 pub mod spin;
+pub(crate) mod admin;
 pub(crate) mod sweep;
 pub(crate) mod template;
 pub mod vars;
@@ -55,6 +56,9 @@ pub struct Config {
     pub(crate) rate_limits: Vec<RateLimit>,
     /// The store sweep, if configured.
     pub(crate) sweep: Option<Sweep>,
+    /// SHA-256 of the bearer tokens the node's admin API accepts from
+    /// beyond loopback (`[admin]`).
+    pub(crate) admin_tokens: Vec<[u8; 32]>,
 }
 
 /// `[gateway]`, with defaults filled in.
@@ -72,6 +76,11 @@ pub(crate) struct GatewaySettings {
     pub(crate) max_header_count: u32,
     /// Write one JSON line per request. Default: true.
     pub(crate) access_log: bool,
+    /// Share of successful requests logged (failed ones always are). Default: 1.
+    pub(crate) access_log_sample: f64,
+    /// Share of new traces (no sampled `traceparent` from the client) that are
+    /// sampled. Default: 1, as OpenTelemetry's parent-based default.
+    pub(crate) trace_sample_ratio: f64,
     /// Drop request headers whose name has `_` (`underscores_in_headers =
     /// "drop"`, the default) or only those that disguise a header the
     /// gateway sets (`"keep"`).
@@ -90,7 +99,7 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// An origin service.
 #[derive(Debug, Clone)]
 pub(crate) struct Service {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) targets: Vec<Target>,
     pub(crate) balance: Balance,
     pub(crate) retry: Retry,
@@ -323,10 +332,11 @@ impl Compiler<'_> {
         }
         let auth = self.auth(&raw.auth);
         broken.providers.extend(raw.auth.jwt.keys().chain(raw.auth.api_key.keys()).cloned());
-        broken.providers.retain(|name| !auth.providers.iter().any(|p| &p.name == name));
+        broken.providers.retain(|name| !auth.providers.iter().any(|p| *p.name == **name));
         let rate_limits = self.limits(&raw.limits);
-        broken.limits.extend(raw.limits.keys().filter(|n| !rate_limits.iter().any(|l| &l.name == *n)).cloned());
+        broken.limits.extend(raw.limits.keys().filter(|n| !rate_limits.iter().any(|l| *l.name == ***n)).cloned());
         let sweep = self.sweep(&raw.sweep);
+        let admin_tokens = self.admin(&raw.admin);
         let known = Known { services: &services, auth: &auth, rate_limits: &rate_limits, broken: &broken };
         let mut routes = Vec::new();
         let mut origins = Vec::new();
@@ -377,7 +387,7 @@ impl Compiler<'_> {
                 self.error(raw_sweep.get_ref().path.span(), "sweep.path", format!("{route} also answers this path"));
             }
         }
-        Some(Config { gateway, services, routes, router, auth, rate_limits, sweep })
+        Some(Config { gateway, services, routes, router, auth, rate_limits, sweep, admin_tokens })
     }
 
     /// Resolves a reference by name among the compiled items: their index,
@@ -438,6 +448,8 @@ impl Compiler<'_> {
             max_header_size: self.size(g.max_header_size, "gateway.max_header_size", DEFAULT_MAX_HEADER_SIZE),
             max_header_count,
             access_log: g.access_log.unwrap_or(true),
+            access_log_sample: self.ratio(g.access_log_sample.as_ref(), "gateway.access_log_sample"),
+            trace_sample_ratio: self.ratio(g.trace_sample_ratio.as_ref(), "gateway.trace_sample_ratio"),
             drop_underscore_headers: self.either(
                 g.underscores_in_headers.as_ref(),
                 0..0,
@@ -450,6 +462,18 @@ impl Compiler<'_> {
                 "gateway.max_response_header_size",
                 DEFAULT_MAX_RESPONSE_HEADER_SIZE,
             ),
+        }
+    }
+
+    /// A share from 0 to 1 (default 1).
+    fn ratio(&mut self, value: Option<&Spanned<f64>>, key: &str) -> f64 {
+        match value {
+            None => 1.0,
+            Some(v) if (0.0..=1.0).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.error(v.span(), key, "must be a share from 0 to 1 (0.01 is 1 %)");
+                1.0
+            }
         }
     }
 
@@ -547,7 +571,7 @@ impl Compiler<'_> {
             self.check(m.span(), &format!("{key}.max_in_flight"), parsed)
         });
         (self.errors.len() == errors_before).then(|| Service {
-            name: name.to_string(),
+            name: name.into(),
             targets,
             balance,
             retry,
@@ -574,7 +598,7 @@ impl Compiler<'_> {
         let path = raw.path.get_ref().clone();
         let params = self.check(raw.path.span(), &key("path"), template::path_params(&path)).unwrap_or_default();
         let methods = raw.methods.as_ref().map(|list| self.route_methods(i, r.span(), list));
-        let names = known.services.iter().map(|s| s.name.as_str());
+        let names = known.services.iter().map(|s| &*s.name);
         let service = self.resolve(&raw.service, key("service"), "service", names, &known.broken.services);
         let rewrite = self.route_rewrite(&key, raw, &path, &params);
         let max_body_size = self.size(raw.max_body_size.clone(), &key("max_body_size"), g.max_body_size);

@@ -14,7 +14,7 @@ use crate::shared::gcra::Rate;
 /// A compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RateLimit {
-    pub(crate) name: String,
+    pub(crate) name: std::sync::Arc<str>,
     pub(crate) rate: Rate,
     pub(crate) key: CallerKey,
     /// Cost of one request. Default: 1.
@@ -112,7 +112,7 @@ impl Compiler<'_> {
         let window = rate.window_us().div_ceil(1_000_000).max(1);
         Some(RateLimit {
             policy_item: format!("\"{name}\";q={};w={window}", rate.burst),
-            name: name.to_string(),
+            name: name.into(),
             rate,
             key: limit_key,
             cost,
@@ -135,7 +135,7 @@ impl Compiler<'_> {
     pub(super) fn route_limits(&mut self, names: &[Spanned<String>], key: &str, known: &Known<'_>) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            let policies = known.rate_limits.iter().map(|l| l.name.as_str());
+            let policies = known.rate_limits.iter().map(|l| &*l.name);
             match self.resolve(name, format!("{key}[{i}]"), "policy", policies, &known.broken.limits) {
                 Some(p) if out.contains(&p) => self.error(name.span(), format!("{key}[{i}]"), "listed twice"),
                 Some(p) => out.push(p),

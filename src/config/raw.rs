@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) limits: BTreeMap<String, Spanned<RawLimit>>,
     pub(crate) sweep: Option<Spanned<RawSweep>>,
+    pub(crate) admin: Option<Spanned<RawAdmin>>,
     /// Names the file defines whose entries did not parse: their own errors
     /// are reported, references to them are not.
     #[serde(skip)]
@@ -46,6 +47,14 @@ pub(crate) struct RawSweep {
     pub(crate) path: Spanned<String>,
     pub(crate) token_sha256: Spanned<String>,
     pub(crate) batch: Option<Spanned<u64>>,
+}
+
+/// `[admin]`: who may use the node's admin API from beyond loopback.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    #[serde(default)]
+    pub(crate) token_sha256: Vec<Spanned<String>>,
 }
 
 /// `[limits.NAME]`: a rate-limit policy.
@@ -75,6 +84,8 @@ pub(crate) struct RawGateway {
     pub(crate) max_header_size: Option<Spanned<Size>>,
     pub(crate) max_header_count: Option<Spanned<u32>>,
     pub(crate) access_log: Option<bool>,
+    pub(crate) access_log_sample: Option<Spanned<f64>>,
+    pub(crate) trace_sample_ratio: Option<Spanned<f64>>,
     pub(crate) underscores_in_headers: Option<Spanned<String>>,
     pub(crate) max_response_header_size: Option<Spanned<Size>>,
 }

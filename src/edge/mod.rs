@@ -135,7 +135,11 @@ impl<S: RawStore, H: HttpClient, W: Sleep> Ports for EdgePorts<S, H, W> {
 }
 
 /// Writes a finished access-log line to stdout (Spin's component log).
+/// Successful requests are sampled (`gateway.access_log_sample`).
 fn emit(log: AccessLog) {
+    if !log.observed.logged {
+        return;
+    }
     let _ = std::io::stdout().lock().write_all(log.to_line().as_bytes());
 }
 

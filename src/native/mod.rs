@@ -7,9 +7,12 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the node adapter: sockets, clocks and the environment are its job
 
 pub mod access_log;
+mod admin;
 mod breaker;
 pub mod client;
 pub mod conn;
+pub(crate) mod metrics;
+mod otlp;
 mod probe;
 pub mod redis_kv;
 pub mod server;
@@ -24,6 +27,8 @@ use crate::ports::{GcraStep, KvError, KvStore, Ports, SweepReport};
 use crate::shared::gcra::Decision;
 use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
+use metrics::Metrics;
+use std::sync::Arc;
 
 /// The node's body: hyper's streams, or bytes the gateway made.
 pub(crate) type NodeBody = crate::body::GatewayBody<hyper::body::Incoming>;
@@ -48,7 +53,20 @@ pub(crate) type NodeClock = SystemClock<TokioSleep>;
 pub(crate) enum NodeKv {
     Memory(MemoryKv<NodeClock>),
     /// Boxed: the pooled client is large and the memory variant is hot.
-    Redis(Box<redis_kv::RedisKv>),
+    /// Each call's round trip is measured.
+    Redis(Box<redis_kv::RedisKv>, Arc<Metrics>),
+}
+
+/// A Redis call, timed and counted.
+async fn timed<T>(
+    metrics: &Metrics,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    metrics.store_call(operation, started.elapsed(), result.is_ok());
+    result
 }
 
 impl NodeKv {
@@ -61,21 +79,21 @@ impl KvStore for NodeKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         match self {
             Self::Memory(kv) => kv.get(key).await,
-            Self::Redis(kv) => kv.get(key).await,
+            Self::Redis(kv, m) => timed(m, "get", kv.get(key)).await,
         }
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
         match self {
             Self::Memory(kv) => kv.set(key, value, ttl).await,
-            Self::Redis(kv) => kv.set(key, value, ttl).await,
+            Self::Redis(kv, m) => timed(m, "set", kv.set(key, value, ttl)).await,
         }
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
         match self {
             Self::Memory(kv) => kv.delete(key).await,
-            Self::Redis(kv) => kv.delete(key).await,
+            Self::Redis(kv, m) => timed(m, "delete", kv.delete(key)).await,
         }
     }
 
@@ -88,21 +106,21 @@ impl KvStore for NodeKv {
     ) -> Result<bool, KvError> {
         match self {
             Self::Memory(kv) => kv.compare_and_swap(key, current, new, ttl).await,
-            Self::Redis(kv) => kv.compare_and_swap(key, current, new, ttl).await,
+            Self::Redis(kv, m) => timed(m, "compare_and_swap", kv.compare_and_swap(key, current, new, ttl)).await,
         }
     }
 
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         match self {
             Self::Memory(kv) => kv.gcra(steps, now_us).await,
-            Self::Redis(kv) => kv.gcra(steps, now_us).await,
+            Self::Redis(kv, m) => timed(m, "gcra", kv.gcra(steps, now_us)).await,
         }
     }
 
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         match self {
             Self::Memory(kv) => kv.sweep(after, limit).await,
-            Self::Redis(kv) => kv.sweep(after, limit).await,
+            Self::Redis(kv, m) => timed(m, "sweep", kv.sweep(after, limit)).await,
         }
     }
 }
@@ -112,11 +130,13 @@ pub(crate) struct NodePorts {
     pub(crate) kv: NodeKv,
     http: HyperClient,
     clock: NodeClock,
+    /// Spans of sampled requests are exported (an OTLP endpoint is set).
+    spans: bool,
 }
 
 impl NodePorts {
-    pub(crate) fn new(kv: NodeKv, pool: &client::PoolLimits) -> std::io::Result<Self> {
-        Ok(Self { kv, http: HyperClient::new(pool.clone())?, clock: SystemClock(TokioSleep) })
+    pub(crate) fn new(kv: NodeKv, pool: &client::PoolLimits, spans: bool) -> std::io::Result<Self> {
+        Ok(Self { kv, http: HyperClient::new(pool.clone())?, clock: SystemClock(TokioSleep), spans })
     }
 }
 
@@ -136,11 +156,20 @@ impl Ports for NodePorts {
     fn event(&self, line: &str) {
         tracing::warn!("{line}");
     }
+    fn spans(&self) -> bool {
+        self.spans
+    }
 }
 
 /// Reads and compiles a config file, filling placeholders from
 /// `PORTCULLIS_VAR_<NAME>` environment variables.
 pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
+    load_config_hashed(path).map(|(config, _)| config)
+}
+
+/// [`load_config`], with the SHA-256 (hex) of the file's text.
+pub(crate) fn load_config_hashed(path: &Path) -> Result<(Config, String), ConfigErrors> {
+    use sha2::Digest;
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -151,7 +180,8 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
             message: e.to_string(),
         }])
     })?;
-    Config::parse(&text, &file, &env_variables(&text))
+    let hash = crate::shared::hex::hex(&sha2::Sha256::digest(text.as_bytes()));
+    Config::parse(&text, &file, &env_variables(&text)).map(|config| (config, hash))
 }
 
 /// Placeholder values from the environment, for the names `text` uses.

@@ -23,7 +23,13 @@ use super::access_log::AccessLogSink;
 use super::client::PoolLimits;
 use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise};
 use super::redis_kv::RedisKv;
-use super::{NodeBody, NodeKv, NodePorts, load_config, probe};
+use super::metrics::{Metrics, State as MetricsState};
+use super::otlp::Exporter;
+use super::{NodeBody, NodeKv, NodePorts, admin, load_config_hashed, probe};
+use crate::config::ConfigErrors;
+use crate::ports::{Clock, Ports};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::pipeline::log::AccessLog;
@@ -46,6 +52,12 @@ pub struct ServeOptions {
     pub upstream_pool: PoolLimits,
     /// Where shared state lives.
     pub store: Store,
+    /// The `/metrics` listener (`None`: off).
+    pub metrics_listen: Option<SocketAddr>,
+    /// The admin API's listener (`None`: off).
+    pub admin_listen: Option<SocketAddr>,
+    /// Where spans go (OTLP/HTTP), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `--store`: `memory` or a Redis URL, with Redis' pool size and deadline.
@@ -55,33 +67,87 @@ pub enum Store {
     Redis { url: String, connections: usize, timeout: Duration },
 }
 
-struct Node {
-    gateway: ArcSwap<Gateway>,
-    ports: Arc<NodePorts>,
+pub(super) struct Node {
+    pub(super) gateway: Arc<ArcSwap<Gateway>>,
+    pub(super) ports: Arc<NodePorts>,
     log: AccessLogSink,
+    pub(super) metrics: Arc<Metrics>,
+    tracer: Option<Exporter>,
+    pub(super) config_path: PathBuf,
+    /// The running config's SHA-256 and when it was loaded.
+    pub(super) loaded: Mutex<Loaded>,
+    /// Readiness: key sets at hand, active health checks run.
+    pub(super) keys_ready: AtomicBool,
+    pub(super) probes_ready: AtomicBool,
+    /// Bumped by each reload: a key warm-up of an older config stops.
+    generation: AtomicU64,
+}
+
+/// What the admin API says of the running config.
+#[derive(Clone)]
+pub(super) struct Loaded {
+    pub(super) sha256: String,
+    pub(super) at: String,
 }
 
 /// Serves until SIGTERM/SIGINT, then drains. Fails only on start-up problems.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let config = load_config(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let (config, sha256) =
+        load_config_hashed(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    if let Some(addr) = opts.admin_listen
+        && !addr.ip().is_loopback()
+        && config.admin_tokens.is_empty()
+    {
+        anyhow::bail!(
+            "--admin-listen {addr} is not a loopback address: the config must list a token in [admin] token_sha256"
+        );
+    }
     let listener = TcpListener::bind(opts.listen).await?;
     let local = listener.local_addr()?;
+    let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(config)));
+    let gate = Gate::new(opts.connections.clone());
+    let current = gateway.clone();
+    let open = gate.clone();
+    let metrics = Arc::new(Metrics::new(MetricsState {
+        gateway: Box::new(move || current.load_full()),
+        connections: Box::new(move || open.open()),
+    }));
+    metrics.config_loaded(&opts.config.display().to_string(), &sha256);
+    let tracer = match &opts.otlp_endpoint {
+        Some(endpoint) => Some(Exporter::new(endpoint, "portcullis")?),
+        None => None,
+    };
+    let kv = match &opts.store {
+        Store::Memory => NodeKv::memory(),
+        Store::Redis { url, connections, timeout } => {
+            NodeKv::Redis(Box::new(RedisKv::new(url, *connections, *timeout)?), metrics.clone())
+        }
+    };
     let node = Arc::new(Node {
-        gateway: ArcSwap::from_pointee(Gateway::new(config)),
-        ports: Arc::new(NodePorts::new(
-            match &opts.store {
-                Store::Memory => NodeKv::memory(),
-                Store::Redis { url, connections, timeout } => {
-                    NodeKv::Redis(Box::new(RedisKv::new(url, *connections, *timeout)?))
-                }
-            },
-            &opts.upstream_pool,
-        )?),
+        gateway,
+        ports: Arc::new(NodePorts::new(kv, &opts.upstream_pool, tracer.is_some())?),
         log: AccessLogSink::stdout(),
+        metrics,
+        tracer,
+        config_path: opts.config.clone(),
+        loaded: Mutex::new(Loaded { sha256, at: now_rfc3339() }),
+        keys_ready: AtomicBool::new(false),
+        probes_ready: AtomicBool::new(false),
+        generation: AtomicU64::new(0),
     });
+    // The operator's listeners come up first: /healthz at once, /readyz
+    // once the checks below are done.
+    if let Some(addr) = opts.metrics_listen {
+        let bound = admin::listen(addr, "metrics").await?;
+        tokio::spawn(admin::serve_metrics(bound, node.metrics.clone()));
+    }
+    if let Some(addr) = opts.admin_listen {
+        let bound = admin::listen(addr, "admin").await?;
+        tokio::spawn(admin::serve_admin(bound, node.clone()));
+    }
+    tokio::spawn(warm_keys(node.clone(), 0));
     // Active health: the first round decides before the node listens.
     start_probes(&node).await;
-    let gate = Gate::new(opts.connections.clone());
     let limits = gate.limits();
     tracing::info!(
         addr = %local,
@@ -125,7 +191,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 }
                 Err(e) => failures.failed(&e).await,
             },
-            _ = hangup.recv() => reload(&node, &opts),
+            _ = hangup.recv() => {
+                let _ = reload(&node);
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -138,6 +206,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tracing::warn!(timeout = ?opts.drain_timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));
+    if let Some(tracer) = &node.tracer {
+        tracer.flush();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -185,18 +256,30 @@ impl AcceptFailures {
 /// node's config, then rounds every interval while that config stays.
 async fn start_probes(node: &Arc<Node>) {
     let gateway = node.gateway.load_full();
+    node.probes_ready.store(false, Ordering::Release);
     probe::round(&gateway, &node.ports, true).await;
+    node.probes_ready.store(true, Ordering::Release);
     let current = node.clone();
     probe::spawn(gateway, move || current.gateway.load_full(), node.ports.clone());
 }
 
-fn reload(node: &Arc<Node>, opts: &ServeOptions) {
-    match load_config(&opts.config) {
-        Ok(config) => {
+/// Loads the config file again (SIGHUP, or `POST /reload`): the new config
+/// replaces the running one whole, or is rejected and the running one
+/// stays. Returns the new config's SHA-256, or every error in the file.
+pub(super) fn reload(node: &Arc<Node>) -> Result<String, ConfigErrors> {
+    let path = node.config_path.display().to_string();
+    match load_config_hashed(&node.config_path) {
+        Ok((config, sha256)) => {
             let next = node.gateway.load().reloaded(config);
             let canaries = next.canary_keys();
             node.gateway.store(Arc::new(next));
-            tracing::info!(config = %opts.config.display(), "config reloaded");
+            node.metrics.reload(true);
+            node.metrics.config_loaded(&path, &sha256);
+            *node.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Loaded { sha256: sha256.clone(), at: now_rfc3339() };
+            tracing::info!(config = %path, sha256, "config reloaded");
+            let generation = node.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            node.keys_ready.store(false, Ordering::Release);
+            tokio::spawn(warm_keys(node.clone(), generation));
             // A reload gives every canary a fresh start, fleet-wide, and
             // probes the new config's targets.
             let node = node.clone();
@@ -208,14 +291,64 @@ fn reload(node: &Arc<Node>, opts: &ServeOptions) {
                     }
                 }
             });
+            Ok(sha256)
         }
         Err(errors) => {
+            node.metrics.reload(false);
             for e in &errors.0 {
                 tracing::error!(file = %e.file, line = e.line, key = %e.key, "{}", e.message);
             }
-            tracing::error!(config = %opts.config.display(), "config rejected; the running config stays");
+            tracing::error!(config = %path, "config rejected; the running config stays");
+            Err(errors)
         }
     }
+}
+
+/// Fetches (or takes from the store) every key set the config's providers
+/// use, until all are at hand; the node is not ready before (a request
+/// that fetches one counts too, see [`keys_at_hand`]). A key set that
+/// cannot be fetched is tried again after 1 s, doubling to 30 s.
+async fn warm_keys(node: Arc<Node>, generation: u64) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        if node.generation.load(Ordering::Acquire) != generation || keys_at_hand(&node) {
+            return;
+        }
+        let gateway = node.gateway.load_full();
+        for (name, uri, policy) in gateway.config.auth.key_sets() {
+            if let Some(fetched) = gateway.caches.jwks.warm(&*node.ports, uri, policy).await {
+                node.metrics.jwks_fetch(name, fetched.ok);
+                if !fetched.ok {
+                    tracing::warn!(provider = %name, jwks = %uri, retry_in = ?wait, "key set not available yet; not ready");
+                }
+            }
+        }
+        if keys_at_hand(&node) {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Whether every configured key set has been at hand since the config was
+/// loaded (once true, it stays so for this config: a later IdP outage is
+/// served stale and answered 503, not by leaving the load balancer).
+pub(super) fn keys_at_hand(node: &Node) -> bool {
+    if node.keys_ready.load(Ordering::Acquire) {
+        return true;
+    }
+    let gateway = node.gateway.load();
+    let now = node.ports.clock().now();
+    let ready = gateway.config.auth.key_sets().all(|(_, uri, policy)| gateway.caches.jwks.has_usable(uri, now, policy));
+    if ready {
+        node.keys_ready.store(true, Ordering::Release);
+    }
+    ready
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// hyper's own head limits sit above the config's, as a backstop: within
@@ -253,13 +386,23 @@ async fn handle(
     in_flight: InFlight,
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
+    let counted = node.metrics.begin();
     let gateway = node.gateway.load_full();
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
     let downstream = Downstream { peer: peer.ip(), scheme: "http" };
     let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
-    let sink = node.log.clone();
-    let emit: Option<Box<dyn FnOnce(AccessLog) + Send + Sync>> =
-        gateway.config.gateway.access_log.then(|| Box::new(move |log: AccessLog| sink.write(&log.to_line())) as _);
-    Ok(exchange.response.map(|body| Tracked::new(Logged::new(body, exchange.log, probe, emit), in_flight)))
+    let access_log = gateway.config.gateway.access_log;
+    // When the body is done: metrics, spans, and the log line.
+    let emit: Box<dyn FnOnce(AccessLog) + Send + Sync> = Box::new(move |log: AccessLog| {
+        drop(counted);
+        node.metrics.request(&log);
+        if let Some(tracer) = &node.tracer {
+            tracer.export(&log);
+        }
+        if access_log && log.observed.logged {
+            node.log.write(&log.to_line());
+        }
+    });
+    Ok(exchange.response.map(|body| Tracked::new(Logged::new(body, exchange.log, probe, Some(emit)), in_flight)))
 }

@@ -16,7 +16,7 @@ use crate::shared::identity::Identity;
 pub(crate) fn value(config: &Config, key: &CallerKey, ctx: &Ctx, headers: &HeaderMap) -> Vec<u8> {
     let identity_of = |api_key: bool| {
         let id = ctx.identity.as_deref()?;
-        let provider = config.auth.providers.iter().find(|p| p.name == id.provider)?;
+        let provider = config.auth.providers.iter().find(|p| *p.name == *id.provider)?;
         (matches!(provider.kind, ProviderKind::ApiKey(_)) == api_key).then_some(id)
     };
     let by_identity =

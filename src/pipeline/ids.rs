@@ -35,28 +35,51 @@ pub(crate) struct Trace {
     pub(crate) flags: String,
     /// True if the client sent a valid `traceparent` (then `tracestate` is kept too).
     pub(crate) continued: bool,
+    /// The client's span, when continued.
+    pub(crate) parent: Option<String>,
 }
 
 impl Trace {
-    /// Continues a valid inbound `traceparent` with a new span, or starts a trace.
-    pub(crate) fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy) -> Self {
+    /// Continues a valid inbound `traceparent` with a new span (keeping its
+    /// sampling decision), or starts a trace, sampled for `ratio` of them
+    /// (decided by the trace id, as OpenTelemetry's ratio sampler does).
+    pub(crate) fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy, ratio: f64) -> Self {
         let span_id = hex(&entropy.bytes()[32..40]);
         match inbound.and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
-            Some((trace_id, flags)) => Self { trace_id, span_id, flags, continued: true },
-            None => Self { trace_id: hex(&entropy.bytes()[16..32]), span_id, flags: "01".into(), continued: false },
+            Some((trace_id, parent, flags)) => {
+                Self { trace_id, span_id, flags, continued: true, parent: Some(parent) }
+            }
+            None => {
+                let id = &entropy.bytes()[16..32];
+                let draw = u64::from_be_bytes(id[8..16].try_into().unwrap_or_default()) >> 11;
+                // 53 bits against the ratio: exact for 0 and 1.
+                let sampled = (draw as f64) < ratio * (1u64 << 53) as f64;
+                let flags = if sampled { "01" } else { "00" };
+                Self { trace_id: hex(id), span_id, flags: flags.into(), continued: false, parent: None }
+            }
         }
     }
 
-    pub(crate) fn header_value(&self) -> HeaderValue {
-        let text = format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags);
+    /// The trace is sampled: its spans are recorded (where the home exports them).
+    pub(crate) fn sampled(&self) -> bool {
+        u8::from_str_radix(&self.flags, 16).is_ok_and(|f| f & 1 == 1)
+    }
+
+    /// `traceparent` naming `span_id` as the parent.
+    pub(crate) fn header_for(&self, span_id: &str) -> HeaderValue {
+        let text = format!("00-{}-{span_id}-{}", self.trace_id, self.flags);
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+
+    pub(crate) fn header_value(&self) -> HeaderValue {
+        self.header_for(&self.span_id)
     }
 }
 
 /// Parses `version-traceid-parentid-flags` per W3C Trace Context level 1:
 /// lower-case hex, no all-zero ids, version `ff` invalid, and a future version
-/// may carry more fields after a `-`. Returns (trace id, flags).
-fn parse_traceparent(text: &str) -> Option<(String, String)> {
+/// may carry more fields after a `-`. Returns (trace id, parent id, flags).
+fn parse_traceparent(text: &str) -> Option<(String, String, String)> {
     let t = text.trim_matches([' ', '\t']);
     let b = t.as_bytes();
     if b.len() < 55 || !lower_hex(&b[..2]) || &b[..2] == b"ff" {
@@ -76,7 +99,7 @@ fn parse_traceparent(text: &str) -> Option<(String, String)> {
     if trace.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
         return None;
     }
-    Some((t[3..35].to_string(), t[53..55].to_string()))
+    Some((t[3..35].to_string(), t[36..52].to_string(), t[53..55].to_string()))
 }
 
 fn lower_hex(b: &[u8]) -> bool {
@@ -110,7 +133,7 @@ mod tests {
 
     #[test]
     fn valid_traceparent_is_continued_with_a_new_span() {
-        let t = Trace::from_header(Some(&hv(VALID)), &Entropy::draw(1));
+        let t = Trace::from_header(Some(&hv(VALID)), &Entropy::draw(1), 1.0);
         assert!(t.continued);
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(t.span_id, "00f067aa0ba902b7");
@@ -120,7 +143,7 @@ mod tests {
         assert_eq!(out.len(), 55);
         // A future version with extra fields is understood and sent on as version 00.
         let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
-        let t = Trace::from_header(Some(&hv(future)), &Entropy::draw(1));
+        let t = Trace::from_header(Some(&hv(future)), &Entropy::draw(1), 1.0);
         assert!(t.continued);
         assert_eq!(t.flags, "00");
     }
@@ -137,10 +160,24 @@ mod tests {
             "garbage",
         ];
         for b in bad {
-            let t = Trace::from_header(Some(&hv(b)), &Entropy::draw(3));
+            let t = Trace::from_header(Some(&hv(b)), &Entropy::draw(3), 1.0);
             assert!(!t.continued, "{b}");
             assert_eq!(t.trace_id.len(), 32);
             assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         }
+    }
+
+    #[test]
+    fn new_traces_are_sampled_at_the_ratio_and_continued_ones_keep_the_clients_choice() {
+        let sampled = |ratio| (0..2000u128).filter(|&i| Trace::from_header(None, &Entropy::draw(i), ratio).sampled()).count();
+        assert_eq!(sampled(0.0), 0);
+        assert_eq!(sampled(1.0), 2000);
+        let tenth = sampled(0.1);
+        assert!((140..=260).contains(&tenth), "{tenth} of 2000 at 10 %");
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let t = Trace::from_header(Some(&hv(unsampled)), &Entropy::draw(1), 1.0);
+        assert!(!t.sampled());
+        assert_eq!(t.parent.as_deref(), Some("00f067aa0ba902b7"));
+        assert!(Trace::from_header(Some(&hv(VALID)), &Entropy::draw(1), 0.0).sampled());
     }
 }

@@ -27,10 +27,18 @@ pub(crate) struct AccessLog {
     pub(crate) host: String,
     pub(crate) path: String,
     pub(crate) route: Option<Arc<str>>,
+    /// The service the route sent to (its canary's, when that served).
+    pub(crate) service: Option<Arc<str>>,
     /// Written as `provider:subject` (or consumer id); never the credential.
     #[serde(serialize_with = "identity_text")]
     pub(crate) identity: Option<Arc<Identity>>,
     pub(crate) status: u16,
+    /// How authentication went (routes with `auth` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) auth: Option<AuthLog>,
+    /// Each rate-limit policy checked, and what it decided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) limits: Vec<LimitLog>,
     /// The target that answered (the last one tried).
     pub(crate) upstream: Option<Arc<str>>,
     /// Tries sent to targets (absent when none was).
@@ -43,6 +51,9 @@ pub(crate) struct AccessLog {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) variant: Option<&'static str>,
     pub(crate) upstream_latency_us: Option<u64>,
+    /// Time the gateway itself took to the response head: the head's time
+    /// less the time spent waiting on targets.
+    pub(crate) overhead_us: u64,
     pub(crate) total_latency_us: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
@@ -55,6 +66,77 @@ pub(crate) struct AccessLog {
     /// Monotonic reading when the request arrived (not logged).
     #[serde(skip)]
     pub(crate) started: Duration,
+    /// What metrics and traces take from the request (not logged).
+    #[serde(skip)]
+    pub(crate) observed: Observed,
+}
+
+/// How authentication went: the provider that decided (none when no
+/// credential was presented) and the outcome, `ok` or why not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthNote {
+    pub(crate) provider: Option<usize>,
+    pub(crate) outcome: &'static str,
+    /// A JWT came from the token cache (`true`) or was verified (`false`).
+    pub(crate) cached: Option<bool>,
+    /// The key-set fetch this request made, if it made one.
+    pub(crate) fetch: Option<crate::pipeline::authn::Fetched>,
+}
+
+/// What a rate-limit policy decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitOutcome {
+    Admitted,
+    Limited,
+    /// The store failed and the policy lets requests through (`on_store_error = "allow"`).
+    StoreErrorAllowed,
+    /// The store failed and the request was refused.
+    StoreErrorDenied,
+}
+
+impl LimitOutcome {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Admitted => "admitted",
+            Self::Limited => "limited",
+            Self::StoreErrorAllowed => "store_error_allowed",
+            Self::StoreErrorDenied => "store_error_denied",
+        }
+    }
+}
+
+/// `auth` in the log line.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AuthLog {
+    pub(crate) provider: Option<Arc<str>>,
+    pub(crate) outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cached: Option<bool>,
+}
+
+/// One entry of `limits` in the log line.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LimitLog {
+    pub(crate) policy: Arc<str>,
+    #[serde(serialize_with = "outcome_text")]
+    pub(crate) outcome: LimitOutcome,
+}
+
+/// What metrics and traces take from a request beyond its log line.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub(crate) auth: Option<AuthNote>,
+    /// Failed tries, by kind (`connect_error`, `connect_timeout`, `timeout`, `invalid_response`).
+    pub(crate) try_failures: Vec<&'static str>,
+    /// Time spent waiting on targets, all tries together.
+    pub(crate) upstream_time: Duration,
+    /// Whether the line is written (failed requests always are; successful
+    /// ones as `access_log_sample` says).
+    pub(crate) logged: bool,
+    /// Wall-clock time the request arrived (since the epoch).
+    pub(crate) received_at: Duration,
+    /// The request's spans, when its trace is sampled and the home exports them.
+    pub(crate) spans: Option<Vec<super::trace::SpanRecord>>,
 }
 
 /// What went wrong with a request: the problem it was answered with, if
@@ -91,6 +173,10 @@ fn identity_text<S: Serializer>(id: &Option<Arc<Identity>>, s: S) -> Result<S::O
         Some(id) => s.collect_str(&format_args!("{}:{}", id.provider, id.subject)),
         None => s.serialize_none(),
     }
+}
+
+fn outcome_text<S: Serializer>(o: &LimitOutcome, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(o.name())
 }
 
 fn method_text<S: Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {

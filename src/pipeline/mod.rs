@@ -15,6 +15,7 @@ pub(crate) mod rate_limit;
 pub(crate) mod respond;
 pub(crate) mod route;
 pub(crate) mod sweep;
+pub(crate) mod trace;
 pub(crate) mod transform;
 pub(crate) mod upstream;
 
@@ -33,7 +34,8 @@ use authn::AuthCaches;
 use canary::CanaryState;
 use error::GatewayError;
 use ids::Trace;
-use log::{AccessLog, Failure};
+use log::{AccessLog, AuthNote, Failure, LimitOutcome};
+use trace::{SpanKind, SpanRecord};
 use upstream::ServiceState;
 
 /// What the adapter knows about the connection a request came on.
@@ -69,6 +71,19 @@ pub(crate) struct Ctx {
     pub(crate) upstream_latency: Option<Duration>,
     /// Tries sent to targets.
     pub(crate) attempts: u32,
+    /// The service the request went to (the canary's, when that served).
+    pub(crate) service: Option<usize>,
+    /// How authentication went, on routes with `auth`.
+    pub(crate) auth: Option<AuthNote>,
+    /// What each rate-limit policy checked decided.
+    pub(crate) limits: Vec<(usize, LimitOutcome)>,
+    /// Failed tries, by kind.
+    pub(crate) try_failures: Vec<&'static str>,
+    /// Time spent waiting on targets, all tries together.
+    pub(crate) upstream_time: Duration,
+    /// The request's finished spans, while its trace is sampled and the
+    /// home exports spans; the request span's id is `trace.span_id`.
+    pub(crate) spans: Option<Vec<SpanRecord>>,
     /// The route's fallback answered.
     pub(crate) fallback: bool,
     /// Which side of the route's canary served.
@@ -142,7 +157,7 @@ pub(crate) async fn handle<P: Ports>(
     req: Request<Body<P>>,
     downstream: Downstream,
 ) -> Exchange<Body<P>> {
-    let mut ctx = Ctx::new(&gateway.config.gateway, ports.clock(), &req, downstream);
+    let mut ctx = Ctx::new(&gateway.config.gateway, ports.clock(), &req, downstream, ports.spans());
     let response = match proxy(gateway, ports, req, &mut ctx).await {
         Ok(resp) => resp,
         Err(err) => respond::problem(&err, &mut ctx).map(Body::<P>::from),
@@ -169,13 +184,21 @@ async fn proxy<P: Ports>(
     accept::body_size(req.headers(), route.max_body_size)?;
     authn::drop_identity_headers(&config.auth, req.headers_mut());
     if let Some(route_auth) = &route.auth {
-        let identity =
-            authn::authenticate(&config.auth, route_auth, &gateway.caches, ports, ctx.client_ip, &mut req).await?;
-        ctx.identity = Some(identity.clone());
-        authn::authorize(route_auth, &identity)?;
+        let started = ports.clock().monotonic();
+        let mut note = AuthNote::default();
+        let verdict =
+            authn::authenticate(&config.auth, route_auth, &gateway.caches, ports, ctx.client_ip, &mut req, &mut note)
+                .await
+                .and_then(|identity| authn::authorize(route_auth, &identity).map(|()| identity));
+        note.outcome = verdict.as_ref().map_or_else(authn::AuthError::reason, |_| "ok");
+        ctx.auth = Some(note);
+        ctx.auth_span(config, started, ports.clock().monotonic(), &verdict);
+        let identity = verdict?;
+        ctx.identity = Some(identity);
     }
     rate_limit::phase(config, route, ctx, req.headers(), ports).await?;
     let service = canary::phase(gateway, ports, matched.route, ctx, req.headers()).await;
+    ctx.service = Some(service);
     let req = transform::request(req, ctx, route, &matched, config);
     let result = upstream::phase(gateway, ports, route, service, req, ctx).await;
     canary::record(gateway, ports, matched.route, ctx, upstream::answered_well(&result, ctx)).await;
@@ -187,7 +210,13 @@ async fn proxy<P: Ports>(
 }
 
 impl Ctx {
-    fn new<B>(g: &GatewaySettings, clock: &impl Clock, req: &Request<B>, downstream: Downstream) -> Self {
+    fn new<B>(
+        g: &GatewaySettings,
+        clock: &impl Clock,
+        req: &Request<B>,
+        downstream: Downstream,
+        record_spans: bool,
+    ) -> Self {
         let started = clock.monotonic();
         let received_at = clock.now();
         let entropy = Entropy::draw(received_at.as_nanos() ^ started.as_nanos());
@@ -203,11 +232,14 @@ impl Ctx {
             .and_then(|h| h.parse::<http::uri::Authority>().ok())
             .map(|a| a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
             .unwrap_or_default();
+        let trace = Trace::from_header(headers.get("traceparent"), &entropy, g.trace_sample_ratio);
+        let spans = (record_spans && trace.sampled()).then(Vec::new);
         Self {
             identity: None,
             limit_headers: Vec::new(),
             request_id: ids::request_id(headers.get(&transform::X_REQUEST_ID), &entropy),
-            trace: Trace::from_header(headers.get("traceparent"), &entropy),
+            trace,
+            spans,
             peer: transform::canonical(downstream.peer),
             client_ip: transform::client_ip(downstream.peer, headers, &g.trusted_proxies),
             scheme: downstream.scheme,
@@ -219,6 +251,11 @@ impl Ctx {
             upstream: None,
             upstream_latency: None,
             attempts: 0,
+            service: None,
+            auth: None,
+            limits: Vec::new(),
+            try_failures: Vec::new(),
+            upstream_time: Duration::ZERO,
             fallback: false,
             variant: None,
             failure: None,
@@ -226,6 +263,28 @@ impl Ctx {
             received_at,
             entropy,
         }
+    }
+}
+
+impl Ctx {
+    /// The authentication span, with the key-set fetch under it.
+    fn auth_span(&mut self, config: &Config, start: Duration, end: Duration, verdict: &Result<Arc<Identity>, authn::AuthError>) {
+        let (Some(spans), Some(note)) = (&mut self.spans, &self.auth) else { return };
+        let provider = note.provider.map_or("", |i| &*config.auth.providers[i].name);
+        let span = SpanRecord::new("portcullis.authn", SpanKind::Internal, &self.trace.span_id, start, end)
+            .attr("portcullis.auth.provider", provider)
+            .attr("portcullis.auth.outcome", note.outcome)
+            .failed(verdict.as_ref().err().map(ToString::to_string));
+        if let Some(fetch) = note.fetch {
+            let outcome = if fetch.ok { "ok" } else { "failed" };
+            spans.push(
+                SpanRecord::new("portcullis.jwks_fetch", SpanKind::Client, &span.span_id, fetch.started, fetch.ended)
+                    .attr("portcullis.auth.provider", provider)
+                    .attr("portcullis.jwks.outcome", outcome)
+                    .failed((!fetch.ok).then(|| "the key set could not be fetched".to_string())),
+            );
+        }
+        spans.push(span);
     }
 }
 

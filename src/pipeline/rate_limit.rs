@@ -13,7 +13,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::log::Failure;
+use super::log::{Failure, LimitOutcome};
+use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, caller};
 use crate::config::rate_limits::RateLimit;
 use crate::config::{Config, Route};
@@ -93,7 +94,18 @@ pub(crate) async fn phase<P: Ports>(
     if route.rate_limits.is_empty() {
         return Ok(());
     }
-    let applied = check(config, route, ctx, headers, ports).await?;
+    let started = ports.clock().monotonic();
+    let mut outcomes = Vec::new();
+    let result = check(config, route, ctx, headers, ports, &mut outcomes).await;
+    if let Some(spans) = &mut ctx.spans {
+        let outcome = outcomes.first().map_or("none", |(_, o): &(usize, LimitOutcome)| o.name());
+        let span = SpanRecord::new("portcullis.rate_limit", SpanKind::Internal, &ctx.trace.span_id, started, ports.clock().monotonic())
+            .attr("portcullis.limit.outcome", outcome)
+            .failed(result.as_ref().err().map(ToString::to_string));
+        spans.push(span);
+    }
+    ctx.limits = outcomes;
+    let applied = result?;
     ctx.limit_headers = applied.headers;
     if let Some(detail) = applied.store_error {
         ctx.failure = Some(Failure { problem: None, source: Source::Store, detail });
@@ -107,14 +119,15 @@ async fn check<P: Ports>(
     ctx: &Ctx,
     headers: &http::HeaderMap,
     ports: &P,
+    outcomes: &mut Vec<(usize, LimitOutcome)>,
 ) -> Result<Applied, LimitError> {
     let groups: &[String] = ctx.identity.as_ref().map_or(&[], |id| &id.groups);
-    let policies: Vec<&RateLimit> = route
+    let (indexes, policies): (Vec<usize>, Vec<&RateLimit>) = route
         .rate_limits
         .iter()
-        .map(|&i| &config.rate_limits[i])
-        .filter(|l| l.groups.is_empty() || l.groups.iter().any(|g| groups.contains(g)))
-        .collect();
+        .map(|&i| (i, &config.rate_limits[i]))
+        .filter(|(_, l)| l.groups.is_empty() || l.groups.iter().any(|g| groups.contains(g)))
+        .unzip();
     if policies.is_empty() {
         return Ok(Applied::default());
     }
@@ -125,16 +138,24 @@ async fn check<P: Ports>(
         .map(|(l, k)| GcraStep { key: k, rate: l.rate, cost: l.cost, exact: l.exact })
         .collect();
     let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
+    let all = |outcome| indexes.iter().map(move |&i| (i, outcome));
     let decisions = match ports.kv().gcra(&steps, now_us).await {
         Ok((decisions, _)) => decisions,
         Err(e) if policies.iter().all(|l| l.fail_open) => {
+            outcomes.extend(all(LimitOutcome::StoreErrorAllowed));
             return Ok(Applied {
                 headers: Vec::new(),
                 store_error: Some(format!("rate-limit store failed, request allowed: {e}")),
             });
         }
-        Err(e) => return Err(LimitError::StoreDown(e.to_string())),
+        Err(e) => {
+            outcomes.extend(all(LimitOutcome::StoreErrorDenied));
+            return Err(LimitError::StoreDown(e.to_string()));
+        }
     };
+    outcomes.extend(indexes.iter().zip(&decisions).map(|(&i, d)| {
+        (i, if d.allowed { LimitOutcome::Admitted } else { LimitOutcome::Limited })
+    }));
     if decisions.iter().all(|d| d.allowed) {
         return Ok(Applied { headers: answer_headers(&policies, &decisions), store_error: None });
     }

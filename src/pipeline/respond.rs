@@ -6,10 +6,13 @@ use bytes::Bytes;
 use http::Response;
 
 use super::error::GatewayError;
-use super::log::{AccessLog, Failure, micros, rfc3339};
+use super::ids::Trace;
+use super::log::{AccessLog, AuthLog, Failure, LimitLog, Observed, micros, rfc3339};
+use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Exchange, transform};
 use crate::config::Config;
 use crate::ports::Clock;
+use crate::shared::entropy::Entropy;
 use crate::shared::problem::Answer;
 
 /// The answer to a request that failed; the failure is noted for the log
@@ -26,29 +29,72 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
     for (name, value) in ctx.limit_headers {
         response.headers_mut().insert(name, value);
     }
+    let now = clock.monotonic();
+    let elapsed = now.saturating_sub(ctx.started);
+    let status = response.status().as_u16();
+    let sample = config.gateway.access_log_sample;
+    // Failed requests are always logged; successful ones at the sample rate.
+    let logged = status >= 400 || ctx.failure.is_some() || sample >= 1.0 || {
+        let draw = (u64::from_le_bytes(Entropy::more(elapsed.as_nanos())) >> 11) as f64 / (1u64 << 53) as f64;
+        draw < sample
+    };
+    let spans = ctx.spans.map(|mut spans| {
+        spans.push(request_span(&ctx.trace, &ctx.method, status, ctx.started, now));
+        spans
+    });
+    let names = |i: usize| config.rate_limits[i].name.clone();
     let log = AccessLog {
         time: rfc3339(ctx.received_at),
         request_id: ctx.request_id,
-        trace_id: ctx.trace.trace_id,
+        trace_id: ctx.trace.trace_id.clone(),
         client_ip: ctx.client_ip,
         method: ctx.method,
         host: ctx.host,
         path: ctx.path,
         route: ctx.route.map(|i| config.routes[i].name.clone()),
+        service: ctx.service.map(|i| config.services[i].name.clone()),
         identity: ctx.identity,
-        status: response.status().as_u16(),
+        status,
+        auth: ctx.auth.map(|a| AuthLog {
+            provider: a.provider.map(|i| config.auth.providers[i].name.clone()),
+            outcome: a.outcome,
+            cached: a.cached,
+        }),
+        limits: ctx.limits.iter().map(|&(i, outcome)| LimitLog { policy: names(i), outcome }).collect(),
         upstream: ctx.upstream,
         attempts: (ctx.attempts > 0).then_some(ctx.attempts),
         fallback: ctx.fallback,
         variant: ctx.variant.map(super::canary::Variant::name),
         upstream_latency_us: ctx.upstream_latency.map(micros),
-        total_latency_us: micros(clock.monotonic().saturating_sub(ctx.started)),
+        overhead_us: micros(elapsed.saturating_sub(ctx.upstream_time)),
+        total_latency_us: micros(elapsed),
         bytes_in: 0,
         bytes_out: 0,
         problem: ctx.failure.as_ref().and_then(|f| f.problem),
         source: ctx.failure.as_ref().map(|f| f.source),
         error: ctx.failure.map(|f| f.detail),
         started: ctx.started,
+        observed: Observed {
+            auth: ctx.auth,
+            try_failures: ctx.try_failures,
+            upstream_time: ctx.upstream_time,
+            logged,
+            received_at: ctx.received_at,
+            spans,
+        },
     };
     Exchange { response, log }
+}
+
+/// The request's own span (server), under the client's span if it sent one.
+fn request_span(trace: &Trace, method: &http::Method, status: u16, start: std::time::Duration, end: std::time::Duration) -> SpanRecord {
+    let mut span = SpanRecord::new("portcullis.request", SpanKind::Server, "", start, end)
+        .attr("http.request.method", method.as_str())
+        .attr("http.response.status_code", status.to_string());
+    span.span_id = trace.span_id.clone();
+    span.parent_id = trace.parent.clone();
+    if status >= 500 {
+        span.error = Some(format!("answered {status}"));
+    }
+    span
 }

@@ -271,6 +271,11 @@ pub trait Ports {
     fn clock(&self) -> &Self::Clock;
     /// Writes a line to the operational log (a target ejected, …).
     fn event(&self, line: &str);
+    /// True where the home exports the spans of sampled requests (the
+    /// node, with an OTLP endpoint): the core then records them.
+    fn spans(&self) -> bool {
+        false
+    }
 }
 
 /// The body type of a home.

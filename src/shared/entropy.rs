@@ -25,6 +25,14 @@ impl Entropy {
         Self(bytes)
     }
 
+    /// Eight more random bytes (a span id), drawn on demand.
+    pub(crate) fn more(fallback: u128) -> [u8; 8] {
+        let mut state = RNG.with(|r| r.get()).unwrap_or_else(|| seed(fallback));
+        let out = next(&mut state).to_le_bytes();
+        RNG.with(|r| r.set(Some(state)));
+        out
+    }
+
     /// The 48 random bytes.
     pub(crate) fn bytes(&self) -> &[u8; 48] {
         &self.0

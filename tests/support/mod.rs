@@ -40,6 +40,10 @@ pub fn temp_path(name: &str) -> PathBuf {
 /// A `portcullis serve` process; killed when dropped.
 pub struct Node {
     pub addr: SocketAddr,
+    /// `/metrics` and the admin API (on free loopback ports unless the
+    /// test gives its own `--metrics-listen`/`--admin-listen`).
+    pub metrics_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub config_path: PathBuf,
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -88,6 +92,7 @@ impl Node {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--config"])
             .arg(&config_path)
             .args(extra_args)
+            .args(["--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"].chunks(2).filter(|flag| !extra_args.contains(&flag[0])).flatten())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in vars {
@@ -111,7 +116,14 @@ impl Node {
             assert!(Instant::now() < deadline, "portcullis did not start: {:?}", stderr.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         };
-        Node { addr, config_path, child, stdout, stderr }
+        let bound = |what: &str| {
+            stderr.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["fields"]["message"] == what).then(|| v["fields"]["addr"].as_str()?.parse().ok())?
+            })
+        };
+        let (metrics_addr, admin_addr) = (bound("metrics listening"), bound("admin listening"));
+        Node { addr, metrics_addr, admin_addr, config_path, child, stdout, stderr }
     }
 
     pub fn pid(&self) -> i32 {
@@ -323,6 +335,12 @@ pub fn closed_port() -> u16 {
 
 /// A config with one service, `api` (the rest of its table given), behind a
 /// catch-all route.
+/// Lower-case hex SHA-256.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn api_config(service: &str) -> String {
     format!("[services.api]\n{service}\n\n[[routes]]\npath = \"/{{*rest}}\"\nservice = \"api\"\n")
 }

@@ -13,6 +13,7 @@ pub(crate) fn verify(keys: &ApiKeyProvider, key: &str, challenge: &Challenge) ->
     match keys.consumers.get(&digest) {
         Some(consumer) => Ok(consumer.clone()),
         None => Err(AuthError::InvalidToken {
+            reason: "unknown_key",
             description: "the API key is not valid".into(),
             challenge: challenge.clone(),
         }),

@@ -51,6 +51,15 @@ pub(crate) enum KeyLookup {
     Unavailable,
 }
 
+/// A key-set fetch a request made itself, for its trace and metrics:
+/// monotonic start and end, and whether a usable set came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetched {
+    pub(crate) started: Duration,
+    pub(crate) ended: Duration,
+    pub(crate) ok: bool,
+}
+
 #[derive(Default)]
 pub(crate) struct JwksCache {
     sets: Mutex<HashMap<String, Arc<Entry>>>,
@@ -230,6 +239,7 @@ impl JwksCache {
         policy: &JwksPolicy,
         kid: Option<&str>,
         alg: Algorithm,
+        fetched: &mut Option<Fetched>,
     ) -> KeyLookup {
         let uri_text = uri.to_string();
         let entry = self.entry(&uri_text);
@@ -245,7 +255,55 @@ impl JwksCache {
         if let Some(key) = entry.fresh_key(arrival, kid, alg) {
             return KeyLookup::Found(key);
         }
-        let refresh = Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy };
+        let refresh = Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy, fetched: Mutex::new(None) };
+        let answer = refresh.answer(arrival, stored, kid, alg).await;
+        *fetched = refresh.fetched();
+        answer
+    }
+
+    /// Makes sure a usable set for `uri` is at hand — in memory, from the
+    /// store, or fetched now (whatever `refetch_interval` says: the node
+    /// does this at start, before it is ready). Returns the fetch, if one
+    /// was made.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) async fn warm<P: Ports>(&self, ports: &P, uri: &Uri, policy: &JwksPolicy) -> Option<Fetched> {
+        let uri_text = uri.to_string();
+        let entry = self.entry(&uri_text);
+        let now = ports.clock().now();
+        if let Some((record, _)) = load(ports, &uri_text).await {
+            adopt(&entry, &record);
+        }
+        if entry.usable(now, policy).is_some() {
+            return None;
+        }
+        let refresh = Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy, fetched: Mutex::new(None) };
+        let _turn = entry.take_turn();
+        refresh.attempt(None, now).await;
+        refresh.fetched()
+    }
+
+    /// Whether a usable set for `uri` is in memory.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn has_usable(&self, uri: &Uri, now: Duration, policy: &JwksPolicy) -> bool {
+        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        sets.get(&uri.to_string()).is_some_and(|e| e.usable(now, policy).is_some())
+    }
+}
+
+impl<P: Ports> Refresh<'_, P> {
+    fn fetched(&self) -> Option<Fetched> {
+        *self.fetched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn answer(
+        &self,
+        arrival: Duration,
+        stored: Option<(Stored, Vec<u8>)>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> KeyLookup {
+        let (ports, entry, policy) = (self.ports, self.entry, self.policy);
+        let refresh = self;
         // 2. A known key in a set past its freshness: refresh the set if
         // due, else (or if the IdP fails) serve the key stale.
         if let Some(set) = entry.usable(arrival, policy)
@@ -282,6 +340,8 @@ struct Refresh<'a, P> {
     uri_text: &'a str,
     entry: &'a Entry,
     policy: &'a JwksPolicy,
+    /// This request's own fetch, if it made one.
+    fetched: Mutex<Option<Fetched>>,
 }
 
 impl<P: Ports> Refresh<'_, P> {
@@ -394,7 +454,9 @@ impl<P: Ports> Refresh<'_, P> {
             s.last_attempt = Some(now);
             s.attempting = true;
         });
+        let started = ports.clock().monotonic();
         let fetched = fetch(ports, self.uri, policy, now).await.map(Arc::new);
+        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Fetched { started, ended: ports.clock().monotonic(), ok: fetched.is_some() });
         self.entry.update(|s| {
             s.attempting = false;
             if let Some(fetched) = &fetched {

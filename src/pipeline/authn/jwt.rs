@@ -15,10 +15,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_he
 use serde_json::{Map, Value};
 
 use super::failures::FailureLimit;
-use super::jwks::KeyLookup;
-use super::{AuthCaches, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest};
+use super::jwks::{Fetched, KeyLookup};
+use super::{AuthCaches, AuthNote, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest};
 use crate::config::auth::{JwtProvider, KeySource, StaticKey};
 use crate::ports::{Clock, KvStore, Ports, store_key};
+
+const MALFORMED: (&str, &str) = ("malformed", "the token is malformed");
+const BAD_ISSUER: (&str, &str) = ("bad_issuer", "the token's issuer is not accepted");
+const BAD_AUDIENCE: (&str, &str) = ("bad_audience", "the token's audience is not accepted");
 
 /// A provider's tokens, checked for one client.
 pub(crate) struct Verifier<'a> {
@@ -35,13 +39,16 @@ impl Verifier<'_> {
         caches: &AuthCaches,
         ports: &P,
         challenge: &Challenge,
+        note: &mut AuthNote,
     ) -> Result<Arc<Identity>, AuthError> {
         if token.len() > self.provider.max_token_size {
-            return Err(invalid("the token is too large", challenge));
+            return Err(invalid(("too_large", "the token is too large"), challenge));
         }
         let now = ports.clock().now();
         let digest = digest(self.name, token);
-        if let Some(identity) = cached(&digest, caches, ports, now).await {
+        let hit = cached(&digest, caches, ports, now).await;
+        note.cached = Some(hit.is_some());
+        if let Some(identity) = hit {
             return Ok(identity);
         }
         if let Some(limit) = self.limit
@@ -49,7 +56,7 @@ impl Verifier<'_> {
         {
             return Err(AuthError::TooManyFailures { retry_after });
         }
-        verify(self.name, self.provider, token, digest, caches, ports, challenge).await
+        verify(self.name, self.provider, token, digest, caches, ports, challenge, &mut note.fetch).await
     }
 }
 
@@ -62,13 +69,14 @@ async fn verify<P: Ports>(
     caches: &AuthCaches,
     ports: &P,
     challenge: &Challenge,
+    fetched: &mut Option<Fetched>,
 ) -> Result<Arc<Identity>, AuthError> {
-    let invalid = |description: &str| invalid(description, challenge);
+    let invalid = |flaw: (&'static str, &str)| invalid(flaw, challenge);
     let now = ports.clock().now();
     let header = accepted_header(p, token).map_err(invalid)?;
-    let key = signing_key(p, &header, caches, ports).await.map_err(|e| e.into_error(challenge))?;
+    let key = signing_key(p, &header, caches, ports, fetched).await.map_err(|e| e.into_error(challenge))?;
     let claims = signed_claims(p, token, &key, header.alg).map_err(invalid)?;
-    let exp = check_times(p, &claims, now).map_err(|d| invalid(&d))?;
+    let exp = check_times(p, &claims, now).map_err(|(reason, d)| invalid((reason, &d)))?;
     let identity = Arc::new(identity_of(name, p, claims));
     let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
     // Any `exp` a token may carry (1e300 included) caps the cache, never panics.
@@ -80,8 +88,9 @@ async fn verify<P: Ports>(
     Ok(identity)
 }
 
-fn invalid(description: &str, challenge: &Challenge) -> AuthError {
-    AuthError::InvalidToken { description: description.into(), challenge: challenge.clone() }
+/// A token refused: why (a metric label), and the description the client gets.
+fn invalid((reason, description): (&'static str, &str), challenge: &Challenge) -> AuthError {
+    AuthError::InvalidToken { reason, description: description.into(), challenge: challenge.clone() }
 }
 
 /// A token verified before: in memory, or (where an instance lives one
@@ -101,17 +110,17 @@ async fn cached<P: Ports>(digest: &[u8; 32], caches: &AuthCaches, ports: &P, now
 
 /// The header, if the token is shaped like a JWT (three non-empty base64url
 /// segments) and its algorithm is one the provider accepts.
-pub(crate) fn accepted_header(p: &JwtProvider, token: &str) -> Result<Header, &'static str> {
+pub(crate) fn accepted_header(p: &JwtProvider, token: &str) -> Result<Header, (&'static str, &'static str)> {
     let well_formed = token.split('.').count() == 3
         && token
             .split('.')
             .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     if !well_formed {
-        return Err("the token is malformed");
+        return Err(MALFORMED);
     }
-    let header = decode_header(token).map_err(|_| "the token is malformed")?;
+    let header = decode_header(token).map_err(|_| MALFORMED)?;
     if !p.algorithms.contains(&header.alg) {
-        return Err("the token's algorithm is not accepted");
+        return Err(("bad_algorithm", "the token's algorithm is not accepted"));
     }
     Ok(header)
 }
@@ -126,8 +135,8 @@ enum NoKey {
 impl NoKey {
     fn into_error(self, challenge: &Challenge) -> AuthError {
         match self {
-            NoKey::Unknown => invalid("the token's signing key is unknown", challenge),
-            NoKey::Mismatch => invalid("the token's algorithm does not match its key", challenge),
+            NoKey::Unknown => invalid(("unknown_kid", "the token's signing key is unknown"), challenge),
+            NoKey::Mismatch => invalid(("bad_algorithm", "the token's algorithm does not match its key"), challenge),
             NoKey::Unavailable => AuthError::KeysUnavailable,
         }
     }
@@ -141,6 +150,7 @@ async fn signing_key<P: Ports>(
     header: &Header,
     caches: &AuthCaches,
     ports: &P,
+    fetched: &mut Option<Fetched>,
 ) -> Result<Arc<DecodingKey>, NoKey> {
     let key = match &p.keys {
         KeySource::Hmac(key) => key.clone(),
@@ -154,7 +164,7 @@ async fn signing_key<P: Ports>(
             found.map(|k| k.key.clone()).ok_or(NoKey::Unknown)?
         }
         KeySource::Jwks(uri) => {
-            match caches.jwks.key(ports, uri, &p.jwks_cache, header.kid.as_deref(), header.alg).await {
+            match caches.jwks.key(ports, uri, &p.jwks_cache, header.kid.as_deref(), header.alg, fetched).await {
                 KeyLookup::Found(key) => key,
                 KeyLookup::Unknown => return Err(NoKey::Unknown),
                 KeyLookup::Unavailable => return Err(NoKey::Unavailable),
@@ -173,7 +183,7 @@ fn signed_claims(
     token: &str,
     key: &DecodingKey,
     alg: Algorithm,
-) -> Result<Map<String, Value>, &'static str> {
+) -> Result<Map<String, Value>, (&'static str, &'static str)> {
     let mut validation = Validation::new(alg);
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -181,36 +191,40 @@ fn signed_claims(
     validation.set_issuer(&[&p.issuer]);
     validation.set_audience(&p.audiences);
     let data = decode::<Map<String, Value>>(token, key, &validation).map_err(|e| match e.kind() {
-        ErrorKind::InvalidSignature => "the token's signature is invalid",
-        ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
-        ErrorKind::InvalidAudience => "the token's audience is not accepted",
-        ErrorKind::MissingRequiredClaim(c) if c == "aud" => "the token's audience is not accepted",
-        ErrorKind::MissingRequiredClaim(c) if c == "iss" => "the token's issuer is not accepted",
-        _ => "the token is malformed",
+        ErrorKind::InvalidSignature => ("bad_signature", "the token's signature is invalid"),
+        ErrorKind::InvalidIssuer => BAD_ISSUER,
+        ErrorKind::InvalidAudience => BAD_AUDIENCE,
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => BAD_AUDIENCE,
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => BAD_ISSUER,
+        _ => MALFORMED,
     })?;
     Ok(data.claims)
 }
 
 /// `exp` and `nbf` against the Clock port (with the provider's leeway), and
 /// the claims the provider requires; returns `exp`.
-fn check_times(p: &JwtProvider, claims: &Map<String, Value>, now: Duration) -> Result<Option<f64>, String> {
+fn check_times(
+    p: &JwtProvider,
+    claims: &Map<String, Value>,
+    now: Duration,
+) -> Result<Option<f64>, (&'static str, String)> {
     let leeway = p.leeway.as_secs_f64();
     let now_secs = now.as_secs_f64();
-    let time = |claim: &str| -> Result<Option<f64>, String> {
+    let time = |claim: &str| -> Result<Option<f64>, (&'static str, String)> {
         match claims.get(claim) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("the token's `{claim}` is not a number")),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| (MALFORMED.0, format!("the token's `{claim}` is not a number"))),
         }
     };
     let exp = time("exp")?;
     if exp.is_some_and(|exp| now_secs >= exp + leeway) {
-        return Err("the token has expired".into());
+        return Err(("expired", "the token has expired".into()));
     }
     if time("nbf")?.is_some_and(|nbf| now_secs + leeway < nbf) {
-        return Err("the token is not valid yet".into());
+        return Err(("not_yet_valid", "the token is not valid yet".into()));
     }
     if let Some(missing) = p.required_claims.iter().find(|c| !claims.contains_key(c.as_str())) {
-        return Err(format!("the token lacks the `{missing}` claim"));
+        return Err(("missing_claim", format!("the token lacks the `{missing}` claim")));
     }
     Ok(exp)
 }

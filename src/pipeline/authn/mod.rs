@@ -29,6 +29,8 @@ use crate::shared::cache::ExpiringMap;
 pub(crate) use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
 
+pub use super::log::AuthNote;
+pub use jwks::Fetched;
 use failures::FailureLimit;
 pub(crate) use jwks::JwksCache;
 
@@ -42,7 +44,7 @@ pub enum AuthError {
     #[error("credentials are required")]
     Missing { challenge: Challenge },
     #[error("{description}")]
-    InvalidToken { description: String, challenge: Challenge },
+    InvalidToken { reason: &'static str, description: String, challenge: Challenge },
     #[error("{description}")]
     InvalidRequest { description: String, challenge: Challenge },
     #[error("the signing keys cannot be fetched right now")]
@@ -101,6 +103,22 @@ impl AuthCaches {
     }
 }
 
+impl AuthError {
+    /// Why, in a word: the `outcome` of the access log and of
+    /// `portcullis_auth_total`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing { .. } => "missing",
+            Self::InvalidToken { reason, .. } => reason,
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::TooManyFailures { .. } => "too_many_failures",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::Forbidden { .. } => "forbidden",
+        }
+    }
+}
+
 /// Removes every header a provider forwards identity in: only the gateway
 /// sets them, on every route, public ones included.
 pub(crate) fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) {
@@ -112,7 +130,8 @@ pub(crate) fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) 
 /// Authenticates with the route's providers; on success the credential is
 /// stripped (if configured) and the provider's identity headers are set.
 /// A bad credential counts against the provider's `failure_limit` for
-/// `client`.
+/// `client`. `note` says which provider decided and whether a token came
+/// from the cache.
 pub async fn authenticate<P: Ports, B>(
     auth: &AuthConfig,
     route: &RouteAuth,
@@ -120,6 +139,7 @@ pub async fn authenticate<P: Ports, B>(
     ports: &P,
     client: IpAddr,
     req: &mut Request<B>,
+    note: &mut AuthNote,
 ) -> Result<Arc<Identity>, AuthError> {
     let challenge = &route.challenge;
     let mut failure: Option<AuthError> = None;
@@ -139,7 +159,7 @@ pub async fn authenticate<P: Ports, B>(
                 let verified = match &provider.kind {
                     ProviderKind::Jwt(jwt) => {
                         let p = jwt::Verifier { name: &provider.name, provider: jwt, limit: limit.as_ref() };
-                        p.verify(&credential, caches, ports, challenge).await
+                        p.verify(&credential, caches, ports, challenge, note).await
                     }
                     ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
                 };
@@ -152,8 +172,14 @@ pub async fn authenticate<P: Ports, B>(
                 verified
             }
         };
+        if failure.is_none() {
+            note.provider = Some(index);
+        }
         match verified {
-            Ok(identity) => return Ok(identity),
+            Ok(identity) => {
+                note.provider = Some(index);
+                return Ok(identity);
+            }
             Err(e @ (AuthError::InvalidToken { .. } | AuthError::InvalidRequest { .. })) => {
                 let over = match &limit {
                     Some(limit) => limit.charge(ports).await,
@@ -247,7 +273,7 @@ pub(crate) fn authorize(route: &RouteAuth, identity: &Identity) -> Result<(), Au
 pub(crate) fn www_authenticate(err: &AuthError) -> Vec<HeaderValue> {
     let (challenge, params) = match err {
         AuthError::Missing { challenge } => (challenge, String::new()),
-        AuthError::InvalidToken { description, challenge } => {
+        AuthError::InvalidToken { description, challenge, .. } => {
             (challenge, format!(", error=\"invalid_token\", error_description=\"{}\"", quoted(description)))
         }
         AuthError::InvalidRequest { description, challenge } => {

@@ -80,6 +80,17 @@ impl Breaker {
         Self { key, state: Mutex::new(state) }
     }
 
+    /// `closed`, `open` or `half_open` at `now` (wall clock), as this
+    /// instance sees it (an open circuit past its time lets a probe through).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn state(&self, now: Duration) -> &'static str {
+        self.lock(|s| match s.phase {
+            Phase::Closed => "closed",
+            Phase::Open(until) if now < until => "open",
+            Phase::Open(_) | Phase::HalfOpen { .. } => "half_open",
+        })
+    }
+
     /// Lets a request through, or says for how long the circuit stays open.
     pub(crate) async fn admit<P: Ports>(&self, policy: &Policy, ports: &P) -> Result<Admission, Duration> {
         let (now, mono) = (ports.clock().now(), ports.clock().monotonic());

@@ -24,6 +24,7 @@ use thiserror::Error;
 
 use super::error::GatewayError;
 use super::log::Failure;
+use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Gateway, caller};
 use crate::config::balance::Balance;
 #[cfg(not(target_arch = "wasm32"))]
@@ -53,6 +54,24 @@ impl ServiceState {
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn probed(&self, index: usize, passed: bool, first: bool, probe: &Probe) -> Option<bool> {
         self.health.probed(index, passed, first, probe)
+    }
+
+    /// Whether a target may serve now (monotonic): the node's metrics and admin API.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn target_in(&self, index: usize, now: Duration) -> bool {
+        self.health.is_in(index, now)
+    }
+
+    /// The circuit's state at `now` (wall clock), if the service has a breaker.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn circuit(&self, now: Duration) -> Option<&'static str> {
+        self.breaker.as_ref().map(|b| b.state(now))
+    }
+
+    /// Requests in the phase now.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
     }
 
     pub(crate) fn new(service: &Service) -> Self {
@@ -249,6 +268,11 @@ async fn tries<P: Ports>(
         };
         let mut req = Request::from_parts(head, this_body);
         super::transform::aim(&mut req, target);
+        // A recorded try is its own span: the origin's parent.
+        let span_id = ctx.spans.as_ref().map(|_| super::trace::new_id(now));
+        if let Some(id) = &span_id {
+            req.headers_mut().insert(super::transform::TRACEPARENT, ctx.trace.header_for(id));
+        }
         ctx.upstream = Some(target.label.clone());
         ctx.attempts += 1;
         let left = deadline.saturating_sub(now);
@@ -257,6 +281,12 @@ async fn tries<P: Ports>(
             send(ports, service, route, timeout, gateway.config.gateway.max_response_header_size, req, ctx).await;
         let index = pick.index;
         drop(pick);
+        if let Err(e) = &result {
+            ctx.try_failures.push(failure_kind(e));
+        }
+        if let (Some(spans), Some(id)) = (&mut ctx.spans, span_id) {
+            spans.push(try_span(&ctx.trace.span_id, id, now, clock.monotonic(), target, &result));
+        }
         tried[count] = index;
         count += 1;
         let now = clock.monotonic();
@@ -334,6 +364,40 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
+/// A failed try's kind, as `portcullis_upstream_try_failures_total` counts them.
+fn failure_kind(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Connect(_) => "connect_error",
+        UpstreamError::ConnectTimeout => "connect_timeout",
+        UpstreamError::Timeout(_) => "timeout",
+        UpstreamError::Protocol(_) => "invalid_response",
+        UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => "client_body",
+    }
+}
+
+/// The span of one try (a client span: what the origin sees as its parent).
+fn try_span<B>(
+    root: &str,
+    span_id: String,
+    start: Duration,
+    end: Duration,
+    target: &crate::config::Target,
+    result: &Result<Response<B>, UpstreamError>,
+) -> SpanRecord {
+    let mut span = SpanRecord::new("portcullis.upstream", SpanKind::Client, root, start, end)
+        .attr("server.address", target.origin.clone())
+        .attr("portcullis.upstream.target", &*target.label);
+    span.span_id = span_id;
+    match result {
+        Ok(resp) => {
+            let status = resp.status();
+            span.attr("http.response.status_code", status.as_str())
+                .failed(status.is_server_error().then(|| format!("the origin answered {status}")))
+        }
+        Err(e) => span.failed(Some(e.to_string())),
+    }
+}
+
 fn describe(service: &Service, index: usize, change: &Change) -> String {
     let target = &service.targets[index].label;
     match change {
@@ -368,7 +432,9 @@ async fn send<P: Ports>(
     };
     let sent_at = ports.clock().monotonic();
     let result = ports.http().send(req, &options).await;
-    ctx.upstream_latency = Some(ports.clock().monotonic().saturating_sub(sent_at));
+    let latency = ports.clock().monotonic().saturating_sub(sent_at);
+    ctx.upstream_latency = Some(latency);
+    ctx.upstream_time += latency;
     let resp = result?;
     let head: u64 = resp.headers().iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum();
     if head > max_head {

@@ -280,7 +280,7 @@ fn an_open_circuit_answers_at_once_and_a_probe_closes_it() {
 fn the_bulkhead_refuses_past_max_in_flight() {
     let gw = gateway();
     let ports = origin(|| status(200), || status(200));
-    let state = &gw.upstreams[gw.config.services.iter().position(|s| s.name == "crowded").unwrap()];
+    let state = &gw.upstreams[gw.config.services.iter().position(|s| &*s.name == "crowded").unwrap()];
     state.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ex = run(&gw, &ports, Request::get("/crowded"), b"");
     assert_eq!((ex.response.status().as_u16(), ex.log.problem), (503, Some("upstream-overloaded")));

@@ -1,0 +1,229 @@
+//! The operator's listeners, apart from the traffic port: `/metrics` on
+//! `--metrics-listen`, and the admin API on `--admin-listen`:
+//!
+//! - `GET /healthz`: the process answers;
+//! - `GET /readyz`: 200 once the config is loaded, every key set of a
+//!   configured provider is at hand (fetched, or read from the store) and
+//!   active health checks have run once; 503 until then, saying what waits;
+//! - `GET /config`: the running config's file, SHA-256, load time and counts;
+//! - `POST /reload`: as SIGHUP; 422 with every error if the file is rejected;
+//! - `GET /upstreams`: each service's targets, their health, its circuit.
+//!
+//! From beyond loopback the admin API wants `Authorization: Bearer T` where
+//! the SHA-256 of T is in the config's `[admin] token_sha256`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use super::metrics::Metrics;
+use super::server::{Node, keys_at_hand, reload};
+use crate::ports::{Clock, Ports};
+use crate::system_clock;
+
+type Answer = Response<Full<Bytes>>;
+
+/// Binds an operator listener, saying where (port 0 picks one).
+pub(super) async fn listen(addr: SocketAddr, what: &'static str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--{what}-listen {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    Ok(listener)
+}
+
+/// Serves `GET /metrics`.
+pub(super) async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) {
+    run(listener, move |req, _| {
+        let metrics = metrics.clone();
+        async move {
+            match (req.method(), req.uri().path()) {
+                (&Method::GET, "/metrics") => match metrics.encode() {
+                    Ok(text) => Response::builder()
+                        .header(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                        .body(Full::new(Bytes::from(text)))
+                        .unwrap_or_default(),
+                    Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "the metrics could not be written"),
+                },
+                (_, "/metrics") => problem(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+                _ => problem(StatusCode::NOT_FOUND, "this listener serves /metrics"),
+            }
+        }
+    })
+    .await;
+}
+
+/// Serves the admin API.
+pub(super) async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
+    run(listener, move |req, peer| {
+        let node = node.clone();
+        async move {
+            if !peer.ip().is_loopback() && !authorized(&node, &req) {
+                let mut answer = problem(StatusCode::UNAUTHORIZED, "a bearer token listed in [admin] is required");
+                answer.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                return answer;
+            }
+            match (req.method(), req.uri().path()) {
+                (&Method::GET, "/healthz") => json_answer(StatusCode::OK, &json!({ "status": "ok" })),
+                (&Method::GET, "/readyz") => readiness(&node),
+                (&Method::GET, "/config") => config(&node),
+                (&Method::POST, "/reload") => reloaded(&node),
+                (&Method::GET, "/upstreams") => upstreams(&node),
+                (_, "/healthz" | "/readyz" | "/config" | "/upstreams") => {
+                    problem(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+                }
+                (_, "/reload") => problem(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
+                _ => problem(StatusCode::NOT_FOUND, "no such admin path (healthz, readyz, config, reload, upstreams)"),
+            }
+        }
+    })
+    .await;
+}
+
+fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
+    let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    node.gateway.load().config.admin_tokens.contains(&digest)
+}
+
+fn readiness(node: &Node) -> Answer {
+    let keys = keys_at_hand(node);
+    let probes = node.probes_ready.load(Ordering::Acquire);
+    let ready = keys && probes;
+    let body = json!({
+        "ready": ready,
+        "checks": { "config": true, "key_sets": keys, "health_checks": probes },
+    });
+    json_answer(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}
+
+fn config(node: &Node) -> Answer {
+    let gateway = node.gateway.load();
+    let c = &gateway.config;
+    let loaded = node.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let body = json!({
+        "file": node.config_path.display().to_string(),
+        "sha256": loaded.sha256,
+        "loaded_at": loaded.at,
+        "routes": c.routes.len(),
+        "services": c.services.len(),
+        "auth_providers": c.auth.providers.len(),
+        "rate_limits": c.rate_limits.len(),
+    });
+    json_answer(StatusCode::OK, &body)
+}
+
+fn reloaded(node: &Arc<Node>) -> Answer {
+    match reload(node) {
+        Ok(sha256) => json_answer(StatusCode::OK, &json!({ "reloaded": true, "sha256": sha256 })),
+        Err(errors) => {
+            let errors: Vec<Value> = errors
+                .0
+                .iter()
+                .map(|e| json!({ "file": e.file, "line": e.line, "column": e.column, "key": e.key, "message": e.message }))
+                .collect();
+            let body = json!({
+                "type": "urn:portcullis:problem:config-rejected",
+                "title": "the config was rejected; the running config stays",
+                "status": 422,
+                "reloaded": false,
+                "errors": errors,
+            });
+            json_answer(StatusCode::UNPROCESSABLE_ENTITY, &body)
+        }
+    }
+}
+
+fn upstreams(node: &Node) -> Answer {
+    let gateway = node.gateway.load_full();
+    let now = node.ports.clock().now();
+    let mono = system_clock::monotonic();
+    let services: Vec<Value> = gateway
+        .config
+        .services
+        .iter()
+        .zip(gateway.upstreams.iter())
+        .map(|(service, state)| {
+            let targets: Vec<Value> = service
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| json!({ "target": &*t.label, "weight": t.weight, "healthy": state.target_in(i, mono) }))
+                .collect();
+            json!({
+                "service": &*service.name,
+                "circuit": state.circuit(now),
+                "in_flight": state.in_flight(),
+                "targets": targets,
+            })
+        })
+        .collect();
+    json_answer(StatusCode::OK, &json!({ "services": services }))
+}
+
+fn json_answer(status: StatusCode, body: &Value) -> Answer {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn problem(status: StatusCode, detail: &str) -> Answer {
+    let slug = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        _ => "internal",
+    };
+    let body = json!({
+        "type": format!("urn:portcullis:problem:{slug}"),
+        "title": status.canonical_reason(),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut resp = json_answer(status, &body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+    resp
+}
+
+/// Accepts connections and serves each with HTTP/1.1.
+async fn run<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Answer> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "operator listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let answer = handler(req, peer);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}

@@ -1,0 +1,563 @@
+//! The node's metrics, exposed as OpenMetrics text by `prometheus-client`.
+//! Requests feed them from their finished access-log record (one call per
+//! request, off the request path: when the body is done); what the gateway
+//! holds (circuits, target health, connections, the process) is read when
+//! scraped. Every label value comes from the config — route, service,
+//! provider, policy and target names — or from a fixed set (method, status
+//! class, outcome); never from a raw path, a caller or an address, so the
+//! series are bounded by the config.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::Method;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::Gateway;
+use crate::pipeline::log::AccessLog;
+use crate::system_clock;
+
+/// Bucket bounds in seconds: 25 µs to 10 s, fine enough below a
+/// millisecond to see the gateway's own time.
+const BUCKETS: [f64; 18] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// The route label of a request no route matched.
+const UNMATCHED: &str = "(unmatched)";
+/// The service label of a request that reached no service.
+const NO_SERVICE: &str = "(none)";
+
+#[derive(Clone, Copy, Debug)]
+struct Buckets;
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(BUCKETS)
+    }
+}
+
+type Histograms<L> = Family<L, Histogram, Buckets>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Arc<str>,
+    service: Arc<str>,
+    method: &'static str,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    provider: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    policy: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    service: Arc<str>,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfigLabels {
+    sha256: String,
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    service: Arc<str>,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    service: Arc<str>,
+    target: Arc<str>,
+}
+
+/// The node's metrics. Cheap to share (`Arc`); every family is bounded by
+/// the config (see the module comment).
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    in_flight: Gauge,
+    duration: Histograms<RouteLabel>,
+    overhead: Histograms<RouteLabel>,
+    upstream_duration: Histograms<ServiceLabel>,
+    auth: Family<OutcomeLabels, Counter>,
+    token_cache: Family<OutcomeLabels, Counter>,
+    jwks_fetches: Family<OutcomeLabels, Counter>,
+    limits: Family<LimitLabels, Counter>,
+    tries: Family<ServiceLabel, Counter>,
+    retries: Family<ServiceLabel, Counter>,
+    try_failures: Family<FailureLabels, Counter>,
+    fallbacks: Family<RouteLabel, Counter>,
+    store_duration: Histograms<OperationLabel>,
+    store_errors: Family<OperationLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    config: Family<ConfigLabels, Gauge>,
+    config_loaded: Gauge<f64, AtomicU64>,
+    unmatched: Arc<str>,
+    no_service: Arc<str>,
+}
+
+/// What the node holds, read at each scrape.
+pub(crate) struct State {
+    pub(crate) gateway: Box<dyn Fn() -> Arc<Gateway> + Send + Sync>,
+    pub(crate) connections: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl Metrics {
+    pub(crate) fn new(state: State) -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            requests: Family::default(),
+            in_flight: Gauge::default(),
+            duration: Family::new_with_constructor(Buckets),
+            overhead: Family::new_with_constructor(Buckets),
+            upstream_duration: Family::new_with_constructor(Buckets),
+            auth: Family::default(),
+            token_cache: Family::default(),
+            jwks_fetches: Family::default(),
+            limits: Family::default(),
+            tries: Family::default(),
+            retries: Family::default(),
+            try_failures: Family::default(),
+            fallbacks: Family::default(),
+            store_duration: Family::new_with_constructor(Buckets),
+            store_errors: Family::default(),
+            reloads: Family::default(),
+            config: Family::default(),
+            config_loaded: Gauge::default(),
+            unmatched: UNMATCHED.into(),
+            no_service: NO_SERVICE.into(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("portcullis_requests", "Requests answered, by route, service, method and status class", m.requests.clone());
+        r.register("portcullis_requests_in_flight", "Requests being answered now", m.in_flight.clone());
+        r.register(
+            "portcullis_request_duration_seconds",
+            "Time from a request's arrival to the end of its response body",
+            m.duration.clone(),
+        );
+        r.register(
+            "portcullis_gateway_overhead_seconds",
+            "The gateway's own time to the response head: total less the time spent waiting on targets",
+            m.overhead.clone(),
+        );
+        r.register(
+            "portcullis_upstream_duration_seconds",
+            "Time spent waiting on a service's targets for a request (all tries)",
+            m.upstream_duration.clone(),
+        );
+        r.register("portcullis_auth", "Authentication outcomes by provider (`ok` or why not)", m.auth.clone());
+        r.register("portcullis_token_cache", "Verified-token cache lookups by provider (hit or miss)", m.token_cache.clone());
+        r.register("portcullis_jwks_fetches", "Key-set fetches by provider and result", m.jwks_fetches.clone());
+        r.register("portcullis_rate_limit_decisions", "Rate-limit decisions by policy and outcome", m.limits.clone());
+        r.register("portcullis_upstream_tries", "Tries sent to a service's targets", m.tries.clone());
+        r.register("portcullis_upstream_retries", "Tries after a request's first", m.retries.clone());
+        r.register("portcullis_upstream_try_failures", "Tries that got no answer, by service and kind", m.try_failures.clone());
+        r.register("portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks.clone());
+        r.register(
+            "portcullis_store_duration_seconds",
+            "Round trips to the shared store (Redis), by operation",
+            m.store_duration.clone(),
+        );
+        r.register("portcullis_store_errors", "Failed calls to the shared store (Redis), by operation", m.store_errors.clone());
+        r.register("portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads.clone());
+        r.register("portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config.clone());
+        r.register(
+            "portcullis_config_loaded_timestamp_seconds",
+            "When the running config was loaded (Unix time)",
+            m.config_loaded.clone(),
+        );
+        r.register_collector(Box::new(Live { state, started: unix_now() }));
+        Self { registry, ..m }
+    }
+
+    /// The exposition, as `/metrics` answers it.
+    pub(crate) fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(64 << 10);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// A request began; the guard ends it.
+    pub(crate) fn begin(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts a finished request from its access-log record.
+    pub(crate) fn request(&self, log: &AccessLog) {
+        let route = log.route.clone().unwrap_or_else(|| self.unmatched.clone());
+        let service = log.service.clone();
+        let labels = RequestLabels {
+            route: route.clone(),
+            service: service.clone().unwrap_or_else(|| self.no_service.clone()),
+            method: method(&log.method),
+            status_class: status_class(log.status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        let route = RouteLabel { route };
+        self.duration.get_or_create(&route).observe(seconds_us(log.total_latency_us));
+        self.overhead.get_or_create(&route).observe(seconds_us(log.overhead_us));
+        if log.fallback {
+            self.fallbacks.get_or_create(&route).inc();
+        }
+        let observed = &log.observed;
+        if let Some(auth) = &log.auth {
+            let provider = auth.provider.clone().unwrap_or_else(|| self.no_service.clone());
+            self.auth.get_or_create(&OutcomeLabels { provider: provider.clone(), outcome: auth.outcome }).inc();
+            if let Some(hit) = auth.cached {
+                let outcome = if hit { "hit" } else { "miss" };
+                self.token_cache.get_or_create(&OutcomeLabels { provider: provider.clone(), outcome }).inc();
+            }
+            if let Some(fetch) = observed.auth.and_then(|a| a.fetch) {
+                self.jwks_fetch(&provider, fetch.ok);
+            }
+        }
+        for limit in &log.limits {
+            self.limits.get_or_create(&LimitLabels { policy: limit.policy.clone(), outcome: limit.outcome.name() }).inc();
+        }
+        if let (Some(service), Some(attempts)) = (service, log.attempts) {
+            let label = ServiceLabel { service: service.clone() };
+            self.upstream_duration.get_or_create(&label).observe(observed.upstream_time.as_secs_f64());
+            self.tries.get_or_create(&label).inc_by(u64::from(attempts));
+            if attempts > 1 {
+                self.retries.get_or_create(&label).inc_by(u64::from(attempts - 1));
+            }
+            for &kind in &observed.try_failures {
+                self.try_failures.get_or_create(&FailureLabels { service: service.clone(), kind }).inc();
+            }
+        }
+    }
+
+    /// A key-set fetch (by a request, or the node's warm-up).
+    pub(crate) fn jwks_fetch(&self, provider: &Arc<str>, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.jwks_fetches.get_or_create(&OutcomeLabels { provider: provider.clone(), outcome }).inc();
+    }
+
+    /// A call to the shared store took `elapsed`; `ok`: it answered.
+    pub(crate) fn store_call(&self, operation: &'static str, elapsed: Duration, ok: bool) {
+        let label = OperationLabel { operation };
+        self.store_duration.get_or_create(&label).observe(elapsed.as_secs_f64());
+        if !ok {
+            self.store_errors.get_or_create(&label).inc();
+        }
+    }
+
+    /// A config was loaded (at start, or by a reload).
+    pub(crate) fn config_loaded(&self, file: &str, sha256: &str) {
+        self.config.clear();
+        self.config.get_or_create(&ConfigLabels { sha256: sha256.to_string(), file: file.to_string() }).set(1);
+        self.config_loaded.set(unix_now());
+    }
+
+    /// A reload: `ok`, or rejected (the running config stays).
+    pub(crate) fn reload(&self, ok: bool) {
+        self.reloads.get_or_create(&ResultLabel { result: if ok { "ok" } else { "rejected" } }).inc();
+    }
+}
+
+/// Keeps a request counted in flight until dropped.
+pub(crate) struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn method(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn seconds_us(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What is read at scrape time.
+struct Live {
+    state: State,
+    started: f64,
+}
+
+impl fmt::Debug for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Live")
+    }
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let gateway = (self.state.gateway)();
+        let now = unix_now();
+        let mono = system_clock::monotonic();
+        let circuits = Family::<CircuitLabels, Gauge>::default();
+        let targets = Family::<TargetLabels, Gauge>::default();
+        let busy = Family::<ServiceLabel, Gauge>::default();
+        for (service, state) in gateway.config.services.iter().zip(gateway.upstreams.iter()) {
+            if let Some(current) = state.circuit(Duration::from_secs_f64(now)) {
+                for s in ["closed", "open", "half_open"] {
+                    let labels = CircuitLabels { service: service.name.clone(), state: s };
+                    circuits.get_or_create(&labels).set(i64::from(s == current));
+                }
+            }
+            for (i, target) in service.targets.iter().enumerate() {
+                let labels = TargetLabels { service: service.name.clone(), target: target.label.clone() };
+                targets.get_or_create(&labels).set(i64::from(state.target_in(i, mono)));
+            }
+            busy.get_or_create(&ServiceLabel { service: service.name.clone() }).set(i64::from(state.in_flight()));
+        }
+        family(&mut encoder, "portcullis_circuit_state", "A service's circuit: 1 for its current state", &circuits)?;
+        family(&mut encoder, "portcullis_target_healthy", "1 while a target may serve (not ejected, not down by its probes)", &targets)?;
+        family(&mut encoder, "portcullis_upstream_in_flight", "Requests waiting on a service now", &busy)?;
+        let connections = (self.state.connections)() as i64;
+        family(&mut encoder, "portcullis_connections_open", "Client connections open now", &ConstGauge::new(connections))?;
+        let process = Process::read();
+        if let Some(cpu) = process.cpu_seconds {
+            family(&mut encoder, "process_cpu_seconds", "User and system CPU time spent, in seconds", &ConstCounter::new(cpu))?;
+        }
+        if let Some(rss) = process.resident_bytes {
+            family(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes", &ConstGauge::new(rss))?;
+        }
+        if let Some(fds) = process.open_fds {
+            family(&mut encoder, "process_open_fds", "Open file descriptors", &ConstGauge::new(fds))?;
+        }
+        if let Some(max) = super::conn::fd_limit() {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            family(&mut encoder, "process_max_fds", "The limit on open file descriptors", &ConstGauge::new(max))?;
+        }
+        family(&mut encoder, "process_start_time_seconds", "When the process started (Unix time)", &ConstGauge::new(self.started))
+    }
+}
+
+fn family(encoder: &mut DescriptorEncoder, name: &str, help: &str, metric: &impl EncodeMetric) -> Result<(), fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// The process, from `/proc/self` (Linux).
+#[derive(Default)]
+struct Process {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<i64>,
+    open_fds: Option<i64>,
+}
+
+/// Clock ticks per second in `/proc/self/stat` (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl Process {
+    fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        // Fields after the command (which may hold spaces) start at `state`.
+        let cpu_seconds = stat.as_deref().and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / TICKS_PER_SECOND)
+        });
+        let resident_bytes = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+            let kb = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<i64>().ok()?;
+            Some(kb * 1024)
+        });
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as i64);
+        Self { cpu_seconds, resident_bytes, open_fds }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::pipeline::authn::{AuthNote, Fetched};
+    use crate::pipeline::log::{AuthLog, LimitLog, LimitOutcome, Observed};
+
+    const CONFIG: &str = r#"
+[services.api]
+url = "http://127.0.0.1:9"
+breaker = { consecutive_failures = 3 }
+
+[[routes]]
+name = "api"
+path = "/{*rest}"
+service = "api"
+"#;
+
+    /// A request that did everything a request can: auth with a key-set
+    /// fetch, a limit, two tries (one failed), the fallback.
+    fn record() -> AccessLog {
+        AccessLog {
+            time: String::new(),
+            request_id: http::HeaderValue::from_static("r"),
+            trace_id: String::new(),
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            method: Method::GET,
+            host: String::new(),
+            path: "/raw/path".into(),
+            route: Some("api".into()),
+            service: Some("api".into()),
+            identity: None,
+            status: 200,
+            auth: Some(AuthLog { provider: Some("corp".into()), outcome: "ok", cached: Some(false) }),
+            limits: vec![LimitLog { policy: "per_ip".into(), outcome: LimitOutcome::Admitted }],
+            upstream: None,
+            attempts: Some(2),
+            fallback: true,
+            variant: None,
+            upstream_latency_us: Some(100),
+            overhead_us: 40,
+            total_latency_us: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            problem: None,
+            source: None,
+            error: None,
+            started: Duration::ZERO,
+            observed: Observed {
+                auth: Some(AuthNote {
+                    provider: Some(0),
+                    outcome: "ok",
+                    cached: Some(false),
+                    fetch: Some(Fetched { started: Duration::ZERO, ended: Duration::ZERO, ok: true }),
+                }),
+                try_failures: vec!["connect_error"],
+                upstream_time: Duration::from_micros(160),
+                logged: true,
+                received_at: Duration::ZERO,
+                spans: None,
+            },
+        }
+    }
+
+    /// Every family, each with a series.
+    fn exposition() -> String {
+        let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
+        let metrics = Metrics::new(State { gateway: Box::new(move || gateway.clone()), connections: Box::new(|| 3) });
+        let _busy = metrics.begin();
+        metrics.request(&record());
+        metrics.store_call("gcra", Duration::from_micros(300), false);
+        metrics.reload(false);
+        metrics.config_loaded("t.toml", "abc");
+        metrics.encode().unwrap()
+    }
+
+    fn families(text: &str) -> BTreeSet<String> {
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next().map(str::to_string)).collect()
+    }
+
+    /// Metric names in a text, as families (suffixes of samples removed).
+    fn named(text: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
+        let re = regex::Regex::new(r"\b(?:portcullis|process)_[a-z0-9_]+").unwrap();
+        re.find_iter(text)
+            .map(|m| {
+                let name = m.as_str();
+                ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .filter_map(|s| name.strip_suffix(s))
+                    .find(|base| known.contains(*base))
+                    .unwrap_or(name)
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
+        let text = exposition();
+        let exported = families(&text);
+        assert_eq!(exported.len(), 27, "{exported:?}");
+        let docs = named(include_str!("../../docs/operations.md"), &exported);
+        assert_eq!(docs, exported, "docs/operations.md against the exporter");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../edge-deploy/grafana-dashboard.json")).unwrap();
+        let exprs: Vec<&str> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+            .filter_map(|t| t["expr"].as_str())
+            .collect();
+        let used = named(&exprs.join("\n"), &exported);
+        assert!(used.len() >= 8, "{used:?}");
+        assert!(used.is_subset(&exported), "the dashboard uses what is not exported: {:?}", used.difference(&exported));
+    }
+
+    #[test]
+    fn labels_are_config_names_and_fixed_words_only() {
+        let text = exposition();
+        assert!(!text.contains("/raw/path") && !text.contains("127.0.0.1\""), "{text}");
+        assert!(text.contains(r#"portcullis_requests_total{route="api",service="api",method="GET",status_class="2xx"} 1"#));
+        assert!(text.contains(r#"portcullis_upstream_retries_total{service="api"} 1"#));
+        assert!(text.contains(r#"portcullis_circuit_state{service="api",state="closed"} 1"#));
+        assert!(text.contains(r#"portcullis_token_cache_total{provider="corp",outcome="miss"} 1"#));
+        assert!(text.contains(r#"portcullis_requests_in_flight 1"#));
+    }
+}
