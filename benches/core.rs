@@ -164,12 +164,22 @@ auth = { any_of = ["corp"] }
         let token = jsonwebtoken::encode(&header, &claims, enc).unwrap();
         let request = || Request::get("/x").header("authorization", format!("Bearer {token}")).body(()).unwrap();
         // Prime the key set (and, for the cached case, the token).
-        ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut request(), &mut AuthNote::default())).unwrap();
+        ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut request(), &mut AuthNote::default()))
+            .unwrap();
         c.bench_function(&format!("jwt/uncached-{alg:?}"), |b| {
             b.iter_batched(
                 || (warm.renewed(&config.auth), request()),
                 |(caches, mut req)| {
-                    ready(authenticate(&config.auth, &route, &caches, &ports, CLIENT, &mut req, &mut AuthNote::default())).unwrap()
+                    ready(authenticate(
+                        &config.auth,
+                        &route,
+                        &caches,
+                        &ports,
+                        CLIENT,
+                        &mut req,
+                        &mut AuthNote::default(),
+                    ))
+                    .unwrap()
                 },
                 BatchSize::SmallInput,
             )
@@ -178,7 +188,18 @@ auth = { any_of = ["corp"] }
             c.bench_function("jwt/cached", |b| {
                 b.iter_batched(
                     request,
-                    |mut req| ready(authenticate(&config.auth, &route, &warm, &ports, CLIENT, &mut req, &mut AuthNote::default())).unwrap(),
+                    |mut req| {
+                        ready(authenticate(
+                            &config.auth,
+                            &route,
+                            &warm,
+                            &ports,
+                            CLIENT,
+                            &mut req,
+                            &mut AuthNote::default(),
+                        ))
+                        .unwrap()
+                    },
                     BatchSize::SmallInput,
                 )
             });

@@ -142,7 +142,9 @@ mod cli {
         if text == "off" {
             return Ok(Listen(None));
         }
-        text.parse().map(|a| Listen(Some(a))).map_err(|e| format!("`{text}`: {e} (an address such as 127.0.0.1:9090, or `off`)"))
+        text.parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|e| format!("`{text}`: {e} (an address such as 127.0.0.1:9090, or `off`)"))
     }
 
     #[derive(Subcommand)]

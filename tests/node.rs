@@ -4,9 +4,9 @@
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test: processes, files and clocks
 
-mod support;
 #[path = "node/observability.rs"]
 mod observability;
+mod support;
 
 use std::convert::Infallible;
 use std::net::IpAddr;

@@ -228,7 +228,11 @@ impl Compiler<'_> {
             let key = format!("auth.api_key.{name}");
             let failure_limit = self.failure_limit(keys.get_ref().failure_limit.as_ref(), &key);
             if let Some(p) = self.api_key_provider(name, keys) {
-                auth.providers.push(Provider { name: name.as_str().into(), kind: ProviderKind::ApiKey(p), failure_limit });
+                auth.providers.push(Provider {
+                    name: name.as_str().into(),
+                    kind: ProviderKind::ApiKey(p),
+                    failure_limit,
+                });
             }
         }
         for p in &auth.providers {

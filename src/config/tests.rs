@@ -407,6 +407,29 @@ limits = ["ok", "ok", "missing"]
 }
 
 #[test]
+fn observability_settings_are_checked() {
+    let text = format!(
+        "[gateway]\naccess_log_sample = 1.5\ntrace_sample_ratio = -0.1\n{SVC}[admin]\ntoken_sha256 = [\"{}\", \"xyz\"]\n",
+        "ab".repeat(32)
+    );
+    expect_errors(
+        &text,
+        &[
+            (2, "gateway.access_log_sample", "a share from 0 to 1"),
+            (3, "gateway.trace_sample_ratio", "a share from 0 to 1"),
+            (7, "admin.token_sha256[1]", "64 hex digits"),
+        ],
+    );
+    let ok = format!(
+        "[gateway]\naccess_log_sample = 0\ntrace_sample_ratio = 0.01\n{SVC}[admin]\ntoken_sha256 = [\"{}\"]\n",
+        "ab".repeat(32)
+    );
+    let c = Config::parse(&ok, "t.toml", &Variables::new()).unwrap();
+    assert_eq!((c.gateway.access_log_sample, c.gateway.trace_sample_ratio), (0.0, 0.01));
+    assert_eq!(c.admin_tokens, vec![[0xab; 32]]);
+}
+
+#[test]
 fn the_sweep_is_checked() {
     let hash = "292d6859659abd91ec9f82925b6e85d4ebae3b3c8140df2c26d9658f4ae86df7";
     let text = format!("{SVC}[sweep]\npath = \"sweep\"\ntoken_sha256 = \"abc\"\nbatch = 0\n");

@@ -90,11 +90,8 @@ pub(super) async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
 }
 
 fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
-    let Some(token) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(token) =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
         return false;
     };

@@ -171,7 +171,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("portcullis_requests", "Requests answered, by route, service, method and status class", m.requests.clone());
+        r.register(
+            "portcullis_requests",
+            "Requests answered, by route, service, method and status class",
+            m.requests.clone(),
+        );
         r.register("portcullis_requests_in_flight", "Requests being answered now", m.in_flight.clone());
         r.register(
             "portcullis_request_duration_seconds",
@@ -189,19 +193,31 @@ impl Metrics {
             m.upstream_duration.clone(),
         );
         r.register("portcullis_auth", "Authentication outcomes by provider (`ok` or why not)", m.auth.clone());
-        r.register("portcullis_token_cache", "Verified-token cache lookups by provider (hit or miss)", m.token_cache.clone());
+        r.register(
+            "portcullis_token_cache",
+            "Verified-token cache lookups by provider (hit or miss)",
+            m.token_cache.clone(),
+        );
         r.register("portcullis_jwks_fetches", "Key-set fetches by provider and result", m.jwks_fetches.clone());
         r.register("portcullis_rate_limit_decisions", "Rate-limit decisions by policy and outcome", m.limits.clone());
         r.register("portcullis_upstream_tries", "Tries sent to a service's targets", m.tries.clone());
         r.register("portcullis_upstream_retries", "Tries after a request's first", m.retries.clone());
-        r.register("portcullis_upstream_try_failures", "Tries that got no answer, by service and kind", m.try_failures.clone());
+        r.register(
+            "portcullis_upstream_try_failures",
+            "Tries that got no answer, by service and kind",
+            m.try_failures.clone(),
+        );
         r.register("portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks.clone());
         r.register(
             "portcullis_store_duration_seconds",
             "Round trips to the shared store (Redis), by operation",
             m.store_duration.clone(),
         );
-        r.register("portcullis_store_errors", "Failed calls to the shared store (Redis), by operation", m.store_errors.clone());
+        r.register(
+            "portcullis_store_errors",
+            "Failed calls to the shared store (Redis), by operation",
+            m.store_errors.clone(),
+        );
         r.register("portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads.clone());
         r.register("portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config.clone());
         r.register(
@@ -256,7 +272,9 @@ impl Metrics {
             }
         }
         for limit in &log.limits {
-            self.limits.get_or_create(&LimitLabels { policy: limit.policy.clone(), outcome: limit.outcome.name() }).inc();
+            self.limits
+                .get_or_create(&LimitLabels { policy: limit.policy.clone(), outcome: limit.outcome.name() })
+                .inc();
         }
         if let (Some(service), Some(attempts)) = (service, log.attempts) {
             let label = ServiceLabel { service: service.clone() };
@@ -375,16 +393,36 @@ impl Collector for Live {
             busy.get_or_create(&ServiceLabel { service: service.name.clone() }).set(i64::from(state.in_flight()));
         }
         family(&mut encoder, "portcullis_circuit_state", "A service's circuit: 1 for its current state", &circuits)?;
-        family(&mut encoder, "portcullis_target_healthy", "1 while a target may serve (not ejected, not down by its probes)", &targets)?;
+        family(
+            &mut encoder,
+            "portcullis_target_healthy",
+            "1 while a target may serve (not ejected, not down by its probes)",
+            &targets,
+        )?;
         family(&mut encoder, "portcullis_upstream_in_flight", "Requests waiting on a service now", &busy)?;
         let connections = (self.state.connections)() as i64;
-        family(&mut encoder, "portcullis_connections_open", "Client connections open now", &ConstGauge::new(connections))?;
+        family(
+            &mut encoder,
+            "portcullis_connections_open",
+            "Client connections open now",
+            &ConstGauge::new(connections),
+        )?;
         let process = Process::read();
         if let Some(cpu) = process.cpu_seconds {
-            family(&mut encoder, "process_cpu_seconds", "User and system CPU time spent, in seconds", &ConstCounter::new(cpu))?;
+            family(
+                &mut encoder,
+                "process_cpu_seconds",
+                "User and system CPU time spent, in seconds",
+                &ConstCounter::new(cpu),
+            )?;
         }
         if let Some(rss) = process.resident_bytes {
-            family(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes", &ConstGauge::new(rss))?;
+            family(
+                &mut encoder,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                &ConstGauge::new(rss),
+            )?;
         }
         if let Some(fds) = process.open_fds {
             family(&mut encoder, "process_open_fds", "Open file descriptors", &ConstGauge::new(fds))?;
@@ -393,11 +431,21 @@ impl Collector for Live {
             let max = i64::try_from(max).unwrap_or(i64::MAX);
             family(&mut encoder, "process_max_fds", "The limit on open file descriptors", &ConstGauge::new(max))?;
         }
-        family(&mut encoder, "process_start_time_seconds", "When the process started (Unix time)", &ConstGauge::new(self.started))
+        family(
+            &mut encoder,
+            "process_start_time_seconds",
+            "When the process started (Unix time)",
+            &ConstGauge::new(self.started),
+        )
     }
 }
 
-fn family(encoder: &mut DescriptorEncoder, name: &str, help: &str, metric: &impl EncodeMetric) -> Result<(), fmt::Error> {
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), fmt::Error> {
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
@@ -554,7 +602,9 @@ service = "api"
     fn labels_are_config_names_and_fixed_words_only() {
         let text = exposition();
         assert!(!text.contains("/raw/path") && !text.contains("127.0.0.1\""), "{text}");
-        assert!(text.contains(r#"portcullis_requests_total{route="api",service="api",method="GET",status_class="2xx"} 1"#));
+        assert!(
+            text.contains(r#"portcullis_requests_total{route="api",service="api",method="GET",status_class="2xx"} 1"#)
+        );
         assert!(text.contains(r#"portcullis_upstream_retries_total{service="api"} 1"#));
         assert!(text.contains(r#"portcullis_circuit_state{service="api",state="closed"} 1"#));
         assert!(text.contains(r#"portcullis_token_cache_total{provider="corp",outcome="miss"} 1"#));

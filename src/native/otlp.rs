@@ -18,7 +18,9 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_http::HttpError;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanEvents, SpanLinks, SpanProcessor,
+};
 
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::trace::{SpanKind, SpanRecord};
@@ -71,7 +73,12 @@ impl Exporter {
         }
     }
 
-    fn span_data(&self, trace_id: TraceId, span: &SpanRecord, wall: &impl Fn(Duration) -> SystemTime) -> Option<SpanData> {
+    fn span_data(
+        &self,
+        trace_id: TraceId,
+        span: &SpanRecord,
+        wall: &impl Fn(Duration) -> SystemTime,
+    ) -> Option<SpanData> {
         let span_id = SpanId::from_hex(&span.span_id).ok()?;
         let parent = span.parent_id.as_deref().and_then(|p| SpanId::from_hex(p).ok());
         let status = match &span.error {

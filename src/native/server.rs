@@ -22,19 +22,19 @@ use tokio::sync::watch;
 use super::access_log::AccessLogSink;
 use super::client::PoolLimits;
 use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise};
-use super::redis_kv::RedisKv;
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
+use super::redis_kv::RedisKv;
 use super::{NodeBody, NodeKv, NodePorts, admin, load_config_hashed, probe};
-use crate::config::ConfigErrors;
-use crate::ports::{Clock, Ports};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
+use crate::config::ConfigErrors;
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Downstream, Gateway};
 use crate::ports::KvStore;
+use crate::ports::{Clock, Ports};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Settings of `portcullis serve` that are about this process, not the config.
 #[derive(Debug, Clone)]
@@ -92,8 +92,7 @@ pub(super) struct Loaded {
 
 /// Serves until SIGTERM/SIGINT, then drains. Fails only on start-up problems.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let (config, sha256) =
-        load_config_hashed(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let (config, sha256) = load_config_hashed(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     if let Some(addr) = opts.admin_listen
         && !addr.ip().is_loopback()
         && config.admin_tokens.is_empty()
@@ -275,7 +274,8 @@ pub(super) fn reload(node: &Arc<Node>) -> Result<String, ConfigErrors> {
             node.gateway.store(Arc::new(next));
             node.metrics.reload(true);
             node.metrics.config_loaded(&path, &sha256);
-            *node.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Loaded { sha256: sha256.clone(), at: now_rfc3339() };
+            *node.loaded.lock().unwrap_or_else(|p| p.into_inner()) =
+                Loaded { sha256: sha256.clone(), at: now_rfc3339() };
             tracing::info!(config = %path, sha256, "config reloaded");
             let generation = node.generation.fetch_add(1, Ordering::AcqRel) + 1;
             node.keys_ready.store(false, Ordering::Release);

@@ -46,9 +46,7 @@ impl Trace {
     pub(crate) fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy, ratio: f64) -> Self {
         let span_id = hex(&entropy.bytes()[32..40]);
         match inbound.and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
-            Some((trace_id, parent, flags)) => {
-                Self { trace_id, span_id, flags, continued: true, parent: Some(parent) }
-            }
+            Some((trace_id, parent, flags)) => Self { trace_id, span_id, flags, continued: true, parent: Some(parent) },
             None => {
                 let id = &entropy.bytes()[16..32];
                 let draw = u64::from_be_bytes(id[8..16].try_into().unwrap_or_default()) >> 11;
@@ -169,7 +167,8 @@ mod tests {
 
     #[test]
     fn new_traces_are_sampled_at_the_ratio_and_continued_ones_keep_the_clients_choice() {
-        let sampled = |ratio| (0..2000u128).filter(|&i| Trace::from_header(None, &Entropy::draw(i), ratio).sampled()).count();
+        let sampled =
+            |ratio| (0..2000u128).filter(|&i| Trace::from_header(None, &Entropy::draw(i), ratio).sampled()).count();
         assert_eq!(sampled(0.0), 0);
         assert_eq!(sampled(1.0), 2000);
         let tenth = sampled(0.1);

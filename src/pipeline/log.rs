@@ -122,8 +122,10 @@ pub(crate) struct LimitLog {
     pub(crate) outcome: LimitOutcome,
 }
 
-/// What metrics and traces take from a request beyond its log line.
+/// What metrics and traces take from a request beyond its log line (the
+/// node reads it; the edge has Spin's).
 #[derive(Debug, Clone)]
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct Observed {
     pub(crate) auth: Option<AuthNote>,
     /// Failed tries, by kind (`connect_error`, `connect_timeout`, `timeout`, `invalid_response`).

@@ -268,7 +268,13 @@ impl Ctx {
 
 impl Ctx {
     /// The authentication span, with the key-set fetch under it.
-    fn auth_span(&mut self, config: &Config, start: Duration, end: Duration, verdict: &Result<Arc<Identity>, authn::AuthError>) {
+    fn auth_span(
+        &mut self,
+        config: &Config,
+        start: Duration,
+        end: Duration,
+        verdict: &Result<Arc<Identity>, authn::AuthError>,
+    ) {
         let (Some(spans), Some(note)) = (&mut self.spans, &self.auth) else { return };
         let provider = note.provider.map_or("", |i| &*config.auth.providers[i].name);
         let span = SpanRecord::new("portcullis.authn", SpanKind::Internal, &self.trace.span_id, start, end)

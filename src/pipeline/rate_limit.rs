@@ -99,9 +99,15 @@ pub(crate) async fn phase<P: Ports>(
     let result = check(config, route, ctx, headers, ports, &mut outcomes).await;
     if let Some(spans) = &mut ctx.spans {
         let outcome = outcomes.first().map_or("none", |(_, o): &(usize, LimitOutcome)| o.name());
-        let span = SpanRecord::new("portcullis.rate_limit", SpanKind::Internal, &ctx.trace.span_id, started, ports.clock().monotonic())
-            .attr("portcullis.limit.outcome", outcome)
-            .failed(result.as_ref().err().map(ToString::to_string));
+        let span = SpanRecord::new(
+            "portcullis.rate_limit",
+            SpanKind::Internal,
+            &ctx.trace.span_id,
+            started,
+            ports.clock().monotonic(),
+        )
+        .attr("portcullis.limit.outcome", outcome)
+        .failed(result.as_ref().err().map(ToString::to_string));
         spans.push(span);
     }
     ctx.limits = outcomes;
@@ -153,9 +159,12 @@ async fn check<P: Ports>(
             return Err(LimitError::StoreDown(e.to_string()));
         }
     };
-    outcomes.extend(indexes.iter().zip(&decisions).map(|(&i, d)| {
-        (i, if d.allowed { LimitOutcome::Admitted } else { LimitOutcome::Limited })
-    }));
+    outcomes.extend(
+        indexes
+            .iter()
+            .zip(&decisions)
+            .map(|(&i, d)| (i, if d.allowed { LimitOutcome::Admitted } else { LimitOutcome::Limited })),
+    );
     if decisions.iter().all(|d| d.allowed) {
         return Ok(Applied { headers: answer_headers(&policies, &decisions), store_error: None });
     }

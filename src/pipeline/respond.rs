@@ -87,7 +87,13 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
 }
 
 /// The request's own span (server), under the client's span if it sent one.
-fn request_span(trace: &Trace, method: &http::Method, status: u16, start: std::time::Duration, end: std::time::Duration) -> SpanRecord {
+fn request_span(
+    trace: &Trace,
+    method: &http::Method,
+    status: u16,
+    start: std::time::Duration,
+    end: std::time::Duration,
+) -> SpanRecord {
     let mut span = SpanRecord::new("portcullis.request", SpanKind::Server, "", start, end)
         .attr("http.request.method", method.as_str())
         .attr("http.response.status_code", status.to_string());

@@ -23,8 +23,10 @@ pub(crate) enum SpanKind {
 }
 
 /// One finished span. Times are monotonic readings (the home maps them
-/// to wall-clock time with the request's arrival).
+/// to wall-clock time with the request's arrival). Only an exporting home
+/// (the node) reads them.
 #[derive(Debug, Clone)]
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct SpanRecord {
     pub(crate) name: &'static str,
     pub(crate) kind: SpanKind,

@@ -134,8 +134,14 @@ async fn metrics_count_what_requests_did_with_labels_bounded_by_the_config() {
     assert_eq!(value(&series, r#"portcullis_auth_total{provider="partners",outcome="unknown_key"}"#), 20.0);
     assert_eq!(value(&series, r#"portcullis_auth_total{provider="(none)",outcome="missing"}"#), 1.0);
     assert_eq!(value(&series, r#"portcullis_auth_total{provider="partners",outcome="ok"}"#), 4.0);
-    assert_eq!(value(&series, r#"portcullis_rate_limit_decisions_total{policy="per_consumer",outcome="admitted"}"#), 3.0);
-    assert_eq!(value(&series, r#"portcullis_rate_limit_decisions_total{policy="per_consumer",outcome="limited"}"#), 1.0);
+    assert_eq!(
+        value(&series, r#"portcullis_rate_limit_decisions_total{policy="per_consumer",outcome="admitted"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(&series, r#"portcullis_rate_limit_decisions_total{policy="per_consumer",outcome="limited"}"#),
+        1.0
+    );
     assert_eq!(value(&series, r#"portcullis_upstream_tries_total{service="echo"}"#), 8.0);
     // Latency buckets fine enough to see 50 µs; every route's histogram counts its requests.
     assert!(text.contains(r#"portcullis_gateway_overhead_seconds_bucket{le="0.00005",route="open"}"#), "{text}");
@@ -147,7 +153,8 @@ async fn metrics_count_what_requests_did_with_labels_bounded_by_the_config() {
     assert!(text.contains(&format!("portcullis_config_info{{sha256=\"{hash}\"")), "{text}");
     assert!(value(&series, "process_resident_memory_bytes") > 1e6);
     assert!(value(&series, "process_open_fds") > 3.0);
-    let target = format!("portcullis_target_healthy{{service=\"echo\",target=\"echo http://127.0.0.1:{}\"}}", origin.port());
+    let target =
+        format!("portcullis_target_healthy{{service=\"echo\",target=\"echo http://127.0.0.1:{}\"}}", origin.port());
     assert_eq!(value(&series, &target), 1.0);
 
     // Bounded: the label values are route, service, provider and policy
@@ -183,8 +190,15 @@ async fn the_admin_api_reports_readiness_config_and_upstreams_and_reloads() {
         assert!(Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let token = idp::mint(&key, &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}));
-    let signed = Request::get("/signed").header("host", "gw.test").header("authorization", format!("Bearer {token}")).body(Bytes::new()).unwrap();
+    let token = idp::mint(
+        &key,
+        &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}),
+    );
+    let signed = Request::get("/signed")
+        .header("host", "gw.test")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Bytes::new())
+        .unwrap();
     assert_eq!(send(node.addr, signed).await.status, 200, "ready means keys at hand");
 
     let config = send(admin, get("/config")).await.json();
@@ -200,7 +214,11 @@ async fn the_admin_api_reports_readiness_config_and_upstreams_and_reloads() {
 
     // A rejected reload answers every error and leaves the config running.
     let good = String::from_utf8(text).unwrap();
-    std::fs::write(&node.config_path, "[[routes]]\npath = \"/x\"\nservice = \"missing\"\n[gateway]\nmax_header_count = 0\n").unwrap();
+    std::fs::write(
+        &node.config_path,
+        "[[routes]]\npath = \"/x\"\nservice = \"missing\"\n[gateway]\nmax_header_count = 0\n",
+    )
+    .unwrap();
     let post = |path: &str| Request::post(path).header("host", "admin").body(Bytes::new()).unwrap();
     let rejected = send(admin, post("/reload")).await;
     assert_eq!(rejected.status, 422);
@@ -226,7 +244,16 @@ async fn an_admin_listener_beyond_loopback_needs_a_token_in_the_config() {
     let path = support::temp_path("admin.toml");
     std::fs::write(&path, support::api_config(&format!("url = \"http://127.0.0.1:{}\"", origin.port()))).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--admin-listen", "0.0.0.0:0", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--config",
+        ])
         .arg(&path)
         .output()
         .unwrap();
@@ -263,7 +290,9 @@ impl Collector {
                             Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::new())))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -298,7 +327,8 @@ async fn spans_reach_an_otlp_collector_with_the_right_parents() {
     let idp = Idp::start(&[&k1], 300).await;
     let (collector, port) = Collector::start().await;
     let endpoint = format!("http://127.0.0.1:{port}");
-    let node = Node::start_args(&config(&origin, idp.port, "trace_sample_ratio = 0.0"), &[], &["--otlp-endpoint", &endpoint]);
+    let node =
+        Node::start_args(&config(&origin, idp.port, "trace_sample_ratio = 0.0"), &[], &["--otlp-endpoint", &endpoint]);
     // Wait for the start-up fetch, then rotate: the request's token has a
     // new kid, so the request fetches the key set itself.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -307,18 +337,23 @@ async fn spans_reach_an_otlp_collector_with_the_right_parents() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     idp.set_keys(&[&k1, &k2]);
-    let token = idp::mint(&k2, &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}));
+    let token = idp::mint(
+        &k2,
+        &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}),
+    );
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
     let traced = |path: &str, flags: &str| {
-        Request::get(path).header("host", "gw.test")
+        Request::get(path)
+            .header("host", "gw.test")
             .header("authorization", format!("Bearer {token}"))
             .header("traceparent", format!("00-{client_trace}-{client_span}-{flags}"))
             .body(Bytes::new())
             .unwrap()
     };
     assert_eq!(send(node.addr, traced("/signed", "01")).await.status, 200);
-    let keyed_traced = Request::get("/keyed").header("host", "gw.test")
+    let keyed_traced = Request::get("/keyed")
+        .header("host", "gw.test")
         .header("x-api-key", GOOD_KEY)
         .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
         .body(Bytes::new())
@@ -340,7 +375,9 @@ async fn spans_reach_an_otlp_collector_with_the_right_parents() {
     for r in &requests {
         assert_eq!(hex(&r.parent_span_id), client_span, "the request span continues the client's");
     }
-    let children_of = |parent: &Span| spans.iter().filter(|s| s.parent_span_id == parent.span_id).map(|s| s.name.as_str()).collect::<BTreeSet<_>>();
+    let children_of = |parent: &Span| {
+        spans.iter().filter(|s| s.parent_span_id == parent.span_id).map(|s| s.name.as_str()).collect::<BTreeSet<_>>()
+    };
     let first = requests.iter().find(|r| children_of(r).len() == 2).expect("the JWT request's span");
     assert_eq!(children_of(first), ["portcullis.authn", "portcullis.upstream"].into());
     let authn = spans.iter().find(|s| s.name == "portcullis.authn" && s.parent_span_id == first.span_id).unwrap();
@@ -369,14 +406,24 @@ async fn the_access_log_samples_successes_keeps_failures_and_redacts_credentials
     let key = idp::key("rsa1", "k1", Algorithm::RS256);
     let idp = Idp::start(&[&key], 300).await;
     let node = Node::start(&config(&origin, idp.port, "access_log_sample = 0.0"), &[]);
-    let token = idp::mint(&key, &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}));
+    let token = idp::mint(
+        &key,
+        &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}),
+    );
     for _ in 0..5 {
         assert_eq!(send(node.addr, get("/open/ok?token=querysecret")).await.status, 200);
     }
     assert_eq!(send(node.addr, keyed(Some(BAD_KEY), "/keyed?api_key=querysecret")).await.status, 401);
     // Signed by another key under k1's name: a bad signature.
-    let forged = idp::mint(&idp::key("rsa2", "k1", Algorithm::RS256), &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}));
-    let signed = Request::get("/signed?x=querysecret").header("host", "gw.test").header("authorization", format!("Bearer {forged}")).body(Bytes::new()).unwrap();
+    let forged = idp::mint(
+        &idp::key("rsa2", "k1", Algorithm::RS256),
+        &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}),
+    );
+    let signed = Request::get("/signed?x=querysecret")
+        .header("host", "gw.test")
+        .header("authorization", format!("Bearer {forged}"))
+        .body(Bytes::new())
+        .unwrap();
     assert_eq!(send(node.addr, signed).await.status, 401);
     assert_eq!(send(node.addr, get("/missing")).await.status, 404);
     for _ in 0..3 {
@@ -407,7 +454,10 @@ async fn the_access_log_samples_successes_keeps_failures_and_redacts_credentials
     assert_eq!(line["service"], "echo");
     assert_eq!(line["attempts"], 1);
     assert_eq!(line["limits"], json!([{"policy": "per_consumer", "outcome": "admitted"}]));
-    let (total, upstream, overhead) =
-        (line["total_latency_us"].as_u64().unwrap(), line["upstream_latency_us"].as_u64().unwrap(), line["overhead_us"].as_u64().unwrap());
+    let (total, upstream, overhead) = (
+        line["total_latency_us"].as_u64().unwrap(),
+        line["upstream_latency_us"].as_u64().unwrap(),
+        line["overhead_us"].as_u64().unwrap(),
+    );
     assert!(overhead + upstream <= total + 1_000, "{line}");
 }

@@ -92,7 +92,12 @@ impl Node {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--config"])
             .arg(&config_path)
             .args(extra_args)
-            .args(["--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"].chunks(2).filter(|flag| !extra_args.contains(&flag[0])).flatten())
+            .args(
+                ["--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+                    .chunks(2)
+                    .filter(|flag| !extra_args.contains(&flag[0]))
+                    .flatten(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in vars {

@@ -456,7 +456,8 @@ impl<P: Ports> Refresh<'_, P> {
         });
         let started = ports.clock().monotonic();
         let fetched = fetch(ports, self.uri, policy, now).await.map(Arc::new);
-        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Fetched { started, ended: ports.clock().monotonic(), ok: fetched.is_some() });
+        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Fetched { started, ended: ports.clock().monotonic(), ok: fetched.is_some() });
         self.entry.update(|s| {
             s.attempting = false;
             if let Some(fetched) = &fetched {

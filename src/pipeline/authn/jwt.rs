@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::failures::FailureLimit;
 use super::jwks::{Fetched, KeyLookup};
-use super::{AuthCaches, AuthNote, AuthError, Challenge, Identity, TOKEN_CACHE_TTL, digest};
+use super::{AuthCaches, AuthError, AuthNote, Challenge, Identity, TOKEN_CACHE_TTL, digest};
 use crate::config::auth::{JwtProvider, KeySource, StaticKey};
 use crate::ports::{Clock, KvStore, Ports, store_key};
 
@@ -56,36 +56,36 @@ impl Verifier<'_> {
         {
             return Err(AuthError::TooManyFailures { retry_after });
         }
-        verify(self.name, self.provider, token, digest, caches, ports, challenge, &mut note.fetch).await
+        self.verify_new(token, digest, caches, ports, challenge, &mut note.fetch).await
     }
-}
 
-/// A token not seen before: header, key, signature, claims; then cached.
-async fn verify<P: Ports>(
-    name: &str,
-    p: &JwtProvider,
-    token: &str,
-    digest: [u8; 32],
-    caches: &AuthCaches,
-    ports: &P,
-    challenge: &Challenge,
-    fetched: &mut Option<Fetched>,
-) -> Result<Arc<Identity>, AuthError> {
-    let invalid = |flaw: (&'static str, &str)| invalid(flaw, challenge);
-    let now = ports.clock().now();
-    let header = accepted_header(p, token).map_err(invalid)?;
-    let key = signing_key(p, &header, caches, ports, fetched).await.map_err(|e| e.into_error(challenge))?;
-    let claims = signed_claims(p, token, &key, header.alg).map_err(invalid)?;
-    let exp = check_times(p, &claims, now).map_err(|(reason, d)| invalid((reason, &d)))?;
-    let identity = Arc::new(identity_of(name, p, claims));
-    let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
-    // Any `exp` a token may carry (1e300 included) caps the cache, never panics.
-    let until = exp.and_then(|e| Duration::try_from_secs_f64(e.max(0.0)).ok()).map_or(ceiling, |d| d.min(ceiling));
-    caches.tokens.insert(digest, identity.clone(), Some(until), now);
-    if P::SHORT_LIVED {
-        shared_put(ports, &digest, &identity, until, now).await;
+    /// A token not seen before: header, key, signature, claims; then cached.
+    async fn verify_new<P: Ports>(
+        &self,
+        token: &str,
+        digest: [u8; 32],
+        caches: &AuthCaches,
+        ports: &P,
+        challenge: &Challenge,
+        fetched: &mut Option<Fetched>,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let (name, p) = (self.name, self.provider);
+        let invalid = |flaw: (&'static str, &str)| invalid(flaw, challenge);
+        let now = ports.clock().now();
+        let header = accepted_header(p, token).map_err(invalid)?;
+        let key = signing_key(p, &header, caches, ports, fetched).await.map_err(|e| e.into_error(challenge))?;
+        let claims = signed_claims(p, token, &key, header.alg).map_err(invalid)?;
+        let exp = check_times(p, &claims, now).map_err(|(reason, d)| invalid((reason, &d)))?;
+        let identity = Arc::new(identity_of(name, p, claims));
+        let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
+        // Any `exp` a token may carry (1e300 included) caps the cache, never panics.
+        let until = exp.and_then(|e| Duration::try_from_secs_f64(e.max(0.0)).ok()).map_or(ceiling, |d| d.min(ceiling));
+        caches.tokens.insert(digest, identity.clone(), Some(until), now);
+        if P::SHORT_LIVED {
+            shared_put(ports, &digest, &identity, until, now).await;
+        }
+        Ok(identity)
     }
-    Ok(identity)
 }
 
 /// A token refused: why (a metric label), and the description the client gets.
@@ -213,7 +213,9 @@ fn check_times(
     let time = |claim: &str| -> Result<Option<f64>, (&'static str, String)> {
         match claims.get(claim) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| (MALFORMED.0, format!("the token's `{claim}` is not a number"))),
+            Some(v) => {
+                v.as_f64().map(Some).ok_or_else(|| (MALFORMED.0, format!("the token's `{claim}` is not a number")))
+            }
         }
     };
     let exp = time("exp")?;

@@ -30,8 +30,8 @@ pub(crate) use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
 
 pub use super::log::AuthNote;
-pub use jwks::Fetched;
 use failures::FailureLimit;
+pub use jwks::Fetched;
 pub(crate) use jwks::JwksCache;
 
 /// The longest a verified token stays cached, whatever its `exp`: a key

@@ -297,7 +297,8 @@ fn identity_headers_are_forwarded_and_credentials_stripped() {
     let mut req =
         Request::get("/x").header("authorization", bearer(&mint(RSA1, "k1", claims(T0 + 60)))).body(()).unwrap();
     let route = gw.config.routes[0].auth.as_ref().unwrap();
-    block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, CLIENT, &mut req, &mut AuthNote::default())).unwrap();
+    block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, CLIENT, &mut req, &mut AuthNote::default()))
+        .unwrap();
     assert!(req.headers().get("authorization").is_none());
     assert_eq!(req.headers()["x-user"], "alice");
     assert_eq!(req.headers()["x-tenant"], "acme");
@@ -342,8 +343,11 @@ fn challenges_follow_rfc_6750() {
     let c = Challenge { realm: "api".into(), bearer: true, api_key: true };
     let missing = www_authenticate(&AuthError::Missing { challenge: c.clone() });
     assert_eq!(missing, ["Bearer realm=\"api\"", "ApiKey realm=\"api\""]);
-    let invalid =
-        www_authenticate(&AuthError::InvalidToken { reason: "expired", description: "the token has \"expired\"".into(), challenge: c });
+    let invalid = www_authenticate(&AuthError::InvalidToken {
+        reason: "expired",
+        description: "the token has \"expired\"".into(),
+        challenge: c,
+    });
     assert_eq!(
         invalid[0],
         "Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the token has expired\""
@@ -481,7 +485,10 @@ fn failed_attempts_are_limited_per_provider_and_client() {
     let route = gw.config.routes[0].auth.as_ref().unwrap();
     let mut req = Request::get("/x").header("authorization", bearer(&fresh)).body(()).unwrap();
     let other = "198.51.100.8".parse().unwrap();
-    assert!(block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, other, &mut req, &mut AuthNote::default())).is_ok());
+    assert!(
+        block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, other, &mut req, &mut AuthNote::default()))
+            .is_ok()
+    );
     // One failure drains every 20 s.
     ports.clock.advance(Duration::from_secs(20));
     assert!(auth(&gw, &ports, &[("authorization", &bearer(&fresh))]).is_ok());
