@@ -5,6 +5,7 @@
 #   benches/run.sh                      # everything (~10 min after the builds)
 #   SECONDS_PER_RUN=5 benches/run.sh
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
+#   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -39,9 +40,9 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all) ;;
+  all|observability) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability]" >&2; exit 2 ;;
 esac
 
 for tool in wrk nginx taskset redis-server curl; do
@@ -50,7 +51,8 @@ done
 
 echo "== building (release)" >&2
 cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-cargo build --release -p portcullis-edge-host >&2
+[ "$MODE" = observability ] || cargo build --release -p portcullis-edge-host >&2
+[ "$MODE" = observability ] || {
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
 for f in p2 p3; do
   edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm >&2
@@ -58,6 +60,7 @@ for f in p2 p3; do
   edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
   cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
 done
+}
 HOST=$T/release/portcullis-edge-host
 LOADGEN=$T/release/examples/loadgen
 TOKEN=$("$LOADGEN" mint tests/fixtures/keys/rsa1.pem)
@@ -205,6 +208,54 @@ sweep_all() { # addr → "keys-before deleted"
   done
   echo "$keys $deleted"
 }
+
+if [ "$MODE" = observability ]; then
+  # Peak throughput of /hello, alternating: metrics and traces off
+  # (--metrics-listen off stops recording too) against metrics on and spans
+  # exported for 1 % of new traces (to the demo origin, which takes the
+  # OTLP posts). Pairs alternate so drift hits both sides alike.
+  sed 's/^access_log = true/access_log = true\ntrace_sample_ratio = 0.01/' benches/gateway.toml > "$WORK/traced.toml"
+  peak() { # name config [serve args...]
+    local name=$1 config=$2; shift 2
+    PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
+      --config "$config" --listen 127.0.0.1:0 --admin-listen off "$@" >/dev/null 2>"$WORK/$name.err" & PIDS+=($!)
+    local addr; addr=$(listening "$WORK/$name.err")
+    wait_http "http://$addr/hello" >/dev/null
+    taskset -c 1 wrk -t1 -c$CONNS -d2s "http://$addr/hello" >/dev/null
+    taskset -c 1 wrk -t1 -c$CONNS -d${SECS}s "http://$addr/hello" | awk '/Requests\/sec/ {print int($2)}'
+    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+  }
+  echo "| pair | off rps | on rps | on / off |"
+  echo "|---:|---:|---:|---:|"
+  ratios=()
+  for i in $(seq 1 "${PAIRS:-5}"); do
+    off=$(peak off benches/gateway.toml --metrics-listen off)
+    on=$(peak on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT")
+    ratios+=("$(( on * 1000 / off ))")
+    echo "| $i | $off | $on | $(( on * 1000 / off / 10 )).$(( on * 1000 / off % 10 )) % |"
+  done
+  median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  echo "| median | | | $(( median / 10 )).$(( median % 10 )) % |"
+  # /metrics with 200 routes, each having served requests (so every route's
+  # series exist): the time of a scrape, over 20 scrapes.
+  {
+    sed -n '/^\[gateway\]/,/^$/p' benches/gateway.toml
+    echo '[services.origin]'; echo 'url = "http://127.0.0.1:{{ origin_port }}"'
+    for r in $(seq 1 200); do printf '[[routes]]\nname = "r%03d"\npath = "/r%03d"\nservice = "origin"\nrewrite = "/hello"\n' "$r" "$r"; done
+  } > "$WORK/routes200.toml"
+  sed -i 's/^access_log = true/access_log = false/' "$WORK/routes200.toml"
+  PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
+    --config "$WORK/routes200.toml" --listen 127.0.0.1:0 --admin-listen off --metrics-listen 127.0.0.1:0 >/dev/null 2>"$WORK/scrape.err" & PIDS+=($!)
+  addr=$(listening "$WORK/scrape.err")
+  wait_http "http://$addr/r001" >/dev/null
+  metrics=$(grep '"metrics listening"' "$WORK/scrape.err" | grep -o '127\.0\.0\.1:[0-9]*' | head -1)
+  for r in $(seq 1 200); do for m in GET HEAD; do curl -sf -o /dev/null -X $m "http://$addr/r$(printf %03d "$r")"; done; curl -s -o /dev/null "http://$addr/none$r"; done
+  times=$(for _ in $(seq 1 20); do curl -s -o /dev/null -w '%{time_total}\n' "http://$metrics/metrics"; done | sort -n)
+  size=$(curl -s "http://$metrics/metrics" | wc -c); series=$(curl -s "http://$metrics/metrics" | grep -vc '^#')
+  echo
+  echo "/metrics, 200 routes ($series series, $size bytes): median $(sed -n 10p <<<"$times") s, max $(tail -1 <<<"$times") s over 20 scrapes"
+  exit 0
+fi
 
 if [ "$MODE" != all ]; then
   echo

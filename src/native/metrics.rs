@@ -136,6 +136,9 @@ pub(crate) struct Metrics {
     config_loaded: Gauge<f64, AtomicU64>,
     unmatched: Arc<str>,
     no_service: Arc<str>,
+    /// Off when nothing serves `/metrics` (`--metrics-listen off`): requests
+    /// then record nothing.
+    enabled: bool,
 }
 
 /// What the node holds, read at each scrape.
@@ -145,7 +148,7 @@ pub(crate) struct State {
 }
 
 impl Metrics {
-    pub(crate) fn new(state: State) -> Self {
+    pub(crate) fn new(state: State, enabled: bool) -> Self {
         let mut registry = Registry::default();
         let m = Self {
             requests: Family::default(),
@@ -168,6 +171,7 @@ impl Metrics {
             config_loaded: Gauge::default(),
             unmatched: UNMATCHED.into(),
             no_service: NO_SERVICE.into(),
+            enabled,
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -237,13 +241,18 @@ impl Metrics {
     }
 
     /// A request began; the guard ends it.
-    pub(crate) fn begin(&self) -> InFlight {
-        self.in_flight.inc();
-        InFlight(self.in_flight.clone())
+    pub(crate) fn begin(&self) -> Option<InFlight> {
+        self.enabled.then(|| {
+            self.in_flight.inc();
+            InFlight(self.in_flight.clone())
+        })
     }
 
     /// Counts a finished request from its access-log record.
     pub(crate) fn request(&self, log: &AccessLog) {
+        if !self.enabled {
+            return;
+        }
         let route = log.route.clone().unwrap_or_else(|| self.unmatched.clone());
         let service = log.service.clone();
         let labels = RequestLabels {
@@ -548,7 +557,8 @@ service = "api"
     /// Every family, each with a series.
     fn exposition() -> String {
         let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
-        let metrics = Metrics::new(State { gateway: Box::new(move || gateway.clone()), connections: Box::new(|| 3) });
+        let state = State { gateway: Box::new(move || gateway.clone()), connections: Box::new(|| 3) };
+        let metrics = Metrics::new(state, true);
         let _busy = metrics.begin();
         metrics.request(&record());
         metrics.store_call("gcra", Duration::from_micros(300), false);
@@ -596,6 +606,16 @@ service = "api"
         let used = named(&exprs.join("\n"), &exported);
         assert!(used.len() >= 8, "{used:?}");
         assert!(used.is_subset(&exported), "the dashboard uses what is not exported: {:?}", used.difference(&exported));
+    }
+
+    #[test]
+    fn with_no_listener_requests_record_nothing() {
+        let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
+        let state = State { gateway: Box::new(move || gateway.clone()), connections: Box::new(|| 0) };
+        let metrics = Metrics::new(state, false);
+        assert!(metrics.begin().is_none());
+        metrics.request(&record());
+        assert!(!metrics.encode().unwrap().contains("portcullis_requests_total"));
     }
 
     #[test]

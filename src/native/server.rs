@@ -107,10 +107,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let gate = Gate::new(opts.connections.clone());
     let current = gateway.clone();
     let open = gate.clone();
-    let metrics = Arc::new(Metrics::new(MetricsState {
-        gateway: Box::new(move || current.load_full()),
-        connections: Box::new(move || open.open()),
-    }));
+    let metrics = Arc::new(Metrics::new(
+        MetricsState { gateway: Box::new(move || current.load_full()), connections: Box::new(move || open.open()) },
+        opts.metrics_listen.is_some(),
+    ));
     metrics.config_loaded(&opts.config.display().to_string(), &sha256);
     let tracer = match &opts.otlp_endpoint {
         Some(endpoint) => Some(Exporter::new(endpoint, "portcullis")?),

@@ -447,6 +447,94 @@ async fn spin_p3_redis() {
     real_spin("spin_p3_redis", "p3", true).await;
 }
 
+/// Under real Spin with its OpenTelemetry export on, in both flavours: the
+/// origin's parent is Spin's own outbound span (exported; Spin replaces the
+/// component's `traceparent` with it), under the client's trace for WASI
+/// 0.2; and the component's JSON log line carries its decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_traces_and_logs_the_edges_decisions() {
+    const TEST: &str = "spin_traces_and_logs_the_edges_decisions";
+    let Some(spin) = support::spin::binary() else {
+        support::notice(&format!("{TEST}: skipped: set PORTCULLIS_SPIN to a Spin CLI"));
+        return;
+    };
+    if !support::edge::ready(TEST, &["conformance-p2", "conformance-p3"]) {
+        return;
+    }
+    let (collector, port) = support::otlp::Collector::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
+    ];
+    let (client_trace, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    for flavour in ["p2", "p3"] {
+        let b = Backends::start().await;
+        let component = support::edge::component(&format!("conformance-{flavour}"));
+        let app = support::spin::up_env(&spin, &component, &homes::variables(&b), None, &env);
+        let req = Request::get("/metered")
+            .header("host", "gw.test")
+            .header("x-api-key", "acme-key-0001")
+            .header("traceparent", format!("00-{client_trace}-{client_span}-01"))
+            .body(Bytes::new())
+            .unwrap();
+        assert_eq!(support::send(app.addr, req).await.status, 200, "{flavour}");
+        let received = b.origin.received();
+        let sent = received.iter().rev().find_map(|r| r.headers.iter().find(|(k, _)| k == "traceparent")).unwrap();
+        let parts: Vec<&str> = sent.1.split('-').collect();
+        assert_ne!(parts[2], client_span, "{flavour}: a span between the client and the origin");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let parent = loop {
+            let spans = collector.spans();
+            if let Some(span) = spans.iter().find(|s| support::otlp::hex(&s.span_id) == parts[2]) {
+                break span.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{flavour}: Spin never exported span {}", parts[2]);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        assert_eq!(support::otlp::hex(&parent.trace_id), parts[1], "{flavour}");
+        assert_eq!(parent.name, "GET", "{flavour}: Spin's outbound span is the origin's parent");
+        if flavour == "p2" {
+            // Up from the origin's parent: Spin's component span, its request
+            // span, then the client's span.
+            let spans = collector.spans();
+            let mut chain = Vec::new();
+            let mut at = parent.clone();
+            while let Some(up) = spans.iter().find(|s| s.span_id == at.parent_span_id) {
+                chain.push(up.name.clone());
+                at = up.clone();
+            }
+            assert_eq!(chain, ["execute_wasm_component portcullis", "GET /..."], "{flavour}");
+            assert_eq!(support::otlp::hex(&at.parent_span_id), client_span, "{flavour}");
+            assert_eq!(parts[1], client_trace, "{flavour}: the origin is in the client's trace");
+        } else if parts[1] != client_trace {
+            // Spin 4.1.0-pre0 runs WASI 0.3 host calls outside the request's
+            // span: each outbound call starts a trace of its own.
+            support::notice(&format!(
+                "{TEST}: {flavour}: Spin put the origin in a trace of its own ({}), not the client's",
+                parts[1]
+            ));
+        }
+        let line = loop {
+            let out = app.component_stdout();
+            if let Some(line) = out
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["route"] == "metered")
+            {
+                break line;
+            }
+            assert!(std::time::Instant::now() < deadline, "{flavour}: no log line: {out}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(line["trace_id"], client_trace, "{flavour}");
+        assert_eq!(line["service"], "echo", "{flavour}");
+        assert_eq!(line["auth"], serde_json::json!({"provider": "partners", "outcome": "ok"}), "{flavour}");
+        assert_eq!(line["limits"], serde_json::json!([{"policy": "per_consumer", "outcome": "admitted"}]), "{flavour}");
+        assert!(line["upstream_latency_us"].is_u64() && line["overhead_us"].is_u64(), "{flavour}: {line}");
+        assert_eq!(line["attempts"], 1, "{flavour}");
+    }
+}
+
 /// The manifests the repository ships for each flavour load the shipped
 /// components under real Spin, which answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,23 +2,17 @@
 //! an OTLP collector, and the access log's sampling and redaction.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::Request;
 use jsonwebtoken::Algorithm;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 use serde_json::json;
 
 use super::support::idp::{self, Idp};
 use super::support::origin::Origin;
+use super::support::otlp::{Collector, hex};
 use super::support::{self, Node, get, send};
 
 const GOOD_KEY: &str = "acme-key-0001";
@@ -259,64 +253,6 @@ async fn an_admin_listener_beyond_loopback_needs_a_token_in_the_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[admin] token_sha256"));
-}
-
-/// A loopback OTLP/HTTP collector: the spans it was sent.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
-
-impl Collector {
-    async fn start() -> (Collector, u16) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let collector = Collector::default();
-        let spans = collector.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let spans = spans.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let spans = spans.clone();
-                        async move {
-                            assert_eq!(req.uri().path(), "/v1/traces");
-                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-                            let body = req.into_body().collect().await?.to_bytes();
-                            let export = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                            for resource in export.resource_spans {
-                                for scope in resource.scope_spans {
-                                    spans.0.lock().unwrap().extend(scope.spans);
-                                }
-                            }
-                            Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::new())))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        (collector, port)
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        self.0.lock().unwrap().clone()
-    }
-
-    async fn wait_for(&self, count: usize) -> Vec<Span> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let spans = self.spans();
-            if spans.len() >= count || Instant::now() > deadline {
-                return spans;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod edge;
 pub mod idp;
 pub mod origin;
+pub mod otlp;
 pub mod redis;
 pub mod spin;
 

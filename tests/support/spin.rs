@@ -48,6 +48,17 @@ impl Drop for SpinApp {
 /// loopback port; `store_url`: a Redis URL for the default key-value store
 /// (Spin's own SQLite store otherwise).
 pub fn up(spin: &Path, component: &Path, vars: &[(&str, String)], store_url: Option<&str>) -> SpinApp {
+    up_env(spin, component, vars, store_url, &[])
+}
+
+/// Like [`up`], with environment variables for Spin (`OTEL_*`, say).
+pub fn up_env(
+    spin: &Path,
+    component: &Path,
+    vars: &[(&str, String)],
+    store_url: Option<&str>,
+    env: &[(&str, String)],
+) -> SpinApp {
     let dir = super::temp_path("spin-app");
     std::fs::create_dir_all(&dir).expect("app dir");
     let declared: String = vars.iter().map(|(k, _)| format!("{k} = {{ required = true }}\n")).collect();
@@ -85,7 +96,7 @@ key_value_stores = ["default"]
     for (k, v) in vars {
         args.extend(["--variable".to_string(), format!("{k}={v}")]);
     }
-    launch(spin, &dir.join("spin.toml"), dir, &args)
+    launch(spin, &dir.join("spin.toml"), dir, &args, env)
 }
 
 /// Serves a manifest as it is (one of those the repository ships), its
@@ -93,10 +104,18 @@ key_value_stores = ["default"]
 pub fn up_manifest(spin: &Path, manifest: &Path) -> SpinApp {
     let dir = super::temp_path("spin-state");
     std::fs::create_dir_all(&dir).expect("state dir");
-    launch(spin, manifest, dir, &[])
+    launch(spin, manifest, dir, &[], &[])
 }
 
-fn launch(spin: &Path, manifest: &Path, dir: PathBuf, args: &[String]) -> SpinApp {
+impl SpinApp {
+    /// What the component wrote on stdout so far (Spin keeps it in the
+    /// state directory's logs).
+    pub fn component_stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join(".spin/logs/portcullis_stdout.txt")).unwrap_or_default()
+    }
+}
+
+fn launch(spin: &Path, manifest: &Path, dir: PathBuf, args: &[String], env: &[(&str, String)]) -> SpinApp {
     let port = super::closed_port();
     let mut child = Command::new(spin)
         .process_group(0)
@@ -109,6 +128,7 @@ fn launch(spin: &Path, manifest: &Path, dir: PathBuf, args: &[String]) -> SpinAp
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(args)
         .env("SPIN_DISABLE_TELEMETRY", "1")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
