@@ -151,6 +151,17 @@ async fn redis_down_fails_open_or_closed_and_recovers() {
         let back = send(node.addr, get("/open")).await;
         assert!(back.headers.get("ratelimit").is_some(), "limits are enforced again on every connection");
     }
+    // The outage and the round trips are in the metrics.
+    let scrape = send(node.metrics_addr.unwrap(), get("/metrics")).await;
+    let text = String::from_utf8_lossy(&scrape.body);
+    let value = |series: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series}: {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value(r#"portcullis_store_errors_total{operation="gcra"}"#) >= 2.0);
+    assert!(value(r#"portcullis_store_duration_seconds_count{operation="gcra"}"#) >= 11.0);
+    assert!(value(r#"portcullis_rate_limit_decisions_total{policy="closed",outcome="store_error_denied"}"#) >= 1.0);
+    assert!(value(r#"portcullis_rate_limit_decisions_total{policy="shared",outcome="store_error_allowed"}"#) >= 1.0);
 }
 
 /// A hung Redis (stopped, its connections open) costs each request a store
