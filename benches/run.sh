@@ -76,7 +76,7 @@ wait_http() { # url [header] → ms until the first 200
 
 listening() { # file → the address a host or node said it listens on
   for _ in $(seq 1 2000); do
-    local a; a=$(grep -o '127\.0\.0\.1:[0-9]*' "$1" 2>/dev/null | head -1 || true)
+    local a; a=$(grep '"listening"' "$1" 2>/dev/null | grep -o '127\.0\.0\.1:[0-9]*' | head -1 || true)
     [ -n "$a" ] && { echo "$a"; return 0; }
     sleep 0.005
   done
@@ -234,8 +234,10 @@ if [ "$MODE" = observability ]; then
     ratios+=("$(( on * 1000 / off ))")
     echo "| $i | $off | $on | $(( on * 1000 / off / 10 )).$(( on * 1000 / off % 10 )) % |"
   done
-  median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "| median | | | $(( median / 10 )).$(( median % 10 )) % |"
+  if [ "${#ratios[@]}" -gt 0 ]; then
+    median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "| median | | | $(( median / 10 )).$(( median % 10 )) % |"
+  fi
   # /metrics with 200 routes, each having served requests (so every route's
   # series exist): the time of a scrape, over 20 scrapes.
   {
@@ -249,7 +251,7 @@ if [ "$MODE" = observability ]; then
   addr=$(listening "$WORK/scrape.err")
   wait_http "http://$addr/r001" >/dev/null
   metrics=$(grep '"metrics listening"' "$WORK/scrape.err" | grep -o '127\.0\.0\.1:[0-9]*' | head -1)
-  for r in $(seq 1 200); do for m in GET HEAD; do curl -sf -o /dev/null -X $m "http://$addr/r$(printf %03d "$r")"; done; curl -s -o /dev/null "http://$addr/none$r"; done
+  for r in $(seq 1 200); do curl -sf -o /dev/null "http://$addr/r$(printf %03d "$r")"; curl -sfI -o /dev/null "http://$addr/r$(printf %03d "$r")"; curl -s -o /dev/null "http://$addr/none$r"; done
   times=$(for _ in $(seq 1 20); do curl -s -o /dev/null -w '%{time_total}\n' "http://$metrics/metrics"; done | sort -n)
   size=$(curl -s "http://$metrics/metrics" | wc -c); series=$(curl -s "http://$metrics/metrics" | grep -vc '^#')
   echo

@@ -90,13 +90,16 @@ pub(super) async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
 }
 
 fn authorized(node: &Node, req: &Request<Incoming>) -> bool {
-    let Some(token) =
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
-    else {
+    bearer_listed(req.headers().get(header::AUTHORIZATION), &node.gateway.load().config.admin_tokens)
+}
+
+/// An `Authorization: Bearer T` whose SHA-256 is one of `tokens`.
+fn bearer_listed(authorization: Option<&header::HeaderValue>, tokens: &[[u8; 32]]) -> bool {
+    let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
         return false;
     };
     let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    node.gateway.load().config.admin_tokens.contains(&digest)
+    tokens.contains(&digest)
 }
 
 fn readiness(node: &Node) -> Answer {
@@ -222,5 +225,22 @@ where
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_listed_bearer_token_is_accepted() {
+        let tokens = [Sha256::digest(b"s3cret").into()];
+        let header = |v: &str| header::HeaderValue::from_str(v).unwrap();
+        assert!(bearer_listed(Some(&header("Bearer s3cret")), &tokens));
+        for refused in ["Bearer other", "Basic s3cret", "bearer s3cret", "s3cret", "Bearer "] {
+            assert!(!bearer_listed(Some(&header(refused)), &tokens), "{refused}");
+        }
+        assert!(!bearer_listed(None, &tokens));
+        assert!(!bearer_listed(Some(&header("Bearer s3cret")), &[]), "no token listed: nobody");
     }
 }

@@ -5,21 +5,34 @@
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` can replace).
 
 use std::error::Error as _;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Request, Response};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::NodeBody;
 use crate::body::BodyFailure;
 use crate::ports::{HttpClient, UpstreamError, UpstreamOptions, checked_length};
 
-type Pool = Client<HttpsConnector<HttpConnector>, NodeBody>;
+type Pool = Client<Counted<HttpsConnector<HttpConnector>>, NodeBody>;
+
+/// Connections to origins: open now, and opened since start (their ratio
+/// to tries says how well the pool keeps them).
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    pub(crate) open: AtomicUsize,
+    pub(crate) opened: AtomicU64,
+}
 
 /// Idle connections kept to origins (`portcullis serve` flags).
 #[derive(Debug, Clone)]
@@ -39,11 +52,12 @@ pub(crate) struct HyperClient {
     pools: RwLock<Vec<(Duration, Pool)>>,
     tls: rustls::ClientConfig,
     limits: PoolLimits,
+    connections: Arc<Connections>,
 }
 
 impl HyperClient {
     /// Loads the system's root certificates (once, at start-up).
-    pub(crate) fn new(limits: PoolLimits) -> std::io::Result<Self> {
+    pub(crate) fn new(limits: PoolLimits, connections: Arc<Connections>) -> std::io::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {
@@ -58,7 +72,7 @@ impl HyperClient {
             .map_err(std::io::Error::other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { pools: RwLock::default(), tls, limits })
+        Ok(Self { pools: RwLock::default(), tls, limits, connections })
     }
 }
 
@@ -82,6 +96,7 @@ impl HyperClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let connector = Counted { inner: connector, connections: self.connections.clone() };
         let pool = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -123,6 +138,92 @@ impl HttpClient for HyperClient {
                 None => UpstreamError::Protocol(chain(&err)),
             }),
         }
+    }
+}
+
+/// A connector whose connections are counted while they live.
+#[derive(Clone)]
+struct Counted<C> {
+    inner: C,
+    connections: Arc<Connections>,
+}
+
+impl<C> tower_service::Service<http::Uri> for Counted<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = CountedIo<C::Response>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let connections = self.connections.clone();
+        Box::pin(async move {
+            let io = connecting.await?;
+            connections.open.fetch_add(1, Ordering::Relaxed);
+            connections.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(CountedIo { io, connections })
+        })
+    }
+}
+
+/// A connection to an origin, counted open until dropped.
+struct CountedIo<T> {
+    io: T,
+    connections: Arc<Connections>,
+}
+
+impl<T> Drop for CountedIo<T> {
+    fn drop(&mut self) {
+        self.connections.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: Connection> Connection for CountedIo<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for CountedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for CountedIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }
 

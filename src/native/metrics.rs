@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
@@ -145,6 +145,7 @@ pub(crate) struct Metrics {
 pub(crate) struct State {
     pub(crate) gateway: Box<dyn Fn() -> Arc<Gateway> + Send + Sync>,
     pub(crate) connections: Box<dyn Fn() -> usize + Send + Sync>,
+    pub(crate) upstream_connections: Arc<super::client::Connections>,
 }
 
 impl Metrics {
@@ -416,6 +417,13 @@ impl Collector for Live {
             "Client connections open now",
             &ConstGauge::new(connections),
         )?;
+        let upstream = &self.state.upstream_connections;
+        let open = ConstGauge::new(upstream.open.load(Ordering::Relaxed) as i64);
+        let help = "Connections to origins open now, idle in the pool or busy";
+        family(&mut encoder, "portcullis_upstream_connections_open", help, &open)?;
+        let opened = ConstCounter::new(upstream.opened.load(Ordering::Relaxed));
+        let help = "Connections to origins opened since start";
+        family(&mut encoder, "portcullis_upstream_connections_opened", help, &opened)?;
         let process = Process::read();
         if let Some(cpu) = process.cpu_seconds {
             family(
@@ -557,7 +565,11 @@ service = "api"
     /// Every family, each with a series.
     fn exposition() -> String {
         let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
-        let state = State { gateway: Box::new(move || gateway.clone()), connections: Box::new(|| 3) };
+        let state = State {
+            gateway: Box::new(move || gateway.clone()),
+            connections: Box::new(|| 3),
+            upstream_connections: Arc::default(),
+        };
         let metrics = Metrics::new(state, true);
         let _busy = metrics.begin();
         metrics.request(&record());
@@ -591,7 +603,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 27, "{exported:?}");
+        assert_eq!(exported.len(), 29, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =
@@ -611,7 +623,11 @@ service = "api"
     #[test]
     fn with_no_listener_requests_record_nothing() {
         let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
-        let state = State { gateway: Box::new(move || gateway.clone()), connections: Box::new(|| 0) };
+        let state = State {
+            gateway: Box::new(move || gateway.clone()),
+            connections: Box::new(|| 0),
+            upstream_connections: Arc::default(),
+        };
         let metrics = Metrics::new(state, false);
         assert!(metrics.begin().is_none());
         metrics.request(&record());

@@ -135,8 +135,14 @@ pub(crate) struct NodePorts {
 }
 
 impl NodePorts {
-    pub(crate) fn new(kv: NodeKv, pool: &client::PoolLimits, spans: bool) -> std::io::Result<Self> {
-        Ok(Self { kv, http: HyperClient::new(pool.clone())?, clock: SystemClock(TokioSleep), spans })
+    pub(crate) fn new(
+        kv: NodeKv,
+        pool: &client::PoolLimits,
+        connections: Arc<client::Connections>,
+        spans: bool,
+    ) -> std::io::Result<Self> {
+        let http = HyperClient::new(pool.clone(), connections)?;
+        Ok(Self { kv, http, clock: SystemClock(TokioSleep), spans })
     }
 }
 

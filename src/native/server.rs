@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::access_log::AccessLogSink;
-use super::client::PoolLimits;
+use super::client::{Connections, PoolLimits};
 use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise};
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
@@ -107,10 +107,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let gate = Gate::new(opts.connections.clone());
     let current = gateway.clone();
     let open = gate.clone();
-    let metrics = Arc::new(Metrics::new(
-        MetricsState { gateway: Box::new(move || current.load_full()), connections: Box::new(move || open.open()) },
-        opts.metrics_listen.is_some(),
-    ));
+    let upstream_connections = Arc::new(Connections::default());
+    let state = MetricsState {
+        gateway: Box::new(move || current.load_full()),
+        connections: Box::new(move || open.open()),
+        upstream_connections: upstream_connections.clone(),
+    };
+    let metrics = Arc::new(Metrics::new(state, opts.metrics_listen.is_some()));
     metrics.config_loaded(&opts.config.display().to_string(), &sha256);
     let tracer = match &opts.otlp_endpoint {
         Some(endpoint) => Some(Exporter::new(endpoint, "portcullis")?),
@@ -124,7 +127,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let node = Arc::new(Node {
         gateway,
-        ports: Arc::new(NodePorts::new(kv, &opts.upstream_pool, tracer.is_some())?),
+        ports: Arc::new(NodePorts::new(kv, &opts.upstream_pool, upstream_connections, tracer.is_some())?),
         log: AccessLogSink::stdout(),
         metrics,
         tracer,

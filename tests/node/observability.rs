@@ -137,6 +137,10 @@ async fn metrics_count_what_requests_did_with_labels_bounded_by_the_config() {
         1.0
     );
     assert_eq!(value(&series, r#"portcullis_upstream_tries_total{service="echo"}"#), 8.0);
+    // Eight tries, one client after another: the pool kept the connection.
+    let opened = value(&series, "portcullis_upstream_connections_opened_total");
+    assert!((1.0..=2.0).contains(&opened), "{opened} connections for 8 sequential tries");
+    assert!(value(&series, "portcullis_upstream_connections_open") >= 1.0, "the idle one stays open");
     // Latency buckets fine enough to see 50 µs; every route's histogram counts its requests.
     assert!(text.contains(r#"portcullis_gateway_overhead_seconds_bucket{le="0.00005",route="open"}"#), "{text}");
     assert_eq!(value(&series, r#"portcullis_request_duration_seconds_count{route="open"}"#), 5.0);
