@@ -238,6 +238,39 @@ if [ "$MODE" = observability ]; then
     median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     echo "| median | | | $(( median / 10 )).$(( median % 10 )) % |"
   fi
+  # Peak throughput on this shared machine swings by ±15 % between runs of
+  # one binary; the node's own CPU time per request at a fixed rate (well
+  # below either side's peak) is steadier: its inverse is the throughput a
+  # CPU-bound node reaches.
+  cpu() { # name config [serve args...] → node CPU µs per request ×100
+    local name=$1 config=$2; shift 2
+    PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
+      --config "$config" --listen 127.0.0.1:0 --admin-listen off "$@" >/dev/null 2>"$WORK/$name.err" & PIDS+=($!)
+    local pid=${PIDS[-1]} addr; addr=$(listening "$WORK/$name.err")
+    wait_http "http://$addr/hello" >/dev/null
+    taskset -c 1 "$LOADGEN" --url "http://$addr/hello" --rate "${CPU_RATE:-10000}" --connections $CONNS --seconds 2 --warmup 0 >/dev/null
+    local before after out n
+    before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(taskset -c 1 "$LOADGEN" --url "http://$addr/hello" --rate "${CPU_RATE:-10000}" --connections $CONNS --seconds "$SECS" --warmup 0)
+    after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    n=$(grep -o '"requests":[0-9]*' <<<"$out" | cut -d: -f2)
+    echo $(( (after - before) * 1000000 / n ))   # clock ticks are 10 ms = 10 000 µs; ×100
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  }
+  echo
+  echo "| pair | off µs/req | on µs/req | off / on |"
+  echo "|---:|---:|---:|---:|"
+  cpus=()
+  for i in $(seq 1 "${CPU_PAIRS:-5}"); do
+    off=$(cpu cpu-off benches/gateway.toml --metrics-listen off)
+    on=$(cpu cpu-on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT")
+    cpus+=("$(( off * 1000 / on ))")
+    echo "| $i | $(( off / 100 )).$(printf %02d $(( off % 100 ))) | $(( on / 100 )).$(printf %02d $(( on % 100 ))) | $(( off * 1000 / on / 10 )).$(( off * 1000 / on % 10 )) % |"
+  done
+  if [ "${#cpus[@]}" -gt 0 ]; then
+    median=$(printf '%s\n' "${cpus[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "| median | | | $(( median / 10 )).$(( median % 10 )) % |"
+  fi
   # /metrics with 200 routes, each having served requests (so every route's
   # series exist): the time of a scrape, over 20 scrapes.
   {

@@ -8,7 +8,9 @@
 //! series are bounded by the config.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+
+use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,6 +141,8 @@ pub(crate) struct Metrics {
     /// Off when nothing serves `/metrics` (`--metrics-listen off`): requests
     /// then record nothing.
     enabled: bool,
+    /// The series of the config requests last ran on.
+    resolved: ArcSwapOption<Series>,
 }
 
 /// What the node holds, read at each scrape.
@@ -173,6 +177,7 @@ impl Metrics {
             unmatched: UNMATCHED.into(),
             no_service: NO_SERVICE.into(),
             enabled,
+            resolved: ArcSwapOption::empty(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -249,25 +254,52 @@ impl Metrics {
         })
     }
 
-    /// Counts a finished request from its access-log record.
-    pub(crate) fn request(&self, log: &AccessLog) {
+    /// The series of `gateway`'s routes and services (resolved the first
+    /// time a config is seen); `None` when requests record nothing.
+    pub(crate) fn series(&self, gateway: &Arc<Gateway>) -> Option<Arc<Series>> {
         if !self.enabled {
-            return;
+            return None;
         }
-        let route = log.route.clone().unwrap_or_else(|| self.unmatched.clone());
-        let service = log.service.clone();
-        let labels = RequestLabels {
-            route: route.clone(),
-            service: service.clone().unwrap_or_else(|| self.no_service.clone()),
-            method: method(&log.method),
-            status_class: status_class(log.status),
-        };
-        self.requests.get_or_create(&labels).inc();
-        let route = RouteLabel { route };
-        self.duration.get_or_create(&route).observe(seconds_us(log.total_latency_us));
-        self.overhead.get_or_create(&route).observe(seconds_us(log.overhead_us));
-        if log.fallback {
-            self.fallbacks.get_or_create(&route).inc();
+        if let Some(series) =
+            self.resolved.load_full().filter(|s| std::ptr::eq(s.gateway.as_ptr(), Arc::as_ptr(gateway)))
+        {
+            return Some(series);
+        }
+        let series = Arc::new(Series::new(self, gateway));
+        self.resolved.store(Some(series.clone()));
+        Some(series)
+    }
+
+    /// Counts a finished request from its access-log record, with the
+    /// series of the config it ran on.
+    pub(crate) fn request(&self, log: &AccessLog, series: &Series) {
+        let observed = &log.observed;
+        let (method, class) = (method(&log.method), status_class(log.status));
+        let route = observed.route.and_then(|r| series.routes.get(r));
+        match route {
+            Some(r) if observed.service == Some(r.service) => {
+                r.requests[method.0][class.0].get_or_init(|| self.requests_series(log, method.1, class.1)).inc();
+            }
+            _ => {
+                self.requests_series(log, method.1, class.1).inc();
+            }
+        }
+        let (total, overhead) = (seconds_us(log.total_latency_us), seconds_us(log.overhead_us));
+        match route {
+            Some(r) => {
+                r.duration.observe(total);
+                r.overhead.observe(overhead);
+            }
+            None => {
+                let label = RouteLabel { route: self.unmatched.clone() };
+                self.duration.get_or_create(&label).observe(total);
+                self.overhead.get_or_create(&label).observe(overhead);
+            }
+        }
+        if log.fallback
+            && let Some(route) = &log.route
+        {
+            self.fallbacks.get_or_create(&RouteLabel { route: route.clone() }).inc();
         }
         let observed = &log.observed;
         if let Some(auth) = &log.auth {
@@ -286,17 +318,27 @@ impl Metrics {
                 .get_or_create(&LimitLabels { policy: limit.policy.clone(), outcome: limit.outcome.name() })
                 .inc();
         }
-        if let (Some(service), Some(attempts)) = (service, log.attempts) {
-            let label = ServiceLabel { service: service.clone() };
-            self.upstream_duration.get_or_create(&label).observe(observed.upstream_time.as_secs_f64());
-            self.tries.get_or_create(&label).inc_by(u64::from(attempts));
+        if let (Some(s), Some(attempts)) = (observed.service.and_then(|s| series.services.get(s)), log.attempts) {
+            s.upstream.observe(observed.upstream_time.as_secs_f64());
+            s.tries.inc_by(u64::from(attempts));
             if attempts > 1 {
-                self.retries.get_or_create(&label).inc_by(u64::from(attempts - 1));
+                self.retries.get_or_create(&ServiceLabel { service: s.name.clone() }).inc_by(u64::from(attempts - 1));
             }
             for &kind in &observed.try_failures {
-                self.try_failures.get_or_create(&FailureLabels { service: service.clone(), kind }).inc();
+                self.try_failures.get_or_create(&FailureLabels { service: s.name.clone(), kind }).inc();
             }
         }
+    }
+
+    /// The `portcullis_requests_total` series of a request.
+    fn requests_series(&self, log: &AccessLog, method: &'static str, status_class: &'static str) -> Counter {
+        let labels = RequestLabels {
+            route: log.route.clone().unwrap_or_else(|| self.unmatched.clone()),
+            service: log.service.clone().unwrap_or_else(|| self.no_service.clone()),
+            method,
+            status_class,
+        };
+        self.requests.get_or_create_owned(&labels)
     }
 
     /// A key-set fetch (by a request, or the node's warm-up).
@@ -336,28 +378,89 @@ impl Drop for InFlight {
     }
 }
 
-fn method(m: &Method) -> &'static str {
+/// Methods as labels (and their index in [`RouteSeries::requests`]).
+const METHODS: usize = 10;
+
+fn method(m: &Method) -> (usize, &'static str) {
     match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
+        Method::GET => (0, "GET"),
+        Method::HEAD => (1, "HEAD"),
+        Method::POST => (2, "POST"),
+        Method::PUT => (3, "PUT"),
+        Method::DELETE => (4, "DELETE"),
+        Method::PATCH => (5, "PATCH"),
+        Method::OPTIONS => (6, "OPTIONS"),
+        Method::CONNECT => (7, "CONNECT"),
+        Method::TRACE => (8, "TRACE"),
+        _ => (9, "other"),
     }
 }
 
-fn status_class(status: u16) -> &'static str {
+fn status_class(status: u16) -> (usize, &'static str) {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => (0, "1xx"),
+        200..=299 => (1, "2xx"),
+        300..=399 => (2, "3xx"),
+        400..=499 => (3, "4xx"),
+        _ => (4, "5xx"),
+    }
+}
+
+/// One config's series, by route and service index: a request updates
+/// them without hashing a label.
+pub(crate) struct Series {
+    /// The config they belong to (held weakly: its address stays reserved,
+    /// so a new config is never taken for it).
+    gateway: Weak<Gateway>,
+    routes: Box<[RouteSeries]>,
+    services: Box<[ServiceSeries]>,
+}
+
+struct RouteSeries {
+    /// The route's own service (requests to a canary's go by label).
+    service: usize,
+    duration: Histogram,
+    overhead: Histogram,
+    /// `portcullis_requests_total` to the route's service, by method and
+    /// status class, resolved on first use.
+    requests: [[OnceLock<Counter>; 5]; METHODS],
+}
+
+struct ServiceSeries {
+    name: Arc<str>,
+    upstream: Histogram,
+    tries: Counter,
+}
+
+impl Series {
+    fn new(m: &Metrics, gateway: &Arc<Gateway>) -> Self {
+        let config = &gateway.config;
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let label = RouteLabel { route: r.name.clone() };
+                RouteSeries {
+                    service: r.service,
+                    duration: m.duration.get_or_create_owned(&label),
+                    overhead: m.overhead.get_or_create_owned(&label),
+                    requests: Default::default(),
+                }
+            })
+            .collect();
+        let services = config
+            .services
+            .iter()
+            .map(|s| {
+                let label = ServiceLabel { service: s.name.clone() };
+                ServiceSeries {
+                    name: s.name.clone(),
+                    upstream: m.upstream_duration.get_or_create_owned(&label),
+                    tries: m.tries.get_or_create_owned(&label),
+                }
+            })
+            .collect();
+        Self { gateway: Arc::downgrade(gateway), routes, services }
     }
 }
 
@@ -547,6 +650,8 @@ service = "api"
             error: None,
             started: Duration::ZERO,
             observed: Observed {
+                route: Some(0),
+                service: Some(0),
                 auth: Some(AuthNote {
                     provider: Some(0),
                     outcome: "ok",
@@ -565,14 +670,23 @@ service = "api"
     /// Every family, each with a series.
     fn exposition() -> String {
         let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
+        let current = gateway.clone();
         let state = State {
-            gateway: Box::new(move || gateway.clone()),
+            gateway: Box::new(move || current.clone()),
             connections: Box::new(|| 3),
             upstream_connections: Arc::default(),
         };
         let metrics = Metrics::new(state, true);
         let _busy = metrics.begin();
-        metrics.request(&record());
+        let series = metrics.series(&gateway).unwrap();
+        metrics.request(&record(), &series);
+        // A request no route matched goes by label.
+        let mut unmatched = record();
+        (unmatched.route, unmatched.service, unmatched.observed.route, unmatched.observed.service) =
+            (None, None, None, None);
+        (unmatched.status, unmatched.auth, unmatched.observed.auth, unmatched.attempts) = (404, None, None, None);
+        (unmatched.limits, unmatched.fallback) = (Vec::new(), false);
+        metrics.request(&unmatched, &series);
         metrics.store_call("gcra", Duration::from_micros(300), false);
         metrics.reload(false);
         metrics.config_loaded("t.toml", "abc");
@@ -623,15 +737,15 @@ service = "api"
     #[test]
     fn with_no_listener_requests_record_nothing() {
         let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
+        let current = gateway.clone();
         let state = State {
-            gateway: Box::new(move || gateway.clone()),
+            gateway: Box::new(move || current.clone()),
             connections: Box::new(|| 0),
             upstream_connections: Arc::default(),
         };
         let metrics = Metrics::new(state, false);
         assert!(metrics.begin().is_none());
-        metrics.request(&record());
-        assert!(!metrics.encode().unwrap().contains("portcullis_requests_total"));
+        assert!(metrics.series(&gateway).is_none());
     }
 
     #[test]
@@ -645,5 +759,9 @@ service = "api"
         assert!(text.contains(r#"portcullis_circuit_state{service="api",state="closed"} 1"#));
         assert!(text.contains(r#"portcullis_token_cache_total{provider="corp",outcome="miss"} 1"#));
         assert!(text.contains(r#"portcullis_requests_in_flight 1"#));
+        assert!(text.contains(
+            r#"portcullis_requests_total{route="(unmatched)",service="(none)",method="GET",status_class="4xx"} 1"#
+        ));
+        assert!(text.contains(r#"portcullis_request_duration_seconds_count{route="(unmatched)"} 1"#));
     }
 }

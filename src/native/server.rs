@@ -396,10 +396,13 @@ async fn handle(
     let downstream = Downstream { peer: peer.ip(), scheme: "http" };
     let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
     let access_log = gateway.config.gateway.access_log;
+    let series = node.metrics.series(&gateway);
     // When the body is done: metrics, spans, and the log line.
     let emit: Box<dyn FnOnce(AccessLog) + Send + Sync> = Box::new(move |log: AccessLog| {
         drop(counted);
-        node.metrics.request(&log);
+        if let Some(series) = &series {
+            node.metrics.request(&log, series);
+        }
         if let Some(tracer) = &node.tracer {
             tracer.export(&log);
         }

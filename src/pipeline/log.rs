@@ -127,6 +127,9 @@ pub(crate) struct LimitLog {
 #[derive(Debug, Clone)]
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct Observed {
+    /// The route and service by index in the request's config.
+    pub(crate) route: Option<usize>,
+    pub(crate) service: Option<usize>,
     pub(crate) auth: Option<AuthNote>,
     /// Failed tries, by kind (`connect_error`, `connect_timeout`, `timeout`, `invalid_response`).
     pub(crate) try_failures: Vec<&'static str>,

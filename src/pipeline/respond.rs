@@ -75,6 +75,8 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
         error: ctx.failure.map(|f| f.detail),
         started: ctx.started,
         observed: Observed {
+            route: ctx.route,
+            service: ctx.service,
             auth: ctx.auth,
             try_failures: ctx.try_failures,
             upstream_time: ctx.upstream_time,
