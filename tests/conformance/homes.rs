@@ -8,11 +8,15 @@ use super::tokens::{self, HS_SECRET};
 pub const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/gateway.toml");
 
 /// The real servers on loopback every home stands in front of: the echoing
-/// origin, one that misbehaves at the byte level, and the identity provider.
+/// origin, one that misbehaves at the byte level, the identity provider,
+/// and a slow server for a key set that never comes in time (apart from
+/// the echoing origin, whose calls the cases count: a node warms key sets
+/// at start and retries them).
 pub struct Backends {
     pub origin: Origin,
     pub raw: RawOrigin,
     pub idp: Idp,
+    pub slow: Origin,
 }
 
 impl Backends {
@@ -21,6 +25,7 @@ impl Backends {
             origin: Origin::start("127.0.0.1:0").await.expect("origin"),
             raw: RawOrigin::start().await.expect("raw origin"),
             idp: tokens::idp().await,
+            slow: Origin::start("127.0.0.1:0").await.expect("slow origin"),
         }
     }
 }
@@ -31,6 +36,7 @@ pub fn variables(b: &Backends) -> Vec<(&'static str, String)> {
     vec![
         ("origin_port", origin.port().to_string()),
         ("raw_port", b.raw.port().to_string()),
+        ("slow_port", b.slow.port().to_string()),
         ("closed_port", support::closed_port().to_string()),
         ("env_name", "conformance".to_string()),
         ("idp_port", idp.port.to_string()),
