@@ -208,8 +208,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tracing::warn!(timeout = ?opts.drain_timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));
-    if let Some(tracer) = &node.tracer {
-        tracer.flush();
+    if node.tracer.is_some() {
+        // The exporter's calls run on this runtime: wait for them off it
+        // (with one worker, blocking it would leave them nowhere to run).
+        let flushing = node.clone();
+        let flushed = tokio::task::spawn_blocking(move || flushing.tracer.as_ref().map(Exporter::flush));
+        let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
     }
     tracing::info!("stopped");
     Ok(())
