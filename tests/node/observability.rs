@@ -340,6 +340,28 @@ async fn spans_reach_an_otlp_collector_with_the_right_parents() {
     assert_eq!(line["trace_id"], client_trace);
 }
 
+/// Spans still queued at SIGTERM are sent before the node exits, even with
+/// one worker (whose runtime the exporter's calls run on). (The collector
+/// needs a runtime thread of its own while the test waits for the exit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_queued_at_shutdown_are_flushed() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let (collector, port) = Collector::start().await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = support::api_config(&format!("url = \"http://127.0.0.1:{}\"", origin.port()));
+    let mut node = Node::start_args(&config, &[], &["--workers", "1", "--otlp-endpoint", &endpoint]);
+    for _ in 0..3 {
+        assert_eq!(send(node.addr, get("/x")).await.status, 200);
+    }
+    // Well before the batch processor's 5 s delay.
+    node.signal("TERM");
+    let started = Instant::now();
+    assert_eq!(node.wait(Duration::from_secs(10)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?} to stop", started.elapsed());
+    let spans = collector.spans();
+    assert_eq!(spans.iter().filter(|s| s.name == "portcullis.request").count(), 3, "sent before exit");
+}
+
 #[tokio::test]
 async fn the_access_log_samples_successes_keeps_failures_and_redacts_credentials() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();

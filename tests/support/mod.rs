@@ -90,8 +90,9 @@ impl Node {
             Command::new(bin)
         };
         cmd.envs(env.iter().copied());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "2", "--config"])
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
+            .args(["--workers", "2"].iter().filter(|_| !extra_args.contains(&"--workers")))
             .args(extra_args)
             .args(
                 ["--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
