@@ -6,6 +6,7 @@
 #   SECONDS_PER_RUN=5 benches/run.sh
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
+#   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -16,6 +17,9 @@
 # Targets (all proxy GET /hello on the demo origin, 13-byte body):
 #   direct               wrk -> origin
 #   nginx                one worker, keep-alive upstream (benches/nginx.conf)
+#   haproxy              HAProxy 2.6, one thread, keep-alive upstream (benches/haproxy.cfg)
+#   haproxy-full, node-full  /full: RS256 JWT (cached by Portcullis; HAProxy
+#                        verifies every time) + a per-subject limit + proxy
 #   node                 portcullis serve --workers 1
 #   node-jwt             ... route with RS256 JWT auth (cached token)
 #   node-limited         ... route with a rate limit, in-memory store
@@ -40,19 +44,20 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability) ;;
+  all|observability|haproxy) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability|haproxy]" >&2; exit 2 ;;
 esac
 
-for tool in wrk nginx taskset redis-server curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx redis-server curl util-linux" >&2; exit 1; }
+for tool in wrk nginx haproxy taskset redis-server curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server curl util-linux" >&2; exit 1; }
 done
 
 echo "== building (release)" >&2
 cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-[ "$MODE" = observability ] || cargo build --release -p portcullis-edge-host >&2
-[ "$MODE" = observability ] || {
+case "$MODE" in observability|haproxy) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+[ -n "$NODE_ONLY" ] || cargo build --release -p portcullis-edge-host >&2
+[ -n "$NODE_ONLY" ] || {
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
 for f in p2 p3; do
   edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm >&2
@@ -129,7 +134,7 @@ node() { # name path [serve args...]
   PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
     --config benches/gateway.toml --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" >/dev/null 2>"$WORK/$name.err" & PIDS+=($!)
   local addr; addr=$(listening "$WORK/$name.err")
-  local header=""; [ "$path" = /jwt ] && header="authorization: Bearer $TOKEN"
+  local header=""; case "$path" in /jwt|/full) header="authorization: Bearer $TOKEN" ;; esac
   wait_http "http://$addr$path" "$header" >/dev/null
   measure "$name" "http://$addr$path" $(( ($(date +%s%N) - start) / 1000000 )) "$header"
   kill "${PIDS[-1]}"
@@ -140,7 +145,7 @@ edge() { # name wasm path
   local start; start=$(date +%s%N)
   taskset -c 0 "$HOST" serve "$wasm" --listen 127.0.0.1:0 --var "origin_port=$ORIGIN_PORT" >"$WORK/$name.out" 2>"$WORK/$name.err" & PIDS+=($!)
   local addr; addr=$(listening "$WORK/$name.out")
-  local header=""; [ "$path" = /jwt ] && header="authorization: Bearer $TOKEN"
+  local header=""; case "$path" in /jwt|/full) header="authorization: Bearer $TOKEN" ;; esac
   wait_http "http://$addr$path" "$header" >/dev/null
   local started=$(( ($(date +%s%N) - start) / 1000000 ))
   measure "$name" "http://$addr$path" "$started" "$header"
@@ -180,7 +185,7 @@ TOML
 spin_row() { # name wasm path [runtime-config]
   local name=$1 wasm=$2 path=$3 rc=${4:-}
   spin_up "$name" "$wasm" "$rc"
-  local header=""; [ "$path" = /jwt ] && header="authorization: Bearer $TOKEN"
+  local header=""; case "$path" in /jwt|/full) header="authorization: Bearer $TOKEN" ;; esac
   local h=(); [ -n "$header" ] && h=(-H "$header")
   local started; started=$(wait_http "http://$SPIN_ADDR$path" "$header")
   local url="http://$SPIN_ADDR$path"
@@ -208,6 +213,35 @@ sweep_all() { # addr → "keys-before deleted"
   done
   echo "$keys $deleted"
 }
+
+haproxy_target() { # name path
+  local name=$1 path=$2
+  local port; port=$(shuf -i 31000-31999 -n 1)
+  sed -e "s|__LISTEN__|127.0.0.1:$port|" -e "s|__ORIGIN__|127.0.0.1:$ORIGIN_PORT|" \
+    -e "s|__KEY__|$PWD/tests/fixtures/keys/rsa1.pub.pem|" benches/haproxy.cfg > "$WORK/haproxy.cfg"
+  local start; start=$(date +%s%N)
+  taskset -c 0 haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1 & PIDS+=($!)
+  local header=""; [ "$path" = /full ] && header="authorization: Bearer $TOKEN"
+  wait_http "http://127.0.0.1:$port$path" "$header" >/dev/null
+  measure "$name" "http://127.0.0.1:$port$path" $(( ($(date +%s%N) - start) / 1000000 )) "$header"
+  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+}
+
+if [ "$MODE" = haproxy ]; then
+  # The full job side by side, twice over in alternating order.
+  echo "| target             | peak rps | wrk p50  | wrk p99  | at rps  | p50 µs   | p99 µs   | p50@5k   | p99@5k   | errors | start ms |"
+  echo "|--------------------|---------:|---------:|---------:|--------:|---------:|---------:|---------:|---------:|-------:|---------:|"
+  LOW_RATE=5000
+  node node /hello
+  RATE=$(( LAST_RPS / 2 ))
+  for round in 1 2; do
+    node node-full /full
+    haproxy_target haproxy-full /full
+    haproxy_target haproxy /hello
+    node node /hello
+  done
+  exit 0
+fi
 
 if [ "$MODE" = observability ]; then
   # Peak throughput of /hello, alternating: metrics and traces off
@@ -395,7 +429,11 @@ wait_http "http://127.0.0.1:$NGINX_PORT/hello" >/dev/null
 measure nginx "http://127.0.0.1:$NGINX_PORT/hello" $(( ($(date +%s%N) - start) / 1000000 ))
 kill "${PIDS[-1]}"
 
+haproxy_target haproxy /hello
+
 node node-jwt /jwt
+node node-full /full
+haproxy_target haproxy-full /full
 node node-limited /limited
 node node-limited-redis /limited --store "redis://127.0.0.1:$REDIS_PORT"
 node node-pool /pool
