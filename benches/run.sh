@@ -259,17 +259,20 @@ if [ "$MODE" = observability ]; then
     taskset -c 1 wrk -t1 -c$CONNS -d${SECS}s "http://$addr/hello" | awk '/Requests\/sec/ {print int($2)}'
     kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
   }
+  # One measure of both sides (sets `off` and `on`), which goes first
+  # alternating with the pair's number so drift in the machine cancels out.
+  both() { # measure pair
+    local side
+    for side in $( [ $(( $2 % 2 )) = 1 ] && echo off on || echo on off ); do
+      if [ "$side" = off ]; then off=$("$1" off benches/gateway.toml --metrics-listen off)
+      else on=$("$1" on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT"); fi
+    done
+  }
   echo "| pair | off rps | on rps | on / off |"
   echo "|---:|---:|---:|---:|"
   ratios=()
   for i in $(seq 1 "${PAIRS:-5}"); do
-    if [ $(( i % 2 )) = 1 ]; then
-      off=$(peak off benches/gateway.toml --metrics-listen off)
-      on=$(peak on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT")
-    else
-      on=$(peak on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT")
-      off=$(peak off benches/gateway.toml --metrics-listen off)
-    fi
+    both peak "$i"
     ratios+=("$(( on * 1000 / off ))")
     echo "| $i | $off | $on | $(( on * 1000 / off / 10 )).$(( on * 1000 / off % 10 )) % |"
   done
@@ -301,14 +304,7 @@ if [ "$MODE" = observability ]; then
   echo "|---:|---:|---:|---:|"
   cpus=()
   for i in $(seq 1 "${CPU_PAIRS:-5}"); do
-    # Alternate which side goes first, so drift in the machine cancels out.
-    if [ $(( i % 2 )) = 1 ]; then
-      off=$(cpu cpu-off benches/gateway.toml --metrics-listen off)
-      on=$(cpu cpu-on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT")
-    else
-      on=$(cpu cpu-on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT")
-      off=$(cpu cpu-off benches/gateway.toml --metrics-listen off)
-    fi
+    both cpu "$i"
     cpus+=("$(( off * 1000 / on ))")
     echo "| $i | $(( off / 100 )).$(printf %02d $(( off % 100 ))) | $(( on / 100 )).$(printf %02d $(( on % 100 ))) | $(( off * 1000 / on / 10 )).$(( off * 1000 / on % 10 )) % |"
   done
