@@ -268,6 +268,11 @@ if [ "$MODE" = observability ]; then
       else on=$("$1" on "$WORK/traced.toml" --metrics-listen 127.0.0.1:0 --otlp-endpoint "http://127.0.0.1:$ORIGIN_PORT"); fi
     done
   }
+  median_row() { # per-mille ratios → the median's row
+    [ "$#" -gt 0 ] || return 0
+    local m; m=$(printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "| median | | | $(( m / 10 )).$(( m % 10 )) % |"
+  }
   echo "| pair | off rps | on rps | on / off |"
   echo "|---:|---:|---:|---:|"
   ratios=()
@@ -276,10 +281,7 @@ if [ "$MODE" = observability ]; then
     ratios+=("$(( on * 1000 / off ))")
     echo "| $i | $off | $on | $(( on * 1000 / off / 10 )).$(( on * 1000 / off % 10 )) % |"
   done
-  if [ "${#ratios[@]}" -gt 0 ]; then
-    median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    echo "| median | | | $(( median / 10 )).$(( median % 10 )) % |"
-  fi
+  median_row "${ratios[@]}"
   # Peak throughput on this shared machine swings by ±15 % between runs of
   # one binary; the node's own CPU time per request at a fixed rate (well
   # below either side's peak) is steadier: its inverse is the throughput a
@@ -308,10 +310,7 @@ if [ "$MODE" = observability ]; then
     cpus+=("$(( off * 1000 / on ))")
     echo "| $i | $(( off / 100 )).$(printf %02d $(( off % 100 ))) | $(( on / 100 )).$(printf %02d $(( on % 100 ))) | $(( off * 1000 / on / 10 )).$(( off * 1000 / on % 10 )) % |"
   done
-  if [ "${#cpus[@]}" -gt 0 ]; then
-    median=$(printf '%s\n' "${cpus[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    echo "| median | | | $(( median / 10 )).$(( median % 10 )) % |"
-  fi
+  median_row "${cpus[@]}"
   # Instructions per request under cachegrind (valgrind): no noise at all.
   # Two runs per side, 2 000 and 6 000 requests at 400/s; the difference
   # over 4 000 leaves start-up and shutdown out.

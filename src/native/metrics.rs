@@ -114,6 +114,13 @@ struct TargetLabels {
     target: Arc<str>,
 }
 
+/// Registers each metric (a clone: the registry and the struct share it).
+macro_rules! register {
+    ($registry:expr, $($name:literal, $help:literal, $metric:expr;)*) => {
+        $( $registry.register($name, $help, $metric.clone()); )*
+    };
+}
+
 /// The node's metrics. Cheap to share (`Arc`); every family is bounded by
 /// the config (see the module comment).
 pub(crate) struct Metrics {
@@ -180,62 +187,28 @@ impl Metrics {
             resolved: ArcSwapOption::empty(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
-        r.register(
-            "portcullis_requests",
-            "Requests answered, by route, service, method and status class",
-            m.requests.clone(),
+        // name, what it counts, the metric.
+        register!(registry,
+            "portcullis_requests", "Requests answered, by route, service, method and status class", m.requests;
+            "portcullis_requests_in_flight", "Requests being answered now", m.in_flight;
+            "portcullis_request_duration_seconds", "Time from a request's arrival to the end of its response body", m.duration;
+            "portcullis_gateway_overhead_seconds", "The gateway's own time to the response head: total less the time spent waiting on targets", m.overhead;
+            "portcullis_upstream_duration_seconds", "Time spent waiting on a service's targets for a request (all tries)", m.upstream_duration;
+            "portcullis_auth", "Authentication outcomes by provider (`ok` or why not)", m.auth;
+            "portcullis_token_cache", "Verified-token cache lookups by provider (hit or miss)", m.token_cache;
+            "portcullis_jwks_fetches", "Key-set fetches by provider and result", m.jwks_fetches;
+            "portcullis_rate_limit_decisions", "Rate-limit decisions by policy and outcome", m.limits;
+            "portcullis_upstream_tries", "Tries sent to a service's targets", m.tries;
+            "portcullis_upstream_retries", "Tries after a request's first", m.retries;
+            "portcullis_upstream_try_failures", "Tries that got no answer, by service and kind", m.try_failures;
+            "portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks;
+            "portcullis_store_duration_seconds", "Round trips to the shared store (Redis), by operation", m.store_duration;
+            "portcullis_store_errors", "Failed calls to the shared store (Redis), by operation", m.store_errors;
+            "portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads;
+            "portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config;
+            "portcullis_config_loaded_timestamp_seconds", "When the running config was loaded (Unix time)", m.config_loaded;
         );
-        r.register("portcullis_requests_in_flight", "Requests being answered now", m.in_flight.clone());
-        r.register(
-            "portcullis_request_duration_seconds",
-            "Time from a request's arrival to the end of its response body",
-            m.duration.clone(),
-        );
-        r.register(
-            "portcullis_gateway_overhead_seconds",
-            "The gateway's own time to the response head: total less the time spent waiting on targets",
-            m.overhead.clone(),
-        );
-        r.register(
-            "portcullis_upstream_duration_seconds",
-            "Time spent waiting on a service's targets for a request (all tries)",
-            m.upstream_duration.clone(),
-        );
-        r.register("portcullis_auth", "Authentication outcomes by provider (`ok` or why not)", m.auth.clone());
-        r.register(
-            "portcullis_token_cache",
-            "Verified-token cache lookups by provider (hit or miss)",
-            m.token_cache.clone(),
-        );
-        r.register("portcullis_jwks_fetches", "Key-set fetches by provider and result", m.jwks_fetches.clone());
-        r.register("portcullis_rate_limit_decisions", "Rate-limit decisions by policy and outcome", m.limits.clone());
-        r.register("portcullis_upstream_tries", "Tries sent to a service's targets", m.tries.clone());
-        r.register("portcullis_upstream_retries", "Tries after a request's first", m.retries.clone());
-        r.register(
-            "portcullis_upstream_try_failures",
-            "Tries that got no answer, by service and kind",
-            m.try_failures.clone(),
-        );
-        r.register("portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks.clone());
-        r.register(
-            "portcullis_store_duration_seconds",
-            "Round trips to the shared store (Redis), by operation",
-            m.store_duration.clone(),
-        );
-        r.register(
-            "portcullis_store_errors",
-            "Failed calls to the shared store (Redis), by operation",
-            m.store_errors.clone(),
-        );
-        r.register("portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads.clone());
-        r.register("portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config.clone());
-        r.register(
-            "portcullis_config_loaded_timestamp_seconds",
-            "When the running config was loaded (Unix time)",
-            m.config_loaded.clone(),
-        );
-        r.register_collector(Box::new(Live { state, started: unix_now() }));
+        registry.register_collector(Box::new(Live { state, started: unix_now() }));
         Self { registry, ..m }
     }
 
