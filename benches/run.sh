@@ -7,6 +7,7 @@
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
 #   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy
+#   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -44,9 +45,9 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy) ;;
+  all|observability|haproxy|keys) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability|haproxy]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys]" >&2; exit 2 ;;
 esac
 
 for tool in wrk nginx haproxy taskset redis-server curl; do
@@ -55,7 +56,7 @@ done
 
 echo "== building (release)" >&2
 cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-case "$MODE" in observability|haproxy) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+case "$MODE" in observability|haproxy|keys) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
 [ -n "$NODE_ONLY" ] || cargo build --release -p portcullis-edge-host >&2
 [ -n "$NODE_ONLY" ] || {
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
@@ -226,6 +227,33 @@ haproxy_target() { # name path
   measure "$name" "http://127.0.0.1:$port$path" $(( ($(date +%s%N) - start) / 1000000 )) "$header"
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
+
+if [ "$MODE" = keys ]; then
+  # A new caller every millisecond on a per-client limit (one key each,
+  # idle after about 0.1 s): the node's RSS and its in-memory store's size
+  # every 30 s. (Access log off: a million lines say nothing here.)
+  sed 's/^access_log = true/access_log = false/' benches/gateway.toml > "$WORK/nolog.toml"
+  PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
+    --config "$WORK/nolog.toml" --listen 127.0.0.1:0 --admin-listen off --metrics-listen 127.0.0.1:0 \
+    >/dev/null 2>"$WORK/keys.err" & PIDS+=($!)
+  pid=${PIDS[-1]}; addr=$(listening "$WORK/keys.err")
+  metrics=$(grep '"metrics listening"' "$WORK/keys.err" | grep -o '127\.0\.0\.1:[0-9]*' | head -1)
+  wait_http "http://$addr/hello" >/dev/null
+  secs=${KEYS_SECONDS:-600}
+  taskset -c 1 "$LOADGEN" --url "http://$addr/per-client" --rate 1000 --connections $CONNS --seconds "$secs" \
+    --warmup 0 --distinct-header x-client > "$WORK/keys.out" & load=$!
+  echo "| s | node RSS MB | store keys |"
+  echo "|---:|---:|---:|"
+  for t in $(seq 0 30 "$secs"); do
+    rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$pid/status")
+    keys=$(curl -s "http://$metrics/metrics" | awk '/^portcullis_store_keys / {print $2}')
+    echo "| $t | $rss | $keys |"
+    [ "$t" -lt "$secs" ] && sleep 30
+  done
+  wait "$load" || true
+  echo "load: $(cat "$WORK/keys.out")"
+  exit 0
+fi
 
 if [ "$MODE" = haproxy ]; then
   # The full job side by side, twice over in alternating order.

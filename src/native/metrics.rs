@@ -143,6 +143,7 @@ pub(crate) struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     config: Family<ConfigLabels, Gauge>,
     config_loaded: Gauge<f64, AtomicU64>,
+    store_keys: Gauge,
     unmatched: Arc<str>,
     no_service: Arc<str>,
     /// Off when nothing serves `/metrics` (`--metrics-listen off`): requests
@@ -181,6 +182,7 @@ impl Metrics {
             reloads: Family::default(),
             config: Family::default(),
             config_loaded: Gauge::default(),
+            store_keys: Gauge::default(),
             unmatched: UNMATCHED.into(),
             no_service: NO_SERVICE.into(),
             enabled,
@@ -207,6 +209,7 @@ impl Metrics {
             "portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads;
             "portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config;
             "portcullis_config_loaded_timestamp_seconds", "When the running config was loaded (Unix time)", m.config_loaded;
+            "portcullis_store_keys", "Records in the in-memory store after its last purge of expired ones", m.store_keys;
         );
         registry.register_collector(Box::new(Live { state, started: unix_now() }));
         Self { registry, ..m }
@@ -334,6 +337,11 @@ impl Metrics {
         self.config.clear();
         self.config.get_or_create(&ConfigLabels { sha256: sha256.to_string(), file: file.to_string() }).set(1);
         self.config_loaded.set(unix_now());
+    }
+
+    /// Records in the in-memory store after its last purge.
+    pub(crate) fn store_keys(&self, keys: usize) {
+        self.store_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
     }
 
     /// A reload: `ok`, or rejected (the running config stays).
@@ -690,7 +698,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 29, "{exported:?}");
+        assert_eq!(exported.len(), 30, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =

@@ -148,6 +148,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tokio::spawn(admin::serve_admin(bound, node.clone()));
     }
     tokio::spawn(warm_keys(node.clone(), 0));
+    if matches!(node.ports.kv, NodeKv::Memory(_)) {
+        tokio::spawn(purge_memory(node.clone()));
+    }
     // Active health: the first round decides before the node listens.
     start_probes(&node).await;
     let limits = gate.limits();
@@ -352,6 +355,23 @@ pub(super) fn keys_at_hand(node: &Node) -> bool {
         node.keys_ready.store(true, Ordering::Release);
     }
     ready
+}
+
+/// How often the in-memory store drops its expired records.
+const MEMORY_PURGE: Duration = Duration::from_secs(5);
+
+/// Drops the in-memory store's expired records every [`MEMORY_PURGE`]:
+/// a key nobody uses again (a caller seen once) would otherwise stay until
+/// its shard fills. The store's size goes to `portcullis_store_keys`.
+async fn purge_memory(node: Arc<Node>) {
+    let mut every = tokio::time::interval(MEMORY_PURGE);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Ok(report) = node.ports.kv.sweep(None, usize::MAX).await {
+            node.metrics.store_keys(report.keys.unwrap_or(0).saturating_sub(report.deleted));
+        }
+    }
 }
 
 fn now_rfc3339() -> String {

@@ -340,6 +340,43 @@ async fn spans_reach_an_otlp_collector_with_the_right_parents() {
     assert_eq!(line["trace_id"], client_trace);
 }
 
+/// Rate-limit keys of callers seen once leave the in-memory store when
+/// they expire, not when the store fills.
+#[tokio::test]
+async fn expired_keys_leave_the_memory_store() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        "[limits.per_client]\nrate = \"1/s\"\nkey = \"header:x-client\"\n{}limits = [\"per_client\"]\n",
+        support::api_config(&format!("url = \"http://127.0.0.1:{}\"", origin.port()))
+    );
+    let node = Node::start(&config, &[]);
+    let keys = || async {
+        let (_, series) = scrape(&node).await;
+        value(&series, "portcullis_store_keys")
+    };
+    // Distinct callers for longer than a purge interval: a purge sees them.
+    let mut seen = 0.0_f64;
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(7) {
+        let req = Request::get("/x")
+            .header("host", "gw.test")
+            .header("x-client", format!("c{i}"))
+            .body(Bytes::new())
+            .unwrap();
+        assert_eq!(send(node.addr, req).await.status, 200);
+        i += 1;
+        seen = seen.max(keys().await);
+    }
+    assert!(seen >= 1.0, "a purge while {i} callers' keys were live saw none");
+    // Idle, the keys expire within a second and the next purge drops them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while keys().await > 0.0 {
+        assert!(Instant::now() < deadline, "expired keys stayed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Spans still queued at SIGTERM are sent before the node exits, even with
 /// one worker (whose runtime the exporter's calls run on). (The collector
 /// needs a runtime thread of its own while the test waits for the exit.)
