@@ -8,6 +8,7 @@
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
 #   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
+#   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -45,9 +46,9 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|keys) ;;
+  all|observability|haproxy|keys|scale) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys|scale]" >&2; exit 2 ;;
 esac
 
 for tool in wrk nginx haproxy taskset redis-server curl; do
@@ -56,7 +57,7 @@ done
 
 echo "== building (release)" >&2
 cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-case "$MODE" in observability|haproxy|keys) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+case "$MODE" in observability|haproxy|keys|scale) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
 [ -n "$NODE_ONLY" ] || cargo build --release -p portcullis-edge-host >&2
 [ -n "$NODE_ONLY" ] || {
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
@@ -227,6 +228,31 @@ haproxy_target() { # name path
   measure "$name" "http://127.0.0.1:$port$path" $(( ($(date +%s%N) - start) / 1000000 )) "$header"
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
+
+if [ "$MODE" = scale ]; then
+  # Two workers on both cores against one on one core. This machine has two
+  # cores in all, so wrk and the origin share them with the node here: the
+  # figure is a floor for what a second core gives, not the target's setup
+  # (origin and load elsewhere).
+  scale_peak() { # name cpus workers
+    PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c "$2" "$T/release/portcullis" serve --workers "$3" \
+      --config benches/gateway.toml --listen 127.0.0.1:0 --admin-listen off --metrics-listen off \
+      >/dev/null 2>"$WORK/$1.err" & PIDS+=($!)
+    local addr; addr=$(listening "$WORK/$1.err")
+    wait_http "http://$addr/hello" >/dev/null
+    taskset -c 1 wrk -t1 -c$CONNS -d2s "http://$addr/hello" >/dev/null
+    local rps; rps=$(taskset -c 0,1 wrk -t2 -c32 -d${SECS}s "http://$addr/hello" | awk '/Requests\/sec/ {print int($2)}')
+    kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+    echo "$rps"
+  }
+  echo "| round | 1 worker, CPU 0 | 2 workers, CPUs 0-1 | ratio |"
+  echo "|---:|---:|---:|---:|"
+  for round in 1 2 3; do
+    one=$(scale_peak one 0 1); two=$(scale_peak two 0,1 2)
+    echo "| $round | $one | $two | $(( two * 100 / one )) % |"
+  done
+  exit 0
+fi
 
 if [ "$MODE" = keys ]; then
   # A new caller every millisecond on a per-client limit (one key each,
