@@ -29,7 +29,10 @@ use tokio::net::TcpListener;
 
 use super::metrics::Metrics;
 use super::server::{Node, keys_at_hand, reload};
+use crate::pipeline::ids::request_id;
 use crate::ports::{Clock, Ports};
+use crate::shared::entropy::Entropy;
+use crate::shared::problem::{Problem, Source};
 use crate::system_clock;
 
 type Answer = Response<Full<Bytes>>;
@@ -184,22 +187,15 @@ fn json_answer(status: StatusCode, body: &Value) -> Answer {
     resp
 }
 
-fn problem(status: StatusCode, detail: &str) -> Answer {
-    let slug = match status {
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not-found",
-        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
-        _ => "internal",
+/// A problem document, as the gateway answers them (`shared::problem`).
+fn problem(status: StatusCode, detail: &'static str) -> Answer {
+    let (slug, source) = match status {
+        StatusCode::UNAUTHORIZED => ("unauthorized", Source::Client),
+        StatusCode::NOT_FOUND => ("not-found", Source::Client),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", Source::Client),
+        _ => ("internal", Source::Internal),
     };
-    let body = json!({
-        "type": format!("urn:portcullis:problem:{slug}"),
-        "title": status.canonical_reason(),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut resp = json_answer(status, &body);
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
-    resp
+    Problem::new(status, slug, detail, source).to_response(&request_id(None, &Entropy::draw(0))).map(Full::new)
 }
 
 /// Accepts connections and serves each with HTTP/1.1.

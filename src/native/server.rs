@@ -375,7 +375,9 @@ async fn purge_memory(node: Arc<Node>) {
 }
 
 fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    crate::pipeline::log::rfc3339(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+    )
 }
 
 /// hyper's own head limits sit above the config's, as a backstop: within

@@ -345,7 +345,7 @@ pub fn closed_port() -> u16 {
 /// Lower-case hex SHA-256.
 pub fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    portcullis::shared::hex::hex(&sha2::Sha256::digest(bytes))
 }
 
 pub fn api_config(service: &str) -> String {

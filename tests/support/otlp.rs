@@ -76,5 +76,5 @@ impl Collector {
 
 /// Lower-case hex of an id.
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    portcullis::shared::hex::hex(b)
 }
