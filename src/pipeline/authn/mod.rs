@@ -12,6 +12,8 @@ pub(crate) mod credential;
 pub(crate) mod failures;
 mod jwks;
 pub(crate) mod jwt;
+#[cfg(target_arch = "wasm32")]
+mod rsa_edge;
 
 use std::net::IpAddr;
 use std::sync::Arc;
