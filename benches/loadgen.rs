@@ -14,6 +14,9 @@
 //! `--fresh-tokens ALG:PEM` sends every request a token never seen before
 //! (minted before the run, so minting costs the measurement nothing): the
 //! gateway verifies each one, uncached;
+//! `--forged-tokens ALG:PEM` does the same with one character of each
+//! signature changed: well-formed tokens whose signatures fail;
+//! `--expect-status CODE` counts answers with that status (default: 2xx);
 //! `--distinct-header NAME` gives every request its own value of header
 //! NAME (a counter): a client never seen before on each request;
 //! `loadgen mint <PEM>` prints a token for the bench config's JWT route.
@@ -38,8 +41,12 @@ struct Args {
     warmup: f64,
     /// `(algorithm, private key PEM path)` for `--fresh-tokens`.
     fresh: Option<(jsonwebtoken::Algorithm, String)>,
+    /// `--forged-tokens`: the fresh tokens' signatures are altered.
+    forged: bool,
     /// A header whose value differs on every request.
     distinct: Option<String>,
+    /// `--expect-status`: the status that counts as an answer (default: any 2xx).
+    expect: Option<u16>,
 }
 
 /// The next value of `--distinct-header`.
@@ -67,7 +74,9 @@ fn args() -> Result<Args, String> {
         seconds: 10.0,
         warmup: 2.0,
         fresh: None,
+        forged: false,
         distinct: None,
+        expect: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,12 +87,14 @@ fn args() -> Result<Args, String> {
             "--connections" => a.connections = value.parse().map_err(|e| format!("--connections: {e}"))?,
             "--seconds" => a.seconds = value.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--warmup" => a.warmup = value.parse().map_err(|e| format!("--warmup: {e}"))?,
-            "--fresh-tokens" => {
-                let (alg, pem) = value.split_once(':').ok_or("--fresh-tokens RS256|ES256|EdDSA:<PEM>")?;
-                let alg = alg.parse().map_err(|e| format!("--fresh-tokens: {e}"))?;
+            "--fresh-tokens" | "--forged-tokens" => {
+                let (alg, pem) = value.split_once(':').ok_or(format!("{flag} RS256|ES256|EdDSA:<PEM>"))?;
+                let alg = alg.parse().map_err(|e| format!("{flag}: {e}"))?;
                 a.fresh = Some((alg, pem.to_string()));
+                a.forged = flag == "--forged-tokens";
             }
             "--distinct-header" => a.distinct = Some(value),
+            "--expect-status" => a.expect = Some(value.parse().map_err(|e| format!("--expect-status: {e}"))?),
             "--header" => {
                 let (k, v) = value.split_once(':').ok_or("--header name: value")?;
                 a.headers.push((k.trim().to_string(), v.trim().to_string()));
@@ -150,7 +161,11 @@ async fn connection(
                     req = req.header("authorization", format!("Bearer {token}"));
                 }
                 match s.send_request(req.body(Empty::<Bytes>::new()).expect("request")).await {
-                    Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
+                    Ok(resp) => {
+                        let status = resp.status();
+                        args.expect.map_or(status.is_success(), |e| status.as_u16() == e)
+                            && resp.into_body().collect().await.is_ok()
+                    }
                     Err(_) => false,
                 }
             }
@@ -173,7 +188,7 @@ async fn connection(
 /// `count` distinct tokens (each its own `jti`) for the bench config's JWT
 /// route, valid for a day, signed with `alg`; the kid names the algorithm's
 /// key in `benches/gateway.toml` (`rs`, `es`, `ed`).
-fn mint(alg: jsonwebtoken::Algorithm, pem_path: &str, count: usize) -> Result<Vec<String>, String> {
+fn mint(alg: jsonwebtoken::Algorithm, pem_path: &str, count: usize, forged: bool) -> Result<Vec<String>, String> {
     use jsonwebtoken::{Algorithm, EncodingKey};
     let pem = std::fs::read(pem_path).map_err(|e| format!("{pem_path}: {e}"))?;
     let (key, kid) = match alg {
@@ -190,7 +205,15 @@ fn mint(alg: jsonwebtoken::Algorithm, pem_path: &str, count: usize) -> Result<Ve
         .map(|jti| {
             let claims =
                 serde_json::json!({"iss": "https://idp.bench/", "aud": "api", "sub": "bench", "exp": now + 86_400, "jti": jti});
-            jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
+            let mut token = jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())?;
+            if forged {
+                // A character in the middle of the signature carries six
+                // whole bits of it: the length and alphabet stay valid.
+                let at = token.rfind('.').unwrap_or(0) + (token.len() - token.rfind('.').unwrap_or(0)) / 2;
+                let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+                token.replace_range(at..=at, swap);
+            }
+            Ok(token)
         })
         .collect()
 }
@@ -199,7 +222,7 @@ fn mint(alg: jsonwebtoken::Algorithm, pem_path: &str, count: usize) -> Result<Ve
 async fn main() {
     if std::env::args().nth(1).as_deref() == Some("mint") {
         let pem = std::env::args().nth(2).ok_or_else(|| "mint <private key PEM>".to_string());
-        match pem.and_then(|p| mint(jsonwebtoken::Algorithm::RS256, &p, 1)) {
+        match pem.and_then(|p| mint(jsonwebtoken::Algorithm::RS256, &p, 1, false)) {
             Ok(tokens) => println!("{}", tokens.concat()),
             Err(e) => {
                 eprintln!("loadgen mint: {e}");
@@ -219,7 +242,7 @@ async fn main() {
     if let Some((alg, pem)) = &args.fresh {
         // Every scheduled send, plus slack for rounding.
         let count = (args.rate * (args.warmup + args.seconds)) as usize + args.connections * 2;
-        match mint(*alg, pem, count) {
+        match mint(*alg, pem, count, args.forged) {
             Ok(list) => tokens.list = list,
             Err(e) => {
                 eprintln!("loadgen: --fresh-tokens: {e}");

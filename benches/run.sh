@@ -9,6 +9,7 @@
 #   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one
+#   benches/run.sh tokens               # a new token's cost in each component (BEFORE=dir: older builds beside)
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -46,9 +47,9 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|keys|scale) ;;
+  all|observability|haproxy|keys|scale|tokens) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys|scale]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys|scale|tokens]" >&2; exit 2 ;;
 esac
 
 for tool in wrk nginx haproxy taskset redis-server curl; do
@@ -63,7 +64,7 @@ case "$MODE" in observability|haproxy|keys|scale) NODE_ONLY=1 ;; *) NODE_ONLY=""
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
 for f in p2 p3; do
   edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm >&2
-  [ "$MODE" != all ] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm >&2
+  [[ "$MODE" == spin* ]] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm >&2
   edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
   cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
 done
@@ -408,6 +409,65 @@ if [ "$MODE" = observability ]; then
   size=$(curl -s "http://$metrics/metrics" | wc -c); series=$(curl -s "http://$metrics/metrics" | grep -vc '^#')
   echo
   echo "/metrics, 200 routes ($series series, $size bytes): median $(sed -n 10p <<<"$times") s, max $(tail -1 <<<"$times") s over 20 scrapes"
+  exit 0
+fi
+
+if [ "$MODE" = tokens ]; then
+  # One connection at a fixed rate below saturation, so each sample is one
+  # request alone: no auth, a cached token, then a token never seen before
+  # on every request (forged: fresh RS256 tokens with a changed signature,
+  # answered 401). "added" is the p50 over the same component's no-auth p50
+  # in the same round. BEFORE: a directory with older bench-p2.wasm and
+  # bench-p3.wasm, served at the same time and measured row by row.
+  rate=${TOKEN_RATE:-200}
+  builds=(now); [ -n "${BEFORE:-}" ] && builds+=(before)
+  declare -A ADDR
+  for f in p2 p3; do
+    for b in "${builds[@]}"; do
+      wasm=target/edge/bench-$f.wasm; [ "$b" = before ] && wasm=$BEFORE/bench-$f.wasm
+      taskset -c 0 "$HOST" serve "$wasm" --listen 127.0.0.1:0 --var "origin_port=$ORIGIN_PORT" >"$WORK/tok-$f-$b.out" 2>&1 & PIDS+=($!)
+      ADDR[$f-$b]=$(listening "$WORK/tok-$f-$b.out")
+      wait_http "http://${ADDR[$f-$b]}/hello" >/dev/null
+    done
+  done
+  echo
+  echo "New tokens in the component (test host): one connection at $rate req/s, ${SECS}s per row."
+  echo "Each cell: p50 (added over no auth) · the component's own time (median overhead_us from its log), in µs."
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    echo
+    printf '| round %-2s %-12s |' "$round" ""; for f in p2 p3; do for b in "${builds[@]}"; do printf ' %-24s |' "edge-$f ($b)"; done; done; echo
+    printf '|%s|' "-----------------------"; for f in p2 p3; do for b in "${builds[@]}"; do printf '%s|' "-------------------------:"; done; done; echo
+    declare -A BASE=()
+    for kind in "no auth" cached "RS256 new" "RS256 forged" "ES256 new" "EdDSA new"; do
+      printf '| %-21s |' "$kind"
+      for f in p2 p3; do
+        for b in "${builds[@]}"; do
+          url=http://${ADDR[$f-$b]}/jwt; args=()
+          case "$kind" in
+            "no auth") url=http://${ADDR[$f-$b]}/hello ;;
+            cached) args=(--header "authorization: Bearer $TOKEN") ;;
+            "RS256 new") args=(--fresh-tokens RS256:tests/fixtures/keys/rsa1.pem) ;;
+            "RS256 forged") args=(--forged-tokens RS256:tests/fixtures/keys/rsa1.pem --expect-status 401) ;;
+            "ES256 new") args=(--fresh-tokens ES256:tests/fixtures/keys/ec256.pem) ;;
+            "EdDSA new") args=(--fresh-tokens EdDSA:tests/fixtures/keys/ed25519.pem) ;;
+          esac
+          log=$WORK/tok-$f-$b.out; seen=$(wc -l <"$log")
+          out=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$rate" --connections 1 --seconds "$SECS" --warmup 1 "${args[@]}")
+          p50=$(grep -o '"p50_us":[0-9]*' <<<"$out" | cut -d: -f2)
+          errors=$(grep -o '"errors":[0-9]*' <<<"$out" | cut -d: -f2)
+          # The component's own time (its access log's overhead_us: total
+          # minus time on the origin), median over this row's requests.
+          ovh=$(tail -n +$(( seen + 1 )) "$log" | grep -o '"overhead_us":[0-9]*' | cut -d: -f2 | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+          if [ "$kind" = "no auth" ]; then BASE[$f-$b]=$p50; cell="$p50 · $ovh"; else cell="$p50 ($(( p50 - BASE[$f-$b] ))) · $ovh"; fi
+          [ "$errors" != 0 ] && cell="$cell ${errors}err"
+          printf ' %24s |' "$cell"
+        done
+      done
+      echo
+    done
+  done
+  echo
+  for f in p2 p3; do printf 'bench-%s.wasm: %d bytes\n' "$f" "$(wc -c <target/edge/bench-$f.wasm)"; done
   exit 0
 fi
 
