@@ -10,6 +10,7 @@
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one
 #   benches/run.sh tokens               # a new token's cost in each component (BEFORE=dir: older builds beside)
+#   benches/run.sh floor                # each component against its hello-world that proxies too, one request at a time
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -47,9 +48,9 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|keys|scale|tokens) ;;
+  all|observability|haproxy|keys|scale|tokens|floor) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys|scale|tokens]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys|scale|tokens|floor]" >&2; exit 2 ;;
 esac
 
 for tool in wrk nginx haproxy taskset redis-server curl; do
@@ -64,7 +65,7 @@ case "$MODE" in observability|haproxy|keys|scale) NODE_ONLY=1 ;; *) NODE_ONLY=""
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
 for f in p2 p3; do
   edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm >&2
-  [[ "$MODE" == spin* ]] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm >&2
+  [[ "$MODE" == spin* || "$MODE" == floor ]] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm >&2
   edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
   cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
 done
@@ -409,6 +410,48 @@ if [ "$MODE" = observability ]; then
   size=$(curl -s "http://$metrics/metrics" | wc -c); series=$(curl -s "http://$metrics/metrics" | grep -vc '^#')
   echo
   echo "/metrics, 200 routes ($series series, $size bytes): median $(sed -n 10p <<<"$times") s, max $(tail -1 <<<"$times") s over 20 scrapes"
+  exit 0
+fi
+
+if [ "$MODE" = floor ]; then
+  # What a component adds per request over the smallest component making
+  # the same outbound hop (hello-world's /proxy: GET the origin's /hello),
+  # in the test host: one connection at a fixed rate below saturation, so
+  # each sample is one request alone. All served at once, measured row by
+  # row, ROUNDS times. "own" is the component's own time (median
+  # overhead_us from its access log; none for hello-world or -nolog).
+  rate=${FLOOR_RATE:-200}
+  declare -A ADDR START
+  for f in p2 p3; do
+    for c in hello edge edge-nolog; do
+      case $c in hello) wasm=target/edge/hello-$f.wasm ;; edge) wasm=target/edge/bench-$f.wasm ;; *) wasm=target/edge/bench-$f-nolog.wasm ;; esac
+      t0=$(date +%s%N)
+      taskset -c 0 "$HOST" serve "$wasm" --listen 127.0.0.1:0 --var "origin_port=$ORIGIN_PORT" >"$WORK/floor-$c-$f.out" 2>&1 & PIDS+=($!)
+      ADDR[$c-$f]=$(listening "$WORK/floor-$c-$f.out")
+      wait_http "http://${ADDR[$c-$f]}/hello" >/dev/null
+      START[$c-$f]=$(( ($(date +%s%N) - t0) / 1000000 ))
+    done
+  done
+  echo
+  echo "Per request in the test host: one connection at $rate req/s, ${SECS}s per row; p50 / p99 µs (own µs)."
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    echo
+    echo "| round $round              | p50 µs | p99 µs | own µs | over hello-proxy p50 | start ms |"
+    echo "|----------------------|-------:|-------:|-------:|---------------------:|---------:|"
+    for f in p2 p3; do
+      base=""
+      for c in hello edge edge-nolog; do
+        url=http://${ADDR[$c-$f]}/hello; [ "$c" = hello ] && url=http://${ADDR[$c-$f]}/proxy
+        log=$WORK/floor-$c-$f.out; seen=$(wc -l <"$log")
+        out=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$rate" --connections 1 --seconds "$SECS" --warmup 1)
+        p50=$(grep -o '"p50_us":[0-9]*' <<<"$out" | cut -d: -f2)
+        own=$(tail -n +$(( seen + 1 )) "$log" | { grep -o '"overhead_us":[0-9]*' || true; } | cut -d: -f2 | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+        [ "$c" = hello ] && base=$p50
+        printf '| %-20s | %6s | %6s | %6s | %20s | %8s |\n' "$c-$f$([ "$c" = hello ] && echo -proxy)" "$p50" \
+          "$(grep -o '"p99_us":[0-9]*' <<<"$out" | cut -d: -f2)" "${own:--}" "$([ "$c" = hello ] && echo - || echo $(( p50 - base )))" "${START[$c-$f]}"
+      done
+    done
+  done
   exit 0
 fi
 
