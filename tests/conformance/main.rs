@@ -356,7 +356,7 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::host_ambiguity(home, addr, home != "node").await;
     scenarios::key_rotation(home, addr, &b.idp).await;
     scenarios::concurrent_limit(home, addr).await;
-    scenarios::expiry_and_sweep(home, addr).await;
+    scenarios::expiry_and_sweep(home, addr, home == "node").await;
     scenarios::balancing(home, addr, home == "node").await;
     scenarios::retries(home, addr, &b.origin, home == "node").await;
     scenarios::circuit_breaker(home, addr).await;
