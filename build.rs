@@ -1,7 +1,7 @@
 //! Embeds the gateway config into edge (wasm32) builds: `routes/gateway.toml`,
 //! or the file named by `PORTCULLIS_CONFIG` (relative to this directory),
-//! with its digest (`src/config/digest.rs`), so a component never parses
-//! TOML at run time. A file that is not a config's shape (not TOML, an
+//! with its digest (`src/config/digest.rs`) and the names of the Spin
+//! variables it uses, so a component never parses TOML at run time. A file that is not a config's shape (not TOML, an
 //! unknown key, a wrong type) fails the build; the rest is checked when the
 //! component compiles it with its Spin variables.
 
@@ -15,11 +15,15 @@ mod digest_write;
 #[allow(dead_code)] // only the shape is needed here
 #[path = "src/config/raw.rs"]
 mod raw;
+#[allow(dead_code)] // only the placeholder scan is needed here
+#[path = "src/config/vars.rs"]
+mod vars;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PORTCULLIS_CONFIG");
     println!("cargo:rerun-if-changed=src/config/digest_write.rs");
     println!("cargo:rerun-if-changed=src/config/raw.rs");
+    println!("cargo:rerun-if-changed=src/config/vars.rs");
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("wasm32") {
         return;
     }
@@ -34,7 +38,12 @@ fn main() {
     }
     let digest = digest_write::digest(&text).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for (file, bytes) in [("gateway.toml", text.as_bytes()), ("gateway.digest", &digest[..])] {
+    // The Spin variables it uses, one name a line: a WASI 0.2 instance asks
+    // for them on every request, and finding them means parsing the TOML.
+    let names = vars::referenced(&text).join("\n");
+    for (file, bytes) in
+        [("gateway.toml", text.as_bytes()), ("gateway.digest", &digest[..]), ("gateway.vars", names.as_bytes())]
+    {
         if let Err(e) = std::fs::write(out.join(file), bytes) {
             panic!("cannot write {file}: {e}");
         }

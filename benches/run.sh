@@ -420,11 +420,18 @@ if [ "$MODE" = floor ]; then
   # each sample is one request alone. All served at once, measured row by
   # row, ROUNDS times. "own" is the component's own time (median
   # overhead_us from its access log; none for hello-world or -nolog).
+  # BEFORE: a directory with older bench-p2.wasm / bench-p3.wasm, served as
+  # edge-before alongside.
   rate=${FLOOR_RATE:-200}
   declare -A ADDR START
   for f in p2 p3; do
-    for c in hello edge edge-nolog; do
-      case $c in hello) wasm=target/edge/hello-$f.wasm ;; edge) wasm=target/edge/bench-$f.wasm ;; *) wasm=target/edge/bench-$f-nolog.wasm ;; esac
+    for c in hello edge edge-nolog ${BEFORE:+edge-before}; do
+      case $c in
+        hello) wasm=target/edge/hello-$f.wasm ;;
+        edge) wasm=target/edge/bench-$f.wasm ;;
+        edge-before) wasm=$BEFORE/bench-$f.wasm ;;
+        *) wasm=target/edge/bench-$f-nolog.wasm ;;
+      esac
       t0=$(date +%s%N)
       taskset -c 0 "$HOST" serve "$wasm" --listen 127.0.0.1:0 --var "origin_port=$ORIGIN_PORT" >"$WORK/floor-$c-$f.out" 2>&1 & PIDS+=($!)
       ADDR[$c-$f]=$(listening "$WORK/floor-$c-$f.out")
@@ -440,7 +447,7 @@ if [ "$MODE" = floor ]; then
     echo "|----------------------|-------:|-------:|-------:|---------------------:|---------:|"
     for f in p2 p3; do
       base=""
-      for c in hello edge edge-nolog; do
+      for c in hello edge edge-nolog ${BEFORE:+edge-before}; do
         url=http://${ADDR[$c-$f]}/hello; [ "$c" = hello ] && url=http://${ADDR[$c-$f]}/proxy
         log=$WORK/floor-$c-$f.out; seen=$(wc -l <"$log")
         out=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$rate" --connections 1 --seconds "$SECS" --warmup 1)

@@ -26,7 +26,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
 
-use crate::config::{Config, Variables, vars};
+use crate::config::{Config, Variables};
 use crate::pipeline::Downstream;
 #[cfg(feature = "edge-p2")]
 use crate::pipeline::accept::AcceptError;
@@ -48,9 +48,12 @@ const CONFIG_TEXT: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway.toml")
 const CONFIG_DIGEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gateway.digest"));
 const CONFIG_NAME: &str = env!("PORTCULLIS_CONFIG_NAME");
 
-/// The names of the Spin variables the embedded config may use.
-fn variable_names() -> Vec<String> {
-    vars::referenced(CONFIG_TEXT)
+/// The names of the Spin variables the embedded config uses, one a line
+/// (found by `build.rs`: finding them here would mean parsing the TOML).
+const VARIABLE_NAMES: &str = include_str!(concat!(env!("OUT_DIR"), "/gateway.vars"));
+
+fn variable_names() -> impl Iterator<Item = &'static str> {
+    VARIABLE_NAMES.lines()
 }
 
 /// Compiles the embedded config with the variables Spin gave us. A failure

@@ -79,7 +79,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let downstream = downstream(&mut parts.headers, scheme.as_deref());
     let mut vars = Variables::new();
     for name in variable_names() {
-        if let Ok(value) = spin_sdk::variables::get(&name) {
+        if let Ok(value) = spin_sdk::variables::get(name) {
             vars.insert(name, value);
         }
     }

@@ -71,7 +71,7 @@ async fn gateway() -> &'static Result<Gateway, String> {
     }
     let mut vars = Variables::new();
     for name in variable_names() {
-        if let Ok(value) = spin_sdk::variables::get(&name).await {
+        if let Ok(value) = spin_sdk::variables::get(name).await {
             vars.insert(name, value);
         }
     }
