@@ -413,6 +413,13 @@ if [ "$MODE" = observability ]; then
   exit 0
 fi
 
+# The component's own time: the median overhead_us (total minus time on the
+# origin) of its access-log lines after line $2 of file $1; empty if none.
+own_us() {
+  tail -n +$(( $2 + 1 )) "$1" | { grep -o '"overhead_us":[0-9]*' || true; } | cut -d: -f2 | sort -n \
+    | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}'
+}
+
 if [ "$MODE" = floor ]; then
   # What a component adds per request over the smallest component making
   # the same outbound hop (hello-world's /proxy: GET the origin's /hello),
@@ -452,7 +459,7 @@ if [ "$MODE" = floor ]; then
         log=$WORK/floor-$c-$f.out; seen=$(wc -l <"$log")
         out=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$rate" --connections 1 --seconds "$SECS" --warmup 1)
         p50=$(grep -o '"p50_us":[0-9]*' <<<"$out" | cut -d: -f2)
-        own=$(tail -n +$(( seen + 1 )) "$log" | { grep -o '"overhead_us":[0-9]*' || true; } | cut -d: -f2 | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+        own=$(own_us "$log" "$seen")
         [ "$c" = hello ] && base=$p50
         printf '| %-20s | %6s | %6s | %6s | %20s | %8s |\n' "$c-$f$([ "$c" = hello ] && echo -proxy)" "$p50" \
           "$(grep -o '"p99_us":[0-9]*' <<<"$out" | cut -d: -f2)" "${own:--}" "$([ "$c" = hello ] && echo - || echo $(( p50 - base )))" "${START[$c-$f]}"
@@ -505,9 +512,7 @@ if [ "$MODE" = tokens ]; then
           out=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$rate" --connections 1 --seconds "$SECS" --warmup 1 "${args[@]}")
           p50=$(grep -o '"p50_us":[0-9]*' <<<"$out" | cut -d: -f2)
           errors=$(grep -o '"errors":[0-9]*' <<<"$out" | cut -d: -f2)
-          # The component's own time (its access log's overhead_us: total
-          # minus time on the origin), median over this row's requests.
-          ovh=$(tail -n +$(( seen + 1 )) "$log" | grep -o '"overhead_us":[0-9]*' | cut -d: -f2 | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+          ovh=$(own_us "$log" "$seen")
           if [ "$kind" = "no auth" ]; then BASE[$f-$b]=$p50; cell="$p50 · $ovh"; else cell="$p50 ($(( p50 - BASE[$f-$b] ))) · $ovh"; fi
           [ "$errors" != 0 ] && cell="$cell ${errors}err"
           printf ' %24s |' "$cell"

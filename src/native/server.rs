@@ -25,7 +25,7 @@ use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
-use super::{NodeBody, NodeKv, NodePorts, admin, load_config_hashed, probe};
+use super::{NodeBody, NodeClock, NodeKv, NodePorts, admin, load_config_hashed, probe};
 use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::config::ConfigErrors;
@@ -375,9 +375,7 @@ async fn purge_memory(node: Arc<Node>) {
 }
 
 fn now_rfc3339() -> String {
-    crate::pipeline::log::rfc3339(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
-    )
+    crate::pipeline::log::rfc3339(NodeClock::default().now())
 }
 
 /// hyper's own head limits sit above the config's, as a backstop: within

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::support::idp::{self, Idp};
 use super::support::origin::Origin;
 use super::support::otlp::{Collector, hex};
-use super::support::{self, Node, get, send};
+use super::support::{self, Node, get, get_with, send};
 
 const GOOD_KEY: &str = "acme-key-0001";
 const BAD_KEY: &str = "not-a-key-7f3a";
@@ -64,11 +64,7 @@ auth = {{ any_of = ["corp"] }}
 }
 
 fn keyed(key: Option<&str>, path: &str) -> Request<Bytes> {
-    let mut req = Request::get(path).header("host", "gw.test");
-    if let Some(key) = key {
-        req = req.header("x-api-key", key);
-    }
-    req.body(Bytes::new()).unwrap()
+    key.map_or_else(|| get(path), |key| get_with(path, "x-api-key", key))
 }
 
 /// The exposition, as series name + labels → value.
@@ -359,12 +355,7 @@ async fn expired_keys_leave_the_memory_store() {
     let started = Instant::now();
     let mut i = 0;
     while started.elapsed() < Duration::from_secs(7) {
-        let req = Request::get("/x")
-            .header("host", "gw.test")
-            .header("x-client", format!("c{i}"))
-            .body(Bytes::new())
-            .unwrap();
-        assert_eq!(send(node.addr, req).await.status, 200);
+        assert_eq!(send(node.addr, get_with("/x", "x-client", &format!("c{i}"))).await.status, 200);
         i += 1;
         seen = seen.max(keys().await);
     }
@@ -418,11 +409,7 @@ async fn the_access_log_samples_successes_keeps_failures_and_redacts_credentials
         &idp::key("rsa2", "k1", Algorithm::RS256),
         &json!({"iss": "https://idp.test/", "aud": "api://test", "sub": "u", "exp": idp::now_secs() + 60}),
     );
-    let signed = Request::get("/signed?x=querysecret")
-        .header("host", "gw.test")
-        .header("authorization", format!("Bearer {forged}"))
-        .body(Bytes::new())
-        .unwrap();
+    let signed = get_with("/signed?x=querysecret", "authorization", &format!("Bearer {forged}"));
     assert_eq!(send(node.addr, signed).await.status, 401);
     assert_eq!(send(node.addr, get("/missing")).await.status, 404);
     for _ in 0..3 {

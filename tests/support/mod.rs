@@ -325,6 +325,11 @@ pub fn get(path: &str) -> Request<Bytes> {
     Request::get(path).header("host", "gw.test").body(Bytes::new()).expect("request")
 }
 
+/// A GET with a Host header and one more header.
+pub fn get_with(path: &str, name: &str, value: &str) -> Request<Bytes> {
+    Request::get(path).header("host", "gw.test").header(name, value).body(Bytes::new()).expect("request")
+}
+
 /// Writes raw bytes and reads until the server closes or `timeout` passes.
 pub async fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
