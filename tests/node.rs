@@ -484,6 +484,86 @@ async fn idle_connections_to_origins_are_capped_and_expire() {
     assert_eq!(origin.open_connections(), 0, "idle connections outlived their timeout");
 }
 
+/// A response still streaming holds its connection to the origin: another
+/// request meanwhile gets a connection of its own, and once the stream is
+/// done both connections serve later requests.
+#[tokio::test]
+async fn a_connection_streaming_a_response_is_not_lent_to_another_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (feed, fed) = mpsc::channel::<Bytes>(1);
+    let fed = std::sync::Arc::new(std::sync::Mutex::new(Some(Fed(fed))));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let fed = fed.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let body = match req.uri().path() {
+                    "/slow" => http_body_util::Either::Left(fed.lock().unwrap().take().expect("one slow request")),
+                    _ => http_body_util::Either::Right(http_body_util::Full::new(Bytes::from_static(b"quick"))),
+                };
+                async move { Ok::<_, Infallible>(http::Response::new(body)) }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    let cfg =
+        format!("[services.o]\nurl = \"http://127.0.0.1:{port}\"\n[[routes]]\npath = \"/{{*p}}\"\nservice = \"o\"\n");
+    let node = Node::start(&cfg, &[]);
+    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let slow = sender.send_request(get("/slow").map(http_body_util::Full::new)).await.unwrap();
+    let quick = tokio::time::timeout(Duration::from_secs(5), send(node.addr, get("/quick"))).await;
+    assert_eq!(quick.expect("answered while the slow one streams").body, "quick");
+    feed.send(Bytes::from_static(b"at last")).await.unwrap();
+    drop(feed);
+    assert_eq!(slow.into_body().collect().await.unwrap().to_bytes(), "at last");
+    for _ in 0..10 {
+        assert_eq!(send(node.addr, get("/quick")).await.body, "quick");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "both connections kept and reused");
+}
+
+/// An origin that closes each connection right after its response without
+/// saying so (no `Connection: close`), as an origin whose keep-alive timeout
+/// is shorter than the node's does: the node keeps the connection, finds it
+/// closed when the next request comes, and sends that request on a new one.
+#[tokio::test]
+async fn kept_connections_the_origin_closed_are_replaced_not_failed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let cfg = format!(
+        "[services.brief]\nurl = \"http://127.0.0.1:{port}\"\n[[routes]]\npath = \"/x\"\nservice = \"brief\"\n"
+    );
+    let node = Node::start(&cfg, &[]);
+    for i in 0..100 {
+        let reply = send(node.addr, get("/x")).await;
+        assert_eq!((reply.status, &reply.body[..]), (200, &b"ok"[..]), "request {i}");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 100, "one connection per request");
+}
+
 /// Active health checks: a target that fails its first probe is out before
 /// the node listens (no request ever tries it), and comes back once it
 /// answers its probes; both changes are in the operational log.

@@ -1,30 +1,38 @@
-//! Outbound HTTP for the node: hyper's pooled client, keep-alive on, one
-//! pool per distinct connect timeout (hyper fixes the timeout per connector;
-//! configs have a handful of distinct values, so this stays tiny). HTTPS
-//! origins go over rustls, verified against the system's roots (which
-//! `SSL_CERT_FILE` / `SSL_CERT_DIR` can replace).
+//! Outbound HTTP for the node: HTTP/1.1 over hyper's connection API, with
+//! our own pool of kept-alive connections per origin (scheme, host and
+//! port). A connection goes back to the pool as soon as its response head
+//! arrives, and is handed out again once hyper says it is ready for the
+//! next request (its previous response read to the end). HTTPS origins go
+//! over rustls, verified against the system's roots (which `SSL_CERT_FILE`
+//! / `SSL_CERT_DIR` can replace).
+//!
+//! Why not hyper-util's pooled client: per request it boxed a 3.5 KB
+//! future, cloned the client's handles and hashed the origin twice; this
+//! path costs one short lock.
 
+use std::collections::HashMap;
 use std::error::Error as _;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Request, Response};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 use super::NodeBody;
 use crate::body::BodyFailure;
 use crate::ports::{HttpClient, UpstreamError, UpstreamOptions, checked_length};
-
-type Pool = Client<Counted<HttpsConnector<HttpConnector>>, NodeBody>;
 
 /// Connections to origins: open now, and opened since start (their ratio
 /// to tries says how well the pool keeps them).
@@ -47,12 +55,35 @@ pub struct PoolLimits {
 /// `max_response_header_size`, below it, decides the answer).
 const MAX_RESPONSE_HEAD: usize = 1 << 20;
 
+/// Where a connection goes: TLS or not, and the authority.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Origin {
+    https: bool,
+    authority: Authority,
+}
+
+/// A kept connection, and since when it has been idle (or was last seen busy).
+struct Kept {
+    sender: SendRequest<NodeBody>,
+    since: Instant,
+}
+
+type Pool = HashMap<Origin, Vec<Kept>>;
+
 /// The node's [`HttpClient`].
 pub(crate) struct HyperClient {
-    pools: RwLock<Vec<(Duration, Pool)>>,
-    tls: rustls::ClientConfig,
+    pool: Arc<Mutex<Pool>>,
+    reaper: Once,
+    tls: TlsConnector,
     limits: PoolLimits,
     connections: Arc<Connections>,
+}
+
+/// Why an exchange failed, before it is told apart from the body's failures.
+enum Failure {
+    Connect(String),
+    ConnectTimeout,
+    Http(hyper::Error),
 }
 
 impl HyperClient {
@@ -67,46 +98,145 @@ impl HyperClient {
         if roots.is_empty() {
             tracing::warn!(errors = ?found.errors, "no usable root certificates: https origins will fail verification");
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(std::io::Error::other)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Self { pools: RwLock::default(), tls, limits, connections })
+        let mut tls =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(std::io::Error::other)?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            pool: Arc::default(),
+            reaper: Once::new(),
+            tls: TlsConnector::from(Arc::new(tls)),
+            limits,
+            connections,
+        })
+    }
+
+    /// One exchange: on a kept connection if one is ready, else on a new one.
+    async fn exchange(
+        &self,
+        mut req: Request<NodeBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, Failure> {
+        let origin = origin_form(&mut req)?;
+        if let Some(mut sender) = self.checkout(&origin) {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.keep(origin, sender);
+                    return Ok(resp);
+                }
+                // Not sent (the connection closed as it was taken): a new one takes it.
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(Failure::Http(e.into_error())),
+                },
+            }
+        }
+        // Boxed: the cold path (connect, TLS, handshake) is most of the state.
+        let mut sender = Box::pin(self.connect(&origin, connect_timeout)).await?;
+        let resp = sender.send_request(req).await.map_err(Failure::Http)?;
+        self.keep(origin, sender);
+        Ok(resp)
+    }
+
+    /// The most recently kept connection to `origin` that is ready for a request.
+    fn checkout(&self, origin: &Origin) -> Option<SendRequest<NodeBody>> {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = pool.get_mut(origin)?;
+        kept.retain(|k| !k.sender.is_closed());
+        let at = kept.iter().rposition(|k| k.sender.is_ready())?;
+        Some(kept.remove(at).sender)
+    }
+
+    /// Keeps a connection whose response head has arrived, if there is room.
+    fn keep(&self, origin: Origin, sender: SendRequest<NodeBody>) {
+        if self.limits.max_idle_per_origin == 0 {
+            return;
+        }
+        self.reaper.call_once(|| reap(Arc::downgrade(&self.pool), self.limits.idle_timeout));
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = pool.entry(origin).or_default();
+        // Past the cap the connection closes once its response is read.
+        if kept.len() < self.limits.max_idle_per_origin {
+            kept.push(Kept { sender, since: Instant::now() });
+        }
+    }
+
+    async fn connect(&self, origin: &Origin, timeout: Duration) -> Result<SendRequest<NodeBody>, Failure> {
+        let host = origin.authority.host();
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let port = origin.authority.port_u16().unwrap_or(if origin.https { 443 } else { 80 });
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect((bare, port))).await {
+            Err(_) => return Err(Failure::ConnectTimeout),
+            Ok(Err(e)) => return Err(Failure::Connect(format!("{host}:{port}: {e}"))),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if origin.https {
+            let name = ServerName::try_from(bare.to_owned()).map_err(|e| Failure::Connect(format!("{host}: {e}")))?;
+            let tls = self.tls.connect(name, tcp).await;
+            Box::new(tls.map_err(|e| Failure::Connect(format!("TLS with {host}:{port}: {e}")))?)
+        } else {
+            Box::new(tcp)
+        };
+        let io = CountedIo::new(TokioIo::new(stream), self.connections.clone());
+        let (sender, conn) =
+            http1::Builder::new().max_buf_size(MAX_RESPONSE_HEAD).handshake(io).await.map_err(Failure::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "origin connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 
-impl HyperClient {
-    fn pool(&self, connect_timeout: Duration) -> Pool {
-        let read = self.pools.read().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, pool)) = read.iter().find(|(t, _)| *t == connect_timeout) {
-            return pool.clone();
+/// Closes kept connections idle past `timeout`, until the client is gone.
+fn reap(pool: Weak<Mutex<Pool>>, timeout: Duration) {
+    let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            let now = Instant::now();
+            let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
+            for kept in pool.values_mut() {
+                kept.retain_mut(|k| {
+                    if !k.sender.is_ready() && !k.sender.is_closed() {
+                        k.since = now; // still reading its response: not idle
+                    }
+                    !k.sender.is_closed() && now.duration_since(k.since) < timeout
+                });
+            }
+            pool.retain(|_, kept| !kept.is_empty());
         }
-        drop(read);
-        let mut write = self.pools.write().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, pool)) = write.iter().find(|(t, _)| *t == connect_timeout) {
-            return pool.clone();
-        }
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(self.tls.clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let connector = Counted { inner: connector, connections: self.connections.clone() };
-        let pool = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(self.limits.idle_timeout)
-            .pool_max_idle_per_host(self.limits.max_idle_per_origin)
-            .http1_max_buf_size(MAX_RESPONSE_HEAD)
-            .build(connector);
-        write.push((connect_timeout, pool.clone()));
-        pool
+    });
+}
+
+/// Takes the origin out of an absolute URI, leaving the path and query
+/// for the request line, and names the host if the request does not.
+fn origin_form(req: &mut Request<NodeBody>) -> Result<Origin, Failure> {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let https = match &parts.scheme {
+        Some(s) if *s == Scheme::HTTPS => true,
+        Some(s) if *s == Scheme::HTTP => false,
+        other => return Err(Failure::Connect(format!("unsupported scheme {other:?}"))),
+    };
+    let authority = parts.authority.take().ok_or_else(|| Failure::Connect("no host in the URL".into()))?;
+    parts.scheme = None;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Failure::Connect(e.to_string()))?;
+    if !req.headers().contains_key(HOST)
+        && let Ok(host) = HeaderValue::from_str(authority.as_str().rsplit('@').next().unwrap_or_default())
+    {
+        req.headers_mut().insert(HOST, host);
+    }
+    Ok(Origin { https, authority })
 }
 
 impl HttpClient for HyperClient {
@@ -120,58 +250,40 @@ impl HttpClient for HyperClient {
         req.body_mut().limit(opts.max_request_body);
         let probe = req.body().probe();
         let method = req.method().clone();
-        let pool = self.pool(opts.connect_timeout);
-        let answer = tokio::time::timeout(opts.request_timeout, pool.request(req)).await;
+        let answer = tokio::time::timeout(opts.request_timeout, self.exchange(req, opts.connect_timeout)).await;
         match answer {
             Err(_) => Err(UpstreamError::Timeout(opts.request_timeout)),
             Ok(Ok(resp)) => {
                 let resp = resp.map(|body| NodeBody::stream(body, None));
                 let both =
                     resp.headers().contains_key(TRANSFER_ENCODING) && resp.headers().contains_key(CONTENT_LENGTH);
-                if both { checked_length(&method, resp).await } else { Ok(resp) }
+                // Boxed: rare, and its state would size every request's future.
+                if both { Box::pin(checked_length(&method, resp)).await } else { Ok(resp) }
             }
-            Ok(Err(err)) => Err(match probe.and_then(|p| p.failure()) {
-                Some(BodyFailure::TooLarge) => UpstreamError::BodyTooLarge { limit: opts.max_request_body },
-                Some(BodyFailure::ClientFailed) => UpstreamError::ClientBody(chain(&err)),
-                None if err.is_connect() && timed_out(&err) => UpstreamError::ConnectTimeout,
-                None if err.is_connect() => UpstreamError::Connect(chain(&err)),
-                None => UpstreamError::Protocol(chain(&err)),
+            Ok(Err(failure)) => Err(match (probe.and_then(|p| p.failure()), failure) {
+                (Some(BodyFailure::TooLarge), _) => UpstreamError::BodyTooLarge { limit: opts.max_request_body },
+                (Some(BodyFailure::ClientFailed), f) => UpstreamError::ClientBody(f.to_string()),
+                (None, Failure::ConnectTimeout) => UpstreamError::ConnectTimeout,
+                (None, Failure::Connect(why)) => UpstreamError::Connect(why),
+                (None, Failure::Http(e)) => UpstreamError::Protocol(chain(&e)),
             }),
         }
     }
 }
 
-/// A connector whose connections are counted while they live.
-#[derive(Clone)]
-struct Counted<C> {
-    inner: C,
-    connections: Arc<Connections>,
-}
-
-impl<C> tower_service::Service<http::Uri> for Counted<C>
-where
-    C: tower_service::Service<http::Uri>,
-    C::Future: Send + 'static,
-{
-    type Response = CountedIo<C::Response>;
-    type Error = C::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let connections = self.connections.clone();
-        Box::pin(async move {
-            let io = connecting.await?;
-            connections.open.fetch_add(1, Ordering::Relaxed);
-            connections.opened.fetch_add(1, Ordering::Relaxed);
-            Ok(CountedIo { io, connections })
-        })
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(why) => f.write_str(why),
+            Self::ConnectTimeout => f.write_str("timed out connecting"),
+            Self::Http(e) => f.write_str(&chain(e)),
+        }
     }
 }
+
+/// A byte stream to an origin, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
 /// A connection to an origin, counted open until dropped.
 struct CountedIo<T> {
@@ -179,15 +291,17 @@ struct CountedIo<T> {
     connections: Arc<Connections>,
 }
 
-impl<T> Drop for CountedIo<T> {
-    fn drop(&mut self) {
-        self.connections.open.fetch_sub(1, Ordering::Relaxed);
+impl<T> CountedIo<T> {
+    fn new(io: T, connections: Arc<Connections>) -> Self {
+        connections.open.fetch_add(1, Ordering::Relaxed);
+        connections.opened.fetch_add(1, Ordering::Relaxed);
+        Self { io, connections }
     }
 }
 
-impl<T: Connection> Connection for CountedIo<T> {
-    fn connected(&self) -> Connected {
-        self.io.connected()
+impl<T> Drop for CountedIo<T> {
+    fn drop(&mut self) {
+        self.connections.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -227,20 +341,8 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for CountedIo<T> {
     }
 }
 
-/// hyper reports a connect timeout as an `io::Error` of kind `TimedOut` in the chain.
-fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// The error and its causes on one line, for the log.
-fn chain(err: &hyper_util::client::legacy::Error) -> String {
+fn chain(err: &hyper::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {

@@ -52,8 +52,9 @@ pub(crate) type NodeClock = SystemClock<TokioSleep>;
 /// service), or Redis for a fleet that shares rate limits and key sets.
 pub(crate) enum NodeKv {
     Memory(MemoryKv<NodeClock>),
-    /// Boxed: the pooled client is large and the memory variant is hot.
-    /// Each call's round trip is measured.
+    /// Boxed, and so are its calls' futures: Redis' client and its futures
+    /// are large, and every request's state would carry their size; the
+    /// memory variant is the hot one. Each call's round trip is measured.
     Redis(Box<redis_kv::RedisKv>, Arc<Metrics>),
 }
 
@@ -79,21 +80,21 @@ impl KvStore for NodeKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         match self {
             Self::Memory(kv) => kv.get(key).await,
-            Self::Redis(kv, m) => timed(m, "get", kv.get(key)).await,
+            Self::Redis(kv, m) => Box::pin(timed(m, "get", kv.get(key))).await,
         }
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
         match self {
             Self::Memory(kv) => kv.set(key, value, ttl).await,
-            Self::Redis(kv, m) => timed(m, "set", kv.set(key, value, ttl)).await,
+            Self::Redis(kv, m) => Box::pin(timed(m, "set", kv.set(key, value, ttl))).await,
         }
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
         match self {
             Self::Memory(kv) => kv.delete(key).await,
-            Self::Redis(kv, m) => timed(m, "delete", kv.delete(key)).await,
+            Self::Redis(kv, m) => Box::pin(timed(m, "delete", kv.delete(key))).await,
         }
     }
 
@@ -106,21 +107,23 @@ impl KvStore for NodeKv {
     ) -> Result<bool, KvError> {
         match self {
             Self::Memory(kv) => kv.compare_and_swap(key, current, new, ttl).await,
-            Self::Redis(kv, m) => timed(m, "compare_and_swap", kv.compare_and_swap(key, current, new, ttl)).await,
+            Self::Redis(kv, m) => {
+                Box::pin(timed(m, "compare_and_swap", kv.compare_and_swap(key, current, new, ttl))).await
+            }
         }
     }
 
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         match self {
             Self::Memory(kv) => kv.gcra(steps, now_us).await,
-            Self::Redis(kv, m) => timed(m, "gcra", kv.gcra(steps, now_us)).await,
+            Self::Redis(kv, m) => Box::pin(timed(m, "gcra", kv.gcra(steps, now_us))).await,
         }
     }
 
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         match self {
             Self::Memory(kv) => kv.sweep(after, limit).await,
-            Self::Redis(kv, m) => timed(m, "sweep", kv.sweep(after, limit)).await,
+            Self::Redis(kv, m) => Box::pin(timed(m, "sweep", kv.sweep(after, limit))).await,
         }
     }
 }

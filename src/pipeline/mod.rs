@@ -200,7 +200,10 @@ async fn proxy<P: Ports>(
     let service = canary::phase(gateway, ports, matched.route, ctx, req.headers()).await;
     ctx.service = Some(service);
     let req = transform::request(req, ctx, route, &matched, config);
-    let result = upstream::phase(gateway, ports, route, service, req, ctx).await;
+    // Boxed: the upstream phase is most of a request's state; unboxed, each
+    // enclosing future (and the slot a connection keeps for one) would
+    // carry and copy all of it.
+    let result = Box::pin(upstream::phase(gateway, ports, route, service, req, ctx)).await;
     canary::record(gateway, ports, matched.route, ctx, upstream::answered_well(&result, ctx)).await;
     let mut resp = transform::response(result?, route);
     if let Some((name, value)) = canary::variant_header(route, ctx) {

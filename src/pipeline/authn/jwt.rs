@@ -56,7 +56,9 @@ impl Verifier<'_> {
         {
             return Err(AuthError::TooManyFailures { retry_after });
         }
-        self.verify_new(token, digest, caches, ports, challenge, &mut note.fetch).await
+        // Boxed: a new token's state (key lookup, JWKS fetch) is large, and
+        // would otherwise make every request's future carry it.
+        Box::pin(self.verify_new(token, digest, caches, ports, challenge, &mut note.fetch)).await
     }
 
     /// A token not seen before: header, key, signature, claims; then cached.
