@@ -7,6 +7,7 @@
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
 #   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy
+#   benches/run.sh proxy                # the plain proxy: node against nginx and HAProxy, ROUNDS rounds (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one
 #   benches/run.sh tokens               # a new token's cost in each component (BEFORE=dir: older builds beside)
@@ -48,9 +49,9 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|keys|scale|tokens|floor) ;;
+  all|observability|haproxy|proxy|keys|scale|tokens|floor) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|keys|scale|tokens|floor]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|proxy|keys|scale|tokens|floor]" >&2; exit 2 ;;
 esac
 
 for tool in wrk nginx haproxy taskset redis-server curl; do
@@ -59,7 +60,7 @@ done
 
 echo "== building (release)" >&2
 cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-case "$MODE" in observability|haproxy|keys|scale) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+case "$MODE" in observability|haproxy|proxy|keys|scale) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
 [ -n "$NODE_ONLY" ] || cargo build --release -p portcullis-edge-host >&2
 [ -n "$NODE_ONLY" ] || {
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
@@ -132,10 +133,10 @@ measure() { # name url started_ms [header]
   LAST_RPS=$rps
 }
 
-node() { # name path [serve args...]
+node() { # name path [serve args...]; NODE_BIN: another portcullis binary
   local name=$1 path=$2; shift 2
   local start; start=$(date +%s%N)
-  PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$T/release/portcullis" serve --workers 1 \
+  PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "${NODE_BIN:-$T/release/portcullis}" serve --workers 1 \
     --config benches/gateway.toml --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@" >/dev/null 2>"$WORK/$name.err" & PIDS+=($!)
   local addr; addr=$(listening "$WORK/$name.err")
   local header=""; case "$path" in /jwt|/full) header="authorization: Bearer $TOKEN" ;; esac
@@ -280,6 +281,34 @@ if [ "$MODE" = keys ]; then
   done
   wait "$load" || true
   echo "load: $(cat "$WORK/keys.out")"
+  exit 0
+fi
+
+nginx_target() { # name
+  local port; port=$(shuf -i 28000-30999 -n 1)
+  mkdir -p "$WORK/nginx"
+  sed -e "s|__PREFIX__|$WORK/nginx|g" -e "s|__LISTEN__|127.0.0.1:$port|" -e "s|__ORIGIN__|127.0.0.1:$ORIGIN_PORT|" \
+    benches/nginx.conf > "$WORK/nginx/nginx.conf"
+  local start; start=$(date +%s%N)
+  taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" 2>/dev/null & PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/hello" >/dev/null
+  measure "$1" "http://127.0.0.1:$port/hello" $(( ($(date +%s%N) - start) / 1000000 ))
+  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+}
+
+if [ "$MODE" = proxy ]; then
+  # The plain proxy side by side, in alternating order, ROUNDS times.
+  echo "| target             | peak rps | wrk p50  | wrk p99  | at rps  | p50 µs   | p99 µs   | p50@5k   | p99@5k   | errors | start ms |"
+  echo "|--------------------|---------:|---------:|---------:|--------:|---------:|---------:|---------:|---------:|-------:|---------:|"
+  LOW_RATE=5000
+  node node /hello
+  RATE=$(( LAST_RPS / 2 ))
+  for round in $(seq "${ROUNDS:-2}"); do
+    nginx_target nginx
+    haproxy_target haproxy /hello
+    [ -n "${BEFORE_NODE:-}" ] && NODE_BIN=$BEFORE_NODE node node-before /hello
+    node node /hello
+  done
   exit 0
 fi
 
@@ -583,15 +612,7 @@ node node /hello
 RATE=$(( LAST_RPS / 2 ))
 measure direct "http://127.0.0.1:$ORIGIN_PORT/hello"
 
-NGINX_PORT=$(shuf -i 28000-30999 -n 1)
-mkdir -p "$WORK/nginx"
-sed -e "s|__PREFIX__|$WORK/nginx|g" -e "s|__LISTEN__|127.0.0.1:$NGINX_PORT|" -e "s|__ORIGIN__|127.0.0.1:$ORIGIN_PORT|" \
-  benches/nginx.conf > "$WORK/nginx/nginx.conf"
-start=$(date +%s%N)
-taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" 2>/dev/null & PIDS+=($!)
-wait_http "http://127.0.0.1:$NGINX_PORT/hello" >/dev/null
-measure nginx "http://127.0.0.1:$NGINX_PORT/hello" $(( ($(date +%s%N) - start) / 1000000 ))
-kill "${PIDS[-1]}"
+nginx_target nginx
 
 haproxy_target haproxy /hello
 
