@@ -296,13 +296,17 @@ nginx_target() { # name
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
 
-if [ "$MODE" = proxy ]; then
-  # The plain proxy side by side, in alternating order, ROUNDS times.
+node_first() { # the table's head, then the node on /hello, whose half peak is the latency runs' rate
   echo "| target             | peak rps | wrk p50  | wrk p99  | at rps  | p50 µs   | p99 µs   | p50@5k   | p99@5k   | errors | start ms |"
   echo "|--------------------|---------:|---------:|---------:|--------:|---------:|---------:|---------:|---------:|-------:|---------:|"
   LOW_RATE=5000
   node node /hello
   RATE=$(( LAST_RPS / 2 ))
+}
+
+if [ "$MODE" = proxy ]; then
+  # The plain proxy side by side, in alternating order, ROUNDS times.
+  node_first
   for round in $(seq "${ROUNDS:-2}"); do
     nginx_target nginx
     haproxy_target haproxy /hello
@@ -314,11 +318,7 @@ fi
 
 if [ "$MODE" = haproxy ]; then
   # The full job side by side, twice over in alternating order.
-  echo "| target             | peak rps | wrk p50  | wrk p99  | at rps  | p50 µs   | p99 µs   | p50@5k   | p99@5k   | errors | start ms |"
-  echo "|--------------------|---------:|---------:|---------:|--------:|---------:|---------:|---------:|---------:|-------:|---------:|"
-  LOW_RATE=5000
-  node node /hello
-  RATE=$(( LAST_RPS / 2 ))
+  node_first
   for round in 1 2; do
     node node-full /full
     haproxy_target haproxy-full /full

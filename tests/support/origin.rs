@@ -211,15 +211,8 @@ impl RawOrigin {
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    use tokio::io::AsyncWriteExt;
+                    let Some(head) = read_head(&mut stream).await else { return };
                     let line = String::from_utf8_lossy(&head);
                     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
                     let _ = stream.write_all(&canned(&path)).await;
@@ -233,6 +226,20 @@ impl RawOrigin {
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
+}
+
+/// Reads a request head up to its blank line (`None`: the peer closed or failed first).
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
 }
 
 fn canned(path: &str) -> Vec<u8> {
