@@ -62,10 +62,10 @@ struct Origin {
     authority: Authority,
 }
 
-/// A kept connection, and since when it has been idle (or was last seen busy).
+/// A kept connection, and since when the reaper has seen it idle.
 struct Kept {
     sender: SendRequest<NodeBody>,
-    since: Instant,
+    idle_since: Option<Instant>,
 }
 
 type Pool = HashMap<Origin, Vec<Kept>>;
@@ -160,7 +160,7 @@ impl HyperClient {
         let kept = pool.entry(origin).or_default();
         // Past the cap the connection closes once its response is read.
         if kept.len() < self.limits.max_idle_per_origin {
-            kept.push(Kept { sender, since: Instant::now() });
+            kept.push(Kept { sender, idle_since: None });
         }
     }
 
@@ -193,7 +193,9 @@ impl HyperClient {
     }
 }
 
-/// Closes kept connections idle past `timeout`, until the client is gone.
+/// Closes kept connections idle past `timeout` (from when a round first
+/// saw them idle, so the request path reads no clock), until the client is
+/// gone.
 fn reap(pool: Weak<Mutex<Pool>>, timeout: Duration) {
     let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     tokio::spawn(async move {
@@ -205,10 +207,14 @@ fn reap(pool: Weak<Mutex<Pool>>, timeout: Duration) {
             let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
             for kept in pool.values_mut() {
                 kept.retain_mut(|k| {
-                    if !k.sender.is_ready() && !k.sender.is_closed() {
-                        k.since = now; // still reading its response: not idle
+                    if k.sender.is_closed() {
+                        return false;
                     }
-                    !k.sender.is_closed() && now.duration_since(k.since) < timeout
+                    if !k.sender.is_ready() {
+                        k.idle_since = None; // still reading its response
+                        return true;
+                    }
+                    now.duration_since(*k.idle_since.get_or_insert(now)) < timeout
                 });
             }
             pool.retain(|_, kept| !kept.is_empty());

@@ -18,6 +18,7 @@ pub mod redis_kv;
 pub mod server;
 
 use std::path::Path;
+use std::pin::Pin;
 
 use crate::config::{Config, ConfigError, ConfigErrors, Variables, vars};
 use std::time::Duration;
@@ -52,22 +53,25 @@ pub(crate) type NodeClock = SystemClock<TokioSleep>;
 /// service), or Redis for a fleet that shares rate limits and key sets.
 pub(crate) enum NodeKv {
     Memory(MemoryKv<NodeClock>),
-    /// Boxed, and so are its calls' futures: Redis' client and its futures
-    /// are large, and every request's state would carry their size; the
-    /// memory variant is the hot one. Each call's round trip is measured.
+    /// Boxed, and so are its calls' futures (`timed`): Redis' client and its
+    /// futures are large; the memory variant is the hot one. Each call's
+    /// round trip is measured.
     Redis(Box<redis_kv::RedisKv>, Arc<Metrics>),
 }
 
-/// A Redis call, timed and counted.
-async fn timed<T>(
-    metrics: &Metrics,
+/// A Redis call, timed and counted; boxed, so that the calls' large
+/// futures never size a request's state.
+fn timed<'a, T: 'a>(
+    metrics: &'a Metrics,
     operation: &'static str,
-    call: impl Future<Output = Result<T, KvError>>,
-) -> Result<T, KvError> {
-    let started = std::time::Instant::now();
-    let result = call.await;
-    metrics.store_call(operation, started.elapsed(), result.is_ok());
-    result
+    call: impl Future<Output = Result<T, KvError>> + Send + 'a,
+) -> Pin<Box<dyn Future<Output = Result<T, KvError>> + Send + 'a>> {
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        metrics.store_call(operation, started.elapsed(), result.is_ok());
+        result
+    })
 }
 
 impl NodeKv {
@@ -80,21 +84,21 @@ impl KvStore for NodeKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         match self {
             Self::Memory(kv) => kv.get(key).await,
-            Self::Redis(kv, m) => Box::pin(timed(m, "get", kv.get(key))).await,
+            Self::Redis(kv, m) => timed(m, "get", kv.get(key)).await,
         }
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
         match self {
             Self::Memory(kv) => kv.set(key, value, ttl).await,
-            Self::Redis(kv, m) => Box::pin(timed(m, "set", kv.set(key, value, ttl))).await,
+            Self::Redis(kv, m) => timed(m, "set", kv.set(key, value, ttl)).await,
         }
     }
 
     async fn delete(&self, key: &str) -> Result<(), KvError> {
         match self {
             Self::Memory(kv) => kv.delete(key).await,
-            Self::Redis(kv, m) => Box::pin(timed(m, "delete", kv.delete(key))).await,
+            Self::Redis(kv, m) => timed(m, "delete", kv.delete(key)).await,
         }
     }
 
@@ -107,23 +111,21 @@ impl KvStore for NodeKv {
     ) -> Result<bool, KvError> {
         match self {
             Self::Memory(kv) => kv.compare_and_swap(key, current, new, ttl).await,
-            Self::Redis(kv, m) => {
-                Box::pin(timed(m, "compare_and_swap", kv.compare_and_swap(key, current, new, ttl))).await
-            }
+            Self::Redis(kv, m) => timed(m, "compare_and_swap", kv.compare_and_swap(key, current, new, ttl)).await,
         }
     }
 
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         match self {
             Self::Memory(kv) => kv.gcra(steps, now_us).await,
-            Self::Redis(kv, m) => Box::pin(timed(m, "gcra", kv.gcra(steps, now_us))).await,
+            Self::Redis(kv, m) => timed(m, "gcra", kv.gcra(steps, now_us)).await,
         }
     }
 
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         match self {
             Self::Memory(kv) => kv.sweep(after, limit).await,
-            Self::Redis(kv, m) => Box::pin(timed(m, "sweep", kv.sweep(after, limit))).await,
+            Self::Redis(kv, m) => timed(m, "sweep", kv.sweep(after, limit)).await,
         }
     }
 }
