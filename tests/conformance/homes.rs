@@ -53,6 +53,8 @@ pub fn node(b: &Backends) -> Node {
 /// A component in the test host, in front of the same origin.
 pub struct Edge {
     pub addr: std::net::SocketAddr,
+    /// The host's first line (`component`: `compiled` or `cached`).
+    pub said: serde_json::Value,
     child: std::process::Child,
 }
 
@@ -72,8 +74,8 @@ pub fn edge(flavour: &str, b: &Backends, flags: &[&str]) -> Edge {
 /// Like [`edge`], with the Spin variables given.
 pub fn edge_with(flavour: &str, vars: &[(&str, String)], flags: &[&str]) -> Edge {
     let component = support::edge::component(&format!("conformance-{flavour}"));
-    let (addr, child) = support::edge::serve(&component, vars, flags);
-    Edge { addr, child }
+    let (addr, child, said) = support::edge::serve(&component, vars, flags);
+    Edge { addr, said, child }
 }
 
 /// The component of `flavour` (conformance build) under the real Spin CLI;

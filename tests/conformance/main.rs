@@ -405,6 +405,52 @@ async fn edge_wasi_p2() {
     test_host("p2").await;
 }
 
+/// The test host keeps compiled components between starts, as Spin does: a
+/// second start loads the kept one and answers alike; a damaged entry is
+/// compiled again and replaced; `--disable-cache` compiles every time and
+/// keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_host_keeps_compiled_components_like_spin() {
+    if !support::edge::ready("the_test_host_keeps_compiled_components_like_spin", &["conformance-p2"]) {
+        return;
+    }
+    let b = Backends::start().await;
+    let dir = support::temp_path("host-cache");
+    let dir_flag = dir.to_str().expect("utf-8 temp path");
+    let start = |flags: &[&str]| {
+        let edge = homes::edge("p2", &b, flags);
+        (edge.said["component"].as_str().unwrap_or_default().to_string(), edge)
+    };
+    let entries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default()
+    };
+
+    let mut answers = Vec::new();
+    for expected in ["compiled", "cached"] {
+        let (loaded, edge) = start(&["--cache-dir", dir_flag]);
+        assert_eq!(loaded, expected);
+        answers.push(support::send(edge.addr, support::get("/public/x")).await.status);
+    }
+    assert_eq!(answers, [200, 200]);
+    let kept = entries();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    std::fs::write(&kept[0], b"not a compiled component").expect("damage the entry");
+    let (loaded, edge) = start(&["--cache-dir", dir_flag]);
+    assert_eq!(loaded, "compiled");
+    assert_eq!(support::send(edge.addr, support::get("/public/x")).await.status, 200);
+    drop(edge);
+    assert_eq!(start(&["--cache-dir", dir_flag]).0, "cached", "the damaged entry was replaced");
+
+    let unused = support::temp_path("host-cache-unused");
+    let unused_flag = unused.to_str().expect("utf-8 temp path");
+    for _ in 0..2 {
+        assert_eq!(start(&["--cache-dir", unused_flag, "--disable-cache"]).0, "compiled");
+    }
+    assert!(!unused.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A flavour under the real Spin CLI (`PORTCULLIS_SPIN`), on its default
 /// store or on Redis (whose compare-and-swap Spin reports as failed after
 /// committing it). A Spin store without atomics cannot be had, so that

@@ -52,10 +52,17 @@ pub fn host_binary() -> PathBuf {
     path
 }
 
-/// Serves `component` on a free loopback port with Spin variables `vars`.
-pub fn serve(component: &PathBuf, vars: &[(&str, String)], extra: &[&str]) -> (SocketAddr, Child) {
+/// Serves `component` on a free loopback port with Spin variables `vars`;
+/// also returns what the host said on its first line (its address, flavour
+/// and whether the component was compiled or loaded from the cache).
+/// Compiled components are kept in `target/edge-host-cache` unless `extra`
+/// names a cache.
+pub fn serve(component: &PathBuf, vars: &[(&str, String)], extra: &[&str]) -> (SocketAddr, Child, serde_json::Value) {
     let mut cmd = Command::new(host_binary());
     cmd.arg("serve").arg(component).args(["--listen", "127.0.0.1:0"]).args(extra);
+    if !extra.iter().any(|flag| *flag == "--cache-dir" || *flag == "--disable-cache") {
+        cmd.arg("--cache-dir").arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/edge-host-cache"));
+    }
     for (k, v) in vars {
         cmd.arg("--var").arg(format!("{k}={v}"));
     }
@@ -66,5 +73,5 @@ pub fn serve(component: &PathBuf, vars: &[(&str, String)], extra: &[&str]) -> (S
     let addr = json["listening"].as_str().and_then(|a| a.parse().ok()).expect("listening address");
     // Keep draining stdout (the component's access log) so the host never blocks on it.
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (addr, child)
+    (addr, child, json)
 }

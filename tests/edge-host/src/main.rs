@@ -6,6 +6,7 @@
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the test host: files, sockets and clocks are its job
 
+mod cache;
 mod host;
 mod kv;
 mod outbound;
@@ -64,6 +65,13 @@ enum Command {
         /// Write /tmp/perf-<pid>.map so `perf report` names the component's functions.
         #[arg(long)]
         perf_map: bool,
+        /// Where compiled components are kept between starts, as Spin keeps
+        /// them (default: `$XDG_CACHE_HOME` or `~/.cache`, `portcullis-edge-host`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Compile the component at every start (Spin's `--disable-cache`).
+        #[arg(long)]
+        disable_cache: bool,
     },
     /// Run a wasi:cli command component (cargo's runner for wasm32-wasip2).
     Run {
@@ -101,6 +109,8 @@ fn main() -> ExitCode {
             concurrency,
             idle_timeout_ms,
             perf_map,
+            cache_dir,
+            disable_cache,
         } => {
             let stores = if stores.is_empty() { vec!["default".to_string()] } else { stores };
             let platform = host::Platform {
@@ -116,6 +126,7 @@ fn main() -> ExitCode {
                 concurrency,
                 idle_timeout: Duration::from_millis(idle_timeout_ms),
                 perf_map,
+                cache_dir: if disable_cache { None } else { cache_dir.or_else(cache::default_dir) },
             };
             runtime.block_on(serve::serve(opts)).map(|()| 0)
         }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use wasmtime::component::{Component, GuestTaskId};
+use wasmtime::component::GuestTaskId;
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::handler::{
@@ -24,6 +24,7 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
+use crate::cache;
 use crate::host::{self, Host, Platform};
 
 pub struct ServeOptions {
@@ -38,12 +39,14 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Name the component's functions for `perf` (see [`host::engine`]).
     pub perf_map: bool,
+    /// Where compiled components are kept between starts (none: compile each time).
+    pub cache_dir: Option<PathBuf>,
 }
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let engine = host::engine(opts.perf_map)?;
     let started = Instant::now();
-    let component = Component::from_file(&engine, &opts.component)?;
+    let (component, loaded) = cache::load(&engine, &opts.component, opts.cache_dir.as_deref())?;
     let linker = host::linker(&engine)?;
     let instance_pre = linker.instantiate_pre(&component)?;
     let (pre, flavour) = match wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre.clone()) {
@@ -66,8 +69,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     // The first line on stdout tells a test where to connect.
     println!(
-        "{{\"listening\":\"{}\",\"flavour\":\"{flavour}\",\"reuse\":{reuse},\"concurrency\":{concurrency},\"load_ms\":{}}}",
+        "{{\"listening\":\"{}\",\"flavour\":\"{flavour}\",\"reuse\":{reuse},\"concurrency\":{concurrency},\"component\":\"{}\",\"load_ms\":{}}}",
         listener.local_addr()?,
+        loaded.as_str(),
         started.elapsed().as_millis()
     );
     loop {
