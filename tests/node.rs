@@ -188,6 +188,50 @@ async fn h2c_with_prior_knowledge_is_served() {
     assert_eq!(problem["type"], "urn:portcullis:problem:ambiguous-host");
 }
 
+/// The protocol is told from the first bytes; a client whose first bytes
+/// come in pieces is served in the protocol it speaks: an HTTP/2 preface
+/// split after 10 bytes, and an HTTP/1.1 head whose first byte is also the
+/// preface's.
+#[tokio::test]
+async fn a_protocol_sent_in_pieces_is_told_apart() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start(&config(&origin), &[]);
+
+    // HTTP/2: hyper's client writes to one end of a pipe; the other end goes
+    // to the node with a pause after the preface's first 10 bytes.
+    let (client_end, mut relay_end) = tokio::io::duplex(64 << 10);
+    let mut tcp = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let relay = tokio::spawn(async move {
+        let mut first = [0u8; 10];
+        relay_end.read_exact(&mut first).await.unwrap();
+        tcp.write_all(&first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = tokio::io::copy_bidirectional(&mut relay_end, &mut tcp).await;
+    });
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client_end)).await.unwrap();
+    tokio::spawn(conn);
+    let uri = format!("http://gw.test:{}/echo/split", node.addr.port());
+    let resp = sender.send_request(Request::get(uri).body(http_body_util::Empty::<Bytes>::new()).unwrap()).await;
+    let resp = resp.expect("served over HTTP/2");
+    assert_eq!((resp.status(), resp.version()), (http::StatusCode::OK, http::Version::HTTP_2));
+    drop(sender);
+    relay.abort();
+
+    // HTTP/1.1 starting with "P", the rest a moment later.
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(b"OST /echo/split HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.unwrap().unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&reply));
+    assert!(String::from_utf8_lossy(&reply).contains("\"method\":\"POST\""), "{}", String::from_utf8_lossy(&reply));
+}
+
 /// A response body fed by the test through a channel, chunk by chunk.
 struct Fed(mpsc::Receiver<Bytes>);
 

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -218,18 +217,23 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
+/// A connection that can be asked to finish what it began and close.
+pub(crate) trait Graceful: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
 /// Serves `conn` until it ends. Past its deadline, or when the node drains,
 /// a connection that never began a request is dropped; one that did is shut
 /// down gracefully (HTTP/2: GOAWAY) and dropped if it has not closed within
-/// `grace`.
-pub(crate) async fn supervise<C: GracefulConnection>(
-    conn: C,
+/// `grace`. The caller holds the connection (pinned where it lives, so its
+/// future is stored once) and drops it after.
+pub(crate) async fn supervise<C: Graceful>(
+    mut conn: Pin<&mut C>,
     activity: &Activity,
     limits: &ConnectionLimits,
     mut drain: watch::Receiver<bool>,
     grace: Duration,
 ) -> Option<C::Output> {
-    let mut conn = std::pin::pin!(conn);
     loop {
         let wake = activity.deadline(limits).unwrap_or_else(|| Instant::now() + limits.idle_timeout);
         tokio::select! {

@@ -1,6 +1,6 @@
 //! The node: the core served by tokio + hyper on our own hardware.
 //!
-//! `server` accepts connections (HTTP/1.1 and h2c), `client` talks to
+//! `server` accepts connections, `protocol` tells HTTP/1.1 from h2c, `client` talks to
 //! origins, `body` streams and counts bodies, `access_log` writes the JSON
 //! lines off the request path. State shared by a fleet goes through the
 //! key-value port (memory here; Redis for a fleet).
@@ -14,6 +14,7 @@ pub mod conn;
 pub(crate) mod metrics;
 mod otlp;
 mod probe;
+mod protocol;
 pub mod redis_kv;
 pub mod server;
 

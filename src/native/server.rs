@@ -13,8 +13,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -25,7 +24,7 @@ use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
-use super::{NodeBody, NodeClock, NodeKv, NodePorts, admin, load_config_hashed, probe};
+use super::{NodeBody, NodeClock, NodeKv, NodePorts, admin, load_config_hashed, probe, protocol};
 use crate::body::{BodyProbe, Logged};
 use crate::config::Config;
 use crate::config::ConfigErrors;
@@ -182,11 +181,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                     tokio::spawn(async move {
                         let _slot = slot;
                         let limits = gate.limits();
-                        let builder = connection_builder(&node.gateway.load().config, header_read_timeout, limits);
+                        let builders = connection_builders(&node.gateway.load().config, header_read_timeout, limits);
                         let activity = Activity::new();
                         let tracked = activity.clone();
                         let service = service_fn(move |req| handle(node.clone(), peer, tracked.begin(), req));
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let conn = std::pin::pin!(protocol::Connection::new(stream, service, builders));
                         match supervise(conn, &activity, limits, draining, CLOSE_GRACE).await {
                             Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
                             None => tracing::debug!(%peer, "connection dropped: past its deadline or draining"),
@@ -380,27 +379,26 @@ fn now_rfc3339() -> String {
 
 /// hyper's own head limits sit above the config's, as a backstop: within
 /// them the core answers with a problem body, beyond them hyper answers 431.
-fn connection_builder(
+fn connection_builders(
     config: &Config,
     header_read_timeout: Duration,
     limits: &ConnectionLimits,
-) -> auto::Builder<TokioExecutor> {
+) -> protocol::Builders {
     let g = &config.gateway;
     let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .max_buf_size(head_bytes.saturating_add(16 << 10).max(8192))
         .max_headers(g.max_header_count as usize + 32);
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.h2_keepalive))
         .keep_alive_timeout(limits.h2_keepalive)
         .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
-    builder
+    protocol::Builders { http1, http2 }
 }
 
 /// The response body type: counted, logged when done, its request in

@@ -1,0 +1,161 @@
+//! Which HTTP a client connection speaks: HTTP/2 when it opens with the
+//! HTTP/2 preface (h2c with prior knowledge), HTTP/1.1 otherwise.
+//!
+//! Decided by peeking at the socket, so hyper's first read takes the whole
+//! head. (hyper-util's `auto` connection reads the first 24 bytes itself and
+//! hands them to hyper; hyper's next read then finds its 8 KiB read buffer
+//! short by those bytes and doubles it, 16 KiB for the connection's life.)
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::rt::bounds::Http2ServerConnExec;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::ReadBuf;
+use tokio::net::TcpStream;
+
+use super::conn::Graceful;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// When a client has sent only part of the preface, how long until the
+/// next look (readiness stays set while the bytes wait unread): doubling
+/// from the first to the last, so a client that stops there costs a
+/// handful of wake-ups until its first-request deadline drops it.
+const LOOK_AGAIN: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(64));
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// How each protocol is served.
+pub(crate) struct Builders {
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
+}
+
+/// A client connection, served once its protocol is known.
+// HTTP/1.1 inline: it is what most connections are for their whole life;
+// the smaller variants are brief or boxed.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Connection<S: HttpService<Incoming>> {
+    Peeking(Peeking<S>),
+    Http1(http1::Connection<TokioIo<TcpStream>, S>),
+    /// Boxed: hyper's HTTP/2 connection is several times the size of its
+    /// HTTP/1.1 one, and an idle HTTP/1.1 connection would carry the difference.
+    Http2(Box<http2::Connection<TokioIo<TcpStream>, S, TokioExecutor>>),
+    /// Shut down or closed before its protocol was known.
+    Closed,
+}
+
+pub(crate) struct Peeking<S> {
+    stream: TcpStream,
+    service: S,
+    builders: Builders,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    next_look: Duration,
+}
+
+impl<S: HttpService<Incoming>> Connection<S> {
+    pub(crate) fn new(stream: TcpStream, service: S, builders: Builders) -> Self {
+        Connection::Peeking(Peeking { stream, service, builders, wait: None, next_look: LOOK_AGAIN.0 })
+    }
+}
+
+/// What the first bytes say: `None` while they are a strict prefix of the
+/// preface (more must come), `Some(true)` for the preface.
+fn is_http2(first: &[u8]) -> Option<bool> {
+    if !PREFACE.starts_with(first) {
+        Some(false)
+    } else if first.len() == PREFACE.len() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+impl<S, B> Future for Connection<S>
+where
+    S: HttpService<Incoming, ResBody = B> + Unpin,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: Http2ServerConnExec<S::Future, B>,
+{
+    type Output = Result<(), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                Connection::Peeking(peeking) => {
+                    if let Some(wait) = &mut peeking.wait {
+                        ready!(wait.as_mut().poll(cx));
+                        peeking.wait = None;
+                    }
+                    let mut first = [0u8; PREFACE.len()];
+                    let mut buf = ReadBuf::new(&mut first);
+                    ready!(peeking.stream.poll_peek(cx, &mut buf))?;
+                    if buf.filled().is_empty() {
+                        *this = Connection::Closed; // closed before a byte
+                        continue;
+                    }
+                    let Some(http2) = is_http2(buf.filled()) else {
+                        peeking.wait = Some(Box::pin(tokio::time::sleep(peeking.next_look)));
+                        peeking.next_look = (peeking.next_look * 2).min(LOOK_AGAIN.1);
+                        continue;
+                    };
+                    if let Connection::Peeking(peeking) = std::mem::replace(this, Connection::Closed) {
+                        let Peeking { stream, service, builders, .. } = peeking;
+                        let io = TokioIo::new(stream);
+                        *this = if http2 {
+                            Connection::Http2(Box::new(builders.http2.serve_connection(io, service)))
+                        } else {
+                            Connection::Http1(builders.http1.serve_connection(io, service))
+                        };
+                    }
+                }
+                Connection::Http1(conn) => return Pin::new(conn).poll(cx).map_err(Into::into),
+                Connection::Http2(conn) => return Pin::new(&mut **conn).poll(cx).map_err(Into::into),
+                Connection::Closed => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl<S, B> Graceful for Connection<S>
+where
+    S: HttpService<Incoming, ResBody = B> + Unpin,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        match this {
+            // No request begun: nothing to finish.
+            Connection::Peeking(_) => *this = Connection::Closed,
+            Connection::Http1(conn) => Pin::new(conn).graceful_shutdown(),
+            Connection::Http2(conn) => Pin::new(&mut **conn).graceful_shutdown(),
+            Connection::Closed => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preface_alone_means_http2() {
+        assert_eq!(is_http2(PREFACE), Some(true));
+        assert_eq!(is_http2(b"PRI * HTTP/2.0\r\n"), None, "more must come");
+        assert_eq!(is_http2(b"P"), None);
+        assert_eq!(is_http2(b"POST / HTTP/1.1\r\n"), Some(false));
+        assert_eq!(is_http2(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"), Some(false));
+        assert_eq!(is_http2(b"PRI * HTTP/1.1\r\n\r\n"), Some(false));
+    }
+}
