@@ -633,13 +633,26 @@ fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
     })
 }
 
-/// A public key in PEM: RSA, EC or Ed25519, whichever it is.
+/// A public key in PEM: RSA, EC or Ed25519, whichever it is. Each decoder
+/// parses the whole PEM before it can tell the key is not its kind (a WASI
+/// 0.2 instance compiles the config per request), so the likely kind is
+/// tried first, by the body's size: Ed25519 about 60 base64 characters,
+/// EC P-256/P-384 124–160, RSA of 1 024 bits and more 216 and up.
 fn decode_pem(pem: &str) -> Result<DecodingKey, String> {
-    let bytes = pem.as_bytes();
-    DecodingKey::from_rsa_pem(bytes)
-        .or_else(|_| DecodingKey::from_ec_pem(bytes))
-        .or_else(|_| DecodingKey::from_ed_pem(bytes))
-        .map_err(|_| "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".to_string())
+    type Decoder = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
+    const RSA: Decoder = DecodingKey::from_rsa_pem;
+    const EC: Decoder = DecodingKey::from_ec_pem;
+    const ED: Decoder = DecodingKey::from_ed_pem;
+    let body: usize = pem.lines().filter(|l| !l.starts_with("-----")).map(|l| l.trim().len()).sum();
+    let order = match body {
+        0..=100 => [ED, EC, RSA],
+        101..=200 => [EC, ED, RSA],
+        _ => [RSA, EC, ED],
+    };
+    order
+        .iter()
+        .find_map(|decode| decode(pem.as_bytes()).ok())
+        .ok_or_else(|| "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".to_string())
 }
 
 pub(super) fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
@@ -656,4 +669,26 @@ pub(super) fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
         out[i] = u8::from_str_radix(s, 16).map_err(|_| format!("`{t}` is not hex"))?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::AlgorithmFamily;
+
+    use super::decode_pem;
+
+    #[test]
+    fn each_kind_of_public_key_is_decoded_as_its_kind() {
+        let keys = [
+            (include_str!("../../tests/fixtures/keys/rsa1.pub.pem"), AlgorithmFamily::Rsa),
+            (include_str!("../../tests/fixtures/keys/ec256.pub.pem"), AlgorithmFamily::Ec),
+            (include_str!("../../tests/fixtures/keys/ec384.pub.pem"), AlgorithmFamily::Ec),
+            (include_str!("../../tests/fixtures/keys/ed25519.pub.pem"), AlgorithmFamily::Ed),
+        ];
+        for (pem, family) in keys {
+            assert_eq!(decode_pem(pem).map(|k| k.family()).ok(), Some(family), "{pem}");
+        }
+        assert!(decode_pem("garbage").is_err());
+        assert!(decode_pem(include_str!("../../tests/fixtures/keys/ec256.pem")).is_err(), "a private key is refused");
+    }
 }
