@@ -43,13 +43,14 @@ pub(crate) struct Builders {
 pub(crate) enum Connection<S: HttpService<Incoming>> {
     Peeking(Peeking<S>),
     Http1(http1::Connection<TokioIo<TcpStream>, S>),
-    /// Boxed: hyper's HTTP/2 connection is several times the size of its
-    /// HTTP/1.1 one, and an idle HTTP/1.1 connection would carry the difference.
+    /// Boxed: hyper's HTTP/2 connection is over twice the size of its
+    /// HTTP/1.1 one, and every HTTP/1.1 connection would carry the difference.
     Http2(Box<http2::Connection<TokioIo<TcpStream>, S, TokioExecutor>>),
     /// Shut down or closed before its protocol was known.
     Closed,
 }
 
+/// A connection whose first bytes have not told its protocol yet.
 pub(crate) struct Peeking<S> {
     stream: TcpStream,
     service: S,
