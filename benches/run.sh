@@ -9,6 +9,7 @@
 #   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy
 #   benches/run.sh proxy                # the plain proxy: node against nginx and HAProxy, ROUNDS rounds (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
+#   benches/run.sh idle                 # 10 000 idle keep-alive connections: the node's RSS (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one
 #   benches/run.sh tokens               # a new token's cost in each component (BEFORE=dir: older builds beside)
 #   benches/run.sh floor                # each component against its hello-world that proxies too, one request at a time
@@ -49,9 +50,9 @@ trap cleanup EXIT
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|proxy|keys|scale|tokens|floor) ;;
+  all|observability|haproxy|proxy|keys|idle|scale|tokens|floor) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|proxy|keys|scale|tokens|floor]" >&2; exit 2 ;;
+  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor]" >&2; exit 2 ;;
 esac
 
 for tool in wrk nginx haproxy taskset redis-server curl; do
@@ -60,7 +61,7 @@ done
 
 echo "== building (release)" >&2
 cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-case "$MODE" in observability|haproxy|proxy|keys|scale) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+case "$MODE" in observability|haproxy|proxy|keys|idle|scale) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
 [ -n "$NODE_ONLY" ] || cargo build --release -p portcullis-edge-host >&2
 [ -n "$NODE_ONLY" ] || {
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
@@ -283,6 +284,34 @@ if [ "$MODE" = keys ]; then
   done
   wait "$load" || true
   echo "load: $(cat "$WORK/keys.out")"
+  exit 0
+fi
+
+if [ "$MODE" = idle ]; then
+  # Idle keep-alive connections: the node's RSS with IDLE_CONNECTIONS
+  # (10 000) open, each having made one request (benches/idle-connections.py,
+  # from 127.0.x.y sources). The limit on connections is raised above them
+  # (its default follows the open-file limit). BEFORE_NODE: an older node,
+  # alternating, ROUNDS rounds.
+  n=${IDLE_CONNECTIONS:-10000}
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  echo "| round | node | RSS before MB | RSS with $n idle MB | per connection B |"
+  echo "|---:|---|---:|---:|---:|"
+  for round in $(seq 1 "${ROUNDS:-2}"); do
+    for side in now ${BEFORE_NODE:+before}; do
+      bin=$T/release/portcullis; [ "$side" = before ] && bin=$BEFORE_NODE
+      PORTCULLIS_VAR_ORIGIN_PORT=$ORIGIN_PORT taskset -c 0 "$bin" serve --workers 1 --config benches/gateway.toml \
+        --listen 127.0.0.1:0 --admin-listen off --metrics-listen 127.0.0.1:0 --max-connections $(( n + 1000 )) \
+        >/dev/null 2>"$WORK/idle-$side.err" & PIDS+=($!)
+      addr=$(listening "$WORK/idle-$side.err")
+      wait_http "http://$addr/hello" >/dev/null
+      out=$(taskset -c 1 python3 benches/idle-connections.py 127.0.0.1 "${addr##*:}" "$n" "${PIDS[-1]}")
+      before=$(grep -o 'rss_before_kib=[0-9]*' <<<"$out" | cut -d= -f2)
+      after=$(grep -o 'rss_after_kib=[0-9]*' <<<"$out" | cut -d= -f2)
+      echo "| $round | $side | $(( before / 1024 )).$(( before % 1024 * 10 / 1024 )) | $(( after / 1024 )).$(( after % 1024 * 10 / 1024 )) | $(grep -o 'per_conn_bytes=[0-9]*' <<<"$out" | cut -d= -f2) |"
+      kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+    done
+  done
   exit 0
 fi
 
