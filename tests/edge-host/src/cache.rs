@@ -70,7 +70,7 @@ pub fn load(engine: &Engine, path: &Path, dir: Option<&Path>) -> anyhow::Result<
 
 fn key(engine: &Engine, wasm: &[u8]) -> String {
     let mut digest = Sha256::new();
-    digest.update(env!("CARGO_PKG_VERSION"));
+    // Target, compiler flags, tunables, features and wasmtime's version.
     engine.precompile_compatibility_hash().hash(&mut DigestHasher(&mut digest));
     digest.update(wasm);
     digest.finalize().iter().map(|b| format!("{b:02x}")).collect()
