@@ -24,8 +24,8 @@ use super::conn::Graceful;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// When a client has sent only part of the preface, how long until the
 /// next look (readiness stays set while the bytes wait unread): doubling
-/// from the first to the last, so a client that stops there costs a
-/// handful of wake-ups until its first-request deadline drops it.
+/// from the first to the last, so a client that stops there costs at most
+/// 16 wake-ups a second until its first-request deadline drops it.
 const LOOK_AGAIN: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(64));
 
 type BoxError = Box<dyn StdError + Send + Sync>;
