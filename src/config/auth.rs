@@ -3,7 +3,7 @@
 //! SHA-256 of their key), compiled into what the authn phase needs:
 //! parsed algorithms, decoded keys, hashed consumer keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,7 +161,7 @@ pub(crate) struct ApiKeyProvider {
     pub(crate) source: TokenSource,
     /// By SHA-256 of the key, the identity it proves (built once, here);
     /// revoked (`disabled`) consumers are left out.
-    pub(crate) consumers: HashMap<[u8; 32], Arc<Identity>>,
+    pub(crate) consumers: BTreeMap<[u8; 32], Arc<Identity>>,
     pub(crate) forward: Vec<(HeaderName, ConsumerField)>,
     /// Default: true.
     pub(crate) strip_credential: bool,
@@ -514,7 +514,7 @@ impl Compiler<'_> {
                 return None;
             }
         };
-        let mut consumers = HashMap::new();
+        let mut consumers = BTreeMap::new();
         let mut ids: BTreeMap<String, ()> = BTreeMap::new();
         for (i, c) in r.consumers.iter().enumerate() {
             let c = c.get_ref();

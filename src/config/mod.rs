@@ -23,7 +23,7 @@ pub(crate) mod sweep;
 pub(crate) mod template;
 pub mod vars;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -341,7 +341,7 @@ impl Compiler<'_> {
         let known = Known { services: &services, auth: &auth, rate_limits: &rate_limits, broken: &broken };
         let mut routes = Vec::new();
         let mut origins = Vec::new();
-        let mut seen_names = HashMap::new();
+        let mut seen_names = BTreeMap::new();
         for (n, r) in raw.routes.iter().enumerate() {
             let i = raw.route_indexes.get(n).copied().unwrap_or(n);
             if let Some(route) = self.route(i, r, &gateway, &known) {

@@ -6,7 +6,7 @@
 //! host. The first table whose tree matches the path decides: its route for
 //! the method, or 405 with `Allow` listing the methods it has.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use http::{HeaderValue, Method, StatusCode, header};
 use thiserror::Error;
@@ -110,7 +110,7 @@ impl RouteMatch {
 /// All routes, compiled for lookup.
 #[derive(Default)]
 pub(crate) struct Router {
-    exact: HashMap<String, Table>,
+    exact: BTreeMap<String, Table>,
     /// Longest suffix first, so `*.eu.example.com` wins over `*.example.com`.
     wildcard: Vec<(String, Table)>,
     any: Option<Table>,
