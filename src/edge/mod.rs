@@ -17,6 +17,9 @@ mod p2;
 #[cfg(feature = "edge-p3")]
 #[allow(unsafe_code)]
 mod p3;
+#[cfg(feature = "edge-p2")]
+#[allow(unsafe_code)]
+mod preinit;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -37,7 +40,7 @@ use crate::ports::enveloped::{Enveloped, RawStore};
 use crate::ports::{HttpClient, KvError, Ports, ReadBodyError, UpstreamError, read_body};
 use crate::shared::entropy::Entropy;
 use crate::shared::problem::Answer;
-use crate::system_clock::{Sleep, SystemClock};
+use crate::system_clock::{Sleep, SystemClock, monotonic};
 
 /// How much more of an over-long request body is read (and dropped) so that
 /// the connection can end cleanly.
@@ -56,14 +59,23 @@ fn variable_names() -> impl Iterator<Item = &'static str> {
     VARIABLE_NAMES.lines()
 }
 
-/// Compiles the embedded config with the variables Spin gave us. A failure
-/// is reported on stderr (Spin's log) once per instance.
+/// The config for an instance: the one compiled at pre-initialisation if it
+/// was compiled with these variables (WASI 0.2), else compiled now, with the
+/// microseconds that took (the access log's `config_us`).
+fn config(vars: &Variables) -> Result<(Config, Option<u64>), String> {
+    #[cfg(feature = "edge-p2")]
+    if let Some(config) = preinit::take(vars) {
+        return Ok((config, None));
+    }
+    let start = monotonic();
+    // A failure is reported on stderr (Spin's log) once per instance.
+    let config = compile(vars).inspect_err(|e| eprintln!("portcullis: the embedded config is invalid:\n{e}"))?;
+    Ok((config, Some(u64::try_from((monotonic() - start).as_micros()).unwrap_or(u64::MAX))))
+}
+
+/// Compiles the embedded config with these variables.
 fn compile(vars: &Variables) -> Result<Config, String> {
-    Config::from_digest(CONFIG_DIGEST, CONFIG_TEXT, CONFIG_NAME, vars).map_err(|e| {
-        let text = e.to_string();
-        eprintln!("portcullis: the embedded config is invalid:\n{text}");
-        text
-    })
+    Config::from_digest(CONFIG_DIGEST, CONFIG_TEXT, CONFIG_NAME, vars).map_err(|e| e.to_string())
 }
 
 /// The answer to every request while the config is invalid.

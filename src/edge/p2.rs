@@ -22,7 +22,7 @@ use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, R
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
 
 use super::{
-    EdgePorts, buffer_unsized, compile, downstream, emit, kv_error, misconfigured, refused, upstream_error,
+    EdgePorts, buffer_unsized, config, downstream, emit, kv_error, misconfigured, refused, upstream_error,
     variable_names,
 };
 use crate::body::{BodyProbe, GatewayBody, Logged};
@@ -83,8 +83,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
             vars.insert(name, value);
         }
     }
-    let gateway = match compile(&vars) {
-        Ok(config) => Gateway::new(config),
+    let (gateway, config_us) = match config(&vars) {
+        Ok((config, took)) => (Gateway::new(config), took),
         Err(reason) => {
             let resp = misconfigured::<EdgeBody>(&reason, &parts.headers);
             return respond(out, resp.map(Logged::unlogged)).await;
@@ -94,7 +94,8 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
     let ports =
         EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep) } };
-    let exchange = pipeline::handle(&gateway, &ports, req, downstream).await;
+    let mut exchange = pipeline::handle(&gateway, &ports, req, downstream).await;
+    exchange.log.config_us = config_us;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     respond(out, exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))).await;
     // The instance and its memory are discarded after this one request:

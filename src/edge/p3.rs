@@ -17,7 +17,7 @@ use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
 use spin_sdk::wasip3::http_compat::{IncomingRequestBody, IncomingResponseBody, RequestOptionsExtension};
 
 use super::{
-    EdgePorts, buffer_unsized, compile, downstream, emit, kv_error, misconfigured, upstream_error, variable_names,
+    EdgePorts, buffer_unsized, config, downstream, emit, kv_error, misconfigured, upstream_error, variable_names,
 };
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
@@ -64,10 +64,11 @@ pub(crate) type EdgeBody = GatewayBody<Stream>;
 static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 
 /// The config and its caches, made on the instance's first request and
-/// kept for the instance's life.
-async fn gateway() -> &'static Result<Gateway, String> {
+/// kept for the instance's life; with the microseconds compiling took, for
+/// the request that did it.
+async fn gateway() -> (&'static Result<Gateway, String>, Option<u64>) {
     if let Some(gateway) = GATEWAY.get() {
-        return gateway;
+        return (gateway, None);
     }
     let mut vars = Variables::new();
     for name in variable_names() {
@@ -75,7 +76,14 @@ async fn gateway() -> &'static Result<Gateway, String> {
             vars.insert(name, value);
         }
     }
-    GATEWAY.get_or_init(|| compile(&vars).map(Gateway::new))
+    let mut took = None;
+    let gateway = GATEWAY.get_or_init(|| {
+        config(&vars).map(|(config, us)| {
+            took = us;
+            Gateway::new(config)
+        })
+    });
+    (gateway, took)
 }
 
 /// The component's entry point: one request, start to finish.
@@ -83,7 +91,8 @@ async fn gateway() -> &'static Result<Gateway, String> {
 async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     let (mut parts, body) = req.into_parts();
     let downstream = downstream(&mut parts.headers, parts.uri.scheme_str());
-    let gateway = match gateway().await {
+    let (gateway, config_us) = gateway().await;
+    let gateway = match gateway {
         Ok(gateway) => gateway,
         Err(reason) => {
             return misconfigured::<EdgeBody>(reason, &parts.headers).map(Logged::unlogged);
@@ -92,7 +101,8 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(Stream::Request(body), Some(probe.clone())));
     let ports = EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep) } };
-    let exchange = pipeline::handle(gateway, &ports, req, downstream).await;
+    let mut exchange = pipeline::handle(gateway, &ports, req, downstream).await;
+    exchange.log.config_us = config_us;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
 }

@@ -623,6 +623,7 @@ service = "api"
             variant: None,
             upstream_latency_us: Some(100),
             overhead_us: 40,
+            config_us: None,
             total_latency_us: 200,
             bytes_in: 0,
             bytes_out: 0,

@@ -54,6 +54,12 @@ pub(crate) struct AccessLog {
     /// Time the gateway itself took to the response head: the head's time
     /// less the time spent waiting on targets.
     pub(crate) overhead_us: u64,
+    /// Time this request spent compiling the config before the pipeline
+    /// ran (the edge: WASI 0.2 unless pre-initialised with the same
+    /// variables, WASI 0.3 on an instance's first request); absent when it
+    /// found the config compiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) config_us: Option<u64>,
     pub(crate) total_latency_us: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,

@@ -67,6 +67,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
         variant: ctx.variant.map(super::canary::Variant::name),
         upstream_latency_us: ctx.upstream_latency.map(micros),
         overhead_us: micros(elapsed.saturating_sub(ctx.upstream_time)),
+        config_us: None,
         total_latency_us: micros(elapsed),
         bytes_in: 0,
         bytes_out: 0,

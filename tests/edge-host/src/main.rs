@@ -10,6 +10,7 @@ mod cache;
 mod host;
 mod kv;
 mod outbound;
+mod preinit;
 mod run;
 mod serve;
 mod spin;
@@ -73,6 +74,16 @@ enum Command {
         #[arg(long)]
         disable_cache: bool,
     },
+    /// Pre-initialise a Portcullis WASI 0.2 component: compile its embedded
+    /// config with these Spin variables and snapshot it into the component.
+    Preinit {
+        component: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// A Spin variable, `name=value` (repeatable), as the component will be given it.
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
     /// Run a wasi:cli command component (cargo's runner for wasm32-wasip2).
     Run {
         component: PathBuf,
@@ -130,6 +141,17 @@ fn main() -> ExitCode {
             };
             runtime.block_on(serve::serve(opts)).map(|()| 0)
         }
+        Command::Preinit { component, out, vars } => runtime.block_on(preinit::preinit(&component, &out, vars)).map(|outcome| {
+            match outcome {
+                preinit::Outcome::Preinitialised => eprintln!("pre-initialised {}: the config is compiled in", out.display()),
+                preinit::Outcome::Missing(names) => eprintln!(
+                    "not pre-initialised {}: the config uses Spin variables without a value here ({}); each request compiles it",
+                    out.display(),
+                    names.join(", ")
+                ),
+            }
+            0
+        }),
         Command::Run { component, args } => {
             let argv: Vec<String> = std::iter::once(component.display().to_string()).chain(args).collect();
             runtime.block_on(run::run(&component, &argv))
