@@ -56,6 +56,14 @@ pub struct Edge {
     /// The host's first line (`component`: `compiled` or `cached`).
     pub said: serde_json::Value,
     child: std::process::Child,
+    log: support::edge::Lines,
+}
+
+impl Edge {
+    /// The component's access-log lines so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.log.lock().expect("log lock").iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
 }
 
 impl Drop for Edge {
@@ -73,14 +81,21 @@ pub fn edge(flavour: &str, b: &Backends, flags: &[&str]) -> Edge {
 
 /// Like [`edge`], with the Spin variables given.
 pub fn edge_with(flavour: &str, vars: &[(&str, String)], flags: &[&str]) -> Edge {
-    let component = support::edge::component(&format!("conformance-{flavour}"));
-    let (addr, child, said) = support::edge::serve(&component, vars, flags);
-    Edge { addr, said, child }
+    edge_on(&support::edge::component(&format!("conformance-{flavour}")), vars, flags)
 }
 
-/// The component of `flavour` (conformance build) under the real Spin CLI;
-/// `store_url`: a Redis URL for its key-value store.
-pub fn spin(spin: &std::path::Path, flavour: &str, b: &Backends, store_url: Option<&str>) -> support::spin::SpinApp {
-    let component = support::edge::component(&format!("conformance-{flavour}"));
-    support::spin::up(spin, &component, &variables(b), store_url)
+/// `component` in the test host, with the Spin variables given.
+pub fn edge_on(component: &std::path::Path, vars: &[(&str, String)], flags: &[&str]) -> Edge {
+    let (addr, child, said, log) = support::edge::serve(component, vars, flags);
+    Edge { addr, said, child, log }
+}
+
+/// The WASI 0.2 conformance build pre-initialised with `vars`, as
+/// `edge-deploy/build.sh p2 --var …` makes it.
+pub fn preinitialised(vars: &[(&str, String)]) -> std::path::PathBuf {
+    let out = support::temp_path("conformance-p2-preinit.wasm");
+    let done = support::edge::preinit(&support::edge::component("conformance-p2"), vars, &out);
+    let said = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success() && said.contains("pre-initialised"), "preinit: {said}");
+    out
 }

@@ -372,20 +372,43 @@ async fn node() {
 
 /// A flavour in the test host (its store behaves like Spin's default,
 /// SQLite): the whole suite, then the host's other store modes (no
-/// atomics; like Spin's Redis backend).
+/// atomics; like Spin's Redis backend). WASI 0.2 runs the suite on the
+/// component pre-initialised with the suite's variables, and the other
+/// modes on the one that compiles its config per request.
 async fn test_host(flavour: &str) {
     let home = format!("edge {flavour}");
     if !support::edge::ready(&format!("edge_wasi_{flavour}"), &[&format!("conformance-{flavour}")]) {
         return;
     }
     let b = Backends::start().await;
-    let edge = homes::edge(flavour, &b, &[]);
+    let edge = match flavour {
+        "p2" => {
+            let vars = homes::variables(&b);
+            homes::edge_on(&homes::preinitialised(&vars), &vars, &[])
+        }
+        _ => homes::edge(flavour, &b, &[]),
+    };
     run_home(&home, edge.addr, &b).await;
     let without_atomics = homes::edge(flavour, &b, &["--kv-no-atomics"]);
     scenarios::store_without_atomics(&home, without_atomics.addr).await;
     let misreporting = homes::edge(flavour, &b, &["--kv-backend", "redis"]);
     scenarios::misreporting_store(&home, misreporting.addr).await;
     scenarios::concurrent_limit(&home, misreporting.addr).await;
+    // Who compiled the config (`config_us` in the access log): under WASI
+    // 0.2 no request of the pre-initialised component and every request of
+    // the other; under WASI 0.3 an instance's first request only.
+    let compiled = |edge: &homes::Edge| {
+        let lines = edge.access_log();
+        assert!(!lines.is_empty(), "[{home}] no access log");
+        (lines.iter().filter(|l| l["config_us"].is_u64()).count(), lines.len())
+    };
+    let (suite, misreported) = (compiled(&edge), compiled(&misreporting));
+    if flavour == "p2" {
+        assert_eq!(suite.0, 0, "[{home}] requests compiled the pre-initialised config");
+        assert_eq!(misreported.0, misreported.1, "[{home}] requests found a config compiled");
+    } else {
+        assert!(suite.0 >= 1 && suite.0 * 4 < suite.1, "[{home}] {suite:?} requests compiled the config");
+    }
     // Without the Spin variables its config needs, the component answers
     // every request with a 500 problem (and says why on stderr).
     let unconfigured = homes::edge_with(flavour, &[], &[]);
@@ -393,6 +416,83 @@ async fn test_host(flavour: &str) {
     assert_eq!(reply.status, 500, "[{home}] {:?}", reply.try_json());
     assert_eq!(reply.json()["type"], "urn:portcullis:problem:gateway-misconfigured", "[{home}]");
     assert!(reply.header("x-request-id").is_some(), "[{home}]");
+}
+
+/// A pre-initialised WASI 0.2 component uses the config compiled into it
+/// only with the variables it was compiled with: given others, each request
+/// compiles the config with them, and its answers follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preinitialised_component_compiles_for_other_variables() {
+    if !support::edge::ready("a_preinitialised_component_compiles_for_other_variables", &["conformance-p2"]) {
+        return;
+    }
+    let b = Backends::start().await;
+    let same = homes::variables(&b);
+    let component = homes::preinitialised(&same);
+    let other = support::origin::Origin::start("127.0.0.1:0").await.expect("origin");
+    let mut vars = same.clone();
+    for (name, value) in &mut vars {
+        if *name == "origin_port" {
+            *value = other.port().to_string();
+        }
+    }
+    for (vars, origin, compiles) in [(same, &b.origin, false), (vars, &other, true)] {
+        let edge = homes::edge_on(&component, &vars, &[]);
+        let before = (b.origin.received().len(), other.received().len());
+        for _ in 0..3 {
+            let reply = support::send(edge.addr, support::get("/public/x")).await;
+            assert_eq!(reply.status, 200, "{:?}", reply.try_json());
+        }
+        let after = (b.origin.received().len(), other.received().len());
+        let served = if std::ptr::eq(origin, &b.origin) { after.0 - before.0 } else { after.1 - before.1 };
+        assert_eq!(served, 3, "the origin the variables name served every request");
+        assert_eq!(after.0 - before.0 + after.1 - before.1, 3, "no other origin was called");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let lines = loop {
+            let lines = edge.access_log();
+            if lines.len() >= 3 || std::time::Instant::now() > deadline {
+                break lines;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.iter().all(|l| l["config_us"].is_u64() == compiles), "compiled: {compiles}: {lines:?}");
+    }
+}
+
+/// The pre-initialiser refuses what it cannot pre-initialise, saying why:
+/// a component without the export (WASI 0.3), and values with which the
+/// config is invalid (named by file, line and key, as `portcullis check`
+/// would). A config whose variables are not all given is written unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preinitialiser_says_what_it_cannot_do() {
+    if !support::edge::ready("the_preinitialiser_says_what_it_cannot_do", &["conformance-p2", "conformance-p3"]) {
+        return;
+    }
+    let b = Backends::start().await;
+    let out = support::temp_path("preinit.wasm");
+    let p3 = support::edge::preinit(&support::edge::component("conformance-p3"), &homes::variables(&b), &out);
+    assert!(!p3.status.success());
+    assert!(String::from_utf8_lossy(&p3.stderr).contains("has no `preinit` export"), "{p3:?}");
+    assert!(!out.exists());
+
+    let mut vars = homes::variables(&b);
+    for (name, value) in &mut vars {
+        if *name == "hs_secret" {
+            *value = "short".to_string();
+        }
+    }
+    let p2 = support::edge::component("conformance-p2");
+    let invalid = support::edge::preinit(&p2, &vars, &out);
+    let said = String::from_utf8_lossy(&invalid.stderr);
+    assert!(!invalid.status.success(), "{said}");
+    assert!(said.contains("tests/conformance/gateway.toml:") && said.contains("hmac_secret"), "{said}");
+    assert!(!out.exists());
+
+    let partial = support::edge::preinit(&p2, &vars[..1], &out);
+    let said = String::from_utf8_lossy(&partial.stderr);
+    assert!(partial.status.success() && said.contains("not pre-initialised"), "{said}");
+    assert_eq!(std::fs::read(&out).expect("written"), std::fs::read(&p2).expect("component"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,10 +566,25 @@ async fn real_spin(test: &str, flavour: &str, redis: bool) {
     let home = format!("spin {flavour}{}", if redis { " + redis" } else { "" });
     let b = Backends::start().await;
     let store = redis.then(support::redis::Redis::start);
-    let app = homes::spin(&spin, flavour, &b, store.as_ref().map(|r| r.url()).as_deref());
+    // WASI 0.2 on Spin's default store runs pre-initialised, on Redis not.
+    let vars = homes::variables(&b);
+    let component = match (flavour, redis) {
+        ("p2", false) => homes::preinitialised(&vars),
+        _ => support::edge::component(&format!("conformance-{flavour}")),
+    };
+    let app = support::spin::up(&spin, &component, &vars, store.as_ref().map(|r| r.url()).as_deref());
     run_home(&home, app.addr, &b).await;
     if redis {
         scenarios::misreporting_store(&home, app.addr).await;
+    }
+    if flavour == "p2" {
+        // Spin starts the snapshot as the test host does: no request of the
+        // pre-initialised component compiled the config, every other did.
+        let out = app.component_stdout();
+        let lines: Vec<serde_json::Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let compiled = lines.iter().filter(|l| l["config_us"].is_u64()).count();
+        assert!(!lines.is_empty(), "[{home}] no access log");
+        assert_eq!(compiled, if redis { lines.len() } else { 0 }, "[{home}] of {} requests", lines.len());
     }
 }
 

@@ -3,8 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// A component under `target/edge/`, built by `make components`.
 pub fn component(name: &str) -> PathBuf {
@@ -52,12 +53,19 @@ pub fn host_binary() -> PathBuf {
     path
 }
 
+/// What the host printed after its first line: the component's access log.
+pub type Lines = Arc<Mutex<Vec<String>>>;
+
 /// Serves `component` on a free loopback port with Spin variables `vars`;
 /// also returns what the host said on its first line (its address, flavour
-/// and whether the component was compiled or loaded from the cache).
-/// Compiled components are kept in `target/edge-host-cache` unless `extra`
-/// names a cache.
-pub fn serve(component: &PathBuf, vars: &[(&str, String)], extra: &[&str]) -> (SocketAddr, Child, serde_json::Value) {
+/// and whether the component was compiled or loaded from the cache) and
+/// the lines it prints after it. Compiled components are kept in
+/// `target/edge-host-cache` unless `extra` names a cache.
+pub fn serve(
+    component: &Path,
+    vars: &[(&str, String)],
+    extra: &[&str],
+) -> (SocketAddr, Child, serde_json::Value, Lines) {
     let mut cmd = Command::new(host_binary());
     cmd.arg("serve").arg(component).args(["--listen", "127.0.0.1:0"]).args(extra);
     if !extra.iter().any(|flag| *flag == "--cache-dir" || *flag == "--disable-cache") {
@@ -71,7 +79,23 @@ pub fn serve(component: &PathBuf, vars: &[(&str, String)], extra: &[&str]) -> (S
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     let json: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|_| panic!("edge host said {first:?}"));
     let addr = json["listening"].as_str().and_then(|a| a.parse().ok()).expect("listening address");
-    // Keep draining stdout (the component's access log) so the host never blocks on it.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    (addr, child, json)
+    // Keep reading stdout (the component's access log) so the host never blocks on it.
+    let log = Lines::default();
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().expect("log lock").push(line);
+        }
+    });
+    (addr, child, json, log)
+}
+
+/// Runs the host's `preinit` on `component` with Spin variables `vars`, writing `out`.
+pub fn preinit(component: &Path, vars: &[(&str, String)], out: &Path) -> Output {
+    let mut cmd = Command::new(host_binary());
+    cmd.arg("preinit").arg(component).arg("--out").arg(out);
+    for (k, v) in vars {
+        cmd.arg("--var").arg(format!("{k}={v}"));
+    }
+    cmd.output().expect("run the edge host's preinit")
 }
