@@ -65,9 +65,10 @@ case "$MODE" in observability|haproxy|proxy|keys|idle|scale) NODE_ONLY=1 ;; *) N
 [ -n "$NODE_ONLY" ] || cargo build --release -p portcullis-edge-host >&2
 [ -n "$NODE_ONLY" ] || {
 sed 's/^access_log = true/access_log = false/' benches/gateway.toml > target/edge/bench-nolog.toml
+# WASI 0.2 builds are pre-initialised below, once the origin's port is known.
 for f in p2 p3; do
-  edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm >&2
-  [[ "$MODE" == spin* || "$MODE" == floor ]] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm >&2
+  edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm --no-preinit >&2
+  [[ "$MODE" == spin* || "$MODE" == floor ]] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm --no-preinit >&2
   edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
   cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
 done
@@ -98,6 +99,16 @@ listening() { # file → the address a host or node said it listens on
 ORIGIN_PORT=$(shuf -i 20000-25999 -n 1)
 taskset -c 1 "$T/release/examples/demo_origin" "127.0.0.1:$ORIGIN_PORT" 2>/dev/null & PIDS+=($!)
 wait_http "http://127.0.0.1:$ORIGIN_PORT/hello" >/dev/null
+# Pre-initialised with the origin's port, as `edge-deploy/build.sh p2 --var`
+# makes a deployment's component; the build as it was is kept beside
+# (bench-p2-compiling: compiles its config on every request).
+if [ -z "$NODE_ONLY" ]; then
+  cp target/edge/bench-p2.wasm target/edge/bench-p2-compiling.wasm
+  for w in bench-p2 bench-p2-nolog; do
+    [ -f "target/edge/$w.wasm" ] || continue
+    "$HOST" preinit "target/edge/$w.wasm" --out "target/edge/$w.wasm" --var "origin_port=$ORIGIN_PORT" >&2
+  done
+fi
 REDIS_PORT=$(shuf -i 26000-27999 -n 1)
 taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!)
 
@@ -490,15 +501,19 @@ if [ "$MODE" = floor ]; then
   # "first start": start to first answer compiling the component (an empty
   # cache); "start": the next start, from the compiled component the host
   # kept, as Spin keeps it.
-  # BEFORE: a directory with older bench-p2.wasm / bench-p3.wasm, served as
-  # edge-before alongside.
+  # edge-compiling (WASI 0.2): the same build not pre-initialised, compiling
+  # its config on every request. BEFORE: a directory with older
+  # bench-p2.wasm / bench-p3.wasm, served as edge-before alongside.
   rate=${FLOOR_RATE:-200}
-  declare -A ADDR START FIRST
+  rows() { echo hello edge edge-nolog; [ "$1" = p2 ] && echo edge-compiling; [ -n "${BEFORE:-}" ] && echo edge-before; true; }
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # the host's user + system CPU, all threads
+  declare -A ADDR START FIRST HOSTPID
   for f in p2 p3; do
-    for c in hello edge edge-nolog ${BEFORE:+edge-before}; do
+    for c in $(rows $f); do
       case $c in
         hello) wasm=target/edge/hello-$f.wasm ;;
         edge) wasm=target/edge/bench-$f.wasm ;;
+        edge-compiling) wasm=target/edge/bench-$f-compiling.wasm ;;
         edge-before) wasm=$BEFORE/bench-$f.wasm ;;
         *) wasm=target/edge/bench-$f-nolog.wasm ;;
       esac
@@ -506,7 +521,7 @@ if [ "$MODE" = floor ]; then
         [ "$start" = START ] && { kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; }
         t0=$(date +%s%N)
         taskset -c 0 "$HOST" serve "$wasm" --cache-dir "$WORK/host-cache" --listen 127.0.0.1:0 \
-          --var "origin_port=$ORIGIN_PORT" >"$WORK/floor-$c-$f.out" 2>&1 & PIDS+=($!)
+          --var "origin_port=$ORIGIN_PORT" >"$WORK/floor-$c-$f.out" 2>&1 & PIDS+=($!); HOSTPID[$c-$f]=$!
         ADDR[$c-$f]=$(listening "$WORK/floor-$c-$f.out")
         wait_http "http://${ADDR[$c-$f]}/hello" >/dev/null
         ms=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -515,23 +530,26 @@ if [ "$MODE" = floor ]; then
     done
   done
   echo
-  echo "Per request in the test host: one connection at $rate req/s, ${SECS}s per row; p50 / p99 µs (own µs)."
+  echo "Per request in the test host: one connection at $rate req/s, ${SECS}s per row; p50 / p99 µs (own µs);"
+  echo "host CPU: the host process's user + system time over the row (its 1 s warm-up included) per request sent."
   for round in $(seq 1 "${ROUNDS:-2}"); do
     echo
-    echo "| round $round              | p50 µs | p99 µs | own µs | over hello-proxy p50 | first start ms | start ms |"
-    echo "|----------------------|-------:|-------:|-------:|---------------------:|---------------:|---------:|"
+    echo "| round $round              | p50 µs | p99 µs | own µs | over hello-proxy p50 | host CPU µs | first start ms | start ms |"
+    echo "|----------------------|-------:|-------:|-------:|---------------------:|------------:|---------------:|---------:|"
     for f in p2 p3; do
       base=""
-      for c in hello edge edge-nolog ${BEFORE:+edge-before}; do
+      for c in $(rows $f); do
         url=http://${ADDR[$c-$f]}/hello; [ "$c" = hello ] && url=http://${ADDR[$c-$f]}/proxy
         log=$WORK/floor-$c-$f.out; seen=$(wc -l <"$log")
+        t0=$(ticks "${HOSTPID[$c-$f]}")
         out=$(taskset -c 1 "$LOADGEN" --url "$url" --rate "$rate" --connections 1 --seconds "$SECS" --warmup 1)
+        cpu=$(( ($(ticks "${HOSTPID[$c-$f]}") - t0) * 1000000 / $(getconf CLK_TCK) / (rate * (SECS + 1)) ))
         p50=$(grep -o '"p50_us":[0-9]*' <<<"$out" | cut -d: -f2)
         own=$(own_us "$log" "$seen")
         [ "$c" = hello ] && base=$p50
-        printf '| %-20s | %6s | %6s | %6s | %20s | %14s | %8s |\n' "$c-$f$([ "$c" = hello ] && echo -proxy)" "$p50" \
+        printf '| %-20s | %6s | %6s | %6s | %20s | %11s | %14s | %8s |\n' "$c-$f$([ "$c" = hello ] && echo -proxy)" "$p50" \
           "$(grep -o '"p99_us":[0-9]*' <<<"$out" | cut -d: -f2)" "${own:--}" "$([ "$c" = hello ] && echo - || echo $(( p50 - base )))" \
-          "${FIRST[$c-$f]}" "${START[$c-$f]}"
+          "$cpu" "${FIRST[$c-$f]}" "${START[$c-$f]}"
       done
     done
   done
