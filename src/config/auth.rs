@@ -334,7 +334,11 @@ impl Compiler<'_> {
             .parse::<Uri>()
             .ok()
             .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
-            .ok_or_else(|| format!("`{text}` is not an http(s) URL"));
+            .ok_or_else(|| format!("`{text}` is not an http(s) URL"))
+            .and_then(|u| match u.authority().map(super::explicit_port) {
+                Some(Err(e)) => Err(format!("`{text}`: {e}")),
+                _ => Ok(u),
+            });
         Some(KeySource::Jwks(self.check(uri.span(), key, parsed)?))
     }
 

@@ -770,12 +770,27 @@ fn parse_target(service: &str, url: &str, weight: u32) -> Result<Target, String>
     if uri.query().is_some() {
         return Err(format!("`{url}`: a service URL cannot have a query"));
     }
-    let port = authority.port_u16().unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+    let port = explicit_port(&authority).map_err(|e| format!("`{url}`: {e}"))?;
+    let port = port.unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
     let origin = format!("{scheme}://{}:{port}", authority.host());
     let base_path = uri.path().trim_end_matches('/').to_string();
     let host = HeaderValue::from_str(authority.as_str()).map_err(|_| format!("`{url}` has an invalid host"))?;
     let label = Arc::from(format!("{service} {origin}"));
     Ok(Target { scheme, authority, host, label, base_path, weight, origin })
+}
+
+/// The port an authority names, if it names one. The `http` crate reads a
+/// port that is not a number as no port at all, which would send requests
+/// to the scheme's default port without a word: here it is an error.
+pub(crate) fn explicit_port(authority: &http::uri::Authority) -> Result<Option<u16>, String> {
+    let host_port = authority.as_str().rsplit_once('@').map_or(authority.as_str(), |(_, rest)| rest);
+    match host_port.strip_prefix(authority.host()).and_then(|rest| rest.strip_prefix(':')) {
+        None => Ok(None),
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(Some(port)),
+            _ => Err(format!("the port `{text}` is not a number from 1 to 65535")),
+        },
+    }
 }
 
 /// The prefix must cover whole segments of the route path's literal start.

@@ -67,6 +67,11 @@ fn services_are_checked() {
         ("[services.s]\nurl = \"ftp://x\"\n", "services.s.url", "not supported"),
         ("[services.s]\nurl = \"http://u:p@x\"\n", "services.s.url", "credentials"),
         ("[services.s]\nurl = \"http://x/?q=1\"\n", "services.s.url", "query"),
+        // A port that is not a number would otherwise be read as none (port 80).
+        ("[services.s]\nurl = \"http://127.0.0.1:no-port\"\n", "services.s.url", "the port `no-port`"),
+        ("[services.s]\nurl = \"https://[::1]:0/api\"\n", "services.s.url", "the port `0`"),
+        ("[services.s]\nurl = \"http://x:65536\"\n", "services.s.url", "the port `65536`"),
+        ("[services.s]\ntargets = [{ url = \"http://x:80a\" }]\n", "services.s.targets[0].url", "the port `80a`"),
         ("[services.s]\n", "services.s", "needs `url` or `targets`"),
         (
             "[services.s]\nurl = \"http://x\"\nconnect_timeout = \"soon\"\n",
@@ -275,6 +280,11 @@ fn auth_providers_are_checked() {
             jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\"]\njwks_uri = \"ftp://idp/jwks\""),
             "auth.jwt.corp.jwks_uri",
             "not an http(s) URL",
+        ),
+        (
+            jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\"]\njwks_uri = \"http://idp:jwks/keys\""),
+            "auth.jwt.corp.jwks_uri",
+            "the port `jwks`",
         ),
         (
             jwt("audiences = [\"a\"]\nalgorithms = [\"RS256\"]\nkeys = [{ pem = \"garbage\" }]"),
