@@ -629,6 +629,10 @@ if [ "$MODE" = spin ]; then
     base=$LAST_RPS
     spin_row "edge-$f" target/edge/bench-$f.wasm /hello
     echo "|   → edge-$f / hello-$f-proxy = $(( LAST_RPS * 100 / base )) % |"
+    if [ "$f" = p2 ]; then # the same build, not pre-initialised
+      spin_row "edge-p2-compiling" target/edge/bench-p2-compiling.wasm /hello
+      echo "|   → edge-p2-compiling / hello-p2-proxy = $(( LAST_RPS * 100 / base )) % |"
+    fi
     spin_row "edge-$f-nolog" target/edge/bench-$f-nolog.wasm /hello
     spin_row "edge-$f-limited" target/edge/bench-$f-nolog.wasm /limited
     spin_row "edge-$f-limited-redis" target/edge/bench-$f-nolog.wasm /limited "$RC"
