@@ -1,8 +1,9 @@
-//! `portcullis-edge-host`: a test-only, Spin-compatible host built on
+//! `portcullis-edge-host`: a Spin-compatible host for tests and benchmarks, built on
 //! wasmtime. It serves the Portcullis component as Spin 4 would (all of
 //! the Spin platform interfaces the component may import, instance reuse
 //! for WASI 0.3), so tests and benchmarks exercise the real component
-//! without Spin; and it runs `cargo test` binaries for wasm32-wasip2.
+//! without Spin; it runs `cargo test` binaries for wasm32-wasip2; and it
+//! pre-initialises the WASI 0.2 component for `edge-deploy/build.sh`.
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the test host: files, sockets and clocks are its job
 
