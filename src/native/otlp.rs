@@ -118,6 +118,9 @@ fn traces_url(endpoint: &str) -> anyhow::Result<String> {
     if uri.scheme_str() != Some("http") || uri.host().is_none() {
         anyhow::bail!("--otlp-endpoint `{endpoint}`: give an http:// URL such as http://127.0.0.1:4318");
     }
+    if let Some(Err(e)) = uri.authority().map(crate::config::explicit_port) {
+        anyhow::bail!("--otlp-endpoint `{endpoint}`: {e}");
+    }
     let base = endpoint.trim_end_matches('/');
     Ok(if base.ends_with("/v1/traces") { base.to_string() } else { format!("{base}/v1/traces") })
 }
@@ -140,5 +143,20 @@ impl opentelemetry_http::HttpClient for HyperHttp {
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
         self.runtime.spawn(call).await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traces_url;
+
+    #[test]
+    fn the_endpoint_is_an_http_url_with_a_numeric_port() {
+        assert_eq!(traces_url("http://127.0.0.1:4318").ok().as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+        assert_eq!(traces_url("http://c:4318/v1/traces/").ok().as_deref(), Some("http://c:4318/v1/traces"));
+        assert!(traces_url("https://c:4318").is_err());
+        // The http crate reads a port that is not a number as none (port 80).
+        let e = traces_url("http://collector:otlp").map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("the port `otlp`"), "{e}");
     }
 }
