@@ -99,3 +99,8 @@ pub fn preinitialised(vars: &[(&str, String)]) -> std::path::PathBuf {
     assert!(done.status.success() && said.contains("pre-initialised"), "preinit: {said}");
     out
 }
+
+/// Of access-log `lines`, how many compiled the config (`config_us`), and how many in all.
+pub fn compiled_config(lines: &[serde_json::Value]) -> (usize, usize) {
+    (lines.iter().filter(|l| l["config_us"].is_u64()).count(), lines.len())
+}
