@@ -62,7 +62,7 @@ pub struct Edge {
 impl Edge {
     /// The component's access-log lines so far, parsed.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
-        self.log.lock().expect("log lock").iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        support::json_lines(&self.log)
     }
 }
 

@@ -71,31 +71,29 @@ pub fn serve(
     if !extra.iter().any(|flag| *flag == "--cache-dir" || *flag == "--disable-cache") {
         cmd.arg("--cache-dir").arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/edge-host-cache"));
     }
-    for (k, v) in vars {
-        cmd.arg("--var").arg(format!("{k}={v}"));
-    }
+    with_vars(&mut cmd, vars);
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn edge host");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let json: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|_| panic!("edge host said {first:?}"));
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    let _ = stdout.read_line(&mut first);
+    let first = first.trim_end();
+    let json: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|_| panic!("edge host said {first:?}"));
     let addr = json["listening"].as_str().and_then(|a| a.parse().ok()).expect("listening address");
     // Keep reading stdout (the component's access log) so the host never blocks on it.
-    let log = Lines::default();
-    let kept = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            kept.lock().expect("log lock").push(line);
-        }
-    });
-    (addr, child, json, log)
+    (addr, child, json, super::collect_lines(stdout))
 }
 
 /// Runs the host's `preinit` on `component` with Spin variables `vars`, writing `out`.
 pub fn preinit(component: &Path, vars: &[(&str, String)], out: &Path) -> Output {
     let mut cmd = Command::new(host_binary());
     cmd.arg("preinit").arg(component).arg("--out").arg(out);
+    with_vars(&mut cmd, vars);
+    cmd.output().expect("run the edge host's preinit")
+}
+
+/// Spin variables as the host takes them: `--var name=value` each.
+fn with_vars(cmd: &mut Command, vars: &[(&str, String)]) {
     for (k, v) in vars {
         cmd.arg("--var").arg(format!("{k}={v}"));
     }
-    cmd.output().expect("run the edge host's preinit")
 }

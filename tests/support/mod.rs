@@ -156,7 +156,7 @@ impl Node {
 
     /// Access-log lines so far, parsed.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
-        self.stdout.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        json_lines(&self.stdout)
     }
 
     /// Waits until an access-log line satisfies `pred`.
@@ -194,6 +194,11 @@ impl Drop for Node {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config_path);
     }
+}
+
+/// The lines that parse as JSON, parsed.
+pub fn json_lines(lines: &Mutex<Vec<String>>) -> Vec<serde_json::Value> {
+    lines.lock().unwrap().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
