@@ -188,6 +188,51 @@ async fn h2c_with_prior_knowledge_is_served() {
     assert_eq!(problem["type"], "urn:portcullis:problem:ambiguous-host");
 }
 
+/// An HTTP/2 request with neither `:authority` nor `Host` names no host: 400,
+/// as its HTTP/1.1 counterpart without `Host`. (Written as raw frames: a
+/// client library fills `:authority` in.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_request_without_authority_or_host_is_refused() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start(&config(&origin), &[]);
+    // The answer's body: a problem, or the origin's echo.
+    let body_of = |block: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(node.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        use std::io::{Read, Write};
+        let mut out = H2_PREFACE.to_vec();
+        out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+        let len = block.len();
+        // HEADERS, END_STREAM | END_HEADERS, stream 1.
+        out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 1, 5, 0, 0, 0, 1]);
+        out.extend_from_slice(block);
+        stream.write_all(&out).unwrap();
+        let mut body = Vec::new();
+        loop {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).unwrap();
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            stream.read_exact(&mut payload).unwrap();
+            // DATA on stream 1, until END_STREAM.
+            if head[3] == 0 && head[8] == 1 {
+                body.extend_from_slice(&payload);
+                if head[4] & 1 == 1 {
+                    return String::from_utf8_lossy(&body).into_owned();
+                }
+            }
+        }
+    };
+    // :method GET, :scheme http, :path /echo/h2 — and nothing else.
+    let bare = [&[0x82, 0x86, 0x04, 8][..], b"/echo/h2"].concat();
+    let refused = body_of(&bare);
+    assert!(refused.contains("urn:portcullis:problem:ambiguous-host"), "no :authority, no Host: {refused}");
+    // The same with `host: gw.test` (a literal, name from the static table).
+    let with_host = [&bare[..], &[0x0f, 0x17, 7], b"gw.test"].concat();
+    let served = body_of(&with_host);
+    assert!(served.contains(r#""path":"/h2""#), "Host stands in for :authority: {served}");
+}
+
 /// The protocol is told from the first bytes; a client whose first bytes
 /// come in pieces is served in the protocol it speaks: an HTTP/2 preface
 /// split after 10 bytes, and an HTTP/1.1 head whose first byte is also the

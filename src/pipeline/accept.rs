@@ -60,14 +60,17 @@ pub(crate) fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Resu
     if size > g.max_header_size {
         return Err(AcceptError::HeadersTooLarge { size, limit: g.max_header_size });
     }
-    Ok(normalize_path(path)?)
+    Ok(normalize_path(path, g.path_parameters)?)
 }
 
-/// Before routing: one authority the request is for (RFC 9112 §3.2, RFC
-/// 9113 §8.3.1). Two `Host` headers, an HTTP/1.1 request with neither `Host`
-/// nor an absolute target, or an HTTP/2 `:authority` that differs from
-/// `Host` are refused. (Spin itself refuses the last two before the edge
-/// sees them.)
+/// Before routing: one authority the request is for, and a well-formed one
+/// (RFC 9112 §3.2, RFC 9113 §8.3.1, RFC 9110 §4.2.4). Refused: two `Host`
+/// headers; a request with neither `Host` nor an authority in its target
+/// (HTTP/1.1 and HTTP/2; HTTP/1.0 may omit both); a `Host` or authority
+/// that is not `host[:port]` (user information, a path, an empty `Host`
+/// on a request whose target has no authority); an HTTP/2 `:authority`
+/// that differs from `Host`. (Spin itself refuses some of these before the
+/// edge sees them.)
 pub(crate) fn host<B>(req: &http::Request<B>) -> Result<(), AcceptError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();
@@ -75,9 +78,24 @@ pub(crate) fn host<B>(req: &http::Request<B>) -> Result<(), AcceptError> {
         return Err(AcceptError::AmbiguousHost("the request has more than one Host header"));
     }
     let authority = req.uri().authority();
+    if let Some(a) = authority {
+        if a.as_str().contains('@') {
+            return Err(AcceptError::AmbiguousHost("the request's authority carries user information"));
+        }
+        // The `http` crate takes any port text (`:80a` reads as no port).
+        if !is_host_and_port(a.as_str().as_bytes()) {
+            return Err(AcceptError::AmbiguousHost("the request's authority is not a host and an optional port"));
+        }
+    }
+    if let Some(host) = first
+        && !(authority.is_some() && host.is_empty())
+        && !is_host_and_port(host.as_bytes())
+    {
+        return Err(AcceptError::AmbiguousHost("the Host header is not a host and an optional port"));
+    }
     match (req.version(), first, authority) {
-        (http::Version::HTTP_11, None, None) => {
-            Err(AcceptError::AmbiguousHost("an HTTP/1.1 request needs a Host header"))
+        (http::Version::HTTP_11 | http::Version::HTTP_2, None, None) => {
+            Err(AcceptError::AmbiguousHost("the request names no host (no Host header, no authority)"))
         }
         (http::Version::HTTP_2, Some(host), Some(authority))
             if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
@@ -86,6 +104,29 @@ pub(crate) fn host<B>(req: &http::Request<B>) -> Result<(), AcceptError> {
         }
         _ => Ok(()),
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2-3): a registered name, an IPv4
+/// address or a bracketed IP literal, and digits after `:`. Not empty, no
+/// user information, path or query.
+fn is_host_and_port(value: &[u8]) -> bool {
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        // A colon inside brackets belongs to the IPv6 literal.
+        Some(i) if !value[i..].contains(&b']') => (&value[..i], Some(&value[i + 1..])),
+        _ => (value, None),
+    };
+    let host_ok = match host {
+        [] => false,
+        [b'[', literal @ .., b']'] => {
+            !literal.is_empty() && literal.iter().all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        }
+        name => name.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')')
+                || matches!(b, b'*' | b'+' | b',' | b';' | b'=')
+        }),
+    };
+    host_ok && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
 }
 
 /// After routing: a declared `Content-Length` within the route's limit.
