@@ -35,6 +35,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::config::router::{HostPattern, RouteError, RouteSpec, Router};
+use crate::shared::path::PathParameters;
 use auth::{AuthConfig, RouteAuth};
 use balance::{Balance, MAX_WEIGHT};
 use canary::Canary;
@@ -88,6 +89,9 @@ pub(crate) struct GatewaySettings {
     pub(crate) drop_underscore_headers: bool,
     /// Largest response head an origin may send (502 beyond). Default: 64 KiB.
     pub(crate) max_response_header_size: u64,
+    /// `;` path parameters: refuse dot segments carrying them (the
+    /// default) or any `;`.
+    pub(crate) path_parameters: PathParameters,
 }
 
 pub(crate) const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
@@ -463,6 +467,16 @@ impl Compiler<'_> {
                 "gateway.max_response_header_size",
                 DEFAULT_MAX_RESPONSE_HEADER_SIZE,
             ),
+            path_parameters: match self.either(
+                g.path_parameters.as_ref(),
+                0..0,
+                "gateway.path_parameters".into(),
+                ("refuse_dot_segments", "`..;` and `.;` segments refused, other parameters forwarded"),
+                ("refuse", "any `;` in a path refused"),
+            ) {
+                true => PathParameters::RefuseDotSegments,
+                false => PathParameters::Refuse,
+            },
         }
     }
 

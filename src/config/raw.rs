@@ -88,6 +88,7 @@ pub(crate) struct RawGateway {
     pub(crate) trace_sample_ratio: Option<Spanned<f64>>,
     pub(crate) underscores_in_headers: Option<Spanned<String>>,
     pub(crate) max_response_header_size: Option<Spanned<Size>>,
+    pub(crate) path_parameters: Option<Spanned<String>>,
 }
 
 /// `[services.NAME]`: an origin the gateway forwards to.

@@ -28,7 +28,7 @@ impl Compiler<'_> {
         let raw = raw.as_ref()?.get_ref();
         let path = raw.path.get_ref();
         let path_ok = path.starts_with('/')
-            && crate::shared::path::normalize_path(path).as_deref() == Ok(path.as_str())
+            && crate::shared::path::normalize_path(path, Default::default()).as_deref() == Ok(path.as_str())
             && !path.contains(['{', '}', '?', '#']);
         if !path_ok {
             self.error(raw.path.span(), "sweep.path", "must be a plain path such as \"/_portcullis/sweep\"");

@@ -7,7 +7,11 @@
 //!    `-._~`) are decoded; other escapes are kept, with upper-case hex.
 //! 2. Escapes that would change the path's structure or smuggle control bytes
 //!    (`%2F` `/`, `%5C` `\`, `%00`-`%1F`, `%7F`) and raw `\` are refused.
-//! 3. Empty segments (`//`) are dropped; `.` and `..` segments are resolved
+//! 3. `;` path parameters (`%3B` too), per [`PathParameters`]: by default a
+//!    dot segment that carries them (`..;`, `.;x`) is refused, because
+//!    servlet containers and some frameworks strip the parameters and then
+//!    read it as `..` — a way past a route's prefix at such an origin.
+//! 4. Empty segments (`//`) are dropped; `.` and `..` segments are resolved
 //!    (RFC 3986 §5.2.4), never climbing above `/`.
 
 use thiserror::Error;
@@ -23,24 +27,63 @@ pub(crate) enum PathError {
     ForbiddenEscape,
     #[error("the request path contains `\\`, which is not allowed")]
     Backslash,
+    #[error("the request path has a dot segment with `;` parameters (such as `..;`), which some origins read as `..`")]
+    DotSegmentParameters,
+    #[error("the request path contains `;`, which this gateway does not accept")]
+    Parameters,
+}
+
+/// What the gateway accepts of `;` path parameters (`[gateway]
+/// path_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum PathParameters {
+    /// Refuse a `.` or `..` segment that carries parameters; forward others.
+    #[default]
+    RefuseDotSegments,
+    /// Refuse any `;` in a path.
+    Refuse,
+}
+
+/// Whether a segment's text has a parameter delimiter: `;` or its escape
+/// (upper-case once decoded), which some servers decode before splitting.
+fn parameter_at(segment: &str) -> Option<usize> {
+    match (segment.find(';'), segment.find("%3B")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Normalises an origin-form path (without the query).
-pub(crate) fn normalize_path(raw: &str) -> Result<String, PathError> {
+pub(crate) fn normalize_path(raw: &str, parameters: PathParameters) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    // Fast path: nothing to decode and no dot or empty segments.
+    // Fast path: nothing to decode, no parameters, no dot or empty segments.
     if !needs_work(raw) {
         return Ok(raw.to_string());
     }
     let decoded = decode_unreserved(raw)?;
+    check_parameters(&decoded, parameters)?;
     Ok(remove_dot_segments(&decoded))
+}
+
+/// `;` parameters in a decoded path, per the gateway's setting.
+fn check_parameters(decoded: &str, parameters: PathParameters) -> Result<(), PathError> {
+    for segment in decoded.split('/') {
+        let Some(at) = parameter_at(segment) else { continue };
+        if parameters == PathParameters::Refuse {
+            return Err(PathError::Parameters);
+        }
+        if matches!(&segment[..at], "." | "..") {
+            return Err(PathError::DotSegmentParameters);
+        }
+    }
+    Ok(())
 }
 
 fn needs_work(raw: &str) -> bool {
     let b = raw.as_bytes();
-    b.iter().any(|&c| c == b'%' || c == b'\\')
+    b.iter().any(|&c| c == b'%' || c == b'\\' || c == b';')
         || raw.contains("//")
         || raw.split('/').any(|seg| seg == "." || seg == "..")
 }
@@ -122,7 +165,7 @@ mod tests {
     use super::*;
 
     fn norm(p: &str) -> Result<String, PathError> {
-        normalize_path(p)
+        normalize_path(p, PathParameters::default())
     }
 
     #[test]
@@ -171,6 +214,20 @@ mod tests {
         assert_eq!(norm("/v1/%4"), Err(PathError::BadEscape));
         assert_eq!(norm("v1"), Err(PathError::NotAbsolute));
         assert_eq!(norm("*"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused() {
+        for p in ["/v1/..;/admin", "/v1/..;x=1/admin", "/v1/.;/admin", "/v1/%2e%2e;/admin", "/v1/..%3b/admin", "/..;"] {
+            assert_eq!(norm(p), Err(PathError::DotSegmentParameters), "{p}");
+        }
+        // Other parameters pass unchanged by default, and refuse with `refuse`.
+        for p in ["/cars;color=red/1", "/a/b;v=1", "/a/x..;", "/a/%3Bx"] {
+            assert_eq!(norm(p).as_deref(), Ok(p.replace("%3b", "%3B").as_str()), "{p}");
+            assert_eq!(normalize_path(p, PathParameters::Refuse), Err(PathError::Parameters), "{p}");
+        }
+        assert_eq!(normalize_path("/v1/..;/admin", PathParameters::Refuse), Err(PathError::Parameters));
+        assert_eq!(normalize_path("/v1/users", PathParameters::Refuse).as_deref(), Ok("/v1/users"));
     }
 
     #[test]
