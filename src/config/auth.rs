@@ -88,6 +88,9 @@ pub(crate) struct JwtProvider {
     pub(crate) keys: KeySource,
     /// Clock skew allowed on `exp` and `nbf`. Default: 60s.
     pub(crate) leeway: Duration,
+    /// Tokens whose `exp` is further than this from `iat` (from now,
+    /// without `iat`) are refused. Default: none.
+    pub(crate) max_lifetime: Option<Duration>,
     /// Claims a token must carry. Default: `["exp"]`.
     pub(crate) required_claims: Vec<String>,
     /// Where the token is looked for, in order. Default: `Authorization: Bearer`.
@@ -258,6 +261,10 @@ impl Compiler<'_> {
         let keys = self.jwt_keys(&key, raw)?;
         self.keys_fit_algorithms(&key, raw.span(), &keys, &algorithms);
         let leeway = self.duration(&r.leeway, &format!("{key}.leeway"), DEFAULT_LEEWAY);
+        let max_lifetime = r
+            .max_lifetime
+            .is_some()
+            .then(|| self.duration(&r.max_lifetime, &format!("{key}.max_lifetime"), Duration::MAX));
         let required_claims = match &r.required_claims {
             None => vec!["exp".to_string()],
             Some(list) => list.iter().map(|c| c.get_ref().clone()).collect(),
@@ -273,6 +280,7 @@ impl Compiler<'_> {
             algorithms,
             keys,
             leeway,
+            max_lifetime,
             required_claims,
             sources,
             forward_claims,

@@ -274,6 +274,7 @@ pub(crate) struct RawJwt {
     pub(crate) keys: Vec<Spanned<RawKey>>,
     pub(crate) hmac_secret: Option<Spanned<String>>,
     pub(crate) leeway: Option<Spanned<String>>,
+    pub(crate) max_lifetime: Option<Spanned<String>>,
     pub(crate) required_claims: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub(crate) token_from: Vec<Spanned<RawTokenSource>>,

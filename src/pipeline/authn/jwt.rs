@@ -205,8 +205,9 @@ fn signed_claims(
     Ok(data.claims)
 }
 
-/// `exp` and `nbf` against the Clock port (with the provider's leeway), and
-/// the claims the provider requires; returns `exp`.
+/// `exp` and `nbf` against the Clock port (with the provider's leeway), the
+/// token's lifetime against `max_lifetime`, and the claims the provider
+/// requires; returns `exp`.
 fn check_times(
     p: &JwtProvider,
     claims: &Map<String, Value>,
@@ -228,6 +229,12 @@ fn check_times(
     }
     if time("nbf")?.is_some_and(|nbf| now_secs + leeway < nbf) {
         return Err(("not_yet_valid", "the token is not valid yet".into()));
+    }
+    if let (Some(max), Some(exp)) = (p.max_lifetime, exp) {
+        let from = time("iat")?.unwrap_or(now_secs);
+        if exp - from > max.as_secs_f64() {
+            return Err(("too_long_lived", "the token lives longer than this API accepts".into()));
+        }
     }
     if let Some(missing) = p.required_claims.iter().find(|c| !claims.contains_key(c.as_str())) {
         return Err(("missing_claim", format!("the token lacks the `{missing}` claim")));
