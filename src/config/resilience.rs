@@ -12,7 +12,12 @@ use toml::Spanned;
 use super::raw::{RawBreaker, RawFallback, RawHealth, RawRetry, RawRoute};
 use super::{Compiler, Service, parse_header_name};
 
-/// When a failed try is tried again, to another target where there is one.
+/// When a failed try is tried again. Without a `[services.NAME.retry]`
+/// table a request gets one more try, and only on a target it has not
+/// tried (so none for a single-target service): sending the same request
+/// to the origin that just failed it is a choice an operator makes, by
+/// writing the table; then a retry goes to another target where there is
+/// one, else to the same.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Retry {
     /// Tries in all, the first included (1: no retries). Default: 2.
@@ -34,6 +39,17 @@ pub(crate) struct Retry {
     pub(crate) max_body: u64,
     /// Whether the service spelled out its policy (`[services.NAME.retry]`).
     pub(crate) explicit: bool,
+}
+
+impl Retry {
+    /// Tries in all for a service of `targets` targets: without the table,
+    /// at most one per target.
+    pub(crate) fn attempts_over(&self, targets: usize) -> u32 {
+        match self.explicit {
+            true => self.attempts,
+            false => self.attempts.min(u32::try_from(targets).unwrap_or(u32::MAX)),
+        }
+    }
 }
 
 impl Default for Retry {

@@ -224,7 +224,8 @@ async fn tries<P: Ports>(
     let clock = ports.clock();
     let deadline = clock.monotonic() + service.request_timeout;
     let policy = &service.retry;
-    if policy.attempts > 1 {
+    let attempts = policy.attempts_over(service.targets.len());
+    if attempts > 1 {
         state.budget.request(clock.monotonic());
     }
     let caller = match &service.balance {
@@ -235,14 +236,13 @@ async fn tries<P: Ports>(
     let repeatable = is_idempotent(&ctx.method) || route.retry_non_idempotent;
     let (parts, body) = req.into_parts();
     let mut parts = Some(parts);
-    let mut body = if policy.attempts > 1
-        && parts.as_ref().is_some_and(|p| replayable(&p.headers, &body.size_hint(), policy.max_body))
-    {
-        let limit = usize::try_from(policy.max_body).unwrap_or(usize::MAX);
-        Replay::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
-    } else {
-        Replay::Once(Some(body))
-    };
+    let mut body =
+        if attempts > 1 && parts.as_ref().is_some_and(|p| replayable(&p.headers, &body.size_hint(), policy.max_body)) {
+            let limit = usize::try_from(policy.max_body).unwrap_or(usize::MAX);
+            Replay::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
+        } else {
+            Replay::Once(Some(body))
+        };
     // Targets tried so far (`attempts` is at most 10).
     let mut tried = [0usize; 10];
     let mut count = 0;
@@ -250,7 +250,8 @@ async fn tries<P: Ports>(
     loop {
         let now = clock.monotonic();
         let random = balance::mix(ctx.entropy.choice().wrapping_add(count as u64));
-        let pick = match (choose(service, state, caller.as_deref(), random, &tried[..count], now), last.take()) {
+        let choice = choose(service, state, caller.as_deref(), random, &tried[..count], policy.explicit, now);
+        let pick = match (choice, last.take()) {
             (Ok(pick), _) => pick,
             (Err(_), Some(result)) => return result,
             (Err(refusal), None) => return Err(refusal.into()),
@@ -261,7 +262,7 @@ async fn tries<P: Ports>(
             Replay::Once(b) => b.take().unwrap_or_else(|| Body::<P>::from(Bytes::new())),
         };
         // The head is copied only while another try may follow.
-        let more = matches!(body, Replay::Kept(_)) && ctx.attempts + 1 < policy.attempts;
+        let more = matches!(body, Replay::Kept(_)) && ctx.attempts + 1 < attempts;
         // (A head is taken only for a last try, so one is always left.)
         let Some(head) = (if more { parts.clone() } else { parts.take() }) else {
             return Err(UpstreamError::Protocol("the request was already sent".into()).into());
@@ -325,21 +326,24 @@ fn worth_another<B>(result: &Result<Response<B>, UpstreamError>, repeatable: boo
 }
 
 /// A target for the next try: one not yet tried that health has not
-/// ejected; else a tried one still in; else, with every target out, any
-/// (if the service says to try anyway).
+/// ejected; else (where the service's retry policy allows a target twice)
+/// a tried one still in; else, with every target out, any allowed (if the
+/// service says to try anyway).
 fn choose<'s>(
     service: &Service,
     state: &'s ServiceState,
     caller: Option<&[u8]>,
     random: u64,
     tried: &[usize],
+    again: bool,
     now: Duration,
 ) -> Result<balance::Pick<'s>, Refusal> {
     let b = &state.balancer;
     let healthy = |i: usize| state.health.is_in(i, now);
+    let allowed = |i: usize| again || !tried.contains(&i);
     b.pick(service, caller, random, |i| healthy(i) && !tried.contains(&i))
-        .or_else(|| b.pick(service, caller, random, healthy))
-        .or_else(|| service.health.try_when_all_down.then(|| b.pick(service, caller, random, |_| true)).flatten())
+        .or_else(|| again.then(|| b.pick(service, caller, random, healthy)).flatten())
+        .or_else(|| service.health.try_when_all_down.then(|| b.pick(service, caller, random, allowed)).flatten())
         .ok_or(Refusal::NoHealthyTarget)
 }
 

@@ -41,6 +41,17 @@ probes = 1
 url = "http://a.internal"
 max_in_flight = 1
 
+[services.single]
+url = "http://a.internal"
+
+[services.single_retried]
+url = "http://a.internal"
+[services.single_retried.retry]
+attempts = 2
+
+[services.pair_default]
+targets = [{ url = "http://a.internal" }, { url = "http://b.internal" }]
+
 [[routes]]
 path = "/pair"
 service = "pair"
@@ -67,6 +78,18 @@ retry_non_idempotent = true
 [[routes]]
 path = "/lonely"
 service = "lonely"
+
+[[routes]]
+path = "/single"
+service = "single"
+
+[[routes]]
+path = "/single/retried"
+service = "single_retried"
+
+[[routes]]
+path = "/pair/default"
+service = "pair_default"
 
 [[routes]]
 path = "/lonely/fallback"
@@ -126,6 +149,25 @@ fn a_failed_try_is_retried_on_the_other_target() {
     let answers: Vec<u16> =
         (0..10).map(|_| run(&gw, &ports, Request::get("/pair"), b"").response.status().as_u16()).collect();
     assert_eq!(answers, [200; 10]);
+}
+
+#[test]
+fn without_a_retry_table_a_request_is_tried_again_only_on_another_target() {
+    let gw = gateway();
+    let malformed = || Err(UpstreamError::Protocol("invalid HTTP framing".into()));
+    for failure in [malformed as fn() -> _, refused] {
+        for (path, tries) in [("/single", 1), ("/single/retried", 2), ("/pair/default", 2)] {
+            let ports = origin(failure, failure);
+            let ex = run(&gw, &ports, Request::get(path), b"");
+            assert_eq!(ex.response.status(), 502, "{path}");
+            assert_eq!(ex.log.attempts, Some(tries), "{path}");
+            let sent = hosts(&ports);
+            assert_eq!(sent.len(), tries as usize, "{path}: {sent:?}");
+            if path == "/pair/default" {
+                assert_ne!(sent[0], sent[1], "the retry went to the other target: {sent:?}");
+            }
+        }
+    }
 }
 
 #[test]
