@@ -57,8 +57,14 @@ pub(crate) enum Swap {
 
 /// Every key the gateway writes starts with this (`kv-schema/README.md`).
 const KEY_PREFIX: &str = "pc1:";
-/// Compare-and-swap rounds before a rate-limit update gives up.
-const CAS_ATTEMPTS: u32 = 8;
+/// How long a rate-limit update keeps retrying a compare-and-swap that
+/// other writers keep winning before it gives up: then the step fails as
+/// the store failing would (the policy's `on_store_error` decides), never
+/// as a refusal the limit did not make.
+const CONTENTION_DEADLINE: Duration = Duration::from_secs(2);
+/// The longest backoff between two rounds (full jitter below 1, 2, 4 …
+/// 32 ms): writers racing on one key spread out, none waits long.
+const MAX_BACKOFF_US: u64 = 32_000;
 /// The magic that starts every envelope (`kv-schema/README.md`).
 const MAGIC: &[u8] = b"pc1e ";
 /// Write ids a record remembers: its own and its predecessors', so a
@@ -147,12 +153,14 @@ struct Watched<W> {
     ticket: Option<String>,
 }
 
-/// A step refused because its key kept changing under it: contention, not
-/// an outage, so refused (a fail-open policy must not admit more than its
-/// limit under load).
-fn contention(step: &GcraStep<'_>, decision: Decision) -> Decision {
-    Decision { allowed: false, retry_after_us: Some(step.rate.interval_us), ..decision }
+/// A step that found no decision in time: its key kept changing under it,
+/// or its creator never showed up.
+fn contention(key: &str, why: &str) -> KvError {
+    KvError(format!("no rate-limit decision within {CONTENTION_DEADLINE:?} on `{key}`: {why}"))
 }
+
+/// A step's key as read: watched (exact steps) or not, and its raw value.
+type Seen<W> = (Option<Watched<W>>, Option<Vec<u8>>);
 
 /// The key-value port over a [`RawStore`]; `clock` decides expiry.
 pub(crate) struct Enveloped<S, C> {
@@ -232,25 +240,34 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
     }
 
     /// One exact GCRA step's commit: write, and while another writer wins,
-    /// back off, watch, decide and write again, at most [`CAS_ATTEMPTS`] times.
+    /// back off, watch, decide and write again, until `deadline`
+    /// (monotonic). Each round decides at the time it reads, so a request
+    /// that waited is charged as arriving when it is decided.
     async fn commit_exact(
         &self,
         step: &GcraStep<'_>,
         mut watched: Watched<S::Watch>,
         mut decision: Decision,
-        now_us: u64,
+        mut now_us: u64,
+        deadline: Duration,
     ) -> Result<Decision, KvError> {
-        for attempt in 0..CAS_ATTEMPTS {
+        for attempt in 0u32.. {
             let ttl = Some(gcra::ttl(decision, now_us));
             if self.write(watched, gcra::encode(decision.tat_us).as_bytes(), ttl).await? {
                 return Ok(decision);
             }
-            // Lost a race: back off a random while (up to 1, 2, 4 … 32 ms),
-            // so that writers racing on one key spread out.
-            let cap_us = 1_000u64 << attempt.min(5);
+            if self.clock.monotonic() >= deadline {
+                break;
+            }
+            // Lost a race: back off a random while (full jitter below 1, 2,
+            // 4 … 32 ms), so that writers racing on one key spread out.
+            let cap_us = (1_000u64 << attempt.min(5)).min(MAX_BACKOFF_US);
             let jitter = Entropy::draw(self.clock.now().as_nanos()).choice() % cap_us;
             self.clock.sleep(Duration::from_micros(jitter)).await;
-            let Some(again) = self.watch_to_write(step.key).await? else { break };
+            let Some(again) = self.watch_to_write(step.key).await? else {
+                return Err(contention(step.key, "its creator never wrote it"));
+            };
+            now_us = now_us.max(u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX));
             decision =
                 gcra::decide(gcra::decode(live(again.raw.as_deref(), self.now_ms())), now_us, step.rate, step.cost);
             if !decision.allowed {
@@ -259,7 +276,7 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
             }
             watched = again;
         }
-        Ok(contention(step, decision))
+        Err(contention(step.key, "other writers kept changing it"))
     }
 
     /// Deletes dead records among the keys after `after` (in key order),
@@ -343,36 +360,37 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
     /// same read).
     async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         let now_ms = self.now_ms();
-        let mut watched = Vec::with_capacity(steps.len());
+        let deadline = self.clock.monotonic().saturating_add(CONTENTION_DEADLINE);
+        let mut watched: Vec<Seen<S::Watch>> = Vec::with_capacity(steps.len());
         let mut decisions = Vec::with_capacity(steps.len());
         for step in steps {
             let (raw, watch) = match step.exact {
                 true => match self.watch_to_write(step.key).await? {
                     Some(w) => (w.raw.clone(), Some(w)),
                     None => {
-                        decisions.push(contention(step, gcra::decide(None, now_us, step.rate, step.cost)));
-                        watched.push(None);
-                        continue;
+                        for (watch, _) in watched {
+                            self.release(watch.and_then(|w| w.ticket)).await;
+                        }
+                        return Err(contention(step.key, "its creator never wrote it"));
                     }
                 },
                 false => (self.store.get(step.key).await?, None),
             };
             decisions.push(gcra::decide(gcra::decode(live(raw.as_deref(), now_ms)), now_us, step.rate, step.cost));
-            watched.push(Some((watch, raw)));
+            watched.push((watch, raw));
         }
         if decisions.iter().any(|d| !d.allowed) {
-            for (watch, _) in watched.into_iter().flatten() {
+            for (watch, _) in watched {
                 self.release(watch.and_then(|w| w.ticket)).await;
             }
             return Ok((decisions, now_us));
         }
         let mut refused = false;
-        for ((step, slot), decision) in steps.iter().zip(watched).zip(decisions.iter_mut()) {
-            let Some((watch, raw)) = slot else { continue };
+        for ((step, (watch, raw)), decision) in steps.iter().zip(watched).zip(decisions.iter_mut()) {
             match watch {
                 Some(w) if refused => self.release(w.ticket).await,
                 Some(w) => {
-                    *decision = self.commit_exact(step, w, *decision, now_us).await?;
+                    *decision = self.commit_exact(step, w, *decision, now_us, deadline).await?;
                     refused = !decision.allowed;
                 }
                 None if refused => {}
@@ -529,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn a_creator_that_never_comes_costs_one_refusal_and_its_ticket() {
+    fn a_creator_that_never_comes_costs_one_store_error_and_its_ticket() {
         let (kv, clock) = store();
         kv.store.set_upserts(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
@@ -538,13 +556,45 @@ mod tests {
         kv.store.put("pc1:rl:p:k~new", 1i64.to_le_bytes().to_vec());
         block_on(async {
             let now = u64::try_from(clock.now().as_micros()).unwrap();
-            let d = kv.gcra(&step, now).await.unwrap().0[0];
-            assert!(!d.allowed, "waited for the creator, then refused");
-            assert_eq!(d.retry_after_us, Some(100_000));
+            let e = kv.gcra(&step, now).await.unwrap_err();
+            assert!(e.0.contains("its creator never wrote it"), "no decision, not a refusal: {e}");
             assert_eq!(kv.store.raw("pc1:rl:p:k~new"), None, "the stale ticket is released");
             let now = u64::try_from(clock.now().as_micros()).unwrap();
             assert!(kv.gcra(&step, now).await.unwrap().0[0].allowed, "the next request creates the key");
         });
+    }
+
+    #[test]
+    fn a_write_that_keeps_losing_races_is_retried_until_it_lands_then_until_the_deadline() {
+        let (kv, clock) = store();
+        let rate = Rate::new(1_000_000, 1_000_000, 1_000_000).unwrap();
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        let now = u64::try_from(clock.now().as_micros()).unwrap();
+        block_on(async { kv.gcra(&step, now).await.unwrap() });
+        // Another writer changes the key after each of the next 20 watches:
+        // more rounds than the 8 that used to refuse the request.
+        use std::sync::atomic::Ordering::SeqCst;
+        let left = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(20));
+        let racing = left.clone();
+        kv.store.after_each_watch(move |s| {
+            if racing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+                let raw = s.raw("pc1:rl:p:k").unwrap();
+                let e = Envelope::open(&raw).unwrap();
+                let writes = [vec![0xbad], e.writes].concat();
+                s.put("pc1:rl:p:k", Envelope { expires_at_ms: e.expires_at_ms, writes, payload: e.payload }.seal());
+            }
+        });
+        let start = clock.monotonic();
+        let d = block_on(async { kv.gcra(&step, now).await.unwrap().0[0] });
+        assert!(d.allowed, "admitted after 21 rounds");
+        assert_eq!(left.load(SeqCst), 0, "every race was lost first");
+        assert!(clock.monotonic() - start < CONTENTION_DEADLINE, "{:?}", clock.monotonic() - start);
+        // A key that never stops changing: the deadline, then a store error.
+        left.store(u32::MAX, SeqCst);
+        let start = clock.monotonic();
+        let e = block_on(async { kv.gcra(&step, now).await.unwrap_err() });
+        assert!(e.0.contains("other writers kept changing it"), "{e}");
+        assert!(clock.monotonic() - start >= CONTENTION_DEADLINE, "{:?}", clock.monotonic() - start);
     }
 
     #[test]

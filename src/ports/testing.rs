@@ -113,6 +113,7 @@ impl HttpClient for FakeHttp {
 }
 
 type AfterSwap = Box<dyn FnOnce(&FakeRawStore) + Send>;
+type EachWatch = Box<dyn Fn(&FakeRawStore) + Send>;
 
 /// A store like Spin's key-value: no expiry, a versioned compare-and-swap,
 /// and switches for a backend without atomics, for one that reports a swap
@@ -128,6 +129,7 @@ pub(crate) struct FakeRawStore {
     swaps: AtomicUsize,
     after_swap: Mutex<Option<AfterSwap>>,
     after_watch: Mutex<Option<AfterSwap>>,
+    after_each_watch: Mutex<Option<EachWatch>>,
 }
 
 impl FakeRawStore {
@@ -146,6 +148,11 @@ impl FakeRawStore {
     /// Runs `f` once, right after the next watch (another writer getting in).
     pub(crate) fn after_watch(&self, f: impl FnOnce(&FakeRawStore) + Send + 'static) {
         *self.after_watch.lock().unwrap() = Some(Box::new(f));
+    }
+
+    /// Runs `f` right after every watch from now on (writers that keep getting in).
+    pub(crate) fn after_each_watch(&self, f: impl Fn(&FakeRawStore) + Send + 'static) {
+        *self.after_each_watch.lock().unwrap() = Some(Box::new(f));
     }
 
     /// Runs `f` once, right after the next committed swap and before it is reported.
@@ -202,6 +209,9 @@ impl RawStore for FakeRawStore {
         }
         let (version, value) = self.versioned(key);
         if let Some(f) = self.after_watch.lock().unwrap().take() {
+            f(self);
+        }
+        if let Some(f) = &*self.after_each_watch.lock().unwrap() {
             f(self);
         }
         Ok(((key.to_string(), version), value))
