@@ -37,7 +37,7 @@ use crate::pipeline::error::GatewayError;
 use crate::pipeline::ids::request_id;
 use crate::pipeline::log::AccessLog;
 use crate::ports::enveloped::{Enveloped, RawStore};
-use crate::ports::{HttpClient, KvError, Ports, ReadBodyError, UpstreamError, read_body};
+use crate::ports::{HttpClient, KvError, Lifetime, Ports, ReadBodyError, UpstreamError, read_body};
 use crate::shared::entropy::Entropy;
 use crate::shared::problem::Answer;
 use crate::system_clock::{Sleep, SystemClock, monotonic};
@@ -129,8 +129,9 @@ struct EdgePorts<S, H, W> {
 
 impl<S: RawStore, H: HttpClient, W: Sleep> Ports for EdgePorts<S, H, W> {
     /// A WASI 0.2 instance serves one request: verified tokens are shared
-    /// through the key-value store (measured in `benches/README.md`).
-    const SHORT_LIVED: bool = cfg!(feature = "edge-p2");
+    /// through the key-value store (measured in `benches/README.md`). Spin
+    /// keeps a pool of WASI 0.3 instances.
+    const LIFETIME: Lifetime = if cfg!(feature = "edge-p2") { Lifetime::Request } else { Lifetime::Pool };
     type Kv = Enveloped<S, SystemClock<W>>;
     type Http = H;
     type Clock = SystemClock<W>;

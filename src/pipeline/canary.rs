@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::{Ctx, Gateway, caller, log};
 use crate::config::canary::Canary;
 use crate::config::{Config, Route};
-use crate::ports::{Clock, KvStore, Ports, store_key};
+use crate::ports::{Clock, KvStore, Lifetime, Ports, store_key};
 use crate::shared::window::Window;
 
 const SLOTS: usize = 60;
@@ -148,8 +148,10 @@ impl CanaryState {
     /// Reads the fleet's record if it is time to.
     async fn sync<P: Ports>(&self, canary: &Canary, ports: &P) {
         let (now, mono) = (ports.clock().now(), ports.clock().monotonic());
-        let due =
-            self.lock(|s| P::SHORT_LIVED || s.synced.is_none_or(|at| mono.saturating_sub(at) >= canary.rollback.sync));
+        let due = self.lock(|s| {
+            P::LIFETIME == Lifetime::Request
+                || s.synced.is_none_or(|at| mono.saturating_sub(at) >= canary.rollback.sync)
+        });
         if !due {
             return;
         }

@@ -256,12 +256,24 @@ impl Answer for UpstreamError {
     }
 }
 
+/// How long the gateway value, and all in-memory state with it, lives in a
+/// home, and so what one copy of that state sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// One process serves every request (the node).
+    Process,
+    /// A pool of instances, each serving many requests and none all of
+    /// them (Spin's WASI 0.3 instances: 5 to 34 seen after a burst).
+    Pool,
+    /// An instance per request (WASI 0.2): results worth keeping, such as
+    /// verified tokens, go through the key-value store instead.
+    Request,
+}
+
 /// Everything the pipeline uses from its home.
 pub trait Ports {
-    /// True where in-memory state lives for one request only (a WASI 0.2
-    /// instance): results worth keeping, such as verified tokens, then go
-    /// through the key-value store instead.
-    const SHORT_LIVED: bool = false;
+    /// What one copy of in-memory state sees. Default: a process.
+    const LIFETIME: Lifetime = Lifetime::Process;
 
     type Kv: KvStore;
     type Http: HttpClient;

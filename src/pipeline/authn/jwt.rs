@@ -18,7 +18,7 @@ use super::failures::FailureLimit;
 use super::jwks::{Fetched, KeyLookup};
 use super::{AuthCaches, AuthError, AuthNote, Challenge, Identity, TOKEN_CACHE_TTL, digest};
 use crate::config::auth::{JwtProvider, KeySource, StaticKey};
-use crate::ports::{Clock, KvStore, Ports, store_key};
+use crate::ports::{Clock, KvStore, Lifetime, Ports, store_key};
 
 const MALFORMED: (&str, &str) = ("malformed", "the token is malformed");
 const BAD_ISSUER: (&str, &str) = ("bad_issuer", "the token's issuer is not accepted");
@@ -83,7 +83,7 @@ impl Verifier<'_> {
         // Any `exp` a token may carry (1e300 included) caps the cache, never panics.
         let until = exp.and_then(|e| Duration::try_from_secs_f64(e.max(0.0)).ok()).map_or(ceiling, |d| d.min(ceiling));
         caches.tokens.insert(digest, identity.clone(), Some(until), now);
-        if P::SHORT_LIVED {
+        if P::LIFETIME == Lifetime::Request {
             shared_put(ports, &digest, &identity, until, now).await;
         }
         Ok(identity)
@@ -101,7 +101,7 @@ async fn cached<P: Ports>(digest: &[u8; 32], caches: &AuthCaches, ports: &P, now
     if let Some(identity) = caches.tokens.get(digest, now) {
         return Some(identity);
     }
-    if P::SHORT_LIVED
+    if P::LIFETIME == Lifetime::Request
         && let Some((identity, until)) = shared_get(ports, digest, now).await
     {
         caches.tokens.insert(*digest, identity.clone(), Some(until), now);

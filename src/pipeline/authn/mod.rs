@@ -86,7 +86,7 @@ impl Answer for AuthError {
 
 /// The caches that only save work; per process on the node, per instance
 /// at the edge (where verified tokens may also go through the key-value
-/// store, see [`Ports::SHORT_LIVED`]).
+/// store, see [`crate::ports::Lifetime::Request`]).
 pub struct AuthCaches {
     /// Key sets depend only on their URL, so they outlive a config reload.
     pub(crate) jwks: Arc<JwksCache>,
