@@ -540,6 +540,43 @@ async fn thousands_of_silent_connections_cannot_stop_a_node_serving_others() {
     drop(held);
 }
 
+/// Silent sockets from many addresses (each under the per-IP share) fill
+/// the node ten times over; a new client is still served within a second:
+/// the node closes the oldest connections that sent nothing to take new
+/// ones, and says so at most once a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_many_addresses_cannot_keep_a_new_client_waiting() {
+    raise_fd_limit();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    // 256 descriptors: 96 connections in all, 16 per client IP.
+    let node = Node::start_with_fd_limit(&config(&origin), &[], 256);
+    let started = Instant::now();
+    let silent: Vec<tokio::net::TcpStream> = futures::stream::iter(0..960u32)
+        .map(|i| connect_from(node.addr, IpAddr::from([127, 0, 1, (i % 100) as u8 + 10])))
+        .buffer_unordered(64)
+        .filter_map(|s| async { s.ok() })
+        .collect()
+        .await;
+    assert!(silent.len() >= 900, "{} of 960 silent connections made", silent.len());
+    for i in 0..5 {
+        let asked = Instant::now();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            try_send_from(node.addr, IpAddr::from([127, 0, 0, 2]), get(&format!("/echo/{i}"))),
+        )
+        .await;
+        let status = reply.as_ref().map(|r| r.as_ref().map(|r| r.status));
+        assert!(matches!(status, Ok(Ok(200))), "request {i}: {status:?}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "request {i} waited {:?}", asked.elapsed());
+    }
+    let elapsed = started.elapsed().as_secs() + 1;
+    let said = node.stderr();
+    let pressure = said.iter().filter(|l| l.contains("connection pressure")).count() as u64;
+    assert!(pressure >= 1, "the pressure is logged: {said:?}");
+    assert!(pressure <= elapsed, "{pressure} pressure lines in {elapsed} s");
+    drop(silent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_errors_back_off_and_are_logged_at_most_once_a_second() {
     raise_fd_limit();

@@ -4,12 +4,20 @@
 //! (a silent socket, one byte, part of the HTTP/2 preface), and between
 //! requests once kept alive. A connection past its time is shut down
 //! gracefully (HTTP/2: GOAWAY), then dropped if it does not go.
+//!
+//! Under pressure the node stays open to new clients, as Envoy's overload
+//! manager does: past half full, both deadlines shrink with the share of
+//! connections open (to a tenth at full, never below a second), and a full
+//! node closes the connection that has waited longest without beginning a
+//! request to take a new one — so silent sockets from many addresses (the
+//! per-IP share does not help there) cannot hold a new client in the
+//! kernel's queue for whole deadlines.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -57,23 +65,95 @@ pub fn fd_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// Who holds a connection slot, in all and per IP.
+/// Who holds a connection slot, in all and per IP, and which connections
+/// have not begun a request (oldest first).
 pub(crate) struct Gate {
     limits: ConnectionLimits,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     freed: Notify,
+    /// By accept order; entries of connections that have since begun a
+    /// request are skipped (and dropped) when the oldest is looked for.
+    silent: Mutex<BTreeMap<u64, Weak<Activity>>>,
+    accepted: AtomicU64,
+    /// Tenths of `max_connections` open: deadlines follow it.
+    level: watch::Sender<u32>,
 }
 
 /// A slot, given back when dropped.
 pub(crate) struct Slot {
     gate: Arc<Gate>,
     ip: IpAddr,
+    seq: u64,
 }
 
 impl Gate {
     pub(crate) fn new(limits: ConnectionLimits) -> Arc<Self> {
-        Arc::new(Self { limits, open: AtomicUsize::new(0), per_ip: Mutex::default(), freed: Notify::new() })
+        Arc::new(Self {
+            limits,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::default(),
+            freed: Notify::new(),
+            silent: Mutex::default(),
+            accepted: AtomicU64::new(0),
+            level: watch::Sender::new(0),
+        })
+    }
+
+    /// Whether a connection that began no request is open (one may be
+    /// closed to take a new client).
+    pub(crate) fn has_silent(&self) -> bool {
+        let mut silent = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        // Entries of connections that began a request since are dropped on
+        // the way, each once.
+        while let Some(oldest) = silent.first_entry() {
+            if oldest.get().upgrade().is_some_and(|a| !a.served.load(Ordering::Acquire)) {
+                return true;
+            }
+            oldest.remove();
+        }
+        false
+    }
+
+    /// Closes the connection that has waited longest without beginning a
+    /// request; false if there is none.
+    pub(crate) fn close_oldest_silent(&self) -> bool {
+        let mut silent = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((_, activity)) = silent.pop_first() {
+            if let Some(a) = activity.upgrade()
+                && !a.served.load(Ordering::Acquire)
+            {
+                a.evict.notify_one();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// How long a connection may take to its first request, and between
+    /// requests, with this many open: the configured deadlines up to half
+    /// full, then less, down to a tenth at full (never below a second, nor
+    /// above the configured value).
+    pub(crate) fn deadlines(&self) -> (Duration, Duration) {
+        let level = *self.level.borrow();
+        let scale = |d: Duration| {
+            let tenths = match level {
+                0..=5 => 10,
+                l => 10u32.saturating_sub((l - 5) * 9 / 5).max(1),
+            };
+            (d * tenths / 10).max(d.min(Duration::from_secs(1)))
+        };
+        (scale(self.limits.first_request_timeout), scale(self.limits.idle_timeout))
+    }
+
+    fn count(&self, delta: isize) {
+        let open = if delta > 0 {
+            self.open.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            self.open.fetch_sub(1, Ordering::AcqRel) - 1
+        };
+        let level = u32::try_from(open * 10 / self.limits.max_connections.max(1)).unwrap_or(u32::MAX).min(10);
+        self.level.send_if_modified(|l| std::mem::replace(l, level) != level);
     }
 
     pub(crate) fn limits(&self) -> &ConnectionLimits {
@@ -84,11 +164,11 @@ impl Gate {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Waits until fewer than the maximum are open.
-    pub(crate) async fn room(&self) {
+    /// Waits until fewer than `limit` are open.
+    pub(crate) async fn below(&self, limit: usize) {
         loop {
             let freed = self.freed.notified();
-            if self.open() < self.limits.max_connections {
+            if self.open() < limit {
                 return;
             }
             freed.await;
@@ -114,13 +194,23 @@ impl Gate {
             return None;
         }
         *held += 1;
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Some(Slot { gate: self.clone(), ip })
+        drop(per_ip);
+        self.count(1);
+        Some(Slot { gate: self.clone(), ip, seq: self.accepted.fetch_add(1, Ordering::Relaxed) })
+    }
+}
+
+impl Slot {
+    /// Lists the connection as silent until it begins a request.
+    pub(crate) fn watch(&self, activity: &Arc<Activity>) {
+        let mut silent = self.gate.silent.lock().unwrap_or_else(|p| p.into_inner());
+        silent.insert(self.seq, Arc::downgrade(activity));
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.gate.silent.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
         let mut per_ip = self.gate.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(held) = per_ip.get_mut(&self.ip) {
             *held -= 1;
@@ -129,7 +219,7 @@ impl Drop for Slot {
             }
         }
         drop(per_ip);
-        self.gate.open.fetch_sub(1, Ordering::AcqRel);
+        self.gate.count(-1);
         self.gate.freed.notify_waiters();
     }
 }
@@ -142,6 +232,8 @@ pub(crate) struct Activity {
     in_flight: AtomicUsize,
     served: AtomicBool,
     quiet_since_ms: AtomicU64,
+    /// Told when the node closes it to take a new client.
+    evict: Notify,
 }
 
 impl Activity {
@@ -151,6 +243,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             quiet_since_ms: AtomicU64::new(0),
+            evict: Notify::new(),
         })
     }
 
@@ -163,15 +256,14 @@ impl Activity {
     }
 
     /// When the connection must be closed if nothing changes, or `None`
-    /// while a request is in flight.
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+    /// while a request is in flight, with the deadlines (first request,
+    /// idle) as they are now.
+    fn deadline(&self, (first, idle): (Duration, Duration)) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
         let quiet = self.base + Duration::from_millis(self.quiet_since_ms.load(Ordering::Acquire));
-        let allowed =
-            if self.served.load(Ordering::Acquire) { limits.idle_timeout } else { limits.first_request_timeout };
-        Some(quiet + allowed)
+        Some(quiet + if self.served.load(Ordering::Acquire) { idle } else { first })
     }
 }
 
@@ -222,27 +314,33 @@ pub(crate) trait Graceful: Future {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-/// Serves `conn` until it ends. Past its deadline, or when the node drains,
-/// a connection that never began a request is dropped; one that did is shut
-/// down gracefully (HTTP/2: GOAWAY) and dropped if it has not closed within
-/// `grace`. The caller holds the connection (pinned where it lives, so its
-/// future is stored once) and drops it after.
+/// Serves `conn` until it ends. Past its deadline (which shrinks as the
+/// node fills), when the node closes it to take a new client, or when the
+/// node drains, a connection that never began a request is dropped; one
+/// that did is shut down gracefully (HTTP/2: GOAWAY) and dropped if it has
+/// not closed within `grace`. The caller holds the connection (pinned where
+/// it lives, so its future is stored once) and drops it after.
 pub(crate) async fn supervise<C: Graceful>(
     mut conn: Pin<&mut C>,
     activity: &Activity,
-    limits: &ConnectionLimits,
+    gate: &Gate,
     mut drain: watch::Receiver<bool>,
     grace: Duration,
 ) -> Option<C::Output> {
+    let mut level = gate.level.subscribe();
     loop {
-        let wake = activity.deadline(limits).unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        let deadlines = gate.deadlines();
+        let wake = activity.deadline(deadlines).unwrap_or_else(|| Instant::now() + deadlines.1);
         tokio::select! {
             out = conn.as_mut() => return Some(out),
             _ = tokio::time::sleep_until(wake) => {
-                if activity.deadline(limits).is_some_and(|d| d <= Instant::now()) {
+                if activity.deadline(gate.deadlines()).is_some_and(|d| d <= Instant::now()) {
                     break;
                 }
             }
+            // The node filled or emptied: the deadlines moved.
+            Ok(()) = level.changed() => {}
+            () = activity.evict.notified() => break,
             _ = drain.wait_for(|d| *d) => break,
         }
     }
@@ -281,13 +379,56 @@ mod tests {
     #[tokio::test]
     async fn a_quiet_connection_gets_its_deadline() {
         let limits = ConnectionLimits::from_fd_limit(Some(256));
+        let deadlines = (limits.first_request_timeout, limits.idle_timeout);
         let activity = Activity::new();
-        assert_eq!(activity.deadline(&limits), Some(activity.base + limits.first_request_timeout));
+        assert_eq!(activity.deadline(deadlines), Some(activity.base + limits.first_request_timeout));
         let request = activity.begin();
-        assert_eq!(activity.deadline(&limits), None, "busy");
+        assert_eq!(activity.deadline(deadlines), None, "busy");
         tokio::time::sleep(Duration::from_millis(50)).await;
         drop(request);
-        let quiet = activity.deadline(&limits).unwrap() - limits.idle_timeout - activity.base;
+        let quiet = activity.deadline(deadlines).unwrap() - limits.idle_timeout - activity.base;
         assert!(quiet >= Duration::from_millis(50) && quiet < Duration::from_secs(1), "{quiet:?}");
+    }
+
+    #[tokio::test]
+    async fn deadlines_shrink_as_the_node_fills() {
+        let limits = ConnectionLimits { max_connections: 20, max_per_ip: 20, ..ConnectionLimits::from_fd_limit(None) };
+        let gate = Gate::new(limits.clone());
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let mut slots = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            slots.push(gate.admit(ip).unwrap());
+            seen.push(gate.deadlines().0.as_secs());
+        }
+        assert_eq!(&seen[..10], [10; 10], "up to half full: as configured");
+        assert_eq!(seen[19], 1, "full: a tenth (10 s → 1 s)");
+        assert!(seen.windows(2).all(|w| w[1] <= w[0]), "{seen:?}");
+        assert_eq!(gate.deadlines().1, Duration::from_secs(6), "the idle deadline too (60 s → 6 s)");
+        slots.clear();
+        assert_eq!(gate.deadlines(), (limits.first_request_timeout, limits.idle_timeout), "and back");
+    }
+
+    #[tokio::test]
+    async fn the_oldest_connection_without_a_request_is_closed_first() {
+        let gate = Gate::new(ConnectionLimits::from_fd_limit(Some(256)));
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let conns: Vec<(Slot, Arc<Activity>)> = (0..3)
+            .map(|_| {
+                let (slot, activity) = (gate.admit(ip).unwrap(), Activity::new());
+                slot.watch(&activity);
+                (slot, activity)
+            })
+            .collect();
+        let _request = conns[0].1.begin();
+        assert!(gate.has_silent());
+        assert!(gate.close_oldest_silent(), "the second: the first began a request");
+        async fn told(a: &Activity) -> bool {
+            tokio::time::timeout(Duration::from_millis(10), a.evict.notified()).await.is_ok()
+        }
+        assert!(told(&conns[1].1).await);
+        assert!(!told(&conns[2].1).await, "not the third");
+        assert!(gate.close_oldest_silent());
+        assert!(!gate.has_silent() && !gate.close_oldest_silent(), "none left");
     }
 }

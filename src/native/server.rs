@@ -166,9 +166,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let (drain, draining) = watch::channel(false);
     let mut failures = AcceptFailures::default();
+    let mut pressure = Pressure::default();
     loop {
         tokio::select! {
-            accepted = accept(&listener, &gate) => match accepted {
+            accepted = accept(&listener, &gate, &mut pressure) => match accepted {
                 Ok((stream, peer)) => {
                     failures.succeeded();
                     let Some(slot) = gate.admit(peer.ip()) else {
@@ -183,10 +184,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                         let limits = gate.limits();
                         let builders = connection_builders(&node.gateway.load().config, header_read_timeout, limits);
                         let activity = Activity::new();
+                        _slot.watch(&activity);
                         let tracked = activity.clone();
                         let service = service_fn(move |req| handle(node.clone(), peer, tracked.begin(), req));
                         let conn = std::pin::pin!(protocol::Connection::new(stream, service, builders));
-                        match supervise(conn, &activity, limits, draining, CLOSE_GRACE).await {
+                        match supervise(conn, &activity, &gate, draining, CLOSE_GRACE).await {
                             Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
                             None => tracing::debug!(%peer, "connection dropped: past its deadline or draining"),
                             Some(Ok(())) => {}
@@ -225,10 +227,61 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 /// gets before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Accepts once there is room for another connection.
-async fn accept(listener: &TcpListener, gate: &Gate) -> std::io::Result<(TcpStream, SocketAddr)> {
-    gate.room().await;
-    listener.accept().await
+/// Accepts once there is room for another connection. A full node that
+/// holds a connection which has begun no request accepts anyway and
+/// closes the oldest such connection for it (so the count goes at most one
+/// over until that one is gone); a full node without one waits for a
+/// connection to close.
+async fn accept(
+    listener: &TcpListener,
+    gate: &Gate,
+    pressure: &mut Pressure,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let max = gate.limits().max_connections;
+    loop {
+        let open = gate.open();
+        if open < max {
+            return listener.accept().await;
+        }
+        if open == max && gate.has_silent() {
+            let accepted = listener.accept().await?;
+            if gate.open() >= max && gate.close_oldest_silent() {
+                pressure.closed_one(gate);
+            }
+            return Ok(accepted);
+        }
+        // Full of connections that began requests (wait for one to close),
+        // or one over while a closed one goes.
+        gate.below(open.max(max)).await;
+    }
+}
+
+/// Connections closed to take new clients: the log says so at most once a
+/// second, with how many and the deadlines in force.
+#[derive(Default)]
+struct Pressure {
+    closed: u64,
+    reported_at: Option<tokio::time::Instant>,
+}
+
+impl Pressure {
+    fn closed_one(&mut self, gate: &Gate) {
+        self.closed += 1;
+        let now = tokio::time::Instant::now();
+        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            let (first_request, idle) = gate.deadlines();
+            tracing::warn!(
+                open = gate.open(),
+                max_connections = gate.limits().max_connections,
+                closed = self.closed,
+                ?first_request,
+                ?idle,
+                "connection pressure: closed connections that sent no request, to take new clients"
+            );
+            self.closed = 0;
+            self.reported_at = Some(now);
+        }
+    }
 }
 
 /// Accept errors (out of file descriptors, above all) back off, doubling
