@@ -360,6 +360,9 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::balancing(home, addr, home == "node").await;
     scenarios::retries(home, addr, &b.origin, home == "node").await;
     scenarios::circuit_breaker(home, addr).await;
+    scenarios::circuit_breaker_over_a_pool(home, addr).await;
+    scenarios::hot_key(home, addr).await;
+    scenarios::single_target_is_not_retried(home, addr, &b.raw).await;
     scenarios::canary_split(home, addr).await;
 }
 
@@ -394,6 +397,7 @@ async fn test_host(flavour: &str) {
     let misreporting = homes::edge(flavour, &b, &["--kv-backend", "redis"]);
     scenarios::misreporting_store(&home, misreporting.addr).await;
     scenarios::concurrent_limit(&home, misreporting.addr).await;
+    scenarios::hot_key(&home, misreporting.addr).await;
     // Who compiled the config (`config_us` in the access log): under WASI
     // 0.2 no request of the pre-initialised component and every request of
     // the other; under WASI 0.3 an instance's first request only.

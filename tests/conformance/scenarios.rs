@@ -406,3 +406,57 @@ pub async fn canary_split(home: &str, addr: SocketAddr) {
     }
     assert!((20..=40).contains(&canaries), "[{home}] {canaries} of 100 callers on the canary");
 }
+
+/// Spin keeps a pool of WASI 0.3 instances once a burst made it grow, and
+/// spreads later requests over them: a breaker's threshold must hold over
+/// the pool (`consecutive_failures = 3` opens at the third failure in a
+/// row), as it does on the node and under WASI 0.2. The pool is grown first
+/// with 50 requests at once, each held 200 ms by the origin.
+pub async fn circuit_breaker_over_a_pool(home: &str, addr: SocketAddr) {
+    let burst = futures::future::join_all((0..50).map(|_| send(addr, super::support::get("/slow/200")))).await;
+    assert!(burst.iter().all(|r| r.status == 200), "[{home}] {:?}", burst.iter().map(|r| r.status).collect::<Vec<_>>());
+    let get = || send(addr, super::support::get("/rs/pool-breaker"));
+    for i in 0..3 {
+        let reply = get().await;
+        assert_eq!(reply.status, 502, "[{home}] failure {i}: {:?}", reply.try_json());
+    }
+    let open = get().await;
+    assert_eq!(open.status, 503, "[{home}] the fourth request: {:?}", open.try_json());
+    assert_eq!(open.json()["type"], "urn:portcullis:problem:circuit-open", "[{home}]");
+}
+
+/// Concurrent requests on one rate-limit key far below its limit (a global
+/// limit's shape) are never refused: on Spin's stores they race on the
+/// key's compare-and-swap, and a request that loses races is tried again
+/// until it is decided, not answered 429 (nor, within the deadline, 503).
+pub async fn hot_key(home: &str, addr: SocketAddr) {
+    for (clients, each) in [(16, 8), (64, 4)] {
+        let key = format!("hot-{clients}");
+        let statuses: Vec<u16> = futures::future::join_all((0..clients).map(|_| {
+            let key = key.clone();
+            async move {
+                let mut statuses = Vec::new();
+                for _ in 0..each {
+                    let req = Request::get("/hot").header("host", "gw.test").header("x-hot", &key);
+                    statuses.push(send(addr, req.body(Bytes::new()).expect("request")).await.status);
+                }
+                statuses
+            }
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+        let refused = statuses.iter().filter(|s| **s != 200).count();
+        assert_eq!(refused, 0, "[{home}] {clients} clients: {refused} of {} refused: {statuses:?}", statuses.len());
+    }
+}
+
+/// Without a `[retry]` table, a request that a single-target service's
+/// origin failed (here with broken framing) is not sent to it again.
+pub async fn single_target_is_not_retried(home: &str, addr: SocketAddr, raw: &super::support::origin::RawOrigin) {
+    let before = raw.hits("/te-and-cl");
+    let reply = send(addr, super::support::get("/rs/single-raw/te-and-cl")).await;
+    assert_eq!(reply.status, 502, "[{home}] {:?}", reply.try_json());
+    assert_eq!(raw.hits("/te-and-cl") - before, 1, "[{home}] the origin was tried once");
+}

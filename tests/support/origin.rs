@@ -199,28 +199,39 @@ impl hyper::body::Body for Chunks {
 ///   the same with a length that matches;
 /// - `/huge-head/{kib}`: a 200 whose head has `kib` KiB of headers.
 ///
-/// Each connection serves one request and closes.
+/// Each connection serves one request and closes. It counts the requests
+/// it was sent, by path.
 pub struct RawOrigin {
     pub addr: SocketAddr,
+    hits: Arc<Mutex<Vec<String>>>,
 }
 
 impl RawOrigin {
     pub async fn start() -> std::io::Result<RawOrigin> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let seen = hits.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
+                let seen = seen.clone();
                 tokio::spawn(async move {
                     use tokio::io::AsyncWriteExt;
                     let Some(head) = read_head(&mut stream).await else { return };
                     let line = String::from_utf8_lossy(&head);
                     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    seen.lock().unwrap_or_else(|p| p.into_inner()).push(path.clone());
                     let _ = stream.write_all(&canned(&path)).await;
                     let _ = stream.shutdown().await;
                 });
             }
         });
-        Ok(RawOrigin { addr })
+        Ok(RawOrigin { addr, hits })
+    }
+
+    /// Requests received for `path`.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|p| *p == path).count()
     }
 
     pub fn port(&self) -> u16 {
