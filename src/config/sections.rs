@@ -5,7 +5,7 @@
 //! (and its own errors reported); references to entries that did not parse
 //! are not reported again.
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
@@ -42,11 +42,12 @@ impl Compiler<'_> {
                     }
                 }
                 "sweep" => raw.sweep = self.entry(value, "sweep"),
-                other => self.error(
-                    key.span(),
-                    other,
-                    format!("unknown field `{other}`, expected one of `gateway`, `services`, `routes`, `auth`, `limits`, `sweep`"),
-                ),
+                "admin" => raw.admin = self.entry(value, "admin"),
+                other => {
+                    let expected: Vec<String> = section_names().iter().map(|n| format!("`{n}`")).collect();
+                    let message = format!("unknown field `{other}`, expected one of {}", expected.join(", "));
+                    self.error(key.span(), other, message);
+                }
             }
         }
         raw
@@ -120,5 +121,56 @@ impl Compiler<'_> {
             }
         }
         raw.auth = auth;
+    }
+}
+
+/// The top-level sections a file may have: [`RawConfig`]'s fields, as its
+/// derived `Deserialize` names them (so the list cannot fall behind it).
+pub(super) fn section_names() -> &'static [&'static str] {
+    let mut names = Names(&[]);
+    let _ = <RawConfig as serde::Deserialize>::deserialize(&mut names);
+    names.0
+}
+
+/// A deserializer that only notes the fields a struct asks for.
+struct Names(&'static [&'static str]);
+
+#[derive(Debug)]
+struct Noted;
+
+impl std::fmt::Display for Noted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fields noted")
+    }
+}
+
+impl std::error::Error for Noted {}
+
+impl de::Error for Noted {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Noted
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut Names {
+    type Error = Noted;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Noted> {
+        Err(Noted)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Noted> {
+        self.0 = fields;
+        Err(Noted)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
     }
 }

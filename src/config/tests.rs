@@ -748,3 +748,23 @@ canary = { service = "hashed", share = "5%" }
         ],
     );
 }
+
+/// The recovery parser (a file with several mistakes) knows every section
+/// `RawConfig` has: none is reported as an unknown field next to the real
+/// mistake, and the list it offers for a section it does not know is whole.
+#[test]
+fn every_section_is_known_to_the_recovery_parser() {
+    let names = sections::section_names();
+    assert!(names.contains(&"admin") && names.contains(&"gateway") && names.len() >= 7, "{names:?}");
+    for name in names {
+        let text = format!("bogus = 1\n{SVC}[{name}]\n");
+        let list = errors(&text);
+        assert!(!list.iter().any(|e| e.message.contains(&format!("unknown field `{name}`"))), "[{name}]: {list:?}");
+        let bogus = list.iter().find(|e| e.key == "bogus").unwrap_or_else(|| panic!("[{name}]: {list:?}"));
+        assert!(bogus.message.contains(&format!("`{name}`")), "the expected sections name `{name}`: {}", bogus.message);
+    }
+    // The case the issue found: an [admin] section next to another mistake.
+    let list = errors(&format!("{SVC}[admin]\ntoken_sha256 = []\n[gateway]\nmax_header_count = \"many\"\n"));
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].key, "gateway.max_header_count");
+}
