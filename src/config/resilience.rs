@@ -41,6 +41,9 @@ pub(crate) struct Retry {
     pub(crate) explicit: bool,
 }
 
+/// The most tries one request may make (`retry.attempts`).
+pub(crate) const MAX_ATTEMPTS: u32 = 10;
+
 impl Retry {
     /// Tries in all for a service of `targets` targets: without the table,
     /// at most one per target.
@@ -166,8 +169,12 @@ impl Compiler<'_> {
         let k = |field: &str| format!("{key}.retry.{field}");
         if let Some(a) = &raw.attempts {
             match *a.get_ref() {
-                1..=10 => retry.attempts = *a.get_ref(),
-                n => self.error(a.span(), k("attempts"), format!("{n}: tries in all, from 1 (no retries) to 10")),
+                n @ 1..=MAX_ATTEMPTS => retry.attempts = n,
+                n => self.error(
+                    a.span(),
+                    k("attempts"),
+                    format!("{n}: tries in all, from 1 (no retries) to {MAX_ATTEMPTS}"),
+                ),
             }
         }
         if let Some(list) = &raw.on_status {

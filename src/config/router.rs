@@ -101,12 +101,6 @@ pub(crate) struct RouteMatch {
     pub(crate) params: Vec<(String, String)>,
 }
 
-impl RouteMatch {
-    pub(crate) fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
 /// All routes, compiled for lookup.
 #[derive(Default)]
 pub(crate) struct Router {
@@ -323,13 +317,13 @@ mod tests {
         )
         .unwrap();
         let m = r.find("h", "/users/42", &Method::POST).unwrap();
-        assert_eq!((m.route, m.param("id")), (1, Some("42")));
+        assert_eq!((m.route, m.params), (1, vec![("id".to_string(), "42".to_string())]));
         assert_eq!(r.find("h", "/users/42", &Method::HEAD).unwrap().route, 0);
         assert_eq!(
             r.find("h", "/users/42", &Method::DELETE).unwrap_err(),
             RouteError::MethodNotAllowed { allow: HeaderValue::from_static("GET, HEAD, POST") }
         );
-        assert_eq!(r.find("h", "/files/a/b", &Method::PUT).unwrap().param("rest"), Some("a/b"));
+        assert_eq!(r.find("h", "/files/a/b", &Method::PUT).unwrap().params, [("rest".to_string(), "a/b".to_string())]);
         assert_eq!(r.find("h", "/nope", &Method::GET).unwrap_err(), RouteError::NotFound);
     }
 

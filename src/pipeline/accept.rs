@@ -4,11 +4,13 @@
 //! route's limit (413, before any other work). Streamed bodies are cut off
 //! by the adapters.
 
-use http::StatusCode;
 use http::header::{self, HeaderMap};
+use http::{Request, StatusCode};
 use thiserror::Error;
 
+use super::{Ctx, Flow, Gateway};
 use crate::config::GatewaySettings;
+use crate::ports::{Body, Ports};
 use crate::shared::path::{PathError, normalize_path};
 use crate::shared::problem::{Answer, Problem, Source};
 
@@ -50,8 +52,35 @@ impl Answer for AcceptError {
     }
 }
 
+/// The accept phase before routing: one well-formed authority, a head
+/// within the configured size and count, and a path that can be trusted
+/// (normalised into `ctx.path`).
+pub(crate) async fn head_phase<P: Ports>(
+    gateway: &Gateway,
+    _ports: &P,
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, AcceptError> {
+    host(req)?;
+    ctx.path = head(&gateway.config.gateway, req.headers(), req.uri().path())?;
+    Ok(Flow::Continue)
+}
+
+/// The accept phase after routing: a declared body within the route's limit.
+pub(crate) async fn body_phase<P: Ports>(
+    gateway: &Gateway,
+    _ports: &P,
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, AcceptError> {
+    if let Some(route) = gateway.route(ctx) {
+        body_size(req.headers(), route.max_body_size)?;
+    }
+    Ok(Flow::Continue)
+}
+
 /// Before routing: the head's size and count, and the normalised path.
-pub(crate) fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Result<String, AcceptError> {
+fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Result<String, AcceptError> {
     let count = headers.len();
     if count > g.max_header_count as usize {
         return Err(AcceptError::TooManyHeaders { count, limit: g.max_header_count });
@@ -71,7 +100,7 @@ pub(crate) fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Resu
 /// on a request whose target has no authority); an HTTP/2 `:authority`
 /// that differs from `Host`. (Spin itself refuses some of these before the
 /// edge sees them.)
-pub(crate) fn host<B>(req: &http::Request<B>) -> Result<(), AcceptError> {
+fn host<B>(req: &Request<B>) -> Result<(), AcceptError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
@@ -130,7 +159,7 @@ fn is_host_and_port(value: &[u8]) -> bool {
 }
 
 /// After routing: a declared `Content-Length` within the route's limit.
-pub(crate) fn body_size(headers: &HeaderMap, limit: u64) -> Result<(), AcceptError> {
+fn body_size(headers: &HeaderMap, limit: u64) -> Result<(), AcceptError> {
     let Some(value) = headers.get(header::CONTENT_LENGTH) else {
         return Ok(());
     };

@@ -10,16 +10,18 @@
 //! rollback window; a rollback or a promotion is written to the store
 //! (`kv-schema/canaries.md`) and every instance follows within `sync`.
 
+use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Request};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Ctx, Gateway, caller, log};
+use super::{Ctx, Flow, Gateway, Outcome, caller, log, upstream};
 use crate::config::canary::Canary;
 use crate::config::{Config, Route};
-use crate::ports::{Clock, KvStore, Lifetime, Ports, store_key};
+use crate::ports::{Body, Clock, KvStore, Lifetime, Ports, store_key};
 use crate::shared::window::Window;
 
 const SLOTS: usize = 60;
@@ -156,20 +158,20 @@ impl CanaryState {
             return;
         }
         let record = ports.kv().get(&self.key).await.ok().flatten();
-        let parsed = record.as_deref().and_then(|v| parse(v, &canary.fingerprint));
+        let parsed = record.as_deref().and_then(|v| Record::parse(v, &canary.fingerprint));
         self.lock(|s| {
             s.synced = Some(mono);
             // The record rules: a reset (no record) clears a rollback here
             // too, and the outcomes that led to it.
-            let rolled_back = parsed.is_some_and(|(r, _, _)| r);
+            let rolled_back = parsed.as_ref().is_some_and(|r| r.rolled_back);
             if s.rolled_back && !rolled_back {
                 s.windows = Default::default();
             }
             s.rolled_back = rolled_back;
             match parsed {
-                Some((_, step, since)) if step != s.step || s.since.is_none() => {
-                    s.step = step.min(canary.steps.len().saturating_sub(1));
-                    s.since = Some(since);
+                Some(r) if r.step != s.step || s.since.is_none() => {
+                    s.step = r.step.min(canary.steps.len().saturating_sub(1));
+                    s.since = Some(Duration::from_micros(r.since_us));
                 }
                 // Promoted before, and the record is gone: reset.
                 None if s.step > 0 => {
@@ -183,45 +185,76 @@ impl CanaryState {
     }
 
     async fn write<P: Ports>(&self, canary: &Canary, ports: &P) {
-        let (rolled_back, step, since) = self.lock(|s| (s.rolled_back, s.step, s.since.unwrap_or_default()));
-        let value = format!("{} {} {step} {}", canary.fingerprint, u8::from(rolled_back), log::micros(since));
+        let record = self.lock(|s| Record {
+            fingerprint: canary.fingerprint.clone(),
+            rolled_back: s.rolled_back,
+            step: s.step,
+            since_us: log::micros(s.since.unwrap_or_default()),
+        });
+        let Ok(value) = serde_json::to_vec(&record) else { return };
         // A week: a rollback outlives any soak; a reload or a reset clears it sooner.
-        let _ = ports.kv().set(&self.key, value.as_bytes(), Some(Duration::from_secs(7 * 86_400))).await;
+        let _ = ports.kv().set(&self.key, &value, Some(Duration::from_secs(7 * 86_400))).await;
     }
 }
 
-/// The record: `fingerprint rolled_back step since_µs`; one written for
-/// other settings reads as absent.
-fn parse(value: &[u8], fingerprint: &str) -> Option<(bool, usize, Duration)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let mut parts = text.split(' ');
-    if parts.next()? != fingerprint {
-        return None;
-    }
-    let rolled_back = parts.next()? == "1";
-    let step = parts.next()?.parse().ok()?;
-    let since = Duration::from_micros(parts.next()?.parse().ok()?);
-    Some((rolled_back, step, since))
+/// The shared record (`kv-schema/canaries.md`).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    /// The canary's settings it was written for.
+    fingerprint: String,
+    rolled_back: bool,
+    /// The promotion step (0 without `promote`).
+    step: usize,
+    /// When that step began (µs since the epoch).
+    since_us: u64,
 }
 
-/// The service for this request: the route's, or its canary's.
+impl Record {
+    /// The record, if it was written for these settings (one of an earlier
+    /// rollout reads as absent).
+    fn parse(value: &[u8], fingerprint: &str) -> Option<Self> {
+        serde_json::from_slice::<Self>(value).ok().filter(|r| r.fingerprint == fingerprint)
+    }
+}
+
+/// The canary phase: the service for this request (`ctx.service`), the
+/// route's or, for a route with a canary, its canary's.
 pub(crate) async fn phase<P: Ports>(
     gateway: &Gateway,
     ports: &P,
-    route_index: usize,
+    req: &mut Request<Body<P>>,
     ctx: &mut Ctx,
-    headers: &HeaderMap,
-) -> usize {
-    let route = &gateway.config.routes[route_index];
-    let (Some(canary), Some(state)) = (&route.canary, gateway.canaries[route_index].as_ref()) else {
-        return route.service;
+) -> Result<Flow<Body<P>>, Infallible> {
+    let Some((index, route)) = ctx.route.zip(gateway.route(ctx)) else {
+        return Ok(Flow::Continue);
+    };
+    ctx.service = Some(route.service);
+    let (Some(canary), Some(state)) = (&route.canary, gateway.canaries[index].as_ref()) else {
+        return Ok(Flow::Continue);
     };
     state.sync(canary, ports).await;
-    let variant = choose(&gateway.config, route, canary, state, ctx, headers);
+    let variant = choose(&gateway.config, route, canary, state, ctx, req.headers());
     ctx.variant = Some(variant);
-    match variant {
-        Variant::Stable => route.service,
-        Variant::Canary => canary.service,
+    if variant == Variant::Canary {
+        ctx.service = Some(canary.service);
+    }
+    Ok(Flow::Continue)
+}
+
+/// The canary's response phase: how the request went counts for its
+/// variant (which may roll the canary back or promote it), and the answer
+/// names the variant where the route asks.
+pub(crate) async fn response_phase<P: Ports>(
+    gateway: &Gateway,
+    ports: &P,
+    outcome: &mut Outcome<Body<P>>,
+    ctx: &mut Ctx,
+) {
+    let Some(index) = ctx.route else { return };
+    record(gateway, ports, index, ctx, upstream::answered_well(outcome, ctx)).await;
+    if let (Ok(resp), Some((name, value))) = (outcome, variant_header(&gateway.config.routes[index], ctx)) {
+        resp.headers_mut().insert(name, value);
     }
 }
 
@@ -258,7 +291,7 @@ fn choose(
 
 /// Counts how the request went for its variant, then rolls back or
 /// promotes the canary if its window says so. `ok`: an answer below 500.
-pub(crate) async fn record<P: Ports>(gateway: &Gateway, ports: &P, route_index: usize, ctx: &Ctx, ok: bool) {
+async fn record<P: Ports>(gateway: &Gateway, ports: &P, route_index: usize, ctx: &Ctx, ok: bool) {
     let route = &gateway.config.routes[route_index];
     let (Some(canary), Some(state), Some(variant)) =
         (&route.canary, gateway.canaries[route_index].as_ref(), ctx.variant)
@@ -328,7 +361,7 @@ pub(crate) async fn record<P: Ports>(gateway: &Gateway, ports: &P, route_index: 
 }
 
 /// The response header naming the variant, where the route asks for one.
-pub(crate) fn variant_header(route: &Route, ctx: &Ctx) -> Option<(http::HeaderName, HeaderValue)> {
+fn variant_header(route: &Route, ctx: &Ctx) -> Option<(http::HeaderName, HeaderValue)> {
     let name = route.canary.as_ref()?.variant_header.clone()?;
     Some((name, HeaderValue::from_static(ctx.variant?.name())))
 }
@@ -528,13 +561,15 @@ min_requests = 20
             hex, "ad1a64057f9ab34fecfe3f4ee78660bb0316dbda9370581ffbeb1e8bddf3d598",
             "SHA-256 of the route name"
         );
-        let example = block("text value");
-        let fingerprint = example.split(' ').next().unwrap();
-        assert_eq!(
-            parse(example.as_bytes(), fingerprint),
-            Some((true, 0, Duration::from_micros(1_767_225_600_123_456)))
-        );
-        assert_eq!(parse(example.as_bytes(), "another"), None, "another rollout's record is ignored");
+        let example = block("json value");
+        let want = Record {
+            fingerprint: "3f9a0c1d2e4b5a69".into(),
+            rolled_back: true,
+            step: 0,
+            since_us: 1_767_225_600_123_456,
+        };
+        assert_eq!(Record::parse(example.as_bytes(), &want.fingerprint), Some(want));
+        assert_eq!(Record::parse(example.as_bytes(), "another"), None, "another rollout's record is ignored");
         let own = &gw.config.routes[0].canary.as_ref().unwrap().fingerprint;
         assert!(own.len() == 16 && own.bytes().all(|b| b.is_ascii_hexdigit()), "{own}");
     }

@@ -36,6 +36,13 @@ pub(crate) enum GatewayError {
     Misconfigured(String),
 }
 
+/// Phases that cannot fail pass their `Infallible` on like any error.
+impl From<std::convert::Infallible> for GatewayError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl Answer for GatewayError {
     fn problem(&self) -> Problem {
         match self {

@@ -1,8 +1,16 @@
 //! The request pipeline: the phases of ARCHITECTURE.md ("The request
 //! lifecycle"), in the order [`proxy`] runs them, over a per-request [`Ctx`].
-//! A phase passes the request on, answers it itself ([`Flow::Respond`]), or
-//! fails with its own error, which knows its answer
-//! ([`crate::shared::problem::Answer`]).
+//!
+//! Every request phase has one shape:
+//! `async fn phase<P: Ports>(&Gateway, &P, &mut Request<Body<P>>, &mut Ctx)
+//! -> Result<Flow<Body<P>>, PhaseError>`: it passes the request on
+//! ([`Flow::Continue`]), answers it itself ([`Flow::Respond`]), or fails
+//! with its own error, which knows its answer
+//! ([`crate::shared::problem::Answer`]). The upstream phase ends the list:
+//! it always answers. Then every response phase, in one fixed order
+//! ([`respond_phases`]), sees the outcome — an answer or a failure not yet
+//! turned into one — with the same arguments:
+//! `async fn response_phase<P: Ports>(&Gateway, &P, &mut Outcome<Body<P>>, &mut Ctx)`.
 
 pub(crate) mod accept;
 pub mod authn;
@@ -35,7 +43,7 @@ use canary::CanaryState;
 use error::GatewayError;
 use ids::Trace;
 use log::{AccessLog, AuthNote, Failure, LimitOutcome};
-use trace::{SpanKind, SpanRecord};
+use trace::SpanRecord;
 use upstream::ServiceState;
 
 /// What the adapter knows about the connection a request came on.
@@ -84,6 +92,8 @@ pub(crate) struct Ctx {
     /// The request's finished spans, while its trace is sampled and the
     /// home exports spans; the request span's id is `trace.span_id`.
     pub(crate) spans: Option<Vec<SpanRecord>>,
+    /// The route's parameters (`{name}` in its path), once routed.
+    pub(crate) params: Vec<(String, String)>,
     /// The route's fallback answered.
     pub(crate) fallback: bool,
     /// Which side of the route's canary served.
@@ -102,11 +112,15 @@ pub(crate) struct Exchange<B> {
     pub(crate) log: AccessLog,
 }
 
-/// What a phase that may answer the request itself decided.
+/// What a request phase decided: pass the request on, or answer it.
 pub(crate) enum Flow<B> {
     Continue,
     Respond(Response<B>),
 }
+
+/// How the request phases ended: an answer, or a failure that becomes a
+/// problem answer once the response phases have seen it.
+pub(crate) type Outcome<B> = Result<Response<B>, GatewayError>;
 
 /// A compiled config with the caches that go with it: what a request
 /// borrows. A reload builds a new one ([`Gateway::reloaded`]) and swaps it
@@ -123,6 +137,11 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
+    /// The route the request matched, once the route phase has run.
+    pub(crate) fn route(&self, ctx: &Ctx) -> Option<&crate::config::Route> {
+        self.config.routes.get(ctx.route?)
+    }
+
     pub(crate) fn new(config: Config) -> Self {
         let caches = AuthCaches::new(&config.auth);
         let upstreams = config.services.iter().map(ServiceState::new).collect();
@@ -158,58 +177,55 @@ pub(crate) async fn handle<P: Ports>(
     downstream: Downstream,
 ) -> Exchange<Body<P>> {
     let mut ctx = Ctx::new(&gateway.config.gateway, ports.clock(), &req, downstream, ports.spans());
-    let response = match proxy(gateway, ports, req, &mut ctx).await {
+    let outcome = proxy(gateway, ports, req, &mut ctx).await;
+    let outcome = respond_phases(gateway, ports, outcome, &mut ctx).await;
+    let response = match outcome {
         Ok(resp) => resp,
         Err(err) => respond::problem(&err, &mut ctx).map(Body::<P>::from),
     };
     respond::finish(&gateway.config, response, ctx, ports.clock())
 }
 
-/// The phase chart. Nothing reaches an origin before it is accepted,
-/// routed, authenticated, authorized and within its limits.
-async fn proxy<P: Ports>(
-    gateway: &Gateway,
-    ports: &P,
-    mut req: Request<Body<P>>,
-    ctx: &mut Ctx,
-) -> Result<Response<Body<P>>, GatewayError> {
-    let config = &gateway.config;
-    accept::host(&req)?;
-    ctx.path = accept::head(&config.gateway, req.headers(), req.uri().path())?;
-    if let Flow::Respond(answer) = sweep::phase(config, ports, &req, ctx).await? {
-        return Ok(answer.map(Body::<P>::from));
-    }
-    let matched = route::phase(config, ctx)?;
-    let route = &config.routes[matched.route];
-    accept::body_size(req.headers(), route.max_body_size)?;
-    authn::drop_identity_headers(&config.auth, req.headers_mut());
-    if let Some(route_auth) = &route.auth {
-        let started = ports.clock().monotonic();
-        let mut note = AuthNote::default();
-        let verdict =
-            authn::authenticate(&config.auth, route_auth, &gateway.caches, ports, ctx.client_ip, &mut req, &mut note)
-                .await
-                .and_then(|identity| authn::authorize(route_auth, &identity).map(|()| identity));
-        note.outcome = verdict.as_ref().map_or_else(authn::AuthError::reason, |_| "ok");
-        ctx.auth = Some(note);
-        ctx.auth_span(config, started, ports.clock().monotonic(), &verdict);
-        let identity = verdict?;
-        ctx.identity = Some(identity);
-    }
-    rate_limit::phase(config, route, ctx, req.headers(), ports).await?;
-    let service = canary::phase(gateway, ports, matched.route, ctx, req.headers()).await;
-    ctx.service = Some(service);
-    let req = transform::request(req, ctx, route, &matched, config);
+/// Runs a request phase; its answer, if it gives one, is the request's.
+macro_rules! run {
+    ($phase:expr) => {
+        if let Flow::Respond(answer) = $phase.await? {
+            return Ok(answer);
+        }
+    };
+}
+
+/// The request phases, in order. Nothing reaches an origin before it is
+/// accepted, routed, authenticated, authorized and within its limits.
+async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>, ctx: &mut Ctx) -> Outcome<Body<P>> {
+    let r = &mut req;
+    run!(accept::head_phase(gateway, ports, r, ctx));
+    run!(sweep::phase(gateway, ports, r, ctx));
+    run!(route::phase(gateway, ports, r, ctx));
+    run!(accept::body_phase(gateway, ports, r, ctx));
+    run!(authn::phase(gateway, ports, r, ctx));
+    run!(rate_limit::phase(gateway, ports, r, ctx));
+    run!(canary::phase(gateway, ports, r, ctx));
+    run!(transform::request_phase(gateway, ports, r, ctx));
     // Boxed: the upstream phase is most of a request's state; unboxed, each
     // enclosing future (and the slot a connection keeps for one) would
     // carry and copy all of it.
-    let result = Box::pin(upstream::phase(gateway, ports, route, service, req, ctx)).await;
-    canary::record(gateway, ports, matched.route, ctx, upstream::answered_well(&result, ctx)).await;
-    let mut resp = transform::response(result?, route);
-    if let Some((name, value)) = canary::variant_header(route, ctx) {
-        resp.headers_mut().insert(name, value);
-    }
-    Ok(resp)
+    Box::pin(upstream::phase(gateway, ports, req, ctx)).await
+}
+
+/// The response phases, in order: each sees the outcome, whatever made it
+/// (the origin, a fallback, an early answer, or a failure still to become
+/// a problem answer).
+async fn respond_phases<P: Ports>(
+    gateway: &Gateway,
+    ports: &P,
+    mut outcome: Outcome<Body<P>>,
+    ctx: &mut Ctx,
+) -> Outcome<Body<P>> {
+    let o = &mut outcome;
+    transform::response_phase(gateway, ports, o, ctx).await;
+    canary::response_phase(gateway, ports, o, ctx).await;
+    outcome
 }
 
 impl Ctx {
@@ -251,6 +267,7 @@ impl Ctx {
             host_header,
             path: req.uri().path().to_string(),
             route: None,
+            params: Vec::new(),
             upstream: None,
             upstream_latency: None,
             attempts: 0,
@@ -266,34 +283,6 @@ impl Ctx {
             received_at,
             entropy,
         }
-    }
-}
-
-impl Ctx {
-    /// The authentication span, with the key-set fetch under it.
-    fn auth_span(
-        &mut self,
-        config: &Config,
-        start: Duration,
-        end: Duration,
-        verdict: &Result<Arc<Identity>, authn::AuthError>,
-    ) {
-        let (Some(spans), Some(note)) = (&mut self.spans, &self.auth) else { return };
-        let provider = note.provider.map_or("", |i| &*config.auth.providers[i].name);
-        let span = SpanRecord::new("portcullis.authn", SpanKind::Internal, &self.trace.span_id, start, end)
-            .attr("portcullis.auth.provider", provider)
-            .attr("portcullis.auth.outcome", note.outcome)
-            .failed(verdict.as_ref().err().map(ToString::to_string));
-        if let Some(fetch) = note.fetch {
-            let outcome = if fetch.ok { "ok" } else { "failed" };
-            spans.push(
-                SpanRecord::new("portcullis.jwks_fetch", SpanKind::Client, &span.span_id, fetch.started, fetch.ended)
-                    .attr("portcullis.auth.provider", provider)
-                    .attr("portcullis.jwks.outcome", outcome)
-                    .failed((!fetch.ok).then(|| "the key set could not be fetched".to_string())),
-            );
-        }
-        spans.push(span);
     }
 }
 

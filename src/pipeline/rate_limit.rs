@@ -9,16 +9,16 @@
 
 use std::fmt::Write as _;
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::log::{Failure, LimitOutcome};
 use super::trace::{SpanKind, SpanRecord};
-use super::{Ctx, caller};
+use super::{Ctx, Flow, Gateway, caller};
 use crate::config::rate_limits::RateLimit;
 use crate::config::{Config, Route};
-use crate::ports::{Clock, GcraStep, KvStore, Ports, store_key};
+use crate::ports::{Body, Clock, GcraStep, KvStore, Ports, store_key};
 use crate::shared::gcra::Decision;
 use crate::shared::problem::{Answer, Problem, Source};
 
@@ -85,15 +85,15 @@ fn key_for(config: &Config, limit: &RateLimit, ctx: &Ctx, headers: &http::Header
 /// The rate-limit phase: the route's policies that apply to this caller,
 /// checked in one store step; their state goes on every answer.
 pub(crate) async fn phase<P: Ports>(
-    config: &Config,
-    route: &Route,
-    ctx: &mut Ctx,
-    headers: &http::HeaderMap,
+    gateway: &Gateway,
     ports: &P,
-) -> Result<(), LimitError> {
-    if route.rate_limits.is_empty() {
-        return Ok(());
-    }
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, LimitError> {
+    let (config, headers) = (&gateway.config, req.headers());
+    let Some(route) = gateway.route(ctx).filter(|r| !r.rate_limits.is_empty()) else {
+        return Ok(Flow::Continue);
+    };
     let started = ports.clock().monotonic();
     let mut outcomes = Vec::new();
     let result = check(config, route, ctx, headers, ports, &mut outcomes).await;
@@ -116,7 +116,7 @@ pub(crate) async fn phase<P: Ports>(
     if let Some(detail) = applied.store_error {
         ctx.failure = Some(Failure { problem: None, source: Source::Store, detail });
     }
-    Ok(())
+    Ok(Flow::Continue)
 }
 
 async fn check<P: Ports>(

@@ -13,10 +13,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::{Ctx, Flow};
-use crate::config::Config;
+use super::{Ctx, Flow, Gateway};
 use crate::config::sweep::Sweep;
-use crate::ports::{KvError, KvStore, Ports};
+use crate::ports::{Body, KvError, KvStore, Ports};
 use crate::shared::problem::{Answer, Problem, Source};
 
 #[derive(Debug, Error)]
@@ -51,14 +50,14 @@ impl Answer for SweepError {
 }
 
 /// The sweep phase: answers the configured sweep path itself.
-pub(crate) async fn phase<P: Ports, B>(
-    config: &Config,
+pub(crate) async fn phase<P: Ports>(
+    gateway: &Gateway,
     ports: &P,
-    req: &Request<B>,
-    ctx: &Ctx,
-) -> Result<Flow<Bytes>, SweepError> {
-    match config.sweep.as_ref().filter(|s| s.path == ctx.path) {
-        Some(sweep) => Ok(Flow::Respond(run(sweep, ports, req).await?)),
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, SweepError> {
+    match gateway.config.sweep.as_ref().filter(|s| s.path == ctx.path) {
+        Some(sweep) => Ok(Flow::Respond(run(sweep, ports, req).await?.map(Body::<P>::from))),
         None => Ok(Flow::Continue),
     }
 }

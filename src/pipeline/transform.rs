@@ -3,16 +3,18 @@
 //! headers say who the client was, believing inbound ones only from trusted
 //! proxies; the route's header edits come last, so config has the last word.
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use ipnet::IpNet;
 
-use super::Ctx;
-use crate::config::router::RouteMatch;
+use super::{Ctx, Flow, Gateway, Outcome};
 use crate::config::{Config, PathRewrite, Route, Target};
+use crate::ports::{Body, Ports};
 use crate::shared::headers::is_hop_by_hop;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -122,16 +124,37 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
     text.rsplit_once(':').and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
 }
 
+/// The transform phase (request): the client's request becomes the
+/// origin's, for any of the service's targets.
+pub(crate) async fn request_phase<P: Ports>(
+    gateway: &Gateway,
+    _ports: &P,
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, Infallible> {
+    if let Some(route) = gateway.route(ctx) {
+        let client = std::mem::replace(req, Request::new(Body::<P>::from(Bytes::new())));
+        *req = request(client, ctx, route, &gateway.config);
+    }
+    Ok(Flow::Continue)
+}
+
+/// The transform phase (response): the origin's answer shaped for the client.
+pub(crate) async fn response_phase<P: Ports>(
+    gateway: &Gateway,
+    _ports: &P,
+    outcome: &mut Outcome<Body<P>>,
+    ctx: &mut Ctx,
+) {
+    if let (Ok(resp), Some(route)) = (outcome, gateway.route(ctx)) {
+        response(resp, route);
+    }
+}
+
 /// Builds the origin's request from the client's, for any of the service's
 /// targets: the URI is the upstream path and query; [`aim`] completes it
 /// for one target.
-pub(crate) fn request<B>(
-    mut req: Request<B>,
-    ctx: &Ctx,
-    route: &Route,
-    matched: &RouteMatch,
-    config: &Config,
-) -> Request<B> {
+fn request<B>(mut req: Request<B>, ctx: &Ctx, route: &Route, config: &Config) -> Request<B> {
     let proxies = &config.gateway.trusted_proxies;
     let path = match &route.rewrite {
         PathRewrite::Keep => ctx.path.clone(),
@@ -139,7 +162,9 @@ pub(crate) fn request<B>(
             let rest = ctx.path.strip_prefix(prefix.as_str()).unwrap_or(&ctx.path);
             if rest.is_empty() { "/".to_string() } else { rest.to_string() }
         }
-        PathRewrite::Template(t) => t.render(|name| matched.param(name)),
+        PathRewrite::Template(t) => {
+            t.render(|name| ctx.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()))
+        }
     };
     let mut path_and_query = path;
     if let Some(q) = req.uri().query() {
@@ -245,13 +270,12 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 /// `Transfer-Encoding` is dropped (RFC 9112 §6.3: the body was decoded by its
 /// chunks, so that length is not the body's), and the body goes on framed by
 /// the client's hop.
-pub(crate) fn response<B>(mut resp: Response<B>, route: &Route) -> Response<B> {
+fn response<B>(resp: &mut Response<B>, route: &Route) {
     if resp.headers().contains_key(header::TRANSFER_ENCODING) {
         resp.headers_mut().remove(header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(resp.headers_mut());
     route.response_headers.apply(resp.headers_mut());
-    resp
 }
 
 #[cfg(test)]

@@ -24,9 +24,11 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::trace::{SpanKind, SpanRecord};
+use super::{Ctx, Flow, Gateway};
 pub(crate) use crate::config::auth::Challenge;
 use crate::config::auth::{AuthConfig, ConsumerField, ProviderKind, RouteAuth};
-use crate::ports::Ports;
+use crate::ports::{Body, Clock, Ports};
 use crate::shared::cache::ExpiringMap;
 pub(crate) use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
@@ -121,9 +123,57 @@ impl AuthError {
     }
 }
 
+/// The authentication phase, with authorization: identity headers from the
+/// client are dropped on every route; on a route with `auth`, the first
+/// provider whose credential is present decides who is calling, then the
+/// route's scopes, claims and groups decide whether they may. What was
+/// decided goes to the access log (and a span).
+pub(crate) async fn phase<P: Ports>(
+    gateway: &Gateway,
+    ports: &P,
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, AuthError> {
+    let auth = &gateway.config.auth;
+    drop_identity_headers(auth, req.headers_mut());
+    let Some(route_auth) = gateway.route(ctx).and_then(|r| r.auth.as_ref()) else {
+        return Ok(Flow::Continue);
+    };
+    let started = ports.clock().monotonic();
+    let mut note = AuthNote::default();
+    let verdict = authenticate(auth, route_auth, &gateway.caches, ports, ctx.client_ip, req, &mut note)
+        .await
+        .and_then(|identity| authorize(route_auth, &identity).map(|()| identity));
+    note.outcome = verdict.as_ref().map_or_else(AuthError::reason, |_| "ok");
+    ctx.auth = Some(note);
+    span(ctx, auth, started, ports.clock().monotonic(), &verdict);
+    ctx.identity = Some(verdict?);
+    Ok(Flow::Continue)
+}
+
+/// The authentication span, with the key-set fetch under it.
+fn span(ctx: &mut Ctx, auth: &AuthConfig, start: Duration, end: Duration, verdict: &Result<Arc<Identity>, AuthError>) {
+    let (Some(spans), Some(note)) = (&mut ctx.spans, &ctx.auth) else { return };
+    let provider = note.provider.map_or("", |i| &*auth.providers[i].name);
+    let span = SpanRecord::new("portcullis.authn", SpanKind::Internal, &ctx.trace.span_id, start, end)
+        .attr("portcullis.auth.provider", provider)
+        .attr("portcullis.auth.outcome", note.outcome)
+        .failed(verdict.as_ref().err().map(ToString::to_string));
+    if let Some(fetch) = note.fetch {
+        let outcome = if fetch.ok { "ok" } else { "failed" };
+        spans.push(
+            SpanRecord::new("portcullis.jwks_fetch", SpanKind::Client, &span.span_id, fetch.started, fetch.ended)
+                .attr("portcullis.auth.provider", provider)
+                .attr("portcullis.jwks.outcome", outcome)
+                .failed((!fetch.ok).then(|| "the key set could not be fetched".to_string())),
+        );
+    }
+    spans.push(span);
+}
+
 /// Removes every header a provider forwards identity in: only the gateway
 /// sets them, on every route, public ones included.
-pub(crate) fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) {
+fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) {
     for name in &auth.identity_headers {
         headers.remove(name);
     }

@@ -19,17 +19,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body::{Body as _, SizeHint};
+use http_body::SizeHint;
 use thiserror::Error;
 
 use super::error::GatewayError;
 use super::log::Failure;
 use super::trace::{SpanKind, SpanRecord};
-use super::{Ctx, Gateway, caller};
+use super::{Ctx, Gateway, Outcome, caller};
 use crate::config::balance::Balance;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::config::resilience::Probe;
-use crate::config::resilience::is_idempotent;
+use crate::config::resilience::{MAX_ATTEMPTS, Retry, is_idempotent};
+use crate::config::router::RouteError;
 use crate::config::{Route, Service};
 use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
 use crate::shared::problem::{Answer, Problem, Source};
@@ -119,22 +120,19 @@ impl Drop for Active<'_> {
     }
 }
 
-/// The request body for each try: kept whole when it may be sent again.
-enum Replay<B> {
-    Kept(Bytes),
-    Once(Option<B>),
-}
-
-/// The origin's answer to a request from `transform::request`, or the
-/// route's fallback when no target could be reached.
+/// The upstream phase, last of the request phases: the origin's answer to
+/// the request from the transform phase, or the route's fallback when no
+/// target could be reached.
 pub(crate) async fn phase<P: Ports>(
     gateway: &Gateway,
     ports: &P,
-    route: &Route,
-    service: usize,
     req: Request<Body<P>>,
     ctx: &mut Ctx,
-) -> Result<Response<Body<P>>, GatewayError> {
+) -> Outcome<Body<P>> {
+    let Some(route) = gateway.route(ctx) else {
+        return Err(RouteError::NotFound.into());
+    };
+    let service = ctx.service.unwrap_or(route.service);
     match exchange(gateway, ports, route, service, req, ctx).await {
         Err(err) if unreachable(&err) => match &route.fallback {
             Some(fallback) => {
@@ -210,7 +208,8 @@ async fn exchange<P: Ports>(
     result
 }
 
-/// Tries until one answers, or no other is worth making.
+/// Tries until one answers, or no other is worth making: the mechanism.
+/// What makes a failure worth another try is [`retry_wait`]'s.
 async fn tries<P: Ports>(
     gateway: &Gateway,
     ports: &P,
@@ -219,12 +218,9 @@ async fn tries<P: Ports>(
     req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
-    let service = &gateway.config.services[index];
-    let state = &gateway.upstreams[index];
-    let clock = ports.clock();
+    let (service, state, clock) = (&gateway.config.services[index], &gateway.upstreams[index], ports.clock());
     let deadline = clock.monotonic() + service.request_timeout;
-    let policy = &service.retry;
-    let attempts = policy.attempts_over(service.targets.len());
+    let attempts = service.retry.attempts_over(service.targets.len());
     if attempts > 1 {
         state.budget.request(clock.monotonic());
     }
@@ -233,83 +229,166 @@ async fn tries<P: Ports>(
         _ => None,
     };
     let req = ports.http().prepare(req, route.max_body_size).await?;
-    let repeatable = is_idempotent(&ctx.method) || route.retry_non_idempotent;
-    let (parts, body) = req.into_parts();
-    let mut parts = Some(parts);
-    let mut body =
-        if attempts > 1 && parts.as_ref().is_some_and(|p| replayable(&p.headers, &body.size_hint(), policy.max_body)) {
-            let limit = usize::try_from(policy.max_body).unwrap_or(usize::MAX);
-            Replay::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
-        } else {
-            Replay::Once(Some(body))
-        };
-    // Targets tried so far (`attempts` is at most 10).
-    let mut tried = [0usize; 10];
-    let mut count = 0;
+    let mut replay = Replay::new(req, attempts, service.retry.max_body).await?;
+    let mut tried = Tried::default();
     let mut last = None;
     loop {
         let now = clock.monotonic();
-        let random = balance::mix(ctx.entropy.choice().wrapping_add(count as u64));
-        let choice = choose(service, state, caller.as_deref(), random, &tried[..count], policy.explicit, now);
+        let random = balance::mix(ctx.entropy.choice().wrapping_add(tried.count as u64));
+        let choice = choose(service, state, caller.as_deref(), random, tried.targets(), service.retry.explicit, now);
         let pick = match (choice, last.take()) {
             (Ok(pick), _) => pick,
             (Err(_), Some(result)) => return result,
             (Err(refusal), None) => return Err(refusal.into()),
         };
-        let target = &service.targets[pick.index];
-        let this_body = match &mut body {
-            Replay::Kept(bytes) => Body::<P>::from(bytes.clone()),
-            Replay::Once(b) => b.take().unwrap_or_else(|| Body::<P>::from(Bytes::new())),
-        };
         // The head is copied only while another try may follow.
-        let more = matches!(body, Replay::Kept(_)) && ctx.attempts + 1 < attempts;
-        // (A head is taken only for a last try, so one is always left.)
-        let Some(head) = (if more { parts.clone() } else { parts.take() }) else {
-            return Err(UpstreamError::Protocol("the request was already sent".into()).into());
-        };
-        let mut req = Request::from_parts(head, this_body);
-        super::transform::aim(&mut req, target);
-        // A recorded try is its own span: the origin's parent.
-        let span_id = ctx.spans.as_ref().map(|_| super::trace::new_id(now));
-        if let Some(id) = &span_id {
-            req.headers_mut().insert(super::transform::TRACEPARENT, ctx.trace.header_for(id));
-        }
-        ctx.upstream = Some(target.label.clone());
-        ctx.attempts += 1;
-        let left = deadline.saturating_sub(now);
-        let timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
-        let result =
-            send(ports, service, route, timeout, gateway.config.gateway.max_response_header_size, req, ctx).await;
-        let index = pick.index;
+        let more = replay.kept() && ctx.attempts + 1 < attempts;
+        let req = replay.next(more)?;
+        let target = pick.index;
+        let max_head = gateway.config.gateway.max_response_header_size;
+        let one = Try { service, route, target: &service.targets[target], deadline, max_head };
+        let result = try_once(ports, one, req, ctx).await;
         drop(pick);
-        if let Err(e) = &result {
-            ctx.try_failures.push(failure_kind(e));
-        }
-        if let (Some(spans), Some(id)) = (&mut ctx.spans, span_id) {
-            spans.push(try_span(&ctx.trace.span_id, id, now, clock.monotonic(), target, &result));
-        }
-        tried[count] = index;
-        count += 1;
+        tried.add(target);
         let now = clock.monotonic();
         let ok = matches!(&result, Ok(resp) if !resp.status().is_server_error());
-        if let Some(change) = state.health.report(index, ok, now, &service.health) {
-            ports.event(&describe(service, index, &change));
+        if let Some(change) = state.health.report(target, ok, now, &service.health) {
+            ports.event(&describe(service, target, &change));
         }
-        if !more || !worth_another(&result, repeatable, &policy.on_status) {
+        let repeatable = is_idempotent(&ctx.method) || route.retry_non_idempotent;
+        let wait = retry_wait(&result, repeatable, &service.retry, tried.count, random);
+        let again = more
+            && wait.is_some_and(|wait| wait < deadline.saturating_sub(now))
+            && state.budget.try_retry(now, service.retry.budget_percent, service.retry.min_per_second);
+        let (true, Some(wait)) = (again, wait) else {
             return result.map_err(GatewayError::from);
-        }
-        let wait = match &result {
-            Ok(resp) => retry_after(resp.headers()),
-            Err(_) => None,
-        }
-        .unwrap_or_else(|| backoff(policy.backoff, policy.max_backoff, count, random));
-        let again = wait < deadline.saturating_sub(now)
-            && state.budget.try_retry(now, policy.budget_percent, policy.min_per_second);
-        if !again {
-            return result.map_err(GatewayError::from);
-        }
+        };
         last = Some(result.map_err(GatewayError::from));
         clock.sleep(wait).await;
+    }
+}
+
+/// One try: a target of a service, for a route's request, by a deadline.
+struct Try<'a> {
+    service: &'a Service,
+    route: &'a Route,
+    target: &'a crate::config::Target,
+    deadline: Duration,
+    /// The largest response head the origin may send.
+    max_head: u64,
+}
+
+/// One try on one target, under what is left of the deadline (and the
+/// policy's per-try timeout): its span, its failure counted for the log.
+async fn try_once<P: Ports>(
+    ports: &P,
+    t: Try<'_>,
+    mut req: Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body<P>>, UpstreamError> {
+    let clock = ports.clock();
+    let now = clock.monotonic();
+    super::transform::aim(&mut req, t.target);
+    // A recorded try is its own span: the origin's parent.
+    let span_id = ctx.spans.as_ref().map(|_| super::trace::new_id(now));
+    if let Some(id) = &span_id {
+        req.headers_mut().insert(super::transform::TRACEPARENT, ctx.trace.header_for(id));
+    }
+    ctx.upstream = Some(t.target.label.clone());
+    ctx.attempts += 1;
+    let left = t.deadline.saturating_sub(now);
+    let timeout = t.service.retry.per_try_timeout.map_or(left, |limit| limit.min(left));
+    let result = send(ports, t.service, t.route, timeout, t.max_head, req, ctx).await;
+    if let Err(e) = &result {
+        ctx.try_failures.push(failure_kind(e));
+    }
+    if let (Some(spans), Some(id)) = (&mut ctx.spans, span_id) {
+        spans.push(try_span(&ctx.trace.span_id, id, now, clock.monotonic(), t.target, &result));
+    }
+    result
+}
+
+/// The retry policy: how long to wait before another try after this
+/// outcome, or `None` if it is not worth one ([`worth_another`]). An
+/// origin's `Retry-After` on an answer is waited, else the backoff.
+fn retry_wait<B>(
+    result: &Result<Response<B>, UpstreamError>,
+    repeatable: bool,
+    policy: &Retry,
+    tries: usize,
+    random: u64,
+) -> Option<Duration> {
+    if !worth_another(result, repeatable, &policy.on_status) {
+        return None;
+    }
+    let asked = match result {
+        Ok(resp) => retry_after(resp.headers()),
+        Err(_) => None,
+    };
+    Some(asked.unwrap_or_else(|| backoff(policy.backoff, policy.max_backoff, tries, random)))
+}
+
+/// The targets a request has tried, in order (`attempts` is at most
+/// [`MAX_ATTEMPTS`], so they always fit).
+#[derive(Default)]
+struct Tried {
+    targets: [usize; MAX_ATTEMPTS as usize],
+    count: usize,
+}
+
+impl Tried {
+    fn targets(&self) -> &[usize] {
+        &self.targets[..self.count]
+    }
+
+    fn add(&mut self, target: usize) {
+        if let Some(slot) = self.targets.get_mut(self.count) {
+            *slot = target;
+            self.count += 1;
+        }
+    }
+}
+
+/// The request for each try: its head, and its body, kept whole when it
+/// may be sent again.
+struct Replay<B> {
+    head: Option<http::request::Parts>,
+    body: ReplayBody<B>,
+}
+
+enum ReplayBody<B> {
+    Kept(Bytes),
+    Once(Option<B>),
+}
+
+impl<B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + Unpin> Replay<B> {
+    /// Keeps the body for another try when one may follow and its size is
+    /// known and at most `max_body` (see [`replayable`]).
+    async fn new(req: Request<B>, attempts: u32, max_body: u64) -> Result<Self, UpstreamError> {
+        let (head, body) = req.into_parts();
+        let body = if attempts > 1 && replayable(&head.headers, &body.size_hint(), max_body) {
+            let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+            ReplayBody::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
+        } else {
+            ReplayBody::Once(Some(body))
+        };
+        Ok(Self { head: Some(head), body })
+    }
+
+    fn kept(&self) -> bool {
+        matches!(self.body, ReplayBody::Kept(_))
+    }
+
+    /// The request for the next try; with `more`, the head is copied for
+    /// another (it is taken only for a last try, so one is always left).
+    fn next(&mut self, more: bool) -> Result<Request<B>, UpstreamError> {
+        let body = match &mut self.body {
+            ReplayBody::Kept(bytes) => B::from(bytes.clone()),
+            ReplayBody::Once(b) => b.take().unwrap_or_else(|| B::from(Bytes::new())),
+        };
+        let head = if more { self.head.clone() } else { self.head.take() };
+        let head = head.ok_or_else(|| UpstreamError::Protocol("the request was already sent".into()))?;
+        Ok(Request::from_parts(head, body))
     }
 }
 

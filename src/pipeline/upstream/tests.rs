@@ -331,3 +331,27 @@ fn the_bulkhead_refuses_past_max_in_flight() {
     assert_eq!(run(&gw, &ports, Request::get("/crowded"), b"").response.status(), 200);
     assert_eq!(state.active.load(std::sync::atomic::Ordering::Relaxed), 0, "every request left the bulkhead");
 }
+
+/// The most tries the config accepts all fit the record of tried targets:
+/// a request at that limit, every try refused, makes exactly that many
+/// tries (a record smaller than the limit would panic here).
+#[test]
+fn a_request_at_the_attempts_limit_makes_every_try() {
+    let config = |attempts: u32| {
+        format!(
+            "[services.s]\nurl = \"http://a.internal\"\n[services.s.retry]\nattempts = {attempts}\nbackoff = \"1ms\"\nmax_backoff = \"1ms\"\nmin_per_second = 1000\n[[routes]]\npath = \"/s\"\nservice = \"s\"\n"
+        )
+    };
+    let accepted = |n: u32| Config::parse(&config(n), "t.toml", &Default::default()).is_ok();
+    let limit = (1..=1000).take_while(|&n| accepted(n)).last().expect("1 is accepted");
+    assert!(limit > 1 && !accepted(limit + 1), "the limit is {limit}");
+    let mut tried = super::Tried::default();
+    (0..limit as usize).for_each(|i| tried.add(i));
+    assert_eq!(tried.targets().len(), limit as usize, "the record of tried targets holds the limit");
+    let gw = Gateway::new(Config::parse(&config(limit), "t.toml", &Default::default()).unwrap());
+    let ports = origin(refused, refused);
+    let ex = run(&gw, &ports, Request::get("/s"), b"");
+    assert_eq!(ex.response.status(), 502);
+    assert_eq!(ex.log.attempts, Some(limit), "every try made");
+    assert_eq!(hosts(&ports).len(), limit as usize);
+}
