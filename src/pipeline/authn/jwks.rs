@@ -39,6 +39,9 @@ use crate::ports::{Clock, HttpClient, KvStore, Ports, UpstreamOptions, store_key
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// How often a request waiting for another's fetch looks for the result.
 const PEER_POLL: Duration = Duration::from_millis(20);
+/// The longest a request with an unknown `kid` waits for the next fetch
+/// window (after `refetch_interval`); a later window is a 503 at once.
+const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
 /// Larger key sets are refused.
 pub(crate) const MAX_JWKS_BYTES: usize = 1 << 20;
 
@@ -51,6 +54,18 @@ pub(crate) enum KeyLookup {
     Unavailable,
 }
 
+/// A lookup's answer, and the fetch this request made on the way, if any.
+pub(crate) struct Lookup {
+    pub(crate) key: KeyLookup,
+    pub(crate) fetched: Option<Fetched>,
+}
+
+impl From<KeyLookup> for Lookup {
+    fn from(key: KeyLookup) -> Self {
+        Self { key, fetched: None }
+    }
+}
+
 /// A key-set fetch a request made itself, for its trace and metrics:
 /// monotonic start and end, and whether a usable set came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +75,93 @@ pub struct Fetched {
     pub(crate) ok: bool,
 }
 
+/// What a request's turn at bringing a key set up to date came to.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// It did not fetch: another instance did (its result, if any, is in
+    /// the store), or no fetch was due.
+    Left,
+    /// It fetched.
+    Fetched(Fetched),
+}
+
+impl Turn {
+    fn fetched(self) -> Option<Fetched> {
+        match self {
+            Turn::Fetched(f) => Some(f),
+            Turn::Left => None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct JwksCache {
     sets: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
+impl JwksCache {
+    fn entry(&self, uri: &str) -> Arc<Entry> {
+        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        sets.entry(uri.to_string()).or_default().clone()
+    }
+
+    /// The key for a token's `kid` and algorithm.
+    pub(crate) async fn key<P: Ports>(
+        &self,
+        ports: &P,
+        uri: &Uri,
+        policy: &JwksPolicy,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Lookup {
+        let uri_text = uri.to_string();
+        let entry = self.entry(&uri_text);
+        let arrival = ports.clock().now();
+        // 1. Memory, then the shared store: what another instance fetched or tried.
+        if let Some(key) = entry.fresh_key(arrival, kid, alg) {
+            return KeyLookup::Found(key).into();
+        }
+        let stored = load(ports, &uri_text).await;
+        if let Some((record, _)) = &stored {
+            adopt(&entry, record);
+        }
+        if let Some(key) = entry.fresh_key(arrival, kid, alg) {
+            return KeyLookup::Found(key).into();
+        }
+        Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy }.answer(arrival, stored, kid, alg).await
+    }
+
+    /// Makes sure a usable set for `uri` is at hand — in memory, from the
+    /// store, or fetched now (whatever `refetch_interval` says: the node
+    /// does this at start, before it is ready). Returns the fetch, if one
+    /// was made.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) async fn warm<P: Ports>(&self, ports: &P, uri: &Uri, policy: &JwksPolicy) -> Option<Fetched> {
+        let uri_text = uri.to_string();
+        let entry = self.entry(&uri_text);
+        let now = ports.clock().now();
+        if let Some((record, _)) = load(ports, &uri_text).await {
+            adopt(&entry, &record);
+        }
+        if entry.usable(now, policy).is_some() {
+            return None;
+        }
+        let _turn = entry.take_turn();
+        match (Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy }).attempt(None, now).await {
+            Turn::Fetched(fetched) => Some(fetched),
+            Turn::Left => None,
+        }
+    }
+
+    /// Whether a usable set for `uri` is in memory.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn has_usable(&self, uri: &Uri, now: Duration, policy: &JwksPolicy) -> bool {
+        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        sets.get(&uri.to_string()).is_some_and(|e| e.usable(now, policy).is_some())
+    }
+}
+
+/// One key set's state in this process.
 #[derive(Default)]
 struct Entry {
     state: Mutex<State>,
@@ -72,6 +169,33 @@ struct Entry {
     /// for its result with the Clock port's timer. (A task-to-task wake-up,
     /// as an async mutex needs, is refused by spin-sdk 7's runtime.)
     fetching: AtomicBool,
+}
+
+impl Entry {
+    /// A key from a set that is still fresh.
+    fn fresh_key(&self, now: Duration, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
+        let state = self.snapshot();
+        state.set.as_ref().filter(|s| s.fresh_until > now).and_then(|s| s.find(kid, alg))
+    }
+
+    /// The set, if it may still be served (fresh, or stale within `stale_for`).
+    fn usable(&self, now: Duration, policy: &JwksPolicy) -> Option<Arc<KeySet>> {
+        self.snapshot().set.filter(|s| s.usable(now, policy))
+    }
+
+    fn snapshot(&self) -> State {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// This request's turn to fetch in this process, or `None` while
+    /// another has it.
+    fn take_turn(&self) -> Option<Fetching<'_>> {
+        (!self.fetching.swap(true, Ordering::AcqRel)).then_some(Fetching(&self.fetching))
+    }
 }
 
 /// Clears `fetching` however the fetch ends.
@@ -95,11 +219,37 @@ struct State {
     peer_claim_until: Option<Duration>,
 }
 
+impl State {
+    /// An attempt has begun and not ended: here, or (its claim live) elsewhere.
+    fn under_way(&self, now: Duration) -> bool {
+        self.attempting || self.peer_claim_until.is_some_and(|until| until > now)
+    }
+}
+
 struct KeySet {
     keys: Vec<Key>,
     raw: String,
     fetched_at: Duration,
     fresh_until: Duration,
+}
+
+impl KeySet {
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
+        let fits = |k: &&Key| k.key.family() == alg.family() && k.alg.is_none_or(|a| a == alg);
+        let mut candidates = self.keys.iter().filter(fits);
+        match kid {
+            Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
+            // Without a `kid`, only an unambiguous key will do.
+            None => {
+                let first = candidates.next()?;
+                candidates.next().is_none().then(|| first.key.clone())
+            }
+        }
+    }
+
+    fn usable(&self, now: Duration, policy: &JwksPolicy) -> bool {
+        now < self.fresh_until.saturating_add(policy.stale_for)
+    }
 }
 
 struct Key {
@@ -122,6 +272,176 @@ pub(crate) struct Stored {
     pub(crate) jwks: Option<String>,
 }
 
+impl Stored {
+    /// Until when to wait for the instance that claimed a fetch, if one
+    /// holds a live claim: its own deadline, but never past our `fetch_timeout`.
+    fn claim_deadline(&self, now: Duration, policy: &JwksPolicy) -> Option<Duration> {
+        let until = Duration::from_millis(self.claimed_until_ms?);
+        (until > now).then(|| until.min(now.saturating_add(policy.fetch_timeout)))
+    }
+}
+
+/// One request's turn to bring a key set up to date, across instances
+/// sharing the store.
+struct Refresh<'a, P> {
+    ports: &'a P,
+    uri: &'a Uri,
+    uri_text: &'a str,
+    entry: &'a Entry,
+    policy: &'a JwksPolicy,
+}
+
+impl<P: Ports> Refresh<'_, P> {
+    /// The key for a request that found no fresh one in memory or the store.
+    async fn answer(
+        &self,
+        arrival: Duration,
+        stored: Option<(Stored, Vec<u8>)>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Lookup {
+        let (ports, entry, policy) = (self.ports, self.entry, self.policy);
+        // 2. A known key in a set past its freshness: refresh the set if
+        // due, else (or if the IdP fails) serve the key stale.
+        if let Some(set) = entry.usable(arrival, policy)
+            && set.find(kid, alg).is_some()
+        {
+            let turn = match entry.take_turn() {
+                Some(_turn) => self.turn(stored, arrival).await,
+                None => Turn::Left,
+            };
+            let key = lookup(entry.usable(ports.clock().now(), policy).as_deref(), kid, alg);
+            return Lookup { key, fetched: turn.fetched() };
+        }
+        // 3. An unknown key: only a set fetched after this request arrived
+        // can say it does not exist.
+        self.after(arrival, stored, kid, alg).await
+    }
+
+    /// When the next fetch may start: `refetch_interval` after the last
+    /// attempt anywhere (1 s while no keys are usable).
+    fn due_at(&self, now: Duration) -> Duration {
+        let gap = if self.entry.usable(now, self.policy).is_some() {
+            self.policy.refetch_interval
+        } else {
+            UNAVAILABLE_RETRY
+        };
+        self.entry.snapshot().last_attempt.map_or(Duration::ZERO, |t| t.saturating_add(gap))
+    }
+
+    /// The key from a set fetched after `arrival` — by this request or any
+    /// other, waiting up to [`UNKNOWN_KID_WAIT`] for the next window: found,
+    /// or unknown (401). `Unavailable` (503) when no such fetch succeeded.
+    async fn after(
+        &self,
+        arrival: Duration,
+        mut seen: Option<(Stored, Vec<u8>)>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Lookup {
+        let clock = self.ports.clock();
+        let deadline = arrival.saturating_add(UNKNOWN_KID_WAIT).saturating_add(self.policy.fetch_timeout);
+        loop {
+            let now = clock.now();
+            if let Some(key) = self.settled(arrival, now, kid, alg) {
+                return key.into();
+            }
+            if now >= deadline {
+                return KeyLookup::Unavailable.into();
+            }
+            let Some(turn) = self.entry.take_turn() else {
+                clock.sleep(PEER_POLL).await; // another request of this process fetches
+                continue;
+            };
+            let claimed = self.entry.snapshot().under_way(now)
+                || seen.as_ref().is_some_and(|(s, _)| s.claim_deadline(now, self.policy).is_some());
+            let due_at = self.due_at(now);
+            if !claimed && now < due_at {
+                drop(turn);
+                if due_at > arrival.saturating_add(UNKNOWN_KID_WAIT) {
+                    return KeyLookup::Unavailable.into();
+                }
+                clock.sleep(due_at.min(deadline).saturating_sub(now)).await;
+            } else {
+                // This request's own fetch answers it, whatever the clock says.
+                let mine = self.turn(seen.take(), now).await;
+                drop(turn);
+                if let Turn::Fetched(f) = mine {
+                    let key = match f.ok {
+                        true => lookup(self.entry.snapshot().set.as_deref(), kid, alg),
+                        false => KeyLookup::Unavailable,
+                    };
+                    return Lookup { key, fetched: Some(f) };
+                }
+            }
+            seen = load(self.ports, self.uri_text).await;
+            if let Some((record, _)) = &seen {
+                adopt(self.entry, record);
+            }
+        }
+    }
+
+    /// The answer once a fetch after `arrival` is over, or while the IdP is
+    /// known to be down with nothing usable; `None` while one is to come.
+    fn settled(&self, arrival: Duration, now: Duration, kid: Option<&str>, alg: Algorithm) -> Option<KeyLookup> {
+        let state = self.entry.snapshot();
+        if let Some(set) = state.set.as_deref().filter(|s| s.fetched_at > arrival) {
+            return Some(lookup(Some(set), kid, alg));
+        }
+        if state.under_way(now) {
+            return None;
+        }
+        let failed_since = state.last_attempt.is_some_and(|t| t > arrival);
+        let down = self.entry.usable(now, self.policy).is_none()
+            && state.last_attempt.is_some_and(|t| now < t.saturating_add(UNAVAILABLE_RETRY));
+        (failed_since || down).then_some(KeyLookup::Unavailable)
+    }
+
+    /// Waits for another instance's fetch if one is under way (taking over
+    /// once it misses its deadline), else fetches if due.
+    async fn turn(&self, mut seen: Option<(Stored, Vec<u8>)>, mut now: Duration) -> Turn {
+        if let Some(until) = seen.as_ref().and_then(|(s, _)| s.claim_deadline(now, self.policy)) {
+            seen = await_peer(self.ports, self.entry, self.uri_text, until).await;
+            if seen.as_ref().is_none_or(|(s, _)| s.claimed_until_ms.is_none()) {
+                return Turn::Left;
+            }
+            now = self.ports.clock().now(); // the claimant missed its deadline: take over
+        } else if now < self.due_at(now) {
+            return Turn::Left;
+        }
+        self.attempt(seen.as_ref().map(|(_, bytes)| bytes.as_slice()), now).await
+    }
+
+    /// Claims the fetch in the shared store first (of many instances, or
+    /// nodes, that decide to fetch at once, one does), then fetches and
+    /// stores the outcome; or, claimed by another, waits for its result.
+    async fn attempt(&self, seen: Option<&[u8]>, now: Duration) -> Turn {
+        let (ports, uri, policy) = (self.ports, self.uri_text, self.policy);
+        let set = self.entry.usable(now, policy);
+        if !claim(ports, uri, seen, now, set.as_deref(), policy).await {
+            // Another got there first (its attempt is in the record).
+            await_peer(ports, self.entry, uri, now.saturating_add(policy.fetch_timeout)).await;
+            return Turn::Left;
+        }
+        self.entry.update(|s| {
+            s.last_attempt = Some(now);
+            s.attempting = true;
+        });
+        let started = ports.clock().monotonic();
+        let fetched = fetch(ports, self.uri, policy, now).await.map(Arc::new);
+        let made = Fetched { started, ended: ports.clock().monotonic(), ok: fetched.is_some() };
+        self.entry.update(|s| {
+            s.attempting = false;
+            if let Some(fetched) = &fetched {
+                s.set = Some(fetched.clone());
+            }
+        });
+        // Stored either way: a failed attempt releases whoever waits on the claim.
+        save(ports, uri, now, fetched.as_deref().or(set.as_deref()), policy).await;
+        Turn::Fetched(made)
+    }
+}
+
 /// The key-value key for a JWKS URL.
 pub(crate) fn kv_key(uri: &str) -> String {
     store_key(&["pc1:jwks:"], &Sha256::digest(uri.as_bytes()))
@@ -129,25 +449,6 @@ pub(crate) fn kv_key(uri: &str) -> String {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl KeySet {
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
-        let fits = |k: &&Key| k.key.family() == alg.family() && k.alg.is_none_or(|a| a == alg);
-        let mut candidates = self.keys.iter().filter(fits);
-        match kid {
-            Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
-            // Without a `kid`, only an unambiguous key will do.
-            None => {
-                let first = candidates.next()?;
-                candidates.next().is_none().then(|| first.key.clone())
-            }
-        }
-    }
-
-    fn usable(&self, now: Duration, policy: &JwksPolicy) -> bool {
-        now < self.fresh_until.saturating_add(policy.stale_for)
-    }
 }
 
 /// Parses a JWKS document, keeping the signature keys it can use. A valid
@@ -204,293 +505,11 @@ fn freshness(cache_control: Option<&HeaderValue>, policy: &JwksPolicy) -> Durati
     ttl.clamp(policy.min_ttl, policy.max_ttl)
 }
 
-impl Entry {
-    /// A key from a set that is still fresh.
-    fn fresh_key(&self, now: Duration, kid: Option<&str>, alg: Algorithm) -> Option<Arc<DecodingKey>> {
-        let state = self.snapshot();
-        state.set.as_ref().filter(|s| s.fresh_until > now).and_then(|s| s.find(kid, alg))
-    }
-
-    /// The set, if it may still be served (fresh, or stale within `stale_for`).
-    fn usable(&self, now: Duration, policy: &JwksPolicy) -> Option<Arc<KeySet>> {
-        self.snapshot().set.filter(|s| s.usable(now, policy))
-    }
-
-    fn snapshot(&self) -> State {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-}
-
-impl JwksCache {
-    fn entry(&self, uri: &str) -> Arc<Entry> {
-        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        sets.entry(uri.to_string()).or_default().clone()
-    }
-
-    /// The key for a token's `kid` and algorithm.
-    pub(crate) async fn key<P: Ports>(
-        &self,
-        ports: &P,
-        uri: &Uri,
-        policy: &JwksPolicy,
-        kid: Option<&str>,
-        alg: Algorithm,
-        fetched: &mut Option<Fetched>,
-    ) -> KeyLookup {
-        let uri_text = uri.to_string();
-        let entry = self.entry(&uri_text);
-        let arrival = ports.clock().now();
-        // 1. Memory, then the shared store: what another instance fetched or tried.
-        if let Some(key) = entry.fresh_key(arrival, kid, alg) {
-            return KeyLookup::Found(key);
-        }
-        let stored = load(ports, &uri_text).await;
-        if let Some((record, _)) = &stored {
-            adopt(&entry, record);
-        }
-        if let Some(key) = entry.fresh_key(arrival, kid, alg) {
-            return KeyLookup::Found(key);
-        }
-        let refresh = Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy, fetched: Mutex::new(None) };
-        let answer = refresh.answer(arrival, stored, kid, alg).await;
-        *fetched = refresh.fetched();
-        answer
-    }
-
-    /// Makes sure a usable set for `uri` is at hand — in memory, from the
-    /// store, or fetched now (whatever `refetch_interval` says: the node
-    /// does this at start, before it is ready). Returns the fetch, if one
-    /// was made.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) async fn warm<P: Ports>(&self, ports: &P, uri: &Uri, policy: &JwksPolicy) -> Option<Fetched> {
-        let uri_text = uri.to_string();
-        let entry = self.entry(&uri_text);
-        let now = ports.clock().now();
-        if let Some((record, _)) = load(ports, &uri_text).await {
-            adopt(&entry, &record);
-        }
-        if entry.usable(now, policy).is_some() {
-            return None;
-        }
-        let refresh = Refresh { ports, uri, uri_text: &uri_text, entry: &entry, policy, fetched: Mutex::new(None) };
-        let _turn = entry.take_turn();
-        refresh.attempt(None, now).await;
-        refresh.fetched()
-    }
-
-    /// Whether a usable set for `uri` is in memory.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn has_usable(&self, uri: &Uri, now: Duration, policy: &JwksPolicy) -> bool {
-        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        sets.get(&uri.to_string()).is_some_and(|e| e.usable(now, policy).is_some())
-    }
-}
-
-impl<P: Ports> Refresh<'_, P> {
-    fn fetched(&self) -> Option<Fetched> {
-        *self.fetched.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn answer(
-        &self,
-        arrival: Duration,
-        stored: Option<(Stored, Vec<u8>)>,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> KeyLookup {
-        let (ports, entry, policy) = (self.ports, self.entry, self.policy);
-        let refresh = self;
-        // 2. A known key in a set past its freshness: refresh the set if
-        // due, else (or if the IdP fails) serve the key stale.
-        if let Some(set) = entry.usable(arrival, policy)
-            && set.find(kid, alg).is_some()
-        {
-            if let Some(_turn) = entry.take_turn() {
-                refresh.turn(stored, arrival).await;
-            }
-            return lookup(entry.usable(ports.clock().now(), policy).as_deref(), kid, alg);
-        }
-        // 3. An unknown key: only a set fetched after this request arrived
-        // can say it does not exist.
-        refresh.after(arrival, stored, kid, alg).await
-    }
-}
-
-/// The longest a request with an unknown `kid` waits for the next fetch
-/// window (after `refetch_interval`); a later window is a 503 at once.
-const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
-
-impl Entry {
-    /// This request's turn to fetch in this process, or `None` while
-    /// another has it.
-    fn take_turn(&self) -> Option<Fetching<'_>> {
-        (!self.fetching.swap(true, Ordering::AcqRel)).then_some(Fetching(&self.fetching))
-    }
-}
-
-/// One request's turn to bring a key set up to date, across instances
-/// sharing the store.
-struct Refresh<'a, P> {
-    ports: &'a P,
-    uri: &'a Uri,
-    uri_text: &'a str,
-    entry: &'a Entry,
-    policy: &'a JwksPolicy,
-    /// This request's own fetch, if it made one.
-    fetched: Mutex<Option<Fetched>>,
-}
-
-impl<P: Ports> Refresh<'_, P> {
-    /// When the next fetch may start: `refetch_interval` after the last
-    /// attempt anywhere (1 s while no keys are usable).
-    fn due_at(&self, now: Duration) -> Duration {
-        let gap = if self.entry.usable(now, self.policy).is_some() {
-            self.policy.refetch_interval
-        } else {
-            UNAVAILABLE_RETRY
-        };
-        self.entry.snapshot().last_attempt.map_or(Duration::ZERO, |t| t.saturating_add(gap))
-    }
-
-    /// The key from a set fetched after `arrival` — by this request or any
-    /// other, waiting up to [`UNKNOWN_KID_WAIT`] for the next window: found,
-    /// or unknown (401). `Unavailable` (503) when no such fetch succeeded.
-    async fn after(
-        &self,
-        arrival: Duration,
-        mut seen: Option<(Stored, Vec<u8>)>,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> KeyLookup {
-        let clock = self.ports.clock();
-        let deadline = arrival.saturating_add(UNKNOWN_KID_WAIT).saturating_add(self.policy.fetch_timeout);
-        loop {
-            let now = clock.now();
-            if let Some(answer) = self.settled(arrival, now, kid, alg) {
-                return answer;
-            }
-            if now >= deadline {
-                return KeyLookup::Unavailable;
-            }
-            let Some(turn) = self.entry.take_turn() else {
-                clock.sleep(PEER_POLL).await; // another request of this process fetches
-                continue;
-            };
-            let claimed = self.entry.snapshot().under_way(now)
-                || seen.as_ref().is_some_and(|(s, _)| s.claim_deadline(now, self.policy).is_some());
-            let due_at = self.due_at(now);
-            if !claimed && now < due_at {
-                drop(turn);
-                if due_at > arrival.saturating_add(UNKNOWN_KID_WAIT) {
-                    return KeyLookup::Unavailable;
-                }
-                clock.sleep(due_at.min(deadline).saturating_sub(now)).await;
-            } else {
-                // This request's own fetch answers it, whatever the clock says.
-                let fetched = self.turn(seen.take(), now).await;
-                drop(turn);
-                match fetched {
-                    Some(true) => return lookup(self.entry.snapshot().set.as_deref(), kid, alg),
-                    Some(false) => return KeyLookup::Unavailable,
-                    None => {}
-                }
-            }
-            seen = load(self.ports, self.uri_text).await;
-            if let Some((record, _)) = &seen {
-                adopt(self.entry, record);
-            }
-        }
-    }
-
-    /// The answer once a fetch after `arrival` is over, or while the IdP is
-    /// known to be down with nothing usable; `None` while one is to come.
-    fn settled(&self, arrival: Duration, now: Duration, kid: Option<&str>, alg: Algorithm) -> Option<KeyLookup> {
-        let state = self.entry.snapshot();
-        if let Some(set) = state.set.as_deref().filter(|s| s.fetched_at > arrival) {
-            return Some(lookup(Some(set), kid, alg));
-        }
-        if state.under_way(now) {
-            return None;
-        }
-        let failed_since = state.last_attempt.is_some_and(|t| t > arrival);
-        let down = self.entry.usable(now, self.policy).is_none()
-            && state.last_attempt.is_some_and(|t| now < t.saturating_add(UNAVAILABLE_RETRY));
-        (failed_since || down).then_some(KeyLookup::Unavailable)
-    }
-
-    /// Waits for another instance's fetch if one is under way (taking over
-    /// once it misses its deadline), else fetches if due. `Some(ok)` when
-    /// this request fetched.
-    async fn turn(&self, mut seen: Option<(Stored, Vec<u8>)>, mut now: Duration) -> Option<bool> {
-        if let Some(until) = seen.as_ref().and_then(|(s, _)| s.claim_deadline(now, self.policy)) {
-            seen = await_peer(self.ports, self.entry, self.uri_text, until).await;
-            if seen.as_ref().is_none_or(|(s, _)| s.claimed_until_ms.is_none()) {
-                return None;
-            }
-            now = self.ports.clock().now(); // the claimant missed its deadline: take over
-        } else if now < self.due_at(now) {
-            return None;
-        }
-        self.attempt(seen.as_ref().map(|(_, bytes)| bytes.as_slice()), now).await
-    }
-
-    /// Claims the fetch in the shared store first (of many instances, or
-    /// nodes, that decide to fetch at once, one does), then fetches and
-    /// stores the outcome (`Some(ok)`); or, claimed by another, waits for
-    /// its result (`None`).
-    async fn attempt(&self, seen: Option<&[u8]>, now: Duration) -> Option<bool> {
-        let (ports, uri, policy) = (self.ports, self.uri_text, self.policy);
-        let set = self.entry.usable(now, policy);
-        if !claim(ports, uri, seen, now, set.as_deref(), policy).await {
-            // Another got there first (its attempt is in the record).
-            await_peer(ports, self.entry, uri, now.saturating_add(policy.fetch_timeout)).await;
-            return None;
-        }
-        self.entry.update(|s| {
-            s.last_attempt = Some(now);
-            s.attempting = true;
-        });
-        let started = ports.clock().monotonic();
-        let fetched = fetch(ports, self.uri, policy, now).await.map(Arc::new);
-        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Fetched { started, ended: ports.clock().monotonic(), ok: fetched.is_some() });
-        self.entry.update(|s| {
-            s.attempting = false;
-            if let Some(fetched) = &fetched {
-                s.set = Some(fetched.clone());
-            }
-        });
-        // Stored either way: a failed attempt releases whoever waits on the claim.
-        save(ports, uri, now, fetched.as_deref().or(set.as_deref()), policy).await;
-        Some(fetched.is_some())
-    }
-}
-
 /// The key in a usable set, or why there is none.
 fn lookup(set: Option<&KeySet>, kid: Option<&str>, alg: Algorithm) -> KeyLookup {
     match set {
         Some(set) => set.find(kid, alg).map_or(KeyLookup::Unknown, KeyLookup::Found),
         None => KeyLookup::Unavailable,
-    }
-}
-
-impl Stored {
-    /// Until when to wait for the instance that claimed a fetch, if one
-    /// holds a live claim: its own deadline, but never past our `fetch_timeout`.
-    fn claim_deadline(&self, now: Duration, policy: &JwksPolicy) -> Option<Duration> {
-        let until = Duration::from_millis(self.claimed_until_ms?);
-        (until > now).then(|| until.min(now.saturating_add(policy.fetch_timeout)))
-    }
-}
-
-impl State {
-    /// An attempt has begun and not ended: here, or (its claim live) elsewhere.
-    fn under_way(&self, now: Duration) -> bool {
-        self.attempting || self.peer_claim_until.is_some_and(|until| until > now)
     }
 }
 

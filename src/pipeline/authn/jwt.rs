@@ -58,10 +58,13 @@ impl Verifier<'_> {
         }
         // Boxed: a new token's state (key lookup, JWKS fetch) is large, and
         // would otherwise make every request's future carry it.
-        Box::pin(self.verify_new(token, digest, caches, ports, challenge, &mut note.fetch)).await
+        let (verdict, fetched) = Box::pin(self.verify_new(token, digest, caches, ports, challenge)).await;
+        note.fetch = fetched;
+        verdict
     }
 
     /// A token not seen before: header, key, signature, claims; then cached.
+    /// Also returns the key-set fetch it made, if any.
     async fn verify_new<P: Ports>(
         &self,
         token: &str,
@@ -69,14 +72,34 @@ impl Verifier<'_> {
         caches: &AuthCaches,
         ports: &P,
         challenge: &Challenge,
-        fetched: &mut Option<Fetched>,
+    ) -> (Result<Arc<Identity>, AuthError>, Option<Fetched>) {
+        let invalid = |flaw: (&'static str, &str)| invalid(flaw, challenge);
+        let header = match accepted_header(self.provider, token) {
+            Ok(header) => header,
+            Err(flaw) => return (Err(invalid(flaw)), None),
+        };
+        let (key, fetched) = signing_key(self.provider, &header, caches, ports).await;
+        let verified = match key {
+            Ok(key) => self.checked(token, (&key, header.alg), digest, caches, ports, challenge).await,
+            Err(no_key) => Err(no_key.into_error(challenge)),
+        };
+        (verified, fetched)
+    }
+
+    /// Signature, issuer, audience and times, with the key found; then cached.
+    async fn checked<P: Ports>(
+        &self,
+        token: &str,
+        (key, alg): (&DecodingKey, Algorithm),
+        digest: [u8; 32],
+        caches: &AuthCaches,
+        ports: &P,
+        challenge: &Challenge,
     ) -> Result<Arc<Identity>, AuthError> {
         let (name, p) = (self.name, self.provider);
         let invalid = |flaw: (&'static str, &str)| invalid(flaw, challenge);
         let now = ports.clock().now();
-        let header = accepted_header(p, token).map_err(invalid)?;
-        let key = signing_key(p, &header, caches, ports, fetched).await.map_err(|e| e.into_error(challenge))?;
-        let claims = signed_claims(p, token, &key, header.alg).map_err(invalid)?;
+        let claims = signed_claims(p, token, key, alg).map_err(invalid)?;
         let exp = check_times(p, &claims, now).map_err(|(reason, d)| invalid((reason, &d)))?;
         let identity = Arc::new(identity_of(name, p, claims));
         let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
@@ -144,18 +167,18 @@ impl NoKey {
     }
 }
 
-/// The key for the token's `kid` and algorithm, from the provider's source.
-/// The key's type decides the algorithm family: an HS256 token can never be
-/// checked against an RSA public key used as an HMAC secret.
+/// The key for the token's `kid` and algorithm, from the provider's source,
+/// and the key-set fetch the lookup made, if any. The key's type decides
+/// the algorithm family: an HS256 token can never be checked against an
+/// RSA public key used as an HMAC secret.
 async fn signing_key<P: Ports>(
     p: &JwtProvider,
     header: &Header,
     caches: &AuthCaches,
     ports: &P,
-    fetched: &mut Option<Fetched>,
-) -> Result<Arc<DecodingKey>, NoKey> {
-    let key = match &p.keys {
-        KeySource::Hmac(key) => key.clone(),
+) -> (Result<Arc<DecodingKey>, NoKey>, Option<Fetched>) {
+    let (found, fetched) = match &p.keys {
+        KeySource::Hmac(key) => (Ok(key.clone()), None),
         KeySource::Static(keys) => {
             let fits = |k: &&StaticKey| k.key.family() == header.alg.family();
             let found = match header.kid.as_deref() {
@@ -163,20 +186,21 @@ async fn signing_key<P: Ports>(
                 None if keys.len() == 1 => keys.iter().find(fits),
                 None => None,
             };
-            found.map(|k| k.key.clone()).ok_or(NoKey::Unknown)?
+            (found.map(|k| k.key.clone()).ok_or(NoKey::Unknown), None)
         }
         KeySource::Jwks(uri) => {
-            match caches.jwks.key(ports, uri, &p.jwks_cache, header.kid.as_deref(), header.alg, fetched).await {
-                KeyLookup::Found(key) => key,
-                KeyLookup::Unknown => return Err(NoKey::Unknown),
-                KeyLookup::Unavailable => return Err(NoKey::Unavailable),
-            }
+            let lookup = caches.jwks.key(ports, uri, &p.jwks_cache, header.kid.as_deref(), header.alg).await;
+            let found = match lookup.key {
+                KeyLookup::Found(key) => Ok(key),
+                KeyLookup::Unknown => Err(NoKey::Unknown),
+                KeyLookup::Unavailable => Err(NoKey::Unavailable),
+            };
+            (found, lookup.fetched)
         }
     };
-    if key.family() != header.alg.family() {
-        return Err(NoKey::Mismatch);
-    }
-    Ok(key)
+    let fitting =
+        found.and_then(|key| if key.family() == header.alg.family() { Ok(key) } else { Err(NoKey::Mismatch) });
+    (fitting, fetched)
 }
 
 /// The claims, once the signature, issuer and audience check out.
