@@ -53,6 +53,16 @@ pub(crate) struct Rollback {
     pub(crate) sync: Duration,
 }
 
+/// Names a canary's settings in its store record: 16 hex digits of a
+/// SHA-256 over the route, the canary service, steps, soak and rollback.
+fn fingerprint(route_name: &str, service: &str, steps: &[u32], soak: Duration, rollback: &Rollback) -> String {
+    let mut hash = Sha256::new();
+    hash.update(format!("{route_name}\n{service}\n{steps:?}\n{soak:?}\n{rollback:?}"));
+    let mut fingerprint = String::new();
+    crate::shared::hex::push_hex(&mut fingerprint, &hash.finalize()[..8]);
+    fingerprint
+}
+
 /// `"5%"`, `"0.5%"`, `"100%"` as basis points.
 fn share(text: &str) -> Result<u32, String> {
     let bad = || format!("`{text}`: a share such as \"5%\" or \"0.5%\" (0% to 100%)");
@@ -85,6 +95,39 @@ impl Compiler<'_> {
         if service.is_some() && service == stable {
             self.error(c.service.span(), k("service"), "the canary must be another service than the route's");
         }
+        let (steps, soak) = self.canary_steps(key, raw);
+        let sticky_on = self.canary_sticky_on(key, c, auth, known);
+        let header = c.header.as_ref().and_then(|h| self.check(h.span(), &k("header"), parse_header_name(h.get_ref())));
+        let variant_header = c
+            .variant_header
+            .as_ref()
+            .and_then(|h| self.check(h.span(), &k("variant_header"), parse_header_name(h.get_ref())));
+        if let Some(first) = c.groups.first()
+            && auth.is_none()
+        {
+            self.error(first.span(), k("groups"), "groups come from authenticated callers: give the route `auth`");
+        }
+        let groups = c.groups.iter().map(|g| g.get_ref().clone()).collect();
+        let rollback = self.rollback(&k("rollback"), c.rollback.as_ref());
+        let fingerprint = fingerprint(route_name, c.service.get_ref(), &steps, soak, &rollback);
+        (self.errors.len() == errors_before).then_some(Canary {
+            service: service?,
+            steps,
+            soak,
+            sticky_on,
+            header,
+            groups,
+            variant_header,
+            rollback,
+            fingerprint,
+        })
+    }
+
+    /// The shares, step by step (`share`, or `promote.steps` rising), and
+    /// how long each step soaks (forever without `promote`).
+    fn canary_steps(&mut self, key: &str, raw: &Spanned<RawCanary>) -> (Vec<u32>, Duration) {
+        let c = raw.get_ref();
+        let k = |field: &str| format!("{key}.{field}");
         let steps: Vec<u32> = match (&c.share, &c.promote) {
             (Some(s), None) => self.check(s.span(), &k("share"), share(s.get_ref())).into_iter().collect(),
             (None, Some(p)) => {
@@ -117,48 +160,21 @@ impl Compiler<'_> {
             Some(p) => self.duration(&Some(p.get_ref().soak.clone()), &k("promote.soak"), Duration::from_secs(600)),
             None => Duration::MAX,
         };
-        let sticky_on = match &c.sticky_on {
-            None => CallerKey::ClientIp,
-            Some(s) => {
-                self.check(s.span(), &k("sticky_on"), CallerKey::parse(s.get_ref())).unwrap_or(CallerKey::ClientIp)
-            }
-        };
-        if let (Some(s), Some((api_key, needed))) = (&c.sticky_on, sticky_on.needs_provider())
+        (steps, soak)
+    }
+
+    /// What keeps a caller on its variant; one the route's callers can
+    /// never have (a consumer or subject without such a provider) is an error.
+    fn canary_sticky_on(&mut self, key: &str, c: &RawCanary, auth: Option<&RouteAuth>, known: &Known<'_>) -> CallerKey {
+        let k = format!("{key}.sticky_on");
+        let Some(s) = &c.sticky_on else { return CallerKey::ClientIp };
+        let sticky_on = self.check(s.span(), &k, CallerKey::parse(s.get_ref())).unwrap_or(CallerKey::ClientIp);
+        if let Some((api_key, needed)) = sticky_on.needs_provider()
             && !route_has_provider(auth, known.auth, api_key)
         {
-            self.error(
-                s.span(),
-                k("sticky_on"),
-                format!("this route never has it: give the route `auth` with {needed}"),
-            );
+            self.error(s.span(), k, format!("this route never has it: give the route `auth` with {needed}"));
         }
-        let header = c.header.as_ref().and_then(|h| self.check(h.span(), &k("header"), parse_header_name(h.get_ref())));
-        let variant_header = c
-            .variant_header
-            .as_ref()
-            .and_then(|h| self.check(h.span(), &k("variant_header"), parse_header_name(h.get_ref())));
-        if let Some(first) = c.groups.first()
-            && auth.is_none()
-        {
-            self.error(first.span(), k("groups"), "groups come from authenticated callers: give the route `auth`");
-        }
-        let groups = c.groups.iter().map(|g| g.get_ref().clone()).collect();
-        let rollback = self.rollback(&k("rollback"), c.rollback.as_ref());
-        let mut hash = Sha256::new();
-        hash.update(format!("{route_name}\n{}\n{steps:?}\n{soak:?}\n{rollback:?}", c.service.get_ref()));
-        let mut fingerprint = String::new();
-        crate::shared::hex::push_hex(&mut fingerprint, &hash.finalize()[..8]);
-        (self.errors.len() == errors_before).then_some(Canary {
-            service: service?,
-            steps,
-            soak,
-            sticky_on,
-            header,
-            groups,
-            variant_header,
-            rollback,
-            fingerprint,
-        })
+        sticky_on
     }
 
     fn rollback(&mut self, key: &str, raw: Option<&Spanned<super::raw::RawRollback>>) -> Rollback {
