@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::access_log::AccessLogSink;
 use super::client::{Connections, PoolLimits};
-use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Tracked, supervise};
+use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Slot, Tracked, supervise};
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
@@ -91,6 +91,30 @@ pub(super) struct Loaded {
 
 /// Serves until SIGTERM/SIGINT, then drains. Fails only on start-up problems.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let (node, gate, listener) = start(&opts).await?;
+    let limits = gate.limits();
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        config = %opts.config.display(),
+        max_connections = limits.max_connections,
+        max_per_ip = limits.max_per_ip,
+        "listening"
+    );
+    let (drain, draining) = watch::channel(false);
+    accept_until_stopped(&node, &gate, &listener, draining, opts.header_read_timeout).await?;
+    drop(listener);
+    tracing::info!(connections = gate.open(), "draining");
+    let _ = drain.send(true);
+    finish(&node, &gate, opts.drain_timeout).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Everything before the node listens: the config (an admin API beyond
+/// loopback needs a token in it), metrics, traces, the store; the
+/// operator's listeners (`/healthz` at once, `/readyz` once ready); key
+/// sets warming; the first round of active health checks.
+async fn start(opts: &ServeOptions) -> anyhow::Result<(Arc<Node>, Arc<Gate>, TcpListener)> {
     let (config, sha256) = load_config_hashed(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     if let Some(addr) = opts.admin_listen
         && !addr.ip().is_loopback()
@@ -101,11 +125,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     let listener = TcpListener::bind(opts.listen).await?;
-    let local = listener.local_addr()?;
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(config)));
     let gate = Gate::new(opts.connections.clone());
-    let current = gateway.clone();
-    let open = gate.clone();
+    let (current, open) = (gateway.clone(), gate.clone());
     let upstream_connections = Arc::new(Connections::default());
     let state = MetricsState {
         gateway: Box::new(move || current.load_full()),
@@ -136,8 +158,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         probes_ready: AtomicBool::new(false),
         generation: AtomicU64::new(0),
     });
-    // The operator's listeners come up first: /healthz at once, /readyz
-    // once the checks below are done.
     if let Some(addr) = opts.metrics_listen {
         let bound = admin::listen(addr, "metrics").await?;
         tokio::spawn(admin::serve_metrics(bound, node.metrics.clone()));
@@ -152,24 +172,26 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     // Active health: the first round decides before the node listens.
     start_probes(&node).await;
-    let limits = gate.limits();
-    tracing::info!(
-        addr = %local,
-        config = %opts.config.display(),
-        max_connections = limits.max_connections,
-        max_per_ip = limits.max_per_ip,
-        "listening"
-    );
+    Ok((node, gate, listener))
+}
 
+/// Accepts connections until SIGTERM or SIGINT, each served on its own
+/// task within its bounds; SIGHUP reloads the config.
+async fn accept_until_stopped(
+    node: &Arc<Node>,
+    gate: &Arc<Gate>,
+    listener: &TcpListener,
+    draining: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let (drain, draining) = watch::channel(false);
     let mut failures = AcceptFailures::default();
     let mut pressure = Pressure::default();
     loop {
         tokio::select! {
-            accepted = accept(&listener, &gate, &mut pressure) => match accepted {
+            accepted = accept(listener, gate, &mut pressure) => match accepted {
                 Ok((stream, peer)) => {
                     failures.succeeded();
                     let Some(slot) = gate.admit(peer.ip()) else {
@@ -177,39 +199,54 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let (node, gate, draining) = (node.clone(), gate.clone(), draining.clone());
-                    let header_read_timeout = opts.header_read_timeout;
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let limits = gate.limits();
-                        let builders = connection_builders(&node.gateway.load().config, header_read_timeout, limits);
-                        let activity = Activity::new();
-                        _slot.watch(&activity);
-                        let tracked = activity.clone();
-                        let service = service_fn(move |req| handle(node.clone(), peer, tracked.begin(), req));
-                        let conn = std::pin::pin!(protocol::Connection::new(stream, service, builders));
-                        match supervise(conn, &activity, &gate, draining, CLOSE_GRACE).await {
-                            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-                            None => tracing::debug!(%peer, "connection dropped: past its deadline or draining"),
-                            Some(Ok(())) => {}
-                        }
-                    });
+                    let connection = Accepted { stream, peer, slot, draining: draining.clone(), header_read_timeout };
+                    tokio::spawn(connection.serve(node.clone(), gate.clone()));
                 }
                 Err(e) => failures.failed(&e).await,
             },
             _ = hangup.recv() => {
-                let _ = reload(&node);
+                let _ = reload(node);
             }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
         }
     }
+}
 
-    drop(listener);
-    tracing::info!(connections = gate.open(), "draining");
-    let _ = drain.send(true);
-    if tokio::time::timeout(opts.drain_timeout, gate.empty()).await.is_err() {
-        tracing::warn!(timeout = ?opts.drain_timeout, "drain timed out; closing remaining connections");
+/// A connection taken in, with its slot.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    draining: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+}
+
+impl Accepted {
+    /// Serves the connection's requests (HTTP/1.1 or h2c) within its
+    /// deadlines, until it ends, is closed for a new client, or the node drains.
+    async fn serve(self, node: Arc<Node>, gate: Arc<Gate>) {
+        let Accepted { stream, peer, slot, draining, header_read_timeout } = self;
+        let builders = connection_builders(&node.gateway.load().config, header_read_timeout, gate.limits());
+        let activity = Activity::new();
+        slot.watch(&activity);
+        let tracked = activity.clone();
+        let service = service_fn(move |req| handle(node.clone(), peer, tracked.begin(), req));
+        let conn = std::pin::pin!(protocol::Connection::new(stream, service, builders));
+        match supervise(conn, &activity, &gate, draining, CLOSE_GRACE).await {
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            None => tracing::debug!(%peer, "connection dropped: past its deadline or draining"),
+            Some(Ok(())) => {}
+        }
+        drop(slot);
+    }
+}
+
+/// After the listener closed: waits for open connections (up to
+/// `timeout`), then flushes the access log and the spans.
+async fn finish(node: &Arc<Node>, gate: &Gate, timeout: Duration) {
+    if tokio::time::timeout(timeout, gate.empty()).await.is_err() {
+        tracing::warn!(?timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));
     if node.tracer.is_some() {
@@ -219,8 +256,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let flushed = tokio::task::spawn_blocking(move || flushing.tracer.as_ref().map(Exporter::flush));
         let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// How long a connection asked to close (idle past its time, or draining)
