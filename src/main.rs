@@ -228,7 +228,7 @@ mod cli {
                 };
                 init_tracing();
                 // One worker: a current-thread runtime skips the work-stealing
-                // scheduler (measured: 37.0k -> 39.6k requests/s on one core).
+                // scheduler (faster on one core: benches/README.md).
                 let mut runtime = match workers {
                     Some(1) => tokio::runtime::Builder::new_current_thread(),
                     Some(n) => {

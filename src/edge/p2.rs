@@ -1,5 +1,6 @@
-//! WASI 0.2 flavour (spin-sdk 5.2). Every request gets a fresh instance, so
-//! the config is compiled per request (measured in `benches/`) and anything
+//! WASI 0.2 flavour (spin-sdk 5.2). Every request gets a fresh instance:
+//! its config was compiled at build time (`preinit.rs`), or is compiled per
+//! request when Spin's variables differ from the build's, and anything
 //! worth keeping between requests must live in the key-value store.
 
 use std::cell::OnceCell;
@@ -100,7 +101,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     respond(out, exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))).await;
     // The instance and its memory are discarded after this one request:
     // freeing the compiled config piece by piece would be work for nothing
-    // (1.4 % of the host's CPU per request, measured with `perf`).
+    // (its share of the host's CPU: `benches/README.md`).
     std::mem::forget(gateway);
 }
 

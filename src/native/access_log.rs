@@ -1,7 +1,7 @@
 //! Access-log output. Requests append finished lines to a shared buffer and
 //! never wait on I/O or wake anyone; a writer thread drains the buffer to
 //! stdout every [`INTERVAL`] (a wake-up per line cost a context switch per
-//! request: measured at a third of the node's throughput). If stdout stalls
+//! request, a large share of the node's throughput). If stdout stalls
 //! and the buffer passes [`MAX_BUFFERED`], lines are dropped and counted
 //! rather than held without bound.
 

@@ -6,9 +6,10 @@
 //! over rustls, verified against the system's roots (which `SSL_CERT_FILE`
 //! / `SSL_CERT_DIR` can replace).
 //!
-//! Why not hyper-util's pooled client: per request it boxed a 3.5 KB
+//! Why not hyper-util's pooled client: per request it boxed a large
 //! future, cloned the client's handles and hashed the origin twice; this
-//! path costs one short lock.
+//! path costs one short lock (`benches/README.md`, "The node's own client
+//! to origins").
 
 use std::collections::HashMap;
 use std::error::Error as _;

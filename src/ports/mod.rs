@@ -263,7 +263,7 @@ pub enum Lifetime {
     /// One process serves every request (the node).
     Process,
     /// A pool of instances, each serving many requests and none all of
-    /// them (Spin's WASI 0.3 instances: 5 to 34 seen after a burst).
+    /// them (Spin's WASI 0.3 instances; ARCHITECTURE.md on the breaker).
     Pool,
     /// An instance per request (WASI 0.2): results worth keeping, such as
     /// verified tokens, go through the key-value store instead.

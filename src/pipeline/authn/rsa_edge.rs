@@ -4,13 +4,14 @@
 //!
 //! Why: the crate's RSA path (`rsa` 0.9) raises the signature to `e` with a
 //! fixed 4-bit window over all 32 bits of `e`'s word, about 54 Montgomery
-//! products on 32-bit limbs plus a long division per call: 1.4 ms in
-//! wasmtime, nearly all of a new token's cost (parsing the key is 0.5 µs).
-//! The exponent is public, so plain square-and-multiply over its bits is
-//! safe: 16 squarings and one product for 65537, on `crypto-bigint`'s
-//! Montgomery arithmetic, about 0.22 ms. The padding is checked the way RFC
-//! 8017 §8.2.2 recommends: the expected encoding is built and compared
-//! whole, so no parser of the decrypted block exists to get wrong.
+//! products on 32-bit limbs plus a long division per call: nearly all of a
+//! new token's cost in wasmtime. The exponent is public, so plain
+//! square-and-multiply over its bits is safe: 16 squarings and one product
+//! for 65537, on `crypto-bigint`'s Montgomery arithmetic, several times
+//! faster (`benches/README.md`, "New tokens at the edge"). The padding is
+//! checked the way RFC 8017 §8.2.2 recommends: the expected encoding is
+//! built and compared whole, so no parser of the decrypted block exists to
+//! get wrong.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Once};
@@ -70,8 +71,9 @@ struct Pkcs1Verifier {
     key: Arc<Prepared>,
 }
 
-/// A key's Montgomery constants, exponent and length: about 20 µs to
-/// derive, so an instance keeps the last few it used.
+/// A key's Montgomery constants, exponent and length: worth keeping (their
+/// cost is in `benches/README.md`, "New tokens at the edge"), so an
+/// instance keeps the last few it used.
 struct Prepared {
     params: BoxedMontyParams,
     exponent: u64,
