@@ -1,0 +1,91 @@
+//! API-key providers, route auth, failure limits, and a whole valid auth section.
+
+use super::*;
+
+#[test]
+fn failure_limits_default_on_and_can_be_set_or_turned_off() {
+    let provider = |limit: &str| {
+        format!("[auth.api_key.p]\n{limit}consumers = [{{ id = \"a\", key_sha256 = \"{}\" }}]\n{SVC}", "b".repeat(64))
+    };
+    let parse =
+        |text: &str| Config::parse(text, "gw.toml", &Variables::default()).unwrap().auth.providers[0].failure_limit;
+    let default = parse(&provider("")).unwrap();
+    assert_eq!((default.burst, default.interval_us), (60, 1_000_000));
+    assert_eq!(parse(&provider("failure_limit = \"off\"\n")), None);
+    assert_eq!(parse(&provider("failure_limit = \"5/hour\"\n")).map(|r| r.burst), Some(5));
+    let e = one(&provider("failure_limit = \"many\"\n"));
+    assert_eq!((e.line, e.key.as_str()), (2, "auth.api_key.p.failure_limit"));
+    assert!(e.message.contains("\"off\""), "{}", e.message);
+}
+
+#[test]
+fn api_key_providers_are_checked() {
+    expect_each_key(&[
+        (
+            "[auth.api_key.p]\nconsumers = [{ id = \"a\", key_sha256 = \"abc\" }]\n".into(),
+            "auth.api_key.p.consumers[0].key_sha256",
+            "64 hex digits",
+        ),
+        (
+            "[auth.api_key.p]\nforward = { \"x-c\" = \"email\" }\n".into(),
+            "auth.api_key.p.forward.x-c",
+            "forwards `id` or `groups`",
+        ),
+    ]);
+}
+
+#[test]
+fn route_auth_is_checked() {
+    expect_each_key(&[
+        (
+            format!("{SVC}[[routes]]\npath = \"/a\"\nservice = \"s\"\nauth = {{ any_of = [\"ghost\"] }}\n"),
+            "routes[0].auth.any_of[0]",
+            "no provider named `ghost`",
+        ),
+        (
+            format!("{SVC}[[routes]]\npath = \"/a\"\nservice = \"s\"\nauth = {{ any_of = [] }}\n"),
+            "routes[0].auth.any_of",
+            "at least one provider",
+        ),
+    ]);
+}
+
+#[test]
+fn a_valid_auth_section_compiles() {
+    let mut vars = Variables::new();
+    vars.insert("secret", "0123456789abcdef0123456789abcdef");
+    let text = r#"
+[auth]
+realm = "shop"
+[auth.jwt.corp]
+issuer = "https://idp/"
+audiences = ["api"]
+algorithms = ["RS256", "ES256"]
+jwks_uri = "https://idp/jwks"
+forward_claims = { "x-user" = "sub" }
+[auth.jwt.internal]
+issuer = "https://internal/"
+audiences = ["api"]
+algorithms = ["HS256"]
+hmac_secret = "{{ secret }}"
+token_from = [{ cookie = "session" }, { query = "access_token" }]
+[auth.api_key.partners]
+forward = { "x-consumer" = "id" }
+consumers = [{ id = "a", key_sha256 = "b81ff514581f28cf9536d9227563cf3a93e9ced7728e175b4e1d044be8a3ef29" }]
+[services.s]
+url = "http://o"
+[[routes]]
+path = "/a"
+service = "s"
+auth = { any_of = ["corp", "partners"], scopes = ["read"], claims = { tenant = ["acme", "globex"] }, groups = ["gold"] }
+"#;
+    let c = Config::parse(text, "gw.toml", &vars).unwrap();
+    assert_eq!(c.auth.realm, "shop");
+    assert_eq!(c.auth.providers.len(), 3);
+    assert_eq!(c.auth.identity_headers.len(), 2);
+    let route = c.routes[0].auth.as_ref().unwrap();
+    assert_eq!(route.providers.len(), 2);
+    assert_eq!(route.claims, vec![("tenant".to_string(), vec!["acme".to_string(), "globex".to_string()])]);
+    let offered = &route.challenge;
+    assert_eq!((offered.realm.as_str(), offered.bearer, offered.api_key), ("shop", true, true));
+}

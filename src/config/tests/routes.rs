@@ -1,0 +1,67 @@
+//! Route paths, rewrites, methods, hosts and header edits; conflicts between routes.
+
+use super::*;
+
+#[test]
+fn routes_are_checked() {
+    let route = |extra: &str| format!("{SVC}[[routes]]\npath = \"/v1/users/{{id}}\"\nservice = \"s\"\n{extra}");
+    let cases = [
+        (route("rewrite = \"/u/{user}\"\n"), "routes[0].rewrite", "uses {user}"),
+        (route("strip_prefix = \"/v2\"\n"), "routes[0].strip_prefix", "not a leading part"),
+        (route("strip_prefix = \"/v1/us\"\n"), "routes[0].strip_prefix", "not a leading part"),
+        (route("strip_prefix = \"/v1\"\nrewrite = \"/x\"\n"), "routes[0].strip_prefix", "either"),
+        (route("methods = [\"get\"]\n"), "routes[0].methods[0]", "write `GET`"),
+        (route("methods = []\n"), "routes[0].methods", "empty list"),
+        (route("host = \"http://x.com\"\n"), "routes[0].host", "not a host name"),
+        (route("max_body_size = 0\n"), "routes[0].max_body_size", "more than 0"),
+        (
+            route("request_headers.set = { \"bad header\" = \"v\" }\n"),
+            "routes[0].request_headers.set.bad header",
+            "not a valid header name",
+        ),
+        (
+            route("request_headers.set = { \"connection\" = \"close\" }\n"),
+            "routes[0].request_headers.set.connection",
+            "hop-by-hop",
+        ),
+        (route("request_headers.set = { \"host\" = \"x\" }\n"), "routes[0].request_headers.set.host", "hop-by-hop"),
+        (
+            route("response_headers.add = { \"x-a\" = \"line\\nbreak\" }\n"),
+            "routes[0].response_headers.add.x-a",
+            "not a valid header value",
+        ),
+        (
+            route("request_headers.remove = [\"x y\"]\n"),
+            "routes[0].request_headers.remove[0]",
+            "not a valid header name",
+        ),
+        (
+            format!("{SVC}[[routes]]\npath = \"/a\"\nservice = \"t\"\n"),
+            "routes[0].service",
+            "no service named `t` (defined: `s`)",
+        ),
+        (format!("{SVC}[[routes]]\npath = \"a\"\nservice = \"s\"\n"), "routes[0].path", "must start with `/`"),
+        (format!("{SVC}[gateway]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"), "gateway.trusted_proxies[0]", "not an IP"),
+        (format!("{SVC}[gateway]\ndefault_host = \"*.x.com\"\n"), "gateway.default_host", "exact host"),
+    ];
+    for (text, key, msg) in cases {
+        let e = one(&text);
+        assert_eq!(e.key, key, "{text}");
+        assert!(e.message.contains(msg), "{text}: {}", e.message);
+    }
+}
+
+#[test]
+fn conflicts_and_duplicates_point_at_the_later_route() {
+    let text = format!(
+        "{SVC}[[routes]]\npath = \"/a/{{id}}\"\nservice = \"s\"\n\n[[routes]]\npath = \"/a/{{name}}\"\nservice = \"s\"\n\n[[routes]]\nname = \"/a/{{id}}\"\npath = \"/b\"\nservice = \"s\"\n"
+    );
+    let list = errors(&text);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let dup = list.iter().find(|e| e.key == "routes[2].name").unwrap();
+    assert!(dup.message.contains("used twice"));
+    assert_eq!(dup.line, 12);
+    let conflict = list.iter().find(|e| e.key == "routes[1].path").unwrap();
+    assert_eq!(conflict.line, 8);
+    assert!(conflict.message.contains("routes[0]"), "{}", conflict.message);
+}

@@ -1,0 +1,42 @@
+//! The kv-schema documents match the records the code stores.
+
+use super::*;
+
+/// The `key` and `value` blocks of a kv-schema document.
+fn schema(doc: &str) -> (String, serde_json::Value) {
+    let block = |tag: &str| {
+        let start = doc.find(&format!("```{tag}\n")).unwrap_or_else(|| panic!("no {tag} block")) + tag.len() + 4;
+        let end = start + doc[start..].find("```").expect("closed block");
+        doc[start..end].trim().to_string()
+    };
+    (block("text key"), serde_json::from_str(&block("json value")).expect("value block is JSON"))
+}
+
+fn matches_layout(key: &str, layout: &str) {
+    let prefix = layout.strip_suffix("{sha256-hex}").expect("layout ends with {sha256-hex}");
+    let rest = key.strip_prefix(prefix).unwrap_or_else(|| panic!("{key} does not start with {prefix}"));
+    assert!(rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{key}");
+}
+
+#[test]
+fn kv_schema_jwks_matches_the_code() {
+    let (layout, example) = schema(include_str!("../../../../kv-schema/jwks.md"));
+    matches_layout(&jwks::kv_key("https://idp.example.com/jwks"), &layout);
+    let stored: jwks::Stored = serde_json::from_value(example.clone()).expect("the example is a record");
+    assert_eq!(serde_json::to_value(&stored).unwrap(), example, "every field documented, none invented");
+}
+
+#[test]
+fn kv_schema_verified_tokens_matches_the_code() {
+    let (layout, example) = schema(include_str!("../../../../kv-schema/verified-tokens.md"));
+    matches_layout(&jwt::token_key(&digest("corp", "a.b.c")), &layout);
+    let stored: jwt::SharedToken = serde_json::from_value(example.clone()).expect("the example is a record");
+    assert_eq!(serde_json::to_value(&stored).unwrap(), example, "every field documented, none invented");
+}
+
+#[test]
+fn kv_schema_auth_failures_matches_the_code() {
+    let doc = include_str!("../../../../kv-schema/auth-failures.md");
+    let (layout, _) = schema(&doc.replace("```text value", "```json value"));
+    matches_layout(&failures::key("corp", CLIENT), &layout.replace("{provider}", "corp"));
+}

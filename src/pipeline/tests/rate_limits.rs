@@ -1,0 +1,127 @@
+//! Rate limits: headers, 429, tiers and costs.
+
+use super::*;
+
+const LIMITED: &str = r#"
+[limits.per_client]
+rate = "2/s"
+key = "header:x-client"
+legacy_headers = true
+
+[limits.hourly]
+rate = "100/hour"
+burst = 5
+
+[limits.gold]
+rate = "1000/s"
+groups = ["gold"]
+
+[limits.pricey]
+rate = "10/s"
+burst = 3
+cost = 5
+
+[limits.strict]
+rate = "10/s"
+on_store_error = "deny"
+
+[limits.loose]
+rate = "2/s"
+consistency = "best_effort"
+on_store_error = "deny"
+
+[auth.api_key.keys]
+consumers = [{ id = "acme", groups = ["gold"], key_sha256 = "b81ff514581f28cf9536d9227563cf3a93e9ced7728e175b4e1d044be8a3ef29" }]
+
+[services.s]
+url = "http://o.test"
+
+[[routes]]
+path = "/limited"
+service = "s"
+limits = ["per_client", "hourly"]
+
+[[routes]]
+path = "/tiered"
+service = "s"
+auth = { any_of = ["keys"] }
+limits = ["gold"]
+
+[[routes]]
+path = "/pricey"
+service = "s"
+limits = ["pricey"]
+
+[[routes]]
+path = "/strict"
+service = "s"
+limits = ["strict", "hourly"]
+
+[[routes]]
+path = "/loose"
+service = "s"
+limits = ["loose"]
+"#;
+
+pub(super) fn limited(ports: &FakePorts, gw: &Gateway, path: &str, client: &str) -> Exchange<Bytes> {
+    let req = Request::get(path)
+        .header("host", "gw.example.com")
+        .header("x-client", client)
+        .header("x-api-key", "acme-secret-key")
+        .body(Bytes::new())
+        .unwrap();
+    run_with(gw, ports, req, peer("198.51.100.7"))
+}
+
+/// The statuses of `n` requests in a row from client `a`.
+pub(super) fn statuses(ports: &FakePorts, gw: &Gateway, path: &str, n: usize) -> Vec<u16> {
+    (0..n).map(|_| limited(ports, gw, path, "a").response.status().as_u16()).collect()
+}
+
+pub(super) fn limited_gateway() -> Gateway {
+    Gateway::new(Config::parse(LIMITED, "limits.toml", &Default::default()).unwrap())
+}
+
+#[test]
+fn rate_limits_answer_with_ietf_headers_and_429() {
+    let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
+    let first = limited(&ports, &gw, "/limited", "a");
+    assert_eq!(first.response.status(), StatusCode::OK);
+    let h = first.response.headers();
+    assert_eq!(h["ratelimit-policy"], "\"per_client\";q=2;w=1, \"hourly\";q=5;w=180");
+    assert_eq!(h["ratelimit"], "\"per_client\";r=1;t=1, \"hourly\";r=4;t=36");
+    assert_eq!(
+        (&h["x-ratelimit-limit"], &h["x-ratelimit-remaining"]),
+        (&"2".parse::<http::HeaderValue>().unwrap(), &"1".parse::<http::HeaderValue>().unwrap())
+    );
+    assert_eq!(limited(&ports, &gw, "/limited", "a").response.status(), StatusCode::OK);
+    let refused = limited(&ports, &gw, "/limited", "a");
+    assert_eq!(refused.response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.response.headers()["retry-after"], "1");
+    assert_eq!(problem(&refused.response)["type"], "urn:portcullis:problem:rate-limited");
+    assert!(refused.response.headers().contains_key("ratelimit"));
+    assert_eq!(ports.http.sent.lock().unwrap().len(), 2, "the refused request never reached the origin");
+    // Another client has its own per-client bucket; the hourly one is shared by IP.
+    let other = limited(&ports, &gw, "/limited", "b");
+    assert_eq!(other.response.status(), StatusCode::OK);
+    assert_eq!(
+        other.response.headers()["ratelimit"],
+        "\"per_client\";r=1;t=1, \"hourly\";r=2;t=108",
+        "the refusal charged no limit"
+    );
+    // Waiting Retry-After admits it again.
+    ports.clock.advance(Duration::from_secs(1));
+    assert_eq!(limited(&ports, &gw, "/limited", "a").response.status(), StatusCode::OK);
+}
+
+#[test]
+fn tiers_apply_to_their_groups_only_and_costs_beyond_the_burst_never_pass() {
+    let (ports, gw) = (FakePorts::new(FakeHttp::ok()), limited_gateway());
+    let tiered = limited(&ports, &gw, "/tiered", "a");
+    assert_eq!(tiered.response.headers()["ratelimit-policy"], "\"gold\";q=1000;w=1");
+    assert!(tiered.log.to_line().contains("\"identity\":\"keys:acme\""), "{}", tiered.log.to_line());
+    assert!(limited(&ports, &gw, "/limited", "a").log.to_line().contains("\"identity\":null"));
+    let pricey = limited(&ports, &gw, "/pricey", "a");
+    assert_eq!(pricey.response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(pricey.response.headers().get("retry-after").is_none(), "waiting would not help");
+}
