@@ -193,34 +193,40 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
         })
     }
 
-    /// Watches `key` to write it exactly. An absent key goes through its
-    /// creation ticket first (see the module docs): `None` if its creator
-    /// never showed up (then its stale ticket is released).
-    async fn watch_to_write(&self, key: &str) -> Result<Option<Watched<S::Watch>>, KvError> {
-        let (watch, raw) = self.store.watch(key).await?;
-        if raw.is_some() {
-            return Ok(Some(Watched { watch, raw, ticket: None }));
-        }
-        drop(watch);
+    /// Watches `key` to write it exactly, until `deadline` (monotonic). An
+    /// absent key goes through its creation ticket first (see the module
+    /// docs): a writer that finds the ticket taken waits for its holder to
+    /// create the key; after [`CREATE_WAIT`] it takes the ticket as stale
+    /// (its holder died) and tries again. `None` if the deadline passed.
+    async fn watch_to_write(&self, key: &str, deadline: Duration) -> Result<Option<Watched<S::Watch>>, KvError> {
         let ticket = format!("{key}{TICKET_SUFFIX}");
-        if self.store.increment(&ticket, 1).await? == 1 {
-            // Watched again after taking the ticket: a creator that came
-            // before and already released its ticket has left its record.
+        loop {
             let (watch, raw) = self.store.watch(key).await?;
-            return Ok(Some(Watched { watch, raw, ticket: Some(ticket) }));
-        }
-        let deadline = self.clock.monotonic().saturating_add(CREATE_WAIT);
-        while self.clock.monotonic() < deadline {
-            self.clock.sleep(CREATE_POLL).await;
-            if self.store.get(key).await?.is_some() {
+            if raw.is_some() {
+                return Ok(Some(Watched { watch, raw, ticket: None }));
+            }
+            drop(watch);
+            if self.store.increment(&ticket, 1).await? == 1 {
+                // Watched again after taking the ticket: a creator that came
+                // before and already released its ticket has left its record.
                 let (watch, raw) = self.store.watch(key).await?;
-                if raw.is_some() {
-                    return Ok(Some(Watched { watch, raw, ticket: None }));
+                return Ok(Some(Watched { watch, raw, ticket: Some(ticket) }));
+            }
+            let stale_at = self.clock.monotonic().saturating_add(CREATE_WAIT).min(deadline);
+            while self.clock.monotonic() < stale_at {
+                self.clock.sleep(CREATE_POLL).await;
+                if self.store.get(key).await?.is_some() {
+                    let (watch, raw) = self.store.watch(key).await?;
+                    if raw.is_some() {
+                        return Ok(Some(Watched { watch, raw, ticket: None }));
+                    }
                 }
             }
+            let _ = self.store.delete(&ticket).await;
+            if self.clock.monotonic() >= deadline {
+                return Ok(None);
+            }
         }
-        let _ = self.store.delete(&ticket).await;
-        Ok(None)
     }
 
     /// Writes `payload` over what `watched` saw; releases its ticket.
@@ -264,9 +270,7 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
             let cap_us = (1_000u64 << attempt.min(5)).min(MAX_BACKOFF_US);
             let jitter = Entropy::draw(self.clock.now().as_nanos()).choice() % cap_us;
             self.clock.sleep(Duration::from_micros(jitter)).await;
-            let Some(again) = self.watch_to_write(step.key).await? else {
-                return Err(contention(step.key, "its creator never wrote it"));
-            };
+            let Some(again) = self.watch_to_write(step.key, deadline).await? else { break };
             now_us = now_us.max(u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX));
             decision =
                 gcra::decide(gcra::decode(live(again.raw.as_deref(), self.now_ms())), now_us, step.rate, step.cost);
@@ -336,7 +340,7 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
         ttl: Option<Duration>,
     ) -> Result<bool, KvError> {
         let watched = match current {
-            None => match self.watch_to_write(key).await? {
+            None => match self.watch_to_write(key, self.clock.monotonic().saturating_add(CONTENTION_DEADLINE)).await? {
                 Some(watched) => watched,
                 None => return Ok(false),
             },
@@ -365,13 +369,13 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
         let mut decisions = Vec::with_capacity(steps.len());
         for step in steps {
             let (raw, watch) = match step.exact {
-                true => match self.watch_to_write(step.key).await? {
+                true => match self.watch_to_write(step.key, deadline).await? {
                     Some(w) => (w.raw.clone(), Some(w)),
                     None => {
                         for (watch, _) in watched {
                             self.release(watch.and_then(|w| w.ticket)).await;
                         }
-                        return Err(contention(step.key, "its creator never wrote it"));
+                        return Err(contention(step.key, "it could not be watched (its creator never wrote it)"));
                     }
                 },
                 false => (self.store.get(step.key).await?, None),
@@ -547,7 +551,7 @@ mod tests {
     }
 
     #[test]
-    fn a_creator_that_never_comes_costs_one_store_error_and_its_ticket() {
+    fn a_creator_that_never_comes_costs_its_waiter_a_second_then_the_waiter_creates_the_key() {
         let (kv, clock) = store();
         kv.store.set_upserts(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
@@ -555,12 +559,12 @@ mod tests {
         // Another instance took the ticket and died before creating the key.
         kv.store.put("pc1:rl:p:k~new", 1i64.to_le_bytes().to_vec());
         block_on(async {
-            let now = u64::try_from(clock.now().as_micros()).unwrap();
-            let e = kv.gcra(&step, now).await.unwrap_err();
-            assert!(e.0.contains("its creator never wrote it"), "no decision, not a refusal: {e}");
-            assert_eq!(kv.store.raw("pc1:rl:p:k~new"), None, "the stale ticket is released");
-            let now = u64::try_from(clock.now().as_micros()).unwrap();
-            assert!(kv.gcra(&step, now).await.unwrap().0[0].allowed, "the next request creates the key");
+            let (start, now) = (clock.monotonic(), u64::try_from(clock.now().as_micros()).unwrap());
+            let d = kv.gcra(&step, now).await.unwrap().0[0];
+            assert!(d.allowed, "waited for the creator, then took its place");
+            assert!(clock.monotonic() - start >= CREATE_WAIT, "{:?}", clock.monotonic() - start);
+            assert_eq!(kv.store.raw("pc1:rl:p:k~new"), None, "the ticket is given back");
+            assert!(kv.get("pc1:rl:p:k").await.unwrap().is_some(), "the key exists");
         });
     }
 

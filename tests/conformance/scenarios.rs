@@ -15,6 +15,11 @@ use super::support::idp::{self, Idp};
 use super::support::send;
 use super::tokens;
 
+/// Held by the scenarios that load the machine or time their answers
+/// (bursts of hundreds of requests, fetch windows): the homes run side by
+/// side, and one home's burst would otherwise stretch another's timings.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn get_with(addr: SocketAddr, token: &str) -> u16 {
     get_from(addr, IpAddr::from([127, 0, 0, 1]), token).await.unwrap_or_else(|e| panic!("{e}"))
 }
@@ -44,6 +49,7 @@ fn token_for(key: &idp::TestKey, sub: &str) -> String {
 /// set fetched after they arrived — while the IdP sees at most two fetches
 /// a second.
 pub async fn key_rotation(home: &str, addr: SocketAddr, idp: &Idp) {
+    let _alone = ALONE.lock().await;
     let rotated = idp::key("rsa2", "k-rotated", Algorithm::RS256);
     let mut bogus = rotated.clone();
     bogus.kid = "made-up-before-rotation".into();
@@ -413,7 +419,8 @@ pub async fn canary_split(home: &str, addr: SocketAddr) {
 /// row), as it does on the node and under WASI 0.2. The pool is grown first
 /// with 50 requests at once, each held 200 ms by the origin.
 pub async fn circuit_breaker_over_a_pool(home: &str, addr: SocketAddr) {
-    let burst = futures::future::join_all((0..50).map(|_| send(addr, super::support::get("/slow/200")))).await;
+    let _alone = ALONE.lock().await;
+    let burst = futures::future::join_all((0..50).map(|_| send(addr, super::support::get("/pool/200")))).await;
     assert!(burst.iter().all(|r| r.status == 200), "[{home}] {:?}", burst.iter().map(|r| r.status).collect::<Vec<_>>());
     let get = || send(addr, super::support::get("/rs/pool-breaker"));
     for i in 0..3 {
@@ -430,6 +437,7 @@ pub async fn circuit_breaker_over_a_pool(home: &str, addr: SocketAddr) {
 /// key's compare-and-swap, and a request that loses races is tried again
 /// until it is decided, not answered 429 (nor, within the deadline, 503).
 pub async fn hot_key(home: &str, addr: SocketAddr) {
+    let _alone = ALONE.lock().await;
     for (clients, each) in [(16, 8), (64, 4)] {
         let key = format!("hot-{clients}");
         let statuses: Vec<u16> = futures::future::join_all((0..clients).map(|_| {

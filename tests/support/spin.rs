@@ -115,11 +115,31 @@ impl SpinApp {
     }
 }
 
+/// Starts `spin up` on a free port; if another process took the port
+/// between its choice and Spin's bind (tests run side by side), on another.
 fn launch(spin: &Path, manifest: &Path, dir: PathBuf, args: &[String], env: &[(&str, String)]) -> SpinApp {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match try_launch(spin, manifest, &dir, args, env) {
+            Ok(app) => return app,
+            Err(lines) if tries < 5 && lines.iter().any(|l| l.contains("is already in use")) => continue,
+            Err(lines) => panic!("spin up failed: {lines:?}"),
+        }
+    }
+}
+
+fn try_launch(
+    spin: &Path,
+    manifest: &Path,
+    dir: &Path,
+    args: &[String],
+    env: &[(&str, String)],
+) -> Result<SpinApp, Vec<String>> {
     let port = super::closed_port();
     let mut child = Command::new(spin)
         .process_group(0)
-        .current_dir(&dir)
+        .current_dir(dir)
         .arg("up")
         .arg("--from")
         .arg(manifest)
@@ -140,12 +160,16 @@ fn launch(spin: &Path, manifest: &Path, dir: PathBuf, args: &[String], env: &[(&
     let deadline = Instant::now() + Duration::from_secs(120);
     while std::net::TcpStream::connect(addr).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("spin up exited with {status}: {:?}", output.lock().unwrap());
+            // The pipes close with the process: its last words are in by now.
+            std::thread::sleep(Duration::from_millis(100));
+            let mut lines = output.lock().unwrap().clone();
+            lines.push(format!("(exited with {status})"));
+            return Err(lines);
         }
         assert!(Instant::now() < deadline, "spin up did not listen: {:?}", output.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
-    SpinApp { addr, child, dir }
+    Ok(SpinApp { addr, child, dir: dir.to_path_buf() })
 }
 
 /// Keeps reading a pipe (the component's log and Spin's), so Spin never
