@@ -33,8 +33,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", source.display());
     let text = std::fs::read_to_string(&source)
         .unwrap_or_else(|e| panic!("cannot embed the edge config {}: {e}", source.display()));
-    if let Err(e) = toml::from_str::<raw::RawConfig>(&text) {
-        panic!("{}: {e}", source.display());
+    let raw = toml::from_str::<raw::RawConfig>(&text).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    if let Some(name) = raw.auth.mtls.keys().next() {
+        panic!(
+            "{}: auth.mtls.{name}: the edge never sees a client certificate (Spin terminates TLS), so an mtls provider authenticates nobody there; keep it in the node's config",
+            source.display()
+        );
     }
     let digest = digest_write::digest(&text).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));

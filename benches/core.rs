@@ -21,9 +21,10 @@ use http_body_util::Full;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::{Config, Variables};
-use portcullis::pipeline::authn::{AuthCaches, AuthNote, authenticate};
+use portcullis::pipeline::authn::{AuthCaches, AuthNote, Caller, authenticate};
 
-const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7));
+const CLIENT: Caller<'static> =
+    Caller { ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)), cert: None };
 use portcullis::ports::memory::MemoryKv;
 use portcullis::ports::{Clock, GcraStep, HttpClient, KvStore, Ports, UpstreamError, UpstreamOptions};
 use portcullis::shared::gcra::{self, Rate};

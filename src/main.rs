@@ -94,9 +94,11 @@ mod cli {
         /// The gateway config.
         #[arg(long, default_value = "routes/gateway.toml")]
         config: PathBuf,
-        /// Address to listen on (port 0: any free port; the log says which).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// A plaintext listener for every host, besides the config's
+        /// `[[listeners]]` (port 0: any free port; the log says which).
+        /// Default: 127.0.0.1:8080 when the config has no listeners.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
@@ -343,6 +345,11 @@ mod cli {
                 return ExitCode::FAILURE;
             }
         };
+        // The files the node's listeners read (certificates, keys, CAs, CRLs).
+        if let Err(errors) = portcullis::native::check_files(&config, path.parent().unwrap_or(Path::new(""))) {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
         let manifest =
             manifest.map(Path::to_path_buf).or_else(|| Some(PathBuf::from("spin.toml")).filter(|p| p.exists()));
         if let Some(manifest) = manifest {
@@ -382,6 +389,11 @@ mod cli {
             }
         };
         problems.extend(spin::missing_outbound_hosts(&edge, &text)?);
+        let (errors, warnings) = spin::edge_problems(&edge);
+        for w in warnings {
+            eprintln!("{}: warning: {w}", path.display());
+        }
+        problems.extend(errors);
         Ok(problems)
     }
 }

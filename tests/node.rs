@@ -7,6 +7,8 @@
 #[path = "node/observability.rs"]
 mod observability;
 mod support;
+#[path = "node/tls.rs"]
+mod tls;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -113,6 +115,33 @@ async fn check_command_reports_every_error_and_exits_nonzero() {
         .output()
         .unwrap();
     assert!(shipped.status.success(), "{}", String::from_utf8_lossy(&shipped.stderr));
+
+    // Checked for the edge (a Spin manifest): an mtls provider can never
+    // authenticate there, and listeners are the node's alone.
+    std::fs::write(
+        &path,
+        "[services.a]\nurl = \"http://127.0.0.1:3000\"\n[[routes]]\npath = \"/x\"\nservice = \"a\"\n\n[auth.mtls.certs]\nconsumers = [{ id = \"a\", common_name = \"a\" }]\n\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n",
+    )
+    .unwrap();
+    let edge = |manifest: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("check").arg(&path).current_dir(std::env::temp_dir());
+        if let Some(m) = manifest {
+            cmd.args(["--spin-manifest", m]);
+        }
+        cmd.output().unwrap()
+    };
+    let out = edge(Some(concat!(env!("CARGO_MANIFEST_DIR"), "/spin.toml")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("auth.mtls.certs: the edge never sees a client certificate"), "{stderr}");
+    assert!(stderr.contains("warning: listeners: the edge has no listeners"), "{stderr}");
+    let node_only = edge(None);
+    assert!(
+        node_only.status.success(),
+        "for the node alone it is fine: {}",
+        String::from_utf8_lossy(&node_only.stderr)
+    );
 }
 
 #[tokio::test]

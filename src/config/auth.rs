@@ -12,7 +12,9 @@ use http::{HeaderName, Uri};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use toml::Spanned;
 
-use super::raw::{ClaimValues, RawApiKey, RawAuth, RawJwksCache, RawJwt, RawRouteAuth, RawTokenSource};
+use super::raw::{
+    ClaimValues, RawApiKey, RawAuth, RawCertConsumer, RawJwksCache, RawJwt, RawMtls, RawRouteAuth, RawTokenSource,
+};
 use super::{Compiler, Known, parse_header_name, vars};
 use crate::shared::gcra::Rate;
 use crate::shared::identity::Identity;
@@ -78,6 +80,47 @@ pub(crate) const DEFAULT_FAILURE_LIMIT: (u64, u64) = (60, 60_000_000);
 pub(crate) enum ProviderKind {
     Jwt(Box<JwtProvider>),
     ApiKey(ApiKeyProvider),
+    Mtls(MtlsProvider),
+}
+
+impl ProviderKind {
+    /// Whether its identities are configured consumers (API keys, client
+    /// certificates), not a token's subject: what `consumer` keys count.
+    pub(crate) fn names_consumers(&self) -> bool {
+        matches!(self, Self::ApiKey(_) | Self::Mtls(_))
+    }
+}
+
+/// `[auth.mtls.NAME]`: consumers by a verified client certificate.
+#[derive(Clone)]
+pub(crate) struct MtlsProvider {
+    /// In config order: the first whose name the certificate has decides;
+    /// revoked (`disabled`) consumers are left out.
+    pub(crate) consumers: Vec<(CertName, Arc<Identity>)>,
+    pub(crate) forward: Vec<(HeaderName, CertField)>,
+}
+
+/// The certificate name a consumer is known by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CertName {
+    /// A URI SAN `spiffe://…` (checked to be one).
+    SpiffeId(String),
+    Uri(String),
+    Dns(String),
+    Email(String),
+    CommonName(String),
+    /// The certificate itself (SHA-256 of its DER, lower-case hex): pinned.
+    Sha256(String),
+}
+
+/// What an `mtls` provider can forward to the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CertField {
+    Id,
+    Groups,
+    SpiffeId,
+    CommonName,
+    Sha256,
 }
 
 #[derive(Clone)]
@@ -214,11 +257,11 @@ impl Compiler<'_> {
             auth.token_cache_entries = *n.get_ref() as usize;
         }
         for (name, jwt) in &raw.jwt {
-            if raw.api_key.contains_key(name) {
+            if raw.api_key.contains_key(name) || raw.mtls.contains_key(name) {
                 self.error(
                     jwt.span(),
                     format!("auth.jwt.{name}"),
-                    format!("`{name}` is also an api_key provider: provider names must be unique"),
+                    format!("`{name}` is also an api_key or mtls provider: provider names must be unique"),
                 );
             }
             let failure_limit = self.failure_limit(jwt.get_ref().failure_limit.as_ref(), &format!("auth.jwt.{name}"));
@@ -238,10 +281,26 @@ impl Compiler<'_> {
                 });
             }
         }
+        for (name, certs) in &raw.mtls {
+            let key = format!("auth.mtls.{name}");
+            if raw.api_key.contains_key(name) {
+                let message = format!("`{name}` is also an api_key provider: provider names must be unique");
+                self.error(certs.span(), key.clone(), message);
+            }
+            let failure_limit = self.failure_limit(certs.get_ref().failure_limit.as_ref(), &key);
+            if let Some(p) = self.mtls_provider(name, certs) {
+                auth.providers.push(Provider {
+                    name: name.as_str().into(),
+                    kind: ProviderKind::Mtls(p),
+                    failure_limit,
+                });
+            }
+        }
         for p in &auth.providers {
             let names: Vec<&HeaderName> = match &p.kind {
                 ProviderKind::Jwt(j) => j.forward_claims.iter().map(|(h, _)| h).collect(),
                 ProviderKind::ApiKey(a) => a.forward.iter().map(|(h, _)| h).collect(),
+                ProviderKind::Mtls(m) => m.forward.iter().map(|(h, _)| h).collect(),
             };
             for h in names {
                 if !auth.identity_headers.contains(h) {
@@ -509,6 +568,97 @@ impl Compiler<'_> {
                 None
             }
         }
+    }
+
+    fn mtls_provider(&mut self, name: &str, raw: &Spanned<RawMtls>) -> Option<MtlsProvider> {
+        let key = format!("auth.mtls.{name}");
+        let r = raw.get_ref();
+        let before = self.errors.len();
+        let mut consumers = Vec::new();
+        let mut ids: BTreeMap<String, ()> = BTreeMap::new();
+        for (i, c) in r.consumers.iter().enumerate() {
+            let k = format!("{key}.consumers[{i}]");
+            let spanned = c;
+            let c = c.get_ref();
+            if c.id.get_ref().trim().is_empty() || ids.insert(c.id.get_ref().clone(), ()).is_some() {
+                self.error(c.id.span(), format!("{k}.id"), "consumer ids must be non-empty and unique");
+            }
+            let Some(cert_name) = self.cert_name(&k, spanned.span(), c) else { continue };
+            if consumers.iter().any(|(n, _)| *n == cert_name) {
+                self.error(spanned.span(), k, "another consumer has this certificate name");
+                continue;
+            }
+            if c.disabled {
+                continue;
+            }
+            let consumer = Arc::new(Identity {
+                provider: name.to_string(),
+                subject: c.id.get_ref().clone(),
+                groups: c.groups.clone(),
+                scopes: c.scopes.clone(),
+                claims: serde_json::Map::new(),
+            });
+            consumers.push((cert_name, consumer));
+        }
+        let mut forward = Vec::new();
+        for (header, field) in &r.forward {
+            let k = format!("{key}.forward.{}", header.get_ref());
+            let h = self.check(header.span(), &k, parse_header_name(header.get_ref()));
+            let f = match field.get_ref().as_str() {
+                "id" => Some(CertField::Id),
+                "groups" => Some(CertField::Groups),
+                "spiffe_id" => Some(CertField::SpiffeId),
+                "common_name" => Some(CertField::CommonName),
+                "sha256" => Some(CertField::Sha256),
+                other => {
+                    let what = "`id`, `groups`, `spiffe_id`, `common_name` or `sha256`";
+                    self.error(field.span(), &k, format!("`{other}`: a client certificate forwards {what}"));
+                    None
+                }
+            };
+            if let (Some(h), Some(f)) = (h, f) {
+                forward.push((h, f));
+            }
+        }
+        (self.errors.len() == before).then_some(MtlsProvider { consumers, forward })
+    }
+
+    /// The one certificate name a consumer is known by.
+    fn cert_name(&mut self, key: &str, span: Range<usize>, c: &RawCertConsumer) -> Option<CertName> {
+        let given: Vec<(&str, &Spanned<String>)> = [
+            ("spiffe_id", &c.spiffe_id),
+            ("uri", &c.uri),
+            ("dns", &c.dns),
+            ("email", &c.email),
+            ("common_name", &c.common_name),
+            ("sha256", &c.sha256),
+        ]
+        .into_iter()
+        .filter_map(|(field, v)| v.as_ref().map(|v| (field, v)))
+        .collect();
+        let [(field, value)] = given[..] else {
+            let what = "give one of `spiffe_id`, `uri`, `dns`, `email`, `common_name` or `sha256`";
+            self.error(span, key, format!("{what}: the certificate name this consumer is known by"));
+            return None;
+        };
+        let k = format!("{key}.{field}");
+        let text = value.get_ref().trim().to_string();
+        if text.is_empty() {
+            self.error(value.span(), k, "must not be empty");
+            return None;
+        }
+        Some(match field {
+            "spiffe_id" if !text.starts_with("spiffe://") => {
+                self.error(value.span(), k, "a SPIFFE ID starts with `spiffe://`");
+                return None;
+            }
+            "spiffe_id" => CertName::SpiffeId(text),
+            "uri" => CertName::Uri(text),
+            "dns" => CertName::Dns(text.to_ascii_lowercase()),
+            "email" => CertName::Email(text),
+            "common_name" => CertName::CommonName(text),
+            _ => CertName::Sha256(crate::shared::hex::hex(&self.check(value.span(), &k, parse_sha256(&text))?)),
+        })
     }
 
     fn api_key_provider(&mut self, name: &str, raw: &Spanned<RawApiKey>) -> Option<ApiKeyProvider> {

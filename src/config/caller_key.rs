@@ -4,7 +4,7 @@
 
 use http::HeaderName;
 
-use super::auth::{AuthConfig, ProviderKind, RouteAuth};
+use super::auth::{AuthConfig, RouteAuth};
 use super::parse_header_name;
 
 /// When the request has no such value (no identity, no header, no cookie),
@@ -54,7 +54,5 @@ impl CallerKey {
 /// Whether a route with this `auth` can have an identity from an API-key
 /// provider (`api_key`) or a JWT provider.
 pub(crate) fn route_has_provider(auth: Option<&RouteAuth>, providers: &AuthConfig, api_key: bool) -> bool {
-    auth.is_some_and(|a| {
-        a.providers.iter().any(|&p| matches!(providers.providers[p].kind, ProviderKind::ApiKey(_)) == api_key)
-    })
+    auth.is_some_and(|a| a.providers.iter().any(|&p| providers.providers[p].kind.names_consumers() == api_key))
 }

@@ -13,6 +13,7 @@ pub(crate) mod canary;
 pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
+pub(crate) mod listeners;
 pub mod rate_limits;
 pub(crate) mod raw;
 pub(crate) mod resilience;
@@ -39,6 +40,7 @@ use crate::shared::path::PathParameters;
 use auth::{AuthConfig, RouteAuth};
 use balance::{Balance, MAX_WEIGHT};
 use canary::Canary;
+pub use listeners::Listener;
 use rate_limits::RateLimit;
 use raw::{RawConfig, RawHeaderOps, RawRoute, RawService, Size};
 use resilience::{Breaker, Fallback, Health, Retry};
@@ -61,6 +63,8 @@ pub struct Config {
     /// beyond loopback (`[admin]`). Checked in every home, used by the node.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) admin_tokens: Vec<[u8; 32]>,
+    /// The node's sockets (`[[listeners]]`); the edge has none of its own.
+    pub listeners: Vec<Listener>,
 }
 
 /// `[gateway]`, with defaults filled in.
@@ -197,6 +201,23 @@ pub struct ConfigError {
     pub(crate) message: String,
 }
 
+/// Where a value was written in the config: a mistake found later (in a
+/// file it names, say) is reported there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub(crate) file: String,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) key: String,
+}
+
+impl Place {
+    pub(crate) fn error(&self, message: impl Into<String>) -> ConfigError {
+        let Place { file, line, column, key } = self.clone();
+        ConfigError { file, line, column, key, message: message.into() }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.key, self.message)
@@ -293,16 +314,16 @@ struct Compiler<'a> {
 
 impl Compiler<'_> {
     fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let place = self.place(span, key);
+        self.errors.push(place.error(message));
+    }
+
+    /// The file, line and column of `span`, with its key.
+    fn place(&self, span: Range<usize>, key: impl Into<String>) -> Place {
         let before = &self.text[..span.start.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
-        self.errors.push(ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
-            key: key.into(),
-            message: message.into(),
-        });
+        Place { file: self.file.to_string(), line, column, key: key.into() }
     }
 
     /// Records the error of a failed check and yields `None`.
@@ -336,12 +357,15 @@ impl Compiler<'_> {
             }
         }
         let auth = self.auth(&raw.auth);
-        broken.providers.extend(raw.auth.jwt.keys().chain(raw.auth.api_key.keys()).cloned());
+        broken
+            .providers
+            .extend(raw.auth.jwt.keys().chain(raw.auth.api_key.keys()).chain(raw.auth.mtls.keys()).cloned());
         broken.providers.retain(|name| !auth.providers.iter().any(|p| *p.name == **name));
         let rate_limits = self.limits(&raw.limits);
         broken.limits.extend(raw.limits.keys().filter(|n| !rate_limits.iter().any(|l| *l.name == ***n)).cloned());
         let sweep = self.sweep(&raw.sweep);
         let admin_tokens = self.admin(&raw.admin);
+        let listeners = self.listeners(&raw.listeners);
         let known = Known { services: &services, auth: &auth, rate_limits: &rate_limits, broken: &broken };
         let mut routes = Vec::new();
         let mut origins = Vec::new();
@@ -392,7 +416,7 @@ impl Compiler<'_> {
                 self.error(raw_sweep.get_ref().path.span(), "sweep.path", format!("{route} also answers this path"));
             }
         }
-        Some(Config { gateway, services, routes, router, auth, rate_limits, sweep, admin_tokens })
+        Some(Config { gateway, services, routes, router, auth, rate_limits, sweep, admin_tokens, listeners })
     }
 
     /// Resolves a reference by name among the compiled items: their index,

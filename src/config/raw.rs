@@ -23,6 +23,8 @@ pub(crate) struct RawConfig {
     pub(crate) limits: BTreeMap<String, Spanned<RawLimit>>,
     pub(crate) sweep: Option<Spanned<RawSweep>>,
     pub(crate) admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    pub(crate) listeners: Vec<Spanned<RawListener>>,
     /// Names the file defines whose entries did not parse: their own errors
     /// are reported, references to them are not.
     #[serde(skip)]
@@ -47,6 +49,54 @@ pub(crate) struct RawSweep {
     pub(crate) path: Spanned<String>,
     pub(crate) token_sha256: Spanned<String>,
     pub(crate) batch: Option<Spanned<u64>>,
+}
+
+/// `[[listeners]]`: a socket the node serves (the edge's are Spin's).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub(crate) address: Spanned<String>,
+    pub(crate) name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) hosts: Vec<Spanned<String>>,
+    pub(crate) proxy_protocol: Option<bool>,
+    pub(crate) redirect_to_https: Option<Spanned<bool>>,
+    pub(crate) https_port: Option<Spanned<u16>>,
+    pub(crate) tls: Option<Spanned<RawTls>>,
+}
+
+/// `listeners[].tls`: TLS termination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    #[serde(default)]
+    pub(crate) certificates: Vec<Spanned<RawCertificate>>,
+    pub(crate) unknown_sni: Option<Spanned<String>>,
+    pub(crate) min_version: Option<Spanned<String>>,
+    pub(crate) alpn: Option<Vec<Spanned<String>>>,
+    pub(crate) hsts: Option<Spanned<String>>,
+    pub(crate) session_tickets: Option<bool>,
+    pub(crate) session_cache: Option<Spanned<u32>>,
+    pub(crate) expiry_margin: Option<Spanned<String>>,
+    pub(crate) client_auth: Option<Spanned<RawClientAuth>>,
+}
+
+/// A certificate chain and its key, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertificate {
+    pub(crate) cert: Spanned<String>,
+    pub(crate) key: Spanned<String>,
+}
+
+/// `listeners[].tls.client_auth`: client certificates (mTLS).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientAuth {
+    pub(crate) ca: Spanned<String>,
+    pub(crate) mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) crls: Vec<Spanned<String>>,
 }
 
 /// `[admin]`: who may use the node's admin API from beyond loopback.
@@ -258,6 +308,8 @@ pub(crate) struct RawAuth {
     pub(crate) jwt: BTreeMap<String, Spanned<RawJwt>>,
     #[serde(default)]
     pub(crate) api_key: BTreeMap<String, Spanned<RawApiKey>>,
+    #[serde(default)]
+    pub(crate) mtls: BTreeMap<String, Spanned<RawMtls>>,
 }
 
 /// `[auth.jwt.NAME]`: tokens from one issuer.
@@ -339,6 +391,37 @@ pub(crate) struct RawConsumer {
     #[serde(default)]
     pub(crate) scopes: Vec<String>,
     pub(crate) key_sha256: Spanned<String>,
+    #[serde(default)]
+    pub(crate) disabled: bool,
+}
+
+/// `[auth.mtls.NAME]`: consumers by the client certificate a TLS listener
+/// verified (the node; the edge never sees one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMtls {
+    #[serde(default)]
+    pub(crate) consumers: Vec<Spanned<RawCertConsumer>>,
+    #[serde(default)]
+    pub(crate) forward: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) failure_limit: Option<Spanned<String>>,
+}
+
+/// A consumer named by one of its certificate's names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertConsumer {
+    pub(crate) id: Spanned<String>,
+    #[serde(default)]
+    pub(crate) groups: Vec<String>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) spiffe_id: Option<Spanned<String>>,
+    pub(crate) uri: Option<Spanned<String>>,
+    pub(crate) dns: Option<Spanned<String>>,
+    pub(crate) email: Option<Spanned<String>>,
+    pub(crate) common_name: Option<Spanned<String>>,
+    pub(crate) sha256: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) disabled: bool,
 }

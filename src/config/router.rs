@@ -72,6 +72,17 @@ impl HostPattern {
     }
 }
 
+impl HostPattern {
+    /// Whether `host` (lower case, no port) is one this pattern names.
+    pub(crate) fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(name) => name == host,
+            Self::Wildcard(suffix) => under(suffix, host),
+        }
+    }
+}
+
 /// `suffix` is a wildcard's stored form (`.example.com`); the host needs at least one more label.
 fn under(suffix: &str, host: &str) -> bool {
     host.len() > suffix.len() && host.ends_with(suffix)

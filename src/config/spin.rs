@@ -80,6 +80,32 @@ pub fn default_variables(manifest: &str) -> Result<Variables, String> {
     Ok(out)
 }
 
+/// What a config asks of the edge that the edge cannot do: errors (an
+/// `mtls` provider: Spin terminates TLS, so the component never sees a
+/// client certificate) and warnings (settings the edge ignores).
+pub fn edge_problems(config: &Config) -> (Vec<String>, Vec<String>) {
+    let errors = config
+        .auth
+        .providers
+        .iter()
+        .filter(|p| matches!(p.kind, ProviderKind::Mtls(_)))
+        .map(|p| {
+            format!(
+                "auth.mtls.{}: the edge never sees a client certificate (Spin terminates TLS), so an mtls provider authenticates nobody there",
+                p.name
+            )
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    if !config.listeners.is_empty() {
+        warnings.push(
+            "listeners: the edge has no listeners of its own (Spin owns its sockets and terminates TLS); they apply to the node only"
+                .to_string(),
+        );
+    }
+    (errors, warnings)
+}
+
 /// Lists each origin of `config` that `manifest` does not let the component reach.
 pub fn missing_outbound_hosts(config: &Config, manifest: &str) -> Result<Vec<String>, String> {
     let manifest = parse(manifest)?;

@@ -112,7 +112,7 @@ fn downstream(headers: &mut HeaderMap, scheme: Option<&str>) -> Downstream {
     for name in spin {
         headers.remove(name);
     }
-    Downstream { peer, scheme: if scheme == Some("https") { "https" } else { "http" } }
+    Downstream::plain(peer, if scheme == Some("https") { "https" } else { "http" })
 }
 
 fn kv_error(e: impl std::fmt::Display) -> KvError {

@@ -3,8 +3,10 @@
 //!
 //! - `GET /healthz`: the process answers;
 //! - `GET /readyz`: 200 once the config is loaded, every key set of a
-//!   configured provider is at hand (fetched, or read from the store) and
-//!   active health checks have run once; 503 until then, saying what waits;
+//!   configured provider is at hand (fetched, or read from the store),
+//!   active health checks have run once, and no certificate a listener
+//!   serves expires within its listener's `expiry_margin`; 503 otherwise,
+//!   saying what waits (and which certificates expire);
 //! - `GET /config`: the running config's file, SHA-256, load time and counts;
 //! - `POST /reload`: as SIGHUP; 422 with every error if the file is rejected;
 //! - `GET /upstreams`: each service's targets, their health, its circuit.
@@ -108,10 +110,19 @@ fn bearer_listed(authorization: Option<&header::HeaderValue>, tokens: &[[u8; 32]
 fn readiness(node: &Node) -> Answer {
     let keys = keys_at_hand(node);
     let probes = node.probes_ready.load(Ordering::Acquire);
-    let ready = keys && probes;
+    let now = i64::try_from(node.ports.clock().now().as_secs()).unwrap_or(i64::MAX);
+    let expiring: Vec<serde_json::Value> = node
+        .listeners
+        .certificates()
+        .into_iter()
+        .filter(|(_, cert, margin)| cert.not_after - now < i64::try_from(margin.as_secs()).unwrap_or(i64::MAX))
+        .map(|(listener, cert, _)| json!({ "listener": &*listener, "names": cert.names, "not_after": cert.not_after }))
+        .collect();
+    let ready = keys && probes && expiring.is_empty();
     let body = json!({
         "ready": ready,
-        "checks": { "config": true, "key_sets": keys, "health_checks": probes },
+        "checks": { "config": true, "key_sets": keys, "health_checks": probes, "certificates": expiring.is_empty() },
+        "expiring_certificates": expiring,
     });
     json_answer(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }

@@ -247,6 +247,11 @@ impl Activity {
         })
     }
 
+    /// Resolves when the node closes the connection to take a new client.
+    pub(crate) async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
     /// A request head arrived; the guard marks its end (when its response
     /// body is done or dropped).
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {

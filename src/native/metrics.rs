@@ -103,6 +103,13 @@ struct ConfigLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    listener: Arc<str>,
+    /// The certificate's first name (bounded by the config's certificates).
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CircuitLabels {
     service: Arc<str>,
     state: &'static str,
@@ -144,6 +151,7 @@ pub(crate) struct Metrics {
     config: Family<ConfigLabels, Gauge>,
     config_loaded: Gauge<f64, AtomicU64>,
     store_keys: Gauge,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
     unmatched: Arc<str>,
     no_service: Arc<str>,
     /// Off when nothing serves `/metrics` (`--metrics-listen off`): requests
@@ -183,6 +191,7 @@ impl Metrics {
             config: Family::default(),
             config_loaded: Gauge::default(),
             store_keys: Gauge::default(),
+            certificate_expiry: Family::default(),
             unmatched: UNMATCHED.into(),
             no_service: NO_SERVICE.into(),
             enabled,
@@ -210,6 +219,7 @@ impl Metrics {
             "portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config;
             "portcullis_config_loaded_timestamp_seconds", "When the running config was loaded (Unix time)", m.config_loaded;
             "portcullis_store_keys", "Records in the in-memory store after its last purge of expired ones", m.store_keys;
+            "portcullis_tls_certificate_expiry_timestamp_seconds", "When each certificate a TLS listener serves expires (Unix time), by listener and its first name", m.certificate_expiry;
         );
         registry.register_collector(Box::new(Live { state, started: unix_now() }));
         Self { registry, ..m }
@@ -342,6 +352,18 @@ impl Metrics {
     /// Records in the in-memory store after its last purge.
     pub(crate) fn store_keys(&self, keys: usize) {
         self.store_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// The certificates the listeners serve now (at start, after a reload
+    /// or a certificate file changed): each one's expiry.
+    pub(crate) fn certificates(&self, served: &[(Arc<str>, super::tls::Served, std::time::Duration)]) {
+        self.certificate_expiry.clear();
+        for (listener, cert, _) in served {
+            let name = cert.names.first().cloned().unwrap_or_default();
+            self.certificate_expiry
+                .get_or_create(&CertificateLabels { listener: listener.clone(), name })
+                .set(cert.not_after);
+        }
     }
 
     /// A reload: `ok`, or rejected (the running config stays).
@@ -608,6 +630,8 @@ service = "api"
             request_id: http::HeaderValue::from_static("r"),
             trace_id: String::new(),
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            listener: None,
+            tls: None,
             method: Method::GET,
             host: String::new(),
             path: "/raw/path".into(),
@@ -672,6 +696,8 @@ service = "api"
         metrics.store_call("gcra", Duration::from_micros(300), false);
         metrics.reload(false);
         metrics.config_loaded("t.toml", "abc");
+        let served = crate::native::tls::Served { names: vec!["a.test".into()], not_after: 1_767_225_600 };
+        metrics.certificates(&[("public".into(), served, Duration::ZERO)]);
         metrics.encode().unwrap()
     }
 
@@ -699,7 +725,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 30, "{exported:?}");
+        assert_eq!(exported.len(), 31, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =

@@ -11,12 +11,16 @@ mod admin;
 mod breaker;
 pub mod client;
 pub mod conn;
+mod listeners;
 pub(crate) mod metrics;
 mod otlp;
 mod probe;
 mod protocol;
 pub mod redis_kv;
 pub mod server;
+pub use listeners::check_files;
+mod proxy_protocol;
+mod tls;
 
 use std::path::Path;
 use std::pin::Pin;

@@ -1,5 +1,6 @@
-//! Which HTTP a client connection speaks: HTTP/2 when it opens with the
-//! HTTP/2 preface (h2c with prior knowledge), HTTP/1.1 otherwise.
+//! Which HTTP a client connection speaks. Plaintext: HTTP/2 when it opens
+//! with the HTTP/2 preface (h2c with prior knowledge), HTTP/1.1 otherwise.
+//! TLS: what ALPN chose.
 //!
 //! Decided by peeking at the socket, so hyper's first read takes the whole
 //! head. (hyper-util's `auto` connection reads the first 24 bytes itself and
@@ -16,7 +17,7 @@ use hyper::rt::bounds::Http2ServerConnExec;
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::conn::Graceful;
@@ -37,17 +38,24 @@ pub(crate) struct Builders {
 }
 
 /// A client connection, served once its protocol is known.
-// HTTP/1.1 inline: it is what most connections are for their whole life;
-// the smaller variants are brief or boxed.
+// Served inline: it is what a connection is for its whole life; peeking is brief.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Connection<S: HttpService<Incoming>> {
     Peeking(Peeking<S>),
-    Http1(http1::Connection<TokioIo<TcpStream>, S>),
-    /// Boxed: hyper's HTTP/2 connection is over twice the size of its
-    /// HTTP/1.1 one, and every HTTP/1.1 connection would carry the difference.
-    Http2(Box<http2::Connection<TokioIo<TcpStream>, S, TokioExecutor>>),
+    Serving(Protocol<TcpStream, S>),
     /// Shut down or closed before its protocol was known.
     Closed,
+}
+
+/// A connection served in its protocol: told by its first bytes
+/// (plaintext) or by ALPN (TLS).
+// HTTP/1.1 inline: it is what most connections are for their whole life.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Protocol<IO, S: HttpService<Incoming>> {
+    Http1(http1::Connection<TokioIo<IO>, S>),
+    /// Boxed: hyper's HTTP/2 connection is over twice the size of its
+    /// HTTP/1.1 one, and every HTTP/1.1 connection would carry the difference.
+    Http2(Box<http2::Connection<TokioIo<IO>, S, TokioExecutor>>),
 }
 
 /// A connection whose first bytes have not told its protocol yet.
@@ -62,6 +70,27 @@ pub(crate) struct Peeking<S> {
 impl<S: HttpService<Incoming>> Connection<S> {
     pub(crate) fn new(stream: TcpStream, service: S, builders: Builders) -> Self {
         Connection::Peeking(Peeking { stream, service, builders, wait: None, next_look: LOOK_AGAIN.0 })
+    }
+}
+
+impl<IO, S> Protocol<IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: HttpService<Incoming>,
+{
+    /// Serves `io` in HTTP/2 or HTTP/1.1.
+    pub(crate) fn new(io: IO, http2: bool, service: S, builders: Builders) -> Self
+    where
+        S::ResBody: 'static,
+        <S::ResBody as Body>::Error: Into<BoxError>,
+        TokioExecutor: Http2ServerConnExec<S::Future, S::ResBody>,
+    {
+        let io = TokioIo::new(io);
+        if http2 {
+            Protocol::Http2(Box::new(builders.http2.serve_connection(io, service)))
+        } else {
+            Protocol::Http1(builders.http1.serve_connection(io, service))
+        }
     }
 }
 
@@ -110,18 +139,31 @@ where
                     };
                     if let Connection::Peeking(peeking) = std::mem::replace(this, Connection::Closed) {
                         let Peeking { stream, service, builders, .. } = peeking;
-                        let io = TokioIo::new(stream);
-                        *this = if http2 {
-                            Connection::Http2(Box::new(builders.http2.serve_connection(io, service)))
-                        } else {
-                            Connection::Http1(builders.http1.serve_connection(io, service))
-                        };
+                        *this = Connection::Serving(Protocol::new(stream, http2, service, builders));
                     }
                 }
-                Connection::Http1(conn) => return Pin::new(conn).poll(cx).map_err(Into::into),
-                Connection::Http2(conn) => return Pin::new(&mut **conn).poll(cx).map_err(Into::into),
+                Connection::Serving(conn) => return Pin::new(conn).poll(cx),
                 Connection::Closed => return Poll::Ready(Ok(())),
             }
+        }
+    }
+}
+
+impl<IO, S, B> Future for Protocol<IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B> + Unpin,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: Http2ServerConnExec<S::Future, B>,
+{
+    type Output = Result<(), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Protocol::Http1(conn) => Pin::new(conn).poll(cx).map_err(Into::into),
+            Protocol::Http2(conn) => Pin::new(&mut **conn).poll(cx).map_err(Into::into),
         }
     }
 }
@@ -139,9 +181,25 @@ where
         match this {
             // No request begun: nothing to finish.
             Connection::Peeking(_) => *this = Connection::Closed,
-            Connection::Http1(conn) => Pin::new(conn).graceful_shutdown(),
-            Connection::Http2(conn) => Pin::new(&mut **conn).graceful_shutdown(),
+            Connection::Serving(conn) => Pin::new(conn).graceful_shutdown(),
             Connection::Closed => {}
+        }
+    }
+}
+
+impl<IO, S, B> Graceful for Protocol<IO, S>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B> + Unpin,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.get_mut() {
+            Protocol::Http1(conn) => Pin::new(conn).graceful_shutdown(),
+            Protocol::Http2(conn) => Pin::new(&mut **conn).graceful_shutdown(),
         }
     }
 }

@@ -1,35 +1,28 @@
-//! `portcullis serve`: accept, hand each request to the core, stream the
-//! answer back, log it. HTTP/1.1 and h2c on one port; SIGHUP reloads the
-//! config (a bad file is reported and the running config stays); SIGTERM or
-//! SIGINT stops accepting and drains in-flight requests.
+//! `portcullis serve`: the node's life. It starts (config, store, metrics,
+//! traces, listeners), serves until SIGTERM or SIGINT, then stops accepting
+//! and drains in-flight requests. SIGHUP and `POST /reload` load the config
+//! again (a bad file, or a certificate it names, is reported and the running
+//! config stays); certificate files that change are loaded again too.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::access_log::AccessLogSink;
 use super::client::{Connections, PoolLimits};
-use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Slot, Tracked, supervise};
+use super::conn::{ConnectionLimits, Gate};
+use super::listeners::Listeners;
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
-use super::{NodeBody, NodeClock, NodeKv, NodePorts, admin, load_config_hashed, probe, protocol};
-use crate::body::{BodyProbe, Logged};
-use crate::config::Config;
+use super::{NodeClock, NodeKv, NodePorts, admin, load_config_hashed, probe};
 use crate::config::ConfigErrors;
-use crate::pipeline::log::AccessLog;
-use crate::pipeline::{self, Downstream, Gateway};
+use crate::pipeline::Gateway;
 use crate::ports::KvStore;
 use crate::ports::{Clock, Ports};
 use std::sync::Mutex;
@@ -39,7 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub config: PathBuf,
-    pub listen: SocketAddr,
+    /// A plaintext listener for every host besides the config's (and the
+    /// one listener when the config has none: 127.0.0.1:8080 by default).
+    pub listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
     /// How long a client may take to send a request head once it started
@@ -69,9 +64,9 @@ pub enum Store {
 pub(super) struct Node {
     pub(super) gateway: Arc<ArcSwap<Gateway>>,
     pub(super) ports: Arc<NodePorts>,
-    log: AccessLogSink,
+    pub(super) log: AccessLogSink,
     pub(super) metrics: Arc<Metrics>,
-    tracer: Option<Exporter>,
+    pub(super) tracer: Option<Exporter>,
     pub(super) config_path: PathBuf,
     /// The running config's SHA-256 and when it was loaded.
     pub(super) loaded: Mutex<Loaded>,
@@ -80,6 +75,26 @@ pub(super) struct Node {
     pub(super) probes_ready: AtomicBool,
     /// Bumped by each reload: a key warm-up of an older config stops.
     generation: AtomicU64,
+    /// Client connections in all and per IP.
+    pub(super) gate: Arc<Gate>,
+    /// Set when the node drains: every connection finishes and closes.
+    drain: watch::Sender<bool>,
+    pub(super) header_read_timeout: Duration,
+    pub(super) listeners: Listeners,
+    /// `--listen`, kept across reloads.
+    listen: Option<SocketAddr>,
+}
+
+impl Node {
+    /// Tells a connection when the node drains.
+    pub(super) fn draining(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+
+    /// The folder a config's relative paths (certificates) start from.
+    fn base(&self) -> PathBuf {
+        self.config_path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
 }
 
 /// What the admin API says of the running config.
@@ -91,30 +106,39 @@ pub(super) struct Loaded {
 
 /// Serves until SIGTERM/SIGINT, then drains. Fails only on start-up problems.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let (node, gate, listener) = start(&opts).await?;
-    let limits = gate.limits();
+    let node = start(&opts).await?;
+    let limits = node.gate.limits();
     tracing::info!(
-        addr = %listener.local_addr()?,
         config = %opts.config.display(),
         max_connections = limits.max_connections,
         max_per_ip = limits.max_per_ip,
-        "listening"
+        "serving"
     );
-    let (drain, draining) = watch::channel(false);
-    accept_until_stopped(&node, &gate, &listener, draining, opts.header_read_timeout).await?;
-    drop(listener);
-    tracing::info!(connections = gate.open(), "draining");
-    let _ = drain.send(true);
-    finish(&node, &gate, opts.drain_timeout).await;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => drop(reload(&node)),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    node.listeners.stop_all();
+    tracing::info!(connections = node.gate.open(), "draining");
+    let _ = node.drain.send(true);
+    finish(&node, opts.drain_timeout).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Everything before the node listens: the config (an admin API beyond
+/// Everything before the node serves: the config (an admin API beyond
 /// loopback needs a token in it), metrics, traces, the store; the
 /// operator's listeners (`/healthz` at once, `/readyz` once ready); key
-/// sets warming; the first round of active health checks.
-async fn start(opts: &ServeOptions) -> anyhow::Result<(Arc<Node>, Arc<Gate>, TcpListener)> {
+/// sets warming; the first round of active health checks; then the
+/// listeners (their files read and their sockets bound first, so a
+/// mistake stops the start).
+async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
     let (config, sha256) = load_config_hashed(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     if let Some(addr) = opts.admin_listen
         && !addr.ip().is_loopback()
@@ -124,7 +148,10 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<(Arc<Node>, Arc<Gate>, Tcp
             "--admin-listen {addr} is not a loopback address: the config must list a token in [admin] token_sha256"
         );
     }
-    let listener = TcpListener::bind(opts.listen).await?;
+    let listeners = Listeners::default();
+    let base = opts.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let prepared =
+        listeners.prepare(&config, &base, opts.listen).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(config)));
     let gate = Gate::new(opts.connections.clone());
     let (current, open) = (gateway.clone(), gate.clone());
@@ -157,6 +184,11 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<(Arc<Node>, Arc<Gate>, Tcp
         keys_ready: AtomicBool::new(false),
         probes_ready: AtomicBool::new(false),
         generation: AtomicU64::new(0),
+        gate,
+        drain: watch::Sender::new(false),
+        header_read_timeout: opts.header_read_timeout,
+        listeners,
+        listen: opts.listen,
     });
     if let Some(addr) = opts.metrics_listen {
         let bound = admin::listen(addr, "metrics").await?;
@@ -172,80 +204,16 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<(Arc<Node>, Arc<Gate>, Tcp
     }
     // Active health: the first round decides before the node listens.
     start_probes(&node).await;
-    Ok((node, gate, listener))
+    node.listeners.apply(prepared, &node)?;
+    node.metrics.certificates(&node.listeners.certificates());
+    tokio::spawn(watch_files(node.clone()));
+    Ok(node)
 }
 
-/// Accepts connections until SIGTERM or SIGINT, each served on its own
-/// task within its bounds; SIGHUP reloads the config.
-async fn accept_until_stopped(
-    node: &Arc<Node>,
-    gate: &Arc<Gate>,
-    listener: &TcpListener,
-    draining: watch::Receiver<bool>,
-    header_read_timeout: Duration,
-) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut failures = AcceptFailures::default();
-    let mut pressure = Pressure::default();
-    loop {
-        tokio::select! {
-            accepted = accept(listener, gate, &mut pressure) => match accepted {
-                Ok((stream, peer)) => {
-                    failures.succeeded();
-                    let Some(slot) = gate.admit(peer.ip()) else {
-                        tracing::debug!(%peer, "connection refused: this client holds its share of connections");
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let connection = Accepted { stream, peer, slot, draining: draining.clone(), header_read_timeout };
-                    tokio::spawn(connection.serve(node.clone(), gate.clone()));
-                }
-                Err(e) => failures.failed(&e).await,
-            },
-            _ = hangup.recv() => {
-                let _ = reload(node);
-            }
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
-        }
-    }
-}
-
-/// A connection taken in, with its slot.
-struct Accepted {
-    stream: TcpStream,
-    peer: SocketAddr,
-    slot: Slot,
-    draining: watch::Receiver<bool>,
-    header_read_timeout: Duration,
-}
-
-impl Accepted {
-    /// Serves the connection's requests (HTTP/1.1 or h2c) within its
-    /// deadlines, until it ends, is closed for a new client, or the node drains.
-    async fn serve(self, node: Arc<Node>, gate: Arc<Gate>) {
-        let Accepted { stream, peer, slot, draining, header_read_timeout } = self;
-        let builders = connection_builders(&node.gateway.load().config, header_read_timeout, gate.limits());
-        let activity = Activity::new();
-        slot.watch(&activity);
-        let tracked = activity.clone();
-        let service = service_fn(move |req| handle(node.clone(), peer, tracked.begin(), req));
-        let conn = std::pin::pin!(protocol::Connection::new(stream, service, builders));
-        match supervise(conn, &activity, &gate, draining, CLOSE_GRACE).await {
-            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-            None => tracing::debug!(%peer, "connection dropped: past its deadline or draining"),
-            Some(Ok(())) => {}
-        }
-        drop(slot);
-    }
-}
-
-/// After the listener closed: waits for open connections (up to
+/// After the listeners closed: waits for open connections (up to
 /// `timeout`), then flushes the access log and the spans.
-async fn finish(node: &Arc<Node>, gate: &Gate, timeout: Duration) {
-    if tokio::time::timeout(timeout, gate.empty()).await.is_err() {
+async fn finish(node: &Arc<Node>, timeout: Duration) {
+    if tokio::time::timeout(timeout, node.gate.empty()).await.is_err() {
         tracing::warn!(?timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));
@@ -255,96 +223,6 @@ async fn finish(node: &Arc<Node>, gate: &Gate, timeout: Duration) {
         let flushing = node.clone();
         let flushed = tokio::task::spawn_blocking(move || flushing.tracer.as_ref().map(Exporter::flush));
         let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
-    }
-}
-
-/// How long a connection asked to close (idle past its time, or draining)
-/// gets before it is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// Accepts once there is room for another connection. A full node that
-/// holds a connection which has begun no request accepts anyway and
-/// closes the oldest such connection for it (so the count goes at most one
-/// over until that one is gone); a full node without one waits for a
-/// connection to close.
-async fn accept(
-    listener: &TcpListener,
-    gate: &Gate,
-    pressure: &mut Pressure,
-) -> std::io::Result<(TcpStream, SocketAddr)> {
-    let max = gate.limits().max_connections;
-    loop {
-        let open = gate.open();
-        if open < max {
-            return listener.accept().await;
-        }
-        if open == max && gate.has_silent() {
-            let accepted = listener.accept().await?;
-            if gate.open() >= max && gate.close_oldest_silent() {
-                pressure.closed_one(gate);
-            }
-            return Ok(accepted);
-        }
-        // Full of connections that began requests (wait for one to close),
-        // or one over while a closed one goes.
-        gate.below(open.max(max)).await;
-    }
-}
-
-/// Connections closed to take new clients: the log says so at most once a
-/// second, with how many and the deadlines in force.
-#[derive(Default)]
-struct Pressure {
-    closed: u64,
-    reported_at: Option<tokio::time::Instant>,
-}
-
-impl Pressure {
-    fn closed_one(&mut self, gate: &Gate) {
-        self.closed += 1;
-        let now = tokio::time::Instant::now();
-        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            let (first_request, idle) = gate.deadlines();
-            tracing::warn!(
-                open = gate.open(),
-                max_connections = gate.limits().max_connections,
-                closed = self.closed,
-                ?first_request,
-                ?idle,
-                "connection pressure: closed connections that sent no request, to take new clients"
-            );
-            self.closed = 0;
-            self.reported_at = Some(now);
-        }
-    }
-}
-
-/// Accept errors (out of file descriptors, above all) back off, doubling
-/// from 10 ms to 1 s, instead of spinning; the log says so at most once a
-/// second, with how many there were.
-#[derive(Default)]
-struct AcceptFailures {
-    backoff: Option<Duration>,
-    unreported: u64,
-    reported_at: Option<tokio::time::Instant>,
-}
-
-impl AcceptFailures {
-    fn succeeded(&mut self) {
-        self.backoff = None;
-    }
-
-    async fn failed(&mut self, error: &std::io::Error) {
-        self.unreported += 1;
-        let now = tokio::time::Instant::now();
-        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            tracing::warn!(error = %error, failures = self.unreported, open = ?error.raw_os_error(), "accept failed");
-            self.unreported = 0;
-            self.reported_at = Some(now);
-        }
-        let backoff = self.backoff.map_or(Duration::from_millis(10), |b| (b * 2).min(Duration::from_secs(1)));
-        self.backoff = Some(backoff);
-        tokio::time::sleep(backoff).await;
     }
 }
 
@@ -364,8 +242,18 @@ async fn start_probes(node: &Arc<Node>) {
 /// stays. Returns the new config's SHA-256, or every error in the file.
 pub(super) fn reload(node: &Arc<Node>) -> Result<String, ConfigErrors> {
     let path = node.config_path.display().to_string();
-    match load_config_hashed(&node.config_path) {
-        Ok((config, sha256)) => {
+    let loaded = load_config_hashed(&node.config_path).and_then(|(config, sha256)| {
+        let prepared = node.listeners.prepare(&config, &node.base(), node.listen)?;
+        Ok((config, sha256, prepared))
+    });
+    match loaded {
+        Ok((config, sha256, prepared)) => {
+            let kept: Vec<Arc<str>> = prepared.iter().map(|p| p.name().clone()).collect();
+            if let Err(e) = node.listeners.apply(prepared, node) {
+                tracing::error!(error = %e, "a new listener could not start");
+            }
+            node.listeners.retain(&kept);
+            node.metrics.certificates(&node.listeners.certificates());
             let next = node.gateway.load().reloaded(config);
             let canaries = next.canary_keys();
             node.gateway.store(Arc::new(next));
@@ -461,64 +349,59 @@ async fn purge_memory(node: Arc<Node>) {
     }
 }
 
+/// How often certificate files are looked at for changes.
+const FILES_CHECKED_EVERY: Duration = Duration::from_secs(2);
+
+/// Loads a listener's certificates again when their files change (a
+/// renewal written in place, say): new handshakes get them, open
+/// connections keep theirs. A change that does not load (a half-written
+/// file, a key that is not the certificate's) is reported once and the
+/// running certificates stay until the files are right.
+async fn watch_files(node: Arc<Node>) {
+    let mut seen = files_signature(&node);
+    let mut every = tokio::time::interval(FILES_CHECKED_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = files_signature(&node);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let gateway = node.gateway.load_full();
+        match node.listeners.prepare(&gateway.config, &node.base(), node.listen) {
+            Ok(prepared) => {
+                if let Err(e) = node.listeners.apply(prepared, &node) {
+                    tracing::error!(error = %e, "a listener could not start");
+                }
+                node.metrics.certificates(&node.listeners.certificates());
+                tracing::info!("certificates loaded again: their files changed");
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(file = %e.file, line = e.line, key = %e.key, "{}", e.message);
+                }
+                tracing::error!("changed certificate files rejected; the running certificates stay");
+            }
+        }
+    }
+}
+
+/// The size and modification time of every file the listeners read.
+fn files_signature(node: &Node) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    let gateway = node.gateway.load();
+    let base = node.base();
+    let tls = gateway.config.listeners.iter().filter_map(|l| l.tls.as_ref());
+    let files = tls.flat_map(|t| {
+        let certs = t.certificates.iter().flat_map(|c| [&c.cert, &c.key]);
+        let client = t.client_auth.iter().flat_map(|a| std::iter::once(&a.ca).chain(&a.crls));
+        certs.chain(client).collect::<Vec<_>>()
+    });
+    files
+        .map(|f| std::fs::metadata(base.join(&f.path)).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
+        .collect()
+}
+
 fn now_rfc3339() -> String {
     crate::pipeline::log::rfc3339(NodeClock::default().now())
-}
-
-/// hyper's own head limits sit above the config's, as a backstop: within
-/// them the core answers with a problem body, beyond them hyper answers 431.
-fn connection_builders(
-    config: &Config,
-    header_read_timeout: Duration,
-    limits: &ConnectionLimits,
-) -> protocol::Builders {
-    let g = &config.gateway;
-    let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(head_bytes.saturating_add(16 << 10).max(8192))
-        .max_headers(g.max_header_count as usize + 32);
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.h2_keepalive))
-        .keep_alive_timeout(limits.h2_keepalive)
-        .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
-    protocol::Builders { http1, http2 }
-}
-
-/// The response body type: counted, logged when done, its request in
-/// flight until then.
-type LoggedBody = Tracked<Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>>;
-
-async fn handle(
-    node: Arc<Node>,
-    peer: SocketAddr,
-    in_flight: InFlight,
-    req: Request<Incoming>,
-) -> Result<Response<LoggedBody>, Infallible> {
-    let counted = node.metrics.begin();
-    let gateway = node.gateway.load_full();
-    let probe = Arc::new(BodyProbe::default());
-    let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
-    let downstream = Downstream { peer: peer.ip(), scheme: "http" };
-    let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
-    let access_log = gateway.config.gateway.access_log;
-    let series = node.metrics.series(&gateway);
-    // When the body is done: metrics, spans, and the log line.
-    let emit: Box<dyn FnOnce(AccessLog) + Send + Sync> = Box::new(move |log: AccessLog| {
-        drop(counted);
-        if let Some(series) = &series {
-            node.metrics.request(&log, series);
-        }
-        if let Some(tracer) = &node.tracer {
-            tracer.export(&log);
-        }
-        if access_log && log.observed.logged {
-            node.log.write(&log.to_line());
-        }
-    });
-    Ok(exchange.response.map(|body| Tracked::new(Logged::new(body, exchange.log, probe, Some(emit)), in_flight)))
 }

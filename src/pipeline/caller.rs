@@ -5,7 +5,6 @@ use http::HeaderMap;
 
 use super::Ctx;
 use crate::config::Config;
-use crate::config::auth::ProviderKind;
 use crate::config::caller_key::CallerKey;
 use crate::shared::headers;
 use crate::shared::identity::Identity;
@@ -14,10 +13,10 @@ use crate::shared::identity::Identity;
 /// without the value the key asks for (no identity of that kind, no such
 /// header or cookie) is its client IP, `ip:ADDR`.
 pub(crate) fn value(config: &Config, key: &CallerKey, ctx: &Ctx, headers: &HeaderMap) -> Vec<u8> {
-    let identity_of = |api_key: bool| {
+    let identity_of = |consumers: bool| {
         let id = ctx.identity.as_deref()?;
         let provider = config.auth.providers.iter().find(|p| *p.name == *id.provider)?;
-        (matches!(provider.kind, ProviderKind::ApiKey(_)) == api_key).then_some(id)
+        (provider.kind.names_consumers() == consumers).then_some(id)
     };
     let by_identity =
         |kind: &str, id: &Identity| [kind.as_bytes(), id.provider.as_bytes(), b":", id.subject.as_bytes()].concat();

@@ -447,7 +447,7 @@ min_requests = 20
             req = req.header(*n, *v);
         }
         let req = req.body(Bytes::new()).unwrap();
-        run_with(gw, ports, req, Downstream { peer: IpAddr::from([192, 0, 2, 1]), scheme: "http" })
+        run_with(gw, ports, req, Downstream::plain(IpAddr::from([192, 0, 2, 1]), "http"))
     }
 
     fn variant(ex: &Exchange<Bytes>) -> &'static str {

@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use super::accept::AcceptError;
 use super::authn::AuthError;
+use super::listener::Misdirected;
 use super::rate_limit::LimitError;
 use super::sweep::SweepError;
 use super::upstream::Refusal;
@@ -17,6 +18,8 @@ use crate::shared::problem::{Answer, Problem};
 pub(crate) enum GatewayError {
     #[error(transparent)]
     Accept(#[from] AcceptError),
+    #[error(transparent)]
+    Listener(#[from] Misdirected),
     #[error(transparent)]
     Route(#[from] RouteError),
     #[error(transparent)]
@@ -47,6 +50,7 @@ impl Answer for GatewayError {
     fn problem(&self) -> Problem {
         match self {
             Self::Accept(e) => e.problem(),
+            Self::Listener(e) => e.problem(),
             Self::Route(e) => e.problem(),
             Self::Auth(e) => e.problem(),
             Self::Limit(e) => e.problem(),
@@ -86,6 +90,7 @@ mod tests {
             ),
             (AcceptError::Path(PathError::ForbiddenEscape).into(), 400, "bad-path", Source::Client, false),
             (AcceptError::BodyTooLarge { size: 9, limit: 1 }.into(), 413, "body-too-large", Source::Client, false),
+            (Misdirected("a.test".into()).into(), 421, "misdirected-request", Source::Client, false),
             (RouteError::NotFound.into(), 404, "no-route", Source::Client, false),
             (AuthError::KeysUnavailable.into(), 503, "keys-unavailable", Source::Upstream, false),
             (LimitError::StoreDown("down".into()).into(), 503, "rate-limit-unavailable", Source::Store, false),

@@ -12,6 +12,7 @@ use serde::{Serialize, Serializer};
 
 use crate::shared::identity::Identity;
 use crate::shared::problem::Source;
+use crate::shared::tls::TlsInfo;
 
 /// Fields are kept as the request had them (no string copies on the hot
 /// path) and become text only when the line is written.
@@ -22,6 +23,13 @@ pub(crate) struct AccessLog {
     pub(crate) request_id: HeaderValue,
     pub(crate) trace_id: String,
     pub(crate) client_ip: IpAddr,
+    /// The node's listener the request came on (absent at the edge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) listener: Option<Arc<str>>,
+    /// The TLS session the node terminated: version, SNI, the client
+    /// certificate's names (absent for plaintext and at the edge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<Arc<TlsInfo>>,
     #[serde(serialize_with = "method_text")]
     pub(crate) method: Method,
     pub(crate) host: String,

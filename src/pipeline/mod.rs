@@ -18,6 +18,7 @@ pub(crate) mod caller;
 pub(crate) mod canary;
 pub(crate) mod error;
 pub(crate) mod ids;
+pub(crate) mod listener;
 pub(crate) mod log;
 pub(crate) mod rate_limit;
 pub(crate) mod respond;
@@ -38,6 +39,7 @@ use crate::config::{Config, GatewaySettings};
 use crate::ports::{Body, Clock, Ports};
 use crate::shared::entropy::Entropy;
 use crate::shared::identity::Identity;
+use crate::shared::tls::TlsInfo;
 use authn::AuthCaches;
 use canary::CanaryState;
 use error::GatewayError;
@@ -47,12 +49,25 @@ use trace::SpanRecord;
 use upstream::ServiceState;
 
 /// What the adapter knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Downstream {
-    /// The TCP peer (at the edge: the address Spin reports).
+    /// The TCP peer (at the edge: the address Spin reports; behind a
+    /// PROXY-protocol listener: the address the header gives).
     pub(crate) peer: IpAddr,
     /// `http` or `https`, as the client spoke to this hop.
     pub(crate) scheme: &'static str,
+    /// The node's listener it came on, by name (the edge has none).
+    pub(crate) listener: Option<Arc<str>>,
+    /// The TLS session, where the node terminated TLS.
+    pub(crate) tls: Option<Arc<TlsInfo>>,
+}
+
+impl Downstream {
+    /// A connection the home does not describe further (the edge, tests).
+    #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
+    pub(crate) fn plain(peer: IpAddr, scheme: &'static str) -> Self {
+        Self { peer, scheme, listener: None, tls: None }
+    }
 }
 
 /// Per-request state, filled in phase by phase.
@@ -66,6 +81,9 @@ pub(crate) struct Ctx {
     pub(crate) peer: IpAddr,
     pub(crate) client_ip: IpAddr,
     pub(crate) scheme: &'static str,
+    /// The listener and TLS session it came on (see [`Downstream`]).
+    pub(crate) listener: Option<Arc<str>>,
+    pub(crate) tls: Option<Arc<TlsInfo>>,
     pub(crate) method: Method,
     /// Lower case, without port.
     pub(crate) host: String,
@@ -200,6 +218,7 @@ macro_rules! run {
 async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>, ctx: &mut Ctx) -> Outcome<Body<P>> {
     let r = &mut req;
     run!(accept::head_phase(gateway, ports, r, ctx));
+    run!(listener::phase(gateway, ports, r, ctx));
     run!(sweep::phase(gateway, ports, r, ctx));
     run!(route::phase(gateway, ports, r, ctx));
     run!(accept::body_phase(gateway, ports, r, ctx));
@@ -262,6 +281,8 @@ impl Ctx {
             peer: transform::canonical(downstream.peer),
             client_ip: transform::client_ip(downstream.peer, headers, &g.trusted_proxies),
             scheme: downstream.scheme,
+            listener: downstream.listener,
+            tls: downstream.tls,
             method: req.method().clone(),
             host,
             host_header,

@@ -26,6 +26,11 @@ pub(crate) fn problem(err: &GatewayError, ctx: &mut Ctx) -> Response<Bytes> {
 /// Headers every answer carries, and the log record.
 pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
     response.headers_mut().insert(transform::X_REQUEST_ID, ctx.request_id.clone());
+    if ctx.scheme == "https"
+        && let Some(hsts) = ctx.listener.as_deref().and_then(|name| super::listener::hsts(config, name))
+    {
+        response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     for (name, value) in ctx.limit_headers {
         response.headers_mut().insert(name, value);
     }
@@ -48,6 +53,8 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
         request_id: ctx.request_id,
         trace_id: ctx.trace.trace_id.clone(),
         client_ip: ctx.client_ip,
+        listener: ctx.listener,
+        tls: ctx.tls,
         method: ctx.method,
         host: ctx.host,
         path: ctx.path,

@@ -9,4 +9,5 @@ pub mod hex;
 pub mod identity;
 pub(crate) mod path;
 pub(crate) mod problem;
+pub mod tls;
 pub(crate) mod window;

@@ -177,7 +177,10 @@ async fn the_admin_api_reports_readiness_config_and_upstreams_and_reloads() {
     // Not ready while the IdP fails: a JWT route would answer 503.
     let ready = send(admin, get("/readyz")).await;
     assert_eq!(ready.status, 503);
-    assert_eq!(ready.json()["checks"], json!({"config": true, "key_sets": false, "health_checks": true}));
+    assert_eq!(
+        ready.json()["checks"],
+        json!({"config": true, "key_sets": false, "health_checks": true, "certificates": true})
+    );
     idp.set_mode(idp::Mode::Serve);
     let deadline = Instant::now() + Duration::from_secs(10);
     while send(admin, get("/readyz")).await.status != 200 {

@@ -6,6 +6,7 @@ pub mod edge;
 pub mod idp;
 pub mod origin;
 pub mod otlp;
+pub mod pki;
 pub mod redis;
 pub mod spin;
 
@@ -131,6 +132,23 @@ impl Node {
         };
         let (metrics_addr, admin_addr) = (bound("metrics listening"), bound("admin listening"));
         Node { addr, metrics_addr, admin_addr, config_path, child, stdout, stderr }
+    }
+
+    /// The address a listener of the config (by name) was given.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.stderr.lock().unwrap().iter().rev().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["fields"]["message"] == "listening" && v["fields"]["listener"] == name)
+                    .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no listener {name}: {:?}", self.stderr.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> i32 {

@@ -89,3 +89,25 @@ auth = { any_of = ["corp", "partners"], scopes = ["read"], claims = { tenant = [
     let offered = &route.challenge;
     assert_eq!((offered.realm.as_str(), offered.bearer, offered.api_key), ("shop", true, true));
 }
+
+#[test]
+fn mtls_providers_are_checked() {
+    let p = |consumer: &str| format!("[auth.mtls.m]\nconsumers = [{consumer}]\n");
+    expect_each_key(&[
+        (p("{ id = \"a\" }"), "auth.mtls.m.consumers[0]", "give one of `spiffe_id`"),
+        (p("{ id = \"a\", dns = \"a.test\", email = \"a@test\" }"), "auth.mtls.m.consumers[0]", "give one of"),
+        (p("{ id = \"a\", spiffe_id = \"https://x\" }"), "auth.mtls.m.consumers[0].spiffe_id", "spiffe://"),
+        (p("{ id = \"a\", sha256 = \"xyz\" }"), "auth.mtls.m.consumers[0].sha256", "64 hex digits"),
+        (
+            p("{ id = \"a\", dns = \"a.test\" }, { id = \"b\", dns = \"A.test\" }"),
+            "auth.mtls.m.consumers[1]",
+            "another consumer has this certificate name",
+        ),
+        (
+            "[auth.mtls.m]\nforward = { \"x-c\" = \"subject\" }\n".into(),
+            "auth.mtls.m.forward.x-c",
+            "`id`, `groups`, `spiffe_id`, `common_name` or `sha256`",
+        ),
+        ("[auth.mtls.m]\n[auth.api_key.m]\n".into(), "auth.mtls.m", "provider names must be unique"),
+    ]);
+}

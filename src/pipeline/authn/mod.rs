@@ -12,6 +12,7 @@ pub(crate) mod credential;
 pub(crate) mod failures;
 mod jwks;
 pub(crate) mod jwt;
+mod mtls;
 #[cfg(target_arch = "wasm32")]
 mod rsa_edge;
 
@@ -27,11 +28,12 @@ use thiserror::Error;
 use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Flow, Gateway};
 pub(crate) use crate::config::auth::Challenge;
-use crate::config::auth::{AuthConfig, ConsumerField, ProviderKind, RouteAuth};
+use crate::config::auth::{AuthConfig, CertField, ConsumerField, ProviderKind, RouteAuth};
 use crate::ports::{Body, Clock, Ports};
 use crate::shared::cache::ExpiringMap;
 pub(crate) use crate::shared::identity::Identity;
 use crate::shared::problem::{Answer, Problem, Source};
+use crate::shared::tls::ClientCert;
 
 pub use super::log::AuthNote;
 use failures::FailureLimit;
@@ -141,7 +143,9 @@ pub(crate) async fn phase<P: Ports>(
     };
     let started = ports.clock().monotonic();
     let mut note = AuthNote::default();
-    let verdict = authenticate(auth, route_auth, &gateway.caches, ports, ctx.client_ip, req, &mut note)
+    let client_cert = ctx.tls.as_ref().and_then(|t| t.client_cert.as_ref());
+    let caller = Caller { ip: ctx.client_ip, cert: client_cert };
+    let verdict = authenticate(auth, route_auth, &gateway.caches, ports, caller, req, &mut note)
         .await
         .and_then(|identity| authorize(route_auth, &identity).map(|()| identity));
     note.outcome = verdict.as_ref().map_or_else(AuthError::reason, |_| "ok");
@@ -179,17 +183,25 @@ fn drop_identity_headers(auth: &AuthConfig, headers: &mut HeaderMap) {
     }
 }
 
+/// Who is asking, before any credential: the client's address, and the
+/// client certificate its TLS connection proved (the node's listeners).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub ip: IpAddr,
+    pub cert: Option<&'a ClientCert>,
+}
+
 /// Authenticates with the route's providers; on success the credential is
 /// stripped (if configured) and the provider's identity headers are set.
-/// A bad credential counts against the provider's `failure_limit` for
-/// `client`. `note` says which provider decided and whether a token came
-/// from the cache.
+/// A bad credential counts against the provider's `failure_limit` for the
+/// caller's address. `note` says which provider decided and whether a
+/// token came from the cache.
 pub async fn authenticate<P: Ports, B>(
     auth: &AuthConfig,
     route: &RouteAuth,
     caches: &AuthCaches,
     ports: &P,
-    client: IpAddr,
+    caller: Caller<'_>,
     req: &mut Request<B>,
     note: &mut AuthNote,
 ) -> Result<Arc<Identity>, AuthError> {
@@ -197,32 +209,48 @@ pub async fn authenticate<P: Ports, B>(
     let mut failure: Option<AuthError> = None;
     for &index in &route.providers {
         let provider = &auth.providers[index];
+        let limit = FailureLimit::new(provider, caller.ip);
         let (sources, strip) = match &provider.kind {
             ProviderKind::Jwt(jwt) => (&jwt.sources[..], jwt.strip_credential),
             ProviderKind::ApiKey(keys) => (std::slice::from_ref(&keys.source), keys.strip_credential),
+            // A certificate is the connection's: nothing to find or strip.
+            ProviderKind::Mtls(_) => (&[][..], false),
         };
-        let limit = FailureLimit::new(provider, client);
-        let verified = match credential::find(sources, req) {
-            credential::Found::None => continue,
-            credential::Found::Malformed(description) => {
-                Err(AuthError::InvalidRequest { description, challenge: challenge.clone() })
-            }
-            credential::Found::Credential(credential, source) => {
-                let verified = match &provider.kind {
-                    ProviderKind::Jwt(jwt) => {
-                        let p = jwt::Verifier { name: &provider.name, provider: jwt, limit: limit.as_ref() };
-                        p.verify(&credential, caches, ports, challenge, note).await
-                    }
-                    ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
-                };
+        let found = match (&provider.kind, caller.cert) {
+            (ProviderKind::Mtls(_), None) => continue,
+            (ProviderKind::Mtls(certs), Some(cert)) => Some(mtls::verify(certs, cert, challenge)),
+            _ => None,
+        };
+        let verified = match found {
+            Some(verified) => {
                 if let Ok(identity) = &verified {
-                    if strip {
-                        credential::strip(source, req);
-                    }
-                    forward(&provider.kind, identity, req.headers_mut());
+                    forward(&provider.kind, identity, caller.cert, req.headers_mut());
                 }
                 verified
             }
+            None => match credential::find(sources, req) {
+                credential::Found::None => continue,
+                credential::Found::Malformed(description) => {
+                    Err(AuthError::InvalidRequest { description, challenge: challenge.clone() })
+                }
+                credential::Found::Credential(credential, source) => {
+                    let verified = match &provider.kind {
+                        ProviderKind::Jwt(jwt) => {
+                            let p = jwt::Verifier { name: &provider.name, provider: jwt, limit: limit.as_ref() };
+                            p.verify(&credential, caches, ports, challenge, note).await
+                        }
+                        ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
+                        ProviderKind::Mtls(_) => continue,
+                    };
+                    if let Ok(identity) = &verified {
+                        if strip {
+                            credential::strip(source, req);
+                        }
+                        forward(&provider.kind, identity, caller.cert, req.headers_mut());
+                    }
+                    verified
+                }
+            },
         };
         if failure.is_none() {
             note.provider = Some(index);
@@ -249,7 +277,7 @@ pub async fn authenticate<P: Ports, B>(
 }
 
 /// Sets the identity headers a provider sends to the origin.
-fn forward(kind: &ProviderKind, id: &Identity, headers: &mut HeaderMap) {
+fn forward(kind: &ProviderKind, id: &Identity, cert: Option<&ClientCert>, headers: &mut HeaderMap) {
     match kind {
         ProviderKind::Jwt(jwt) => {
             for (name, claim) in &jwt.forward_claims {
@@ -265,6 +293,20 @@ fn forward(kind: &ProviderKind, id: &Identity, headers: &mut HeaderMap) {
                     ConsumerField::Groups => HeaderValue::from_str(&id.groups.join(",")),
                 };
                 if let Ok(value) = value {
+                    headers.insert(name.clone(), value);
+                }
+            }
+        }
+        ProviderKind::Mtls(certs) => {
+            for (name, field) in &certs.forward {
+                let value = match field {
+                    CertField::Id => Some(id.subject.clone()),
+                    CertField::Groups => Some(id.groups.join(",")),
+                    CertField::SpiffeId => cert.and_then(ClientCert::spiffe_id).map(str::to_string),
+                    CertField::CommonName => cert.and_then(|c| c.common_name.clone()),
+                    CertField::Sha256 => cert.map(|c| c.sha256.clone()),
+                };
+                if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                     headers.insert(name.clone(), value);
                 }
             }

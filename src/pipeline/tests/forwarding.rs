@@ -30,7 +30,7 @@ fn trusted_proxies_extend_the_chain() {
         .header("forwarded", "for=203.0.113.5")
         .body(Bytes::new())
         .unwrap();
-    let ex = run(&ports, req, Downstream { peer: "::ffff:10.1.2.3".parse().unwrap(), scheme: "http" });
+    let ex = run(&ports, req, Downstream::plain("::ffff:10.1.2.3".parse().unwrap(), "http"));
     let h = ports.http.last().unwrap().headers().clone();
     assert_eq!(h["x-forwarded-for"], "203.0.113.5, 10.0.0.9, 10.1.2.3");
     assert_eq!(h["x-forwarded-proto"], "https");

@@ -82,7 +82,7 @@ fn config() -> Config {
 }
 
 fn peer(ip: &str) -> Downstream {
-    Downstream { peer: ip.parse::<IpAddr>().unwrap(), scheme: "http" }
+    Downstream::plain(ip.parse::<IpAddr>().unwrap(), "http")
 }
 
 fn get(uri: &str) -> http::request::Builder {

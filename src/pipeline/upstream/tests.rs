@@ -119,7 +119,7 @@ fn refused() -> Result<Response<Bytes>, UpstreamError> {
 
 fn run(gw: &Gateway, ports: &FakePorts, req: http::request::Builder, body: &'static [u8]) -> Exchange<Bytes> {
     let req = req.header("host", "gw.test").body(Bytes::from_static(body)).unwrap();
-    run_with(gw, ports, req, Downstream { peer: IpAddr::from([192, 0, 2, 1]), scheme: "http" })
+    run_with(gw, ports, req, Downstream::plain(IpAddr::from([192, 0, 2, 1]), "http"))
 }
 
 /// The hosts the origin was sent, in order.

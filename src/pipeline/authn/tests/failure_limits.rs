@@ -39,7 +39,7 @@ fn failed_attempts_are_limited_per_provider_and_client() {
     // Another client is not affected.
     let route = gw.config.routes[0].auth.as_ref().unwrap();
     let mut req = Request::get("/x").header("authorization", bearer(&fresh)).body(()).unwrap();
-    let other = "198.51.100.8".parse().unwrap();
+    let other = Caller { ip: "198.51.100.8".parse().unwrap(), cert: None };
     assert!(
         block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, other, &mut req, &mut AuthNote::default()))
             .is_ok()

@@ -9,7 +9,8 @@ fn identity_headers_are_forwarded_and_credentials_stripped() {
     let mut req =
         Request::get("/x").header("authorization", bearer(&mint(RSA1, "k1", claims(T0 + 60)))).body(()).unwrap();
     let route = gw.config.routes[0].auth.as_ref().unwrap();
-    block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, CLIENT, &mut req, &mut AuthNote::default()))
+    let caller = Caller { ip: CLIENT, cert: None };
+    block_on(authenticate(&gw.config.auth, route, &gw.caches, &ports, caller, &mut req, &mut AuthNote::default()))
         .unwrap();
     assert!(req.headers().get("authorization").is_none());
     assert_eq!(req.headers()["x-user"], "alice");

@@ -27,6 +27,7 @@ mod identity_headers;
 mod jwks_cache;
 mod jwks_store;
 mod kv_schema;
+mod mtls;
 mod token_cache;
 mod tokens;
 
@@ -109,7 +110,8 @@ fn auth(gw: &Gateway, ports: &FakePorts, headers: &[(&str, &str)]) -> Result<Arc
     }
     let mut req = req.body(()).unwrap();
     let route = gw.config.routes[0].auth.as_ref().unwrap();
-    block_on(authenticate(&gw.config.auth, route, &gw.caches, ports, CLIENT, &mut req, &mut AuthNote::default()))
+    let caller = Caller { ip: CLIENT, cert: None };
+    block_on(authenticate(&gw.config.auth, route, &gw.caches, ports, caller, &mut req, &mut AuthNote::default()))
 }
 
 fn bearer(token: &str) -> String {

@@ -1,0 +1,515 @@
+//! The node's listeners: a socket each (`[[listeners]]` in the config, and
+//! `--listen`), each with what it serves with — TLS or plaintext, PROXY
+//! protocol — and an accept loop. They follow the running config: a reload
+//! first reads every listener's files and binds the new addresses (any
+//! failure rejects the reload, the running config stays), then updates the
+//! rest in place (new handshakes get the new certificates, open
+//! connections keep theirs) and closes the sockets of listeners the config
+//! dropped (their connections finish).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Slot, Tracked, supervise};
+use super::protocol::{self, Connection, Protocol};
+use super::server::Node;
+use super::tls::{self, Resumption, Served};
+use super::{NodeBody, proxy_protocol};
+use crate::body::{BodyProbe, Logged};
+use crate::config::{Config, ConfigErrors, Listener};
+use crate::pipeline::log::AccessLog;
+use crate::pipeline::{self, Downstream};
+
+/// The name of the plaintext listener `--listen` adds.
+pub(crate) const LISTEN_FLAG: &str = "--listen";
+
+/// What a listener serves with.
+pub(crate) struct Settings {
+    pub(crate) name: Arc<str>,
+    pub(crate) proxy_protocol: bool,
+    pub(crate) tls: Option<tls::Serving>,
+}
+
+/// A listener in effect.
+struct Running {
+    name: Arc<str>,
+    /// As configured (port 0: the one the system gave is `local`).
+    address: SocketAddr,
+    local: SocketAddr,
+    settings: Arc<ArcSwap<Settings>>,
+    stop: watch::Sender<bool>,
+}
+
+/// A listener ready to take effect: its settings read; its socket bound
+/// if new, else the running listener whose socket it keeps.
+pub(crate) struct Prepared {
+    settings: Settings,
+    address: SocketAddr,
+    socket: Result<std::net::TcpListener, Arc<str>>,
+}
+
+impl Prepared {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.settings.name
+    }
+}
+
+/// The node's listeners and what outlives their reloads.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    running: Mutex<Vec<Running>>,
+    /// Ticket keys and session caches, by listener name.
+    resumption: Mutex<HashMap<Arc<str>, Arc<Resumption>>>,
+}
+
+/// The listeners a config asks for, with `--listen`'s plaintext one (which
+/// answers every host) when given, or when the config has none.
+fn wanted(config: &Config, listen: Option<SocketAddr>) -> Vec<Listener> {
+    let mut all = config.listeners.clone();
+    let fallback = SocketAddr::from(([127, 0, 0, 1], 8080));
+    if let Some(address) = listen.or(all.is_empty().then_some(fallback)) {
+        all.insert(0, Listener::plaintext(LISTEN_FLAG, address));
+    }
+    all
+}
+
+/// Reads every TLS listener's files as a start would (`portcullis check`):
+/// every mistake at the config key that names the file.
+pub fn check_files(config: &Config, base: &Path) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    for listener in &config.listeners {
+        if let Some(t) = &listener.tls {
+            let resumption = Resumption::without_tickets(1);
+            if let Err(e) = tls::load(t, base, &resumption) {
+                errors.extend(e);
+            }
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+}
+
+impl Listeners {
+    /// Reads every listener's files and binds the addresses not yet
+    /// bound; nothing changes until [`Listeners::apply`]. Every mistake is
+    /// reported at the config key that caused it.
+    pub(crate) fn prepare(
+        &self,
+        config: &Config,
+        base: &Path,
+        listen: Option<SocketAddr>,
+    ) -> Result<Vec<Prepared>, ConfigErrors> {
+        let running: Vec<(Arc<str>, SocketAddr)> =
+            self.lock(|r| r.iter().map(|l| (l.name.clone(), l.address)).collect());
+        let mut errors = Vec::new();
+        let mut prepared = Vec::new();
+        for listener in wanted(config, listen) {
+            let tls = match &listener.tls {
+                Some(t) => match tls::load(t, base, &self.resumption(&listener.name, t.session_cache)) {
+                    Ok(serving) => Some(serving),
+                    Err(e) => {
+                        errors.extend(e);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            // The same address keeps its socket (a port 0 only under the same name).
+            let kept = running.iter().find(|(name, address)| {
+                *address == listener.address && (address.port() != 0 || *name == listener.name)
+            });
+            let socket = match kept {
+                Some((name, _)) => Err(name.clone()),
+                None => match bind(listener.address) {
+                    Ok(socket) => Ok(socket),
+                    Err(e) => {
+                        errors.push(listener.place.error(format!("cannot listen on {}: {e}", listener.address)));
+                        continue;
+                    }
+                },
+            };
+            let settings = Settings { name: listener.name.clone(), proxy_protocol: listener.proxy_protocol, tls };
+            prepared.push(Prepared { settings, address: listener.address, socket });
+        }
+        if errors.is_empty() { Ok(prepared) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Puts prepared listeners in effect: the kept ones take their new
+    /// settings, new ones start accepting, dropped ones stop.
+    pub(crate) fn apply(&self, prepared: Vec<Prepared>, node: &Arc<Node>) -> std::io::Result<()> {
+        let mut started = Vec::new();
+        for p in prepared {
+            let name = p.settings.name.clone();
+            let settings = Arc::new(p.settings);
+            match p.socket {
+                Err(was) => self.lock(|r| {
+                    if let Some(l) = r.iter_mut().find(|l| l.name == was) {
+                        l.settings.store(settings);
+                        l.name = name;
+                    }
+                }),
+                Ok(socket) => {
+                    socket.set_nonblocking(true)?;
+                    let listener = TcpListener::from_std(socket)?;
+                    let local = listener.local_addr()?;
+                    let (stop, stopped) = watch::channel(false);
+                    let swap = Arc::new(ArcSwap::from(settings));
+                    tracing::info!(addr = %local, listener = %name, tls = swap.load().tls.is_some(), "listening");
+                    tokio::spawn(accept_loop(node.clone(), listener, swap.clone(), stopped));
+                    started.push(Running { name, address: p.address, local, settings: swap, stop });
+                }
+            }
+        }
+        self.lock(|running| {
+            let wanted: Vec<Arc<str>> = started.iter().map(|s| s.name.clone()).collect();
+            running.retain(|l| {
+                let replaced = wanted.contains(&l.name);
+                if replaced {
+                    let _ = l.stop.send(true);
+                }
+                !replaced
+            });
+            running.extend(started);
+        });
+        Ok(())
+    }
+
+    /// Stops every listener not named in `keep` (after a reload).
+    pub(crate) fn retain(&self, keep: &[Arc<str>]) {
+        self.lock(|running| {
+            running.retain(|l| {
+                let kept = keep.contains(&l.name);
+                if !kept {
+                    tracing::info!(addr = %l.local, listener = %l.name, "listener closed: gone from the config");
+                    let _ = l.stop.send(true);
+                }
+                kept
+            });
+        });
+    }
+
+    /// Stops accepting everywhere (the node drains).
+    pub(crate) fn stop_all(&self) {
+        self.lock(|running| {
+            for l in running.iter() {
+                let _ = l.stop.send(true);
+            }
+        });
+    }
+
+    /// Every certificate served, by listener, with its readiness margin.
+    pub(crate) fn certificates(&self) -> Vec<(Arc<str>, Served, Duration)> {
+        self.lock(|running| {
+            running
+                .iter()
+                .flat_map(|l| {
+                    let settings = l.settings.load_full();
+                    let Some(tls) = settings.tls.as_ref() else { return Vec::new() };
+                    tls.certificates.iter().map(|c| (l.name.clone(), c.clone(), tls.expiry_margin)).collect()
+                })
+                .collect()
+        })
+    }
+
+    fn resumption(&self, name: &Arc<str>, cache: usize) -> Arc<Resumption> {
+        let mut all = self.resumption.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kept) = all.get(name) {
+            return kept.clone();
+        }
+        match Resumption::new(cache) {
+            Ok(r) => all.entry(name.clone()).or_insert_with(|| Arc::new(r)).clone(),
+            // Only the ticket keys' random draw can fail: the next load tries again.
+            Err(e) => {
+                tracing::error!(listener = %name, error = %e, "TLS session tickets unavailable");
+                Arc::new(Resumption::without_tickets(cache))
+            }
+        }
+    }
+
+    fn lock<T>(&self, f: impl FnOnce(&mut Vec<Running>) -> T) -> T {
+        f(&mut self.running.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A listening socket (SO_REUSEADDR, as tokio binds), not yet in the runtime.
+fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    let listener = socket.listen(1024)?;
+    listener.into_std()
+}
+
+/// Accepts on one listener until it is stopped, each connection served
+/// on its own task within the node's bounds.
+async fn accept_loop(
+    node: Arc<Node>,
+    listener: TcpListener,
+    settings: Arc<ArcSwap<Settings>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures = AcceptFailures::default();
+    let mut pressure = Pressure::default();
+    loop {
+        tokio::select! {
+            accepted = accept(&listener, &node.gate, &mut pressure) => match accepted {
+                Ok((stream, peer)) => {
+                    failures.succeeded();
+                    let Some(slot) = node.gate.admit(peer.ip()) else {
+                        tracing::debug!(%peer, "connection refused: this client holds its share of connections");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let connection = Accepted { stream, peer, slot, settings: settings.load_full() };
+                    tokio::spawn(connection.serve(node.clone()));
+                }
+                Err(e) => failures.failed(&e).await,
+            },
+            // Only a stop is ever sent (or the sender is gone).
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How long a connection asked to close (idle past its time, or draining)
+/// gets before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A connection taken in, with its slot and its listener's settings.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    settings: Arc<Settings>,
+}
+
+impl Accepted {
+    /// Serves the connection's requests within its deadlines, until it
+    /// ends, is closed for a new client, or the node drains: first the
+    /// PROXY header and the TLS handshake where the listener has them
+    /// (both within the first-request deadline), then HTTP/1.1 or HTTP/2.
+    async fn serve(self, node: Arc<Node>) {
+        let Accepted { mut stream, peer, slot, settings } = self;
+        let activity = Activity::new();
+        slot.watch(&activity);
+        let gate = &node.gate;
+        let mut client = peer.ip();
+        if settings.proxy_protocol {
+            match before_request(proxy_protocol::read(&mut stream), &activity, gate).await {
+                Some(Ok(source)) => client = source.unwrap_or(client),
+                Some(Err(e)) => return tracing::debug!(%peer, error = %e, "PROXY protocol header refused"),
+                None => return,
+            }
+        }
+        let builders = connection_builders(&node.gateway.load().config, node.header_read_timeout, gate.limits());
+        let listener = Some(settings.name.clone());
+        let draining = node.draining();
+        let outcome = match &settings.tls {
+            None => {
+                let downstream = Downstream { peer: client, scheme: "http", listener, tls: None };
+                let service = service(&node, downstream, &activity);
+                let conn = std::pin::pin!(Connection::new(stream, service, builders));
+                supervise(conn, &activity, gate, draining, CLOSE_GRACE).await
+            }
+            Some(tls) => {
+                let stream = match before_request(tls.acceptor.accept(stream), &activity, gate).await {
+                    Some(Ok(stream)) => stream,
+                    Some(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    None => return,
+                };
+                let (info, h2) = (tls::info(stream.get_ref().1), tls::is_h2(stream.get_ref().1));
+                let downstream = Downstream { peer: client, scheme: "https", listener, tls: Some(Arc::new(info)) };
+                let service = service(&node, downstream, &activity);
+                let conn = std::pin::pin!(Protocol::new(stream, h2, service, builders));
+                supervise(conn, &activity, gate, draining, CLOSE_GRACE).await
+            }
+        };
+        match outcome {
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            None => tracing::debug!(%peer, "connection dropped: past its deadline or draining"),
+            Some(Ok(())) => {}
+        }
+        drop(slot);
+    }
+}
+
+/// What a connection must do before its first request (a PROXY header, a
+/// TLS handshake): `None` if it took past the first-request deadline or
+/// the node closed it to take a new client.
+async fn before_request<T>(step: impl Future<Output = T>, activity: &Activity, gate: &Gate) -> Option<T> {
+    tokio::select! {
+        done = step => Some(done),
+        () = tokio::time::sleep(gate.deadlines().0) => None,
+        () = activity.evicted() => None,
+    }
+}
+
+/// The hyper service of one connection: each request through the core.
+fn service(
+    node: &Arc<Node>,
+    downstream: Downstream,
+    activity: &Arc<Activity>,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<LoggedBody>, Error = Infallible, Future: Send>
++ Clone
++ Unpin
++ use<> {
+    let (node, tracked) = (node.clone(), activity.clone());
+    service_fn(move |req| handle(node.clone(), downstream.clone(), tracked.begin(), req))
+}
+
+/// Accepts once there is room for another connection. A full node that
+/// holds a connection which has begun no request accepts anyway and
+/// closes the oldest such connection for it (so the count goes at most one
+/// over until that one is gone); a full node without one waits for a
+/// connection to close.
+async fn accept(
+    listener: &TcpListener,
+    gate: &Gate,
+    pressure: &mut Pressure,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let max = gate.limits().max_connections;
+    loop {
+        let open = gate.open();
+        if open < max {
+            return listener.accept().await;
+        }
+        if open == max && gate.has_silent() {
+            let accepted = listener.accept().await?;
+            if gate.open() >= max && gate.close_oldest_silent() {
+                pressure.closed_one(gate);
+            }
+            return Ok(accepted);
+        }
+        // Full of connections that began requests (wait for one to close),
+        // or one over while a closed one goes.
+        gate.below(open.max(max)).await;
+    }
+}
+
+/// Connections closed to take new clients: the log says so at most once a
+/// second, with how many and the deadlines in force.
+#[derive(Default)]
+struct Pressure {
+    closed: u64,
+    reported_at: Option<tokio::time::Instant>,
+}
+
+impl Pressure {
+    fn closed_one(&mut self, gate: &Gate) {
+        self.closed += 1;
+        let now = tokio::time::Instant::now();
+        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            let (first_request, idle) = gate.deadlines();
+            tracing::warn!(
+                open = gate.open(),
+                max_connections = gate.limits().max_connections,
+                closed = self.closed,
+                ?first_request,
+                ?idle,
+                "connection pressure: closed connections that sent no request, to take new clients"
+            );
+            self.closed = 0;
+            self.reported_at = Some(now);
+        }
+    }
+}
+
+/// Accept errors (out of file descriptors, above all) back off, doubling
+/// from 10 ms to 1 s, instead of spinning; the log says so at most once a
+/// second, with how many there were.
+#[derive(Default)]
+struct AcceptFailures {
+    backoff: Option<Duration>,
+    unreported: u64,
+    reported_at: Option<tokio::time::Instant>,
+}
+
+impl AcceptFailures {
+    fn succeeded(&mut self) {
+        self.backoff = None;
+    }
+
+    async fn failed(&mut self, error: &std::io::Error) {
+        self.unreported += 1;
+        let now = tokio::time::Instant::now();
+        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            tracing::warn!(error = %error, failures = self.unreported, open = ?error.raw_os_error(), "accept failed");
+            self.unreported = 0;
+            self.reported_at = Some(now);
+        }
+        let backoff = self.backoff.map_or(Duration::from_millis(10), |b| (b * 2).min(Duration::from_secs(1)));
+        self.backoff = Some(backoff);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// hyper's own head limits sit above the config's, as a backstop: within
+/// them the core answers with a problem body, beyond them hyper answers 431.
+fn connection_builders(
+    config: &Config,
+    header_read_timeout: Duration,
+    limits: &ConnectionLimits,
+) -> protocol::Builders {
+    let g = &config.gateway;
+    let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(head_bytes.saturating_add(16 << 10).max(8192))
+        .max_headers(g.max_header_count as usize + 32);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.h2_keepalive))
+        .keep_alive_timeout(limits.h2_keepalive)
+        .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
+    protocol::Builders { http1, http2 }
+}
+
+/// The response body type: counted, logged when done, its request in
+/// flight until then.
+type LoggedBody = Tracked<Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>>;
+
+async fn handle(
+    node: Arc<Node>,
+    downstream: Downstream,
+    in_flight: InFlight,
+    req: Request<Incoming>,
+) -> Result<Response<LoggedBody>, Infallible> {
+    let counted = node.metrics.begin();
+    let gateway = node.gateway.load_full();
+    let probe = Arc::new(BodyProbe::default());
+    let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
+    let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
+    let access_log = gateway.config.gateway.access_log;
+    let series = node.metrics.series(&gateway);
+    // When the body is done: metrics, spans, and the log line.
+    let emit: Box<dyn FnOnce(AccessLog) + Send + Sync> = Box::new(move |log: AccessLog| {
+        drop(counted);
+        if let Some(series) = &series {
+            node.metrics.request(&log, series);
+        }
+        if let Some(tracer) = &node.tracer {
+            tracer.export(&log);
+        }
+        if access_log && log.observed.logged {
+            node.log.write(&log.to_line());
+        }
+    });
+    Ok(exchange.response.map(|body| Tracked::new(Logged::new(body, exchange.log, probe, Some(emit)), in_flight)))
+}
