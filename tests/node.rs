@@ -6,6 +6,8 @@
 
 #[path = "node/observability.rs"]
 mod observability;
+#[path = "node/origin_tls.rs"]
+mod origin_tls;
 mod support;
 #[path = "node/tls.rs"]
 mod tls;

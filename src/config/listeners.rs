@@ -288,7 +288,7 @@ impl Compiler<'_> {
     }
 
     /// A file path (placeholders filled in), remembered with its place.
-    fn file(&mut self, value: &Spanned<String>, key: &str) -> Option<File> {
+    pub(super) fn file(&mut self, value: &Spanned<String>, key: &str) -> Option<File> {
         let path = self.value(value, key)?;
         if path.trim().is_empty() {
             self.error(value.span(), key, "must name a file");

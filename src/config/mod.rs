@@ -14,6 +14,7 @@ pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
 pub(crate) mod listeners;
+pub(crate) mod origin;
 pub mod rate_limits;
 pub(crate) mod raw;
 pub(crate) mod resilience;
@@ -118,6 +119,11 @@ pub(crate) struct Service {
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    /// HTTP/2 to its origins: ALPN `h2` over HTTPS, prior knowledge over
+    /// plaintext (what gRPC needs). Default: HTTP/1.1.
+    pub(crate) http2: bool,
+    /// TLS settings for its HTTPS origins. Default: the system's roots.
+    pub(crate) tls: Option<origin::OriginTls>,
 }
 
 /// One origin address of a service.
@@ -605,6 +611,8 @@ impl Compiler<'_> {
         let retry = self.retry(&key, raw.retry.as_ref());
         let health = self.health(&key, raw.health.as_ref());
         let breaker = self.breaker(&key, raw.breaker.as_ref());
+        let http2 = raw.http2.as_ref().is_some_and(|h| *h.get_ref());
+        let tls = self.origin_tls(&key, raw.tls.as_ref(), &targets);
         let max_in_flight = raw.max_in_flight.as_ref().and_then(|m| {
             let parsed = Some(*m.get_ref()).filter(|n| *n > 0).ok_or_else(|| "must be at least 1".to_string());
             self.check(m.span(), &format!("{key}.max_in_flight"), parsed)
@@ -619,6 +627,8 @@ impl Compiler<'_> {
             max_in_flight,
             connect_timeout,
             request_timeout,
+            http2,
+            tls,
         })
     }
 

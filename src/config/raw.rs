@@ -156,6 +156,19 @@ pub(crate) struct RawService {
     pub(crate) retry: Option<Spanned<RawRetry>>,
     pub(crate) health: Option<Spanned<RawHealth>>,
     pub(crate) breaker: Option<Spanned<RawBreaker>>,
+    pub(crate) http2: Option<Spanned<bool>>,
+    pub(crate) tls: Option<Spanned<RawOriginTls>>,
+}
+
+/// `services.NAME.tls`: how the node verifies (and proves itself to) an
+/// HTTPS origin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOriginTls {
+    pub(crate) ca: Option<Spanned<String>>,
+    pub(crate) server_name: Option<Spanned<String>>,
+    pub(crate) cert: Option<Spanned<String>>,
+    pub(crate) key: Option<Spanned<String>>,
 }
 
 /// `services.NAME.breaker`: the service's circuit breaker.

@@ -1,10 +1,13 @@
-//! Outbound HTTP for the node: HTTP/1.1 over hyper's connection API, with
-//! our own pool of kept-alive connections per origin (scheme, host and
-//! port). A connection goes back to the pool as soon as its response head
-//! arrives, and is handed out again once hyper says it is ready for the
-//! next request (its previous response read to the end). HTTPS origins go
-//! over rustls, verified against the system's roots (which `SSL_CERT_FILE`
-//! / `SSL_CERT_DIR` can replace).
+//! Outbound HTTP for the node: HTTP/1.1 (or HTTP/2 for a service that
+//! asks) over hyper's connection API, with our own pool of kept-alive
+//! connections per origin (scheme, host and port, protocol, TLS profile).
+//! An HTTP/1.1 connection goes back to the pool as soon as its response
+//! head arrives, and is handed out again once hyper says it is ready for
+//! the next request (its previous response read to the end); an HTTP/2
+//! connection stays in the pool and carries many requests at once. HTTPS
+//! origins go over rustls, verified against the system's roots (which
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` can replace) or a service's own
+//! (`native::origins`).
 //!
 //! Why not hyper-util's pooled client: per request it boxed a large
 //! future, cloned the client's handles and hashed the origin twice; this
@@ -20,18 +23,21 @@ use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::NodeBody;
+use super::origins::{self, Profiles};
 use crate::body::BodyFailure;
 use crate::ports::{HttpClient, UpstreamError, UpstreamOptions, checked_length};
 
@@ -56,16 +62,43 @@ pub struct PoolLimits {
 /// `max_response_header_size`, below it, decides the answer).
 const MAX_RESPONSE_HEAD: usize = 1 << 20;
 
-/// Where a connection goes: TLS or not, and the authority.
+/// Where a connection goes: TLS or not, the authority, the protocol, and
+/// the service whose TLS settings it was made with (if its own).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Origin {
     https: bool,
     authority: Authority,
+    http2: bool,
+    profile: Option<Arc<str>>,
+}
+
+/// A connection's sending half.
+enum Sender {
+    Http1(SendRequest<NodeBody>),
+    /// Shared: an HTTP/2 connection carries many requests at once.
+    Http2(http2::SendRequest<NodeBody>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    /// Ready for another request (HTTP/1.1: its last response read).
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => s.is_ready(),
+        }
+    }
 }
 
 /// A kept connection, and since when the reaper has seen it idle.
 struct Kept {
-    sender: SendRequest<NodeBody>,
+    sender: Sender,
     idle_since: Option<Instant>,
 }
 
@@ -75,7 +108,12 @@ type Pool = HashMap<Origin, Vec<Kept>>;
 pub(crate) struct HyperClient {
     pool: Arc<Mutex<Pool>>,
     reaper: Once,
+    /// The system's roots, and connectors on them for HTTP/1.1 and HTTP/2.
+    roots: rustls::RootCertStore,
     tls: TlsConnector,
+    tls_h2: TlsConnector,
+    /// Services' own TLS settings (swapped whole with each config).
+    profiles: ArcSwap<Profiles>,
     limits: PoolLimits,
     connections: Arc<Connections>,
 }
@@ -99,62 +137,88 @@ impl HyperClient {
         if roots.is_empty() {
             tracing::warn!(errors = ?found.errors, "no usable root certificates: https origins will fail verification");
         }
-        let mut tls =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(std::io::Error::other)?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = origins::client_config(roots.clone(), None, false).map_err(std::io::Error::other)?;
+        let tls_h2 = origins::client_config(roots.clone(), None, true).map_err(std::io::Error::other)?;
         Ok(Self {
             pool: Arc::default(),
             reaper: Once::new(),
+            roots,
             tls: TlsConnector::from(Arc::new(tls)),
+            tls_h2: TlsConnector::from(Arc::new(tls_h2)),
+            profiles: ArcSwap::default(),
             limits,
             connections,
         })
+    }
+
+    /// The system's roots (a service without a CA bundle of its own verifies with them).
+    pub(crate) fn roots(&self) -> &rustls::RootCertStore {
+        &self.roots
+    }
+
+    /// The services' own TLS settings, for the config now in effect; kept
+    /// connections made with the previous ones close once idle.
+    pub(crate) fn set_profiles(&self, profiles: Profiles) {
+        self.profiles.store(Arc::new(profiles));
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner).retain(|origin, _| origin.profile.is_none());
     }
 
     /// One exchange: on a kept connection if one is ready, else on a new one.
     async fn exchange(
         &self,
         mut req: Request<NodeBody>,
-        connect_timeout: Duration,
+        opts: &UpstreamOptions,
     ) -> Result<Response<Incoming>, Failure> {
-        let origin = origin_form(&mut req)?;
-        if let Some(mut sender) = self.checkout(&origin) {
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
+        let origin = origin_form(&mut req, opts)?;
+        if let Some(sender) = self.checkout(&origin) {
+            match send(sender, req).await {
+                Ok((resp, sender)) => {
                     self.keep(origin, sender);
                     return Ok(resp);
                 }
                 // Not sent (the connection closed as it was taken): a new one takes it.
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(Failure::Http(e.into_error())),
-                },
+                Err(Unsent::Again(unsent)) => req = *unsent,
+                Err(Unsent::Failed(e)) => return Err(Failure::Http(e)),
             }
         }
         // Boxed: the cold path (connect, TLS, handshake) is most of the state.
-        let mut sender = Box::pin(self.connect(&origin, connect_timeout)).await?;
-        let resp = sender.send_request(req).await.map_err(Failure::Http)?;
-        self.keep(origin, sender);
-        Ok(resp)
+        let sender = Box::pin(self.connect(&origin, opts.connect_timeout)).await?;
+        match send(sender, req).await {
+            Ok((resp, sender)) => {
+                self.keep(origin, sender);
+                Ok(resp)
+            }
+            Err(Unsent::Again(_)) => Err(Failure::Connect("the new connection closed before the request".into())),
+            Err(Unsent::Failed(e)) => Err(Failure::Http(e)),
+        }
     }
 
-    /// The most recently kept connection to `origin` that is ready for a request.
-    fn checkout(&self, origin: &Origin) -> Option<SendRequest<NodeBody>> {
+    /// A connection to `origin` ready for a request: HTTP/2's shared one,
+    /// or the most recently kept HTTP/1.1 one.
+    fn checkout(&self, origin: &Origin) -> Option<Sender> {
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         let kept = pool.get_mut(origin)?;
         kept.retain(|k| !k.sender.is_closed());
         let at = kept.iter().rposition(|k| k.sender.is_ready())?;
-        Some(kept.remove(at).sender)
+        match &mut kept[at] {
+            Kept { sender: Sender::Http2(shared), idle_since } => {
+                *idle_since = None; // in use: the reaper starts its idle time again
+                Some(Sender::Http2(shared.clone()))
+            }
+            Kept { sender: Sender::Http1(_), .. } => Some(kept.remove(at).sender),
+        }
     }
 
     /// Keeps a connection whose response head has arrived, if there is room.
-    fn keep(&self, origin: Origin, sender: SendRequest<NodeBody>) {
+    fn keep(&self, origin: Origin, sender: Sender) {
         if self.limits.max_idle_per_origin == 0 {
             return;
+        }
+        if let Sender::Http2(_) = &sender
+            && let Some(kept) = self.pool.lock().unwrap_or_else(PoisonError::into_inner).get(&origin)
+            && kept.iter().any(|k| matches!(k.sender, Sender::Http2(_)) && !k.sender.is_closed())
+        {
+            return; // the shared one is already kept
         }
         self.reaper.call_once(|| reap(Arc::downgrade(&self.pool), self.limits.idle_timeout));
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
@@ -165,7 +229,7 @@ impl HyperClient {
         }
     }
 
-    async fn connect(&self, origin: &Origin, timeout: Duration) -> Result<SendRequest<NodeBody>, Failure> {
+    async fn connect(&self, origin: &Origin, timeout: Duration) -> Result<Sender, Failure> {
         let host = origin.authority.host();
         let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         let port = origin.authority.port_u16().unwrap_or(if origin.https { 443 } else { 80 });
@@ -176,13 +240,39 @@ impl HyperClient {
         };
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Stream> = if origin.https {
-            let name = ServerName::try_from(bare.to_owned()).map_err(|e| Failure::Connect(format!("{host}: {e}")))?;
-            let tls = self.tls.connect(name, tcp).await;
-            Box::new(tls.map_err(|e| Failure::Connect(format!("TLS with {host}:{port}: {e}")))?)
+            let profile = origin.profile.as_ref().and_then(|p| self.profiles.load().get(p).cloned());
+            let connector = match (&profile, origin.http2) {
+                (Some(p), _) => &p.connector,
+                (None, true) => &self.tls_h2,
+                (None, false) => &self.tls,
+            };
+            let name = match profile.as_ref().and_then(|p| p.server_name.clone()) {
+                Some(name) => name,
+                None => ServerName::try_from(bare.to_owned()).map_err(|e| Failure::Connect(format!("{host}: {e}")))?,
+            };
+            let tls = connector.connect(name, tcp).await;
+            let tls = tls.map_err(|e| Failure::Connect(format!("TLS with {host}:{port}: {e}")))?;
+            if origin.http2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(Failure::Connect(format!("{host}:{port} does not speak HTTP/2 (ALPN)")));
+            }
+            Box::new(tls)
         } else {
             Box::new(tcp)
         };
         let io = CountedIo::new(TokioIo::new(stream), self.connections.clone());
+        if origin.http2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .max_header_list_size(u32::try_from(MAX_RESPONSE_HEAD).unwrap_or(u32::MAX))
+                .handshake(io)
+                .await
+                .map_err(Failure::Http)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "origin connection (HTTP/2) ended with an error");
+                }
+            });
+            return Ok(Sender::Http2(sender));
+        }
         let (sender, conn) =
             http1::Builder::new().max_buf_size(MAX_RESPONSE_HEAD).handshake(io).await.map_err(Failure::Http)?;
         tokio::spawn(async move {
@@ -190,7 +280,7 @@ impl HyperClient {
                 tracing::debug!(error = %e, "origin connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Sender::Http1(sender))
     }
 }
 
@@ -223,27 +313,59 @@ fn reap(pool: Weak<Mutex<Pool>>, timeout: Duration) {
     });
 }
 
+/// Why a request was not answered on a connection: it was never sent
+/// (the connection closed as it was taken: another may take it), or the
+/// exchange failed.
+enum Unsent {
+    Again(Box<Request<NodeBody>>),
+    Failed(hyper::Error),
+}
+
+/// Sends on a connection; gives the connection back with the answer.
+async fn send(sender: Sender, req: Request<NodeBody>) -> Result<(Response<Incoming>, Sender), Unsent> {
+    let unsent = |mut e: hyper::client::conn::TrySendError<Request<NodeBody>>| match e.take_message() {
+        Some(req) => Unsent::Again(Box::new(req)),
+        None => Unsent::Failed(e.into_error()),
+    };
+    match sender {
+        Sender::Http1(mut s) => s.try_send_request(req).await.map(|r| (r, Sender::Http1(s))).map_err(unsent),
+        Sender::Http2(mut s) => {
+            // HTTP/2 takes an absolute URI (its `:scheme` and `:authority`).
+            s.try_send_request(req).await.map(|r| (r, Sender::Http2(s))).map_err(unsent)
+        }
+    }
+}
+
 /// Takes the origin out of an absolute URI, leaving the path and query
-/// for the request line, and names the host if the request does not.
-fn origin_form(req: &mut Request<NodeBody>) -> Result<Origin, Failure> {
+/// for the request line (HTTP/1.1), and names the host if the request does
+/// not. HTTP/2 keeps the absolute URI: it becomes `:scheme` and `:authority`.
+fn origin_form(req: &mut Request<NodeBody>, opts: &UpstreamOptions) -> Result<Origin, Failure> {
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     let https = match &parts.scheme {
         Some(s) if *s == Scheme::HTTPS => true,
         Some(s) if *s == Scheme::HTTP => false,
         other => return Err(Failure::Connect(format!("unsupported scheme {other:?}"))),
     };
-    let authority = parts.authority.take().ok_or_else(|| Failure::Connect("no host in the URL".into()))?;
-    parts.scheme = None;
+    let authority = parts.authority.clone().ok_or_else(|| Failure::Connect("no host in the URL".into()))?;
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
+    if opts.http2 {
+        // `:authority` says the host; a `Host` header next to it must agree, so it goes.
+        req.headers_mut().remove(HOST);
+        *req.version_mut() = http::Version::HTTP_2;
+    } else {
+        parts.scheme = None;
+        parts.authority = None;
+    }
     *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Failure::Connect(e.to_string()))?;
-    if !req.headers().contains_key(HOST)
+    if !opts.http2
+        && !req.headers().contains_key(HOST)
         && let Ok(host) = HeaderValue::from_str(authority.as_str().rsplit('@').next().unwrap_or_default())
     {
         req.headers_mut().insert(HOST, host);
     }
-    Ok(Origin { https, authority })
+    Ok(Origin { https, authority, http2: opts.http2, profile: opts.tls_of.clone() })
 }
 
 impl HttpClient for HyperClient {
@@ -257,7 +379,7 @@ impl HttpClient for HyperClient {
         req.body_mut().limit(opts.max_request_body);
         let probe = req.body().probe();
         let method = req.method().clone();
-        let answer = tokio::time::timeout(opts.request_timeout, self.exchange(req, opts.connect_timeout)).await;
+        let answer = tokio::time::timeout(opts.request_timeout, self.exchange(req, opts)).await;
         match answer {
             Err(_) => Err(UpstreamError::Timeout(opts.request_timeout)),
             Ok(Ok(resp)) => {

@@ -85,10 +85,14 @@ fn wanted(config: &Config, listen: Option<SocketAddr>) -> Vec<Listener> {
     all
 }
 
-/// Reads every TLS listener's files as a start would (`portcullis check`):
-/// every mistake at the config key that names the file.
+/// Reads every TLS file — listeners', services' to their origins — as a
+/// start would (`portcullis check`): every mistake at the config key that
+/// names the file.
 pub fn check_files(config: &Config, base: &Path) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
+    if let Err(e) = super::origins::prepare(config, base, &rustls::RootCertStore::empty()) {
+        errors.extend(e.0);
+    }
     for listener in &config.listeners {
         if let Some(t) = &listener.tls {
             let resumption = Resumption::without_tickets(1);

@@ -13,6 +13,7 @@ pub mod client;
 pub mod conn;
 mod listeners;
 pub(crate) mod metrics;
+mod origins;
 mod otlp;
 mod probe;
 mod protocol;

@@ -10,7 +10,8 @@ use http::{Request, header};
 
 use super::NodePorts;
 use crate::config::resilience::Probe;
-use crate::pipeline::Gateway;
+use crate::config::{Service, Target};
+use crate::pipeline::{Gateway, upstream};
 use crate::ports::{HttpClient, Ports, UpstreamOptions};
 
 /// One round over every probed target of `gateway`, all at once.
@@ -25,7 +26,7 @@ pub(crate) async fn round(gateway: &Arc<Gateway>, ports: &Arc<NodePorts>, first:
             checks.spawn(async move {
                 let service = &gateway.config.services[s];
                 let (Some(probe), target) = (&service.health.probe, &service.targets[t]) else { return };
-                let passed = check(&ports, probe, &target.origin, &target.base_path, &target.host).await;
+                let passed = check(&ports, service, probe, target).await;
                 let label = &target.label;
                 match (gateway.upstreams[s].probed(t, passed.is_ok(), first, probe), passed) {
                     (Some(true), _) => ports.event(&format!("upstream target up (active health): {label}")),
@@ -58,21 +59,15 @@ pub(crate) fn spawn(gateway: Arc<Gateway>, current: impl Fn() -> Arc<Gateway> + 
     });
 }
 
-async fn check(
-    ports: &NodePorts,
-    probe: &Probe,
-    origin: &str,
-    base: &str,
-    host: &http::HeaderValue,
-) -> Result<(), String> {
-    let uri = format!("{origin}{base}{}", probe.path);
+/// One probe of a target, as its service speaks to it (HTTP/2, its TLS).
+async fn check(ports: &NodePorts, service: &Service, probe: &Probe, target: &Target) -> Result<(), String> {
+    let uri = format!("{}{}{}", target.origin, target.base_path, probe.path);
     let req = Request::get(uri.as_str())
-        .header(header::HOST, host.clone())
+        .header(header::HOST, target.host.clone())
         .header(header::USER_AGENT, "portcullis-health")
         .body(Bytes::new().into())
         .map_err(|e| format!("bad probe request {uri}: {e}"))?;
-    let options =
-        UpstreamOptions { connect_timeout: probe.timeout, request_timeout: probe.timeout, max_request_body: 0 };
+    let options = UpstreamOptions { connect_timeout: probe.timeout, ..upstream::options(service, probe.timeout, 0) };
     let resp = ports.http().send(req, &options).await.map_err(|e| e.to_string())?;
     if probe.statuses.contains(&resp.status()) { Ok(()) } else { Err(format!("answered {}", resp.status())) }
 }

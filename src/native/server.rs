@@ -20,7 +20,7 @@ use super::listeners::Listeners;
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
-use super::{NodeClock, NodeKv, NodePorts, admin, load_config_hashed, probe};
+use super::{NodeClock, NodeKv, NodePorts, admin, load_config_hashed, origins, probe};
 use crate::config::ConfigErrors;
 use crate::pipeline::Gateway;
 use crate::ports::KvStore;
@@ -190,6 +190,9 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         listeners,
         listen: opts.listen,
     });
+    let profiles = origins::prepare(&node.gateway.load().config, &base, node.ports.http.roots())
+        .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    node.ports.http.set_profiles(profiles);
     if let Some(addr) = opts.metrics_listen {
         let bound = admin::listen(addr, "metrics").await?;
         tokio::spawn(admin::serve_metrics(bound, node.metrics.clone()));
@@ -243,11 +246,19 @@ async fn start_probes(node: &Arc<Node>) {
 pub(super) fn reload(node: &Arc<Node>) -> Result<String, ConfigErrors> {
     let path = node.config_path.display().to_string();
     let loaded = load_config_hashed(&node.config_path).and_then(|(config, sha256)| {
-        let prepared = node.listeners.prepare(&config, &node.base(), node.listen)?;
-        Ok((config, sha256, prepared))
+        let prepared = node.listeners.prepare(&config, &node.base(), node.listen);
+        let profiles = origins::prepare(&config, &node.base(), node.ports.http.roots());
+        match (prepared, profiles) {
+            (Ok(prepared), Ok(profiles)) => Ok((config, sha256, prepared, profiles)),
+            (prepared, profiles) => {
+                let (a, b) = (prepared.err().map(|e| e.0), profiles.err().map(|e| e.0));
+                Err(ConfigErrors(a.into_iter().chain(b).flatten().collect()))
+            }
+        }
     });
     match loaded {
-        Ok((config, sha256, prepared)) => {
+        Ok((config, sha256, prepared, profiles)) => {
+            node.ports.http.set_profiles(profiles);
             let kept: Vec<Arc<str>> = prepared.iter().map(|p| p.name().clone()).collect();
             if let Err(e) = node.listeners.apply(prepared, node) {
                 tracing::error!(error = %e, "a new listener could not start");
@@ -352,11 +363,12 @@ async fn purge_memory(node: Arc<Node>) {
 /// How often certificate files are looked at for changes.
 const FILES_CHECKED_EVERY: Duration = Duration::from_secs(2);
 
-/// Loads a listener's certificates again when their files change (a
-/// renewal written in place, say): new handshakes get them, open
-/// connections keep theirs. A change that does not load (a half-written
-/// file, a key that is not the certificate's) is reported once and the
-/// running certificates stay until the files are right.
+/// Loads certificates again when their files change (a renewal written in
+/// place, say): a listener's, and those a service shows or trusts to its
+/// origins. New handshakes get them; open connections keep theirs. A
+/// change that does not load (a half-written file, a key that is not the
+/// certificate's) is reported once and the running certificates stay until
+/// the files are right.
 async fn watch_files(node: Arc<Node>) {
     let mut seen = files_signature(&node);
     let mut every = tokio::time::interval(FILES_CHECKED_EVERY);
@@ -369,35 +381,50 @@ async fn watch_files(node: Arc<Node>) {
         }
         seen = now;
         let gateway = node.gateway.load_full();
+        let mut rejected = Vec::new();
         match node.listeners.prepare(&gateway.config, &node.base(), node.listen) {
             Ok(prepared) => {
                 if let Err(e) = node.listeners.apply(prepared, &node) {
                     tracing::error!(error = %e, "a listener could not start");
                 }
                 node.metrics.certificates(&node.listeners.certificates());
-                tracing::info!("certificates loaded again: their files changed");
             }
-            Err(errors) => {
-                for e in &errors.0 {
-                    tracing::error!(file = %e.file, line = e.line, key = %e.key, "{}", e.message);
-                }
-                tracing::error!("changed certificate files rejected; the running certificates stay");
-            }
+            Err(errors) => rejected.extend(errors.0),
+        }
+        match origins::prepare(&gateway.config, &node.base(), node.ports.http.roots()) {
+            Ok(profiles) => node.ports.http.set_profiles(profiles),
+            Err(errors) => rejected.extend(errors.0),
+        }
+        for e in &rejected {
+            tracing::error!(file = %e.file, line = e.line, key = %e.key, "{}", e.message);
+        }
+        if rejected.is_empty() {
+            tracing::info!("certificates loaded again: their files changed");
+        } else {
+            tracing::error!("changed certificate files rejected; the running certificates stay");
         }
     }
 }
 
-/// The size and modification time of every file the listeners read.
+/// The size and modification time of every file the listeners and the
+/// services' TLS settings read.
 fn files_signature(node: &Node) -> Vec<Option<(u64, std::time::SystemTime)>> {
     let gateway = node.gateway.load();
     let base = node.base();
     let tls = gateway.config.listeners.iter().filter_map(|l| l.tls.as_ref());
-    let files = tls.flat_map(|t| {
+    let listeners = tls.flat_map(|t| {
         let certs = t.certificates.iter().flat_map(|c| [&c.cert, &c.key]);
         let client = t.client_auth.iter().flat_map(|a| std::iter::once(&a.ca).chain(&a.crls));
         certs.chain(client).collect::<Vec<_>>()
     });
-    files
+    let services = gateway
+        .config
+        .services
+        .iter()
+        .filter_map(|s| s.tls.as_ref())
+        .flat_map(|t| t.ca.iter().chain(t.client.iter().flat_map(|(cert, key)| [cert, key])).collect::<Vec<_>>());
+    listeners
+        .chain(services)
         .map(|f| std::fs::metadata(base.join(&f.path)).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
         .collect()
 }

@@ -111,6 +111,18 @@ pub struct UpstreamOptions {
     pub(crate) request_timeout: Duration,
     /// Bodies without `Content-Length` are cut off (and answered 413) past this.
     pub(crate) max_request_body: u64,
+    /// HTTP/2 to the origin (a service's `http2`).
+    pub(crate) http2: bool,
+    /// The service whose own TLS settings apply (its `tls`), if it has them.
+    pub(crate) tls_of: Option<std::sync::Arc<str>>,
+}
+
+impl UpstreamOptions {
+    /// A small exchange of the gateway's own (a key set): HTTP/1.1, the
+    /// system's roots, no body.
+    pub(crate) fn own(timeout: Duration) -> Self {
+        Self { connect_timeout: timeout, request_timeout: timeout, max_request_body: 0, http2: false, tls_of: None }
+    }
 }
 
 /// Outbound HTTP to origins (and identity providers).

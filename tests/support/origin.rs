@@ -46,31 +46,80 @@ pub struct Origin {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     open: Arc<AtomicUsize>,
+    handshakes: Arc<Mutex<Vec<Handshake>>>,
+}
+
+/// What a TLS origin saw of one handshake.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub sni: Option<String>,
+    pub alpn: Option<Vec<u8>>,
+    /// The client's certificate, DER.
+    pub client_cert: Option<Vec<u8>>,
 }
 
 impl Origin {
     /// Binds `addr` (use port 0 for any free port) and serves in the background.
     pub async fn start(addr: &str) -> std::io::Result<Origin> {
+        Self::serve(addr, None).await
+    }
+
+    /// The same origin over TLS: `tls` decides its certificate, whether it
+    /// asks for a client's, and ALPN (HTTP/1.1 and HTTP/2 are both served).
+    #[allow(dead_code)] // not every user of this file serves TLS
+    pub async fn start_tls(addr: &str, tls: Arc<rustls::ServerConfig>) -> std::io::Result<Origin> {
+        Self::serve(addr, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(addr: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Origin> {
         let listener = TcpListener::bind(addr).await?;
-        let origin = Origin { addr: listener.local_addr()?, received: Arc::default(), open: Arc::default() };
-        let (received, open) = (origin.received.clone(), origin.open.clone());
+        let origin = Origin {
+            addr: listener.local_addr()?,
+            received: Arc::default(),
+            open: Arc::default(),
+            handshakes: Arc::default(),
+        };
+        let (received, open, handshakes) = (origin.received.clone(), origin.open.clone(), origin.handshakes.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (received, open) = (received.clone(), open.clone());
+                let (received, open, handshakes, tls) =
+                    (received.clone(), open.clone(), handshakes.clone(), tls.clone());
                 tokio::spawn(async move {
                     open.fetch_add(1, Ordering::SeqCst);
                     let service = service_fn(move |req| answer(req, received.clone()));
-                    let _ =
-                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                    let serving = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => drop(serving.serve_connection(TokioIo::new(stream), service).await),
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let (_, conn) = stream.get_ref();
+                                let seen = Handshake {
+                                    sni: conn.server_name().map(str::to_string),
+                                    alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+                                    client_cert: conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()),
+                                };
+                                if let Ok(mut h) = handshakes.lock() {
+                                    h.push(seen);
+                                }
+                                drop(serving.serve_connection(TokioIo::new(stream), service).await);
+                            }
+                        }
+                    }
                     open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         Ok(origin)
+    }
+
+    /// The TLS handshakes completed so far.
+    #[allow(dead_code)]
+    pub fn handshakes(&self) -> Vec<Handshake> {
+        self.handshakes.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     /// Everything received so far.

@@ -128,6 +128,31 @@ fn pem(tag: &str, der: &[u8]) -> String {
     format!("-----BEGIN {tag}-----\n{}\n-----END {tag}-----\n", lines.join("\n"))
 }
 
+/// A TLS server's config (an origin's): `pair` as its certificate, ALPN
+/// `h2` and `http/1.1`, and a client certificate from `clients` required
+/// if given.
+#[allow(dead_code)] // not every test binary has TLS origins
+pub fn server_config(pair: &Pair, clients: Option<&Ca>) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions();
+    let builder = builder.expect("versions");
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            roots.add(ca.der()).expect("root");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let key = PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).expect("key");
+    let mut config = builder.with_single_cert(vec![pair.der.clone()], key).expect("certificate");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// Writes `text` to `dir/name`; returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("dir");

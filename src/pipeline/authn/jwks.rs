@@ -603,11 +603,7 @@ async fn fetch<P: Ports>(ports: &P, uri: &Uri, policy: &JwksPolicy, now: Duratio
         .header(ACCEPT, HeaderValue::from_static("application/json"))
         .body(Bytes::new())
         .ok()?;
-    let opts = UpstreamOptions {
-        connect_timeout: policy.fetch_timeout,
-        request_timeout: policy.fetch_timeout,
-        max_request_body: 0,
-    };
+    let opts = UpstreamOptions::own(policy.fetch_timeout);
     let resp = ports.http().fetch(req, &opts, MAX_JWKS_BYTES).await.ok()?;
     if !resp.status().is_success() {
         return None;

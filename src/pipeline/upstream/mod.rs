@@ -495,6 +495,18 @@ fn describe(service: &Service, index: usize, change: &Change) -> String {
     }
 }
 
+/// How to reach a service's origins for one exchange. The connect timeout
+/// stays the service's; `timeout` (to the response head) covers connecting too.
+pub(crate) fn options(service: &Service, timeout: Duration, max_body: u64) -> UpstreamOptions {
+    UpstreamOptions {
+        connect_timeout: service.connect_timeout,
+        request_timeout: timeout,
+        max_request_body: max_body,
+        http2: service.http2,
+        tls_of: service.tls.as_ref().map(|_| service.name.clone()),
+    }
+}
+
 /// Sends one try; the time to the response head is the upstream latency.
 /// A response head larger than `max_head` bytes is refused.
 async fn send<P: Ports>(
@@ -506,13 +518,7 @@ async fn send<P: Ports>(
     req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, UpstreamError> {
-    // The connect timeout stays the service's (the node keeps a pool per
-    // connect timeout); the try's timeout covers connecting too.
-    let options = UpstreamOptions {
-        connect_timeout: service.connect_timeout,
-        request_timeout: timeout,
-        max_request_body: route.max_body_size,
-    };
+    let options = options(service, timeout, route.max_body_size);
     let sent_at = ports.clock().monotonic();
     let result = ports.http().send(req, &options).await;
     let latency = ports.clock().monotonic().saturating_sub(sent_at);
