@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::pipeline::log::AccessLog;
+use crate::ports::BodyCopy;
 use crate::shared::problem::Source;
 use crate::system_clock;
 
@@ -59,6 +60,8 @@ pub(crate) struct GatewayBody<S> {
     limit: u64,
     seen: u64,
     probe: Option<Arc<BodyProbe>>,
+    /// A copy kept for another try (a streamed request body of unknown size).
+    copy: Option<Arc<BodyCopy>>,
 }
 
 enum Inner<S> {
@@ -73,7 +76,17 @@ struct TooLarge(u64);
 impl<S> GatewayBody<S> {
     /// A streamed body; `probe` (for request bodies) counts and watches it.
     pub(crate) fn stream(stream: S, probe: Option<Arc<BodyProbe>>) -> Self {
-        Self { inner: Inner::Stream(stream), limit: u64::MAX, seen: 0, probe }
+        Self { inner: Inner::Stream(stream), limit: u64::MAX, seen: 0, probe, copy: None }
+    }
+
+    /// Keeps what streams through, up to `limit` bytes (a body made whole
+    /// needs no copy).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn keep_copy(&mut self, limit: u64) -> Option<Arc<BodyCopy>> {
+        let Inner::Stream(_) = self.inner else { return None };
+        let copy = Arc::new(BodyCopy::new(limit));
+        self.copy = Some(copy.clone());
+        Some(copy)
     }
 
     /// Fails the stream (and marks the probe) once more than `limit` bytes pass.
@@ -87,6 +100,12 @@ impl<S> GatewayBody<S> {
         self.probe.clone()
     }
 
+    fn end_copy(&mut self, whole: bool) {
+        if let Some(copy) = self.copy.take() {
+            copy.end(whole);
+        }
+    }
+
     fn mark(&self, outcome: u8) {
         if let Some(p) = &self.probe {
             p.outcome.store(outcome, Ordering::Relaxed);
@@ -97,7 +116,7 @@ impl<S> GatewayBody<S> {
 impl<S> From<Bytes> for GatewayBody<S> {
     fn from(bytes: Bytes) -> Self {
         let inner = Inner::Full((!bytes.is_empty()).then_some(bytes));
-        Self { inner, limit: u64::MAX, seen: 0, probe: None }
+        Self { inner, limit: u64::MAX, seen: 0, probe: None, copy: None }
     }
 }
 
@@ -125,16 +144,32 @@ where
                     }
                     if this.seen > this.limit {
                         this.mark(TOO_LARGE);
+                        this.end_copy(false);
                         return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
                     }
+                    if let Some(copy) = &this.copy {
+                        copy.push(data);
+                    }
+                    // A sender may stop at the last data frame, never asking for the end.
+                    if let Inner::Stream(stream) = &this.inner
+                        && stream.is_end_stream()
+                    {
+                        this.end_copy(true);
+                    }
+                } else {
+                    this.end_copy(false); // trailers: not kept
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.mark(CLIENT_FAILED);
+                this.end_copy(false);
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.end_copy(true);
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

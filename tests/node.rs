@@ -4,6 +4,8 @@
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test: processes, files and clocks
 
+#[path = "node/grpc.rs"]
+mod grpc;
 #[path = "node/observability.rs"]
 mod observability;
 #[path = "node/origin_tls.rs"]
@@ -23,7 +25,7 @@ use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::origin::Origin;
-use support::{Node, connect_from, get, raw, send, try_send_from};
+use support::{Node, connect_from, get, raw, send, try_send_chunked_from, try_send_from};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -119,10 +121,10 @@ async fn check_command_reports_every_error_and_exits_nonzero() {
     assert!(shipped.status.success(), "{}", String::from_utf8_lossy(&shipped.stderr));
 
     // Checked for the edge (a Spin manifest): an mtls provider can never
-    // authenticate there, and listeners are the node's alone.
+    // authenticate there; listeners and gRPC are the node's alone.
     std::fs::write(
         &path,
-        "[services.a]\nurl = \"http://127.0.0.1:3000\"\n[[routes]]\npath = \"/x\"\nservice = \"a\"\n\n[auth.mtls.certs]\nconsumers = [{ id = \"a\", common_name = \"a\" }]\n\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n",
+        "[services.a]\nurl = \"http://127.0.0.1:3000\"\nhttp2 = true\n[[routes]]\npath = \"/x\"\nservice = \"a\"\n\n[auth.mtls.certs]\nconsumers = [{ id = \"a\", common_name = \"a\" }]\n\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n",
     )
     .unwrap();
     let edge = |manifest: Option<&str>| {
@@ -138,6 +140,7 @@ async fn check_command_reports_every_error_and_exits_nonzero() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("auth.mtls.certs: the edge never sees a client certificate"), "{stderr}");
     assert!(stderr.contains("warning: listeners: the edge has no listeners"), "{stderr}");
+    assert!(stderr.contains("warning: services.a.http2:") && stderr.contains("UNIMPLEMENTED"), "{stderr}");
     let node_only = edge(None);
     assert!(
         node_only.status.success(),
@@ -828,4 +831,38 @@ failures = 0"#,
     ));
     assert!(reached <= bound, "{reached} requests reached the service for {clients}");
     assert!(reached > f64::from(clients), "some were retried");
+}
+
+/// A body without `Content-Length` streams to the first try with a copy
+/// kept, so a retry sends it whole to the other target.
+#[tokio::test]
+async fn a_streamed_body_is_sent_again_to_another_target() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let port = origin.port();
+    let config = format!(
+        r#"
+[services.pair]
+targets = [{{ url = "http://127.0.0.1:{port}/status/503" }}, {{ url = "http://127.0.0.1:{port}/ok" }}]
+[services.pair.retry]
+attempts = 2
+max_body = "64KiB"
+
+[[routes]]
+path = "/upload"
+methods = ["POST"]
+service = "pair"
+retry_non_idempotent = true
+"#
+    );
+    let node = Node::start(&config, &[]);
+    let body = Bytes::from(vec![b'z'; 20_000]);
+    for _ in 0..6 {
+        let req = Request::post("/upload").header("host", "gw.test").body(body.clone()).unwrap();
+        let reply = try_send_chunked_from(node.addr, "127.0.0.1".parse().unwrap(), req).await.unwrap();
+        assert_eq!(reply.status, 200, "the retry answered");
+        assert_eq!(reply.json()["body_len"], 20_000, "the whole body reached the target that answered");
+    }
+    let received = origin.received();
+    assert!(received.iter().any(|r| r.uri.starts_with("/status/503")), "some went to the failing target first");
+    assert!(received.iter().all(|r| r.body_len == 20_000), "every try carried the whole body");
 }

@@ -190,6 +190,7 @@ pub(crate) struct RawBreaker {
 pub(crate) struct RawRetry {
     pub(crate) attempts: Option<Spanned<u32>>,
     pub(crate) on_status: Option<Vec<Spanned<u16>>>,
+    pub(crate) on_grpc_status: Option<Vec<Spanned<String>>>,
     pub(crate) per_try_timeout: Option<Spanned<String>>,
     pub(crate) backoff: Option<Spanned<String>>,
     pub(crate) max_backoff: Option<Spanned<String>>,

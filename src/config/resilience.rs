@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::raw::{RawBreaker, RawFallback, RawHealth, RawRetry, RawRoute};
 use super::{Compiler, Service, parse_header_name};
+use crate::shared::grpc::Code;
 
 /// When a failed try is tried again. Without a `[services.NAME.retry]`
 /// table a request gets one more try, and only on a target it has not
@@ -24,6 +25,9 @@ pub(crate) struct Retry {
     pub(crate) attempts: u32,
     /// Answers worth another try (idempotent requests). Default: 502, 503, 504.
     pub(crate) on_status: Vec<StatusCode>,
+    /// gRPC statuses worth another try, when an origin answers with one
+    /// before any message (a trailers-only answer). Default: none.
+    pub(crate) on_grpc_status: Vec<Code>,
     /// The most one try may take, within the service's `request_timeout`.
     pub(crate) per_try_timeout: Option<Duration>,
     /// Exponential backoff with full jitter: a random wait below
@@ -60,6 +64,7 @@ impl Default for Retry {
         Self {
             attempts: 2,
             on_status: vec![StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE, StatusCode::GATEWAY_TIMEOUT],
+            on_grpc_status: Vec::new(),
             per_try_timeout: None,
             backoff: Duration::from_millis(25),
             max_backoff: Duration::from_millis(250),
@@ -187,6 +192,15 @@ impl Compiler<'_> {
                         .filter(|c| c.is_server_error() || *c == StatusCode::TOO_MANY_REQUESTS)
                         .ok_or_else(|| format!("{}: only 5xx and 429 answers are tried again", s.get_ref()));
                     self.check(s.span(), &format!("{}[{i}]", k("on_status")), parsed)
+                })
+                .collect();
+        }
+        if let Some(list) = &raw.on_grpc_status {
+            retry.on_grpc_status = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    self.check(s.span(), &format!("{}[{i}]", k("on_grpc_status")), Code::parse(s.get_ref()))
                 })
                 .collect();
         }
@@ -355,7 +369,8 @@ impl Compiler<'_> {
 
     /// `retry_non_idempotent`: only where the service tries again at all,
     /// and said out loud where a route takes only methods that are not
-    /// idempotent and its service has an explicit retry policy.
+    /// idempotent and its service has an explicit retry policy (unless the
+    /// policy is gRPC's: its statuses are retried whatever the method).
     pub(super) fn route_retry(
         &mut self,
         span: Range<usize>,
@@ -367,7 +382,8 @@ impl Compiler<'_> {
         let key = format!("{key}.retry_non_idempotent");
         let Some(opt) = &raw.retry_non_idempotent else {
             let never_idempotent = methods.is_some_and(|m| !m.is_empty() && !m.iter().any(is_idempotent));
-            if service.retry.explicit && service.retry.attempts > 1 && never_idempotent {
+            let grpc = !service.retry.on_grpc_status.is_empty();
+            if service.retry.explicit && service.retry.attempts > 1 && never_idempotent && !grpc {
                 let message = format!(
                     "service `{}` retries, but this route's methods are not idempotent: set \
                      `retry_non_idempotent = true` to retry them on 5xx too, or `false` to retry only what never reached the origin",

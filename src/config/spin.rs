@@ -103,6 +103,20 @@ pub fn edge_problems(config: &Config) -> (Vec<String>, Vec<String>) {
                 .to_string(),
         );
     }
+    for service in &config.services {
+        if service.tls.is_some() {
+            warnings.push(format!(
+                "services.{}.tls: the node's alone; at the edge Spin makes the TLS connections: give its runtime config a [[client_tls]] entry for these origins",
+                service.name
+            ));
+        }
+        if service.http2 {
+            warnings.push(format!(
+                "services.{}.http2: the edge speaks to origins as Spin does (HTTP/2 only where Spin negotiates it over https), and answers gRPC calls UNIMPLEMENTED: it does not carry trailers",
+                service.name
+            ));
+        }
+    }
     (errors, warnings)
 }
 
@@ -217,6 +231,16 @@ mod tests {
         format!(
             "spin_manifest_version = 2\n[component.portcullis]\nsource = \"x.wasm\"\nallowed_outbound_hosts = [{list}]\n"
         )
+    }
+
+    #[test]
+    fn origin_settings_the_edge_leaves_to_spin_are_warned_of() {
+        let text = "[services.a]\nurl = \"https://a.internal\"\nhttp2 = true\n[services.a.tls]\nca = \"ca.pem\"\n";
+        let (errors, warnings) = edge_problems(&Config::parse(text, "t.toml", &Default::default()).unwrap());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("services.a.tls:") && warnings[0].contains("client_tls"));
+        assert!(warnings[1].starts_with("services.a.http2:") && warnings[1].contains("UNIMPLEMENTED"));
     }
 
     #[test]

@@ -370,6 +370,11 @@ fn origin_form(req: &mut Request<NodeBody>, opts: &UpstreamOptions) -> Result<Or
 
 impl HttpClient for HyperClient {
     type Body = NodeBody;
+    const CARRIES_GRPC: bool = true;
+
+    fn keep_copy(body: &mut NodeBody, limit: u64) -> Option<Arc<crate::ports::BodyCopy>> {
+        body.keep_copy(limit)
+    }
 
     async fn send(
         &self,

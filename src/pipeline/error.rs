@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use super::accept::AcceptError;
 use super::authn::AuthError;
+use super::grpc::GrpcError;
 use super::listener::Misdirected;
 use super::rate_limit::LimitError;
 use super::sweep::SweepError;
@@ -22,6 +23,8 @@ pub(crate) enum GatewayError {
     Listener(#[from] Misdirected),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -52,6 +55,7 @@ impl Answer for GatewayError {
             Self::Accept(e) => e.problem(),
             Self::Listener(e) => e.problem(),
             Self::Route(e) => e.problem(),
+            Self::Grpc(e) => e.problem(),
             Self::Auth(e) => e.problem(),
             Self::Limit(e) => e.problem(),
             Self::Upstream(e) => e.problem(),
@@ -92,6 +96,8 @@ mod tests {
             (AcceptError::BodyTooLarge { size: 9, limit: 1 }.into(), 413, "body-too-large", Source::Client, false),
             (Misdirected("a.test".into()).into(), 421, "misdirected-request", Source::Client, false),
             (RouteError::NotFound.into(), 404, "no-route", Source::Client, false),
+            (GrpcError::BadTimeout("x".into()).into(), 400, "bad-request", Source::Client, false),
+            (GrpcError::Unsupported.into(), 501, "grpc-unsupported", Source::Client, false),
             (AuthError::KeysUnavailable.into(), 503, "keys-unavailable", Source::Upstream, false),
             (LimitError::StoreDown("down".into()).into(), 503, "rate-limit-unavailable", Source::Store, false),
             (UpstreamError::BodyTooLarge { limit: 1 }.into(), 413, "body-too-large", Source::Client, false),

@@ -17,6 +17,7 @@ pub mod authn;
 pub(crate) mod caller;
 pub(crate) mod canary;
 pub(crate) mod error;
+pub(crate) mod grpc;
 pub(crate) mod ids;
 pub(crate) mod listener;
 pub(crate) mod log;
@@ -116,6 +117,10 @@ pub(crate) struct Ctx {
     pub(crate) fallback: bool,
     /// Which side of the route's canary served.
     pub(crate) variant: Option<canary::Variant>,
+    /// A gRPC call: the gateway's own answers are gRPC statuses.
+    pub(crate) grpc: bool,
+    /// The call's `grpc-timeout`: the origin's answer is not waited longer.
+    pub(crate) grpc_timeout: Option<Duration>,
     /// What went wrong, for the access log (the answer, or a failure the
     /// request survived, such as a store that was down for a fail-open limit).
     pub(crate) failure: Option<Failure>,
@@ -225,6 +230,7 @@ async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>
     run!(authn::phase(gateway, ports, r, ctx));
     run!(rate_limit::phase(gateway, ports, r, ctx));
     run!(canary::phase(gateway, ports, r, ctx));
+    run!(grpc::phase(gateway, ports, r, ctx));
     run!(transform::request_phase(gateway, ports, r, ctx));
     // Boxed: the upstream phase is most of a request's state; unboxed, each
     // enclosing future (and the slot a connection keeps for one) would
@@ -299,6 +305,8 @@ impl Ctx {
             upstream_time: Duration::ZERO,
             fallback: false,
             variant: None,
+            grpc: grpc::is_call(headers),
+            grpc_timeout: None,
             failure: None,
             started,
             received_at,

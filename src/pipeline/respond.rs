@@ -13,14 +13,16 @@ use super::{Ctx, Exchange, transform};
 use crate::config::Config;
 use crate::ports::Clock;
 use crate::shared::entropy::Entropy;
+use crate::shared::grpc;
 use crate::shared::problem::Answer;
 
-/// The answer to a request that failed; the failure is noted for the log
-/// (over any the request survived on the way, such as a store outage).
+/// The answer to a request that failed (a gRPC status to a gRPC call);
+/// the failure is noted for the log (over any the request survived on the
+/// way, such as a store outage).
 pub(crate) fn problem(err: &GatewayError, ctx: &mut Ctx) -> Response<Bytes> {
     let problem = err.problem();
     ctx.failure = Some(Failure { problem: Some(problem.slug), source: problem.source, detail: err.to_string() });
-    problem.to_response(&ctx.request_id)
+    if ctx.grpc { grpc::answer(&problem) } else { problem.to_response(&ctx.request_id) }
 }
 
 /// Headers every answer carries, and the log record.

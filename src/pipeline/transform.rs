@@ -183,6 +183,10 @@ fn request<B>(mut req: Request<B>, ctx: &Ctx, route: &Route, config: &Config) ->
     let inbound_host = ctx.host_header.clone();
     remove_where(headers, |n| is_hop_by_hop(n) || is_platform_header(n) || disguised(n, config));
     set_forwarding(headers, ctx, peer_trusted, inbound_host.as_ref());
+    if ctx.grpc {
+        // gRPC's one end-to-end use of `TE`: the origin may answer with trailers.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     headers.insert(TRACEPARENT, ctx.trace.header_value());
     if !ctx.trace.continued {

@@ -6,6 +6,7 @@
 //! compiler sees through when it checks the node's futures.
 #![allow(async_fn_in_trait)]
 
+mod copy;
 #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
 pub(crate) mod enveloped;
 pub mod memory;
@@ -19,6 +20,7 @@ use http::{Request, Response, StatusCode, header};
 use thiserror::Error;
 
 use crate::shared::problem::{Answer, Problem, Source};
+pub use copy::BodyCopy;
 
 use crate::shared::gcra::{Decision, Rate};
 
@@ -131,6 +133,9 @@ pub trait HttpClient {
     /// builds its own small bodies (problem documents) from bytes.
     type Body: From<Bytes> + http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin;
 
+    /// Whether this home carries gRPC: HTTP/2 to origins and trailers both ways.
+    const CARRIES_GRPC: bool = false;
+
     async fn send(
         &self,
         request: Request<Self::Body>,
@@ -143,6 +148,15 @@ pub trait HttpClient {
     async fn prepare(&self, request: Request<Self::Body>, limit: u64) -> Result<Request<Self::Body>, UpstreamError> {
         let _ = limit;
         Ok(request)
+    }
+
+    /// Starts keeping a copy of a streamed body of unknown size, up to
+    /// `limit` bytes, so another try can send it again once the client has
+    /// sent it all. `None` where the home has no such bodies (the edge
+    /// reads them in [`HttpClient::prepare`]).
+    fn keep_copy(body: &mut Self::Body, limit: u64) -> Option<std::sync::Arc<BodyCopy>> {
+        let _ = (body, limit);
+        None
     }
 
     /// A small exchange read whole (a key set): at most `max_body` bytes.

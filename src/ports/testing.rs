@@ -95,6 +95,7 @@ impl FakeHttp {
 
 impl HttpClient for FakeHttp {
     type Body = Full<Bytes>;
+    const CARRIES_GRPC: bool = true;
 
     async fn send(
         &self,

@@ -4,6 +4,7 @@
 pub(crate) mod cache;
 pub(crate) mod entropy;
 pub mod gcra;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 pub mod hex;
 pub mod identity;

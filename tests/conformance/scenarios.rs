@@ -468,3 +468,27 @@ pub async fn single_target_is_not_retried(home: &str, addr: SocketAddr, raw: &su
     assert_eq!(reply.status, 502, "[{home}] {:?}", reply.try_json());
     assert_eq!(raw.hits("/te-and-cl") - before, 1, "[{home}] the origin was tried once");
 }
+
+/// A gRPC call past every phase: the node carries it to the origin over
+/// HTTP/2 with `TE: trailers`; the edge, which does not carry trailers,
+/// answers UNIMPLEMENTED and says where gRPC is served.
+pub async fn grpc_call(home: &str, addr: SocketAddr, carries: bool) {
+    let req = Request::post("/grpc.Echo/Call")
+        .header("host", "gw.test")
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "5S")
+        .body(Bytes::from_static(&[0, 0, 0, 0, 0]))
+        .expect("request");
+    let reply = send(addr, req).await;
+    assert_eq!(reply.status, 200, "[{home}]");
+    if carries {
+        let echo = reply.json();
+        assert_eq!(echo["version"], "HTTP/2.0", "[{home}] {echo}");
+        assert_eq!(reply.echoed("te"), ["trailers"], "[{home}]");
+        assert_eq!(reply.echoed("grpc-timeout"), ["5S"], "[{home}]");
+    } else {
+        assert_eq!(reply.header("grpc-status"), Some("12"), "[{home}]");
+        let message = reply.header("grpc-message").unwrap_or_default();
+        assert!(message.contains("served by the node"), "[{home}] {message}");
+    }
+}

@@ -18,6 +18,7 @@ use crate::shared::problem::Source;
 
 mod balancing;
 mod forwarding;
+mod grpc;
 mod hosts;
 mod rate_limit_store;
 mod rate_limits;

@@ -13,6 +13,7 @@ mod breaker;
 mod budget;
 mod health;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ use crate::config::resilience::Probe;
 use crate::config::resilience::{MAX_ATTEMPTS, Retry, is_idempotent};
 use crate::config::router::RouteError;
 use crate::config::{Route, Service};
-use crate::ports::{Body, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
+use crate::ports::{Body, BodyCopy, Clock, HttpClient, Ports, UpstreamError, UpstreamOptions, read_body};
+use crate::shared::grpc::{Code, GRPC_STATUS};
 use crate::shared::problem::{Answer, Problem, Source};
 use balance::Balancer;
 use breaker::Breaker;
@@ -219,7 +221,8 @@ async fn tries<P: Ports>(
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
     let (service, state, clock) = (&gateway.config.services[index], &gateway.upstreams[index], ports.clock());
-    let deadline = clock.monotonic() + service.request_timeout;
+    let timeout = ctx.grpc_timeout.map_or(service.request_timeout, |t| t.min(service.request_timeout));
+    let deadline = clock.monotonic() + timeout;
     let attempts = service.retry.attempts_over(service.targets.len());
     if attempts > 1 {
         state.budget.request(clock.monotonic());
@@ -229,7 +232,8 @@ async fn tries<P: Ports>(
         _ => None,
     };
     let req = ports.http().prepare(req, route.max_body_size).await?;
-    let mut replay = Replay::new(req, attempts, service.retry.max_body).await?;
+    let copy = <P::Http as HttpClient>::keep_copy;
+    let mut replay = Replay::new(req, attempts, service.retry.max_body, copy).await?;
     let mut tried = Tried::default();
     let mut last = None;
     loop {
@@ -242,7 +246,7 @@ async fn tries<P: Ports>(
             (Err(refusal), None) => return Err(refusal.into()),
         };
         // The head is copied only while another try may follow.
-        let more = replay.kept() && ctx.attempts + 1 < attempts;
+        let more = replay.repeatable() && ctx.attempts + 1 < attempts;
         let req = replay.next(more)?;
         let target = pick.index;
         let max_head = gateway.config.gateway.max_response_header_size;
@@ -258,6 +262,7 @@ async fn tries<P: Ports>(
         let repeatable = is_idempotent(&ctx.method) || route.retry_non_idempotent;
         let wait = retry_wait(&result, repeatable, &service.retry, tried.count, random);
         let again = more
+            && replay.ready()
             && wait.is_some_and(|wait| wait < deadline.saturating_sub(now))
             && state.budget.try_retry(now, service.retry.budget_percent, service.retry.min_per_second);
         let (true, Some(wait)) = (again, wait) else {
@@ -318,7 +323,7 @@ fn retry_wait<B>(
     tries: usize,
     random: u64,
 ) -> Option<Duration> {
-    if !worth_another(result, repeatable, &policy.on_status) {
+    if !worth_another(result, repeatable, policy) {
         return None;
     }
     let asked = match result {
@@ -357,26 +362,49 @@ struct Replay<B> {
 }
 
 enum ReplayBody<B> {
+    /// Read before the first try (its size known and small enough).
     Kept(Bytes),
+    /// Streamed to the first try with a copy kept as it passes.
+    Copied(Option<B>, Arc<BodyCopy>),
     Once(Option<B>),
 }
 
+/// How a home keeps a copy of a streamed body ([`HttpClient::keep_copy`]).
+type KeepCopy<B> = fn(&mut B, u64) -> Option<Arc<BodyCopy>>;
+
 impl<B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + Unpin> Replay<B> {
-    /// Keeps the body for another try when one may follow and its size is
-    /// known and at most `max_body` (see [`replayable`]).
-    async fn new(req: Request<B>, attempts: u32, max_body: u64) -> Result<Self, UpstreamError> {
-        let (head, body) = req.into_parts();
-        let body = if attempts > 1 && replayable(&head.headers, &body.size_hint(), max_body) {
+    /// Keeps the body for another try when one may follow: read whole if
+    /// its size is known and at most `max_body` (see [`replayable`]), else
+    /// copied as it streams, up to `max_body`, where the home can.
+    async fn new(req: Request<B>, attempts: u32, max_body: u64, copy: KeepCopy<B>) -> Result<Self, UpstreamError> {
+        let (head, mut body) = req.into_parts();
+        let body = if attempts < 2 {
+            ReplayBody::Once(Some(body))
+        } else if replayable(&head.headers, &body.size_hint(), max_body) {
             let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
             ReplayBody::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
         } else {
-            ReplayBody::Once(Some(body))
+            match copy(&mut body, max_body) {
+                Some(copy) => ReplayBody::Copied(Some(body), copy),
+                None => ReplayBody::Once(Some(body)),
+            }
         };
         Ok(Self { head: Some(head), body })
     }
 
-    fn kept(&self) -> bool {
-        matches!(self.body, ReplayBody::Kept(_))
+    /// Whether the body may be sent more than once.
+    fn repeatable(&self) -> bool {
+        !matches!(self.body, ReplayBody::Once(_))
+    }
+
+    /// Whether another try can have the body now (a copied one: the client
+    /// sent it all within the limit).
+    fn ready(&self) -> bool {
+        match &self.body {
+            ReplayBody::Kept(_) => true,
+            ReplayBody::Copied(first, copy) => first.is_some() || copy.whole().is_some(),
+            ReplayBody::Once(first) => first.is_some(),
+        }
     }
 
     /// The request for the next try; with `more`, the head is copied for
@@ -384,6 +412,10 @@ impl<B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + 
     fn next(&mut self, more: bool) -> Result<Request<B>, UpstreamError> {
         let body = match &mut self.body {
             ReplayBody::Kept(bytes) => B::from(bytes.clone()),
+            ReplayBody::Copied(first, copy) => match first.take() {
+                Some(body) => body,
+                None => B::from(copy.whole().ok_or_else(|| UpstreamError::Protocol("the body was not kept".into()))?),
+            },
             ReplayBody::Once(b) => b.take().unwrap_or_else(|| B::from(Bytes::new())),
         };
         let head = if more { self.head.clone() } else { self.head.take() };
@@ -393,11 +425,16 @@ impl<B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + 
 }
 
 /// Whether a try's outcome is worth another: nothing reached the origin
-/// (any method), or a listed status, a timeout or a reset (idempotent
-/// methods, or routes that opt in).
-fn worth_another<B>(result: &Result<Response<B>, UpstreamError>, repeatable: bool, on_status: &[StatusCode]) -> bool {
+/// (any method), a listed gRPC status answered before any message (any
+/// method, as gRPC's own retry policy), or a listed status, a timeout or a
+/// reset (idempotent methods, or routes that opt in).
+fn worth_another<B>(result: &Result<Response<B>, UpstreamError>, repeatable: bool, policy: &Retry) -> bool {
     match result {
-        Ok(resp) => repeatable && on_status.contains(&resp.status()),
+        Ok(resp) => {
+            let grpc = resp.headers().get(GRPC_STATUS).and_then(|v| Code::from_header(v.as_bytes()));
+            (repeatable && policy.on_status.contains(&resp.status()))
+                || grpc.is_some_and(|code| policy.on_grpc_status.contains(&code))
+        }
         Err(e) => {
             e.problem().retryable || (repeatable && matches!(e, UpstreamError::Timeout(_) | UpstreamError::Protocol(_)))
         }
