@@ -1,0 +1,50 @@
+# shellcheck shell=bash
+# benches/run.sh spin (PORTCULLIS_SPIN: a Spin CLI): the components under
+# real Spin, each served by `spin up` (lib.sh's spin_up), wrk at 16
+# connections and at 1. Baselines: the hello-world answering itself, and
+# the hello-world making the same outbound call as the gateway (`/proxy`).
+# Then the store-growth table, as in spin-growth.
+
+spin_row() { # name wasm path [runtime-config] → its row: wrk at 16 connections and at 1, start ms
+  local name=$1 wasm=$2 path=$3 rc=${4:-}
+  spin_up "$name" "$wasm" "$rc"
+  local header; header=$(auth_for "$path")
+  local url="http://$SPIN_ADDR$path"
+  local started; started=$(wait_http "$url" "$header")
+  wrk_warmup "$url" "$header"
+  local many one
+  many=$(wrk1 "$CONNS" "${SECS}s" "$url" "$header" --latency)
+  one=$(wrk1 1 "${SECS}s" "$url" "$header" --latency)
+  local rps p50 rps1 p501 errors
+  rps=$(wrk_rps <<<"$many"); p50=$(wrk_latency 50% <<<"$many")
+  rps1=$(wrk_rps <<<"$one"); p501=$(wrk_latency 50% <<<"$one")
+  errors=$(( $(wrk_non2xx <<<"$many$one" | paste -sd+ | bc 2>/dev/null || echo 0) + 0 ))
+  printf '| %-22s | %8s | %9s | %8s | %9s | %6s | %8s |\n' "$name" "$rps" "$p50" "$rps1" "$p501" "$errors" "$started"
+  LAST_RPS=$rps
+  stop_last
+}
+
+spin_flavour() { # flavour → its rows, with the gateway's rps as a share of the proxying hello-world's
+  local f=$1 base
+  spin_row "hello-$f" "target/edge/hello-$f.wasm" /hello
+  spin_row "hello-$f-proxy" "target/edge/hello-$f.wasm" /proxy
+  base=$LAST_RPS
+  spin_row "edge-$f" "target/edge/bench-$f.wasm" /hello
+  echo "|   → edge-$f / hello-$f-proxy = $(( LAST_RPS * 100 / base )) % |"
+  if [ "$f" = p2 ]; then # the same build, not pre-initialised
+    spin_row "edge-p2-compiling" target/edge/bench-p2-compiling.wasm /hello
+    echo "|   → edge-p2-compiling / hello-p2-proxy = $(( LAST_RPS * 100 / base )) % |"
+  fi
+  spin_row "edge-$f-nolog" "target/edge/bench-$f-nolog.wasm" /hello
+  spin_row "edge-$f-limited" "target/edge/bench-$f-nolog.wasm" /limited
+  spin_row "edge-$f-limited-redis" "target/edge/bench-$f-nolog.wasm" /limited "$RC"
+  spin_row "edge-$f-jwt" "target/edge/bench-$f-nolog.wasm" /jwt
+}
+
+spin_intro
+echo
+echo "| target                 | c16 rps  | c16 p50   | c1 rps   | c1 p50    | errors | start ms |"
+echo "|------------------------|---------:|----------:|---------:|----------:|-------:|---------:|"
+for f in p2 p3; do spin_flavour $f; done
+store_growth
+exit 0
