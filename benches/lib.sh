@@ -17,8 +17,13 @@ cleanup() { # → ends every process in PIDS, waits for them, removes $WORK
 }
 trap cleanup EXIT
 RATE=""   # the fixed rate for the latency runs, set from the node's peak
+NODE_BIN=$T/release/portcullis   # the binary node() serves (a mode may set it for one call); not read from the environment
 
 # ---- small helpers
+
+die() { # message → it on stderr, then exit 1 (cleanup ends what is running)
+  echo "benches/run.sh $MODE: $*" >&2; exit 1
+}
 
 ms_since() { # start (date +%s%N) → milliseconds since then
   echo $(( ($(date +%s%N) - $1) / 1000000 ))
@@ -62,10 +67,11 @@ stop_last() { # → stop the process started last
 
 # ---- setup: tools, builds, the origin and Redis
 
-check_tools() { # → exits 1 naming the first tool missing
-  local tool
-  for tool in wrk nginx haproxy taskset redis-server curl; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server curl util-linux" >&2; exit 1; }
+check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the spin modes)
+  local tool tools=(wrk nginx haproxy taskset redis-server curl)
+  [[ "$1" == spin* ]] && tools+=(redis-cli)
+  for tool in "${tools[@]}"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server redis-tools curl util-linux" >&2; exit 1; }
   done
 }
 
@@ -78,6 +84,7 @@ build() { # mode → the release builds it needs; NODE_ONLY=1 if it runs no comp
 
 build_components() { # mode → the test host; target/edge/bench-p2/p3 (-nolog too for spin* and floor) and hello-p2/p3
   cargo build --release -p portcullis-edge-host >&2
+  mkdir -p target/edge
   nolog_config target/edge/bench-nolog.toml
   # WASI 0.2 builds are pre-initialised later (preinit_components), once the origin's port is known.
   local f
@@ -114,7 +121,7 @@ start_redis() { # → a throwaway Redis on CPU 1 at REDIS_PORT
 }
 
 setup() { # mode → tools checked, builds made, HOST, LOADGEN and TOKEN set, the origin and Redis running
-  check_tools
+  check_tools "$1"
   build "$1"
   HOST=$T/release/portcullis-edge-host
   LOADGEN=$T/release/examples/loadgen
@@ -141,7 +148,8 @@ listening() { # file → the address a host or node said it listens on
     [ -n "$a" ] && { echo "$a"; return 0; }
     sleep 0.005
   done
-  echo "nothing listening (see $1)" >&2; return 1
+  # Its log goes with $WORK: its end shown here.
+  { echo "nothing listening; the end of $1:"; tail -n 5 "$1"; } >&2; return 1
 }
 
 metrics_addr() { # file → the address a node said its metrics listen on
@@ -286,10 +294,10 @@ measure_from() { # start name addr path → once path answers (with the token it
 node() { # name path [serve args...] → the node's row on path; NODE_BIN: another portcullis binary
   local name=$1 path=$2; shift 2
   local start; start=$(date +%s%N)
-  node_serve --bin "${NODE_BIN:-$T/release/portcullis}" "$name" benches/gateway.toml \
+  node_serve --bin "$NODE_BIN" "$name" benches/gateway.toml \
     --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 "$@"
   measure_from "$start" "$name" "$NODE_ADDR" "$path"
-  kill "${PIDS[-1]}"
+  stop_last
 }
 
 nginx_target() { # name → nginx's row, on CPU 0 proxying to the origin (benches/nginx.conf)

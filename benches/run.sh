@@ -6,11 +6,11 @@
 #   SECONDS_PER_RUN=5 benches/run.sh
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
-#   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy
+#   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy, ROUNDS (2) rounds
 #   benches/run.sh proxy                # the plain proxy: node against nginx and HAProxy, ROUNDS rounds (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #   benches/run.sh idle                 # 10 000 idle keep-alive connections: the node's RSS (BEFORE_NODE=binary: an older node beside)
-#   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one
+#   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one, ROUNDS (3) rounds
 #   benches/run.sh tokens               # a new token's cost in each component (BEFORE=dir: older builds beside)
 #   benches/run.sh floor                # each component against its hello-world that proxies too, one request at a time
 #
@@ -34,7 +34,7 @@ MODE=${1:-all}
 case "$MODE" in
   all|observability|haproxy|proxy|keys|idle|scale|tokens|floor) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor]" >&2; exit 2 ;;
 esac
 
 setup "$MODE"

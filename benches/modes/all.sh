@@ -27,7 +27,7 @@ edge() { # name wasm path → the component's row in the node table, in the test
   # mode measures starts from the cache too).
   serve_host "$1" "$2" err --disable-cache
   measure_from "$start" "$1" "$HOST_ADDR" "$3"
-  kill "${PIDS[-1]}"
+  stop_last
 }
 
 lat_row() { # name url [loadgen args...] → a row of the JWT table: loadgen at FRESH_RATE
@@ -46,7 +46,7 @@ jwt_rows() { # flavour → its rows of the JWT table: no auth, a cached token, a
   lat_row "edge-$f RS256 new" "http://$addr/jwt" --fresh-tokens RS256:tests/fixtures/keys/rsa1.pem
   lat_row "edge-$f ES256 new" "http://$addr/jwt" --fresh-tokens ES256:tests/fixtures/keys/ec256.pem
   lat_row "edge-$f EdDSA new" "http://$addr/jwt" --fresh-tokens EdDSA:tests/fixtures/keys/ed25519.pem
-  kill "${PIDS[-1]}"
+  stop_last
 }
 
 echo
@@ -90,7 +90,7 @@ echo "|--------------------|-------:|-------:|-------:|"
 for f in p2 p3; do jwt_rows $f; done
 
 echo
-echo "Component sizes:"
+echo "Component sizes (those built):"
 for f in hello-p2 hello-p3 bench-p2 bench-p3 portcullis-p2 portcullis-p3; do
-  [ -f target/edge/$f.wasm ] && printf '  %-14s %8d bytes\n' "$f" "$(wc -c <target/edge/$f.wasm)"
+  if [ -f target/edge/$f.wasm ]; then printf '  %-14s %8d bytes\n' "$f" "$(wc -c <target/edge/$f.wasm)"; fi
 done

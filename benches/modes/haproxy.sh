@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # benches/run.sh haproxy: the full job (JWT + per-subject limit + proxy) side
-# by side, node against HAProxy, twice over in alternating order.
+# by side, node against HAProxy, ROUNDS (2) times in alternating order.
 
 node_first
-for _ in 1 2; do
+for _ in $(seq "${ROUNDS:-2}"); do
   node node-full /full
   haproxy_target haproxy-full /full
   haproxy_target haproxy /hello

@@ -14,12 +14,19 @@ side() { # off|on → SIDE: that side's config and serve args
 
 # One measure of both sides (sets `off` and `on`), which goes first
 # alternating with the pair's number so drift in the machine cancels out.
+# The measures run in this shell, not in $(...), and leave their figure in
+# RESULT: their nodes go into PIDS and a failure stops the mode (set -e).
 both() { # measure pair
   local s
   for s in $( [ $(( $2 % 2 )) = 1 ] && echo off on || echo on off ); do
     side "$s"
-    if [ "$s" = off ]; then off=$("$1" off "${SIDE[@]}"); else on=$("$1" on "${SIDE[@]}"); fi
+    "$1" "$s" "${SIDE[@]}"
+    if [ "$s" = off ]; then off=$RESULT; else on=$RESULT; fi
   done
+}
+
+counted() { # what n → exits naming what unless n is a count above 0
+  [ "${2:-0}" -gt 0 ] || die "$1: nothing counted (got '${2:-}')"
 }
 
 permille() { # n per mille → "n/10 %" with one decimal
@@ -38,11 +45,12 @@ hello_node() { # name config [serve args...] → a node (admin off) answering /h
   wait_http "http://$NODE_ADDR/hello" >/dev/null
 }
 
-peak() { # name config [serve args...] → the node's peak rps on /hello
+peak() { # name config [serve args...] → RESULT: the node's peak rps on /hello
   hello_node "$@"
   wrk_warmup "http://$NODE_ADDR/hello"
-  wrk1 "$CONNS" "${SECS}s" "http://$NODE_ADDR/hello" "" | wrk_rps
+  RESULT=$(wrk1 "$CONNS" "${SECS}s" "http://$NODE_ADDR/hello" "" | wrk_rps)
   stop_last
+  counted "peak of node $1 (rps)" "$RESULT"
 }
 
 peak_table() { # → PAIRS pairs of peak rps, off against on, and the median ratio
@@ -61,7 +69,7 @@ peak_table() { # → PAIRS pairs of peak rps, off against on, and the median rat
 # one binary; the node's own CPU time per request at a fixed rate (well
 # below either side's peak) is steadier: its inverse is the throughput a
 # CPU-bound node reaches.
-cpu() { # name config [serve args...] → node CPU µs per request ×100
+cpu() { # name config [serve args...] → RESULT: node CPU µs per request ×100
   hello_node "$@"
   local pid=$NODE_PID url="http://$NODE_ADDR/hello"
   loadgen "$url" "${CPU_RATE:-10000}" "$CONNS" 2 0 >/dev/null
@@ -70,8 +78,10 @@ cpu() { # name config [serve args...] → node CPU µs per request ×100
   out=$(loadgen "$url" "${CPU_RATE:-10000}" "$CONNS" "$SECS" 0)
   after=$(cpu_ticks "$pid")
   n=$(field requests "$out")
-  echo $(( (after - before) * 1000000 / n ))   # clock ticks are 10 ms = 10 000 µs; ×100
   stop "$pid"
+  counted "requests to node $1" "$n"
+  RESULT=$(( (after - before) * 100000000 / ($(getconf CLK_TCK) * n) ))   # ticks → µs (1 000 000 / CLK_TCK each), ×100
+  counted "CPU per request of node $1 (µs ×100)" "$RESULT"
 }
 
 hundredths() { # n → n/100 with two decimals
@@ -94,13 +104,14 @@ cpu_table() { # → CPU_PAIRS pairs of CPU µs per request, off against on, and 
 # Instructions per request under cachegrind (valgrind): no noise at all.
 # Two runs per side, 2 000 and 6 000 requests at 400/s; the difference
 # over 4 000 leaves start-up and shutdown out.
-instructions() { # name n config [serve args...] → instructions of the whole run
+instructions() { # name n config [serve args...] → RESULT: instructions of the whole run
   local name=$1 n=$2 config=$3; shift 3
   node_serve --cachegrind "$WORK/cg.$name" "$name" "$config" --admin-listen off "$@"
   wait_http "http://$NODE_ADDR/hello" >/dev/null
   loadgen "http://$NODE_ADDR/hello" 400 4 $(( n / 400 )) 0 >/dev/null
   stop "$NODE_PID"
-  awk '/^summary/ {print $2}' "$WORK/cg.$name"
+  RESULT=$(awk '/^summary/ {print $2}' "$WORK/cg.$name")
+  counted "instructions of node $name" "$RESULT"
 }
 
 instructions_table() { # → instructions per request of each side
@@ -110,7 +121,8 @@ instructions_table() { # → instructions per request of each side
   local s few many
   for s in off on; do
     side "$s"
-    few=$(instructions "$s-2k" 2000 "${SIDE[@]}"); many=$(instructions "$s-6k" 6000 "${SIDE[@]}")
+    instructions "$s-2k" 2000 "${SIDE[@]}"; few=$RESULT
+    instructions "$s-6k" 6000 "${SIDE[@]}"; many=$RESULT
     row "$s" "$(( (many - few) / 4000 ))"
   done
 }

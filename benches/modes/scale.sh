@@ -2,21 +2,24 @@
 # benches/run.sh scale: two workers on both cores against one on one core.
 # This machine has two cores in all, so wrk and the origin share them with
 # the node here: the figure is a floor for what a second core gives, not the
-# target's setup (origin and load elsewhere). Three rounds.
+# target's setup (origin and load elsewhere). ROUNDS (3) rounds.
 
-scale_peak() { # name cpus workers → the node's peak rps on /hello, wrk -t2 -c32 from both CPUs
+# Run in this shell, not in $(...): the node goes into PIDS and a failure
+# stops the mode (set -e).
+scale_peak() { # name cpus workers → PEAK: the node's peak rps on /hello, wrk -t2 -c32 from both CPUs
   node_serve --cpus "$2" --workers "$3" "$1" benches/gateway.toml --admin-listen off --metrics-listen off
   wait_http "http://$NODE_ADDR/hello" >/dev/null
   wrk_warmup "http://$NODE_ADDR/hello"
-  local rps; rps=$(taskset -c 0,1 wrk -t2 -c32 -d"${SECS}"s "http://$NODE_ADDR/hello" | wrk_rps)
+  PEAK=$(taskset -c 0,1 wrk -t2 -c32 -d"${SECS}"s "http://$NODE_ADDR/hello" | wrk_rps)
   stop_last
-  echo "$rps"
+  [ "${PEAK:-0}" -gt 0 ] || die "node $1 ($3 workers): no requests/s from wrk"
 }
 
 echo "| round | 1 worker, CPU 0 | 2 workers, CPUs 0-1 | ratio |"
 echo "|---:|---:|---:|---:|"
-for round in 1 2 3; do
-  one=$(scale_peak one 0 1); two=$(scale_peak two 0,1 2)
+for round in $(seq "${ROUNDS:-3}"); do
+  scale_peak one 0 1; one=$PEAK
+  scale_peak two 0,1 2; two=$PEAK
   row "$round" "$one" "$two" "$(( two * 100 / one )) %"
 done
 exit 0

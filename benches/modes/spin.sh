@@ -18,7 +18,7 @@ spin_row() { # name wasm path [runtime-config] → its row: wrk at 16 connection
   local rps p50 rps1 p501 errors
   rps=$(wrk_rps <<<"$many"); p50=$(wrk_latency 50% <<<"$many")
   rps1=$(wrk_rps <<<"$one"); p501=$(wrk_latency 50% <<<"$one")
-  errors=$(( $(wrk_non2xx <<<"$many$one" | paste -sd+ | bc 2>/dev/null || echo 0) + 0 ))
+  errors=$(printf '%s\n' "$many" "$one" | wrk_non2xx | awk '{n += $1} END {print n + 0}')
   printf '| %-22s | %8s | %9s | %8s | %9s | %6s | %8s |\n' "$name" "$rps" "$p50" "$rps1" "$p501" "$errors" "$started"
   LAST_RPS=$rps
   stop_last
