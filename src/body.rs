@@ -204,8 +204,8 @@ impl<B, F: FnOnce(AccessLog)> Logged<B, F> {
         Self { inner, sent: 0, pending: emit.map(|f| (log, probe, f)) }
     }
 
-    /// A body that is never logged (the edge's answer while its config is invalid).
-    #[cfg(any(feature = "edge-p2", feature = "edge-p3"))]
+    /// A body that is never logged (the edge's answer while its config is
+    /// invalid; a node's `101`, whose tunnel writes the line).
     pub(crate) fn unlogged(inner: B) -> Self {
         Self { inner, sent: 0, pending: None }
     }

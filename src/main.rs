@@ -50,6 +50,10 @@ mod cli {
         /// Time an idle connection to an origin is kept.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         upstream_idle_timeout: Duration,
+        /// Upgraded (WebSocket) connections open at once; past it an upgrade
+        /// gets 503. Default: a quarter of --max-connections.
+        #[arg(long)]
+        max_upgraded: Option<usize>,
     }
 
     impl ConnectionFlags {
@@ -83,8 +87,11 @@ mod cli {
             limits.first_request_timeout = self.first_request_timeout;
             limits.idle_timeout = self.idle_timeout;
             limits.h2_keepalive = self.h2_keepalive;
-            let pool =
-                PoolLimits { max_idle_per_origin: self.upstream_max_idle, idle_timeout: self.upstream_idle_timeout };
+            let pool = PoolLimits {
+                max_idle_per_origin: self.upstream_max_idle,
+                idle_timeout: self.upstream_idle_timeout,
+                max_upgraded: self.max_upgraded.unwrap_or((limits.max_connections / 4).max(1)),
+            };
             Ok((limits, pool))
         }
     }

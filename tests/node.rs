@@ -13,6 +13,8 @@ mod origin_tls;
 mod support;
 #[path = "node/tls.rs"]
 mod tls;
+#[path = "node/websocket.rs"]
+mod websocket;
 
 use std::convert::Infallible;
 use std::net::IpAddr;

@@ -164,6 +164,10 @@ pub struct Route {
     pub(crate) fallback: Option<Fallback>,
     /// Part of the callers to another service.
     pub(crate) canary: Option<Canary>,
+    /// WebSocket upgrades are proxied, and an upgraded connection is closed
+    /// after this long without a byte either way. `None`: an upgrade
+    /// request is forwarded as a plain one.
+    pub(crate) websocket: Option<Duration>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -669,6 +673,7 @@ impl Compiler<'_> {
             self.route_balance(span, &k, &known.services[c.service], route_auth.as_ref(), known.auth);
         }
         let retry_non_idempotent = self.route_retry(r.span(), &format!("routes[{i}]"), raw, methods.as_deref(), svc);
+        let websocket = self.route_websocket(&key, raw, methods.as_deref(), svc);
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,
@@ -684,7 +689,37 @@ impl Compiler<'_> {
             retry_non_idempotent,
             fallback,
             canary,
+            websocket,
         })
+    }
+
+    /// `websocket` and its `websocket_idle_timeout` (default 10 minutes);
+    /// an upgrade is a GET, so a route that lists methods must list it, and
+    /// an HTTP/1.1 one, so its service must speak HTTP/1.1.
+    fn route_websocket(
+        &mut self,
+        key: &impl Fn(&str) -> String,
+        raw: &RawRoute,
+        methods: Option<&[Method]>,
+        service: &Service,
+    ) -> Option<Duration> {
+        let on = raw.websocket.as_ref().is_some_and(|w| *w.get_ref());
+        let idle = self.duration(&raw.websocket_idle_timeout, &key("websocket_idle_timeout"), Duration::from_secs(600));
+        match (&raw.websocket, &raw.websocket_idle_timeout) {
+            (_, Some(t)) if !on => {
+                self.error(t.span(), key("websocket_idle_timeout"), "needs `websocket = true`");
+            }
+            (Some(w), _) if on && methods.is_some_and(|m| !m.contains(&Method::GET)) => {
+                self.error(w.span(), key("websocket"), "an upgrade is a GET request: add \"GET\" to `methods`");
+            }
+            (Some(w), _) if on && service.http2 => {
+                let message =
+                    format!("service `{}` speaks HTTP/2; WebSocket goes to origins over HTTP/1.1", service.name);
+                self.error(w.span(), key("websocket"), message);
+            }
+            _ => {}
+        }
+        on.then_some(idle)
     }
 
     /// A route's `methods`: each a method, none twice; an empty list allows nothing.

@@ -264,6 +264,8 @@ pub(crate) struct RawRoute {
     pub(crate) retry_non_idempotent: Option<Spanned<bool>>,
     pub(crate) fallback: Option<Spanned<RawFallback>>,
     pub(crate) canary: Option<Spanned<RawCanary>>,
+    pub(crate) websocket: Option<Spanned<bool>>,
+    pub(crate) websocket_idle_timeout: Option<Spanned<String>>,
 }
 
 /// `routes[].canary`: part of the route's callers to another service.

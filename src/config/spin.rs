@@ -117,6 +117,12 @@ pub fn edge_problems(config: &Config) -> (Vec<String>, Vec<String>) {
             ));
         }
     }
+    for route in config.routes.iter().filter(|r| r.websocket.is_some()) {
+        warnings.push(format!(
+            "route `{}`: websocket: the edge cannot hold an upgraded connection (a Spin component answers one request and returns); it answers upgrades 501 `upgrade-unsupported`",
+            route.name
+        ));
+    }
     (errors, warnings)
 }
 
@@ -235,10 +241,12 @@ mod tests {
 
     #[test]
     fn origin_settings_the_edge_leaves_to_spin_are_warned_of() {
-        let text = "[services.a]\nurl = \"https://a.internal\"\nhttp2 = true\n[services.a.tls]\nca = \"ca.pem\"\n";
+        let text = "[services.a]\nurl = \"https://a.internal\"\nhttp2 = true\n[services.a.tls]\nca = \"ca.pem\"\n\
+                    [services.b]\nurl = \"http://b.internal\"\n[[routes]]\nname = \"chat\"\npath = \"/ws\"\nservice = \"b\"\nwebsocket = true\n";
         let (errors, warnings) = edge_problems(&Config::parse(text, "t.toml", &Default::default()).unwrap());
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[2].starts_with("route `chat`: websocket:") && warnings[2].contains("501"));
         assert!(warnings[0].starts_with("services.a.tls:") && warnings[0].contains("client_tls"));
         assert!(warnings[1].starts_with("services.a.http2:") && warnings[1].contains("UNIMPLEMENTED"));
     }

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -39,7 +39,7 @@ use tokio_rustls::TlsConnector;
 use super::NodeBody;
 use super::origins::{self, Profiles};
 use crate::body::BodyFailure;
-use crate::ports::{HttpClient, UpstreamError, UpstreamOptions, checked_length};
+use crate::ports::{HttpClient, UpgradeSlot, UpstreamError, UpstreamOptions, checked_length};
 
 /// Connections to origins: open now, and opened since start (their ratio
 /// to tries says how well the pool keeps them).
@@ -49,13 +49,51 @@ pub(crate) struct Connections {
     pub(crate) opened: AtomicU64,
 }
 
-/// Idle connections kept to origins (`portcullis serve` flags).
+/// Connections to origins (`portcullis serve` flags): idle ones kept, and
+/// upgraded ones held.
 #[derive(Debug, Clone)]
 pub struct PoolLimits {
-    /// Per origin (scheme, host and port).
+    /// Idle, per origin (scheme, host and port).
     pub max_idle_per_origin: usize,
     /// An idle connection is closed after this long.
     pub idle_timeout: Duration,
+    /// Upgraded (WebSocket) connections open at once, in all.
+    pub max_upgraded: usize,
+}
+
+/// Upgraded connections open now, and a wake-up when the last closes.
+#[derive(Debug, Default)]
+pub(crate) struct Upgrades {
+    open: AtomicUsize,
+    none_open: tokio::sync::Notify,
+}
+
+impl Upgrades {
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until no upgraded connection is open.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let notified = self.none_open.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One upgraded connection's place, given back when dropped.
+struct Held(Arc<Upgrades>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_open.notify_waiters();
+        }
+    }
 }
 
 /// hyper refuses a response head larger than this (the config's
@@ -116,6 +154,7 @@ pub(crate) struct HyperClient {
     profiles: ArcSwap<Profiles>,
     limits: PoolLimits,
     connections: Arc<Connections>,
+    upgrades: Arc<Upgrades>,
 }
 
 /// Why an exchange failed, before it is told apart from the body's failures.
@@ -148,7 +187,13 @@ impl HyperClient {
             profiles: ArcSwap::default(),
             limits,
             connections,
+            upgrades: Arc::default(),
         })
+    }
+
+    /// The upgraded connections open now.
+    pub(crate) fn upgrades(&self) -> &Arc<Upgrades> {
+        &self.upgrades
     }
 
     /// The system's roots (a service without a CA bundle of its own verifies with them).
@@ -170,6 +215,15 @@ impl HyperClient {
         opts: &UpstreamOptions,
     ) -> Result<Response<Incoming>, Failure> {
         let origin = origin_form(&mut req, opts)?;
+        if req.headers().contains_key(UPGRADE) {
+            // Its own connection, never pooled: it becomes the tunnel.
+            let sender = Box::pin(self.connect(&origin, opts.connect_timeout, true)).await?;
+            return match send(sender, req).await {
+                Ok((resp, _)) => Ok(resp),
+                Err(Unsent::Again(_)) => Err(Failure::Connect("the new connection closed before the request".into())),
+                Err(Unsent::Failed(e)) => Err(Failure::Http(e)),
+            };
+        }
         if let Some(sender) = self.checkout(&origin) {
             match send(sender, req).await {
                 Ok((resp, sender)) => {
@@ -182,7 +236,7 @@ impl HyperClient {
             }
         }
         // Boxed: the cold path (connect, TLS, handshake) is most of the state.
-        let sender = Box::pin(self.connect(&origin, opts.connect_timeout)).await?;
+        let sender = Box::pin(self.connect(&origin, opts.connect_timeout, false)).await?;
         match send(sender, req).await {
             Ok((resp, sender)) => {
                 self.keep(origin, sender);
@@ -229,7 +283,8 @@ impl HyperClient {
         }
     }
 
-    async fn connect(&self, origin: &Origin, timeout: Duration) -> Result<Sender, Failure> {
+    /// A new connection to `origin`; `upgrades`: one that may become a tunnel.
+    async fn connect(&self, origin: &Origin, timeout: Duration, upgrades: bool) -> Result<Sender, Failure> {
         let host = origin.authority.host();
         let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         let port = origin.authority.port_u16().unwrap_or(if origin.https { 443 } else { 80 });
@@ -276,7 +331,8 @@ impl HyperClient {
         let (sender, conn) =
             http1::Builder::new().max_buf_size(MAX_RESPONSE_HEAD).handshake(io).await.map_err(Failure::Http)?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let ended = if upgrades { conn.with_upgrades().await } else { conn.await };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "origin connection ended with an error");
             }
         });
@@ -371,9 +427,20 @@ fn origin_form(req: &mut Request<NodeBody>, opts: &UpstreamOptions) -> Result<Or
 impl HttpClient for HyperClient {
     type Body = NodeBody;
     const CARRIES_GRPC: bool = true;
+    const UPGRADES: bool = true;
 
     fn keep_copy(body: &mut NodeBody, limit: u64) -> Option<Arc<crate::ports::BodyCopy>> {
         body.keep_copy(limit)
+    }
+
+    fn upgrade_slot(&self) -> Result<UpgradeSlot, usize> {
+        let max = self.limits.max_upgraded;
+        let taken =
+            self.upgrades.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        match taken {
+            Ok(_) => Ok(UpgradeSlot(Arc::new(Held(self.upgrades.clone())))),
+            Err(open) => Err(open),
+        }
     }
 
     async fn send(

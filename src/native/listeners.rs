@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::header::UPGRADE;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -26,11 +27,14 @@ use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Slot, Tracked, sup
 use super::protocol::{self, Connection, Protocol};
 use super::server::Node;
 use super::tls::{self, Resumption, Served};
+use super::tunnel::{self, Ends};
 use super::{NodeBody, proxy_protocol};
 use crate::body::{BodyProbe, Logged};
 use crate::config::{Config, ConfigErrors, Listener};
 use crate::pipeline::log::AccessLog;
+use crate::pipeline::upgrade::Tunnel;
 use crate::pipeline::{self, Downstream};
+use crate::system_clock;
 
 /// The name of the plaintext listener `--listen` adds.
 pub(crate) const LISTEN_FLAG: &str = "--listen";
@@ -481,6 +485,7 @@ fn connection_builders(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.h2_keepalive))
         .keep_alive_timeout(limits.h2_keepalive)
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
     protocol::Builders { http1, http2 }
 }
@@ -493,27 +498,42 @@ async fn handle(
     node: Arc<Node>,
     downstream: Downstream,
     in_flight: InFlight,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     let counted = node.metrics.begin();
     let gateway = node.gateway.load_full();
+    let extended_connect = tunnel::from_extended_connect(&mut req);
+    let client_side = req.headers().contains_key(UPGRADE).then(|| hyper::upgrade::on(&mut req));
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
     let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
     let access_log = gateway.config.gateway.access_log;
     let series = node.metrics.series(&gateway);
-    // When the body is done: metrics, spans, and the log line.
+    // When the body (or an upgraded connection) is done: metrics, spans, and the log line.
+    let done = node.clone();
     let emit: Box<dyn FnOnce(AccessLog) + Send + Sync> = Box::new(move |log: AccessLog| {
         drop(counted);
         if let Some(series) = &series {
-            node.metrics.request(&log, series);
+            done.metrics.request(&log, series);
         }
-        if let Some(tracer) = &node.tracer {
+        if let Some(tracer) = &done.tracer {
             tracer.export(&log);
         }
         if access_log && log.observed.logged {
-            node.log.write(&log.to_line());
+            done.log.write(&log.to_line());
         }
     });
-    Ok(exchange.response.map(|body| Tracked::new(Logged::new(body, exchange.log, probe, Some(emit)), in_flight)))
+    let (mut response, mut log) = (exchange.response, exchange.log);
+    let switched = response.extensions_mut().remove::<Tunnel>();
+    let (Some(client), Some(tunnel)) = (client_side, switched) else {
+        return Ok(response.map(|body| Tracked::new(Logged::new(body, log, probe, Some(emit)), in_flight)));
+    };
+    let origin = hyper::upgrade::on(&mut response);
+    if extended_connect {
+        tunnel::to_extended_connect(&mut response);
+    }
+    log.finish(system_clock::monotonic(), probe.bytes(), 0);
+    let ends = Ends { client, origin, drain: node.draining(), drain_timeout: node.drain_timeout };
+    tokio::spawn(tunnel::carry(ends, tunnel, log, emit));
+    Ok(response.map(|body| Tracked::new(Logged::unlogged(body), in_flight)))
 }

@@ -651,6 +651,7 @@ service = "api"
             total_latency_us: 200,
             bytes_in: 0,
             bytes_out: 0,
+            upgraded_us: None,
             problem: None,
             source: None,
             error: None,

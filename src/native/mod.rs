@@ -22,6 +22,7 @@ pub mod server;
 pub use listeners::check_files;
 mod proxy_protocol;
 mod tls;
+mod tunnel;
 
 use std::path::Path;
 use std::pin::Pin;

@@ -52,7 +52,8 @@ pub(crate) enum Connection<S: HttpService<Incoming>> {
 // HTTP/1.1 inline: it is what most connections are for their whole life.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Protocol<IO, S: HttpService<Incoming>> {
-    Http1(http1::Connection<TokioIo<IO>, S>),
+    /// With upgrades: a WebSocket's connection leaves hyper for its tunnel.
+    Http1(http1::UpgradeableConnection<TokioIo<IO>, S>),
     /// Boxed: hyper's HTTP/2 connection is over twice the size of its
     /// HTTP/1.1 one, and every HTTP/1.1 connection would carry the difference.
     Http2(Box<http2::Connection<TokioIo<IO>, S, TokioExecutor>>),
@@ -75,7 +76,7 @@ impl<S: HttpService<Incoming>> Connection<S> {
 
 impl<IO, S> Protocol<IO, S>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService<Incoming>,
 {
     /// Serves `io` in HTTP/2 or HTTP/1.1.
@@ -89,7 +90,7 @@ where
         if http2 {
             Protocol::Http2(Box::new(builders.http2.serve_connection(io, service)))
         } else {
-            Protocol::Http1(builders.http1.serve_connection(io, service))
+            Protocol::Http1(builders.http1.serve_connection(io, service).with_upgrades())
         }
     }
 }

@@ -79,6 +79,8 @@ pub(super) struct Node {
     pub(super) gate: Arc<Gate>,
     /// Set when the node drains: every connection finishes and closes.
     drain: watch::Sender<bool>,
+    /// How long requests (and upgraded connections) get to finish then.
+    pub(super) drain_timeout: Duration,
     pub(super) header_read_timeout: Duration,
     pub(super) listeners: Listeners,
     /// `--listen`, kept across reloads.
@@ -186,6 +188,7 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         generation: AtomicU64::new(0),
         gate,
         drain: watch::Sender::new(false),
+        drain_timeout: opts.drain_timeout,
         header_read_timeout: opts.header_read_timeout,
         listeners,
         listen: opts.listen,
@@ -213,10 +216,16 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
     Ok(node)
 }
 
-/// After the listeners closed: waits for open connections (up to
-/// `timeout`), then flushes the access log and the spans.
+/// After the listeners closed: waits for open connections and upgraded
+/// ones (up to `timeout`), then flushes the access log and the spans.
 async fn finish(node: &Arc<Node>, timeout: Duration) {
-    if tokio::time::timeout(timeout, node.gate.empty()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Upgraded connections close themselves at the drain timeout; a moment
+    // more lets their log lines out.
+    let clients = tokio::time::timeout_at(deadline, node.gate.empty()).await.is_ok();
+    let upgrades = node.ports.http.upgrades().closed();
+    let upgraded = tokio::time::timeout_at(deadline + Duration::from_secs(1), upgrades).await.is_ok();
+    if !(clients && upgraded) {
         tracing::warn!(?timeout, "drain timed out; closing remaining connections");
     }
     node.log.flush(Duration::from_secs(2));

@@ -10,6 +10,7 @@ use super::grpc::GrpcError;
 use super::listener::Misdirected;
 use super::rate_limit::LimitError;
 use super::sweep::SweepError;
+use super::upgrade::UpgradeError;
 use super::upstream::Refusal;
 use crate::config::router::RouteError;
 use crate::ports::UpstreamError;
@@ -25,6 +26,8 @@ pub(crate) enum GatewayError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Grpc(#[from] GrpcError),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -56,6 +59,7 @@ impl Answer for GatewayError {
             Self::Listener(e) => e.problem(),
             Self::Route(e) => e.problem(),
             Self::Grpc(e) => e.problem(),
+            Self::Upgrade(e) => e.problem(),
             Self::Auth(e) => e.problem(),
             Self::Limit(e) => e.problem(),
             Self::Upstream(e) => e.problem(),
@@ -98,6 +102,7 @@ mod tests {
             (RouteError::NotFound.into(), 404, "no-route", Source::Client, false),
             (GrpcError::BadTimeout("x".into()).into(), 400, "bad-request", Source::Client, false),
             (GrpcError::Unsupported.into(), 501, "grpc-unsupported", Source::Client, false),
+            (UpgradeError::Unsupported.into(), 501, "upgrade-unsupported", Source::Client, false),
             (AuthError::KeysUnavailable.into(), 503, "keys-unavailable", Source::Upstream, false),
             (LimitError::StoreDown("down".into()).into(), 503, "rate-limit-unavailable", Source::Store, false),
             (UpstreamError::BodyTooLarge { limit: 1 }.into(), 413, "body-too-large", Source::Client, false),

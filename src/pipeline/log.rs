@@ -71,6 +71,10 @@ pub(crate) struct AccessLog {
     pub(crate) total_latency_us: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    /// How long the connection was open after a WebSocket upgrade (its
+    /// bytes each way are in `bytes_in` and `bytes_out`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) upgraded_us: Option<u64>,
     /// The problem type the gateway answered with, if it answered one.
     pub(crate) problem: Option<&'static str>,
     /// Who caused what went wrong (also for failures the request survived).

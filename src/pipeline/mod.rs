@@ -27,6 +27,7 @@ pub(crate) mod route;
 pub(crate) mod sweep;
 pub(crate) mod trace;
 pub(crate) mod transform;
+pub(crate) mod upgrade;
 pub(crate) mod upstream;
 
 use std::net::IpAddr;
@@ -121,6 +122,8 @@ pub(crate) struct Ctx {
     pub(crate) grpc: bool,
     /// The call's `grpc-timeout`: the origin's answer is not waited longer.
     pub(crate) grpc_timeout: Option<Duration>,
+    /// A WebSocket upgrade the route takes: how its connection is held.
+    pub(crate) tunnel: Option<upgrade::Tunnel>,
     /// What went wrong, for the access log (the answer, or a failure the
     /// request survived, such as a store that was down for a fail-open limit).
     pub(crate) failure: Option<Failure>,
@@ -231,6 +234,7 @@ async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>
     run!(rate_limit::phase(gateway, ports, r, ctx));
     run!(canary::phase(gateway, ports, r, ctx));
     run!(grpc::phase(gateway, ports, r, ctx));
+    run!(upgrade::phase(gateway, ports, r, ctx));
     run!(transform::request_phase(gateway, ports, r, ctx));
     // Boxed: the upstream phase is most of a request's state; unboxed, each
     // enclosing future (and the slot a connection keeps for one) would
@@ -249,6 +253,7 @@ async fn respond_phases<P: Ports>(
 ) -> Outcome<Body<P>> {
     let o = &mut outcome;
     transform::response_phase(gateway, ports, o, ctx).await;
+    upgrade::response_phase(gateway, ports, o, ctx).await;
     canary::response_phase(gateway, ports, o, ctx).await;
     outcome
 }
@@ -307,6 +312,7 @@ impl Ctx {
             variant: None,
             grpc: grpc::is_call(headers),
             grpc_timeout: None,
+            tunnel: None,
             failure: None,
             started,
             received_at,

@@ -80,6 +80,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
         total_latency_us: micros(elapsed),
         bytes_in: 0,
         bytes_out: 0,
+        upgraded_us: None,
         problem: ctx.failure.as_ref().and_then(|f| f.problem),
         source: ctx.failure.as_ref().map(|f| f.source),
         error: ctx.failure.map(|f| f.detail),

@@ -187,6 +187,9 @@ fn request<B>(mut req: Request<B>, ctx: &Ctx, route: &Route, config: &Config) ->
         // gRPC's one end-to-end use of `TE`: the origin may answer with trailers.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    if ctx.tunnel.is_some() {
+        super::upgrade::restore(headers);
+    }
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     headers.insert(TRACEPARENT, ctx.trace.header_value());
     if !ctx.trace.continued {

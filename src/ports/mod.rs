@@ -136,6 +136,15 @@ pub trait HttpClient {
     /// Whether this home carries gRPC: HTTP/2 to origins and trailers both ways.
     const CARRIES_GRPC: bool = false;
 
+    /// Whether this home holds an upgraded (WebSocket) connection open.
+    const UPGRADES: bool = false;
+
+    /// A place for one more upgraded connection, or how many are open
+    /// (the most there may be).
+    fn upgrade_slot(&self) -> Result<UpgradeSlot, usize> {
+        Err(0)
+    }
+
     async fn send(
         &self,
         request: Request<Self::Body>,
@@ -171,6 +180,11 @@ pub trait HttpClient {
         Ok(Response::from_parts(parts, body))
     }
 }
+
+/// Holds one upgraded connection's place until the last copy is dropped
+/// (what the place is, is the home's).
+#[derive(Clone)]
+pub struct UpgradeSlot(#[allow(dead_code)] pub(crate) std::sync::Arc<dyn std::any::Any + Send + Sync>);
 
 /// Origin responses up to this `Content-Length` are checked against it.
 const CHECKED_LENGTH: u64 = 64 << 10;

@@ -96,6 +96,11 @@ impl FakeHttp {
 impl HttpClient for FakeHttp {
     type Body = Full<Bytes>;
     const CARRIES_GRPC: bool = true;
+    const UPGRADES: bool = true;
+
+    fn upgrade_slot(&self) -> Result<super::UpgradeSlot, usize> {
+        Ok(super::UpgradeSlot(Arc::new(())))
+    }
 
     async fn send(
         &self,

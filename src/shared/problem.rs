@@ -22,8 +22,8 @@ pub(crate) enum Source {
     Upstream,
     /// The key-value store.
     Store,
-    /// The gateway (its config; only the edge compiles a config per request).
-    #[cfg_attr(not(any(test, feature = "edge-p2", feature = "edge-p3")), allow(dead_code))]
+    /// The gateway itself: its config (only the edge compiles one per
+    /// request) or its own capacity (the node's upgraded connections).
     Internal,
 }
 

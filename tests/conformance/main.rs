@@ -365,6 +365,7 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::single_target_is_not_retried(home, addr, &b.raw).await;
     scenarios::canary_split(home, addr).await;
     scenarios::grpc_call(home, addr, home == "node").await;
+    scenarios::websocket_upgrade(home, addr, home == "node").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -492,3 +492,26 @@ pub async fn grpc_call(home: &str, addr: SocketAddr, carries: bool) {
         assert!(message.contains("served by the node"), "[{home}] {message}");
     }
 }
+
+/// A WebSocket upgrade on a route that takes them: the node sends it to
+/// the origin as an upgrade (this origin answers it as a plain request);
+/// the edge, which cannot hold the connection, answers 501.
+pub async fn websocket_upgrade(home: &str, addr: SocketAddr, holds: bool) {
+    let req = Request::get("/ws/socket")
+        .header("host", "gw.test")
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .body(Bytes::new())
+        .expect("request");
+    let reply = send(addr, req).await;
+    if holds {
+        assert_eq!(reply.status, 200, "[{home}]");
+        assert_eq!(reply.echoed("upgrade"), ["websocket"], "[{home}]");
+        assert_eq!(reply.echoed("connection"), ["upgrade"], "[{home}]");
+    } else {
+        assert_eq!(reply.status, 501, "[{home}]");
+        assert_eq!(reply.json()["type"], "urn:portcullis:problem:upgrade-unsupported", "[{home}]");
+    }
+}

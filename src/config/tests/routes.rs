@@ -65,3 +65,28 @@ fn conflicts_and_duplicates_point_at_the_later_route() {
     assert_eq!(conflict.line, 8);
     assert!(conflict.message.contains("routes[0]"), "{}", conflict.message);
 }
+
+#[test]
+fn websocket_routes_are_checked() {
+    let svc = "[services.s]\nurl = \"http://x\"\n[services.h2]\nurl = \"http://x\"\nhttp2 = true\n";
+    let route = |extra: &str| format!("{svc}[[routes]]\npath = \"/ws\"\nservice = \"s\"\n{extra}\n");
+    let cases = [
+        (route("websocket_idle_timeout = \"1m\""), "routes[0].websocket_idle_timeout", "needs `websocket = true`"),
+        (route("websocket = true\nmethods = [\"POST\"]"), "routes[0].websocket", "add \"GET\""),
+        (
+            route("websocket = true\nwebsocket_idle_timeout = \"0s\""),
+            "routes[0].websocket_idle_timeout",
+            "longer than 0",
+        ),
+        (route("websocket = true").replace("service = \"s\"", "service = \"h2\""), "routes[0].websocket", "HTTP/1.1"),
+    ];
+    for (text, key, msg) in cases {
+        let e = one(&text);
+        assert_eq!(e.key, key, "{text}");
+        assert!(e.message.contains(msg), "{text}: {}", e.message);
+    }
+    let config = Config::parse(&route("websocket = true"), "gw.toml", &Variables::default()).unwrap();
+    assert_eq!(config.routes[0].websocket, Some(std::time::Duration::from_secs(600)), "ten minutes by default");
+    let config = Config::parse(&route(""), "gw.toml", &Variables::default()).unwrap();
+    assert_eq!(config.routes[0].websocket, None);
+}

@@ -26,6 +26,7 @@ mod responses;
 mod routing;
 mod size_limits;
 mod underscore_headers;
+mod upgrades;
 
 const CONFIG: &str = r#"
 [gateway]
