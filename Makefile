@@ -13,7 +13,7 @@ APT_PACKAGES := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld r
 EDGE_HOST := $(TARGET_DIR)/debug/portcullis-edge-host
 WASM_TEST_DIR := $(or $(PORTCULLIS_WASM_TARGET_DIR),$(CURDIR)/target/wasm)-tests
 
-.PHONY: run test lint deps build host components check-components test-native test-wasm bench clean
+.PHONY: run test lint deps build host components check-components test-native test-wasm check-container container bench clean
 
 ## The node gateway on the example config, in front of a demo origin on :9080.
 run:
@@ -25,7 +25,7 @@ run:
 
 ## Everything: native tests, the conformance suite in all three homes, the
 ## core's unit tests on wasm32-wasip2, and the components' exports.
-test: deps host components check-components test-native test-wasm
+test: deps host components check-components test-native test-wasm check-container
 
 ## Debian packages (the WASI toolchain, redis) and the component tools.
 deps:
@@ -61,6 +61,14 @@ test-native:
 test-wasm: host
 	PORTCULLIS_WASM_TARGET_DIR=$(WASM_TEST_DIR) CARGO_TARGET_WASM32_WASIP2_RUNNER="$(EDGE_HOST) run" \
 	  edge-deploy/wasm-cargo.sh test --lib
+
+## The container image's root file system: the node runs on its libraries alone.
+check-container: build
+	BINARY=$(TARGET_DIR)/debug/portcullis edge-deploy/container.sh --rootfs-only
+
+## The container image (podman), from the release binary, started once.
+container:
+	edge-deploy/container.sh
 
 ## Format and clippy (-D warnings): the host workspace (node, tests, test
 ## host) and the core as each edge flavour builds it for wasm32-wasip2
