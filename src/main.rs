@@ -44,6 +44,9 @@ mod cli {
         /// Interval of HTTP/2 pings (a peer that does not answer within it is dropped).
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         h2_keepalive: Duration,
+        /// HTTP/2 streams open at once on one client connection (beyond: REFUSED_STREAM).
+        #[arg(long, default_value = "128")]
+        h2_max_streams: u32,
         /// Idle connections kept per origin.
         #[arg(long, default_value = "128")]
         upstream_max_idle: usize,
@@ -87,6 +90,10 @@ mod cli {
             limits.first_request_timeout = self.first_request_timeout;
             limits.idle_timeout = self.idle_timeout;
             limits.h2_keepalive = self.h2_keepalive;
+            if self.h2_max_streams == 0 {
+                return Err("--h2-max-streams must be at least 1".into());
+            }
+            limits.h2_max_streams = self.h2_max_streams;
             let pool = PoolLimits {
                 max_idle_per_origin: self.upstream_max_idle,
                 idle_timeout: self.upstream_idle_timeout,

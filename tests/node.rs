@@ -6,6 +6,8 @@
 
 #[path = "node/grpc.rs"]
 mod grpc;
+#[path = "node/h2_abuse.rs"]
+mod h2_abuse;
 #[path = "node/observability.rs"]
 mod observability;
 #[path = "node/origin_tls.rs"]

@@ -39,6 +39,8 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// HTTP/2 pings, to notice peers that went away.
     pub h2_keepalive: Duration,
+    /// HTTP/2 streams open at once on one connection.
+    pub h2_max_streams: u32,
 }
 
 impl ConnectionLimits {
@@ -54,6 +56,7 @@ impl ConnectionLimits {
             first_request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             h2_keepalive: Duration::from_secs(20),
+            h2_max_streams: 128,
         }
     }
 }
@@ -232,9 +235,21 @@ pub(crate) struct Activity {
     in_flight: AtomicUsize,
     served: AtomicBool,
     quiet_since_ms: AtomicU64,
-    /// Told when the node closes it to take a new client.
+    /// Requests begun, and those the client cancelled before their answer
+    /// (an HTTP/2 stream reset, a connection closed mid-request).
+    begun: AtomicU64,
+    cancelled: AtomicU64,
+    /// Told when the node closes it: to take a new client, or for resetting
+    /// most of its requests.
     evict: Notify,
 }
+
+/// A connection that has cancelled at least this many requests before
+/// their answers, and more than half of all it began, is closed: the
+/// rapid-reset pattern (CVE-2023-44487), in which a client makes the server
+/// start work it never waits for. Clients that cancel now and then (a
+/// deadline, a page left) never come near it.
+const CANCELLED_AT_MOST: u64 = 100;
 
 impl Activity {
     pub(crate) fn new() -> Arc<Self> {
@@ -243,6 +258,8 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             quiet_since_ms: AtomicU64::new(0),
+            begun: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             evict: Notify::new(),
         })
     }
@@ -257,7 +274,24 @@ impl Activity {
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.served.store(true, Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        InFlight { activity: self.clone(), answered: false }
+    }
+
+    /// A request was cancelled before its answer; one cancel too many closes the connection.
+    fn cancelled(&self) {
+        let cancelled = self.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
+        if cancelled >= CANCELLED_AT_MOST && cancelled * 2 > self.begun.load(Ordering::Relaxed) {
+            if cancelled == CANCELLED_AT_MOST {
+                let begun = self.begun.load(Ordering::Relaxed);
+                tracing::warn!(
+                    cancelled,
+                    begun,
+                    "closing a connection that cancels most of its requests (rapid reset)"
+                );
+            }
+            self.evict.notify_one();
+        }
     }
 
     /// When the connection must be closed if nothing changes, or `None`
@@ -273,11 +307,24 @@ impl Activity {
 }
 
 /// One request in flight on a connection.
-pub(crate) struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight {
+    activity: Arc<Activity>,
+    answered: bool,
+}
+
+impl InFlight {
+    /// The request has its answer (what follows is the body).
+    pub(crate) fn answered(&mut self) {
+        self.answered = true;
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let a = &self.0;
+        let a = &self.activity;
+        if !self.answered {
+            a.cancelled();
+        }
         let now = u64::try_from(a.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         a.quiet_since_ms.store(now, Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);

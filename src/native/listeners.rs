@@ -465,6 +465,16 @@ impl AcceptFailures {
     }
 }
 
+/// An HTTP/2 connection's and each stream's receive window.
+const H2_WINDOW: u32 = 1 << 20;
+/// Response bytes queued per stream before its body waits for the client.
+const H2_SEND_BUFFER: usize = 400 << 10;
+/// Streams a client may reset before the server takes them up, and resets
+/// its protocol errors may make us send, before the connection goes away
+/// with ENHANCE_YOUR_CALM.
+const H2_PENDING_RESETS: usize = 20;
+const H2_ERROR_RESETS: usize = 256;
+
 /// hyper's own head limits sit above the config's, as a backstop: within
 /// them the core answers with a problem body, beyond them hyper answers 431.
 fn connection_builders(
@@ -480,11 +490,21 @@ fn connection_builders(
         .header_read_timeout(header_read_timeout)
         .max_buf_size(head_bytes.saturating_add(16 << 10).max(8192))
         .max_headers(g.max_header_count as usize + 32);
+    // HTTP/2 bounds, explicit (tests/node/h2_abuse.rs floods each): streams
+    // at once, windows and the send buffer per connection, streams a client
+    // may reset before they are taken up, resets its protocol errors may
+    // cost us; PING and SETTINGS answers are one pending at a time in h2.
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.h2_keepalive))
         .keep_alive_timeout(limits.h2_keepalive)
+        .max_concurrent_streams(limits.h2_max_streams)
+        .initial_stream_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_ERROR_RESETS)
         .enable_connect_protocol()
         .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
     protocol::Builders { http1, http2 }
@@ -497,7 +517,7 @@ type LoggedBody = Tracked<Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sy
 async fn handle(
     node: Arc<Node>,
     downstream: Downstream,
-    in_flight: InFlight,
+    mut in_flight: InFlight,
     mut req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     let counted = node.metrics.begin();
@@ -507,6 +527,7 @@ async fn handle(
     let probe = Arc::new(BodyProbe::default());
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
     let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
+    in_flight.answered();
     let access_log = gateway.config.gateway.access_log;
     let series = node.metrics.series(&gateway);
     // When the body (or an upgraded connection) is done: metrics, spans, and the log line.
