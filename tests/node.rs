@@ -4,6 +4,8 @@
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a test: processes, files and clocks
 
+#[path = "node/acme.rs"]
+mod acme;
 #[path = "node/grpc.rs"]
 mod grpc;
 #[path = "node/h2_abuse.rs"]

@@ -75,6 +75,10 @@ pub(crate) struct Tls {
     /// `/readyz` fails while a served certificate expires within this. Default: 24 h.
     pub(crate) expiry_margin: Duration,
     pub(crate) client_auth: Option<ClientAuth>,
+    /// Names whose certificates the node orders (`[acme]`), each its own.
+    pub(crate) acme: Vec<String>,
+    /// Where the `tls` table was written.
+    pub(crate) place: Place,
 }
 
 /// A certificate chain and its private key, as PEM files.
@@ -109,10 +113,10 @@ const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_SESSION_CACHE: u32 = 10_000;
 
 impl Compiler<'_> {
-    pub(super) fn listeners(&mut self, raw: &[Spanned<RawListener>]) -> Vec<Listener> {
+    pub(super) fn listeners(&mut self, raw: &[Spanned<RawListener>], acme: bool) -> Vec<Listener> {
         let mut listeners: Vec<Listener> = Vec::new();
         for (i, spanned) in raw.iter().enumerate() {
-            let Some(listener) = self.listener(i, spanned) else { continue };
+            let Some(listener) = self.listener(i, spanned, acme) else { continue };
             let key = format!("listeners[{i}]");
             if listeners.iter().any(|l| l.address == listener.address && listener.address.port() != 0) {
                 let r = spanned.get_ref();
@@ -127,7 +131,7 @@ impl Compiler<'_> {
         listeners
     }
 
-    fn listener(&mut self, i: usize, spanned: &Spanned<RawListener>) -> Option<Listener> {
+    fn listener(&mut self, i: usize, spanned: &Spanned<RawListener>, acme: bool) -> Option<Listener> {
         let r = spanned.get_ref();
         let k = |field: &str| format!("listeners[{i}].{field}");
         let before = self.errors.len();
@@ -153,7 +157,7 @@ impl Compiler<'_> {
             .enumerate()
             .filter_map(|(j, h)| self.check(h.span(), &format!("{}[{j}]", k("hosts")), HostPattern::parse(h.get_ref())))
             .collect();
-        let tls = r.tls.as_ref().and_then(|t| self.tls(&k("tls"), t));
+        let tls = r.tls.as_ref().and_then(|t| self.tls(&k("tls"), t, acme));
         let redirect_to_https = match (&r.redirect_to_https, &r.tls) {
             (Some(on), Some(_)) if *on.get_ref() => {
                 self.error(
@@ -182,16 +186,34 @@ impl Compiler<'_> {
         })
     }
 
-    fn tls(&mut self, key: &str, spanned: &Spanned<RawTls>) -> Option<Tls> {
+    fn tls(&mut self, key: &str, spanned: &Spanned<RawTls>, acme_section: bool) -> Option<Tls> {
         let t = spanned.get_ref();
         let k = |field: &str| format!("{key}.{field}");
         let before = self.errors.len();
-        if t.certificates.is_empty() {
+        if t.certificates.is_empty() && t.acme.is_empty() {
             self.error(
                 spanned.span(),
                 k("certificates"),
-                "give at least one: certificates = [{ cert = \"…\", key = \"…\" }]",
+                "give at least one: certificates = [{ cert = \"…\", key = \"…\" }], or names to order: acme = [\"…\"]",
             );
+        }
+        if let Some(first) = t.acme.first().filter(|_| !acme_section) {
+            self.error(
+                first.span(),
+                k("acme"),
+                "names to order need an [acme] section: its directory = \"https://…\" and contact",
+            );
+        }
+        let mut acme: Vec<String> = Vec::new();
+        for (i, name) in t.acme.iter().enumerate() {
+            let ak = format!("{}[{i}]", k("acme"));
+            if let Some(n) = self.acme_name(name, &ak) {
+                if acme.contains(&n) {
+                    self.error(name.span(), ak, format!("`{n}` is listed twice"));
+                } else {
+                    acme.push(n);
+                }
+            }
         }
         let certificates = t
             .certificates
@@ -271,6 +293,8 @@ impl Compiler<'_> {
             session_cache: usize::try_from(session_cache).unwrap_or(usize::MAX),
             expiry_margin,
             client_auth,
+            acme,
+            place: self.place(spanned.span(), key),
         })
     }
 

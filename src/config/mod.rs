@@ -5,6 +5,7 @@
 //! reports every problem with file, line and key. A request only ever sees a
 //! compiled `Config`: router built, templates parsed, headers encoded.
 
+pub(crate) mod acme;
 pub(crate) mod admin;
 pub mod auth;
 pub(crate) mod balance;
@@ -66,6 +67,9 @@ pub struct Config {
     pub(crate) admin_tokens: Vec<[u8; 32]>,
     /// The node's sockets (`[[listeners]]`); the edge has none of its own.
     pub listeners: Vec<Listener>,
+    /// Where the node orders the certificates its listeners name (`[acme]`).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) acme: Option<acme::Acme>,
 }
 
 /// `[gateway]`, with defaults filled in.
@@ -375,7 +379,8 @@ impl Compiler<'_> {
         broken.limits.extend(raw.limits.keys().filter(|n| !rate_limits.iter().any(|l| *l.name == ***n)).cloned());
         let sweep = self.sweep(&raw.sweep);
         let admin_tokens = self.admin(&raw.admin);
-        let listeners = self.listeners(&raw.listeners);
+        let acme = self.acme(&raw.acme);
+        let listeners = self.listeners(&raw.listeners, raw.acme.is_some());
         let known = Known { services: &services, auth: &auth, rate_limits: &rate_limits, broken: &broken };
         let mut routes = Vec::new();
         let mut origins = Vec::new();
@@ -426,7 +431,7 @@ impl Compiler<'_> {
                 self.error(raw_sweep.get_ref().path.span(), "sweep.path", format!("{route} also answers this path"));
             }
         }
-        Some(Config { gateway, services, routes, router, auth, rate_limits, sweep, admin_tokens, listeners })
+        Some(Config { gateway, services, routes, router, auth, rate_limits, sweep, admin_tokens, listeners, acme })
     }
 
     /// Resolves a reference by name among the compiled items: their index,

@@ -25,6 +25,7 @@ pub(crate) struct RawConfig {
     pub(crate) admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     pub(crate) listeners: Vec<Spanned<RawListener>>,
+    pub(crate) acme: Option<Spanned<RawAcme>>,
     /// Names the file defines whose entries did not parse: their own errors
     /// are reported, references to them are not.
     #[serde(skip)]
@@ -79,6 +80,21 @@ pub(crate) struct RawTls {
     pub(crate) session_cache: Option<Spanned<u32>>,
     pub(crate) expiry_margin: Option<Spanned<String>>,
     pub(crate) client_auth: Option<Spanned<RawClientAuth>>,
+    /// Names whose certificates the node orders from `[acme]`.
+    #[serde(default)]
+    pub(crate) acme: Vec<Spanned<String>>,
+}
+
+/// `[acme]`: the ACME (RFC 8555) directory the node orders certificates from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcme {
+    pub(crate) directory: Spanned<String>,
+    #[serde(default)]
+    pub(crate) contact: Vec<Spanned<String>>,
+    pub(crate) state: Option<Spanned<String>>,
+    pub(crate) challenge: Option<Spanned<String>>,
+    pub(crate) directory_ca: Option<Spanned<String>>,
 }
 
 /// A certificate chain and its key, PEM files.

@@ -44,6 +44,7 @@ impl Compiler<'_> {
                 "sweep" => raw.sweep = self.entry(value, "sweep"),
                 "admin" => raw.admin = self.entry(value, "admin"),
                 "listeners" => raw.listeners = self.entry(value, "listeners").unwrap_or_default(),
+                "acme" => raw.acme = self.entry(value, "acme"),
                 other => {
                     let expected: Vec<String> = section_names().iter().map(|n| format!("`{n}`")).collect();
                     let message = format!("unknown field `{other}`, expected one of {}", expected.join(", "));

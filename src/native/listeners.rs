@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::acme::Acme;
 use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Slot, Tracked, supervise};
 use super::protocol::{self, Connection, Protocol};
 use super::server::Node;
@@ -30,6 +31,7 @@ use super::tls::{self, Resumption, Served};
 use super::tunnel::{self, Ends};
 use super::{NodeBody, proxy_protocol};
 use crate::body::{BodyProbe, Logged};
+use crate::config::acme::Challenge;
 use crate::config::{Config, ConfigErrors, Listener};
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::upgrade::Tunnel;
@@ -76,6 +78,8 @@ pub(crate) struct Listeners {
     running: Mutex<Vec<Running>>,
     /// Ticket keys and session caches, by listener name.
     resumption: Mutex<HashMap<Arc<str>, Arc<Resumption>>>,
+    /// The certificates the node orders, and the tasks that keep them.
+    pub(crate) acme: Acme,
 }
 
 /// The listeners a config asks for, with `--listen`'s plaintext one (which
@@ -93,14 +97,14 @@ fn wanted(config: &Config, listen: Option<SocketAddr>) -> Vec<Listener> {
 /// start would (`portcullis check`): every mistake at the config key that
 /// names the file.
 pub fn check_files(config: &Config, base: &Path) -> Result<(), ConfigErrors> {
-    let mut errors = Vec::new();
+    let mut errors = super::acme::check(config, base, false);
     if let Err(e) = super::origins::prepare(config, base, &rustls::RootCertStore::empty()) {
         errors.extend(e.0);
     }
     for listener in &config.listeners {
         if let Some(t) = &listener.tls {
             let resumption = Resumption::without_tickets(1);
-            if let Err(e) = tls::load(t, base, &resumption) {
+            if let Err(e) = tls::load(t, base, &resumption, None, false) {
                 errors.extend(e);
             }
         }
@@ -120,17 +124,21 @@ impl Listeners {
     ) -> Result<Vec<Prepared>, ConfigErrors> {
         let running: Vec<(Arc<str>, SocketAddr)> =
             self.lock(|r| r.iter().map(|l| (l.name.clone(), l.address)).collect());
-        let mut errors = Vec::new();
+        let mut errors = super::acme::check(config, base, true);
         let mut prepared = Vec::new();
+        let tls_alpn = config.acme.as_ref().is_some_and(|a| a.challenge == Challenge::TlsAlpn01);
+        let ordered = Some(&self.acme.certificates);
         for listener in wanted(config, listen) {
             let tls = match &listener.tls {
-                Some(t) => match tls::load(t, base, &self.resumption(&listener.name, t.session_cache)) {
-                    Ok(serving) => Some(serving),
-                    Err(e) => {
-                        errors.extend(e);
-                        continue;
+                Some(t) => {
+                    match tls::load(t, base, &self.resumption(&listener.name, t.session_cache), ordered, tls_alpn) {
+                        Ok(serving) => Some(serving),
+                        Err(e) => {
+                            errors.extend(e);
+                            continue;
+                        }
                     }
-                },
+                }
                 None => None,
             };
             // The same address keeps its socket (a port 0 only under the same name).
@@ -224,7 +232,9 @@ impl Listeners {
                 .flat_map(|l| {
                     let settings = l.settings.load_full();
                     let Some(tls) = settings.tls.as_ref() else { return Vec::new() };
-                    tls.certificates.iter().map(|c| (l.name.clone(), c.clone(), tls.expiry_margin)).collect()
+                    let ordered = tls.ordered.iter().flat_map(tls::Ordered::served);
+                    let all = tls.certificates.iter().cloned().chain(ordered);
+                    all.map(|c| (l.name.clone(), c, tls.expiry_margin)).collect()
                 })
                 .collect()
         })
@@ -339,6 +349,9 @@ impl Accepted {
                     Some(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     None => return,
                 };
+                if tls::is_acme_validation(stream.get_ref().1) {
+                    return tracing::info!(%peer, "TLS-ALPN-01 validation handshake");
+                }
                 let (info, h2) = (tls::info(stream.get_ref().1), tls::is_h2(stream.get_ref().1));
                 let downstream = Downstream { peer: client, scheme: "https", listener, tls: Some(Arc::new(info)) };
                 let service = service(&node, downstream, &activity);
@@ -520,6 +533,13 @@ async fn handle(
     mut in_flight: InFlight,
     mut req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
+    if let Some(key_authorization) = node.listeners.acme.certificates.http01(req.uri().path()) {
+        // HTTP-01: the ACME directory asks for a token an order put up.
+        in_flight.answered();
+        let mut answer = Response::new(NodeBody::from(bytes::Bytes::from(key_authorization)));
+        answer.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        return Ok(answer.map(|body| Tracked::new(Logged::unlogged(body), in_flight)));
+    }
     let counted = node.metrics.begin();
     let gateway = node.gateway.load_full();
     let extended_connect = tunnel::from_extended_connect(&mut req);

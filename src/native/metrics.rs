@@ -697,7 +697,11 @@ service = "api"
         metrics.store_call("gcra", Duration::from_micros(300), false);
         metrics.reload(false);
         metrics.config_loaded("t.toml", "abc");
-        let served = crate::native::tls::Served { names: vec!["a.test".into()], not_after: 1_767_225_600 };
+        let served = crate::native::tls::Served {
+            names: vec!["a.test".into()],
+            not_before: 1_767_000_000,
+            not_after: 1_767_225_600,
+        };
         metrics.certificates(&[("public".into(), served, Duration::ZERO)]);
         metrics.encode().unwrap()
     }

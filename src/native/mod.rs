@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the node adapter: sockets, clocks and the environment are its job
 
 pub mod access_log;
+mod acme;
 mod admin;
 mod breaker;
 pub mod client;

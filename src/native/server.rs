@@ -127,6 +127,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     node.listeners.stop_all();
+    node.listeners.acme.stop();
     tracing::info!(connections = node.gate.open(), "draining");
     let _ = node.drain.send(true);
     finish(&node, opts.drain_timeout).await;
@@ -212,8 +213,21 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
     start_probes(&node).await;
     node.listeners.apply(prepared, &node)?;
     node.metrics.certificates(&node.listeners.certificates());
+    follow_acme(&node);
     tokio::spawn(watch_files(node.clone()));
     Ok(node)
+}
+
+/// Orders and renews the certificates the running config's listeners name
+/// (`[acme]`); each one issued updates the expiry metrics.
+fn follow_acme(node: &Arc<Node>) {
+    let weak = Arc::downgrade(node);
+    let issued = Arc::new(move || {
+        if let Some(node) = weak.upgrade() {
+            node.metrics.certificates(&node.listeners.certificates());
+        }
+    });
+    node.listeners.acme.follow(&node.gateway.load().config, &node.base(), issued);
 }
 
 /// After the listeners closed: waits for open connections and upgraded
@@ -277,6 +291,7 @@ pub(super) fn reload(node: &Arc<Node>) -> Result<String, ConfigErrors> {
             let next = node.gateway.load().reloaded(config);
             let canaries = next.canary_keys();
             node.gateway.store(Arc::new(next));
+            follow_acme(node);
             node.metrics.reload(true);
             node.metrics.config_loaded(&path, &sha256);
             *node.loaded.lock().unwrap_or_else(|p| p.into_inner()) =

@@ -34,6 +34,7 @@ use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 
+use super::acme;
 use crate::config::ConfigError;
 use crate::config::listeners::{CertificateFiles, ClientAuth, File, Tls};
 use crate::shared::tls::{ClientCert, TlsInfo};
@@ -41,7 +42,9 @@ use crate::shared::tls::{ClientCert, TlsInfo};
 /// What a TLS listener serves with.
 pub(crate) struct Serving {
     pub(crate) acceptor: TlsAcceptor,
+    /// From files; those ordered by ACME are in `ordered`.
     pub(crate) certificates: Vec<Served>,
+    pub(crate) ordered: Option<Ordered>,
     /// `/readyz` fails while a certificate expires within this.
     pub(crate) expiry_margin: Duration,
 }
@@ -51,7 +54,8 @@ pub(crate) struct Serving {
 pub(crate) struct Served {
     /// The names it is chosen by (its first is its label in metrics).
     pub(crate) names: Vec<String>,
-    /// When it expires, in seconds since the Unix epoch.
+    /// When it became and stops being valid, in seconds since the Unix epoch.
+    pub(crate) not_before: i64,
     pub(crate) not_after: i64,
 }
 
@@ -80,9 +84,38 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The names a listener serves with certificates the node orders (ACME).
+#[derive(Clone)]
+pub(crate) struct Ordered {
+    pub(crate) names: Vec<String>,
+    pub(crate) certificates: Arc<acme::Certificates>,
+    /// TLS-ALPN-01 is answered in this listener's handshakes.
+    pub(crate) tls_alpn: bool,
+}
+
+impl Ordered {
+    /// The ordered certificates issued so far.
+    pub(crate) fn served(&self) -> Vec<Served> {
+        self.names.iter().filter_map(|n| self.certificates.issued(n)).map(|i| i.served.clone()).collect()
+    }
+}
+
+impl std::fmt::Debug for Ordered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ordered").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
 /// Reads a listener's files and builds what it serves with; every
-/// mistake is an error at the key that named the file.
-pub(crate) fn load(tls: &Tls, base: &Path, resumption: &Resumption) -> Result<Serving, Vec<ConfigError>> {
+/// mistake is an error at the key that named the file. `acme` holds the
+/// certificates of the names it orders.
+pub(crate) fn load(
+    tls: &Tls,
+    base: &Path,
+    resumption: &Resumption,
+    acme: Option<&Arc<acme::Certificates>>,
+    tls_alpn: bool,
+) -> Result<Serving, Vec<ConfigError>> {
     let provider = provider();
     let mut errors = Vec::new();
     let mut keys = Vec::new();
@@ -109,19 +142,28 @@ pub(crate) fn load(tls: &Tls, base: &Path, resumption: &Resumption) -> Result<Se
     if !errors.is_empty() {
         return Err(errors);
     }
-    let resolver = BySni::new(keys, &certificates, tls.refuse_unknown_sni);
+    let ordered = match acme {
+        Some(certificates) if !tls.acme.is_empty() => {
+            Some(Ordered { names: tls.acme.clone(), certificates: certificates.clone(), tls_alpn })
+        }
+        _ => None,
+    };
+    let resolver = BySni::new(keys, &certificates, tls.refuse_unknown_sni, ordered.clone());
     let versions: &[&rustls::SupportedProtocolVersion] =
         if tls.tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS12, &rustls::version::TLS13] };
-    let place = &tls.certificates[0].cert.place;
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
-        .map_err(|e| vec![place.error(format!("TLS: {e}"))])?;
+        .map_err(|e| vec![tls.place.error(format!("TLS: {e}"))])?;
     let builder = match verifier {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols.clone_from(&tls.alpn);
+    if ordered.as_ref().is_some_and(|o| o.tls_alpn) {
+        // Last: chosen only by a client that offers nothing else (the validator).
+        config.alpn_protocols.push(acme::ACME_TLS_ALPN.to_vec());
+    }
     if tls.session_cache > 0 {
         config.session_storage = resumption.cache.clone();
     } else {
@@ -132,7 +174,12 @@ pub(crate) fn load(tls: &Tls, base: &Path, resumption: &Resumption) -> Result<Se
     {
         config.ticketer = ticketer.clone();
     }
-    Ok(Serving { acceptor: TlsAcceptor::from(Arc::new(config)), certificates, expiry_margin: tls.expiry_margin })
+    Ok(Serving {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        certificates,
+        ordered,
+        expiry_margin: tls.expiry_margin,
+    })
 }
 
 /// A config path, relative to the config file's folder unless absolute.
@@ -168,6 +215,20 @@ fn certified_key(
     Ok((Arc::new(certified), served))
 }
 
+/// A chain and its key from one PEM text (the chain first), checked to
+/// belong together: what the node keeps for a certificate it ordered.
+pub(crate) fn certified_pem(pem: &[u8]) -> Result<(Arc<CertifiedKey>, Served), String> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let leaf = chain.first().ok_or("no PEM certificate in it")?;
+    let served = describe(leaf)?;
+    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("its key: {e}"))?;
+    let signing = provider().key_provider.load_private_key(key).map_err(|e| format!("its key: {e}"))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| format!("the key is not the certificate's ({e})"))?;
+    Ok((Arc::new(certified), served))
+}
+
 /// A certificate's DNS names (its CN where it has none) and expiry.
 fn describe(der: &CertificateDer<'_>) -> Result<Served, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("not a certificate: {e}"))?;
@@ -188,7 +249,8 @@ fn describe(der: &CertificateDer<'_>) -> Result<Served, String> {
     {
         names.push(cn.to_ascii_lowercase());
     }
-    Ok(Served { names, not_after: cert.validity().not_after.timestamp() })
+    let validity = cert.validity();
+    Ok(Served { names, not_before: validity.not_before.timestamp(), not_after: validity.not_after.timestamp() })
 }
 
 /// The client-certificate verifier: the CA bundle, the CRLs, and whether
@@ -227,7 +289,9 @@ fn client_verifier(
     builder.build().map_err(|e| vec![auth.ca.place.error(format!("{}: {e}", ca_path.display()))])
 }
 
-/// Chooses a certificate by the name the client asked for.
+/// Chooses a certificate by the name the client asked for: an ordered
+/// name's own (once issued), else a file's by exact name, then wildcard,
+/// then the default (the first file's, or the first ordered name's).
 #[derive(Debug)]
 struct BySni {
     keys: Vec<Arc<CertifiedKey>>,
@@ -235,10 +299,11 @@ struct BySni {
     /// `.example.com` for `*.example.com`, longest first.
     wildcards: Vec<(String, usize)>,
     refuse_unknown: bool,
+    ordered: Option<Ordered>,
 }
 
 impl BySni {
-    fn new(keys: Vec<Arc<CertifiedKey>>, served: &[Served], refuse_unknown: bool) -> Self {
+    fn new(keys: Vec<Arc<CertifiedKey>>, served: &[Served], refuse_unknown: bool, ordered: Option<Ordered>) -> Self {
         let mut exact = HashMap::new();
         let mut wildcards = Vec::new();
         for (i, s) in served.iter().enumerate() {
@@ -252,7 +317,21 @@ impl BySni {
             }
         }
         wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        Self { keys, exact, wildcards, refuse_unknown }
+        Self { keys, exact, wildcards, refuse_unknown, ordered }
+    }
+
+    /// An ordered name's certificate; `Some(None)` while it is not issued.
+    fn ordered(&self, name: &str) -> Option<Option<Arc<CertifiedKey>>> {
+        let ordered = self.ordered.as_ref()?;
+        let name = name.to_ascii_lowercase();
+        ordered.names.contains(&name).then(|| ordered.certificates.issued(&name).map(|i| i.key.clone()))
+    }
+
+    fn default_key(&self) -> Option<Arc<CertifiedKey>> {
+        self.keys.first().cloned().or_else(|| {
+            let ordered = self.ordered.as_ref()?;
+            ordered.names.iter().find_map(|n| ordered.certificates.issued(n)).map(|i| i.key.clone())
+        })
     }
 
     fn find(&self, name: &str) -> Option<usize> {
@@ -269,15 +348,20 @@ impl BySni {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let index = match hello.server_name() {
-            Some(name) => match self.find(name) {
-                Some(i) => i,
-                None if self.refuse_unknown => return None,
-                None => 0,
-            },
-            None => 0,
-        };
-        self.keys.get(index).cloned()
+        let validating = hello.alpn().is_some_and(|mut offered| offered.any(|p| p == acme::ACME_TLS_ALPN));
+        if validating && let Some(ordered) = self.ordered.as_ref().filter(|o| o.tls_alpn) {
+            // TLS-ALPN-01: the challenge certificate, and nothing else.
+            return ordered.certificates.challenge(hello.server_name()?);
+        }
+        let Some(name) = hello.server_name() else { return self.default_key() };
+        if let Some(Some(key)) = self.ordered(name) {
+            return Some(key);
+        }
+        match self.find(name) {
+            Some(i) => self.keys.get(i).cloned(),
+            None if self.refuse_unknown => None,
+            None => self.default_key(),
+        }
     }
 }
 
@@ -289,6 +373,11 @@ pub(crate) fn info(conn: &ServerConnection) -> TlsInfo {
     };
     let client_cert = conn.peer_certificates().and_then(|chain| chain.first()).and_then(client_cert);
     TlsInfo { version, sni: conn.server_name().map(str::to_string), client_cert }
+}
+
+/// A TLS-ALPN-01 validation: the handshake was all it needed.
+pub(crate) fn is_acme_validation(conn: &ServerConnection) -> bool {
+    conn.alpn_protocol() == Some(acme::ACME_TLS_ALPN)
 }
 
 /// Whether the client chose HTTP/2 by ALPN.

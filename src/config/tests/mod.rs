@@ -13,6 +13,7 @@ mod gateway;
 mod jwt_providers;
 mod keys_and_types;
 mod limits;
+mod listeners;
 mod placeholders;
 mod recovery;
 mod resilience;
