@@ -67,6 +67,9 @@ pub(crate) struct GatewayBody<S> {
 enum Inner<S> {
     Full(Option<Bytes>),
     Stream(S),
+    /// A stream the adapter reframed (gRPC-Web on the node).
+    #[cfg(not(target_arch = "wasm32"))]
+    Boxed(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +82,19 @@ impl<S> GatewayBody<S> {
         Self { inner: Inner::Stream(stream), limit: u64::MAX, seen: 0, probe, copy: None }
     }
 
+    /// A stream the adapter made of another (reframed).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn boxed(body: impl Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static) -> Self {
+        Self { inner: Inner::Boxed(Box::pin(body)), limit: u64::MAX, seen: 0, probe: None, copy: None }
+    }
+
     /// Keeps what streams through, up to `limit` bytes (a body made whole
     /// needs no copy).
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn keep_copy(&mut self, limit: u64) -> Option<Arc<BodyCopy>> {
-        let Inner::Stream(_) = self.inner else { return None };
+        if let Inner::Full(_) = self.inner {
+            return None;
+        }
         let copy = Arc::new(BodyCopy::new(limit));
         self.copy = Some(copy.clone());
         Some(copy)
@@ -132,7 +143,9 @@ where
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(stream) => Pin::new(stream).poll_frame(cx),
+            Inner::Stream(stream) => Pin::new(stream).poll_frame(cx).map_err(Into::into),
+            #[cfg(not(target_arch = "wasm32"))]
+            Inner::Boxed(body) => body.as_mut().poll_frame(cx),
         };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -151,9 +164,7 @@ where
                         copy.push(data);
                     }
                     // A sender may stop at the last data frame, never asking for the end.
-                    if let Inner::Stream(stream) = &this.inner
-                        && stream.is_end_stream()
-                    {
+                    if !matches!(this.inner, Inner::Full(_)) && this.is_end_stream() {
                         this.end_copy(true);
                     }
                 } else {
@@ -164,7 +175,7 @@ where
             Poll::Ready(Some(Err(e))) => {
                 this.mark(CLIENT_FAILED);
                 this.end_copy(false);
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.end_copy(true);
@@ -178,6 +189,8 @@ where
         match &self.inner {
             Inner::Full(bytes) => bytes.is_none(),
             Inner::Stream(stream) => stream.is_end_stream(),
+            #[cfg(not(target_arch = "wasm32"))]
+            Inner::Boxed(body) => body.is_end_stream(),
         }
     }
 
@@ -185,6 +198,8 @@ where
         match &self.inner {
             Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Stream(stream) => stream.size_hint(),
+            #[cfg(not(target_arch = "wasm32"))]
+            Inner::Boxed(body) => body.size_hint(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod canary;
 pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
+pub(crate) mod grpc_web;
 pub(crate) mod listeners;
 pub(crate) mod origin;
 pub mod rate_limits;
@@ -172,6 +173,10 @@ pub struct Route {
     /// after this long without a byte either way. `None`: an upgrade
     /// request is forwarded as a plain one.
     pub(crate) websocket: Option<Duration>,
+    /// gRPC-Web calls are translated to gRPC for the origin and back, and
+    /// browsers at these origins may make them. `None`: a gRPC-Web call
+    /// goes to the origin as it came.
+    pub(crate) grpc_web: Option<grpc_web::GrpcWeb>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -679,6 +684,7 @@ impl Compiler<'_> {
         }
         let retry_non_idempotent = self.route_retry(r.span(), &format!("routes[{i}]"), raw, methods.as_deref(), svc);
         let websocket = self.route_websocket(&key, raw, methods.as_deref(), svc);
+        let grpc_web = self.route_grpc_web(&key, raw, methods.as_deref(), svc);
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,
@@ -695,6 +701,7 @@ impl Compiler<'_> {
             fallback,
             canary,
             websocket,
+            grpc_web,
         })
     }
 

@@ -282,6 +282,8 @@ pub(crate) struct RawRoute {
     pub(crate) canary: Option<Spanned<RawCanary>>,
     pub(crate) websocket: Option<Spanned<bool>>,
     pub(crate) websocket_idle_timeout: Option<Spanned<String>>,
+    pub(crate) grpc_web: Option<Spanned<bool>>,
+    pub(crate) grpc_web_origins: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `routes[].canary`: part of the route's callers to another service.

@@ -123,6 +123,12 @@ pub fn edge_problems(config: &Config) -> (Vec<String>, Vec<String>) {
             route.name
         ));
     }
+    for route in config.routes.iter().filter(|r| r.grpc_web.is_some()) {
+        warnings.push(format!(
+            "route `{}`: grpc_web: the edge cannot bridge gRPC-Web to gRPC (Spin's outbound HTTP carries no trailers); it answers such calls UNIMPLEMENTED, its CORS preflights as the node does",
+            route.name
+        ));
+    }
     (errors, warnings)
 }
 
@@ -242,10 +248,12 @@ mod tests {
     #[test]
     fn origin_settings_the_edge_leaves_to_spin_are_warned_of() {
         let text = "[services.a]\nurl = \"https://a.internal\"\nhttp2 = true\n[services.a.tls]\nca = \"ca.pem\"\n\
-                    [services.b]\nurl = \"http://b.internal\"\n[[routes]]\nname = \"chat\"\npath = \"/ws\"\nservice = \"b\"\nwebsocket = true\n";
+                    [services.b]\nurl = \"http://b.internal\"\n[[routes]]\nname = \"chat\"\npath = \"/ws\"\nservice = \"b\"\nwebsocket = true\n\
+                    [[routes]]\nname = \"web\"\npath = \"/pkg.Svc/{m}\"\nservice = \"a\"\ngrpc_web = true\n";
         let (errors, warnings) = edge_problems(&Config::parse(text, "t.toml", &Default::default()).unwrap());
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings[3].starts_with("route `web`: grpc_web:") && warnings[3].contains("UNIMPLEMENTED"));
         assert!(warnings[2].starts_with("route `chat`: websocket:") && warnings[2].contains("501"));
         assert!(warnings[0].starts_with("services.a.tls:") && warnings[0].contains("client_tls"));
         assert!(warnings[1].starts_with("services.a.http2:") && warnings[1].contains("UNIMPLEMENTED"));

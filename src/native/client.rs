@@ -433,6 +433,14 @@ impl HttpClient for HyperClient {
         body.keep_copy(limit)
     }
 
+    fn grpc_web_request(body: NodeBody) -> NodeBody {
+        NodeBody::boxed(super::grpc_web::FromText::new(body))
+    }
+
+    fn grpc_web_response(body: NodeBody, text: bool) -> NodeBody {
+        NodeBody::boxed(super::grpc_web::ToWeb::new(body, text))
+    }
+
     fn upgrade_slot(&self) -> Result<UpgradeSlot, usize> {
         let max = self.limits.max_upgraded;
         let taken =

@@ -18,6 +18,7 @@ pub(crate) mod caller;
 pub(crate) mod canary;
 pub(crate) mod error;
 pub(crate) mod grpc;
+pub(crate) mod grpc_web;
 pub(crate) mod ids;
 pub(crate) mod listener;
 pub(crate) mod log;
@@ -122,6 +123,12 @@ pub(crate) struct Ctx {
     pub(crate) grpc: bool,
     /// The call's `grpc-timeout`: the origin's answer is not waited longer.
     pub(crate) grpc_timeout: Option<Duration>,
+    /// A gRPC-Web call: the gateway's own answers are gRPC-Web statuses.
+    pub(crate) grpc_web: Option<grpc_web::Mode>,
+    /// It was bridged to gRPC: the origin's answer goes back as gRPC-Web.
+    pub(crate) grpc_web_bridged: bool,
+    /// A page origin the route lets call: every answer says so (CORS).
+    pub(crate) cors_origin: Option<HeaderValue>,
     /// A WebSocket upgrade the route takes: how its connection is held.
     pub(crate) tunnel: Option<upgrade::Tunnel>,
     /// What went wrong, for the access log (the answer, or a failure the
@@ -229,10 +236,12 @@ async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>
     run!(listener::phase(gateway, ports, r, ctx));
     run!(sweep::phase(gateway, ports, r, ctx));
     run!(route::phase(gateway, ports, r, ctx));
+    run!(grpc_web::cors_phase(gateway, ports, r, ctx));
     run!(accept::body_phase(gateway, ports, r, ctx));
     run!(authn::phase(gateway, ports, r, ctx));
     run!(rate_limit::phase(gateway, ports, r, ctx));
     run!(canary::phase(gateway, ports, r, ctx));
+    run!(grpc_web::phase(gateway, ports, r, ctx));
     run!(grpc::phase(gateway, ports, r, ctx));
     run!(upgrade::phase(gateway, ports, r, ctx));
     run!(transform::request_phase(gateway, ports, r, ctx));
@@ -253,6 +262,7 @@ async fn respond_phases<P: Ports>(
 ) -> Outcome<Body<P>> {
     let o = &mut outcome;
     transform::response_phase(gateway, ports, o, ctx).await;
+    grpc_web::response_phase(gateway, ports, o, ctx).await;
     upgrade::response_phase(gateway, ports, o, ctx).await;
     canary::response_phase(gateway, ports, o, ctx).await;
     outcome
@@ -312,6 +322,9 @@ impl Ctx {
             variant: None,
             grpc: grpc::is_call(headers),
             grpc_timeout: None,
+            grpc_web: grpc_web::Mode::of(headers),
+            grpc_web_bridged: false,
+            cors_origin: None,
             tunnel: None,
             failure: None,
             started,

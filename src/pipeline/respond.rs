@@ -3,7 +3,8 @@
 //! access-log record, which the adapter finishes when the body is done.
 
 use bytes::Bytes;
-use http::Response;
+use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, VARY};
+use http::{HeaderValue, Response};
 
 use super::error::GatewayError;
 use super::ids::Trace;
@@ -22,8 +23,18 @@ use crate::shared::problem::Answer;
 pub(crate) fn problem(err: &GatewayError, ctx: &mut Ctx) -> Response<Bytes> {
     let problem = err.problem();
     ctx.failure = Some(Failure { problem: Some(problem.slug), source: problem.source, detail: err.to_string() });
-    if ctx.grpc { grpc::answer(&problem) } else { problem.to_response(&ctx.request_id) }
+    match &ctx.grpc_web {
+        Some(mode) => grpc::answer(&problem, mode.content_type()),
+        None if ctx.grpc => grpc::answer(&problem, HeaderValue::from_static("application/grpc")),
+        None => problem.to_response(&ctx.request_id),
+    }
 }
+
+/// What a page allowed to call a route may read of its answers: gRPC's
+/// status, and the gateway's limits and request id.
+const EXPOSED_TO_PAGES: HeaderValue = HeaderValue::from_static(
+    "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, retry-after, ratelimit, ratelimit-policy",
+);
 
 /// Headers every answer carries, and the log record.
 pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
@@ -32,6 +43,12 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, cl
         && let Some(hsts) = ctx.listener.as_deref().and_then(|name| super::listener::hsts(config, name))
     {
         response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    if let Some(origin) = ctx.cors_origin.clone() {
+        let headers = response.headers_mut();
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(VARY, HeaderValue::from_static("origin"));
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_TO_PAGES);
     }
     for (name, value) in ctx.limit_headers {
         response.headers_mut().insert(name, value);

@@ -168,6 +168,20 @@ pub trait HttpClient {
         None
     }
 
+    /// A gRPC-Web `-text` request body decoded from base64, for a gRPC
+    /// origin. Only a home that carries gRPC is asked.
+    fn grpc_web_request(body: Self::Body) -> Self::Body {
+        body
+    }
+
+    /// A gRPC answer's body as gRPC-Web: its trailers a last frame (flag
+    /// 0x80), all of it base64 when `text`. Only a home that carries gRPC
+    /// is asked.
+    fn grpc_web_response(body: Self::Body, text: bool) -> Self::Body {
+        let _ = text;
+        body
+    }
+
     /// A small exchange read whole (a key set): at most `max_body` bytes.
     async fn fetch(
         &self,

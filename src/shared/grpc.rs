@@ -79,14 +79,14 @@ impl Code {
     }
 }
 
-/// A gateway answer for a gRPC client: HTTP 200 with the status in the
+/// A gateway answer for a gRPC (or gRPC-Web: `content_type`) client: HTTP 200 with the status in the
 /// headers and no message (a trailers-only response); the problem's detail
 /// as `grpc-message`, its headers kept, and a `Retry-After` also as
 /// `grpc-retry-pushback-ms` (gRPC's retry policy reads that).
-pub(crate) fn answer(problem: &Problem) -> Response<Bytes> {
+pub(crate) fn answer(problem: &Problem, content_type: HeaderValue) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::new());
     let headers = resp.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(Code::for_status(problem.status).0)));
     if let Ok(message) = HeaderValue::from_str(&percent_encoded(&problem.detail)) {
@@ -140,7 +140,7 @@ mod tests {
         use super::super::problem::{Problem, Source};
         let p = Problem::new(http::StatusCode::TOO_MANY_REQUESTS, "rate-limited", "100% used — wait", Source::Client)
             .header(http::header::RETRY_AFTER, http::HeaderValue::from(3));
-        let resp = super::answer(&p);
+        let resp = super::answer(&p, http::HeaderValue::from_static("application/grpc"));
         let h = resp.headers();
         assert_eq!(resp.status(), 200);
         assert!(resp.body().is_empty());

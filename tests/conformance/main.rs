@@ -365,6 +365,7 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::single_target_is_not_retried(home, addr, &b.raw).await;
     scenarios::canary_split(home, addr).await;
     scenarios::grpc_call(home, addr, home == "node").await;
+    scenarios::grpc_web_call(home, addr, home == "node").await;
     scenarios::websocket_upgrade(home, addr, home == "node").await;
 }
 

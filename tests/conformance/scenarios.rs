@@ -493,6 +493,35 @@ pub async fn grpc_call(home: &str, addr: SocketAddr, carries: bool) {
     }
 }
 
+/// A gRPC-Web call from a listed page on a bridged route: the node sends
+/// the origin a gRPC call (its content type, `TE: trailers`, no
+/// `x-grpc-web`) over HTTP/2; the edge answers UNIMPLEMENTED as gRPC-Web.
+/// Either way the page may read the answer.
+pub async fn grpc_web_call(home: &str, addr: SocketAddr, carries: bool) {
+    let req = Request::post("/grpc.Web/Call")
+        .header("host", "gw.test")
+        .header("origin", "https://app.test")
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(Bytes::from_static(&[0, 0, 0, 0, 0]))
+        .expect("request");
+    let reply = send(addr, req).await;
+    assert_eq!(reply.status, 200, "[{home}]");
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://app.test"), "[{home}]");
+    if carries {
+        let echo = reply.json();
+        assert_eq!(echo["version"], "HTTP/2.0", "[{home}] {echo}");
+        assert_eq!(reply.echoed("content-type"), ["application/grpc+proto"], "[{home}]");
+        assert_eq!(reply.echoed("te"), ["trailers"], "[{home}]");
+        assert!(reply.echoed("x-grpc-web").is_empty(), "[{home}]");
+    } else {
+        assert_eq!(reply.header("grpc-status"), Some("12"), "[{home}]");
+        assert_eq!(reply.header("content-type"), Some("application/grpc-web+proto"), "[{home}]");
+        let message = reply.header("grpc-message").unwrap_or_default();
+        assert!(message.contains("served by the node"), "[{home}] {message}");
+    }
+}
+
 /// A WebSocket upgrade on a route that takes them: the node sends it to
 /// the origin as an upgrade (this origin answers it as a plain request);
 /// the edge, which cannot hold the connection, answers 501.

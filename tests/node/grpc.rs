@@ -222,3 +222,93 @@ async fn a_listed_status_is_tried_again_on_the_other_target() {
     assert_eq!(up, 12, "every call answered by the healthy target");
     assert!(down > 0, "some calls went to the failing one first");
 }
+
+/// gRPC-Web from an HTTP/1.1 client (what a browser library sends) to the
+/// real health service: binary and base64 text, a message and the trailers
+/// as a last frame; a trailers-only answer's status in the headers; a
+/// preflight from a listed page origin answered by the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_are_bridged_to_a_grpc_origin_and_back() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use prost::Message as _;
+
+    let (health, _reporter) = health_origin().await;
+    let config = format!(
+        "[services.health]\nurl = \"http://{health}\"\nhttp2 = true\n\n[[routes]]\npath = \"/grpc.health.v1.Health/{{method}}\"\nmethods = [\"POST\", \"OPTIONS\"]\nservice = \"health\"\ngrpc_web = true\ngrpc_web_origins = [\"https://app.test\"]\n"
+    );
+    let node = Node::start(&config, &[]);
+    let message = HealthCheckRequest { service: "greeter".into() }.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let call = |content_type: &str, body: Vec<u8>, service: &str| {
+        Request::post(format!("/grpc.health.v1.Health/{service}"))
+            .header("host", "grpc.test")
+            .header("content-type", content_type)
+            .header("x-grpc-web", "1")
+            .header("origin", "https://app.test")
+            .body(Bytes::from(body))
+            .unwrap()
+    };
+    // Frames of a gRPC-Web answer: (flag, payload) each.
+    let frames = |mut body: &[u8]| {
+        let mut out = Vec::new();
+        while body.len() >= 5 {
+            let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+            out.push((body[0], body[5..5 + len].to_vec()));
+            body = &body[5 + len..];
+        }
+        assert!(body.is_empty(), "whole frames");
+        out
+    };
+    let serving = |frames: &[(u8, Vec<u8>)]| {
+        assert_eq!(frames.len(), 2, "a message, then the trailers: {frames:?}");
+        let answer = tonic_health::pb::HealthCheckResponse::decode(&frames[0].1[..]).unwrap();
+        assert_eq!((frames[0].0, answer.status), (0, Wire::Serving as i32));
+        assert_eq!(frames[1].0, 0x80);
+        let trailers = String::from_utf8(frames[1].1.clone()).unwrap();
+        assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers:?}");
+    };
+
+    let reply = crate::support::send(node.addr, call("application/grpc-web+proto", framed.clone(), "Check")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/grpc-web+proto"));
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://app.test"));
+    assert!(reply.header("access-control-expose-headers").is_some_and(|h| h.contains("grpc-status")));
+    serving(&frames(&reply.body));
+
+    let text = STANDARD.encode(&framed).into_bytes();
+    let reply = crate::support::send(node.addr, call("application/grpc-web-text", text, "Check")).await;
+    assert_eq!(reply.header("content-type"), Some("application/grpc-web-text"));
+    serving(&frames(&STANDARD.decode(&reply.body).expect("base64")));
+
+    // The origin's trailers-only answer (no such service): its status in the headers.
+    let unknown = HealthCheckRequest { service: "nobody".into() }.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(unknown.len() as u32).to_be_bytes());
+    body.extend_from_slice(&unknown);
+    let reply = crate::support::send(node.addr, call("application/grpc-web", body, "Check")).await;
+    assert_eq!((reply.status, reply.header("grpc-status")), (200, Some("5")), "NOT_FOUND");
+
+    // A text body that is not base64 never reaches the service as a message.
+    let reply = crate::support::send(node.addr, call("application/grpc-web-text", b"AAA*".to_vec(), "Check")).await;
+    assert_ne!(reply.header("grpc-status"), Some("0"), "{:?}", reply.headers);
+
+    // The page's preflight is the gateway's; another origin's call is refused.
+    let preflight = Request::options("/grpc.health.v1.Health/Check")
+        .header("host", "grpc.test")
+        .header("origin", "https://app.test")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,x-grpc-web")
+        .body(Bytes::new())
+        .unwrap();
+    let reply = crate::support::send(node.addr, preflight).await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(reply.header("access-control-allow-headers"), Some("content-type,x-grpc-web"));
+    let mut evil = call("application/grpc-web", framed, "Check");
+    evil.headers_mut().insert("origin", "https://evil.test".parse().unwrap());
+    let reply = crate::support::send(node.addr, evil).await;
+    assert_eq!((reply.status, reply.header("grpc-status")), (200, Some("7")), "PERMISSION_DENIED");
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+}

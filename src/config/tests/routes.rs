@@ -90,3 +90,47 @@ fn websocket_routes_are_checked() {
     let config = Config::parse(&route(""), "gw.toml", &Variables::default()).unwrap();
     assert_eq!(config.routes[0].websocket, None);
 }
+
+#[test]
+fn grpc_web_needs_a_post_to_an_http2_service_and_page_origins() {
+    let text = format!(
+        r#"{SVC}[services.h]
+url = "http://127.0.0.1:9001"
+http2 = true
+
+[[routes]]
+path = "/a"
+service = "s"
+grpc_web = true
+
+[[routes]]
+path = "/b"
+methods = ["GET"]
+service = "h"
+grpc_web = true
+grpc_web_origins = ["https://app.test/", "app.test", "*"]
+
+[[routes]]
+path = "/c"
+service = "h"
+grpc_web_origins = ["https://app.test"]
+"#
+    );
+    expect_errors(
+        &text,
+        &[
+            (10, "routes[0].grpc_web", "service `s` speaks HTTP/1.1"),
+            (16, "routes[1].grpc_web", "add \"POST\" to `methods`"),
+            (17, "routes[1].grpc_web_origins", "add \"OPTIONS\" to `methods`"),
+            (17, "routes[1].grpc_web_origins[0]", "is not an origin"),
+            (17, "routes[1].grpc_web_origins[1]", "is not an origin"),
+            (22, "routes[2].grpc_web_origins", "needs `grpc_web = true`"),
+        ],
+    );
+    let ok = format!(
+        "{SVC}[services.h]\nurl = \"http://127.0.0.1:9001\"\nhttp2 = true\n[[routes]]\npath = \"/b\"\nservice = \"h\"\ngrpc_web = true\ngrpc_web_origins = [\"HTTPS://App.test:8443\", \"*\"]\n"
+    );
+    let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
+    let bridge = config.routes[0].grpc_web.as_ref().unwrap();
+    assert!(bridge.any_origin && bridge.allows(&http::HeaderValue::from_static("https://app.test:8443")));
+}

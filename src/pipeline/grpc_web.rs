@@ -1,0 +1,205 @@
+//! gRPC-Web, browsers' gRPC (`application/grpc-web…` over HTTP/1.1 or
+//! HTTP/2). On a route with `grpc_web`, three phases:
+//!
+//! - **CORS** (right after routing, before authentication: a preflight
+//!   carries no credentials): a page origin the route does not list is
+//!   refused; a listed one gets its preflight answered here and every
+//!   answer made readable to it ([`crate::pipeline::respond::finish`]).
+//! - **The bridge** (before the gRPC phase): the call becomes a gRPC call
+//!   for the origin — its content type, and its body decoded from base64
+//!   for `-text` by the home ([`HttpClient::grpc_web_request`]).
+//! - **The answer** (a response phase): a gRPC answer becomes a gRPC-Web
+//!   one — its trailers a last length-prefixed frame in the body, all of
+//!   it base64 for `-text` ([`HttpClient::grpc_web_response`]).
+//!
+//! Every answer the gateway gives a gRPC-Web call itself is a gRPC status
+//! in the headers (a trailers-only answer, which gRPC-Web clients read),
+//! on any route. On a route without `grpc_web` a call goes on as it came,
+//! for an origin that speaks gRPC-Web itself.
+
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
+    ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+
+use super::{Ctx, Flow, Gateway, Outcome};
+use crate::ports::{Body, HttpClient, Ports};
+use crate::shared::problem::{Answer, Problem, Source};
+
+/// Why a gRPC-Web call or its preflight is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GrpcWebError {
+    #[error("the page origin `{0}` may not call this route")]
+    OriginRefused(String),
+}
+
+impl Answer for GrpcWebError {
+    fn problem(&self) -> Problem {
+        match self {
+            Self::OriginRefused(_) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "origin-refused",
+                "pages at this origin may not call this route",
+                Source::Client,
+            ),
+        }
+    }
+}
+
+/// How a gRPC-Web call is framed: `-text` (base64) or binary, and the
+/// message format after `+` (`+proto`, `+json`), if named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mode {
+    pub(crate) text: bool,
+    suffix: String,
+}
+
+impl Mode {
+    /// The call's mode, if its content type is gRPC-Web.
+    pub(crate) fn of(headers: &HeaderMap) -> Option<Mode> {
+        let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+        let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let rest = essence.strip_prefix("application/grpc-web")?;
+        let (text, rest) = match rest.strip_prefix("-text") {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
+        (rest.is_empty() || rest.starts_with('+')).then(|| Mode { text, suffix: rest.to_string() })
+    }
+
+    /// The content type of the gateway's own answers to the call.
+    pub(crate) fn content_type(&self) -> HeaderValue {
+        let kind = if self.text { "application/grpc-web-text" } else { "application/grpc-web" };
+        HeaderValue::from_str(&format!("{kind}{}", self.suffix)).unwrap_or(HeaderValue::from_static(kind))
+    }
+
+    fn grpc_content_type(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!("application/grpc{}", self.suffix))
+            .unwrap_or(HeaderValue::from_static("application/grpc"))
+    }
+}
+
+/// The header a gRPC-Web client library marks its calls with.
+const X_GRPC_WEB: HeaderName = HeaderName::from_static("x-grpc-web");
+/// How long a browser may keep a preflight's answer.
+const PREFLIGHT_MAX_AGE: HeaderValue = HeaderValue::from_static("86400");
+/// What a preflight may ask for when it names no headers.
+const DEFAULT_ALLOWED_HEADERS: HeaderValue =
+    HeaderValue::from_static("content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization");
+
+pub(crate) async fn cors_phase<P: Ports>(
+    gateway: &Gateway,
+    _ports: &P,
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, GrpcWebError> {
+    let Some(bridge) = gateway.route(ctx).and_then(|r| r.grpc_web.as_ref()) else {
+        return Ok(Flow::Continue);
+    };
+    let Some(origin) = req.headers().get(ORIGIN).filter(|_| bridge.any_origin || !bridge.origins.is_empty()) else {
+        return Ok(Flow::Continue);
+    };
+    if !bridge.allows(origin) {
+        return Err(GrpcWebError::OriginRefused(String::from_utf8_lossy(origin.as_bytes()).into_owned()));
+    }
+    ctx.cors_origin = Some(origin.clone());
+    if req.method() != Method::OPTIONS || !req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
+        return Ok(Flow::Continue);
+    }
+    // A preflight: the gateway answers for the origin, which never sees it.
+    let mut answer = Response::new(Body::<P>::from(bytes::Bytes::new()));
+    *answer.status_mut() = StatusCode::NO_CONTENT;
+    let headers = answer.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+    let asked = req.headers().get(ACCESS_CONTROL_REQUEST_HEADERS).filter(|v| is_header_list(v));
+    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.cloned().unwrap_or(DEFAULT_ALLOWED_HEADERS));
+    headers.insert(ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE);
+    Ok(Flow::Respond(answer))
+}
+
+/// A comma-separated list of header names.
+fn is_header_list(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| v.split(',').all(|n| HeaderName::from_bytes(n.trim().as_bytes()).is_ok()))
+}
+
+pub(crate) async fn phase<P: Ports>(
+    gateway: &Gateway,
+    _ports: &P,
+    req: &mut Request<Body<P>>,
+    ctx: &mut Ctx,
+) -> Result<Flow<Body<P>>, std::convert::Infallible> {
+    let Some(mode) = ctx.grpc_web.clone() else { return Ok(Flow::Continue) };
+    if gateway.route(ctx).is_none_or(|r| r.grpc_web.is_none()) {
+        return Ok(Flow::Continue);
+    }
+    ctx.grpc = true;
+    ctx.grpc_web_bridged = true;
+    let headers = req.headers_mut();
+    headers.insert(CONTENT_TYPE, mode.grpc_content_type());
+    headers.remove(X_GRPC_WEB);
+    if mode.text {
+        headers.remove(CONTENT_LENGTH); // base64 is longer than what it encodes
+        let body = std::mem::replace(req.body_mut(), Body::<P>::from(bytes::Bytes::new()));
+        *req.body_mut() = <P::Http as HttpClient>::grpc_web_request(body);
+    }
+    Ok(Flow::Continue)
+}
+
+/// A bridged call's gRPC answer, as gRPC-Web; anything else (an origin
+/// that did not answer in gRPC) goes as it is.
+pub(crate) async fn response_phase<P: Ports>(
+    _gateway: &Gateway,
+    _ports: &P,
+    outcome: &mut Outcome<Body<P>>,
+    ctx: &mut Ctx,
+) {
+    let (Some(mode), true, Ok(resp)) = (&ctx.grpc_web, ctx.grpc_web_bridged, outcome.as_mut()) else { return };
+    let is_grpc = resp.headers().get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    });
+    if !is_grpc {
+        return;
+    }
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, mode.content_type());
+    headers.remove(CONTENT_LENGTH);
+    let body = std::mem::replace(resp.body_mut(), Body::<P>::from(bytes::Bytes::new()));
+    *resp.body_mut() = <P::Http as HttpClient>::grpc_web_response(body, mode.text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_by_content_type() {
+        let mode = |ct: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            Mode::of(&h).map(|m| (m.text, m.content_type(), m.grpc_content_type()))
+        };
+        let v = HeaderValue::from_static;
+        assert_eq!(mode("application/grpc-web"), Some((false, v("application/grpc-web"), v("application/grpc"))));
+        assert_eq!(
+            mode("application/grpc-web-text+proto"),
+            Some((true, v("application/grpc-web-text+proto"), v("application/grpc+proto")))
+        );
+        assert_eq!(
+            mode("Application/GRPC-Web+json; charset=utf-8"),
+            Some((false, v("application/grpc-web+json"), v("application/grpc+json")))
+        );
+        for not in ["application/grpc", "application/grpc+proto", "application/grpc-webx", "text/plain"] {
+            assert_eq!(mode(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn preflight_header_lists() {
+        assert!(is_header_list(&HeaderValue::from_static("content-type, x-grpc-web,grpc-timeout")));
+        assert!(!is_header_list(&HeaderValue::from_static("content-type, bad header")));
+    }
+}
