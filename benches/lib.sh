@@ -68,17 +68,17 @@ stop_last() { # → stop the process started last
 # ---- setup: tools, builds, the origin and Redis
 
 check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the spin modes)
-  local tool tools=(wrk nginx haproxy taskset redis-server curl)
+  local tool tools=(wrk nginx haproxy taskset redis-server curl openssl)
   [[ "$1" == spin* ]] && tools+=(redis-cli)
   for tool in "${tools[@]}"; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server redis-tools curl util-linux" >&2; exit 1; }
+    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server redis-tools curl util-linux openssl" >&2; exit 1; }
   done
 }
 
 build() { # mode → the release builds it needs; NODE_ONLY=1 if it runs no component
   echo "== building (release)" >&2
   cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-  case "$1" in observability|haproxy|proxy|keys|idle|scale) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+  case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
   if [ -z "$NODE_ONLY" ]; then build_components "$1"; fi
 }
 

@@ -13,6 +13,8 @@
 #   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one, ROUNDS (3) rounds
 #   benches/run.sh tokens               # a new token's cost in each component (BEFORE=dir: older builds beside)
 #   benches/run.sh floor                # each component against its hello-world that proxies too, one request at a time
+#   benches/run.sh grpc                 # gRPC unary calls (h2load) straight to a tonic origin and through the node
+#   benches/run.sh tls                  # TLS termination: node against nginx, ECDSA and RSA: keep-alive, handshakes/s, idle TLS memory
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -32,9 +34,9 @@ source benches/lib.sh
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|proxy|keys|idle|scale|tokens|floor) ;;
+  all|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc]" >&2; exit 2 ;;
 esac
 
 setup "$MODE"
