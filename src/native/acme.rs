@@ -7,12 +7,17 @@
 //! its lifetime. A failed order is retried with backoff (1 min doubling to
 //! 1 h) and never takes away the certificate being served.
 //!
+//! A fleet shares the work through the store (`kv-schema/acme.md`): one
+//! node claims a name and orders, every node answers its HTTP-01 tokens,
+//! and every node takes the certificate from the store (looking every
+//! 5 s while it waits, and before it would order).
+//!
 //! Handshakes read [`Certificates`]; one task per name keeps it filled.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,11 +35,17 @@ use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use super::tls::{self, Served};
+use super::{NodeKv, NodePorts};
 use crate::config::acme::{Acme as Settings, Challenge};
 use crate::config::{Config, ConfigError};
+use crate::ports::{KvStore, store_key};
 
 /// The path HTTP-01 answers are asked at.
-const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+/// How often a node looks in the store for a certificate another ordered.
+const STORE_POLL: Duration = Duration::from_secs(5);
+/// How long a claim to order a name, and a token in the store, last.
+const CLAIM_TTL: Duration = Duration::from_secs(300);
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
 pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// Waits after a failed order: the first, doubling up to the last.
@@ -167,6 +178,8 @@ pub(crate) fn check(config: &Config, base: &Path, make_state: bool) -> Vec<Confi
 pub(crate) struct Acme {
     pub(crate) certificates: Arc<Certificates>,
     running: Mutex<Running>,
+    /// HTTP-01 is the configured challenge: tokens may be in the store.
+    http01: AtomicBool,
 }
 
 /// The tasks of the settings in effect.
@@ -181,7 +194,13 @@ impl Acme {
     /// Starts keeping the names the config's listeners list, stops keeping
     /// those it no longer does; new settings start every task again.
     /// `issued` is called after each certificate is published.
-    pub(crate) fn follow(&self, config: &Config, base: &Path, issued: Arc<dyn Fn() + Send + Sync>) {
+    pub(crate) fn follow(
+        &self,
+        config: &Config,
+        base: &Path,
+        ports: Arc<NodePorts>,
+        issued: Arc<dyn Fn() + Send + Sync>,
+    ) {
         let names: Vec<String> =
             config.listeners.iter().filter_map(|l| l.tls.as_ref()).flat_map(|t| t.acme.iter().cloned()).collect();
         let Ok(mut running) = self.running.lock() else { return };
@@ -204,8 +223,10 @@ impl Acme {
             }
             keep
         });
+        self.http01.store(wanted.is_some_and(|s| s.challenge == Challenge::Http01), Ordering::Release);
         let Some(settings) = wanted else { return };
         let orderer = Arc::new(Orderer {
+            ports,
             state: base.join(&settings.state.path),
             directory_ca: settings.directory_ca.as_ref().map(|f| base.join(&f.path)),
             settings: settings.clone(),
@@ -221,6 +242,17 @@ impl Acme {
         }
     }
 
+    /// The key authorization to answer an HTTP-01 `path` with: one this
+    /// node's order put up, or (a fleet) another node's, from the store.
+    pub(crate) async fn http01(&self, path: &str, kv: &NodeKv) -> Option<String> {
+        if let Some(local) = self.certificates.http01(path) {
+            return Some(local);
+        }
+        let token = path.strip_prefix(HTTP01_PREFIX).filter(|_| self.http01.load(Ordering::Acquire))?;
+        let value = kv.get(&token_key(token)).await.ok()??;
+        String::from_utf8(value).ok()
+    }
+
     pub(crate) fn stop(&self) {
         if let Ok(mut running) = self.running.lock() {
             for (_, task) in running.tasks.drain() {
@@ -232,6 +264,8 @@ impl Acme {
 
 /// Orders certificates under one `[acme]`.
 struct Orderer {
+    /// The store a fleet shares certificates, claims and tokens through.
+    ports: Arc<NodePorts>,
     settings: Settings,
     state: PathBuf,
     directory_ca: Option<PathBuf>,
@@ -241,8 +275,9 @@ struct Orderer {
     issued: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Keeps `name`'s certificate: the one in the state folder, then a new one
-/// at two thirds of each one's lifetime (or now, when there is none).
+/// Keeps `name`'s certificate: the one in the state folder (or a newer one
+/// in the store), then a new one at two thirds of each one's lifetime (or
+/// now, when there is none), ordered by whichever node claims the name.
 async fn keep(orderer: Arc<Orderer>, name: String) {
     match orderer.read(&name) {
         Ok(Some(issued)) => {
@@ -252,13 +287,25 @@ async fn keep(orderer: Arc<Orderer>, name: String) {
         Ok(None) => {}
         Err(e) => tracing::warn!(name, error = %format!("{e:#}"), "a stored certificate is unusable; ordering another"),
     }
+    orderer.adopt(&name).await;
     let mut failures = 0u32;
     loop {
-        if let Some(current) = orderer.certificates.issued(&name) {
-            let wait = renewal_due(&current.served).saturating_sub(unix_now());
-            tokio::time::sleep(Duration::from_secs(wait)).await;
+        let due = orderer.certificates.issued(&name).map_or(0, |c| renewal_due(&c.served));
+        let now = unix_now();
+        if now < due {
+            tokio::time::sleep(STORE_POLL.min(Duration::from_secs(due - now))).await;
+            orderer.adopt(&name).await;
+            continue;
         }
-        match orderer.order(&name).await {
+        if !orderer.claim(&name).await {
+            // Another node orders it: its certificate comes through the store.
+            tokio::time::sleep(STORE_POLL).await;
+            orderer.adopt(&name).await;
+            continue;
+        }
+        let result = orderer.order(&name).await;
+        orderer.release(&name).await;
+        match result {
             Ok(issued) => {
                 failures = 0;
                 tracing::info!(name, not_after = issued.served.not_after, "certificate issued by the ACME directory");
@@ -282,6 +329,41 @@ async fn keep(orderer: Arc<Orderer>, name: String) {
     }
 }
 
+/// `pc1:acme-cert:{sha256-hex}`: a name's certificate (`kv-schema/acme.md`).
+fn cert_key(name: &str) -> String {
+    store_key(&["pc1:acme-cert:"], &Sha256::digest(name.as_bytes()))
+}
+
+/// `pc1:acme-claim:{sha256-hex}`: the node ordering a name.
+fn claim_key(name: &str) -> String {
+    store_key(&["pc1:acme-claim:"], &Sha256::digest(name.as_bytes()))
+}
+
+/// `pc1:acme-http01:{sha256-hex}`: an HTTP-01 token's key authorization.
+fn token_key(token: &str) -> String {
+    store_key(&["pc1:acme-http01:"], &Sha256::digest(token.as_bytes()))
+}
+
+/// A certificate in the store: the chain then its key (PEM), and when it expires.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedCertificate {
+    pem: String,
+    not_after: i64,
+}
+
+/// Who holds a claim (a node's process id and start, for whoever reads the store).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Claim {
+    holder: String,
+}
+
+fn holder() -> String {
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    format!("{}@{}", std::process::id(), STARTED.get_or_init(unix_now))
+}
+
 /// Two thirds into the certificate's lifetime, in seconds since the epoch.
 fn renewal_due(served: &Served) -> u64 {
     let lifetime = served.not_after.saturating_sub(served.not_before).max(0);
@@ -293,6 +375,53 @@ fn unix_now() -> u64 {
 }
 
 impl Orderer {
+    /// Takes the store's certificate for `name` when it outlives the one
+    /// served (another node ordered it), and keeps it on disk too.
+    async fn adopt(&self, name: &str) {
+        let record = match self.ports.kv.get(&cert_key(name)).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => return tracing::debug!(name, error = %e, "the store's certificate could not be read"),
+        };
+        let Ok(shared) = serde_json::from_slice::<SharedCertificate>(&record) else {
+            return tracing::warn!(name, "the store's certificate record is not one; it is left alone");
+        };
+        let serving = self.certificates.issued(name).map_or(i64::MIN, |i| i.served.not_after);
+        if shared.not_after <= serving {
+            return;
+        }
+        match tls::certified_pem(shared.pem.as_bytes()) {
+            Ok((key, served)) if served.names.iter().any(|n| n == name) => {
+                if let Err(e) = write_private(&self.state, &self.file(name), shared.pem.as_bytes()) {
+                    tracing::warn!(name, error = %format!("{e:#}"), "the certificate could not be kept on disk");
+                }
+                tracing::info!(name, not_after = served.not_after, "certificate taken from the store");
+                self.publish(name, Issued { key, served });
+            }
+            Ok(_) => tracing::warn!(name, "the store's certificate is for another name; it is left alone"),
+            Err(e) => tracing::warn!(name, error = %e, "the store's certificate does not load; it is left alone"),
+        }
+    }
+
+    /// Claims `name` for this node to order; a store that cannot be
+    /// reached does not stop a node from ordering its own.
+    async fn claim(&self, name: &str) -> bool {
+        let claim = serde_json::to_vec(&Claim { holder: holder() }).unwrap_or_default();
+        match self.ports.kv.compare_and_swap(&claim_key(name), None, &claim, Some(CLAIM_TTL)).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(name, error = %e, "the store is unreachable; ordering without a claim");
+                true
+            }
+        }
+    }
+
+    async fn release(&self, name: &str) {
+        if let Err(e) = self.ports.kv.delete(&claim_key(name)).await {
+            tracing::debug!(name, error = %e, "a claim could not be released; it expires");
+        }
+    }
+
     fn publish(&self, name: &str, issued: Issued) {
         self.certificates.publish(name, issued);
         (self.issued)();
@@ -373,7 +502,16 @@ impl Orderer {
             let key_authorization = challenge.key_authorization();
             match kind {
                 ChallengeType::TlsAlpn01 => answering.alpn(name, alpn_certificate(name, key_authorization.digest())?),
-                _ => answering.http(challenge.token.clone(), key_authorization.as_str().to_string()),
+                _ => {
+                    // Any node of a fleet may be asked: the token goes in the store too.
+                    let key = token_key(&challenge.token);
+                    if let Err(e) =
+                        self.ports.kv.set(&key, key_authorization.as_str().as_bytes(), Some(CLAIM_TTL)).await
+                    {
+                        tracing::warn!(name, error = %e, "the HTTP-01 token is not in the store: only this node answers it");
+                    }
+                    answering.http(challenge.token.clone(), key_authorization.as_str().to_string());
+                }
             }
             challenge.set_ready().await.context("challenge")?;
         }
@@ -395,7 +533,17 @@ impl Orderer {
         let pem = format!("{}\n{key_pem}", chain_pem.trim_end());
         let (key, served) = tls::certified_pem(pem.as_bytes()).map_err(|e| anyhow!("the issued certificate: {e}"))?;
         write_private(&self.state, &self.file(name), pem.as_bytes())?;
+        self.share(name, &pem, served.not_after).await;
         Ok(Issued { key, served })
+    }
+
+    /// Puts a new certificate in the store for the fleet, until it expires.
+    async fn share(&self, name: &str, pem: &str, not_after: i64) {
+        let ttl = Duration::from_secs(u64::try_from(not_after).unwrap_or(0).saturating_sub(unix_now()).max(1));
+        let record = serde_json::to_vec(&SharedCertificate { pem: pem.to_string(), not_after }).unwrap_or_default();
+        if let Err(e) = self.ports.kv.set(&cert_key(name), &record, Some(ttl)).await {
+            tracing::warn!(name, error = %e, "the certificate is not in the store: other nodes order their own");
+        }
     }
 }
 
@@ -436,4 +584,39 @@ fn write_private(folder: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()>
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block of `kv-schema/acme.md`, by its tag, the `n`th of that tag.
+    fn block(tag: &str, n: usize) -> &'static str {
+        let doc = include_str!("../../kv-schema/acme.md");
+        let fence = format!("```{tag}\n");
+        let start = doc.match_indices(&fence).nth(n).map(|(at, _)| at + fence.len()).expect("block");
+        let end = start + doc[start..].find("```").expect("closed block");
+        doc[start..end].trim()
+    }
+
+    #[test]
+    fn kv_schema_acme_matches_the_code() {
+        let layout = |n: usize| block("text key", n).strip_suffix("{sha256-hex}").expect("layout").to_string();
+        let digest = |text: &str| hex(&Sha256::digest(text.as_bytes()));
+        assert_eq!(cert_key("a.test"), format!("{}{}", layout(0), digest("a.test")));
+        assert_eq!(claim_key("a.test"), format!("{}{}", layout(1), digest("a.test")));
+        assert_eq!(token_key("tok"), format!("{}{}", layout(2), digest("tok")));
+        let example = block("json value", 0).replace('…', "x");
+        let record: SharedCertificate = serde_json::from_str(&example).expect("the example is a record");
+        assert_eq!(serde_json::to_string(&record).unwrap(), example, "every field documented, none invented");
+        let example = block("json value", 1);
+        let claim: Claim = serde_json::from_str(example).expect("the example is a claim");
+        assert_eq!(serde_json::to_string(&claim).unwrap(), example);
+    }
+
+    #[test]
+    fn renewal_is_due_two_thirds_into_the_lifetime() {
+        let served = Served { names: Vec::new(), not_before: 1_000, not_after: 1_000 + 90 * 86_400 };
+        assert_eq!(renewal_due(&served), 1_000 + 60 * 86_400);
+    }
 }

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::acme::Acme;
+use super::acme::{self, Acme};
 use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Slot, Tracked, supervise};
 use super::protocol::{self, Connection, Protocol};
 use super::server::Node;
@@ -533,7 +533,9 @@ async fn handle(
     mut in_flight: InFlight,
     mut req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
-    if let Some(key_authorization) = node.listeners.acme.certificates.http01(req.uri().path()) {
+    if req.uri().path().starts_with(acme::HTTP01_PREFIX)
+        && let Some(key_authorization) = node.listeners.acme.http01(req.uri().path(), &node.ports.kv).await
+    {
         // HTTP-01: the ACME directory asks for a token an order put up.
         in_flight.answered();
         let mut answer = Response::new(NodeBody::from(bytes::Bytes::from(key_authorization)));

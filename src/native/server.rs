@@ -227,7 +227,7 @@ fn follow_acme(node: &Arc<Node>) {
             node.metrics.certificates(&node.listeners.certificates());
         }
     });
-    node.listeners.acme.follow(&node.gateway.load().config, &node.base(), issued);
+    node.listeners.acme.follow(&node.gateway.load().config, &node.base(), node.ports.clone(), issued);
 }
 
 /// After the listeners closed: waits for open connections and upgraded

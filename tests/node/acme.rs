@@ -275,3 +275,37 @@ async fn a_directory_ca_that_does_not_load_is_named_at_start_and_by_check() {
     assert!(said.contains("gateway.toml:7") && said.contains("acme.directory_ca"), "{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_orders_once_and_every_node_serves_and_answers() {
+    let redis = super::support::redis::Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    // The directory validates HTTP-01 on node A's plaintext port only.
+    let (a_ports, b_ports) = ((free_port(), free_port()), (free_port(), free_port()));
+    let pebble = Pebble::start(a_ports.0, a_ports.1, Duration::from_secs(3600)).await;
+    let (a_state, b_state) = (support::temp_path("acme-a"), support::temp_path("acme-b"));
+    let store = ["--store", &redis.url()];
+    let a = Node::start_args(&config(&pebble, &origin, &a_state, a_ports, "http-01"), &[], &store);
+    let b = Node::start_args(&config(&pebble, &origin, &b_state, b_ports, "http-01"), &[], &store);
+    let client = trusting(&pebble.root);
+    let from_a = served(&client, a_ports.1, Duration::from_secs(60)).await;
+    let from_b = served(&client, b_ports.1, Duration::from_secs(30)).await;
+    assert_eq!(from_a, from_b, "one certificate for the fleet");
+    let said = |node: &Node, what: &str| node.stderr().iter().filter(|l| l.contains(what)).count();
+    let issued = said(&a, "issued by the ACME directory") + said(&b, "issued by the ACME directory");
+    let taken = said(&a, "certificate taken from the store") + said(&b, "certificate taken from the store");
+    assert_eq!((issued, taken), (1, 1), "one node ordered, the other took it");
+    // Any node answers a token another put in the store.
+    let store = portcullis::native::redis_kv::RedisKv::new(&redis.url(), 1, Duration::from_secs(1)).unwrap();
+    let key = format!("pc1:acme-http01:{}", super::support::hex_sha256(b"another-nodes-token"));
+    portcullis::ports::KvStore::set(&store, &key, b"another-nodes-token.thumbprint", None).await.unwrap();
+    let answer =
+        send(SocketAddr::from(([127, 0, 0, 1], a_ports.0)), get("/.well-known/acme-challenge/another-nodes-token"))
+            .await;
+    assert_eq!((answer.status, &answer.body[..]), (200, &b"another-nodes-token.thumbprint"[..]));
+    let unknown = send(SocketAddr::from(([127, 0, 0, 1], a_ports.0)), get("/.well-known/acme-challenge/nobody")).await;
+    assert_eq!(unknown.json()["path"], "/.well-known/acme-challenge/nobody", "an unknown token goes on to the routes");
+    for state in [a_state, b_state] {
+        let _ = std::fs::remove_dir_all(state);
+    }
+}
