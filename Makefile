@@ -9,7 +9,7 @@ SHELL := /bin/bash
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PACKAGES := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld redis-server pebble
+APT_PACKAGES := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld redis-server pebble musl-tools libunwind-14-dev
 EDGE_HOST := $(TARGET_DIR)/debug/portcullis-edge-host
 WASM_TEST_DIR := $(or $(PORTCULLIS_WASM_TARGET_DIR),$(CURDIR)/target/wasm)-tests
 
@@ -62,9 +62,10 @@ test-wasm: host
 	PORTCULLIS_WASM_TARGET_DIR=$(WASM_TEST_DIR) CARGO_TARGET_WASM32_WASIP2_RUNNER="$(EDGE_HOST) run" \
 	  edge-deploy/wasm-cargo.sh test --lib
 
-## The container image's root file system: the node runs on its libraries alone.
-check-container: build
-	BINARY=$(TARGET_DIR)/debug/portcullis edge-deploy/container.sh --rootfs-only
+## The node as one static binary (musl; a debug build, quicker), and the
+## container image's root file system around it: it runs from there alone.
+check-container:
+	BINARY=$$(edge-deploy/static.sh --debug) edge-deploy/container.sh --rootfs-only
 
 ## The container image (podman), from the release binary, started once.
 container:

@@ -2,17 +2,15 @@
 # Assembles the node's container root file system and, where podman runs,
 # builds the image and starts it once to see it answer.
 #
-#   edge-deploy/container.sh                 # release binary → rootfs → image → smoke run
-#   edge-deploy/container.sh --rootfs-only   # rootfs, then run the binary on its libraries alone
-#   BINARY=path/to/portcullis edge-deploy/container.sh --rootfs-only
+#   edge-deploy/container.sh                 # static release binary → rootfs → image → smoke run
+#   edge-deploy/container.sh --rootfs-only   # rootfs, then run the binary from it
+#   BINARY=path/to/portcullis edge-deploy/container.sh --rootfs-only   # a static binary made before
 #
-# The image is FROM scratch: the binary and exactly the shared libraries
-# it links (`ldd`), glibc's NSS modules for `files` and `dns` (so origin
-# host names resolve), the CA roots, /etc/passwd with the unprivileged
-# account 65532, and routes/gateway.toml as /etc/portcullis/gateway.toml.
-# (A static musl binary would need the musl Rust target, which the build
-# machines here cannot fetch; the rootfs check below proves the same thing
-# — nothing from the host is needed at run time.)
+# The image is FROM scratch: the static binary (edge-deploy/static.sh:
+# musl, no interpreter, no shared library), the CA roots, /etc/passwd with
+# the unprivileged account 65532, /etc/hosts, and routes/gateway.toml as
+# /etc/portcullis/gateway.toml. musl resolves host names from /etc/hosts
+# and the resolv.conf the runtime mounts, with no NSS modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -20,27 +18,16 @@ rootfs_only=false
 [ "${1:-}" = "--rootfs-only" ] && rootfs_only=true
 
 binary="${BINARY:-}"
-if [ -z "$binary" ]; then
-  cargo build --release --bin portcullis
-  binary="$target_dir/release/portcullis"
+[ -n "$binary" ] || binary=$(edge-deploy/static.sh)
+if readelf -l "$binary" | grep -q INTERP || readelf -d "$binary" | grep -q NEEDED; then
+  echo "$binary is not a static binary (edge-deploy/static.sh makes one)" >&2
+  exit 1
 fi
 context="$target_dir/container"
 rootfs="$context/rootfs"
 rm -rf "$context"
 mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/portcullis" "$rootfs/etc/ssl/certs" "$rootfs/var/lib/portcullis" "$rootfs/tmp"
 install -m 0755 "$binary" "$rootfs/usr/local/bin/portcullis"
-
-# The libraries it links, at the paths the loader looks in.
-libs=$(ldd "$binary" | awk '/=>/ { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u)
-multiarch=$(dirname "$(ldd "$binary" | awk '/libc.so/ { print $3 }')")
-for lib in $libs; do
-  mkdir -p "$rootfs$(dirname "$lib")"
-  cp -L "$lib" "$rootfs$lib"
-done
-for nss in libnss_files.so.2 libnss_dns.so.2 libresolv.so.2; do
-  [ -e "$multiarch/$nss" ] && mkdir -p "$rootfs$multiarch" && cp -L "$multiarch/$nss" "$rootfs$multiarch/"
-done
-printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 printf 'root:x:0:0:root:/:/sbin/nologin\nportcullis:x:65532:65532:portcullis:/var/lib/portcullis:/sbin/nologin\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nportcullis:x:65532:\n' >"$rootfs/etc/group"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$rootfs/etc/hosts"
@@ -49,14 +36,10 @@ cp routes/gateway.toml "$rootfs/etc/portcullis/gateway.toml"
 chmod 1777 "$rootfs/tmp"
 cp edge-deploy/Containerfile "$context/"
 
-# It runs on the rootfs' libraries alone, and reads its config there.
-loader=$(ldd "$binary" | awk '/ld-linux/ { print $1 }')
-run_in_rootfs() {
-  env -i "$rootfs$loader" --library-path "$rootfs$multiarch:$rootfs/lib:$rootfs/usr/lib" "$rootfs/usr/local/bin/portcullis" "$@"
-}
-run_in_rootfs --version
-run_in_rootfs check "$rootfs/etc/portcullis/gateway.toml"
-echo "rootfs: $rootfs ($(du -sh "$rootfs" | cut -f1)), runs on its own libraries"
+# It runs from the rootfs with nothing from the environment, and reads its config there.
+env -i "$rootfs/usr/local/bin/portcullis" --version
+env -i "$rootfs/usr/local/bin/portcullis" check "$rootfs/etc/portcullis/gateway.toml"
+echo "rootfs: $rootfs ($(du -sh "$rootfs" | cut -f1)): a static binary and its files"
 $rootfs_only && exit 0
 
 if ! command -v podman >/dev/null || ! podman info >/dev/null 2>&1; then

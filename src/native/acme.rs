@@ -193,14 +193,8 @@ struct Running {
 impl Acme {
     /// Starts keeping the names the config's listeners list, stops keeping
     /// those it no longer does; new settings start every task again.
-    /// `issued` is called after each certificate is published.
-    pub(crate) fn follow(
-        &self,
-        config: &Config,
-        base: &Path,
-        ports: Arc<NodePorts>,
-        issued: Arc<dyn Fn() + Send + Sync>,
-    ) {
+    /// `event` is told of each order's result and each certificate published.
+    pub(crate) fn follow(&self, config: &Config, base: &Path, ports: Arc<NodePorts>, event: OnEvent) {
         let names: Vec<String> =
             config.listeners.iter().filter_map(|l| l.tls.as_ref()).flat_map(|t| t.acme.iter().cloned()).collect();
         let Ok(mut running) = self.running.lock() else { return };
@@ -232,7 +226,7 @@ impl Acme {
             settings: settings.clone(),
             account: OnceCell::new(),
             certificates: self.certificates.clone(),
-            issued,
+            event,
         });
         for name in names {
             if let std::collections::hash_map::Entry::Vacant(slot) = running.tasks.entry(name) {
@@ -272,7 +266,19 @@ struct Orderer {
     /// Made (or read from the state folder) once, by the first order.
     account: OnceCell<Account>,
     certificates: Arc<Certificates>,
-    issued: Arc<dyn Fn() + Send + Sync>,
+    event: OnEvent,
+}
+
+/// Told of each certificate's events, by name.
+pub(crate) type OnEvent = Arc<dyn Fn(&str, Event) + Send + Sync>;
+
+/// What the node hears of its certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A certificate is served (ordered, or read from the disk or the store).
+    Published,
+    /// An order: issued, or failed.
+    Ordered { issued: bool },
 }
 
 /// Keeps `name`'s certificate: the one in the state folder (or a newer one
@@ -305,6 +311,7 @@ async fn keep(orderer: Arc<Orderer>, name: String) {
         }
         let result = orderer.order(&name).await;
         orderer.release(&name).await;
+        (orderer.event)(&name, Event::Ordered { issued: result.is_ok() });
         match result {
             Ok(issued) => {
                 failures = 0;
@@ -424,7 +431,7 @@ impl Orderer {
 
     fn publish(&self, name: &str, issued: Issued) {
         self.certificates.publish(name, issued);
-        (self.issued)();
+        (self.event)(name, Event::Published);
     }
 
     /// `NAME.pem` in the state folder: the chain, then its key.

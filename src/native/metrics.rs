@@ -97,6 +97,13 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcmeLabels {
+    /// A name a listener orders (bounded by the config).
+    name: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConfigLabels {
     sha256: String,
     file: String,
@@ -152,6 +159,7 @@ pub(crate) struct Metrics {
     config_loaded: Gauge<f64, AtomicU64>,
     store_keys: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge>,
+    acme_orders: Family<AcmeLabels, Counter>,
     unmatched: Arc<str>,
     no_service: Arc<str>,
     /// Off when nothing serves `/metrics` (`--metrics-listen off`): requests
@@ -192,6 +200,7 @@ impl Metrics {
             config_loaded: Gauge::default(),
             store_keys: Gauge::default(),
             certificate_expiry: Family::default(),
+            acme_orders: Family::default(),
             unmatched: UNMATCHED.into(),
             no_service: NO_SERVICE.into(),
             enabled,
@@ -220,6 +229,7 @@ impl Metrics {
             "portcullis_config_loaded_timestamp_seconds", "When the running config was loaded (Unix time)", m.config_loaded;
             "portcullis_store_keys", "Records in the in-memory store after its last purge of expired ones", m.store_keys;
             "portcullis_tls_certificate_expiry_timestamp_seconds", "When each certificate a TLS listener serves expires (Unix time), by listener and its first name", m.certificate_expiry;
+            "portcullis_acme_orders", "Certificate orders to the ACME directory by name and result (issued, failed)", m.acme_orders;
         );
         registry.register_collector(Box::new(Live { state, started: unix_now() }));
         Self { registry, ..m }
@@ -364,6 +374,12 @@ impl Metrics {
                 .get_or_create(&CertificateLabels { listener: listener.clone(), name })
                 .set(cert.not_after);
         }
+    }
+
+    /// An ACME order for `name`: issued, or failed (the certificate served stays).
+    pub(crate) fn acme_order(&self, name: &str, issued: bool) {
+        let result = if issued { "issued" } else { "failed" };
+        self.acme_orders.get_or_create(&AcmeLabels { name: name.to_string(), result }).inc();
     }
 
     /// A reload: `ok`, or rejected (the running config stays).
@@ -703,6 +719,7 @@ service = "api"
             not_after: 1_767_225_600,
         };
         metrics.certificates(&[("public".into(), served, Duration::ZERO)]);
+        metrics.acme_order("a.test", false);
         metrics.encode().unwrap()
     }
 
@@ -730,7 +747,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 31, "{exported:?}");
+        assert_eq!(exported.len(), 32, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =

@@ -20,7 +20,7 @@ use super::listeners::Listeners;
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
-use super::{NodeClock, NodeKv, NodePorts, admin, load_config_hashed, origins, probe};
+use super::{NodeClock, NodeKv, NodePorts, acme, admin, load_config_hashed, origins, probe};
 use crate::config::ConfigErrors;
 use crate::pipeline::Gateway;
 use crate::ports::KvStore;
@@ -219,15 +219,17 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
 }
 
 /// Orders and renews the certificates the running config's listeners name
-/// (`[acme]`); each one issued updates the expiry metrics.
+/// (`[acme]`): each one served updates the expiry metrics, each order is counted.
 fn follow_acme(node: &Arc<Node>) {
     let weak = Arc::downgrade(node);
-    let issued = Arc::new(move || {
-        if let Some(node) = weak.upgrade() {
-            node.metrics.certificates(&node.listeners.certificates());
+    let event = Arc::new(move |name: &str, event: acme::Event| {
+        let Some(node) = weak.upgrade() else { return };
+        match event {
+            acme::Event::Published => node.metrics.certificates(&node.listeners.certificates()),
+            acme::Event::Ordered { issued } => node.metrics.acme_order(name, issued),
         }
     });
-    node.listeners.acme.follow(&node.gateway.load().config, &node.base(), node.ports.clone(), issued);
+    node.listeners.acme.follow(&node.gateway.load().config, &node.base(), node.ports.clone(), event);
 }
 
 /// After the listeners closed: waits for open connections and upgraded

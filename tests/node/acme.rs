@@ -244,6 +244,13 @@ async fn tls_alpn_01_renews_at_two_thirds_and_a_failed_renewal_keeps_the_certifi
     }
     let after = served(&client, ports.1, Duration::from_secs(2)).await;
     assert_eq!(after, second, "the renewed certificate is still served");
+    let metrics = send(node.metrics_addr.unwrap(), get("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let orders = |result: &str| -> u64 {
+        let series = format!("portcullis_acme_orders_total{{name=\"app.test\",result=\"{result}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&series)?.trim().parse().ok()).unwrap_or(0)
+    };
+    assert!(orders("issued") >= 2 && orders("failed") >= 1, "orders are counted: {text}");
     let _ = std::fs::remove_dir_all(&state);
 }
 
