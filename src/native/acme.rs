@@ -309,11 +309,17 @@ async fn keep(orderer: Arc<Orderer>, name: String) {
             orderer.adopt(&name).await;
             continue;
         }
+        // Another node may have finished an order just before the claim.
+        orderer.adopt(&name).await;
+        if orderer.certificates.issued(&name).is_some_and(|c| unix_now() < renewal_due(&c.served)) {
+            orderer.release(&name).await;
+            continue;
+        }
         let result = orderer.order(&name).await;
-        orderer.release(&name).await;
         (orderer.event)(&name, Event::Ordered { issued: result.is_ok() });
         match result {
             Ok(issued) => {
+                orderer.release(&name).await;
                 failures = 0;
                 tracing::info!(name, not_after = issued.served.not_after, "certificate issued by the ACME directory");
                 orderer.publish(&name, issued);
@@ -330,6 +336,9 @@ async fn keep(orderer: Arc<Orderer>, name: String) {
                     serving_until = serving,
                     "ordering a certificate failed; the one being served (if any) stays"
                 );
+                // The claim lasts the backoff: the fleet waits too, rather
+                // than spend the directory's failed-validation limit.
+                orderer.hold(&name, retry).await;
                 tokio::time::sleep(retry).await;
             }
         }
@@ -420,6 +429,14 @@ impl Orderer {
                 tracing::warn!(name, error = %e, "the store is unreachable; ordering without a claim");
                 true
             }
+        }
+    }
+
+    /// Keeps the claim on `name` for `how_long` (after a failed order).
+    async fn hold(&self, name: &str, how_long: Duration) {
+        let claim = serde_json::to_vec(&Claim { holder: holder() }).unwrap_or_default();
+        if let Err(e) = self.ports.kv.set(&claim_key(name), &claim, Some(how_long)).await {
+            tracing::debug!(name, error = %e, "a claim could not be kept for the backoff");
         }
     }
 

@@ -316,3 +316,39 @@ async fn a_fleet_orders_once_and_every_node_serves_and_answers() {
         let _ = std::fs::remove_dir_all(state);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_order_the_fleet_waits_out_the_backoff() {
+    let redis = super::support::redis::Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let dir = support::temp_path("acme-down");
+    let ca = write(&dir, "ca.pem", &Ca::new("a directory's CA").pem());
+    // A directory nobody answers at: every order fails.
+    let config = |state: &str| {
+        format!(
+            "[services.echo]\nurl = \"http://127.0.0.1:{}\"\n\n[acme]\ndirectory = \"https://127.0.0.1:{}/dir\"\nstate = \"{}\"\ndirectory_ca = \"{}\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\nacme = [\"app.test\"]\n",
+            origin.port(),
+            free_port(),
+            dir.join(state).display(),
+            ca.display()
+        )
+    };
+    let store = ["--store", &redis.url()];
+    let a = Node::start_args(&config("a"), &[], &store);
+    let b = Node::start_args(&config("b"), &[], &store);
+    let failed = || {
+        [&a, &b]
+            .iter()
+            .map(|n| n.stderr().iter().filter(|l| l.contains("ordering a certificate failed")).count())
+            .sum::<usize>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failed() == 0 {
+        assert!(Instant::now() < deadline, "no order failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Longer than the fleet's look at the store (5 s): nobody else tries.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(failed(), 1, "one node tried; the claim held the other off for the backoff");
+    let _ = std::fs::remove_dir_all(&dir);
+}
