@@ -15,12 +15,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::support::origin::Origin;
 use super::support::pki::{Ca, Client, write};
-use super::support::{self, Node, get, send};
-
-/// A free loopback port (bound, then let go).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use super::support::{self, Node, free_port, get, send};
 
 /// pebble and its DNS, killed when dropped.
 struct Pebble {

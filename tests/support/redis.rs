@@ -32,7 +32,7 @@ impl Redis {
     }
 
     pub fn start() -> Redis {
-        Self::start_on(super::closed_port())
+        Self::start_on(super::free_port())
     }
 
     /// Stops the server (as an outage would).
