@@ -730,7 +730,7 @@ async fn kept_connections_the_origin_closed_are_replaced_not_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_checks_keep_a_dead_target_out_from_the_start_and_restore_it() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
-    let late_port = support::closed_port();
+    let late_port = support::free_port();
     let config = support::api_config(&format!(
         r#"targets = [{{ url = "http://127.0.0.1:{}/a" }}, {{ url = "http://127.0.0.1:{late_port}/b" }}]
 [services.api.retry]

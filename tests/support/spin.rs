@@ -136,7 +136,7 @@ fn try_launch(
     args: &[String],
     env: &[(&str, String)],
 ) -> Result<SpinApp, Vec<String>> {
-    let port = super::closed_port();
+    let port = super::free_port();
     let mut child = Command::new(spin)
         .process_group(0)
         .current_dir(dir)
