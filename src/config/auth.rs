@@ -3,7 +3,7 @@
 //! SHA-256 of their key), compiled into what the authn phase needs:
 //! parsed algorithms, decoded keys, hashed consumer keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,6 +240,17 @@ pub struct Challenge {
     pub(crate) realm: String,
     pub(crate) bearer: bool,
     pub(crate) api_key: bool,
+}
+
+/// The identity a provider's consumer becomes.
+fn consumer(provider: &str, id: &Spanned<String>, groups: &[String], scopes: &[String]) -> Arc<Identity> {
+    Arc::new(Identity {
+        provider: provider.to_string(),
+        subject: id.get_ref().clone(),
+        groups: groups.to_vec(),
+        scopes: scopes.to_vec(),
+        claims: serde_json::Map::new(),
+    })
 }
 
 impl Compiler<'_> {
@@ -570,19 +581,24 @@ impl Compiler<'_> {
         }
     }
 
+    /// A consumer's id (`{key}.id`): non-empty, and unique among `ids`.
+    fn unique_id(&mut self, key: &str, id: &Spanned<String>, ids: &mut BTreeSet<String>) {
+        if id.get_ref().trim().is_empty() || !ids.insert(id.get_ref().clone()) {
+            self.error(id.span(), format!("{key}.id"), "consumer ids must be non-empty and unique");
+        }
+    }
+
     fn mtls_provider(&mut self, name: &str, raw: &Spanned<RawMtls>) -> Option<MtlsProvider> {
         let key = format!("auth.mtls.{name}");
         let r = raw.get_ref();
         let before = self.errors.len();
         let mut consumers = Vec::new();
-        let mut ids: BTreeMap<String, ()> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
         for (i, c) in r.consumers.iter().enumerate() {
             let k = format!("{key}.consumers[{i}]");
             let spanned = c;
             let c = c.get_ref();
-            if c.id.get_ref().trim().is_empty() || ids.insert(c.id.get_ref().clone(), ()).is_some() {
-                self.error(c.id.span(), format!("{k}.id"), "consumer ids must be non-empty and unique");
-            }
+            self.unique_id(&k, &c.id, &mut ids);
             let Some(cert_name) = self.cert_name(&k, spanned.span(), c) else { continue };
             if consumers.iter().any(|(n, _)| *n == cert_name) {
                 self.error(spanned.span(), k, "another consumer has this certificate name");
@@ -591,14 +607,7 @@ impl Compiler<'_> {
             if c.disabled {
                 continue;
             }
-            let consumer = Arc::new(Identity {
-                provider: name.to_string(),
-                subject: c.id.get_ref().clone(),
-                groups: c.groups.clone(),
-                scopes: c.scopes.clone(),
-                claims: serde_json::Map::new(),
-            });
-            consumers.push((cert_name, consumer));
+            consumers.push((cert_name, consumer(name, &c.id, &c.groups, &c.scopes)));
         }
         let mut forward = Vec::new();
         for (header, field) in &r.forward {
@@ -677,13 +686,11 @@ impl Compiler<'_> {
             }
         };
         let mut consumers = BTreeMap::new();
-        let mut ids: BTreeMap<String, ()> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
         for (i, c) in r.consumers.iter().enumerate() {
             let c = c.get_ref();
             let k = format!("{key}.consumers[{i}]");
-            if c.id.get_ref().trim().is_empty() || ids.insert(c.id.get_ref().clone(), ()).is_some() {
-                self.error(c.id.span(), format!("{k}.id"), "consumer ids must be non-empty and unique");
-            }
+            self.unique_id(&k, &c.id, &mut ids);
             let Some(digest) =
                 self.check(c.key_sha256.span(), &format!("{k}.key_sha256"), parse_sha256(c.key_sha256.get_ref()))
             else {
@@ -692,14 +699,7 @@ impl Compiler<'_> {
             if c.disabled {
                 continue;
             }
-            let consumer = Arc::new(Identity {
-                provider: name.to_string(),
-                subject: c.id.get_ref().clone(),
-                groups: c.groups.clone(),
-                scopes: c.scopes.clone(),
-                claims: serde_json::Map::new(),
-            });
-            if consumers.insert(digest, consumer).is_some() {
+            if consumers.insert(digest, consumer(name, &c.id, &c.groups, &c.scopes)).is_some() {
                 self.error(c.key_sha256.span(), format!("{k}.key_sha256"), "two consumers share this key");
             }
         }
