@@ -17,9 +17,9 @@
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use arc_swap::ArcSwap;
@@ -35,10 +35,10 @@ use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use super::tls::{self, Served};
-use super::{NodeKv, NodePorts};
+use super::{NodeClock, NodeKv, NodePorts};
 use crate::config::acme::{Acme as Settings, Challenge};
 use crate::config::{Config, ConfigError};
-use crate::ports::{KvStore, store_key};
+use crate::ports::{Clock, KvStore, store_key};
 
 /// The path HTTP-01 answers are asked at.
 pub(crate) const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -69,8 +69,6 @@ pub(crate) struct Certificates {
     alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     /// HTTP-01: a token's key authorization.
     http: Mutex<HashMap<String, String>>,
-    /// Tokens in `http` (a request path is looked at only when some are).
-    http_pending: AtomicUsize,
 }
 
 impl Certificates {
@@ -85,9 +83,6 @@ impl Certificates {
     /// The key authorization to answer `path` with, when it asks for a
     /// token being validated.
     pub(crate) fn http01(&self, path: &str) -> Option<String> {
-        if self.http_pending.load(Ordering::Acquire) == 0 {
-            return None;
-        }
         let token = path.strip_prefix(HTTP01_PREFIX)?;
         self.http.lock().ok()?.get(token).cloned()
     }
@@ -121,7 +116,6 @@ impl Answering<'_> {
     fn http(&mut self, token: String, key_authorization: String) {
         if let Ok(mut http) = self.certificates.http.lock() {
             http.insert(token.clone(), key_authorization);
-            self.certificates.http_pending.fetch_add(1, Ordering::AcqRel);
             self.tokens.push(token);
         }
     }
@@ -138,9 +132,7 @@ impl Drop for Answering<'_> {
     fn drop(&mut self) {
         if let Ok(mut http) = self.certificates.http.lock() {
             for token in &self.tokens {
-                if http.remove(token).is_some() {
-                    self.certificates.http_pending.fetch_sub(1, Ordering::AcqRel);
-                }
+                http.remove(token);
             }
         }
         if let Ok(mut alpn) = self.certificates.alpn.lock() {
@@ -387,7 +379,7 @@ fn renewal_due(served: &Served) -> u64 {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    NodeClock::default().now().as_secs()
 }
 
 impl Orderer {
@@ -475,7 +467,7 @@ impl Orderer {
         self.account
             .get_or_try_init(|| async {
                 let digest = Sha256::digest(self.settings.directory.as_bytes());
-                let path = self.state.join(format!("account-{}.json", hex(&digest[..8])));
+                let path = self.state.join(format!("account-{}.json", crate::shared::hex::hex(&digest[..8])));
                 let builder = || match &self.directory_ca {
                     Some(ca) => {
                         Account::builder_with_root(ca).with_context(|| format!("acme.directory_ca: {}", ca.display()))
@@ -581,7 +573,7 @@ fn alpn_certificate(name: &str, digest: impl AsRef<[u8]>) -> anyhow::Result<Arc<
     // Not checked against its key by parsing: webpki refuses the critical
     // acmeIdentifier extension, which only the validator reads.
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let signing = rustls::crypto::aws_lc_rs::default_provider().key_provider.load_private_key(der)?;
+    let signing = tls::provider().key_provider.load_private_key(der)?;
     Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)))
 }
 
@@ -606,10 +598,6 @@ fn write_private(folder: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()>
     std::fs::rename(&partial, path).with_context(|| path.display().to_string())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,7 +614,7 @@ mod tests {
     #[test]
     fn kv_schema_acme_matches_the_code() {
         let layout = |n: usize| block("text key", n).strip_suffix("{sha256-hex}").expect("layout").to_string();
-        let digest = |text: &str| hex(&Sha256::digest(text.as_bytes()));
+        let digest = |text: &str| crate::shared::hex::hex(&Sha256::digest(text.as_bytes()));
         assert_eq!(cert_key("a.test"), format!("{}{}", layout(0), digest("a.test")));
         assert_eq!(claim_key("a.test"), format!("{}{}", layout(1), digest("a.test")));
         assert_eq!(token_key("tok"), format!("{}{}", layout(2), digest("tok")));

@@ -58,14 +58,20 @@ pub(crate) struct Mode {
 impl Mode {
     /// The call's mode, if its content type is gRPC-Web.
     pub(crate) fn of(headers: &HeaderMap) -> Option<Mode> {
-        let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        let rest = essence.strip_prefix("application/grpc-web")?;
-        let (text, rest) = match rest.strip_prefix("-text") {
-            Some(rest) => (true, rest),
-            None => (false, rest),
+        // Every request with a body asks: nothing is allocated unless it is one.
+        const WEB: &[u8] = b"application/grpc-web";
+        let value = headers.get(CONTENT_TYPE)?.as_bytes();
+        let essence = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        if essence.len() < WEB.len() || !essence[..WEB.len()].eq_ignore_ascii_case(WEB) {
+            return None;
+        }
+        let rest = &essence[WEB.len()..];
+        let (text, rest) = match rest.get(..5) {
+            Some(t) if t.eq_ignore_ascii_case(b"-text") => (true, &rest[5..]),
+            _ => (false, rest),
         };
-        (rest.is_empty() || rest.starts_with('+')).then(|| Mode { text, suffix: rest.to_string() })
+        let suffix = std::str::from_utf8(rest).ok()?.to_ascii_lowercase();
+        (suffix.is_empty() || suffix.starts_with('+')).then_some(Mode { text, suffix })
     }
 
     /// The content type of the gateway's own answers to the call.
@@ -134,7 +140,6 @@ pub(crate) async fn phase<P: Ports>(
         return Ok(Flow::Continue);
     }
     ctx.grpc = true;
-    ctx.grpc_web_bridged = true;
     let headers = req.headers_mut();
     headers.insert(CONTENT_TYPE, mode.grpc_content_type());
     headers.remove(X_GRPC_WEB);
@@ -149,19 +154,14 @@ pub(crate) async fn phase<P: Ports>(
 /// A bridged call's gRPC answer, as gRPC-Web; anything else (an origin
 /// that did not answer in gRPC) goes as it is.
 pub(crate) async fn response_phase<P: Ports>(
-    _gateway: &Gateway,
+    gateway: &Gateway,
     _ports: &P,
     outcome: &mut Outcome<Body<P>>,
     ctx: &mut Ctx,
 ) {
-    let (Some(mode), true, Ok(resp)) = (&ctx.grpc_web, ctx.grpc_web_bridged, outcome.as_mut()) else { return };
-    let is_grpc = resp.headers().get(CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16
-            && v[..16].eq_ignore_ascii_case(b"application/grpc")
-            && matches!(v.get(16), None | Some(b'+' | b';'))
-    });
-    if !is_grpc {
+    let (Some(mode), Ok(resp)) = (&ctx.grpc_web, outcome.as_mut()) else { return };
+    // Bridged (the route's), and answered in gRPC.
+    if gateway.route(ctx).is_none_or(|r| r.grpc_web.is_none()) || !super::grpc::is_call(resp.headers()) {
         return;
     }
     let headers = resp.headers_mut();

@@ -125,8 +125,6 @@ pub(crate) struct Ctx {
     pub(crate) grpc_timeout: Option<Duration>,
     /// A gRPC-Web call: the gateway's own answers are gRPC-Web statuses.
     pub(crate) grpc_web: Option<grpc_web::Mode>,
-    /// It was bridged to gRPC: the origin's answer goes back as gRPC-Web.
-    pub(crate) grpc_web_bridged: bool,
     /// A page origin the route lets call: every answer says so (CORS).
     pub(crate) cors_origin: Option<HeaderValue>,
     /// A WebSocket upgrade the route takes: how its connection is held.
@@ -323,7 +321,6 @@ impl Ctx {
             grpc: grpc::is_call(headers),
             grpc_timeout: None,
             grpc_web: grpc_web::Mode::of(headers),
-            grpc_web_bridged: false,
             cors_origin: None,
             tunnel: None,
             failure: None,

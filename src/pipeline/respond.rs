@@ -37,14 +37,14 @@ const EXPOSED_TO_PAGES: HeaderValue = HeaderValue::from_static(
 );
 
 /// Headers every answer carries, and the log record.
-pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
+pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
     response.headers_mut().insert(transform::X_REQUEST_ID, ctx.request_id.clone());
     if ctx.scheme == "https"
         && let Some(hsts) = ctx.listener.as_deref().and_then(|name| super::listener::hsts(config, name))
     {
         response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
-    if let Some(origin) = ctx.cors_origin.clone() {
+    if let Some(origin) = ctx.cors_origin.take() {
         let headers = response.headers_mut();
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.append(VARY, HeaderValue::from_static("origin"));
