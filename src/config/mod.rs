@@ -11,6 +11,7 @@ pub mod auth;
 pub(crate) mod balance;
 pub(crate) mod caller_key;
 pub(crate) mod canary;
+pub(crate) mod cors;
 pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
@@ -129,6 +130,8 @@ pub(crate) struct Service {
     pub(crate) http2: bool,
     /// TLS settings for its HTTPS origins. Default: the system's roots.
     pub(crate) tls: Option<origin::OriginTls>,
+    /// The CORS policy of its routes that name none. Default: none.
+    pub(crate) cors: Option<Arc<cors::Cors>>,
 }
 
 /// One origin address of a service.
@@ -173,10 +176,12 @@ pub struct Route {
     /// after this long without a byte either way. `None`: an upgrade
     /// request is forwarded as a plain one.
     pub(crate) websocket: Option<Duration>,
-    /// gRPC-Web calls are translated to gRPC for the origin and back, and
-    /// browsers at these origins may make them. `None`: a gRPC-Web call
-    /// goes to the origin as it came.
-    pub(crate) grpc_web: Option<grpc_web::GrpcWeb>,
+    /// gRPC-Web calls are translated to gRPC for the origin and back.
+    /// Default: a gRPC-Web call goes to the origin as it came.
+    pub(crate) grpc_web: bool,
+    /// Which pages may call, answered by the gateway (preflights never
+    /// reach the origin): the route's policy, else its service's. Default: none.
+    pub(crate) cors: Option<Arc<cors::Cors>>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -306,6 +311,7 @@ struct Known<'a> {
     services: &'a [Service],
     auth: &'a AuthConfig,
     rate_limits: &'a [RateLimit],
+    cors: &'a [Arc<cors::Cors>],
     broken: &'a Broken,
 }
 
@@ -315,11 +321,17 @@ struct Broken {
     services: Vec<String>,
     providers: Vec<String>,
     limits: Vec<String>,
+    cors: Vec<String>,
 }
 
 impl From<&raw::Unparsed> for Broken {
     fn from(u: &raw::Unparsed) -> Self {
-        Self { services: u.services.clone(), providers: u.providers.clone(), limits: u.limits.clone() }
+        Self {
+            services: u.services.clone(),
+            providers: u.providers.clone(),
+            limits: u.limits.clone(),
+            cors: u.cors.clone(),
+        }
     }
 }
 
@@ -369,8 +381,10 @@ impl Compiler<'_> {
         let gateway = self.gateway(raw.gateway);
         let mut services = Vec::new();
         let mut broken = Broken::from(&raw.unparsed);
+        let cors = self.cors_policies(&raw.cors);
+        broken.cors.extend(raw.cors.keys().filter(|n| !cors.iter().any(|c| *c.name == ***n)).cloned());
         for (name, svc) in &raw.services {
-            match self.service(name, svc) {
+            match self.service(name, svc, &cors, &broken.cors) {
                 Some(s) => services.push(s),
                 None => broken.services.push(name.clone()),
             }
@@ -386,7 +400,7 @@ impl Compiler<'_> {
         let admin_tokens = self.admin(&raw.admin);
         let acme = self.acme(&raw.acme);
         let listeners = self.listeners(&raw.listeners, raw.acme.is_some());
-        let known = Known { services: &services, auth: &auth, rate_limits: &rate_limits, broken: &broken };
+        let known = Known { services: &services, auth: &auth, rate_limits: &rate_limits, cors: &cors, broken: &broken };
         let mut routes = Vec::new();
         let mut origins = Vec::new();
         let mut seen_names = BTreeMap::new();
@@ -579,7 +593,13 @@ impl Compiler<'_> {
         self.check(v.span(), key, parsed).unwrap_or(default)
     }
 
-    fn service(&mut self, name: &str, svc: &Spanned<RawService>) -> Option<Service> {
+    fn service(
+        &mut self,
+        name: &str,
+        svc: &Spanned<RawService>,
+        cors: &[Arc<cors::Cors>],
+        broken_cors: &[String],
+    ) -> Option<Service> {
         let key = format!("services.{name}");
         let raw = svc.get_ref();
         let connect_timeout =
@@ -631,6 +651,7 @@ impl Compiler<'_> {
             let parsed = Some(*m.get_ref()).filter(|n| *n > 0).ok_or_else(|| "must be at least 1".to_string());
             self.check(m.span(), &format!("{key}.max_in_flight"), parsed)
         });
+        let cors = self.service_cors(&key, raw.cors.as_ref(), cors, broken_cors);
         (self.errors.len() == errors_before).then(|| Service {
             name: name.into(),
             targets,
@@ -643,6 +664,7 @@ impl Compiler<'_> {
             request_timeout,
             http2,
             tls,
+            cors,
         })
     }
 
@@ -685,6 +707,7 @@ impl Compiler<'_> {
         let retry_non_idempotent = self.route_retry(r.span(), &format!("routes[{i}]"), raw, methods.as_deref(), svc);
         let websocket = self.route_websocket(&key, raw, methods.as_deref(), svc);
         let grpc_web = self.route_grpc_web(&key, raw, methods.as_deref(), svc);
+        let cors = self.route_cors(&key, raw, svc.cors.as_ref(), known.cors, &known.broken.cors);
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,
@@ -702,6 +725,7 @@ impl Compiler<'_> {
             canary,
             websocket,
             grpc_web,
+            cors,
         })
     }
 

@@ -26,6 +26,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) listeners: Vec<Spanned<RawListener>>,
     pub(crate) acme: Option<Spanned<RawAcme>>,
+    #[serde(default)]
+    pub(crate) cors: BTreeMap<String, Spanned<RawCors>>,
     /// Names the file defines whose entries did not parse: their own errors
     /// are reported, references to them are not.
     #[serde(skip)]
@@ -41,6 +43,22 @@ pub(crate) struct Unparsed {
     pub(crate) services: Vec<String>,
     pub(crate) limits: Vec<String>,
     pub(crate) providers: Vec<String>,
+    pub(crate) cors: Vec<String>,
+}
+
+/// `[cors.NAME]`: which pages (by origin) may call the routes and services
+/// that name the policy, and what their browsers may send and read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    pub(crate) origins: Spanned<Vec<Spanned<String>>>,
+    pub(crate) methods: Option<Vec<Spanned<String>>>,
+    pub(crate) headers: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(crate) expose_headers: Vec<Spanned<String>>,
+    pub(crate) credentials: Option<Spanned<bool>>,
+    pub(crate) max_age: Option<Spanned<String>>,
+    pub(crate) refuse_other_origins: Option<bool>,
 }
 
 /// `[sweep]`: removing expired records from a store without expiry.
@@ -174,6 +192,7 @@ pub(crate) struct RawService {
     pub(crate) breaker: Option<Spanned<RawBreaker>>,
     pub(crate) http2: Option<Spanned<bool>>,
     pub(crate) tls: Option<Spanned<RawOriginTls>>,
+    pub(crate) cors: Option<Spanned<String>>,
 }
 
 /// `services.NAME.tls`: how the node verifies (and proves itself to) an
@@ -284,6 +303,7 @@ pub(crate) struct RawRoute {
     pub(crate) websocket_idle_timeout: Option<Spanned<String>>,
     pub(crate) grpc_web: Option<Spanned<bool>>,
     pub(crate) grpc_web_origins: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) cors: Option<Spanned<String>>,
 }
 
 /// `routes[].canary`: part of the route's callers to another service.

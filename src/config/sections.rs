@@ -41,6 +41,14 @@ impl Compiler<'_> {
                         }
                     }
                 }
+                "cors" => {
+                    for (name, v) in self.table(value, "cors") {
+                        match self.entry(v, &format!("cors.{name}")) {
+                            Some(policy) => drop(raw.cors.insert(name, policy)),
+                            None => raw.unparsed.cors.push(name),
+                        }
+                    }
+                }
                 "sweep" => raw.sweep = self.entry(value, "sweep"),
                 "admin" => raw.admin = self.entry(value, "admin"),
                 "listeners" => raw.listeners = self.entry(value, "listeners").unwrap_or_default(),

@@ -123,7 +123,7 @@ pub fn edge_problems(config: &Config) -> (Vec<String>, Vec<String>) {
             route.name
         ));
     }
-    for route in config.routes.iter().filter(|r| r.grpc_web.is_some()) {
+    for route in config.routes.iter().filter(|r| r.grpc_web) {
         warnings.push(format!(
             "route `{}`: grpc_web: the edge cannot bridge gRPC-Web to gRPC (Spin's outbound HTTP carries no trailers); it answers such calls UNIMPLEMENTED, its CORS preflights as the node does",
             route.name

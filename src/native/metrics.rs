@@ -75,6 +75,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CorsLabels {
+    route: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     policy: Arc<str>,
     outcome: &'static str,
@@ -152,6 +158,7 @@ pub(crate) struct Metrics {
     retries: Family<ServiceLabel, Counter>,
     try_failures: Family<FailureLabels, Counter>,
     fallbacks: Family<RouteLabel, Counter>,
+    cors: Family<CorsLabels, Counter>,
     store_duration: Histograms<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -193,6 +200,7 @@ impl Metrics {
             retries: Family::default(),
             try_failures: Family::default(),
             fallbacks: Family::default(),
+            cors: Family::default(),
             store_duration: Family::new_with_constructor(Buckets),
             store_errors: Family::default(),
             reloads: Family::default(),
@@ -222,6 +230,7 @@ impl Metrics {
             "portcullis_upstream_retries", "Tries after a request's first", m.retries;
             "portcullis_upstream_try_failures", "Tries that got no answer, by service and kind", m.try_failures;
             "portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks;
+            "portcullis_cors", "Calls from pages on routes with a CORS policy, by outcome (preflight, allowed, refused)", m.cors;
             "portcullis_store_duration_seconds", "Round trips to the shared store (Redis), by operation", m.store_duration;
             "portcullis_store_errors", "Failed calls to the shared store (Redis), by operation", m.store_errors;
             "portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads;
@@ -296,6 +305,9 @@ impl Metrics {
             && let Some(route) = &log.route
         {
             self.fallbacks.get_or_create(&RouteLabel { route: route.clone() }).inc();
+        }
+        if let (Some(cors), Some(route)) = (log.cors, &log.route) {
+            self.cors.get_or_create(&CorsLabels { route: route.clone(), outcome: cors.name() }).inc();
         }
         let observed = &log.observed;
         if let Some(auth) = &log.auth {
@@ -639,7 +651,7 @@ service = "api"
 "#;
 
     /// A request that did everything a request can: auth with a key-set
-    /// fetch, a limit, two tries (one failed), the fallback.
+    /// fetch, a limit, a page's call, two tries (one failed), the fallback.
     fn record() -> AccessLog {
         AccessLog {
             time: String::new(),
@@ -661,6 +673,7 @@ service = "api"
             attempts: Some(2),
             fallback: true,
             variant: None,
+            cors: Some(crate::pipeline::cors::CorsOutcome::Allowed),
             upstream_latency_us: Some(100),
             overhead_us: 40,
             config_us: None,
@@ -747,7 +760,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 32, "{exported:?}");
+        assert_eq!(exported.len(), 33, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =

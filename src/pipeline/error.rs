@@ -6,8 +6,8 @@ use thiserror::Error;
 
 use super::accept::AcceptError;
 use super::authn::AuthError;
+use super::cors::CorsError;
 use super::grpc::GrpcError;
-use super::grpc_web::GrpcWebError;
 use super::listener::Misdirected;
 use super::rate_limit::LimitError;
 use super::sweep::SweepError;
@@ -28,7 +28,7 @@ pub(crate) enum GatewayError {
     #[error(transparent)]
     Grpc(#[from] GrpcError),
     #[error(transparent)]
-    GrpcWeb(#[from] GrpcWebError),
+    Cors(#[from] CorsError),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
     #[error(transparent)]
@@ -62,7 +62,7 @@ impl Answer for GatewayError {
             Self::Listener(e) => e.problem(),
             Self::Route(e) => e.problem(),
             Self::Grpc(e) => e.problem(),
-            Self::GrpcWeb(e) => e.problem(),
+            Self::Cors(e) => e.problem(),
             Self::Upgrade(e) => e.problem(),
             Self::Auth(e) => e.problem(),
             Self::Limit(e) => e.problem(),
@@ -106,7 +106,9 @@ mod tests {
             (RouteError::NotFound.into(), 404, "no-route", Source::Client, false),
             (GrpcError::BadTimeout("x".into()).into(), 400, "bad-request", Source::Client, false),
             (GrpcError::Unsupported.into(), 501, "grpc-unsupported", Source::Client, false),
-            (GrpcWebError::OriginRefused("https://x.test".into()).into(), 403, "origin-refused", Source::Client, false),
+            (CorsError::Origin("https://x.test".into()).into(), 403, "origin-refused", Source::Client, false),
+            (CorsError::Method(http::Method::PUT).into(), 403, "cors-refused", Source::Client, false),
+            (CorsError::Header("x-a".into()).into(), 403, "cors-refused", Source::Client, false),
             (UpgradeError::Unsupported.into(), 501, "upgrade-unsupported", Source::Client, false),
             (AuthError::KeysUnavailable.into(), 503, "keys-unavailable", Source::Upstream, false),
             (LimitError::StoreDown("down".into()).into(), 503, "rate-limit-unavailable", Source::Store, false),

@@ -1,10 +1,7 @@
 //! gRPC-Web, browsers' gRPC (`application/grpc-web…` over HTTP/1.1 or
-//! HTTP/2). On a route with `grpc_web`, three phases:
+//! HTTP/2). On a route with `grpc_web`, two phases (pages at other
+//! origins call under the route's CORS policy, `pipeline/cors.rs`):
 //!
-//! - **CORS** (right after routing, before authentication: a preflight
-//!   carries no credentials): a page origin the route does not list is
-//!   refused; a listed one gets its preflight answered here and every
-//!   answer made readable to it ([`crate::pipeline::respond::finish`]).
 //! - **The bridge** (before the gRPC phase): the call becomes a gRPC call
 //!   for the origin — its content type, and its body decoded from base64
 //!   for `-text` by the home ([`HttpClient::grpc_web_request`]).
@@ -17,35 +14,11 @@
 //! on any route. On a route without `grpc_web` a call goes on as it came,
 //! for an origin that speaks gRPC-Web itself.
 
-use http::header::{
-    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
-    ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
-};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use super::{Ctx, Flow, Gateway, Outcome};
 use crate::ports::{Body, HttpClient, Ports};
-use crate::shared::problem::{Answer, Problem, Source};
-
-/// Why a gRPC-Web call or its preflight is refused.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum GrpcWebError {
-    #[error("the page origin `{0}` may not call this route")]
-    OriginRefused(String),
-}
-
-impl Answer for GrpcWebError {
-    fn problem(&self) -> Problem {
-        match self {
-            Self::OriginRefused(_) => Problem::new(
-                StatusCode::FORBIDDEN,
-                "origin-refused",
-                "pages at this origin may not call this route",
-                Source::Client,
-            ),
-        }
-    }
-}
 
 /// How a gRPC-Web call is framed: `-text` (base64) or binary, and the
 /// message format after `+` (`+proto`, `+json`), if named.
@@ -88,46 +61,6 @@ impl Mode {
 
 /// The header a gRPC-Web client library marks its calls with.
 const X_GRPC_WEB: HeaderName = HeaderName::from_static("x-grpc-web");
-/// How long a browser may keep a preflight's answer.
-const PREFLIGHT_MAX_AGE: HeaderValue = HeaderValue::from_static("86400");
-/// What a preflight may ask for when it names no headers.
-const DEFAULT_ALLOWED_HEADERS: HeaderValue =
-    HeaderValue::from_static("content-type, x-grpc-web, x-user-agent, grpc-timeout, authorization");
-
-pub(crate) async fn cors_phase<P: Ports>(
-    gateway: &Gateway,
-    _ports: &P,
-    req: &mut Request<Body<P>>,
-    ctx: &mut Ctx,
-) -> Result<Flow<Body<P>>, GrpcWebError> {
-    let Some(bridge) = gateway.route(ctx).and_then(|r| r.grpc_web.as_ref()) else {
-        return Ok(Flow::Continue);
-    };
-    let Some(origin) = req.headers().get(ORIGIN).filter(|_| bridge.any_origin || !bridge.origins.is_empty()) else {
-        return Ok(Flow::Continue);
-    };
-    if !bridge.allows(origin) {
-        return Err(GrpcWebError::OriginRefused(String::from_utf8_lossy(origin.as_bytes()).into_owned()));
-    }
-    ctx.cors_origin = Some(origin.clone());
-    if req.method() != Method::OPTIONS || !req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
-        return Ok(Flow::Continue);
-    }
-    // A preflight: the gateway answers for the origin, which never sees it.
-    let mut answer = Response::new(Body::<P>::from(bytes::Bytes::new()));
-    *answer.status_mut() = StatusCode::NO_CONTENT;
-    let headers = answer.headers_mut();
-    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
-    let asked = req.headers().get(ACCESS_CONTROL_REQUEST_HEADERS).filter(|v| is_header_list(v));
-    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.cloned().unwrap_or(DEFAULT_ALLOWED_HEADERS));
-    headers.insert(ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE);
-    Ok(Flow::Respond(answer))
-}
-
-/// A comma-separated list of header names.
-fn is_header_list(value: &HeaderValue) -> bool {
-    value.to_str().is_ok_and(|v| v.split(',').all(|n| HeaderName::from_bytes(n.trim().as_bytes()).is_ok()))
-}
 
 pub(crate) async fn phase<P: Ports>(
     gateway: &Gateway,
@@ -136,7 +69,7 @@ pub(crate) async fn phase<P: Ports>(
     ctx: &mut Ctx,
 ) -> Result<Flow<Body<P>>, std::convert::Infallible> {
     let Some(mode) = ctx.grpc_web.clone() else { return Ok(Flow::Continue) };
-    if gateway.route(ctx).is_none_or(|r| r.grpc_web.is_none()) {
+    if gateway.route(ctx).is_none_or(|r| !r.grpc_web) {
         return Ok(Flow::Continue);
     }
     ctx.grpc = true;
@@ -161,7 +94,7 @@ pub(crate) async fn response_phase<P: Ports>(
 ) {
     let (Some(mode), Ok(resp)) = (&ctx.grpc_web, outcome.as_mut()) else { return };
     // Bridged (the route's), and answered in gRPC.
-    if gateway.route(ctx).is_none_or(|r| r.grpc_web.is_none()) || !super::grpc::is_call(resp.headers()) {
+    if gateway.route(ctx).is_none_or(|r| !r.grpc_web) || !super::grpc::is_call(resp.headers()) {
         return;
     }
     let headers = resp.headers_mut();
@@ -195,11 +128,5 @@ mod tests {
         for not in ["application/grpc", "application/grpc+proto", "application/grpc-webx", "text/plain"] {
             assert_eq!(mode(not), None, "{not}");
         }
-    }
-
-    #[test]
-    fn preflight_header_lists() {
-        assert!(is_header_list(&HeaderValue::from_static("content-type, x-grpc-web,grpc-timeout")));
-        assert!(!is_header_list(&HeaderValue::from_static("content-type, bad header")));
     }
 }

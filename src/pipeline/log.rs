@@ -58,6 +58,9 @@ pub(crate) struct AccessLog {
     /// The side of the route's canary that served: stable or canary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) variant: Option<&'static str>,
+    /// What the route's CORS policy decided for a call from a page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cors: Option<super::cors::CorsOutcome>,
     pub(crate) upstream_latency_us: Option<u64>,
     /// Time the gateway itself took to the response head: the head's time
     /// less the time spent waiting on targets.

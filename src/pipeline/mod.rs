@@ -16,6 +16,7 @@ pub(crate) mod accept;
 pub mod authn;
 pub(crate) mod caller;
 pub(crate) mod canary;
+pub(crate) mod cors;
 pub(crate) mod error;
 pub(crate) mod grpc;
 pub(crate) mod grpc_web;
@@ -125,7 +126,11 @@ pub(crate) struct Ctx {
     pub(crate) grpc_timeout: Option<Duration>,
     /// A gRPC-Web call: the gateway's own answers are gRPC-Web statuses.
     pub(crate) grpc_web: Option<grpc_web::Mode>,
-    /// A page origin the route lets call: every answer says so (CORS).
+    /// A CORS preflight routed by the method it asks for: that method.
+    pub(crate) preflight: Option<Method>,
+    /// What the route's CORS policy decided.
+    pub(crate) cors: Option<cors::CorsOutcome>,
+    /// `Access-Control-Allow-Origin` for every answer (an allowed page).
     pub(crate) cors_origin: Option<HeaderValue>,
     /// A WebSocket upgrade the route takes: how its connection is held.
     pub(crate) tunnel: Option<upgrade::Tunnel>,
@@ -234,7 +239,7 @@ async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>
     run!(listener::phase(gateway, ports, r, ctx));
     run!(sweep::phase(gateway, ports, r, ctx));
     run!(route::phase(gateway, ports, r, ctx));
-    run!(grpc_web::cors_phase(gateway, ports, r, ctx));
+    run!(cors::phase(gateway, ports, r, ctx));
     run!(accept::body_phase(gateway, ports, r, ctx));
     run!(authn::phase(gateway, ports, r, ctx));
     run!(rate_limit::phase(gateway, ports, r, ctx));
@@ -321,6 +326,8 @@ impl Ctx {
             grpc: grpc::is_call(headers),
             grpc_timeout: None,
             grpc_web: grpc_web::Mode::of(headers),
+            preflight: None,
+            cors: None,
             cors_origin: None,
             tunnel: None,
             failure: None,

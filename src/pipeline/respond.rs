@@ -3,7 +3,6 @@
 //! access-log record, which the adapter finishes when the body is done.
 
 use bytes::Bytes;
-use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, VARY};
 use http::{HeaderValue, Response};
 
 use super::error::GatewayError;
@@ -30,12 +29,6 @@ pub(crate) fn problem(err: &GatewayError, ctx: &mut Ctx) -> Response<Bytes> {
     }
 }
 
-/// What a page allowed to call a route may read of its answers: gRPC's
-/// status, and the gateway's limits and request id.
-const EXPOSED_TO_PAGES: HeaderValue = HeaderValue::from_static(
-    "grpc-status, grpc-message, grpc-status-details-bin, x-request-id, retry-after, ratelimit, ratelimit-policy",
-);
-
 /// Headers every answer carries, and the log record.
 pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
     response.headers_mut().insert(transform::X_REQUEST_ID, ctx.request_id.clone());
@@ -44,11 +37,8 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
     {
         response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
-    if let Some(origin) = ctx.cors_origin.take() {
-        let headers = response.headers_mut();
-        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.append(VARY, HeaderValue::from_static("origin"));
-        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_TO_PAGES);
+    if let Some(policy) = ctx.route.and_then(|i| config.routes[i].cors.as_deref()) {
+        super::cors::finish(policy, response.headers_mut(), ctx.cors_origin.take());
     }
     for (name, value) in ctx.limit_headers {
         response.headers_mut().insert(name, value);
@@ -91,6 +81,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
         attempts: (ctx.attempts > 0).then_some(ctx.attempts),
         fallback: ctx.fallback,
         variant: ctx.variant.map(super::canary::Variant::name),
+        cors: ctx.cors,
         upstream_latency_us: ctx.upstream_latency.map(micros),
         overhead_us: micros(elapsed.saturating_sub(ctx.upstream_time)),
         config_us: None,

@@ -121,7 +121,6 @@ grpc_web_origins = ["https://app.test"]
         &[
             (10, "routes[0].grpc_web", "service `s` speaks HTTP/1.1"),
             (16, "routes[1].grpc_web", "add \"POST\" to `methods`"),
-            (17, "routes[1].grpc_web_origins", "add \"OPTIONS\" to `methods`"),
             (17, "routes[1].grpc_web_origins[0]", "is not an origin"),
             (17, "routes[1].grpc_web_origins[1]", "is not an origin"),
             (22, "routes[2].grpc_web_origins", "needs `grpc_web = true`"),
@@ -131,6 +130,93 @@ grpc_web_origins = ["https://app.test"]
         "{SVC}[services.h]\nurl = \"http://127.0.0.1:9001\"\nhttp2 = true\n[[routes]]\npath = \"/b\"\nservice = \"h\"\ngrpc_web = true\ngrpc_web_origins = [\"HTTPS://App.test:8443\", \"*\"]\n"
     );
     let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
-    let bridge = config.routes[0].grpc_web.as_ref().unwrap();
-    assert!(bridge.any_origin && bridge.allows(&http::HeaderValue::from_static("https://app.test:8443")));
+    let route = &config.routes[0];
+    let policy = route.cors.as_ref().unwrap();
+    assert!(route.grpc_web && !policy.varies() && policy.allows(&http::HeaderValue::from_static("https://any.test")));
+    assert!(policy.refuse_other_origins && policy.expose.to_str().unwrap().starts_with("grpc-status, "));
+}
+
+#[test]
+fn cors_policies_are_checked_and_named_by_services_and_routes() {
+    let text = format!(
+        r#"{SVC}[services.t]
+url = "http://127.0.0.1:9002"
+cors = "missing"
+
+[cors.bad]
+origins = ["*", "null", "https://a.test/"]
+credentials = true
+methods = ["get"]
+headers = ["*", "x-a"]
+expose_headers = ["*", "bad header"]
+max_age = "soon"
+
+[cors.empty]
+origins = []
+
+[[routes]]
+path = "/a"
+service = "s"
+cors = "nope"
+grpc_web_origins = ["https://a.test"]
+"#
+    );
+    expect_errors(
+        &text,
+        &[
+            (8, "cors.bad.origins[1]", "sandboxed pages"),
+            (8, "cors.bad.origins[2]", "is not an origin"),
+            (9, "cors.bad.credentials", "list the origins"),
+            (10, "cors.bad.methods[0]", "write `GET`"),
+            (11, "cors.bad.headers", "give it alone"),
+            (12, "cors.bad.expose_headers[0]", "\"*\" means nothing with credentials"),
+            (12, "cors.bad.expose_headers[1]", "is not a header name"),
+            (13, "cors.bad.max_age", "is not a duration"),
+            (16, "cors.empty.origins", "at least one origin"),
+            (5, "services.t.cors", "no CORS policy named `missing` (defined: `bad`, `empty`)"),
+            (22, "routes[0].grpc_web_origins", "needs `grpc_web = true`"),
+            (21, "routes[0].cors", "either `cors` or `grpc_web_origins`"),
+        ],
+    );
+    let ok = format!(
+        r#"{SVC}[services.t]
+url = "http://127.0.0.1:9002"
+cors = "web"
+
+[cors.web]
+origins = ["https://app.test", "https://*.app.test"]
+credentials = true
+methods = ["GET", "PUT"]
+headers = ["Content-Type", "x-a"]
+expose_headers = ["x-b"]
+max_age = "1h"
+
+[cors.open]
+origins = ["*"]
+
+[[routes]]
+path = "/a"
+service = "t"
+
+[[routes]]
+path = "/b"
+service = "t"
+cors = "open"
+
+[[routes]]
+path = "/c"
+service = "s"
+"#
+    );
+    let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
+    let web = config.routes[0].cors.as_ref().unwrap();
+    assert_eq!(&*web.name, "web");
+    assert!(web.credentials && web.varies() && web.allows(&http::HeaderValue::from_static("https://x.app.test")));
+    assert!(!web.allows(&http::HeaderValue::from_static("https://app.test.evil")));
+    assert_eq!(web.max_age, "3600");
+    assert_eq!(web.expose, "x-request-id, retry-after, ratelimit, ratelimit-policy, x-b");
+    assert_eq!(web.refused_header("content-type, X-A, x-c"), Some("x-c"));
+    assert!(web.allows_method(&http::Method::PUT) && !web.allows_method(&http::Method::DELETE));
+    assert_eq!(&*config.routes[1].cors.as_ref().unwrap().name, "open");
+    assert!(config.routes[2].cors.is_none());
 }
