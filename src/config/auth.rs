@@ -18,6 +18,7 @@ use super::raw::{
 use super::{Compiler, Known, parse_header_name, vars};
 use crate::shared::gcra::Rate;
 use crate::shared::identity::Identity;
+use crate::shared::networks::IpRules;
 
 pub(crate) const DEFAULT_REALM: &str = "portcullis";
 pub(crate) const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
@@ -243,13 +244,20 @@ pub struct Challenge {
 }
 
 /// The identity a provider's consumer becomes.
-fn consumer(provider: &str, id: &Spanned<String>, groups: &[String], scopes: &[String]) -> Arc<Identity> {
+fn consumer(
+    provider: &str,
+    id: &Spanned<String>,
+    groups: &[String],
+    scopes: &[String],
+    networks: Option<Arc<IpRules>>,
+) -> Arc<Identity> {
     Arc::new(Identity {
         provider: provider.to_string(),
         subject: id.get_ref().clone(),
         groups: groups.to_vec(),
         scopes: scopes.to_vec(),
         claims: serde_json::Map::new(),
+        networks,
     })
 }
 
@@ -604,10 +612,11 @@ impl Compiler<'_> {
                 self.error(spanned.span(), k, "another consumer has this certificate name");
                 continue;
             }
+            let networks = self.ip_rules(&k, c.ip_allow.as_ref(), c.ip_deny.as_ref());
             if c.disabled {
                 continue;
             }
-            consumers.push((cert_name, consumer(name, &c.id, &c.groups, &c.scopes)));
+            consumers.push((cert_name, consumer(name, &c.id, &c.groups, &c.scopes, networks)));
         }
         let mut forward = Vec::new();
         for (header, field) in &r.forward {
@@ -696,10 +705,11 @@ impl Compiler<'_> {
             else {
                 continue;
             };
+            let networks = self.ip_rules(&k, c.ip_allow.as_ref(), c.ip_deny.as_ref());
             if c.disabled {
                 continue;
             }
-            if consumers.insert(digest, consumer(name, &c.id, &c.groups, &c.scopes)).is_some() {
+            if consumers.insert(digest, consumer(name, &c.id, &c.groups, &c.scopes, networks)).is_some() {
                 self.error(c.key_sha256.span(), format!("{k}.key_sha256"), "two consumers share this key");
             }
         }

@@ -272,20 +272,19 @@ impl Compiler<'_> {
         Some(policies[index].clone())
     }
 
-    /// A route's policy: its own `cors`, its `grpc_web_origins`, or its service's.
+    /// A route's own policy: its `cors`, or its `grpc_web_origins`.
     pub(super) fn route_cors(
         &mut self,
         key: &impl Fn(&str) -> String,
         raw: &RawRoute,
-        service_cors: Option<&Arc<Cors>>,
         policies: &[Arc<Cors>],
         broken: &[String],
     ) -> Option<Arc<Cors>> {
         let grpc_web = raw.grpc_web.as_ref().is_some_and(|w| *w.get_ref());
-        let own = match (&raw.cors, &raw.grpc_web_origins) {
+        match (&raw.cors, &raw.grpc_web_origins) {
             (Some(c), Some(_)) => {
                 self.error(c.span(), key("cors"), "give either `cors` or `grpc_web_origins`, not both");
-                return None;
+                None
             }
             (Some(name), None) => {
                 let names = policies.iter().map(|p| &*p.name);
@@ -309,9 +308,7 @@ impl Compiler<'_> {
                 }))
             }
             (None, _) => None,
-        };
-        let policy = own.or_else(|| service_cors.cloned())?;
-        Some(if grpc_web { Arc::new(policy.for_grpc_web()) } else { policy })
+        }
     }
 }
 

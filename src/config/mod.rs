@@ -16,6 +16,7 @@ pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
 pub(crate) mod grpc_web;
+pub(crate) mod ip_rules;
 pub(crate) mod listeners;
 pub(crate) mod origin;
 pub mod rate_limits;
@@ -40,6 +41,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use crate::config::router::{HostPattern, RouteError, RouteSpec, Router};
+use crate::shared::networks::IpRules;
 use crate::shared::path::PathParameters;
 use auth::{AuthConfig, RouteAuth};
 use balance::{Balance, MAX_WEIGHT};
@@ -132,6 +134,8 @@ pub(crate) struct Service {
     pub(crate) tls: Option<origin::OriginTls>,
     /// The CORS policy of its routes that name none. Default: none.
     pub(crate) cors: Option<Arc<cors::Cors>>,
+    /// Client addresses its routes take. Default: any.
+    pub(crate) ip_rules: Option<Arc<IpRules>>,
 }
 
 /// One origin address of a service.
@@ -182,6 +186,9 @@ pub struct Route {
     /// Which pages may call, answered by the gateway (preflights never
     /// reach the origin): the route's policy, else its service's. Default: none.
     pub(crate) cors: Option<Arc<cors::Cors>>,
+    /// Client addresses it takes: its service's rules, then its own (each
+    /// must admit). Default: any.
+    pub(crate) ip_rules: Vec<(ip_rules::IpLevel, Arc<IpRules>)>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -371,7 +378,11 @@ impl Compiler<'_> {
     fn finish(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
         match self.compile(raw) {
             Some(config) if self.errors.is_empty() => Ok(config),
-            _ => Err(ConfigErrors(self.errors)),
+            _ => {
+                // In the file's order, whatever order they were found in.
+                self.errors.sort_by_key(|e| (e.line, e.column));
+                Err(ConfigErrors(self.errors))
+            }
         }
     }
 
@@ -652,6 +663,7 @@ impl Compiler<'_> {
             self.check(m.span(), &format!("{key}.max_in_flight"), parsed)
         });
         let cors = self.service_cors(&key, raw.cors.as_ref(), cors, broken_cors);
+        let ip_rules = self.ip_rules(&key, raw.ip_allow.as_ref(), raw.ip_deny.as_ref());
         (self.errors.len() == errors_before).then(|| Service {
             name: name.into(),
             targets,
@@ -665,6 +677,7 @@ impl Compiler<'_> {
             http2,
             tls,
             cors,
+            ip_rules,
         })
     }
 
@@ -697,6 +710,8 @@ impl Compiler<'_> {
             .canary
             .as_ref()
             .and_then(|c| self.canary(&key("canary"), &name, service, route_auth.as_ref(), c, known));
+        let own_cors = self.route_cors(&key, raw, known.cors, &known.broken.cors);
+        let own_ip_rules = self.ip_rules(&format!("routes[{i}]"), raw.ip_allow.as_ref(), raw.ip_deny.as_ref());
         let service = service?;
         let svc = &known.services[service];
         self.route_balance(raw.service.span(), &key("service"), svc, route_auth.as_ref(), known.auth);
@@ -707,7 +722,11 @@ impl Compiler<'_> {
         let retry_non_idempotent = self.route_retry(r.span(), &format!("routes[{i}]"), raw, methods.as_deref(), svc);
         let websocket = self.route_websocket(&key, raw, methods.as_deref(), svc);
         let grpc_web = self.route_grpc_web(&key, raw, methods.as_deref(), svc);
-        let cors = self.route_cors(&key, raw, svc.cors.as_ref(), known.cors, &known.broken.cors);
+        let cors = own_cors.or_else(|| svc.cors.clone()).map(|p| if grpc_web { Arc::new(p.for_grpc_web()) } else { p });
+        let ip_rules = [(ip_rules::IpLevel::Service, svc.ip_rules.clone()), (ip_rules::IpLevel::Route, own_ip_rules)]
+            .into_iter()
+            .filter_map(|(level, rules)| Some((level, rules?)))
+            .collect();
         (self.errors.len() == errors_before).then(|| Route {
             name: Arc::from(name),
             host,
@@ -726,6 +745,7 @@ impl Compiler<'_> {
             websocket,
             grpc_web,
             cors,
+            ip_rules,
         })
     }
 

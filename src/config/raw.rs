@@ -193,6 +193,8 @@ pub(crate) struct RawService {
     pub(crate) http2: Option<Spanned<bool>>,
     pub(crate) tls: Option<Spanned<RawOriginTls>>,
     pub(crate) cors: Option<Spanned<String>>,
+    pub(crate) ip_allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) ip_deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `services.NAME.tls`: how the node verifies (and proves itself to) an
@@ -304,6 +306,8 @@ pub(crate) struct RawRoute {
     pub(crate) grpc_web: Option<Spanned<bool>>,
     pub(crate) grpc_web_origins: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) cors: Option<Spanned<String>>,
+    pub(crate) ip_allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) ip_deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `routes[].canary`: part of the route's callers to another service.
@@ -447,6 +451,8 @@ pub(crate) struct RawConsumer {
     pub(crate) key_sha256: Spanned<String>,
     #[serde(default)]
     pub(crate) disabled: bool,
+    pub(crate) ip_allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) ip_deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[auth.mtls.NAME]`: consumers by the client certificate a TLS listener
@@ -478,6 +484,8 @@ pub(crate) struct RawCertConsumer {
     pub(crate) sha256: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) disabled: bool,
+    pub(crate) ip_allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) ip_deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A route's `auth`.

@@ -81,6 +81,12 @@ struct CorsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IpLabels {
+    route: Arc<str>,
+    level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     policy: Arc<str>,
     outcome: &'static str,
@@ -159,6 +165,7 @@ pub(crate) struct Metrics {
     try_failures: Family<FailureLabels, Counter>,
     fallbacks: Family<RouteLabel, Counter>,
     cors: Family<CorsLabels, Counter>,
+    ip_refusals: Family<IpLabels, Counter>,
     store_duration: Histograms<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -201,6 +208,7 @@ impl Metrics {
             try_failures: Family::default(),
             fallbacks: Family::default(),
             cors: Family::default(),
+            ip_refusals: Family::default(),
             store_duration: Family::new_with_constructor(Buckets),
             store_errors: Family::default(),
             reloads: Family::default(),
@@ -230,6 +238,7 @@ impl Metrics {
             "portcullis_upstream_retries", "Tries after a request's first", m.retries;
             "portcullis_upstream_try_failures", "Tries that got no answer, by service and kind", m.try_failures;
             "portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks;
+            "portcullis_ip_refusals", "Requests refused by IP rules, by route and the level of the rules (service, route, consumer)", m.ip_refusals;
             "portcullis_cors", "Calls from pages on routes with a CORS policy, by outcome (preflight, allowed, refused)", m.cors;
             "portcullis_store_duration_seconds", "Round trips to the shared store (Redis), by operation", m.store_duration;
             "portcullis_store_errors", "Failed calls to the shared store (Redis), by operation", m.store_errors;
@@ -308,6 +317,9 @@ impl Metrics {
         }
         if let (Some(cors), Some(route)) = (log.cors, &log.route) {
             self.cors.get_or_create(&CorsLabels { route: route.clone(), outcome: cors.name() }).inc();
+        }
+        if let (Some(level), Some(route)) = (log.ip_refused, &log.route) {
+            self.ip_refusals.get_or_create(&IpLabels { route: route.clone(), level }).inc();
         }
         let observed = &log.observed;
         if let Some(auth) = &log.auth {
@@ -651,7 +663,7 @@ service = "api"
 "#;
 
     /// A request that did everything a request can: auth with a key-set
-    /// fetch, a limit, a page's call, two tries (one failed), the fallback.
+    /// fetch, a limit, a page's call, an address refused, two tries (one failed), the fallback.
     fn record() -> AccessLog {
         AccessLog {
             time: String::new(),
@@ -674,6 +686,7 @@ service = "api"
             fallback: true,
             variant: None,
             cors: Some(crate::pipeline::cors::CorsOutcome::Allowed),
+            ip_refused: Some("route"),
             upstream_latency_us: Some(100),
             overhead_us: 40,
             config_us: None,
@@ -760,7 +773,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 33, "{exported:?}");
+        assert_eq!(exported.len(), 34, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =

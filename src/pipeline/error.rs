@@ -8,6 +8,7 @@ use super::accept::AcceptError;
 use super::authn::AuthError;
 use super::cors::CorsError;
 use super::grpc::GrpcError;
+use super::ip_rules::IpRefused;
 use super::listener::Misdirected;
 use super::rate_limit::LimitError;
 use super::sweep::SweepError;
@@ -29,6 +30,8 @@ pub(crate) enum GatewayError {
     Grpc(#[from] GrpcError),
     #[error(transparent)]
     Cors(#[from] CorsError),
+    #[error(transparent)]
+    Ip(#[from] IpRefused),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
     #[error(transparent)]
@@ -63,6 +66,7 @@ impl Answer for GatewayError {
             Self::Route(e) => e.problem(),
             Self::Grpc(e) => e.problem(),
             Self::Cors(e) => e.problem(),
+            Self::Ip(e) => e.problem(),
             Self::Upgrade(e) => e.problem(),
             Self::Auth(e) => e.problem(),
             Self::Limit(e) => e.problem(),

@@ -61,6 +61,9 @@ pub(crate) struct AccessLog {
     /// What the route's CORS policy decided for a call from a page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cors: Option<super::cors::CorsOutcome>,
+    /// Which rules refused the client's address: service, route or consumer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ip_refused: Option<&'static str>,
     pub(crate) upstream_latency_us: Option<u64>,
     /// Time the gateway itself took to the response head: the head's time
     /// less the time spent waiting on targets.

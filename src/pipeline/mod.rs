@@ -21,6 +21,7 @@ pub(crate) mod error;
 pub(crate) mod grpc;
 pub(crate) mod grpc_web;
 pub(crate) mod ids;
+pub(crate) mod ip_rules;
 pub(crate) mod listener;
 pub(crate) mod log;
 pub(crate) mod rate_limit;
@@ -132,6 +133,8 @@ pub(crate) struct Ctx {
     pub(crate) cors: Option<cors::CorsOutcome>,
     /// `Access-Control-Allow-Origin` for every answer (an allowed page).
     pub(crate) cors_origin: Option<HeaderValue>,
+    /// The level whose IP rules refused the client.
+    pub(crate) ip_refused: Option<crate::config::ip_rules::IpLevel>,
     /// A WebSocket upgrade the route takes: how its connection is held.
     pub(crate) tunnel: Option<upgrade::Tunnel>,
     /// What went wrong, for the access log (the answer, or a failure the
@@ -240,8 +243,10 @@ async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>
     run!(sweep::phase(gateway, ports, r, ctx));
     run!(route::phase(gateway, ports, r, ctx));
     run!(cors::phase(gateway, ports, r, ctx));
+    run!(ip_rules::phase(gateway, ports, r, ctx));
     run!(accept::body_phase(gateway, ports, r, ctx));
     run!(authn::phase(gateway, ports, r, ctx));
+    run!(ip_rules::consumer_phase(gateway, ports, r, ctx));
     run!(rate_limit::phase(gateway, ports, r, ctx));
     run!(canary::phase(gateway, ports, r, ctx));
     run!(grpc_web::phase(gateway, ports, r, ctx));
@@ -329,6 +334,7 @@ impl Ctx {
             preflight: None,
             cors: None,
             cors_origin: None,
+            ip_refused: None,
             tunnel: None,
             failure: None,
             started,

@@ -82,6 +82,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
         fallback: ctx.fallback,
         variant: ctx.variant.map(super::canary::Variant::name),
         cors: ctx.cors,
+        ip_refused: ctx.ip_refused.map(crate::config::ip_rules::IpLevel::name),
         upstream_latency_us: ctx.upstream_latency.map(micros),
         overhead_us: micros(elapsed.saturating_sub(ctx.upstream_time)),
         config_us: None,

@@ -8,6 +8,7 @@ pub(crate) mod grpc;
 pub(crate) mod headers;
 pub mod hex;
 pub mod identity;
+pub(crate) mod networks;
 pub(crate) mod path;
 pub(crate) mod problem;
 pub mod tls;

@@ -45,11 +45,11 @@ auth = { any_of = ["partners"] }
     expect_errors(
         text,
         &[
+            (6, "services.rr.hash_on", "only for balance = \"consistent_hash\""),
+            (9, "services.odd.balance", "`fastest`: use round_robin, least_request, random or consistent_hash"),
+            (12, "services.nokey.balance", "say what to hash in `hash_on`"),
             (16, "services.badkey.hash_on", "cookie names are letters"),
             (18, "services.heavy.targets[0].weight", "from 0 to 1000"),
-            (12, "services.nokey.balance", "say what to hash in `hash_on`"),
-            (9, "services.odd.balance", "`fastest`: use round_robin, least_request, random or consistent_hash"),
-            (6, "services.rr.hash_on", "only for balance = \"consistent_hash\""),
             (29, "routes[0].service", "hashes on the caller's consumer, which this route never has"),
             (36, "routes[2].service", "give it `auth` with a JWT provider"),
         ],

@@ -58,10 +58,10 @@ fn canaries_are_checked() {
             (25, "routes[3].canary.share", "say how many callers"),
             (29, "routes[4].canary.promote.steps", "rising shares"),
             (33, "routes[5].canary.sticky_on", "give the route `auth` with a JWT provider"),
-            (33, "routes[5].canary.header", "not a valid header name"),
             (33, "routes[5].canary.groups", "give the route `auth`"),
-            (37, "routes[6].canary.rollback.min_requests", "at least 1"),
+            (33, "routes[5].canary.header", "not a valid header name"),
             (37, "routes[6].canary.rollback.window", "from 1s to 10m"),
+            (37, "routes[6].canary.rollback.min_requests", "at least 1"),
             (41, "routes[7].canary.service", "hashes on the caller's subject, which this route never has"),
         ],
     );

@@ -40,12 +40,12 @@ limits = ["ok", "ok", "missing"]
     expect_errors(
         &text,
         &[
-            (7, "limits.bad name", "policy names are letters"),
-            (16, "limits.by.key", "use client_ip, consumer, subject, header:<name> or cookie:<name>"),
-            (24, "limits.cas.consistency", "`eventual`: use \"exact\""),
-            (20, "limits.fail.on_store_error", "`maybe`: use \"allow\""),
             (5, "limits.per_ip.rate", "`ten/s` is not a rate"),
+            (7, "limits.bad name", "policy names are letters"),
             (12, "limits.zero.burst", "must be at least 1"),
+            (16, "limits.by.key", "use client_ip, consumer, subject, header:<name> or cookie:<name>"),
+            (20, "limits.fail.on_store_error", "`maybe`: use \"allow\""),
+            (24, "limits.cas.consistency", "`eventual`: use \"exact\""),
             (32, "routes[0].limits[1]", "listed twice"),
             (32, "routes[0].limits[2]", "no policy named `missing`"),
         ],

@@ -49,20 +49,20 @@ fn resilience_settings_are_checked() {
     expect_errors(
         RESILIENCE,
         &[
+            (4, "services.a.max_in_flight", "at least 1"),
             (6, "services.a.retry.attempts", "from 1 (no retries) to 10"),
             (7, "services.a.retry.on_status[0]", "only 5xx and 429"),
-            (10, "services.a.retry.max_backoff", "at least `backoff`"),
             (8, "services.a.retry.budget", "a share such as \"20%\""),
+            (10, "services.a.retry.max_backoff", "at least `backoff`"),
             (12, "services.a.health.max_ejected", "a share such as"),
             (13, "services.a.health.when_all_down", "`panic`: use \"try\""),
             (15, "services.a.breaker.failure_rate", "write \"off\""),
-            (17, "services.a.breaker.probes", "from 1 to 100"),
             (16, "services.a.breaker.window", "from 1s to 60s"),
-            (4, "services.a.max_in_flight", "at least 1"),
+            (17, "services.a.breaker.probes", "from 1 to 100"),
             (20, "services.b.breaker.failure_rate", "the circuit never opens"),
             (31, "routes[0].retry_non_idempotent", "this route's methods are not idempotent"),
-            (39, "routes[1].fallback.status", "a final status"),
             (38, "routes[1].retry_non_idempotent", "never retries"),
+            (39, "routes[1].fallback.status", "a final status"),
         ],
     );
 }

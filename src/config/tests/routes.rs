@@ -164,6 +164,7 @@ grpc_web_origins = ["https://a.test"]
     expect_errors(
         &text,
         &[
+            (5, "services.t.cors", "no CORS policy named `missing` (defined: `bad`, `empty`)"),
             (8, "cors.bad.origins[1]", "sandboxed pages"),
             (8, "cors.bad.origins[2]", "is not an origin"),
             (9, "cors.bad.credentials", "list the origins"),
@@ -173,9 +174,8 @@ grpc_web_origins = ["https://a.test"]
             (12, "cors.bad.expose_headers[1]", "is not a header name"),
             (13, "cors.bad.max_age", "is not a duration"),
             (16, "cors.empty.origins", "at least one origin"),
-            (5, "services.t.cors", "no CORS policy named `missing` (defined: `bad`, `empty`)"),
-            (22, "routes[0].grpc_web_origins", "needs `grpc_web = true`"),
             (21, "routes[0].cors", "either `cors` or `grpc_web_origins`"),
+            (22, "routes[0].grpc_web_origins", "needs `grpc_web = true`"),
         ],
     );
     let ok = format!(
@@ -219,4 +219,42 @@ service = "s"
     assert!(web.allows_method(&http::Method::PUT) && !web.allows_method(&http::Method::DELETE));
     assert_eq!(&*config.routes[1].cors.as_ref().unwrap().name, "open");
     assert!(config.routes[2].cors.is_none());
+}
+
+#[test]
+fn ip_rules_are_checked_on_services_routes_and_consumers() {
+    let text = format!(
+        r#"{SVC}[services.t]
+url = "http://127.0.0.1:9002"
+ip_deny = ["10.0.0.0/33"]
+
+[auth.api_key.k]
+consumers = [{{ id = "a", key_sha256 = "{hash}", ip_allow = ["nowhere"] }}]
+
+[[routes]]
+path = "/a"
+service = "t"
+ip_allow = []
+ip_deny = ["::1", "192.0.2.0/24"]
+"#,
+        hash = "b".repeat(64)
+    );
+    expect_errors(
+        &text,
+        &[
+            (5, "services.t.ip_deny[0]", "is not an IP address or CIDR range"),
+            (8, "auth.api_key.k.consumers[0].ip_allow[0]", "is not an IP address or CIDR range"),
+            (13, "routes[0].ip_allow", "leave `ip_allow` out"),
+        ],
+    );
+    let ok = format!(
+        "{SVC}[services.t]\nurl = \"http://127.0.0.1:9002\"\nip_deny = [\"10.0.0.0/8\"]\n[[routes]]\npath = \"/a\"\nservice = \"t\"\nip_allow = [\"10.0.0.0/7\"]\n[[routes]]\npath = \"/b\"\nservice = \"s\"\n"
+    );
+    let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
+    let levels: Vec<_> = config.routes[0].ip_rules.iter().map(|(level, _)| level.name()).collect();
+    assert_eq!(levels, ["service", "route"]);
+    let (service, route) = (&config.routes[0].ip_rules[0].1, &config.routes[0].ip_rules[1].1);
+    let ip = |t: &str| t.parse::<std::net::IpAddr>().unwrap();
+    assert!(!service.admits(ip("10.1.1.1")) && route.admits(ip("10.1.1.1")) && service.admits(ip("11.1.1.1")));
+    assert!(config.routes[1].ip_rules.is_empty());
 }

@@ -269,6 +269,7 @@ fn check_times(
 /// Who the verified claims say the caller is.
 fn identity_of(name: &str, p: &JwtProvider, claims: Map<String, Value>) -> Identity {
     Identity {
+        networks: None,
         provider: name.to_string(),
         subject: claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_string(),
         groups: p.groups_claim.as_deref().map(|c| strings(claims.get(c))).unwrap_or_default(),

@@ -19,6 +19,7 @@ fn authorization_checks_scopes_claims_and_groups() {
         groups: vec!["gold".into()],
         scopes: vec!["read".into(), "write".into()],
         claims: json!({"tenant": "acme", "roles": ["ops", "dev"], "level": 3}).as_object().unwrap().clone(),
+        networks: None,
     };
     assert!(authorize(&route(&["read"], &[("tenant", &["acme"])], &["gold", "silver"]), &id).is_ok());
     assert!(authorize(&route(&[], &[("roles", &["admin", "ops"]), ("level", &["3"])], &[]), &id).is_ok());
