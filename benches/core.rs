@@ -98,7 +98,7 @@ fn gcra_benches(c: &mut Criterion) {
     c.bench_function("gcra/memory-decision", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            let steps = [GcraStep { key: &keys[i], rate: fast, cost: 1, exact: true }];
+            let steps = [GcraStep { key: &keys[i], rate: fast, cost: 1, exact: true, max_delay_us: 0 }];
             ready(kv.gcra(&steps, now)).unwrap()
         })
     });

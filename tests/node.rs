@@ -14,6 +14,8 @@ mod h2_abuse;
 mod observability;
 #[path = "node/origin_tls.rs"]
 mod origin_tls;
+#[path = "node/smoothing.rs"]
+mod smoothing;
 mod support;
 #[path = "node/tls.rs"]
 mod tls;

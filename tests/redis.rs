@@ -47,13 +47,37 @@ async fn redis_and_memory_decide_alike() {
     assert_eq!(outcomes[0][4], vec![(false, 0), (true, 1)]);
 }
 
+#[tokio::test]
+async fn a_delay_allowance_admits_over_the_rate_in_redis_as_in_memory() {
+    let redis = Redis::start();
+    let store = RedisKv::new(&redis.url(), 2, Duration::from_secs(1)).unwrap();
+    let memory = MemoryKv::new(Wall, 1000);
+    let hourly = Rate::new(1, 3_600_000_000, 1).unwrap();
+    let now = u64::try_from(Wall.now().as_micros()).unwrap();
+    let outcomes = [delayed_steps(&store, hourly, now).await, delayed_steps(&memory, hourly, now).await];
+    assert_eq!(outcomes[0], outcomes[1], "redis vs memory");
+    // Admitted now, in an hour, in two; the fourth would wait three: refused.
+    assert_eq!(outcomes[0], vec![(true, 0), (true, 60), (true, 120), (false, 0)]);
+}
+
+/// Four requests on a key allowed to wait two hours: (allowed, delay in minutes).
+async fn delayed_steps(kv: &impl KvStore, rate: Rate, now: u64) -> Vec<(bool, u64)> {
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let step = [GcraStep { key: "pc1:rl:hourly:k", rate, cost: 1, exact: true, max_delay_us: 7_200_000_000 }];
+        let (decisions, _) = kv.gcra(&step, now).await.unwrap();
+        seen.push((decisions[0].allowed, (decisions[0].delay_us + 30_000_000) / 60_000_000));
+    }
+    seen
+}
+
 /// Five requests against a slow and a fast limit on `kv`: (allowed, remaining) per limit.
 async fn five_steps(kv: &impl KvStore, slow: Rate, fast: Rate, now: u64) -> Vec<Vec<(bool, u64)>> {
     let mut seen = Vec::new();
     for _ in 0..5 {
         let steps = [
-            GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1, exact: true },
-            GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1, exact: true },
+            GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1, exact: true, max_delay_us: 0 },
+            GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1, exact: true, max_delay_us: 0 },
         ];
         let (decisions, _) = kv.gcra(&steps, now).await.unwrap();
         seen.push(decisions.iter().map(|d| (d.allowed, d.remaining)).collect());

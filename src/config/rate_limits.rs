@@ -30,7 +30,24 @@ pub(crate) struct RateLimit {
     pub(crate) legacy_headers: bool,
     /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
     pub(crate) policy_item: String,
+    /// Delay a request over the rate until it conforms instead of refusing
+    /// it. Default: none (refuse).
+    pub(crate) smoothing: Option<Smoothing>,
 }
+
+/// `max_delay` and `max_waiting`: how long a request over the rate may
+/// wait for its turn, and how many may wait at once (per node or instance;
+/// beyond, requests are decided as without a delay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Smoothing {
+    pub(crate) max_delay: std::time::Duration,
+    pub(crate) max_waiting: u32,
+}
+
+/// Requests that may wait on one policy at once, unless it says. Default: 100.
+const DEFAULT_MAX_WAITING: u32 = 100;
+/// The longest `max_delay`: a delay is a held connection and request.
+const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 const PERIODS: &[(&str, u64)] = &[
     ("s", 1),
@@ -104,6 +121,7 @@ impl Compiler<'_> {
             ("exact", "compare-and-swap"),
             ("best_effort", "stores without atomics"),
         );
+        let smoothing = self.smoothing(&key, r);
         if self.errors.len() != before {
             return None;
         }
@@ -120,7 +138,31 @@ impl Compiler<'_> {
             fail_open,
             exact,
             legacy_headers: r.legacy_headers,
+            smoothing,
         })
+    }
+
+    /// `max_delay` (up to 30 s) and `max_waiting` (at least 1; needs `max_delay`).
+    fn smoothing(&mut self, key: &str, r: &RawLimit) -> Option<Smoothing> {
+        if let Some(w) = r.max_waiting.as_ref() {
+            if r.max_delay.is_none() {
+                self.error(w.span(), format!("{key}.max_waiting"), "bounds requests waiting for `max_delay`: set it");
+            } else if *w.get_ref() == 0 {
+                self.error(
+                    w.span(),
+                    format!("{key}.max_waiting"),
+                    "must be at least 1 (leave `max_delay` out to never wait)",
+                );
+            }
+        }
+        let d = r.max_delay.as_ref()?;
+        let k = format!("{key}.max_delay");
+        let max_delay = self.duration(&r.max_delay, &k, MAX_DELAY);
+        if max_delay > MAX_DELAY {
+            self.error(d.span(), k, "at most 30s: a waiting request holds its connection");
+        }
+        let max_waiting = r.max_waiting.as_ref().map_or(DEFAULT_MAX_WAITING, |w| *w.get_ref());
+        Some(Smoothing { max_delay, max_waiting })
     }
 
     /// What a policy counts by (default: client_ip).

@@ -155,6 +155,8 @@ pub(crate) struct RawLimit {
     pub(crate) consistency: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) legacy_headers: bool,
+    pub(crate) max_delay: Option<Spanned<String>>,
+    pub(crate) max_waiting: Option<Spanned<u32>>,
 }
 
 /// `[gateway]`: settings for the whole gateway.

@@ -166,6 +166,7 @@ pub(crate) struct Metrics {
     fallbacks: Family<RouteLabel, Counter>,
     cors: Family<CorsLabels, Counter>,
     ip_refusals: Family<IpLabels, Counter>,
+    limit_delay: Histograms<RouteLabel>,
     store_duration: Histograms<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
@@ -209,6 +210,7 @@ impl Metrics {
             fallbacks: Family::default(),
             cors: Family::default(),
             ip_refusals: Family::default(),
+            limit_delay: Family::new_with_constructor(Buckets),
             store_duration: Family::new_with_constructor(Buckets),
             store_errors: Family::default(),
             reloads: Family::default(),
@@ -238,6 +240,7 @@ impl Metrics {
             "portcullis_upstream_retries", "Tries after a request's first", m.retries;
             "portcullis_upstream_try_failures", "Tries that got no answer, by service and kind", m.try_failures;
             "portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks;
+            "portcullis_rate_limit_delay_seconds", "Time requests waited for their turn under a rate-limit policy's max_delay, by route", m.limit_delay;
             "portcullis_ip_refusals", "Requests refused by IP rules, by route and the level of the rules (service, route, consumer)", m.ip_refusals;
             "portcullis_cors", "Calls from pages on routes with a CORS policy, by outcome (preflight, allowed, refused)", m.cors;
             "portcullis_store_duration_seconds", "Round trips to the shared store (Redis), by operation", m.store_duration;
@@ -317,6 +320,9 @@ impl Metrics {
         }
         if let (Some(cors), Some(route)) = (log.cors, &log.route) {
             self.cors.get_or_create(&CorsLabels { route: route.clone(), outcome: cors.name() }).inc();
+        }
+        if let (Some(delay), Some(route)) = (log.limit_delay_us, &log.route) {
+            self.limit_delay.get_or_create(&RouteLabel { route: route.clone() }).observe(seconds_us(delay));
         }
         if let (Some(level), Some(route)) = (log.ip_refused, &log.route) {
             self.ip_refusals.get_or_create(&IpLabels { route: route.clone(), level }).inc();
@@ -687,6 +693,7 @@ service = "api"
             variant: None,
             cors: Some(crate::pipeline::cors::CorsOutcome::Allowed),
             ip_refused: Some("route"),
+            limit_delay_us: Some(250),
             upstream_latency_us: Some(100),
             overhead_us: 40,
             config_us: None,
@@ -773,7 +780,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 34, "{exported:?}");
+        assert_eq!(exported.len(), 35, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =

@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 
 use super::breaker::{Breaker, Permit};
 use crate::ports::{GcraStep, KvError, KvStore};
-use crate::shared::gcra::{self, Decision};
+use crate::shared::gcra::Decision;
 
 const GCRA: &str = r#"
 local t = redis.call('TIME')
@@ -30,17 +30,18 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tats = {}
 local admit = true
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[(i - 1) * 3 + 1])
-  local burst = tonumber(ARGV[(i - 1) * 3 + 2])
-  local cost = tonumber(ARGV[(i - 1) * 3 + 3])
+  local interval = tonumber(ARGV[(i - 1) * 4 + 1])
+  local burst = tonumber(ARGV[(i - 1) * 4 + 2])
+  local cost = tonumber(ARGV[(i - 1) * 4 + 3])
+  local delay = tonumber(ARGV[(i - 1) * 4 + 4])
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
   tats[i] = tat
-  if cost > burst or tat + cost * interval - burst * interval > now then admit = false end
+  if cost > burst or tat + cost * interval - burst * interval > now + delay then admit = false end
 end
 if admit then
   for i = 1, #KEYS do
-    local new_tat = tats[i] + tonumber(ARGV[(i - 1) * 3 + 3]) * tonumber(ARGV[(i - 1) * 3 + 1])
+    local new_tat = tats[i] + tonumber(ARGV[(i - 1) * 4 + 3]) * tonumber(ARGV[(i - 1) * 4 + 1])
     redis.call('SET', KEYS[i], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
   end
 end
@@ -213,7 +214,7 @@ impl KvStore for RedisKv {
     async fn gcra(&self, steps: &[GcraStep<'_>], _now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         let mut invocation = self.gcra.prepare_invoke();
         for s in steps {
-            invocation.key(s.key).arg(s.rate.interval_us).arg(s.rate.burst).arg(s.cost);
+            invocation.key(s.key).arg(s.rate.interval_us).arg(s.rate.burst).arg(s.cost).arg(s.max_delay_us);
         }
         let reply: Vec<Value> = self.call(Call::Script(invocation)).await?;
         let numbers: Vec<u64> = reply
@@ -227,7 +228,7 @@ impl KvStore for RedisKv {
         if tats.len() != steps.len() {
             return Err(err("reply does not match the keys"));
         }
-        let decisions = steps.iter().zip(tats).map(|(s, &tat)| gcra::decide(Some(tat), *now, s.rate, s.cost)).collect();
+        let decisions = steps.iter().zip(tats).map(|(s, &tat)| s.decide(Some(tat), *now)).collect();
         Ok((decisions, *now))
     }
 }

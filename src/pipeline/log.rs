@@ -64,9 +64,13 @@ pub(crate) struct AccessLog {
     /// Which rules refused the client's address: service, route or consumer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) ip_refused: Option<&'static str>,
+    /// How long a rate-limit policy's `max_delay` held the request before
+    /// it went on (absent when it did not wait).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) limit_delay_us: Option<u64>,
     pub(crate) upstream_latency_us: Option<u64>,
     /// Time the gateway itself took to the response head: the head's time
-    /// less the time spent waiting on targets.
+    /// less the time spent waiting on targets and for a rate limit's turn.
     pub(crate) overhead_us: u64,
     /// Time this request spent compiling the config before the pipeline
     /// ran (the edge: WASI 0.2 unless pre-initialised with the same
@@ -111,6 +115,8 @@ pub struct AuthNote {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LimitOutcome {
     Admitted,
+    /// Admitted over the rate after waiting for its turn (`max_delay`).
+    Delayed,
     Limited,
     /// The store failed and the policy lets requests through (`on_store_error = "allow"`).
     StoreErrorAllowed,
@@ -122,6 +128,7 @@ impl LimitOutcome {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Admitted => "admitted",
+            Self::Delayed => "delayed",
             Self::Limited => "limited",
             Self::StoreErrorAllowed => "store_error_allowed",
             Self::StoreErrorDenied => "store_error_denied",

@@ -108,6 +108,8 @@ pub(crate) struct Ctx {
     pub(crate) auth: Option<AuthNote>,
     /// What each rate-limit policy checked decided.
     pub(crate) limits: Vec<(usize, LimitOutcome)>,
+    /// How long the request waited for its turn under a policy's `max_delay`.
+    pub(crate) limit_delay: Option<Duration>,
     /// Failed tries, by kind.
     pub(crate) try_failures: Vec<&'static str>,
     /// Time spent waiting on targets, all tries together.
@@ -173,6 +175,8 @@ pub(crate) struct Gateway {
     pub(crate) upstreams: Box<[ServiceState]>,
     /// Per route, its canary's state (same lifetime).
     pub(crate) canaries: Box<[Option<CanaryState>]>,
+    /// Per rate-limit policy, the requests waiting for their turn (same lifetime).
+    pub(crate) waiting: rate_limit::Waiting,
 }
 
 impl Gateway {
@@ -185,7 +189,8 @@ impl Gateway {
         let caches = AuthCaches::new(&config.auth);
         let upstreams = config.services.iter().map(ServiceState::new).collect();
         let canaries = canaries(&config);
-        Self { config, caches, upstreams, canaries }
+        let waiting = rate_limit::Waiting::new(&config);
+        Self { config, caches, upstreams, canaries, waiting }
     }
 
     /// The store keys of the routes' canary records.
@@ -200,7 +205,8 @@ impl Gateway {
         let caches = self.caches.renewed(&config.auth);
         let upstreams = config.services.iter().map(ServiceState::new).collect();
         let canaries = canaries(&config);
-        Self { config, caches, upstreams, canaries }
+        let waiting = rate_limit::Waiting::new(&config);
+        Self { config, caches, upstreams, canaries, waiting }
     }
 }
 
@@ -324,6 +330,7 @@ impl Ctx {
             service: None,
             auth: None,
             limits: Vec::new(),
+            limit_delay: None,
             try_failures: Vec::new(),
             upstream_time: Duration::ZERO,
             fallback: false,

@@ -6,8 +6,15 @@
 //! Answers follow draft-ietf-httpapi-ratelimit-headers:
 //! `RateLimit-Policy: "per-ip";q=20;w=12` and `RateLimit: "per-ip";r=19;t=1`
 //! on every response of a limited route, `Retry-After` with 429.
+//!
+//! A policy with `max_delay` admits a request over its rate if it waits
+//! for its turn (GCRA gives the exact wait, `gcra::decide_within`) while
+//! it has a place among the policy's waiting requests (`max_waiting`, per
+//! node or instance); the request then waits here and goes on.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
@@ -63,10 +70,41 @@ impl Answer for LimitError {
 
 /// What a passed check adds to the answer.
 #[derive(Debug, Default)]
-pub(crate) struct Applied {
+pub(crate) struct Applied<'g> {
     pub(crate) headers: Headers,
     /// A store failure the policies chose to ignore (fail open), for the log.
     pub(crate) store_error: Option<String>,
+    /// How long the request waits for its turn, and the places it holds
+    /// among the waiting meanwhile.
+    delay: Duration,
+    places: Vec<Place<'g>>,
+}
+
+/// Per policy, the requests waiting out a delay now (in this gateway
+/// value: a node's config, an instance's).
+pub(crate) struct Waiting(Box<[AtomicU32]>);
+
+impl Waiting {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self(config.rate_limits.iter().map(|_| AtomicU32::new(0)).collect())
+    }
+
+    /// A place among policy `i`'s waiting requests, if one of `max` is free.
+    fn take(&self, i: usize, max: u32) -> Option<Place<'_>> {
+        let count = self.0.get(i)?;
+        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Place(count))
+    }
+}
+
+/// A place among a policy's waiting requests, given back when dropped.
+#[derive(Debug)]
+struct Place<'g>(&'g AtomicU32);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The store key for a policy and what it counts (`kv-schema/rate-limits.md`):
@@ -90,13 +128,13 @@ pub(crate) async fn phase<P: Ports>(
     req: &mut Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Flow<Body<P>>, LimitError> {
-    let (config, headers) = (&gateway.config, req.headers());
+    let headers = req.headers();
     let Some(route) = gateway.route(ctx).filter(|r| !r.rate_limits.is_empty()) else {
         return Ok(Flow::Continue);
     };
     let started = ports.clock().monotonic();
     let mut outcomes = Vec::new();
-    let result = check(config, route, ctx, headers, ports, &mut outcomes).await;
+    let result = check(gateway, route, ctx, headers, ports, &mut outcomes).await;
     if let Some(spans) = &mut ctx.spans {
         let outcome = outcomes.first().map_or("none", |(_, o): &(usize, LimitOutcome)| o.name());
         let span = SpanRecord::new(
@@ -116,17 +154,23 @@ pub(crate) async fn phase<P: Ports>(
     if let Some(detail) = applied.store_error {
         ctx.failure = Some(Failure { problem: None, source: Source::Store, detail });
     }
+    if !applied.delay.is_zero() {
+        ports.clock().sleep(applied.delay).await;
+        ctx.limit_delay = Some(applied.delay);
+    }
+    drop(applied.places);
     Ok(Flow::Continue)
 }
 
-async fn check<P: Ports>(
-    config: &Config,
+async fn check<'g, P: Ports>(
+    gateway: &'g Gateway,
     route: &Route,
     ctx: &Ctx,
     headers: &http::HeaderMap,
     ports: &P,
     outcomes: &mut Vec<(usize, LimitOutcome)>,
-) -> Result<Applied, LimitError> {
+) -> Result<Applied<'g>, LimitError> {
+    let config = &gateway.config;
     let groups: &[String] = ctx.identity.as_ref().map_or(&[], |id| &id.groups);
     let (indexes, policies): (Vec<usize>, Vec<&RateLimit>) = route
         .rate_limits
@@ -138,10 +182,20 @@ async fn check<P: Ports>(
         return Ok(Applied::default());
     }
     let keys: Vec<String> = policies.iter().map(|l| key_for(config, l, ctx, headers)).collect();
+    // A policy that smooths lets the request wait while it has a place for it.
+    let mut places = Vec::new();
     let steps: Vec<GcraStep<'_>> = policies
         .iter()
+        .zip(&indexes)
         .zip(&keys)
-        .map(|(l, k)| GcraStep { key: k, rate: l.rate, cost: l.cost, exact: l.exact })
+        .map(|((l, &i), k)| {
+            let waits = l.smoothing.and_then(|s| Some((s.max_delay, gateway.waiting.take(i, s.max_waiting)?)));
+            let max_delay_us = waits.map_or(0, |(delay, place)| {
+                places.push(place);
+                u64::try_from(delay.as_micros()).unwrap_or(u64::MAX)
+            });
+            GcraStep { key: k, rate: l.rate, cost: l.cost, exact: l.exact, max_delay_us }
+        })
         .collect();
     let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
     let all = |outcome| indexes.iter().map(move |&i| (i, outcome));
@@ -150,8 +204,8 @@ async fn check<P: Ports>(
         Err(e) if policies.iter().all(|l| l.fail_open) => {
             outcomes.extend(all(LimitOutcome::StoreErrorAllowed));
             return Ok(Applied {
-                headers: Vec::new(),
                 store_error: Some(format!("rate-limit store failed, request allowed: {e}")),
+                ..Applied::default()
             });
         }
         Err(e) => {
@@ -159,14 +213,18 @@ async fn check<P: Ports>(
             return Err(LimitError::StoreDown(e.to_string()));
         }
     };
-    outcomes.extend(
-        indexes
-            .iter()
-            .zip(&decisions)
-            .map(|(&i, d)| (i, if d.allowed { LimitOutcome::Admitted } else { LimitOutcome::Limited })),
-    );
+    outcomes.extend(indexes.iter().zip(&decisions).map(|(&i, d)| {
+        let outcome = match (d.allowed, d.delay_us) {
+            (true, 0) => LimitOutcome::Admitted,
+            (true, _) => LimitOutcome::Delayed,
+            (false, _) => LimitOutcome::Limited,
+        };
+        (i, outcome)
+    }));
     if decisions.iter().all(|d| d.allowed) {
-        return Ok(Applied { headers: answer_headers(&policies, &decisions), store_error: None });
+        let delay = Duration::from_micros(decisions.iter().map(|d| d.delay_us).max().unwrap_or(0));
+        let places = if delay.is_zero() { Vec::new() } else { places };
+        return Ok(Applied { headers: answer_headers(&policies, &decisions), store_error: None, delay, places });
     }
     // Refused: nothing was charged, so a policy that would have admitted
     // the request still has what it had before it.

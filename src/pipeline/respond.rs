@@ -83,8 +83,11 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
         variant: ctx.variant.map(super::canary::Variant::name),
         cors: ctx.cors,
         ip_refused: ctx.ip_refused.map(crate::config::ip_rules::IpLevel::name),
+        limit_delay_us: ctx.limit_delay.map(micros),
         upstream_latency_us: ctx.upstream_latency.map(micros),
-        overhead_us: micros(elapsed.saturating_sub(ctx.upstream_time)),
+        overhead_us: micros(
+            elapsed.saturating_sub(ctx.upstream_time).saturating_sub(ctx.limit_delay.unwrap_or_default()),
+        ),
         config_us: None,
         total_latency_us: micros(elapsed),
         bytes_in: 0,

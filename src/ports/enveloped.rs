@@ -272,8 +272,7 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
             self.clock.sleep(Duration::from_micros(jitter)).await;
             let Some(again) = self.watch_to_write(step.key, deadline).await? else { break };
             now_us = now_us.max(u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX));
-            decision =
-                gcra::decide(gcra::decode(live(again.raw.as_deref(), self.now_ms())), now_us, step.rate, step.cost);
+            decision = step.decide(gcra::decode(live(again.raw.as_deref(), self.now_ms())), now_us);
             if !decision.allowed {
                 self.release(again.ticket).await;
                 return Ok(decision);
@@ -380,7 +379,7 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
                 },
                 false => (self.store.get(step.key).await?, None),
             };
-            decisions.push(gcra::decide(gcra::decode(live(raw.as_deref(), now_ms)), now_us, step.rate, step.cost));
+            decisions.push(step.decide(gcra::decode(live(raw.as_deref(), now_ms)), now_us));
             watched.push((watch, raw));
         }
         if decisions.iter().any(|d| !d.allowed) {
@@ -514,7 +513,7 @@ mod tests {
         let (kv, clock) = store();
         kv.store.set_lying(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
         block_on(async {
             let now = u64::try_from(clock.now().as_micros()).unwrap();
             let admitted: Vec<bool> = {
@@ -534,7 +533,7 @@ mod tests {
         let (kv, clock) = store();
         kv.store.set_upserts(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
         let now = u64::try_from(clock.now().as_micros()).unwrap();
         // Right after this writer finds the key absent, another instance creates it with one charge.
         let tat = gcra::encode(now + 100_000);
@@ -555,7 +554,7 @@ mod tests {
         let (kv, clock) = store();
         kv.store.set_upserts(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
         // Another instance took the ticket and died before creating the key.
         kv.store.put("pc1:rl:p:k~new", 1i64.to_le_bytes().to_vec());
         block_on(async {
@@ -572,7 +571,7 @@ mod tests {
     fn a_write_that_keeps_losing_races_is_retried_until_it_lands_then_until_the_deadline() {
         let (kv, clock) = store();
         let rate = Rate::new(1_000_000, 1_000_000, 1_000_000).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true }];
+        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
         let now = u64::try_from(clock.now().as_micros()).unwrap();
         block_on(async { kv.gcra(&step, now).await.unwrap() });
         // Another writer changes the key after each of the next 20 watches:
@@ -609,7 +608,7 @@ mod tests {
             let now = u64::try_from(clock.now().as_micros()).unwrap();
             for i in 0..25 {
                 let key = format!("pc1:rl:p:{i:02}");
-                let step = [GcraStep { key: &key, rate, cost: 1, exact: true }];
+                let step = [GcraStep { key: &key, rate, cost: 1, exact: true, max_delay_us: 0 }];
                 assert!(kv.gcra(&step, now).await.unwrap().0[0].allowed);
             }
             kv.store.put("other-app:key", b"not ours".to_vec());

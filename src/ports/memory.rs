@@ -56,11 +56,8 @@ impl<C: Clock> KvStore for MemoryKv<C> {
         let keys: Vec<String> = steps.iter().map(|s| s.key.to_string()).collect();
         let now = self.clock.now();
         let decisions = self.map.update_many(&keys, now, |current| {
-            let decisions: Vec<Decision> = steps
-                .iter()
-                .zip(current)
-                .map(|(s, v)| gcra::decide(gcra::decode(v.as_deref()), now_us, s.rate, s.cost))
-                .collect();
+            let decisions: Vec<Decision> =
+                steps.iter().zip(current).map(|(s, v)| s.decide(gcra::decode(v.as_deref()), now_us)).collect();
             let writes = decisions.iter().all(|d| d.allowed).then(|| {
                 decisions
                     .iter()

@@ -98,6 +98,16 @@ pub struct GcraStep<'a> {
     /// Commit atomically (compare-and-swap) or, for a policy with
     /// `consistency = "best_effort"`, with a plain set.
     pub exact: bool,
+    /// How long the request may wait to conform instead of being refused
+    /// (a policy's `max_delay`, when it has a place among the waiting).
+    pub max_delay_us: u64,
+}
+
+impl GcraStep<'_> {
+    /// The step's decision on the key's stored TAT.
+    pub fn decide(&self, stored: Option<u64>, now_us: u64) -> Decision {
+        crate::shared::gcra::decide_within(stored, now_us, self.rate, self.cost, self.max_delay_us)
+    }
 }
 
 /// A key-value store failed (unreachable, refused, no atomics).

@@ -46,10 +46,21 @@ pub struct Decision {
     /// When refused: how long until the same request would be admitted;
     /// `None` if it never would (cost above the burst).
     pub retry_after_us: Option<u64>,
+    /// When admitted within a delay allowance: how long the request must
+    /// wait before it goes on (0: at once).
+    pub delay_us: u64,
 }
 
 /// One GCRA step. `stored` is the key's TAT, if any.
 pub fn decide(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64) -> Decision {
+    decide_within(stored, now_us, rate, cost, 0)
+}
+
+/// One GCRA step that may admit a request over the rate if it waits: up to
+/// `max_delay_us`, until the moment it conforms (`Decision::delay_us`).
+/// Requests that go on when their delay ends conform to the rate and
+/// burst as if they had arrived then; what a refusal charges is nothing.
+pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, max_delay_us: u64) -> Decision {
     let tat = stored.unwrap_or(now_us).max(now_us);
     let window = rate.window_us();
     let new_tat = tat.saturating_add(cost.saturating_mul(rate.interval_us));
@@ -63,15 +74,18 @@ pub fn decide(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64) -> Decisi
             remaining: remaining(tat),
             reset_after_us: tat - now_us,
             retry_after_us: None,
+            delay_us: 0,
         };
     }
-    if allow_at > now_us {
+    let latest = now_us.saturating_add(max_delay_us);
+    if allow_at > latest {
         return Decision {
             allowed: false,
             tat_us: tat,
             remaining: remaining(tat),
             reset_after_us: tat - now_us,
-            retry_after_us: Some(allow_at - now_us),
+            retry_after_us: Some(allow_at - latest),
+            delay_us: 0,
         };
     }
     Decision {
@@ -80,6 +94,7 @@ pub fn decide(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64) -> Decisi
         remaining: remaining(new_tat),
         reset_after_us: new_tat - now_us,
         retry_after_us: None,
+        delay_us: allow_at.saturating_sub(now_us),
     }
 }
 
@@ -129,6 +144,23 @@ mod tests {
     }
 
     #[test]
+    fn over_the_rate_waits_up_to_the_allowance() {
+        let rate = Rate::new(10, SEC, 1).unwrap(); // one every 100 ms
+        let first = decide_within(None, T0, rate, 1, 250_000);
+        assert!(first.allowed && first.delay_us == 0);
+        let second = decide_within(Some(first.tat_us), T0, rate, 1, 250_000);
+        assert!(second.allowed);
+        assert_eq!(second.delay_us, 100_000, "it conforms 100 ms later");
+        let third = decide_within(Some(second.tat_us), T0, rate, 1, 250_000);
+        assert_eq!(third.delay_us, 200_000);
+        let fourth = decide_within(Some(third.tat_us), T0, rate, 1, 250_000);
+        assert!(!fourth.allowed, "300 ms is past the allowance");
+        assert_eq!(fourth.retry_after_us, Some(50_000), "then it would wait 250 ms");
+        assert_eq!(fourth.tat_us, third.tat_us);
+        assert!(!decide(Some(first.tat_us), T0, rate, 1).allowed, "no allowance, no wait");
+    }
+
+    #[test]
     fn cost_beyond_the_burst_is_never_admitted() {
         let rate = Rate::new(1, SEC, 5).unwrap();
         let d = decide(None, T0, rate, 6);
@@ -173,6 +205,44 @@ mod tests {
                 for &(t, c) in &admitted[i..] {
                     total += c;
                     // cost admitted in [a, t] ≤ burst + (t - a) / interval
+                    prop_assert!(total <= burst + (t - a) / rate.interval_us, "{total} in {}µs", t - a);
+                }
+            }
+        }
+
+        /// With a delay allowance, every admitted request waits at most
+        /// that long, and the requests as they go on (arrival + delay)
+        /// conform to burst + rate·(b - a) over any interval; a refused one
+        /// that waits retry_after is admitted.
+        #[test]
+        fn delayed_requests_conform_when_they_go_on(
+            count in 1u64..50,
+            period_ms in 1u64..5_000,
+            burst in 1u64..20,
+            max_delay in 0u64..2_000_000,
+            gaps in prop::collection::vec(0u64..200_000, 1..200),
+            costs in prop::collection::vec(1u64..5, 200),
+        ) {
+            let rate = Rate::new(count, period_ms * 1000, burst).unwrap();
+            let mut tat = None;
+            let mut now = T0;
+            let mut released: Vec<(u64, u64)> = Vec::new();
+            for (i, gap) in gaps.iter().enumerate() {
+                now += gap;
+                let d = decide_within(tat, now, rate, costs[i], max_delay);
+                if d.allowed {
+                    prop_assert!(d.delay_us <= max_delay);
+                    tat = Some(d.tat_us);
+                    released.push((now + d.delay_us, costs[i]));
+                } else if let Some(wait) = d.retry_after_us {
+                    prop_assert!(decide_within(tat, now + wait, rate, costs[i], max_delay).allowed);
+                }
+            }
+            released.sort_unstable();
+            for (i, &(a, _)) in released.iter().enumerate() {
+                let mut total = 0;
+                for &(t, c) in &released[i..] {
+                    total += c;
                     prop_assert!(total <= burst + (t - a) / rate.interval_us, "{total} in {}µs", t - a);
                 }
             }

@@ -51,3 +51,43 @@ limits = ["ok", "ok", "missing"]
         ],
     );
 }
+
+#[test]
+fn smoothing_is_checked() {
+    let text = format!(
+        r#"{SVC}
+[limits.long]
+rate = "5/s"
+max_delay = "31s"
+
+[limits.alone]
+rate = "5/s"
+max_waiting = 10
+
+[limits.none]
+rate = "5/s"
+max_delay = "1s"
+max_waiting = 0
+
+[limits.bad]
+rate = "5/s"
+max_delay = "soon"
+"#
+    );
+    expect_errors(
+        &text,
+        &[
+            (6, "limits.long.max_delay", "at most 30s"),
+            (10, "limits.alone.max_waiting", "set it"),
+            (15, "limits.none.max_waiting", "at least 1"),
+            (19, "limits.bad.max_delay", "is not a duration"),
+        ],
+    );
+    let ok = format!(
+        "{SVC}[limits.s]\nrate = \"5/s\"\nmax_delay = \"500ms\"\n[limits.t]\nrate = \"5/s\"\nmax_delay = \"2s\"\nmax_waiting = 7\n"
+    );
+    let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
+    let smoothing: Vec<_> =
+        config.rate_limits.iter().map(|l| l.smoothing.map(|s| (s.max_delay.as_millis(), s.max_waiting))).collect();
+    assert_eq!(smoothing, [Some((500, 100)), Some((2000, 7))]);
+}

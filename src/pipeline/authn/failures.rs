@@ -39,7 +39,7 @@ impl FailureLimit {
 
     /// Counts one failure; the seconds to wait if it was one too many.
     pub(crate) async fn charge<P: Ports>(&self, ports: &P) -> Option<u64> {
-        let step = GcraStep { key: &self.key, rate: self.rate, cost: 1, exact: true };
+        let step = GcraStep { key: &self.key, rate: self.rate, cost: 1, exact: true, max_delay_us: 0 };
         let (decisions, _) = ports.kv().gcra(&[step], now_us(ports)).await.ok()?;
         decisions.first().filter(|d| !d.allowed).map(|d| seconds(d.retry_after_us))
     }
