@@ -26,7 +26,7 @@ use portcullis::pipeline::authn::{AuthCaches, AuthNote, Caller, authenticate};
 const CLIENT: Caller<'static> =
     Caller { ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)), cert: None };
 use portcullis::ports::memory::MemoryKv;
-use portcullis::ports::{Clock, GcraStep, HttpClient, KvStore, Ports, UpstreamError, UpstreamOptions};
+use portcullis::ports::{Clock, HttpClient, KvStore, LimitStep, Ports, UpstreamError, UpstreamOptions};
 use portcullis::shared::gcra::{self, Rate};
 
 /// Drives a future whose ports answer at once.
@@ -98,8 +98,8 @@ fn gcra_benches(c: &mut Criterion) {
     c.bench_function("gcra/memory-decision", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            let steps = [GcraStep { key: &keys[i], rate: fast, cost: 1, exact: true, max_delay_us: 0 }];
-            ready(kv.gcra(&steps, now)).unwrap()
+            let steps = [LimitStep::rate(&keys[i], fast, 1)];
+            ready(kv.limit(&steps, now)).unwrap()
         })
     });
 }

@@ -179,6 +179,11 @@ mod cli {
             #[command(subcommand)]
             action: CanaryAction,
         },
+        /// Quotas (`[limits.NAME] quota = ...`).
+        Quota {
+            #[command(subcommand)]
+            action: QuotaAction,
+        },
         /// Validate a config; exits 1 and prints file:line:column: key: problem for each error.
         Check {
             /// The gateway config.
@@ -198,6 +203,23 @@ mod cli {
         Reset {
             /// The route's name.
             route: String,
+            /// The gateway config.
+            #[arg(long, default_value = "routes/gateway.toml")]
+            config: PathBuf,
+            /// The fleet's store: a redis:// URL.
+            #[arg(long)]
+            store: String,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum QuotaAction {
+        /// Print (as JSON) what a caller has used of each quota in its
+        /// current window, from the store the fleet shares.
+        Usage {
+            /// The caller as the policies count it: consumer:<provider>:<id>,
+            /// subject:<provider>:<sub>, header:<value>, cookie:<value> or ip:<address>.
+            caller: String,
             /// The gateway config.
             #[arg(long, default_value = "routes/gateway.toml")]
             config: PathBuf,
@@ -286,6 +308,36 @@ mod cli {
             Command::HashKey { generate } => hash_key(generate),
             Command::Canary { action: CanaryAction::Reset { route, config, store } } => {
                 canary_reset(&config, &route, &store)
+            }
+            Command::Quota { action: QuotaAction::Usage { caller, config, store } } => {
+                quota_usage(&config, &caller, &store)
+            }
+        }
+    }
+
+    fn quota_usage(path: &Path, caller: &str, store: &str) -> ExitCode {
+        let config = match load_config(path) {
+            Ok(c) => c,
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(portcullis::native::quota_usage(&config, caller, store)) {
+            Ok(usage) => {
+                println!("{usage}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis quota usage: {e}");
+                ExitCode::FAILURE
             }
         }
     }

@@ -12,7 +12,7 @@ use http::Request;
 
 use portcullis::native::redis_kv::RedisKv;
 use portcullis::ports::memory::MemoryKv;
-use portcullis::ports::{Clock, GcraStep, KvStore};
+use portcullis::ports::{Clock, KvStore, LimitStep, Meter};
 use portcullis::shared::gcra::Rate;
 use support::origin::Origin;
 use support::redis::Redis;
@@ -60,12 +60,50 @@ async fn a_delay_allowance_admits_over_the_rate_in_redis_as_in_memory() {
     assert_eq!(outcomes[0], vec![(true, 0), (true, 60), (true, 120), (false, 0)]);
 }
 
+#[tokio::test]
+async fn a_quota_counts_in_redis_as_in_memory_and_only_with_its_rate() {
+    let redis = Redis::start();
+    let store = RedisKv::new(&redis.url(), 2, Duration::from_secs(1)).unwrap();
+    let memory = MemoryKv::new(Wall, 1000);
+    let now = u64::try_from(Wall.now().as_micros()).unwrap();
+    let outcomes = [quota_steps(&store, now).await, quota_steps(&memory, now).await];
+    assert_eq!(outcomes[0], outcomes[1], "redis vs memory");
+    // The quota of 3 is charged only while the rate (burst 2) admits too:
+    // its third unit stays free however often the rate refuses.
+    assert_eq!(outcomes[0], vec![(true, true, 2), (true, true, 1), (false, true, 0), (false, true, 0)]);
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL").arg("pc1:q:m:2026-12:k").query_async(&mut conn).await.unwrap();
+    assert!((3_000_000..=3_601_000).contains(&ttl), "kept until the window ends: {ttl} ms");
+}
+
+/// Four requests against a quota of 3 and a rate of burst 2: (all admit,
+/// the quota admits, the quota's remaining if charged).
+async fn quota_steps(kv: &impl KvStore, now: u64) -> Vec<(bool, bool, u64)> {
+    let rate = Rate::new(2, 3_600_000_000, 2).unwrap();
+    let ends_us = now + 3_600_000_000;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let steps = [
+            LimitStep { key: "pc1:q:m:2026-12:k", meter: Meter::Quota { limit: 3, ends_us }, cost: 1, exact: true },
+            LimitStep::rate("pc1:rl:r:k", rate, 1),
+        ];
+        let (decisions, _) = kv.limit(&steps, now).await.unwrap();
+        seen.push((decisions.iter().all(|d| d.allowed), decisions[0].allowed, decisions[0].remaining));
+    }
+    seen
+}
+
 /// Four requests on a key allowed to wait two hours: (allowed, delay in minutes).
 async fn delayed_steps(kv: &impl KvStore, rate: Rate, now: u64) -> Vec<(bool, u64)> {
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let step = [GcraStep { key: "pc1:rl:hourly:k", rate, cost: 1, exact: true, max_delay_us: 7_200_000_000 }];
-        let (decisions, _) = kv.gcra(&step, now).await.unwrap();
+        let step = [LimitStep {
+            key: "pc1:rl:hourly:k",
+            meter: Meter::Rate { rate, max_delay_us: 7_200_000_000 },
+            cost: 1,
+            exact: true,
+        }];
+        let (decisions, _) = kv.limit(&step, now).await.unwrap();
         seen.push((decisions[0].allowed, (decisions[0].delay_us + 30_000_000) / 60_000_000));
     }
     seen
@@ -75,11 +113,8 @@ async fn delayed_steps(kv: &impl KvStore, rate: Rate, now: u64) -> Vec<(bool, u6
 async fn five_steps(kv: &impl KvStore, slow: Rate, fast: Rate, now: u64) -> Vec<Vec<(bool, u64)>> {
     let mut seen = Vec::new();
     for _ in 0..5 {
-        let steps = [
-            GcraStep { key: "pc1:rl:slow:k", rate: slow, cost: 1, exact: true, max_delay_us: 0 },
-            GcraStep { key: "pc1:rl:fast:k", rate: fast, cost: 1, exact: true, max_delay_us: 0 },
-        ];
-        let (decisions, _) = kv.gcra(&steps, now).await.unwrap();
+        let steps = [LimitStep::rate("pc1:rl:slow:k", slow, 1), LimitStep::rate("pc1:rl:fast:k", fast, 1)];
+        let (decisions, _) = kv.limit(&steps, now).await.unwrap();
         seen.push(decisions.iter().map(|d| (d.allowed, d.remaining)).collect());
     }
     seen
@@ -359,4 +394,73 @@ max_error_rate_increase = "10%"
     let _ = std::fs::remove_file(&file);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(variants(b.addr, "c").await.contains(&"canary".to_string()), "the canary serves again after the reset");
+}
+
+#[tokio::test]
+async fn a_fleet_shares_a_quota_and_its_usage_is_readable_from_the_admin_api_and_the_cli() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        r#"
+[auth.api_key.partners]
+consumers = [{{ id = "acme", key_sha256 = "d1616373cb070ca29992c92c1fa716bcda2a13abcd3efd637e85e13243ed7434" }}]
+
+[limits.monthly]
+quota = "3/month"
+key = "consumer"
+warn_at = ["90%"]
+
+[services.echo]
+url = "http://127.0.0.1:{}"
+
+[[routes]]
+path = "/metered"
+service = "echo"
+auth = {{ any_of = ["partners"] }}
+limits = ["monthly"]
+"#,
+        origin.port()
+    );
+    let args = ["--store", &redis.url()];
+    let (a, b) = (Node::start_args(&config, &[], &args), Node::start_args(&config, &[], &args));
+    let keyed = || {
+        Request::get("/metered")
+            .header("host", "gw.test")
+            .header("x-api-key", "acme-key-0001")
+            .body(Bytes::new())
+            .unwrap()
+    };
+    let statuses = [
+        send(a.addr, keyed()).await.status,
+        send(b.addr, keyed()).await.status,
+        send(a.addr, keyed()).await.status,
+        send(b.addr, keyed()).await.status,
+    ];
+    assert_eq!(statuses, [200, 200, 200, 429], "one quota for the fleet");
+
+    let admin = a.admin_addr.expect("admin listener");
+    let usage = send(admin, get("/quotas?caller=consumer%3Apartners%3Aacme")).await;
+    assert_eq!(usage.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&usage.body).unwrap();
+    assert_eq!(body["caller"], "consumer:partners:acme");
+    assert_eq!(
+        (&body["quotas"][0]["policy"], &body["quotas"][0]["used"], &body["quotas"][0]["limit"]),
+        (&"monthly".into(), &3.into(), &3.into())
+    );
+    assert!(body["quotas"][0]["window"].as_str().unwrap().len() == 7, "{body}");
+    assert_eq!(send(admin, get("/quotas")).await.status, 400, "the caller is named");
+    let refusals = send(b.admin_addr.expect("admin listener"), get("/refusals")).await;
+    let refusals: serde_json::Value = serde_json::from_slice(&refusals.body).unwrap();
+    assert_eq!(refusals["top"], serde_json::json!([{"caller": "partners:acme", "refusals": 1, "error": 0}]));
+
+    let file = std::env::temp_dir().join(format!("quota-{}.toml", std::process::id()));
+    std::fs::write(&file, &config).unwrap();
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["quota", "usage", "consumer:partners:acme", "--config", file.to_str().unwrap(), "--store", &redis.url()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(printed, body, "the CLI reads what the admin API does");
 }

@@ -1,6 +1,7 @@
-//! `[limits.NAME]`: rate-limit policies, compiled into GCRA rates. A route
-//! lists the policies that apply to it; a policy with `groups` is a tier and
-//! applies only to callers in one of those groups.
+//! `[limits.NAME]`: limit policies, compiled into GCRA rates (`rate`) or
+//! calendar quotas (`quota`). A route lists the policies that apply to it;
+//! a policy with `groups` is a tier and applies only to callers in one of
+//! those groups.
 
 use std::collections::BTreeMap;
 
@@ -10,12 +11,13 @@ use super::caller_key::CallerKey;
 use super::raw::RawLimit;
 use super::{Compiler, Known};
 use crate::shared::gcra::Rate;
+use crate::shared::quota::Period;
 
 /// A compiled policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RateLimit {
     pub(crate) name: std::sync::Arc<str>,
-    pub(crate) rate: Rate,
+    pub(crate) meter: Metering,
     pub(crate) key: CallerKey,
     /// Cost of one request. Default: 1.
     pub(crate) cost: u64,
@@ -28,11 +30,40 @@ pub(crate) struct RateLimit {
     pub(crate) exact: bool,
     /// Also send `X-RateLimit-Limit/Remaining/Reset`. Default: false.
     pub(crate) legacy_headers: bool,
-    /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
-    pub(crate) policy_item: String,
-    /// Delay a request over the rate until it conforms instead of refusing
-    /// it. Default: none (refuse).
-    pub(crate) smoothing: Option<Smoothing>,
+}
+
+/// What a policy meters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Metering {
+    Rate {
+        rate: Rate,
+        /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
+        policy_item: String,
+        /// Delay a request over the rate until it conforms instead of
+        /// refusing it. Default: none (refuse).
+        smoothing: Option<Smoothing>,
+    },
+    Quota(Quota),
+}
+
+/// `quota = "N/day"` or `"N/month"`: a cap per calendar window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Quota {
+    pub(crate) limit: u64,
+    pub(crate) period: Period,
+    /// The windows' time zone, as seconds east of UTC. Default: UTC.
+    pub(crate) offset_s: i32,
+    /// Shares used (percent, rising) past which answers warn. Default: none.
+    pub(crate) warn_at: Vec<u8>,
+}
+
+impl RateLimit {
+    pub(crate) fn smoothing(&self) -> Option<Smoothing> {
+        match &self.meter {
+            Metering::Rate { smoothing, .. } => *smoothing,
+            Metering::Quota(_) => None,
+        }
+    }
 }
 
 /// `max_delay` and `max_waiting`: how long a request over the rate may
@@ -61,6 +92,56 @@ const PERIODS: &[(&str, u64)] = &[
     ("d", 86_400),
     ("day", 86_400),
 ];
+
+/// What a policy's `rate` or `quota` says.
+enum Metered {
+    Rate(u64, u64),
+    Quota(Quota),
+}
+
+/// `10000/month` or `500/day`.
+fn parse_quota(text: &str) -> Result<(u64, Period), String> {
+    let bad = || format!("`{text}` is not a quota: write e.g. \"10000/month\" or \"500/day\"");
+    let (count, period) = text.split_once('/').ok_or_else(bad)?;
+    let count: u64 = count.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err("a quota of 0 refuses everything: leave the policy off the route instead".into());
+    }
+    match period.trim() {
+        "day" | "d" => Ok((count, Period::Day)),
+        "month" => Ok((count, Period::Month)),
+        _ => Err(bad()),
+    }
+}
+
+/// `UTC`, or a fixed offset east of it: `+01:00`, `-05:00`, `+05:30`.
+fn parse_offset(text: &str) -> Result<i32, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not a time zone the gateway knows: write \"UTC\" or a fixed offset such as \"+01:00\", \"-05:00\""
+        )
+    };
+    if text == "UTC" || text == "Z" {
+        return Ok(0);
+    }
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h.to_string().len() > 2 || h > 14 || !(0..60).contains(&m) || rest.len() != 5 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+/// `80%`: a share from 1 to 100 percent.
+fn parse_share(text: &str) -> Result<u8, String> {
+    let percent = text.strip_suffix('%').and_then(|n| n.trim().parse::<u8>().ok());
+    percent.filter(|p| (1..=100).contains(p)).ok_or_else(|| format!("`{text}` is not a share: write e.g. \"80%\""))
+}
 
 /// `100/minute`, `10/s`, `5000/day`, or a count per duration: `5/10s`.
 pub(super) fn parse_rate(text: &str) -> Result<(u64, u64), String> {
@@ -98,7 +179,7 @@ impl Compiler<'_> {
                 "policy names are letters, digits, `_` and `-` (they go into store keys)",
             );
         }
-        let parsed = self.check(r.rate.span(), &format!("{key}.rate"), parse_rate(r.rate.get_ref()));
+        let metered = self.metered(&key, spanned);
         let burst = r.burst.as_ref().map(|b| *b.get_ref());
         if let Some(b) = &r.burst
             && *b.get_ref() == 0
@@ -125,21 +206,86 @@ impl Compiler<'_> {
         if self.errors.len() != before {
             return None;
         }
-        let ((count, period_us), limit_key) = (parsed?, limit_key?);
-        let rate = Rate::new(count, period_us, burst.unwrap_or(count))?;
-        let window = rate.window_us().div_ceil(1_000_000).max(1);
+        let meter = match metered? {
+            Metered::Rate(count, period_us) => {
+                let rate = Rate::new(count, period_us, burst.unwrap_or(count))?;
+                let window = rate.window_us().div_ceil(1_000_000).max(1);
+                let policy_item = format!("\"{name}\";q={};w={window}", rate.burst);
+                Metering::Rate { rate, policy_item, smoothing }
+            }
+            Metered::Quota(quota) => Metering::Quota(quota),
+        };
         Some(RateLimit {
-            policy_item: format!("\"{name}\";q={};w={window}", rate.burst),
             name: name.into(),
-            rate,
-            key: limit_key,
+            meter,
+            key: limit_key?,
             cost,
             groups: r.groups.clone(),
             fail_open,
             exact,
             legacy_headers: r.legacy_headers,
-            smoothing,
         })
+    }
+
+    /// `rate` (with `burst`, `max_delay`) or `quota` (with `time_zone`,
+    /// `warn_at`): exactly one.
+    fn metered(&mut self, key: &str, spanned: &Spanned<RawLimit>) -> Option<Metered> {
+        let r = spanned.get_ref();
+        match (&r.rate, &r.quota) {
+            (Some(rate), None) => {
+                for (name, span) in [("time_zone", r.time_zone.as_ref().map(Spanned::span))]
+                    .into_iter()
+                    .chain([("warn_at", r.warn_at.as_ref().and_then(|w| w.first()).map(Spanned::span))])
+                {
+                    if let Some(span) = span {
+                        self.error(span, format!("{key}.{name}"), "belongs to a `quota`, not a `rate`");
+                    }
+                }
+                let (count, period_us) = self.check(rate.span(), &format!("{key}.rate"), parse_rate(rate.get_ref()))?;
+                Some(Metered::Rate(count, period_us))
+            }
+            (None, Some(quota)) => {
+                for (name, span) in [
+                    ("burst", r.burst.as_ref().map(Spanned::span)),
+                    ("max_delay", r.max_delay.as_ref().map(Spanned::span)),
+                ] {
+                    if let Some(span) = span {
+                        self.error(span, format!("{key}.{name}"), "belongs to a `rate`, not a `quota`");
+                    }
+                }
+                let parsed = parse_quota(quota.get_ref());
+                let parsed = self.check(quota.span(), &format!("{key}.quota"), parsed);
+                let offset_s = match &r.time_zone {
+                    None => Some(0),
+                    Some(tz) => self.check(tz.span(), &format!("{key}.time_zone"), parse_offset(tz.get_ref())),
+                };
+                let mut warn_at = Vec::new();
+                for (i, w) in r.warn_at.iter().flatten().enumerate() {
+                    let share = parse_share(w.get_ref());
+                    let Some(percent) = self.check(w.span(), &format!("{key}.warn_at[{i}]"), share) else { continue };
+                    if warn_at.last().is_some_and(|last| *last >= percent) {
+                        self.error(
+                            w.span(),
+                            format!("{key}.warn_at[{i}]"),
+                            "list rising shares, e.g. [\"80%\", \"90%\"]",
+                        );
+                    }
+                    warn_at.push(percent);
+                }
+                let ((limit, period), offset_s) = (parsed?, offset_s?);
+                Some(Metered::Quota(Quota { limit, period, offset_s, warn_at }))
+            }
+            (Some(rate), Some(_)) => {
+                let message = "give either `rate` (per second to per day, smoothed) or `quota` (per calendar day or month), not both";
+                self.error(rate.span(), format!("{key}.rate"), message);
+                None
+            }
+            (None, None) => {
+                let message = "a policy needs `rate` (e.g. \"100/minute\") or `quota` (e.g. \"10000/month\")";
+                self.error(spanned.span(), key.to_string(), message);
+                None
+            }
+        }
     }
 
     /// `max_delay` (up to 30 s) and `max_waiting` (at least 1; needs `max_delay`).

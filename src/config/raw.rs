@@ -145,7 +145,10 @@ pub(crate) struct RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimit {
-    pub(crate) rate: Spanned<String>,
+    pub(crate) rate: Option<Spanned<String>>,
+    pub(crate) quota: Option<Spanned<String>>,
+    pub(crate) time_zone: Option<Spanned<String>>,
+    pub(crate) warn_at: Option<Vec<Spanned<String>>>,
     pub(crate) burst: Option<Spanned<u64>>,
     pub(crate) key: Option<Spanned<String>>,
     pub(crate) cost: Option<Spanned<u64>>,

@@ -129,7 +129,7 @@ pub fn edge_problems(config: &Config) -> (Vec<String>, Vec<String>) {
             route.name
         ));
     }
-    for limit in config.rate_limits.iter().filter(|l| l.smoothing.is_some()) {
+    for limit in config.rate_limits.iter().filter(|l| l.smoothing().is_some()) {
         warnings.push(format!(
             "limits.{}.max_waiting: bounds the requests waiting in one instance; a WASI 0.2 instance serves one request, so there only Spin's concurrency bounds them (WASI 0.3 instances share it)",
             limit.name

@@ -83,11 +83,16 @@ pub(super) async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
                 (&Method::GET, "/config") => config(&node),
                 (&Method::POST, "/reload") => reloaded(&node),
                 (&Method::GET, "/upstreams") => upstreams(&node),
-                (_, "/healthz" | "/readyz" | "/config" | "/upstreams") => {
+                (&Method::GET, "/quotas") => quotas(&node, req.uri().query()).await,
+                (&Method::GET, "/refusals") => refusals(&node),
+                (_, "/healthz" | "/readyz" | "/config" | "/upstreams" | "/quotas" | "/refusals") => {
                     problem(StatusCode::METHOD_NOT_ALLOWED, "use GET")
                 }
                 (_, "/reload") => problem(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
-                _ => problem(StatusCode::NOT_FOUND, "no such admin path (healthz, readyz, config, reload, upstreams)"),
+                _ => problem(
+                    StatusCode::NOT_FOUND,
+                    "no such admin path (healthz, readyz, config, reload, upstreams, quotas, refusals)",
+                ),
             }
         }
     })
@@ -189,6 +194,32 @@ fn upstreams(node: &Node) -> Answer {
         })
         .collect();
     json_answer(StatusCode::OK, &json!({ "services": services }))
+}
+
+/// `GET /refusals`: the callers rate limits and quotas refused most over
+/// the last minutes (a bounded sketch, `native/refusals.rs`).
+fn refusals(node: &Node) -> Answer {
+    let minute = node.ports.clock().now().as_secs() / 60;
+    let top = node.metrics.top_refused.top(20, minute);
+    json_answer(StatusCode::OK, &json!({ "minutes": super::refusals::MINUTES, "top": top }))
+}
+
+/// `GET /quotas?caller=consumer:partners:acme`: what a caller (as the
+/// policies count it, `kv-schema/quotas.md`) has used of each quota.
+async fn quotas(node: &Node, query: Option<&str>) -> Answer {
+    let caller = query.and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "caller"));
+    let Some(caller) = caller.map(|(_, v)| v.into_owned()).filter(|c| !c.is_empty()) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "name the caller: ?caller=consumer:<provider>:<id> (or subject:, header:, ip:)",
+        );
+    };
+    let gateway = node.gateway.load_full();
+    let now_us = u64::try_from(node.ports.clock().now().as_micros()).unwrap_or(u64::MAX);
+    match crate::pipeline::rate_limit::quota_usage(&gateway.config, node.ports.kv(), &caller, now_us).await {
+        Ok(usage) => json_answer(StatusCode::OK, &json!({ "caller": caller, "quotas": usage })),
+        Err(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read right now"),
+    }
 }
 
 fn json_answer(status: StatusCode, body: &Value) -> Answer {

@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::pipeline::Gateway;
-use crate::pipeline::log::AccessLog;
+use crate::pipeline::log::{AccessLog, LimitOutcome};
 use crate::system_clock;
 
 /// Bucket bounds in seconds: 25 µs to 10 s, fine enough below a
@@ -182,6 +182,8 @@ pub(crate) struct Metrics {
     enabled: bool,
     /// The series of the config requests last ran on.
     resolved: ArcSwapOption<Series>,
+    /// The callers limits refused most lately (the admin API's `/refusals`).
+    pub(crate) top_refused: super::refusals::TopRefused,
 }
 
 /// What the node holds, read at each scrape.
@@ -223,6 +225,7 @@ impl Metrics {
             no_service: NO_SERVICE.into(),
             enabled,
             resolved: ArcSwapOption::empty(),
+            top_refused: Default::default(),
             registry: Registry::default(),
         };
         // name, what it counts, the metric.
@@ -338,6 +341,13 @@ impl Metrics {
             if let Some(fetch) = observed.auth.and_then(|a| a.fetch) {
                 self.jwks_fetch(&provider, fetch.ok);
             }
+        }
+        if log.limits.iter().any(|l| l.outcome == LimitOutcome::Limited) {
+            let caller = match &log.identity {
+                Some(id) => format!("{}:{}", id.provider, id.subject),
+                None => format!("ip:{}", log.client_ip),
+            };
+            self.top_refused.record(&caller, observed.received_at.as_secs() / 60);
         }
         for limit in &log.limits {
             self.limits

@@ -20,6 +20,7 @@ mod otlp;
 mod probe;
 mod protocol;
 pub mod redis_kv;
+mod refusals;
 pub mod server;
 pub use listeners::check_files;
 mod proxy_protocol;
@@ -33,7 +34,7 @@ use crate::config::{Config, ConfigError, ConfigErrors, Variables, vars};
 use std::time::Duration;
 
 use crate::ports::memory::MemoryKv;
-use crate::ports::{GcraStep, KvError, KvStore, Ports, SweepReport};
+use crate::ports::{KvError, KvStore, LimitStep, Ports, SweepReport};
 use crate::shared::gcra::Decision;
 use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
@@ -124,10 +125,10 @@ impl KvStore for NodeKv {
         }
     }
 
-    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+    async fn limit(&self, steps: &[LimitStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         match self {
-            Self::Memory(kv) => kv.gcra(steps, now_us).await,
-            Self::Redis(kv, m) => timed(m, "gcra", kv.gcra(steps, now_us)).await,
+            Self::Memory(kv) => kv.limit(steps, now_us).await,
+            Self::Redis(kv, m) => timed(m, "gcra", kv.limit(steps, now_us)).await,
         }
     }
 
@@ -218,6 +219,18 @@ pub(crate) fn env_variables(text: &str) -> Variables {
 /// `portcullis canary reset`: clears the record of ROUTE's canary in the
 /// Redis store a fleet shares (a rollback or a promotion), so that every
 /// node and edge instance starts the canary afresh within its `sync`.
+/// What `counted` has used of each quota, read from the fleet's store (the
+/// `portcullis quota usage` command): the admin API's JSON.
+pub async fn quota_usage(config: &Config, counted: &str, store_url: &str) -> Result<serde_json::Value, String> {
+    if !store_url.starts_with("redis://") && !store_url.starts_with("rediss://") {
+        return Err("--store: give the redis:// URL the fleet shares (a node on the memory store answers GET /quotas on its admin API)".into());
+    }
+    let kv = redis_kv::RedisKv::new(store_url, 1, Duration::from_secs(2)).map_err(|e| format!("{store_url}: {e}"))?;
+    let now_us = u64::try_from(crate::ports::Clock::now(&SystemClock(TokioSleep)).as_micros()).unwrap_or(u64::MAX);
+    let usage = crate::pipeline::rate_limit::quota_usage(config, &kv, counted, now_us).await;
+    Ok(serde_json::json!({ "caller": counted, "quotas": usage.map_err(|e| format!("{store_url}: {e}"))? }))
+}
+
 pub async fn reset_canary(config: &Config, route: &str, store_url: &str) -> Result<String, String> {
     let found = config.routes.iter().find(|r| &*r.name == route).ok_or_else(|| {
         let names: Vec<&str> = config.routes.iter().filter(|r| r.canary.is_some()).map(|r| &*r.name).collect();

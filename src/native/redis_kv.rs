@@ -21,32 +21,51 @@ use redis::{Script, Value};
 use tokio::sync::OnceCell;
 
 use super::breaker::{Breaker, Permit};
-use crate::ports::{GcraStep, KvError, KvStore};
+use crate::ports::{KvError, KvStore, LimitStep, Meter};
 use crate::shared::gcra::Decision;
 
-const GCRA: &str = r#"
+/// The limit step (`KvStore::limit`) atomically, on Redis' clock. Five
+/// arguments per key: `r` (a GCRA rate: interval, burst, cost, delay
+/// allowance) or `q` (a quota: limit, window end, cost, unused).
+const LIMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tats = {}
+local values = {}
 local admit = true
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[(i - 1) * 4 + 1])
-  local burst = tonumber(ARGV[(i - 1) * 4 + 2])
-  local cost = tonumber(ARGV[(i - 1) * 4 + 3])
-  local delay = tonumber(ARGV[(i - 1) * 4 + 4])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  if tat < now then tat = now end
-  tats[i] = tat
-  if cost > burst or tat + cost * interval - burst * interval > now + delay then admit = false end
+  local kind = ARGV[(i - 1) * 5 + 1]
+  local a = tonumber(ARGV[(i - 1) * 5 + 2])
+  local b = tonumber(ARGV[(i - 1) * 5 + 3])
+  local cost = tonumber(ARGV[(i - 1) * 5 + 4])
+  local delay = tonumber(ARGV[(i - 1) * 5 + 5])
+  if kind == 'q' then
+    local used = tonumber(redis.call('GET', KEYS[i])) or 0
+    values[i] = used
+    if used + cost > a then admit = false end
+  else
+    local tat = tonumber(redis.call('GET', KEYS[i])) or now
+    if tat < now then tat = now end
+    values[i] = tat
+    if cost > b or tat + cost * a - b * a > now + delay then admit = false end
+  end
 end
 if admit then
   for i = 1, #KEYS do
-    local new_tat = tats[i] + tonumber(ARGV[(i - 1) * 4 + 3]) * tonumber(ARGV[(i - 1) * 4 + 1])
-    redis.call('SET', KEYS[i], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1000)
+    local kind = ARGV[(i - 1) * 5 + 1]
+    local a = tonumber(ARGV[(i - 1) * 5 + 2])
+    local b = tonumber(ARGV[(i - 1) * 5 + 3])
+    local cost = tonumber(ARGV[(i - 1) * 5 + 4])
+    local value = values[i] + cost * a
+    local keep = value
+    if kind == 'q' then
+      value = values[i] + cost
+      keep = b
+    end
+    redis.call('SET', KEYS[i], string.format('%d', value), 'PX', math.max(math.floor((keep - now) / 1000), 0) + 1000)
   end
 end
 local out = { now }
-for i = 1, #KEYS do out[i + 1] = tats[i] end
+for i = 1, #KEYS do out[i + 1] = values[i] end
 return out
 "#;
 
@@ -71,7 +90,7 @@ pub struct RedisKv {
     connections: Vec<OnceCell<ConnectionManager>>,
     next: AtomicUsize,
     timeout: Duration,
-    gcra: Script,
+    limit: Script,
     cas: Script,
     breaker: Breaker,
 }
@@ -96,7 +115,7 @@ impl RedisKv {
             connections: (0..connections.max(1)).map(|_| OnceCell::new()).collect(),
             next: AtomicUsize::new(0),
             timeout,
-            gcra: Script::new(GCRA),
+            limit: Script::new(LIMIT),
             cas: Script::new(CAS),
             breaker: Breaker::default(),
         })
@@ -211,10 +230,16 @@ impl KvStore for RedisKv {
     }
 
     /// One round trip, atomic across keys, on Redis' clock.
-    async fn gcra(&self, steps: &[GcraStep<'_>], _now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
-        let mut invocation = self.gcra.prepare_invoke();
+    async fn limit(&self, steps: &[LimitStep<'_>], _now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+        let mut invocation = self.limit.prepare_invoke();
         for s in steps {
-            invocation.key(s.key).arg(s.rate.interval_us).arg(s.rate.burst).arg(s.cost).arg(s.max_delay_us);
+            invocation.key(s.key);
+            match s.meter {
+                Meter::Rate { rate, max_delay_us } => {
+                    invocation.arg("r").arg(rate.interval_us).arg(rate.burst).arg(s.cost).arg(max_delay_us)
+                }
+                Meter::Quota { limit, ends_us } => invocation.arg("q").arg(limit).arg(ends_us).arg(s.cost).arg(0),
+            };
         }
         let reply: Vec<Value> = self.call(Call::Script(invocation)).await?;
         let numbers: Vec<u64> = reply

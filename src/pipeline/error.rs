@@ -147,7 +147,13 @@ mod tests {
         let resp = err.problem().to_response(&HeaderValue::from_static("r"));
         assert_eq!(resp.status(), 405);
         assert_eq!(resp.headers()["allow"], "GET, HEAD");
-        let limited = LimitError::Exceeded { retry_after: Some(7), headers: Vec::new() };
+        let limited = LimitError::Exceeded { retry_after: Some(7), headers: Vec::new(), quota: false };
         assert_eq!(limited.problem().to_response(&HeaderValue::from_static("r")).headers()["retry-after"], "7");
+        let spent = LimitError::Exceeded { retry_after: Some(90), headers: Vec::new(), quota: true };
+        assert_eq!(
+            (spent.problem().status, spent.problem().slug),
+            (http::StatusCode::TOO_MANY_REQUESTS, "quota-exceeded")
+        );
+        assert_eq!(spent.problem().to_response(&HeaderValue::from_static("r")).headers()["retry-after"], "90");
     }
 }

@@ -23,11 +23,12 @@ use thiserror::Error;
 use super::log::{Failure, LimitOutcome};
 use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Flow, Gateway, caller};
-use crate::config::rate_limits::RateLimit;
+use crate::config::rate_limits::{Metering, RateLimit};
 use crate::config::{Config, Route};
-use crate::ports::{Body, Clock, GcraStep, KvStore, Ports, store_key};
+use crate::ports::{Body, Clock, KvStore, LimitStep, Meter, Ports, store_key};
 use crate::shared::gcra::Decision;
 use crate::shared::problem::{Answer, Problem, Source};
+use crate::shared::quota::{self, Window};
 
 pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
 
@@ -38,6 +39,8 @@ pub(crate) enum LimitError {
         /// Seconds until the request would pass; `None`: never (it costs more than a burst).
         retry_after: Option<u64>,
         headers: Headers,
+        /// A quota refused it (not only a rate).
+        quota: bool,
     },
     #[error("the rate-limit store is unavailable: {0}")]
     StoreDown(String),
@@ -46,12 +49,14 @@ pub(crate) enum LimitError {
 impl Answer for LimitError {
     fn problem(&self) -> Problem {
         match self {
-            Self::Exceeded { retry_after, headers } => {
-                let detail: std::borrow::Cow<'static, str> = match retry_after {
-                    Some(s) => format!("too many requests; retry after {s} seconds").into(),
-                    None => "this request costs more than the rate limit ever allows".into(),
+            Self::Exceeded { retry_after, headers, quota } => {
+                let detail: std::borrow::Cow<'static, str> = match (retry_after, quota) {
+                    (Some(s), false) => format!("too many requests; retry after {s} seconds").into(),
+                    (Some(s), true) => format!("the quota for this period is spent; it renews in {s} seconds").into(),
+                    (None, _) => "this request costs more than the limit ever allows".into(),
                 };
-                let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail, Source::Client);
+                let slug = if *quota { "quota-exceeded" } else { "rate-limited" };
+                let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, slug, detail, Source::Client);
                 p.headers.extend(headers.iter().cloned());
                 if let Some(s) = retry_after {
                     p = p.header(http::header::RETRY_AFTER, HeaderValue::from(*s));
@@ -115,9 +120,72 @@ pub(crate) fn key(policy: &str, counted: &[&[u8]]) -> String {
     store_key(&["pc1:rl:", policy, ":"], &hasher.finalize())
 }
 
-/// The key of a policy for this request (see [`caller::value`]).
-fn key_for(config: &Config, limit: &RateLimit, ctx: &Ctx, headers: &http::HeaderMap) -> String {
-    key(&limit.name, &[&caller::value(config, &limit.key, ctx, headers)])
+/// The store key for a quota's window and what it counts (`kv-schema/quotas.md`).
+pub(crate) fn quota_key(policy: &str, window: &str, counted: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    counted.iter().for_each(|part| hasher.update(part));
+    store_key(&["pc1:q:", policy, ":", window, ":"], &hasher.finalize())
+}
+
+/// What a caller has used of a quota in its current window.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct QuotaUsage {
+    pub(crate) policy: String,
+    /// `2026-12` or `2026-12-06`, in the quota's time zone.
+    pub(crate) window: String,
+    pub(crate) used: u64,
+    pub(crate) limit: u64,
+    /// Seconds until the window renews.
+    pub(crate) renews_in_s: u64,
+}
+
+/// What the caller counted as `counted` (`consumer:<provider>:<id>`,
+/// `subject:<provider>:<sub>`, `header:<value>`, `ip:<address>`, …, as
+/// `kv-schema/quotas.md` says) has used of every quota of the config now.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) async fn quota_usage(
+    config: &Config,
+    kv: &impl KvStore,
+    counted: &str,
+    now_us: u64,
+) -> Result<Vec<QuotaUsage>, crate::ports::KvError> {
+    let mut usage = Vec::new();
+    for limit in &config.rate_limits {
+        let Metering::Quota(q) = &limit.meter else { continue };
+        let window = quota::window(now_us, q.period, q.offset_s);
+        let stored = kv.get(&quota_key(&limit.name, &window.id, &[counted.as_bytes()])).await?;
+        usage.push(QuotaUsage {
+            policy: limit.name.to_string(),
+            used: crate::shared::gcra::decode(stored.as_deref()).unwrap_or(0),
+            limit: q.limit,
+            renews_in_s: seconds(window.ends_us.saturating_sub(now_us)),
+            window: window.id,
+        });
+    }
+    Ok(usage)
+}
+
+/// The key and meter of a policy for this request (see [`caller::value`]),
+/// and a quota's window.
+fn step_for(
+    config: &Config,
+    limit: &RateLimit,
+    ctx: &Ctx,
+    headers: &http::HeaderMap,
+    now_us: u64,
+) -> (String, Meter, Option<Window>) {
+    let counted = caller::value(config, &limit.key, ctx, headers);
+    match &limit.meter {
+        Metering::Rate { rate, .. } => {
+            (key(&limit.name, &[&counted]), Meter::Rate { rate: *rate, max_delay_us: 0 }, None)
+        }
+        Metering::Quota(q) => {
+            let window = quota::window(now_us, q.period, q.offset_s);
+            let meter = Meter::Quota { limit: q.limit, ends_us: window.ends_us };
+            (quota_key(&limit.name, &window.id, &[&counted]), meter, Some(window))
+        }
+    }
 }
 
 /// The rate-limit phase: the route's policies that apply to this caller,
@@ -181,25 +249,30 @@ async fn check<'g, P: Ports>(
     if policies.is_empty() {
         return Ok(Applied::default());
     }
-    let keys: Vec<String> = policies.iter().map(|l| key_for(config, l, ctx, headers)).collect();
+    let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
+    let metered: Vec<(String, Meter, Option<Window>)> =
+        policies.iter().map(|l| step_for(config, l, ctx, headers, now_us)).collect();
+    let windows: Vec<Option<&Window>> = metered.iter().map(|(_, _, w)| w.as_ref()).collect();
     // A policy that smooths lets the request wait while it has a place for it.
     let mut places = Vec::new();
-    let steps: Vec<GcraStep<'_>> = policies
+    let steps: Vec<LimitStep<'_>> = policies
         .iter()
         .zip(&indexes)
-        .zip(&keys)
-        .map(|((l, &i), k)| {
-            let waits = l.smoothing.and_then(|s| Some((s.max_delay, gateway.waiting.take(i, s.max_waiting)?)));
-            let max_delay_us = waits.map_or(0, |(delay, place)| {
-                places.push(place);
-                u64::try_from(delay.as_micros()).unwrap_or(u64::MAX)
-            });
-            GcraStep { key: k, rate: l.rate, cost: l.cost, exact: l.exact, max_delay_us }
+        .zip(&metered)
+        .map(|((l, &i), (k, meter, _))| {
+            let waits = l.smoothing().and_then(|s| Some((s.max_delay, gateway.waiting.take(i, s.max_waiting)?)));
+            let meter = match (*meter, waits) {
+                (Meter::Rate { rate, .. }, Some((delay, place))) => {
+                    places.push(place);
+                    Meter::Rate { rate, max_delay_us: u64::try_from(delay.as_micros()).unwrap_or(u64::MAX) }
+                }
+                (meter, _) => meter,
+            };
+            LimitStep { key: k, meter, cost: l.cost, exact: l.exact }
         })
         .collect();
-    let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
     let all = |outcome| indexes.iter().map(move |&i| (i, outcome));
-    let decisions = match ports.kv().gcra(&steps, now_us).await {
+    let decisions = match ports.kv().limit(&steps, now_us).await {
         Ok((decisions, _)) => decisions,
         Err(e) if policies.iter().all(|l| l.fail_open) => {
             outcomes.extend(all(LimitOutcome::StoreErrorAllowed));
@@ -224,27 +297,53 @@ async fn check<'g, P: Ports>(
     if decisions.iter().all(|d| d.allowed) {
         let delay = Duration::from_micros(decisions.iter().map(|d| d.delay_us).max().unwrap_or(0));
         let places = if delay.is_zero() { Vec::new() } else { places };
-        return Ok(Applied { headers: answer_headers(&policies, &decisions), store_error: None, delay, places });
+        let mut headers = answer_headers(&policies, &decisions, &windows);
+        headers.extend(quota_warning(&policies, &decisions));
+        return Ok(Applied { headers, store_error: None, delay, places });
     }
     // Refused: nothing was charged, so a policy that would have admitted
     // the request still has what it had before it.
     let unspent: Vec<Decision> = policies
         .iter()
         .zip(&decisions)
-        .map(|(l, d)| match d.allowed {
-            true => Decision {
+        .map(|(l, d)| match (d.allowed, &l.meter) {
+            (true, Metering::Rate { rate, .. }) => Decision {
                 remaining: d.remaining + l.cost,
-                reset_after_us: d.reset_after_us.saturating_sub(l.cost.saturating_mul(l.rate.interval_us)),
+                reset_after_us: d.reset_after_us.saturating_sub(l.cost.saturating_mul(rate.interval_us)),
                 ..*d
             },
-            false => *d,
+            (true, Metering::Quota(_)) => Decision { remaining: d.remaining + l.cost, ..*d },
+            (false, _) => *d,
         })
         .collect();
-    let headers = answer_headers(&policies, &unspent);
-    let denied = decisions.iter().filter(|d| !d.allowed);
-    let retry_after =
-        denied.map(|d| d.retry_after_us.map(seconds)).collect::<Option<Vec<u64>>>().and_then(|v| v.into_iter().max());
-    Err(LimitError::Exceeded { retry_after, headers })
+    let headers = answer_headers(&policies, &unspent, &windows);
+    let denied = || policies.iter().zip(&decisions).filter(|(_, d)| !d.allowed);
+    let quota = denied().any(|(l, _)| matches!(l.meter, Metering::Quota(_)));
+    let retry_after = denied()
+        .map(|(_, d)| d.retry_after_us.map(seconds))
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|v| v.into_iter().max());
+    Err(LimitError::Exceeded { retry_after, headers, quota })
+}
+
+/// `Quota-Warning` for each quota past one of its `warn_at` shares: the
+/// highest share passed, what is used of what, and when it renews.
+fn quota_warning(policies: &[&RateLimit], decisions: &[Decision]) -> Option<(HeaderName, HeaderValue)> {
+    let mut text = String::new();
+    for (l, d) in policies.iter().zip(decisions) {
+        let Metering::Quota(q) = &l.meter else { continue };
+        let used = q.limit.saturating_sub(d.remaining);
+        let passed = q.warn_at.iter().rev().find(|&&share| used.saturating_mul(100) >= u64::from(share) * q.limit);
+        if let Some(share) = passed {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            let reset = seconds(d.reset_after_us);
+            let _ = write!(text, "\"{}\";threshold={share};used={used};q={};t={reset}", l.name, q.limit);
+        }
+    }
+    let value = HeaderValue::from_str(&text).ok().filter(|_| !text.is_empty())?;
+    Some((HeaderName::from_static("quota-warning"), value))
 }
 
 /// Whole seconds, rounded up (a client that waits this long is admitted).
@@ -252,15 +351,23 @@ fn seconds(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
-fn answer_headers(policies: &[&RateLimit], decisions: &[Decision]) -> Headers {
+fn answer_headers(policies: &[&RateLimit], decisions: &[Decision], windows: &[Option<&Window>]) -> Headers {
     let mut policy = String::with_capacity(policies.len() * 32);
     let mut state = String::with_capacity(policies.len() * 32);
-    for (i, (l, d)) in policies.iter().zip(decisions).enumerate() {
+    for (i, ((l, d), window)) in policies.iter().zip(decisions).zip(windows).enumerate() {
         if i > 0 {
             policy.push_str(", ");
             state.push_str(", ");
         }
-        policy.push_str(&l.policy_item);
+        match (&l.meter, window) {
+            (Metering::Rate { policy_item, .. }, _) => policy.push_str(policy_item),
+            (Metering::Quota(q), Some(w)) => {
+                let _ = write!(policy, "\"{}\";q={};w={}", l.name, q.limit, w.length_s);
+            }
+            (Metering::Quota(q), None) => {
+                let _ = write!(policy, "\"{}\";q={}", l.name, q.limit);
+            }
+        }
         let _ = write!(state, "\"{}\";r={};t={}", l.name, d.remaining, seconds(d.reset_after_us));
     }
     let mut out = Vec::new();
@@ -275,7 +382,11 @@ fn answer_headers(policies: &[&RateLimit], decisions: &[Decision]) -> Headers {
     if policies.iter().any(|l| l.legacy_headers)
         && let Some((l, d)) = policies.iter().zip(decisions).min_by_key(|(_, d)| d.remaining)
     {
-        push("x-ratelimit-limit", l.rate.burst.to_string());
+        let limit = match &l.meter {
+            Metering::Rate { rate, .. } => rate.burst,
+            Metering::Quota(q) => q.limit,
+        };
+        push("x-ratelimit-limit", limit.to_string());
         push("x-ratelimit-remaining", d.remaining.to_string());
         push("x-ratelimit-reset", seconds(d.reset_after_us).to_string());
     }
@@ -307,5 +418,24 @@ mod tests {
         let example = block("text value");
         let tat = gcra::decode(Some(example.as_bytes())).expect("the example value decodes");
         assert_eq!(gcra::encode(tat), example);
+    }
+
+    #[test]
+    fn kv_schema_quotas_matches_the_code() {
+        let doc = include_str!("../../kv-schema/quotas.md");
+        let block = |tag: &str| {
+            let start = doc.find(&format!("```{tag}\n")).expect("block") + tag.len() + 4;
+            doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
+        };
+        let layout = block("text key");
+        let prefix = layout.strip_suffix("{policy}:{window}:{sha256-hex}").expect("layout");
+        let k = quota_key("monthly", "2026-12", &[b"consumer:", b"partners:acme"]);
+        let rest = k.strip_prefix(prefix).expect("prefix");
+        let parts: Vec<&str> = rest.split(':').collect();
+        assert_eq!(parts[..2], ["monthly", "2026-12"]);
+        assert!(parts[2].len() == 64 && parts[2].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(quota_key("monthly", "2026-12", &[b"consumer:partners:acme"]), k);
+        let example = block("text value");
+        assert!(gcra::decode(Some(example.as_bytes())).is_some(), "the example count decodes");
     }
 }

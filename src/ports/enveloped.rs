@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use super::{Clock, GcraStep, KvError, KvStore, SweepReport};
+use super::{Clock, KvError, KvStore, LimitStep, SweepReport};
 use crate::shared::entropy::Entropy;
 use crate::shared::gcra::{self, Decision};
 
@@ -251,7 +251,7 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
     /// that waited is charged as arriving when it is decided.
     async fn commit_exact(
         &self,
-        step: &GcraStep<'_>,
+        step: &LimitStep<'_>,
         mut watched: Watched<S::Watch>,
         mut decision: Decision,
         mut now_us: u64,
@@ -361,7 +361,7 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
     /// committed, those stay consumed), best-effort steps with a plain set
     /// (no atomics needed; racing requests may each be admitted on the
     /// same read).
-    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+    async fn limit(&self, steps: &[LimitStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         let now_ms = self.now_ms();
         let deadline = self.clock.monotonic().saturating_add(CONTENTION_DEADLINE);
         let mut watched: Vec<Seen<S::Watch>> = Vec::with_capacity(steps.len());
@@ -513,13 +513,13 @@ mod tests {
         let (kv, clock) = store();
         kv.store.set_lying(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
+        let step = [LimitStep::rate("pc1:rl:p:k", rate, 1)];
         block_on(async {
             let now = u64::try_from(clock.now().as_micros()).unwrap();
             let admitted: Vec<bool> = {
                 let mut out = Vec::new();
                 for _ in 0..4 {
-                    out.push(kv.gcra(&step, now).await.unwrap().0[0].allowed);
+                    out.push(kv.limit(&step, now).await.unwrap().0[0].allowed);
                 }
                 out
             };
@@ -533,14 +533,14 @@ mod tests {
         let (kv, clock) = store();
         kv.store.set_upserts(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
+        let step = [LimitStep::rate("pc1:rl:p:k", rate, 1)];
         let now = u64::try_from(clock.now().as_micros()).unwrap();
         // Right after this writer finds the key absent, another instance creates it with one charge.
         let tat = gcra::encode(now + 100_000);
         let sealed = Envelope { expires_at_ms: None, writes: vec![7], payload: tat.as_bytes() }.seal();
         kv.store.after_watch(move |s| s.put("pc1:rl:p:k", sealed));
         block_on(async {
-            let d = kv.gcra(&step, now).await.unwrap().0[0];
+            let d = kv.limit(&step, now).await.unwrap().0[0];
             assert!(d.allowed);
             assert_eq!(d.remaining, 1, "both charges count (burst 3): the record was not overwritten blindly");
             let stored = kv.get("pc1:rl:p:k").await.unwrap();
@@ -554,12 +554,12 @@ mod tests {
         let (kv, clock) = store();
         kv.store.set_upserts(true);
         let rate = Rate::new(10, 1_000_000, 3).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
+        let step = [LimitStep::rate("pc1:rl:p:k", rate, 1)];
         // Another instance took the ticket and died before creating the key.
         kv.store.put("pc1:rl:p:k~new", 1i64.to_le_bytes().to_vec());
         block_on(async {
             let (start, now) = (clock.monotonic(), u64::try_from(clock.now().as_micros()).unwrap());
-            let d = kv.gcra(&step, now).await.unwrap().0[0];
+            let d = kv.limit(&step, now).await.unwrap().0[0];
             assert!(d.allowed, "waited for the creator, then took its place");
             assert!(clock.monotonic() - start >= CREATE_WAIT, "{:?}", clock.monotonic() - start);
             assert_eq!(kv.store.raw("pc1:rl:p:k~new"), None, "the ticket is given back");
@@ -571,9 +571,9 @@ mod tests {
     fn a_write_that_keeps_losing_races_is_retried_until_it_lands_then_until_the_deadline() {
         let (kv, clock) = store();
         let rate = Rate::new(1_000_000, 1_000_000, 1_000_000).unwrap();
-        let step = [GcraStep { key: "pc1:rl:p:k", rate, cost: 1, exact: true, max_delay_us: 0 }];
+        let step = [LimitStep::rate("pc1:rl:p:k", rate, 1)];
         let now = u64::try_from(clock.now().as_micros()).unwrap();
-        block_on(async { kv.gcra(&step, now).await.unwrap() });
+        block_on(async { kv.limit(&step, now).await.unwrap() });
         // Another writer changes the key after each of the next 20 watches:
         // more rounds than the 8 that used to refuse the request.
         use std::sync::atomic::Ordering::SeqCst;
@@ -588,14 +588,14 @@ mod tests {
             }
         });
         let start = clock.monotonic();
-        let d = block_on(async { kv.gcra(&step, now).await.unwrap().0[0] });
+        let d = block_on(async { kv.limit(&step, now).await.unwrap().0[0] });
         assert!(d.allowed, "admitted after 21 rounds");
         assert_eq!(left.load(SeqCst), 0, "every race was lost first");
         assert!(clock.monotonic() - start < CONTENTION_DEADLINE, "{:?}", clock.monotonic() - start);
         // A key that never stops changing: the deadline, then a store error.
         left.store(u32::MAX, SeqCst);
         let start = clock.monotonic();
-        let e = block_on(async { kv.gcra(&step, now).await.unwrap_err() });
+        let e = block_on(async { kv.limit(&step, now).await.unwrap_err() });
         assert!(e.0.contains("other writers kept changing it"), "{e}");
         assert!(clock.monotonic() - start >= CONTENTION_DEADLINE, "{:?}", clock.monotonic() - start);
     }
@@ -608,8 +608,8 @@ mod tests {
             let now = u64::try_from(clock.now().as_micros()).unwrap();
             for i in 0..25 {
                 let key = format!("pc1:rl:p:{i:02}");
-                let step = [GcraStep { key: &key, rate, cost: 1, exact: true, max_delay_us: 0 }];
-                assert!(kv.gcra(&step, now).await.unwrap().0[0].allowed);
+                let step = [LimitStep::rate(&key, rate, 1)];
+                assert!(kv.limit(&step, now).await.unwrap().0[0].allowed);
             }
             kv.store.put("other-app:key", b"not ours".to_vec());
             kv.store.put("pc1:legacy", b"1767225600123456".to_vec());

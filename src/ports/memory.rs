@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Clock, GcraStep, KvError, KvStore, SweepReport};
+use super::{Clock, KvError, KvStore, LimitStep, SweepReport};
 use crate::shared::cache::ExpiringMap;
 use crate::shared::gcra::{self, Decision};
 
@@ -52,7 +52,7 @@ impl<C: Clock> KvStore for MemoryKv<C> {
     }
 
     /// Exact across keys: their shards stay locked for the whole step.
-    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+    async fn limit(&self, steps: &[LimitStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         let keys: Vec<String> = steps.iter().map(|s| s.key.to_string()).collect();
         let now = self.clock.now();
         let decisions = self.map.update_many(&keys, now, |current| {

@@ -53,11 +53,12 @@ pub trait KvStore {
         ttl: Option<Duration>,
     ) -> Result<bool, KvError>;
 
-    /// One GCRA step on each key (values: `kv-schema/rate-limits.md`):
-    /// every step admits and every key is updated, or nothing is written.
-    /// Returns the decisions and the time they were made at (a store may
-    /// use its own clock, as Redis does, so a fleet shares one).
-    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError>;
+    /// One limit step on each key (a GCRA rate or a quota's count; values:
+    /// `kv-schema/rate-limits.md`, `kv-schema/quotas.md`): every step
+    /// admits and every key is updated, or nothing is written. Returns the
+    /// decisions and the time they were made at (a store may use its own
+    /// clock, as Redis does, so a fleet shares one).
+    async fn limit(&self, steps: &[LimitStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError>;
 
     /// Deletes expired records among the gateway's keys after `after` (in
     /// key order), examining at most `limit` of them. Stores that expire
@@ -89,24 +90,42 @@ pub(crate) fn store_key(prefix: &[&str], digest: &[u8]) -> String {
     key
 }
 
-/// One rate-limit check: a key, its rate and this request's cost.
+/// One limit check: a key, what meters it and this request's cost.
 #[derive(Debug, Clone, Copy)]
-pub struct GcraStep<'a> {
+pub struct LimitStep<'a> {
     pub key: &'a str,
-    pub rate: Rate,
+    pub meter: Meter,
     pub cost: u64,
     /// Commit atomically (compare-and-swap) or, for a policy with
     /// `consistency = "best_effort"`, with a plain set.
     pub exact: bool,
-    /// How long the request may wait to conform instead of being refused
-    /// (a policy's `max_delay`, when it has a place among the waiting).
-    pub max_delay_us: u64,
 }
 
-impl GcraStep<'_> {
-    /// The step's decision on the key's stored TAT.
+/// What a limit's record holds and how it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meter {
+    /// A rate (GCRA, the record a TAT); a request over it may wait up to
+    /// `max_delay_us` for its turn (a policy's `max_delay`, when it has a
+    /// place among the waiting).
+    Rate { rate: Rate, max_delay_us: u64 },
+    /// A calendar window's cap (the record its count, the key its window).
+    Quota { limit: u64, ends_us: u64 },
+}
+
+impl LimitStep<'_> {
+    /// A rate step with no delay allowance.
+    pub fn rate(key: &str, rate: Rate, cost: u64) -> LimitStep<'_> {
+        LimitStep { key, meter: Meter::Rate { rate, max_delay_us: 0 }, cost, exact: true }
+    }
+
+    /// The step's decision on the key's stored value.
     pub fn decide(&self, stored: Option<u64>, now_us: u64) -> Decision {
-        crate::shared::gcra::decide_within(stored, now_us, self.rate, self.cost, self.max_delay_us)
+        match self.meter {
+            Meter::Rate { rate, max_delay_us } => {
+                crate::shared::gcra::decide_within(stored, now_us, rate, self.cost, max_delay_us)
+            }
+            Meter::Quota { limit, ends_us } => crate::shared::quota::decide(stored, now_us, limit, ends_us, self.cost),
+        }
     }
 }
 

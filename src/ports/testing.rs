@@ -16,7 +16,7 @@ use http_body_util::Full;
 use super::enveloped::{Enveloped, RawStore, Swap};
 use super::memory::MemoryKv;
 use super::{
-    Clock, GcraStep, HttpClient, KvError, KvStore, Ports, SweepReport, UpstreamError, UpstreamOptions, read_body,
+    Clock, HttpClient, KvError, KvStore, LimitStep, Ports, SweepReport, UpstreamError, UpstreamOptions, read_body,
 };
 use crate::shared::gcra::Decision;
 
@@ -295,9 +295,9 @@ impl KvStore for TestKv {
             false => self.inner.compare_and_swap(key, current, new, ttl).await,
         }
     }
-    async fn gcra(&self, steps: &[GcraStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+    async fn limit(&self, steps: &[LimitStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
         self.check()?;
-        if self.spin_like() { self.spin.gcra(steps, now_us).await } else { self.inner.gcra(steps, now_us).await }
+        if self.spin_like() { self.spin.limit(steps, now_us).await } else { self.inner.limit(steps, now_us).await }
     }
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         self.check()?;

@@ -37,7 +37,8 @@ impl Rate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
-    /// The TAT to store if the request is admitted (unchanged if refused).
+    /// The value to store if the request is admitted (unchanged if
+    /// refused): the TAT, or a quota's count.
     pub tat_us: u64,
     /// Whole units of cost still admissible right now (after this request).
     pub remaining: u64,
@@ -49,6 +50,8 @@ pub struct Decision {
     /// When admitted within a delay allowance: how long the request must
     /// wait before it goes on (0: at once).
     pub delay_us: u64,
+    /// Until when a store must keep the record (it reads as fresh after).
+    pub keep_until_us: u64,
 }
 
 /// One GCRA step. `stored` is the key's TAT, if any.
@@ -75,6 +78,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
             reset_after_us: tat - now_us,
             retry_after_us: None,
             delay_us: 0,
+            keep_until_us: tat,
         };
     }
     let latest = now_us.saturating_add(max_delay_us);
@@ -86,6 +90,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
             reset_after_us: tat - now_us,
             retry_after_us: Some(allow_at - latest),
             delay_us: 0,
+            keep_until_us: tat,
         };
     }
     Decision {
@@ -95,6 +100,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
         reset_after_us: new_tat - now_us,
         retry_after_us: None,
         delay_us: allow_at.saturating_sub(now_us),
+        keep_until_us: new_tat,
     }
 }
 
@@ -109,9 +115,10 @@ pub fn decode(value: Option<&[u8]>) -> Option<u64> {
 }
 
 /// How long a store should keep a key: until its TAT passes (then it reads
-/// as idle anyway), plus a second for clock skew between gateways.
+/// as idle anyway) or its quota window ends, plus a second for clock skew
+/// between gateways.
 pub fn ttl(d: Decision, now_us: u64) -> std::time::Duration {
-    std::time::Duration::from_micros(d.tat_us.saturating_sub(now_us)) + std::time::Duration::from_secs(1)
+    std::time::Duration::from_micros(d.keep_until_us.saturating_sub(now_us)) + std::time::Duration::from_secs(1)
 }
 
 #[cfg(test)]

@@ -11,5 +11,6 @@ pub mod identity;
 pub(crate) mod networks;
 pub(crate) mod path;
 pub(crate) mod problem;
+pub mod quota;
 pub mod tls;
 pub(crate) mod window;

@@ -1,6 +1,8 @@
 //! Rate-limit policies and the routes that use them.
 
 use super::*;
+use crate::config::rate_limits::Metering;
+use crate::shared::quota::Period;
 
 #[test]
 fn rate_limit_policies_are_checked() {
@@ -88,6 +90,60 @@ max_delay = "soon"
     );
     let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
     let smoothing: Vec<_> =
-        config.rate_limits.iter().map(|l| l.smoothing.map(|s| (s.max_delay.as_millis(), s.max_waiting))).collect();
+        config.rate_limits.iter().map(|l| l.smoothing().map(|s| (s.max_delay.as_millis(), s.max_waiting))).collect();
     assert_eq!(smoothing, [Some((500, 100)), Some((2000, 7))]);
+}
+
+#[test]
+fn quotas_are_checked() {
+    let text = format!(
+        r#"{SVC}
+[limits.both]
+rate = "5/s"
+quota = "5/day"
+
+[limits.neither]
+key = "consumer"
+
+[limits.bad]
+quota = "5/week"
+time_zone = "Europe/Berlin"
+warn_at = ["90%", "80%", "120%"]
+burst = 3
+
+[limits.zero]
+quota = "0/month"
+
+[limits.rated]
+rate = "5/s"
+warn_at = ["80%"]
+"#
+    );
+    expect_errors(
+        &text,
+        &[
+            (5, "limits.both.rate", "either `rate`"),
+            (8, "limits.neither", "needs `rate`"),
+            (12, "limits.bad.quota", "is not a quota"),
+            (13, "limits.bad.time_zone", "a fixed offset"),
+            (14, "limits.bad.warn_at[1]", "rising shares"),
+            (14, "limits.bad.warn_at[2]", "is not a share"),
+            (15, "limits.bad.burst", "belongs to a `rate`"),
+            (18, "limits.zero.quota", "refuses everything"),
+            (22, "limits.rated.warn_at", "belongs to a `quota`"),
+        ],
+    );
+    let ok = format!(
+        "{SVC}[limits.m]\nquota = \"10000/month\"\nkey = \"consumer\"\ntime_zone = \"+05:30\"\nwarn_at = [\"80%\", \"90%\"]\n[limits.d]\nquota = \"50/day\"\ntime_zone = \"-05:00\"\n"
+    );
+    let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
+    let quotas: Vec<_> = config
+        .rate_limits
+        .iter()
+        .map(|l| match &l.meter {
+            Metering::Quota(q) => (q.limit, q.period, q.offset_s, q.warn_at.clone()),
+            Metering::Rate { .. } => panic!("a quota"),
+        })
+        .collect();
+    assert_eq!(quotas, [(50, Period::Day, -18_000, vec![]), (10_000, Period::Month, 19_800, vec![80, 90])]);
 }

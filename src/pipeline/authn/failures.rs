@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use crate::config::auth::Provider;
-use crate::ports::{Clock, GcraStep, KvStore, Ports, store_key};
+use crate::ports::{Clock, KvStore, LimitStep, Ports, store_key};
 use crate::shared::gcra::{self, Rate};
 
 /// One provider's failure count for one client.
@@ -39,8 +39,8 @@ impl FailureLimit {
 
     /// Counts one failure; the seconds to wait if it was one too many.
     pub(crate) async fn charge<P: Ports>(&self, ports: &P) -> Option<u64> {
-        let step = GcraStep { key: &self.key, rate: self.rate, cost: 1, exact: true, max_delay_us: 0 };
-        let (decisions, _) = ports.kv().gcra(&[step], now_us(ports)).await.ok()?;
+        let step = LimitStep::rate(&self.key, self.rate, 1);
+        let (decisions, _) = ports.kv().limit(&[step], now_us(ports)).await.ok()?;
         decisions.first().filter(|d| !d.allowed).map(|d| seconds(d.retry_after_us))
     }
 }

@@ -125,3 +125,77 @@ fn tiers_apply_to_their_groups_only_and_costs_beyond_the_burst_never_pass() {
     assert_eq!(pricey.response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(pricey.response.headers().get("retry-after").is_none(), "waiting would not help");
 }
+
+const QUOTAS: &str = r#"
+[limits.monthly]
+quota = "3/month"
+key = "header:x-client"
+warn_at = ["60%", "100%"]
+
+[limits.hourly]
+rate = "1/hour"
+key = "header:x-client"
+
+[services.s]
+url = "http://o.test"
+
+[[routes]]
+path = "/quota"
+service = "s"
+limits = ["monthly"]
+
+[[routes]]
+path = "/both"
+service = "s"
+limits = ["monthly", "hourly"]
+"#;
+
+#[test]
+fn a_quota_counts_a_calendar_month_warns_and_renews_at_its_boundary() {
+    for spin_like in [false, true] {
+        let ports = FakePorts::new(FakeHttp::ok());
+        ports.kv.spin_like.store(spin_like, std::sync::atomic::Ordering::SeqCst);
+        let gw = Gateway::new(Config::parse(QUOTAS, "quotas.toml", &Default::default()).unwrap());
+        // 2026-01-31T23:59:59Z: a second before February.
+        ports.clock.advance(Duration::from_secs(31 * 86_400 - 1));
+        let h =
+            |e: &Exchange<Bytes>, name: &str| e.response.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+        let first = limited(&ports, &gw, "/quota", "a");
+        assert_eq!(first.response.status(), StatusCode::OK);
+        assert_eq!(h(&first, "ratelimit-policy").as_deref(), Some("\"monthly\";q=3;w=2678400"), "January: 31 days");
+        assert_eq!(h(&first, "ratelimit").as_deref(), Some("\"monthly\";r=2;t=1"));
+        assert_eq!(h(&first, "quota-warning"), None, "a third is below 60 %");
+        let second = limited(&ports, &gw, "/quota", "a");
+        assert_eq!(h(&second, "quota-warning").as_deref(), Some("\"monthly\";threshold=60;used=2;q=3;t=1"));
+        let third = limited(&ports, &gw, "/quota", "a");
+        assert_eq!(h(&third, "quota-warning").as_deref(), Some("\"monthly\";threshold=100;used=3;q=3;t=1"));
+        let spent = limited(&ports, &gw, "/quota", "a");
+        assert_eq!(spent.response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(problem(&spent.response)["type"], "urn:portcullis:problem:quota-exceeded");
+        assert_eq!(h(&spent, "retry-after").as_deref(), Some("1"));
+        assert_eq!(limited(&ports, &gw, "/quota", "b").response.status(), StatusCode::OK, "another caller's own count");
+        // February: the count starts again, and the window is 28 days.
+        ports.clock.advance(Duration::from_secs(1));
+        let renewed = limited(&ports, &gw, "/quota", "a");
+        assert_eq!(renewed.response.status(), StatusCode::OK, "spin-like store: {spin_like}");
+        assert_eq!(h(&renewed, "ratelimit-policy").as_deref(), Some("\"monthly\";q=3;w=2419200"));
+        assert_eq!(h(&renewed, "ratelimit").as_deref(), Some("\"monthly\";r=2;t=2419200"));
+    }
+}
+
+#[test]
+fn a_quota_and_a_rate_pass_together_or_neither_is_charged() {
+    let ports = FakePorts::new(FakeHttp::ok());
+    let gw = Gateway::new(Config::parse(QUOTAS, "quotas.toml", &Default::default()).unwrap());
+    assert_eq!(limited(&ports, &gw, "/both", "a").response.status(), StatusCode::OK);
+    let refused = limited(&ports, &gw, "/both", "a");
+    assert_eq!(refused.response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(problem(&refused.response)["type"], "urn:portcullis:problem:rate-limited", "the rate refused");
+    assert!(refused.response.headers()["ratelimit"].to_str().unwrap().starts_with("\"monthly\";r=2;"));
+    ports.clock.advance(Duration::from_secs(3600));
+    let next = limited(&ports, &gw, "/both", "a");
+    assert!(
+        next.response.headers()["ratelimit"].to_str().unwrap().starts_with("\"monthly\";r=1;"),
+        "the refusal charged no quota"
+    );
+}
