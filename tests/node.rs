@@ -10,6 +10,8 @@ mod acme;
 mod grpc;
 #[path = "node/h2_abuse.rs"]
 mod h2_abuse;
+#[path = "node/introspection.rs"]
+mod introspection;
 #[path = "node/observability.rs"]
 mod observability;
 #[path = "node/origin_tls.rs"]

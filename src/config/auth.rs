@@ -82,6 +82,7 @@ pub(crate) enum ProviderKind {
     Jwt(Box<JwtProvider>),
     ApiKey(ApiKeyProvider),
     Mtls(MtlsProvider),
+    Introspection(Box<super::introspection::IntrospectionProvider>),
 }
 
 impl ProviderKind {
@@ -315,9 +316,23 @@ impl Compiler<'_> {
                 });
             }
         }
+        for (name, opaque) in &raw.introspection {
+            let key = format!("auth.introspection.{name}");
+            if raw.jwt.contains_key(name) || raw.api_key.contains_key(name) || raw.mtls.contains_key(name) {
+                let message =
+                    format!("`{name}` is also a jwt, api_key or mtls provider: provider names must be unique");
+                self.error(opaque.span(), key.clone(), message);
+            }
+            let failure_limit = self.failure_limit(opaque.get_ref().failure_limit.as_ref(), &key);
+            if let Some(p) = self.introspection_provider(name, opaque) {
+                let kind = ProviderKind::Introspection(Box::new(p));
+                auth.providers.push(Provider { name: name.as_str().into(), kind, failure_limit });
+            }
+        }
         for p in &auth.providers {
             let names: Vec<&HeaderName> = match &p.kind {
                 ProviderKind::Jwt(j) => j.forward_claims.iter().map(|(h, _)| h).collect(),
+                ProviderKind::Introspection(i) => i.forward_claims.iter().map(|(h, _)| h).collect(),
                 ProviderKind::ApiKey(a) => a.forward.iter().map(|(h, _)| h).collect(),
                 ProviderKind::Mtls(m) => m.forward.iter().map(|(h, _)| h).collect(),
             };
@@ -415,6 +430,11 @@ impl Compiler<'_> {
     }
 
     fn jwks_uri(&mut self, key: &str, uri: &Spanned<String>) -> Option<KeySource> {
+        self.http_url(key, uri).map(KeySource::Jwks)
+    }
+
+    /// An http(s) URL the gateway calls (a key set, an introspection endpoint).
+    pub(super) fn http_url(&mut self, key: &str, uri: &Spanned<String>) -> Option<Uri> {
         let text = self.value(uri, key)?;
         let parsed = text
             .parse::<Uri>()
@@ -425,7 +445,7 @@ impl Compiler<'_> {
                 Some(Err(e)) => Err(format!("`{text}`: {e}")),
                 _ => Ok(u),
             });
-        Some(KeySource::Jwks(self.check(uri.span(), key, parsed)?))
+        self.check(uri.span(), key, parsed)
     }
 
     fn static_keys(&mut self, key: &str, raw: &Spanned<RawJwt>) -> KeySource {
@@ -494,14 +514,14 @@ impl Compiler<'_> {
     }
 
     /// Where tokens are read from; `Authorization: Bearer` by default.
-    fn token_sources(&mut self, key: &str, raw: &[Spanned<RawTokenSource>]) -> Vec<TokenSource> {
+    pub(super) fn token_sources(&mut self, key: &str, raw: &[Spanned<RawTokenSource>]) -> Vec<TokenSource> {
         if raw.is_empty() {
             return vec![TokenSource::Bearer];
         }
         raw.iter().enumerate().filter_map(|(i, s)| self.token_source(s, &format!("{key}.token_from[{i}]"))).collect()
     }
 
-    fn forward_claims(
+    pub(super) fn forward_claims(
         &mut self,
         key: &str,
         raw: &BTreeMap<Spanned<String>, Spanned<String>>,
@@ -779,7 +799,7 @@ impl Compiler<'_> {
         let kinds = || providers.iter().map(|&i| &auth.providers[i].kind);
         let challenge = Challenge {
             realm: auth.realm.clone(),
-            bearer: kinds().any(|k| matches!(k, ProviderKind::Jwt(_))),
+            bearer: kinds().any(|k| matches!(k, ProviderKind::Jwt(_) | ProviderKind::Introspection(_))),
             api_key: kinds().any(|k| matches!(k, ProviderKind::ApiKey(_))),
         };
         (self.errors.len() == before).then(|| RouteAuth {

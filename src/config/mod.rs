@@ -16,6 +16,7 @@ pub(crate) mod digest;
 #[allow(dead_code)] // `digest()` runs in build.rs and tests; the tags are shared
 pub(crate) mod digest_write;
 pub(crate) mod grpc_web;
+pub(crate) mod introspection;
 pub(crate) mod ip_rules;
 pub(crate) mod listeners;
 pub(crate) mod origin;
@@ -401,9 +402,15 @@ impl Compiler<'_> {
             }
         }
         let auth = self.auth(&raw.auth);
-        broken
-            .providers
-            .extend(raw.auth.jwt.keys().chain(raw.auth.api_key.keys()).chain(raw.auth.mtls.keys()).cloned());
+        broken.providers.extend(
+            raw.auth
+                .jwt
+                .keys()
+                .chain(raw.auth.api_key.keys())
+                .chain(raw.auth.mtls.keys())
+                .chain(raw.auth.introspection.keys())
+                .cloned(),
+        );
         broken.providers.retain(|name| !auth.providers.iter().any(|p| *p.name == **name));
         let rate_limits = self.limits(&raw.limits);
         broken.limits.extend(raw.limits.keys().filter(|n| !rate_limits.iter().any(|l| *l.name == ***n)).cloned());

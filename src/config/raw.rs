@@ -373,6 +373,33 @@ pub(crate) struct RawAuth {
     pub(crate) api_key: BTreeMap<String, Spanned<RawApiKey>>,
     #[serde(default)]
     pub(crate) mtls: BTreeMap<String, Spanned<RawMtls>>,
+    #[serde(default)]
+    pub(crate) introspection: BTreeMap<String, Spanned<RawIntrospection>>,
+}
+
+/// `[auth.introspection.NAME]`: opaque tokens checked at an OAuth 2.0
+/// introspection endpoint (RFC 7662).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIntrospection {
+    pub(crate) endpoint: Spanned<String>,
+    pub(crate) client_id: Option<Spanned<String>>,
+    pub(crate) client_secret: Option<Spanned<String>>,
+    pub(crate) bearer_token: Option<Spanned<String>>,
+    pub(crate) issuer: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) audiences: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) token_from: Vec<Spanned<RawTokenSource>>,
+    #[serde(default)]
+    pub(crate) forward_claims: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) groups_claim: Option<Spanned<String>>,
+    pub(crate) strip_credential: Option<bool>,
+    pub(crate) max_token_size: Option<Spanned<Size>>,
+    pub(crate) cache_ttl: Option<Spanned<String>>,
+    pub(crate) negative_cache_ttl: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) failure_limit: Option<Spanned<String>>,
 }
 
 /// `[auth.jwt.NAME]`: tokens from one issuer.

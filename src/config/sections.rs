@@ -111,20 +111,21 @@ impl Compiler<'_> {
         };
         let mut own = DeTable::default();
         for (k, v) in table.iter() {
-            if !matches!(k.get_ref().as_ref(), "jwt" | "api_key" | "mtls") {
+            if !matches!(k.get_ref().as_ref(), "jwt" | "api_key" | "mtls" | "introspection") {
                 own.insert(k.clone(), v.clone());
             }
         }
         let own = Spanned::new(value.span(), DeValue::Table(own));
         let mut auth: RawAuth = self.entry(&own, "auth").unwrap_or_default();
-        for kind in ["jwt", "api_key", "mtls"] {
+        for kind in ["jwt", "api_key", "mtls", "introspection"] {
             let Some((_, providers)) = table.iter().find(|(k, _)| k.get_ref() == kind) else { continue };
             for (name, v) in self.table(providers, &format!("auth.{kind}")) {
                 let path = format!("auth.{kind}.{name}");
                 let parsed = match kind {
                     "jwt" => self.entry(v, &path).map(|p| drop(auth.jwt.insert(name.clone(), p))),
                     "api_key" => self.entry(v, &path).map(|p| drop(auth.api_key.insert(name.clone(), p))),
-                    _ => self.entry(v, &path).map(|p| drop(auth.mtls.insert(name.clone(), p))),
+                    "mtls" => self.entry(v, &path).map(|p| drop(auth.mtls.insert(name.clone(), p))),
+                    _ => self.entry(v, &path).map(|p| drop(auth.introspection.insert(name.clone(), p))),
                 };
                 if parsed.is_none() {
                     raw.unparsed.providers.push(name);

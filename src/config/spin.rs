@@ -163,10 +163,15 @@ pub fn missing_outbound_hosts(config: &Config, manifest: &str) -> Result<Vec<Str
         }
     }
     for provider in &config.auth.providers {
-        if let ProviderKind::Jwt(jwt) = &provider.kind
-            && let KeySource::Jwks(uri) = &jwt.keys
-        {
-            wanted.push((uri.clone(), format!("jwks_uri {uri} of auth.jwt.{}", provider.name)));
+        match &provider.kind {
+            ProviderKind::Jwt(jwt) if let KeySource::Jwks(uri) = &jwt.keys => {
+                wanted.push((uri.clone(), format!("jwks_uri {uri} of auth.jwt.{}", provider.name)));
+            }
+            ProviderKind::Introspection(opaque) => {
+                let uri = &opaque.endpoint;
+                wanted.push((uri.clone(), format!("endpoint {uri} of auth.introspection.{}", provider.name)));
+            }
+            _ => {}
         }
     }
     let mut missing = Vec::new();

@@ -115,6 +115,7 @@ mod tests {
             (CorsError::Header("x-a".into()).into(), 403, "cors-refused", Source::Client, false),
             (UpgradeError::Unsupported.into(), 501, "upgrade-unsupported", Source::Client, false),
             (AuthError::KeysUnavailable.into(), 503, "keys-unavailable", Source::Upstream, false),
+            (AuthError::IdpUnavailable.into(), 503, "idp-unavailable", Source::Upstream, false),
             (LimitError::StoreDown("down".into()).into(), 503, "rate-limit-unavailable", Source::Store, false),
             (UpstreamError::BodyTooLarge { limit: 1 }.into(), 413, "body-too-large", Source::Client, false),
             (UpstreamError::Connect("refused".into()).into(), 502, "upstream-unavailable", Source::Upstream, true),

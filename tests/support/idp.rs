@@ -1,6 +1,9 @@
 //! A real identity provider on loopback for tests: it serves a JWKS the test
 //! controls (rotate keys, fail, hang), counts fetches, and the test mints
 //! tokens with the matching private keys (`tests/fixtures/keys/`, test-only).
+//! It also introspects opaque tokens (RFC 7662, `POST /introspect`) for a
+//! client that authenticates as [`INTROSPECTION_CLIENT`]: what a token is
+//! follows from its name (see [`introspected`]).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -85,6 +88,35 @@ struct State {
     mode: Mode,
     max_age: u64,
     fetches: usize,
+    introspections: usize,
+}
+
+/// The client id and secret the gateway introspects with.
+pub const INTROSPECTION_CLIENT: (&str, &str) = ("gateway", "introspection-secret");
+
+/// The endpoint's answer for an opaque token, by its name:
+/// `opaque-active-<sub>` is active for `<sub>` (scope `orders:read`, groups
+/// `staff`, tenant `acme`, an hour left); `opaque-expired-…` is active but
+/// past its `exp`; `opaque-elsewhere-…` is for another audience; any other
+/// is inactive.
+pub fn introspected(token: &str) -> serde_json::Value {
+    let now = now_secs();
+    let active = |sub: &str, exp: u64, aud: &str| {
+        serde_json::json!({
+            "active": true, "sub": sub, "client_id": "web-app", "scope": "orders:read profile",
+            "groups": ["staff"], "tenant": "acme", "iss": "https://idp.conformance/", "aud": aud,
+            "exp": exp, "iat": now - 10, "token_type": "Bearer",
+        })
+    };
+    if let Some(sub) = token.strip_prefix("opaque-active-") {
+        active(sub, now + 3600, "api://conformance")
+    } else if token.starts_with("opaque-expired-") {
+        active("late", now - 5, "api://conformance")
+    } else if token.starts_with("opaque-elsewhere-") {
+        active("other", now + 3600, "api://other")
+    } else {
+        serde_json::json!({ "active": false })
+    }
 }
 
 #[derive(Clone)]
@@ -103,6 +135,7 @@ impl Idp {
             mode: Mode::Serve,
             max_age,
             fetches: 0,
+            introspections: 0,
         }));
         let idp = Idp { port, state: state.clone() };
         tokio::spawn(async move {
@@ -131,9 +164,54 @@ impl Idp {
     pub fn fetches(&self) -> usize {
         self.state.lock().unwrap().fetches
     }
+
+    /// Requests for `/introspect` so far.
+    pub fn introspections(&self) -> usize {
+        self.state.lock().unwrap().introspections
+    }
+}
+
+/// `POST /introspect`: the client must authenticate; the token is a form field.
+async fn introspect(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    use base64::Engine;
+    use http_body_util::BodyExt;
+    let mode = {
+        let mut s = state.lock().unwrap();
+        s.introspections += 1;
+        s.mode
+    };
+    let (client, secret) = INTROSPECTION_CLIENT;
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client}:{secret}")));
+    let authenticated = req.headers().get("authorization").is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    let form = req.headers().get("content-type").is_some_and(|v| v == "application/x-www-form-urlencoded");
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    match mode {
+        Mode::Serve => {}
+        Mode::Fail => return Ok(status(StatusCode::INTERNAL_SERVER_ERROR)),
+        Mode::Drop => return Err(std::io::Error::other("dropped on purpose")),
+        Mode::Slow(d) => tokio::time::sleep(d).await,
+    }
+    if !authenticated {
+        return Ok(status(StatusCode::UNAUTHORIZED));
+    }
+    let token = form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+    let Some(token) = token.filter(|_| form) else { return Ok(status(StatusCode::BAD_REQUEST)) };
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(introspected(&token).to_string())))
+        .expect("response"))
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = code;
+    resp
 }
 
 async fn answer(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    if req.uri().path() == "/introspect" && req.method() == http::Method::POST {
+        return introspect(req, state).await;
+    }
     if req.uri().path() != "/jwks" {
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::NOT_FOUND;

@@ -111,3 +111,46 @@ fn mtls_providers_are_checked() {
         ("[auth.mtls.m]\n[auth.api_key.m]\n".into(), "auth.mtls.m", "provider names must be unique"),
     ]);
 }
+
+#[test]
+fn introspection_providers_are_checked() {
+    let text = format!(
+        r#"{SVC}
+[auth.introspection.none]
+endpoint = "ftp://idp.test/introspect"
+
+[auth.introspection.both]
+endpoint = "https://idp.test/introspect"
+client_id = "gw"
+client_secret = "s"
+bearer_token = "t"
+cache_ttl = "never"
+
+[auth.jwt.both]
+issuer = "i"
+audiences = ["a"]
+algorithms = ["RS256"]
+jwks_uri = "https://idp.test/jwks"
+"#
+    );
+    expect_errors(
+        &text,
+        &[
+            (4, "auth.introspection.none", "`client_id` and `client_secret`, or a `bearer_token`"),
+            (5, "auth.introspection.none.endpoint", "is not an http(s) URL"),
+            (7, "auth.introspection.both", "provider names must be unique"),
+            (7, "auth.introspection.both", "`client_id` and `client_secret`, or a `bearer_token`"),
+            (12, "auth.introspection.both.cache_ttl", "is not a duration"),
+        ],
+    );
+    let ok = format!(
+        "{SVC}[auth.introspection.o]\nendpoint = \"https://idp.test/introspect\"\nclient_id = \"gw:1\"\nclient_secret = \"p@ss\"\n"
+    );
+    let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
+    let crate::config::auth::ProviderKind::Introspection(p) = &config.auth.providers[0].kind else {
+        panic!("introspection")
+    };
+    // RFC 6749 §2.3.1: the id and secret form-encoded, then base64.
+    assert_eq!(p.authorization, "Basic Z3clM0ExOnAlNDBzcw==");
+    assert_eq!((p.cache_ttl.as_secs(), p.negative_ttl.as_secs(), p.timeout.as_secs()), (60, 5, 3));
+}

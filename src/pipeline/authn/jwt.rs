@@ -120,7 +120,12 @@ fn invalid((reason, description): (&'static str, &str), challenge: &Challenge) -
 
 /// A token verified before: in memory, or (where an instance lives one
 /// request) in the key-value store.
-async fn cached<P: Ports>(digest: &[u8; 32], caches: &AuthCaches, ports: &P, now: Duration) -> Option<Arc<Identity>> {
+pub(super) async fn cached<P: Ports>(
+    digest: &[u8; 32],
+    caches: &AuthCaches,
+    ports: &P,
+    now: Duration,
+) -> Option<Arc<Identity>> {
     if let Some(identity) = caches.tokens.get(digest, now) {
         return Some(identity);
     }
@@ -316,7 +321,13 @@ async fn shared_get<P: Ports>(ports: &P, digest: &[u8; 32], now: Duration) -> Op
     (until > now).then(|| (Arc::new(stored.identity), until))
 }
 
-async fn shared_put<P: Ports>(ports: &P, digest: &[u8; 32], identity: &Identity, until: Duration, now: Duration) {
+pub(super) async fn shared_put<P: Ports>(
+    ports: &P,
+    digest: &[u8; 32],
+    identity: &Identity,
+    until: Duration,
+    now: Duration,
+) {
     let stored = SharedToken { until_ms: u64::try_from(until.as_millis()).unwrap_or(u64::MAX), identity };
     if let Ok(bytes) = serde_json::to_vec(&stored) {
         // Losing this only costs the next fresh instance a signature check.

@@ -10,6 +10,7 @@
 mod apikey;
 pub(crate) mod credential;
 pub(crate) mod failures;
+mod introspection;
 mod jwks;
 pub(crate) mod jwt;
 mod mtls;
@@ -55,6 +56,8 @@ pub enum AuthError {
     InvalidRequest { description: String, challenge: Challenge },
     #[error("the signing keys cannot be fetched right now")]
     KeysUnavailable,
+    #[error("the identity provider cannot check tokens right now")]
+    IdpUnavailable,
     #[error("too many failed attempts to authenticate; retry after {retry_after} seconds")]
     TooManyFailures { retry_after: u64 },
     #[error("the credential lacks the scope this route requires")]
@@ -71,6 +74,7 @@ impl Answer for AuthError {
             }
             Self::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-credential", Source::Client),
             Self::KeysUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "keys-unavailable", Source::Upstream),
+            Self::IdpUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "idp-unavailable", Source::Upstream),
             Self::TooManyFailures { retry_after } => {
                 let p =
                     Problem::new(StatusCode::TOO_MANY_REQUESTS, "auth-rate-limited", self.to_string(), Source::Client);
@@ -96,16 +100,30 @@ pub struct AuthCaches {
     pub(crate) jwks: Arc<JwksCache>,
     /// Verified tokens depend on the providers' rules: a reload starts afresh.
     tokens: ExpiringMap<[u8; 32], Arc<Identity>>,
+    /// Opaque tokens an introspection endpoint called inactive, and why.
+    inactive: ExpiringMap<[u8; 32], (&'static str, &'static str)>,
+    /// Opaque tokens being introspected now (others wait for the answer).
+    asking: ExpiringMap<[u8; 32], ()>,
 }
 
 impl AuthCaches {
     pub fn new(auth: &AuthConfig) -> Self {
-        Self { jwks: Arc::default(), tokens: ExpiringMap::new(auth.token_cache_entries) }
+        Self::with_keys(Arc::default(), auth)
     }
 
     /// Caches for a reloaded config: the key sets carry over, verified tokens do not.
     pub fn renewed(&self, auth: &AuthConfig) -> Self {
-        Self { jwks: self.jwks.clone(), tokens: ExpiringMap::new(auth.token_cache_entries) }
+        Self::with_keys(self.jwks.clone(), auth)
+    }
+
+    fn with_keys(jwks: Arc<JwksCache>, auth: &AuthConfig) -> Self {
+        let entries = auth.token_cache_entries;
+        Self {
+            jwks,
+            tokens: ExpiringMap::new(entries),
+            inactive: ExpiringMap::new(entries),
+            asking: ExpiringMap::new(entries),
+        }
     }
 }
 
@@ -118,6 +136,7 @@ impl AuthError {
             Self::InvalidToken { reason, .. } => reason,
             Self::InvalidRequest { .. } => "invalid_request",
             Self::KeysUnavailable => "keys_unavailable",
+            Self::IdpUnavailable => "idp_unavailable",
             Self::TooManyFailures { .. } => "too_many_failures",
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::Forbidden { .. } => "forbidden",
@@ -213,6 +232,7 @@ pub async fn authenticate<P: Ports, B>(
         let (sources, strip) = match &provider.kind {
             ProviderKind::Jwt(jwt) => (&jwt.sources[..], jwt.strip_credential),
             ProviderKind::ApiKey(keys) => (std::slice::from_ref(&keys.source), keys.strip_credential),
+            ProviderKind::Introspection(opaque) => (&opaque.sources[..], opaque.strip_credential),
             // A certificate is the connection's: nothing to find or strip.
             ProviderKind::Mtls(_) => (&[][..], false),
         };
@@ -240,6 +260,14 @@ pub async fn authenticate<P: Ports, B>(
                             p.verify(&credential, caches, ports, challenge, note).await
                         }
                         ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
+                        ProviderKind::Introspection(opaque) => {
+                            let p = introspection::Introspector {
+                                name: &provider.name,
+                                provider: opaque,
+                                limit: limit.as_ref(),
+                            };
+                            Box::pin(p.verify(&credential, caches, ports, challenge, note)).await
+                        }
                         ProviderKind::Mtls(_) => continue,
                     };
                     if let Ok(identity) = &verified {
@@ -279,8 +307,13 @@ pub async fn authenticate<P: Ports, B>(
 /// Sets the identity headers a provider sends to the origin.
 fn forward(kind: &ProviderKind, id: &Identity, cert: Option<&ClientCert>, headers: &mut HeaderMap) {
     match kind {
-        ProviderKind::Jwt(jwt) => {
-            for (name, claim) in &jwt.forward_claims {
+        ProviderKind::Jwt(_) | ProviderKind::Introspection(_) => {
+            let claims = match kind {
+                ProviderKind::Jwt(jwt) => &jwt.forward_claims,
+                ProviderKind::Introspection(opaque) => &opaque.forward_claims,
+                _ => return,
+            };
+            for (name, claim) in claims {
                 if let Some(value) = id.claims.get(claim).and_then(claim_header) {
                     headers.insert(name.clone(), value);
                 }
@@ -376,7 +409,10 @@ pub(crate) fn www_authenticate(err: &AuthError) -> Vec<HeaderValue> {
         AuthError::InsufficientScope { scope, challenge } => {
             (challenge, format!(", error=\"insufficient_scope\", scope=\"{}\"", quoted(scope)))
         }
-        AuthError::KeysUnavailable | AuthError::Forbidden { .. } | AuthError::TooManyFailures { .. } => {
+        AuthError::KeysUnavailable
+        | AuthError::IdpUnavailable
+        | AuthError::Forbidden { .. }
+        | AuthError::TooManyFailures { .. } => {
             return Vec::new();
         }
     };

@@ -40,3 +40,14 @@ fn kv_schema_auth_failures_matches_the_code() {
     let (layout, _) = schema(&doc.replace("```text value", "```json value"));
     matches_layout(&failures::key("corp", CLIENT), &layout.replace("{provider}", "corp"));
 }
+
+#[test]
+fn kv_schema_introspection_matches_the_code() {
+    let doc = include_str!("../../../../kv-schema/introspection.md");
+    let (layout, _) = schema(&doc.replace("```text value\nasking", "```json value\n\"asking\""));
+    matches_layout(&introspection::claim_key(&digest("opaque", "token")), &layout);
+    for mark in [introspection::ASKING, introspection::INACTIVE] {
+        let word = std::str::from_utf8(mark).unwrap();
+        assert!(doc.contains(&format!("`{word}`")), "{word} is documented");
+    }
+}
