@@ -5,7 +5,8 @@
 //! - the GCRA step alone, and one in-memory rate-limit decision;
 //! - compiling configs (what a WASI 0.2 instance does per request);
 //! - JWT verification: a cached token, and uncached RS256 / ES256 / EdDSA
-//!   with keys already parsed (the token cache is empty each time).
+//!   with keys already parsed (the token cache is empty each time);
+//! - an opaque token introspected before (RFC 7662, the answer cached).
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark
 
@@ -208,5 +209,44 @@ auth = { any_of = ["corp"] }
     }
 }
 
-criterion_group!(benches, gcra_benches, config_benches, jwt_benches);
+/// An opaque token whose introspection is cached: what every request after
+/// the first costs (the endpoint is behind the HttpClient port).
+fn introspection_benches(c: &mut Criterion) {
+    let answer = serde_json::json!({
+        "active": true, "sub": "bench", "scope": "orders:read", "exp": NOW.as_secs() + 3600,
+    });
+    let text = r#"
+[auth.introspection.opaque]
+endpoint = "http://idp.bench/introspect"
+client_id = "gateway"
+client_secret = "secret"
+[services.s]
+url = "http://o.bench"
+[[routes]]
+path = "/x"
+service = "s"
+auth = { any_of = ["opaque"], scopes = ["orders:read"] }
+"#;
+    let config = Config::parse(text, "bench.toml", &Variables::new()).unwrap();
+    let route = config.routes[0].auth.clone().unwrap();
+    let ports = BenchPorts { kv: MemoryKv::new(Fixed, 100_000), http: Jwks(Bytes::from(answer.to_string())) };
+    let caches = AuthCaches::new(&config.auth);
+    let request = || Request::get("/x").header("authorization", "Bearer 2YotnFZFEjr1zCsicMWpAA").body(()).unwrap();
+    let mut note = AuthNote::default();
+    ready(authenticate(&config.auth, &route, &caches, &ports, CLIENT, &mut request(), &mut note)).unwrap();
+    // From here the endpoint answers nothing usable: only a cached answer passes.
+    let down = BenchPorts { kv: MemoryKv::new(Fixed, 100_000), http: Jwks(Bytes::from_static(b"down")) };
+    c.bench_function("introspection/cached", |b| {
+        b.iter_batched(
+            request,
+            |mut req| {
+                let mut note = AuthNote::default();
+                ready(authenticate(&config.auth, &route, &caches, &down, CLIENT, &mut req, &mut note)).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, gcra_benches, config_benches, jwt_benches, introspection_benches);
 criterion_main!(benches);

@@ -78,7 +78,7 @@ check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the
 build() { # mode → the release builds it needs; NODE_ONLY=1 if it runs no component
   echo "== building (release)" >&2
   cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-  case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+  case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc|cors) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
   if [ -z "$NODE_ONLY" ]; then build_components "$1"; fi
 }
 

@@ -15,6 +15,7 @@
 #   benches/run.sh floor                # each component against its hello-world that proxies too, one request at a time
 #   benches/run.sh grpc                 # gRPC unary calls (h2load) straight to a tonic origin and through the node
 #   benches/run.sh tls                  # TLS termination: node against nginx, ECDSA and RSA: keep-alive, handshakes/s, idle TLS memory
+#   benches/run.sh cors                 # CORS preflights the node answers against its 404s, ROUNDS (3) rounds
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -34,9 +35,9 @@ source benches/lib.sh
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc) ;;
+  all|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors]" >&2; exit 2 ;;
 esac
 
 setup "$MODE"

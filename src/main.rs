@@ -316,33 +316,25 @@ mod cli {
     }
 
     fn quota_usage(path: &Path, caller: &str, store: &str) -> ExitCode {
-        let config = match load_config(path) {
-            Ok(c) => c,
-            Err(errors) => {
-                eprintln!("{errors}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match runtime.block_on(portcullis::native::quota_usage(&config, caller, store)) {
-            Ok(usage) => {
-                println!("{usage}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("portcullis quota usage: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        store_command(path, "quota usage", |config| async move {
+            portcullis::native::quota_usage(&config, caller, store).await.map(|usage| usage.to_string())
+        })
     }
 
     fn canary_reset(path: &Path, route: &str, store: &str) -> ExitCode {
+        store_command(path, "canary reset", |config| async move {
+            let key = portcullis::native::reset_canary(&config, route, store).await?;
+            Ok(format!("canary of route `{route}` reset ({key} cleared); instances follow within their sync"))
+        })
+    }
+
+    /// A command on the fleet's store with the config at `path`: what it
+    /// says printed, or its error as `portcullis NAME: …`.
+    fn store_command<F, Fut>(path: &Path, name: &str, run: F) -> ExitCode
+    where
+        F: FnOnce(Config) -> Fut,
+        Fut: Future<Output = Result<String, String>>,
+    {
         let config = match load_config(path) {
             Ok(c) => c,
             Err(errors) => {
@@ -357,13 +349,13 @@ mod cli {
                 return ExitCode::FAILURE;
             }
         };
-        match runtime.block_on(portcullis::native::reset_canary(&config, route, store)) {
-            Ok(key) => {
-                println!("canary of route `{route}` reset ({key} cleared); instances follow within their sync");
+        match runtime.block_on(run(config)) {
+            Ok(said) => {
+                println!("{said}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("portcullis canary reset: {e}");
+                eprintln!("portcullis {name}: {e}");
                 ExitCode::FAILURE
             }
         }

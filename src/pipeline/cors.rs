@@ -152,8 +152,9 @@ fn is_header_list(value: &HeaderValue) -> bool {
 }
 
 /// The CORS headers of an answer on a route with a policy: the origin's
-/// own are replaced by the gateway's decision.
-pub(crate) fn finish(policy: &Cors, headers: &mut HeaderMap, allowed: Option<HeaderValue>) {
+/// own are replaced by the gateway's decision. A preflight's answer says
+/// nothing of what the page may read (browsers ignore it there).
+pub(crate) fn finish(policy: &Cors, headers: &mut HeaderMap, allowed: Option<HeaderValue>, preflight: bool) {
     for name in [ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_EXPOSE_HEADERS] {
         headers.remove(name);
     }
@@ -165,7 +166,9 @@ pub(crate) fn finish(policy: &Cors, headers: &mut HeaderMap, allowed: Option<Hea
     if policy.credentials {
         headers.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     }
-    headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, policy.expose.clone());
+    if !preflight {
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, policy.expose.clone());
+    }
 }
 
 #[cfg(test)]

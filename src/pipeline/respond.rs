@@ -38,7 +38,8 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
         response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     if let Some(policy) = ctx.route.and_then(|i| config.routes[i].cors.as_deref()) {
-        super::cors::finish(policy, response.headers_mut(), ctx.cors_origin.take());
+        let preflight = ctx.cors == Some(super::cors::CorsOutcome::Preflight);
+        super::cors::finish(policy, response.headers_mut(), ctx.cors_origin.take(), preflight);
     }
     for (name, value) in ctx.limit_headers {
         response.headers_mut().insert(name, value);
