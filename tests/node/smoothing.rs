@@ -46,11 +46,11 @@ limits = ["smooth"]
     let lines: Vec<serde_json::Value> = node.access_log().into_iter().filter(delayed).collect();
     let mut delays: Vec<u64> = lines.iter().map(|l| l["limit_delay_us"].as_u64().unwrap_or(0) / 10_000).collect();
     delays.sort_unstable();
-    // Each waits until its turn: about 100, 200 and 300 ms (less what the
-    // requests before it took to arrive).
+    // Each waits until its turn: 100, 200 and 300 ms after the burst, less
+    // how much later than the first it arrived (well under 50 ms).
     assert_eq!(delays.len(), 3, "{lines:?}");
     for (delay, turn) in delays.iter().zip([10, 20, 30]) {
-        assert!((turn - 2..=turn).contains(delay), "{delays:?} (10 ms units)");
+        assert!((turn - 5..=turn).contains(delay), "{delays:?} (10 ms units)");
     }
     for line in &lines {
         assert_eq!(line["limits"], serde_json::json!([{"policy": "smooth", "outcome": "delayed"}]));
