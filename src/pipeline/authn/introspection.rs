@@ -68,15 +68,26 @@ impl Introspector<'_> {
             return Err(AuthError::TooManyFailures { retry_after });
         }
         let verdict = match self.claim(&digest, caches, ports).await {
-            Some(claim) => {
-                let verdict = self.introspect(token, ports).await;
-                self.remember(&digest, &verdict, caches, ports).await;
-                claim.release(caches, ports).await;
-                verdict?
-            }
-            // Another request asks: its answer, once there.
+            // The answer may have come between the look and the claim.
+            Some(claim) => match self.remembered(&digest, caches, ports).await {
+                Some(verdict) => {
+                    claim.release(caches, ports).await;
+                    note.cached = Some(true);
+                    verdict
+                }
+                None => {
+                    let verdict = self.introspect(token, ports).await;
+                    self.remember(&digest, &verdict, caches, ports).await;
+                    claim.release(caches, ports).await;
+                    verdict?
+                }
+            },
+            // Another request asks: its answer, once there (from the cache).
             None => match self.wait(&digest, caches, ports).await {
-                Some(verdict) => verdict,
+                Some(verdict) => {
+                    note.cached = Some(true);
+                    verdict
+                }
                 None => {
                     let verdict = self.introspect(token, ports).await;
                     self.remember(&digest, &verdict, caches, ports).await;
@@ -114,10 +125,10 @@ impl Introspector<'_> {
     /// a claim in the store too.
     async fn claim<P: Ports>(&self, digest: &[u8; 32], caches: &AuthCaches, ports: &P) -> Option<Claim> {
         let now = ports.clock().now();
-        if caches.asking.get(digest, now).is_some() {
+        let until = Some(now.saturating_add(self.provider.timeout));
+        if !caches.asking.compare_and_swap(*digest, None, (), until, now) {
             return None;
         }
-        caches.asking.insert(*digest, (), Some(now.saturating_add(self.provider.timeout)), now);
         let key = claim_key(digest);
         if P::LIFETIME == Lifetime::Request {
             let won = ports.kv().compare_and_swap(&key, None, ASKING, Some(self.provider.timeout)).await;
