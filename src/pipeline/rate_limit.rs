@@ -115,16 +115,19 @@ impl Drop for Place<'_> {
 /// The store key for a policy and what it counts (`kv-schema/rate-limits.md`):
 /// `counted` is the `kind:value` text in pieces, hashed without joining them.
 pub(crate) fn key(policy: &str, counted: &[&[u8]]) -> String {
-    let mut hasher = Sha256::new();
-    counted.iter().for_each(|part| hasher.update(part));
-    store_key(&["pc1:rl:", policy, ":"], &hasher.finalize())
+    counted_key(&["pc1:rl:", policy, ":"], counted)
 }
 
 /// The store key for a quota's window and what it counts (`kv-schema/quotas.md`).
 pub(crate) fn quota_key(policy: &str, window: &str, counted: &[&[u8]]) -> String {
+    counted_key(&["pc1:q:", policy, ":", window, ":"], counted)
+}
+
+/// `prefix` then the SHA-256 of what is counted, its pieces hashed as one.
+fn counted_key(prefix: &[&str], counted: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     counted.iter().for_each(|part| hasher.update(part));
-    store_key(&["pc1:q:", policy, ":", window, ":"], &hasher.finalize())
+    store_key(prefix, &hasher.finalize())
 }
 
 /// What a caller has used of a quota in its current window.
@@ -252,7 +255,6 @@ async fn check<'g, P: Ports>(
     let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
     let metered: Vec<(String, Meter, Option<Window>)> =
         policies.iter().map(|l| step_for(config, l, ctx, headers, now_us)).collect();
-    let windows: Vec<Option<&Window>> = metered.iter().map(|(_, _, w)| w.as_ref()).collect();
     // A policy that smooths lets the request wait while it has a place for it.
     let mut places = Vec::new();
     let steps: Vec<LimitStep<'_>> = policies
@@ -297,7 +299,7 @@ async fn check<'g, P: Ports>(
     if decisions.iter().all(|d| d.allowed) {
         let delay = Duration::from_micros(decisions.iter().map(|d| d.delay_us).max().unwrap_or(0));
         let places = if delay.is_zero() { Vec::new() } else { places };
-        let mut headers = answer_headers(&policies, &decisions, &windows);
+        let mut headers = answer_headers(&policies, &decisions, &metered);
         headers.extend(quota_warning(&policies, &decisions));
         return Ok(Applied { headers, store_error: None, delay, places });
     }
@@ -316,7 +318,7 @@ async fn check<'g, P: Ports>(
             (false, _) => *d,
         })
         .collect();
-    let headers = answer_headers(&policies, &unspent, &windows);
+    let headers = answer_headers(&policies, &unspent, &metered);
     let denied = || policies.iter().zip(&decisions).filter(|(_, d)| !d.allowed);
     let quota = denied().any(|(l, _)| matches!(l.meter, Metering::Quota(_)));
     let retry_after = denied()
@@ -351,10 +353,15 @@ fn seconds(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
-fn answer_headers(policies: &[&RateLimit], decisions: &[Decision], windows: &[Option<&Window>]) -> Headers {
+/// `metered`: each policy's key, meter and (a quota's) window, as `step_for` made them.
+fn answer_headers(
+    policies: &[&RateLimit],
+    decisions: &[Decision],
+    metered: &[(String, Meter, Option<Window>)],
+) -> Headers {
     let mut policy = String::with_capacity(policies.len() * 32);
     let mut state = String::with_capacity(policies.len() * 32);
-    for (i, ((l, d), window)) in policies.iter().zip(decisions).zip(windows).enumerate() {
+    for (i, ((l, d), (_, _, window))) in policies.iter().zip(decisions).zip(metered).enumerate() {
         if i > 0 {
             policy.push_str(", ");
             state.push_str(", ");

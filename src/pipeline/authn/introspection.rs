@@ -18,7 +18,7 @@ use http::{HeaderValue, Request};
 use serde_json::{Map, Value};
 
 use super::failures::FailureLimit;
-use super::jwt::{cached, shared_put};
+use super::jwt::{cache_verified, cached, invalid};
 use super::{AuthCaches, AuthError, AuthNote, Challenge, Identity, digest};
 use crate::config::introspection::IntrospectionProvider;
 use crate::ports::{Clock, HttpClient, KvStore, Lifetime, Ports, UpstreamOptions, store_key};
@@ -172,14 +172,8 @@ impl Introspector<'_> {
         let now = ports.clock().now();
         match verdict {
             Ok(Verdict::Active(identity)) => {
-                let ceiling = now.saturating_add(self.provider.cache_ttl);
                 let exp = identity.claims.get("exp").and_then(Value::as_f64);
-                let until =
-                    exp.and_then(|e| Duration::try_from_secs_f64(e.max(0.0)).ok()).map_or(ceiling, |d| d.min(ceiling));
-                caches.tokens.insert(*digest, identity.clone(), Some(until), now);
-                if P::LIFETIME == Lifetime::Request {
-                    shared_put(ports, digest, identity, until, now).await;
-                }
+                cache_verified(ports, caches, digest, identity, exp, self.provider.cache_ttl).await;
             }
             Ok(Verdict::Inactive(reason, description)) => {
                 let until = now.saturating_add(self.provider.negative_ttl);
@@ -292,7 +286,3 @@ pub(super) fn claim_key(digest: &[u8; 32]) -> String {
 pub(super) const ASKING: &[u8] = b"asking";
 pub(super) const INACTIVE: &[u8] = b"inactive";
 const INACTIVE_REASON: (&str, &str) = ("inactive", "the token is not active");
-
-fn invalid((reason, description): (&'static str, &str), challenge: &Challenge) -> AuthError {
-    AuthError::InvalidToken { reason, description: description.into(), challenge: challenge.clone() }
-}

@@ -102,19 +102,33 @@ impl Verifier<'_> {
         let claims = signed_claims(p, token, key, alg).map_err(invalid)?;
         let exp = check_times(p, &claims, now).map_err(|(reason, d)| invalid((reason, &d)))?;
         let identity = Arc::new(identity_of(name, p, claims));
-        let ceiling = now.saturating_add(TOKEN_CACHE_TTL);
-        // Any `exp` a token may carry (1e300 included) caps the cache, never panics.
-        let until = exp.and_then(|e| Duration::try_from_secs_f64(e.max(0.0)).ok()).map_or(ceiling, |d| d.min(ceiling));
-        caches.tokens.insert(digest, identity.clone(), Some(until), now);
-        if P::LIFETIME == Lifetime::Request {
-            shared_put(ports, &digest, &identity, until, now).await;
-        }
+        cache_verified(ports, caches, &digest, &identity, exp, TOKEN_CACHE_TTL).await;
         Ok(identity)
     }
 }
 
+/// Caches a verified identity until its `exp`, at most `ttl` from now: in
+/// memory, and where an instance lives one request in the store too.
+pub(super) async fn cache_verified<P: Ports>(
+    ports: &P,
+    caches: &AuthCaches,
+    digest: &[u8; 32],
+    identity: &Arc<Identity>,
+    exp: Option<f64>,
+    ttl: Duration,
+) {
+    let now = ports.clock().now();
+    let ceiling = now.saturating_add(ttl);
+    // Any `exp` a token may carry (1e300 included) caps the cache, never panics.
+    let until = exp.and_then(|e| Duration::try_from_secs_f64(e.max(0.0)).ok()).map_or(ceiling, |d| d.min(ceiling));
+    caches.tokens.insert(*digest, identity.clone(), Some(until), now);
+    if P::LIFETIME == Lifetime::Request {
+        shared_put(ports, digest, identity, until, now).await;
+    }
+}
+
 /// A token refused: why (a metric label), and the description the client gets.
-fn invalid((reason, description): (&'static str, &str), challenge: &Challenge) -> AuthError {
+pub(super) fn invalid((reason, description): (&'static str, &str), challenge: &Challenge) -> AuthError {
     AuthError::InvalidToken { reason, description: description.into(), challenge: challenge.clone() }
 }
 
@@ -321,13 +335,7 @@ async fn shared_get<P: Ports>(ports: &P, digest: &[u8; 32], now: Duration) -> Op
     (until > now).then(|| (Arc::new(stored.identity), until))
 }
 
-pub(super) async fn shared_put<P: Ports>(
-    ports: &P,
-    digest: &[u8; 32],
-    identity: &Identity,
-    until: Duration,
-    now: Duration,
-) {
+async fn shared_put<P: Ports>(ports: &P, digest: &[u8; 32], identity: &Identity, until: Duration, now: Duration) {
     let stored = SharedToken { until_ms: u64::try_from(until.as_millis()).unwrap_or(u64::MAX), identity };
     if let Ok(bytes) = serde_json::to_vec(&stored) {
         // Losing this only costs the next fresh instance a signature check.
