@@ -61,6 +61,10 @@ struct Jwks(Bytes);
 
 impl HttpClient for Jwks {
     type Body = Full<Bytes>;
+    /// A `Full` body is one frame: what was read of it was all of it.
+    fn prefixed(prefix: Bytes, _: Full<Bytes>) -> Full<Bytes> {
+        Full::new(prefix)
+    }
     async fn send(&self, _: Request<Full<Bytes>>, _: &UpstreamOptions) -> Result<Response<Full<Bytes>>, UpstreamError> {
         Ok(Response::builder().header("cache-control", "max-age=3600").body(Full::new(self.0.clone())).unwrap())
     }

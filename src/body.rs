@@ -62,6 +62,8 @@ pub(crate) struct GatewayBody<S> {
     probe: Option<Arc<BodyProbe>>,
     /// A copy kept for another try (a streamed request body of unknown size).
     copy: Option<Arc<BodyCopy>>,
+    /// Bytes already read from the stream, sent before the rest of it.
+    prefix: Option<Bytes>,
 }
 
 enum Inner<S> {
@@ -79,13 +81,22 @@ struct TooLarge(u64);
 impl<S> GatewayBody<S> {
     /// A streamed body; `probe` (for request bodies) counts and watches it.
     pub(crate) fn stream(stream: S, probe: Option<Arc<BodyProbe>>) -> Self {
-        Self { inner: Inner::Stream(stream), limit: u64::MAX, seen: 0, probe, copy: None }
+        Self { inner: Inner::Stream(stream), limit: u64::MAX, seen: 0, probe, copy: None, prefix: None }
     }
 
     /// A stream the adapter made of another (reframed).
     #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn boxed(body: impl Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static) -> Self {
-        Self { inner: Inner::Boxed(Box::pin(body)), limit: u64::MAX, seen: 0, probe: None, copy: None }
+        Self { inner: Inner::Boxed(Box::pin(body)), limit: u64::MAX, seen: 0, probe: None, copy: None, prefix: None }
+    }
+
+    /// The body with `prefix` (already read from it) put back in front.
+    pub(crate) fn prefixed(prefix: Bytes, mut rest: Self) -> Self {
+        rest.prefix = match rest.prefix.take() {
+            Some(earlier) => Some([earlier, prefix].concat().into()),
+            None => (!prefix.is_empty()).then_some(prefix),
+        };
+        rest
     }
 
     /// Keeps what streams through, up to `limit` bytes (a body made whole
@@ -127,7 +138,7 @@ impl<S> GatewayBody<S> {
 impl<S> From<Bytes> for GatewayBody<S> {
     fn from(bytes: Bytes) -> Self {
         let inner = Inner::Full((!bytes.is_empty()).then_some(bytes));
-        Self { inner, limit: u64::MAX, seen: 0, probe: None, copy: None }
+        Self { inner, limit: u64::MAX, seen: 0, probe: None, copy: None, prefix: None }
     }
 }
 
@@ -141,6 +152,9 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
         let polled = match &mut this.inner {
             Inner::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Stream(stream) => Pin::new(stream).poll_frame(cx).map_err(Into::into),
@@ -186,6 +200,9 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.prefix.is_some() {
+            return false;
+        }
         match &self.inner {
             Inner::Full(bytes) => bytes.is_none(),
             Inner::Stream(stream) => stream.is_end_stream(),
@@ -195,12 +212,20 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
+        let hint = match &self.inner {
             Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Stream(stream) => stream.size_hint(),
             #[cfg(not(target_arch = "wasm32"))]
             Inner::Boxed(body) => body.size_hint(),
+        };
+        let Some(prefix) = &self.prefix else { return hint };
+        let extra = prefix.len() as u64;
+        let mut sum = SizeHint::new();
+        sum.set_lower(hint.lower().saturating_add(extra));
+        if let Some(upper) = hint.upper() {
+            sum.set_upper(upper.saturating_add(extra));
         }
+        sum
     }
 }
 

@@ -184,6 +184,11 @@ mod cli {
             #[command(subcommand)]
             action: QuotaAction,
         },
+        /// The response cache (`routes[].cache`).
+        Cache {
+            #[command(subcommand)]
+            action: CacheAction,
+        },
         /// Validate a config; exits 1 and prints file:line:column: key: problem for each error.
         Check {
             /// The gateway config.
@@ -203,6 +208,30 @@ mod cli {
         Reset {
             /// The route's name.
             route: String,
+            /// The gateway config.
+            #[arg(long, default_value = "routes/gateway.toml")]
+            config: PathBuf,
+            /// The fleet's store: a redis:// URL.
+            #[arg(long)]
+            store: String,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum CacheAction {
+        /// Purge the response cache in the store the fleet shares: entries
+        /// stored before now that a route, a tag or a URL names are dropped
+        /// on every node and edge instance within a second.
+        Purge {
+            /// A route with a cache, by name.
+            #[arg(long, group = "target")]
+            route: Option<String>,
+            /// A tag the origin gave entries (the route's `tags_header`).
+            #[arg(long, group = "target")]
+            tag: Option<String>,
+            /// A URL as clients call it: https://host/path?query.
+            #[arg(long, group = "target")]
+            url: Option<String>,
             /// The gateway config.
             #[arg(long, default_value = "routes/gateway.toml")]
             config: PathBuf,
@@ -311,6 +340,19 @@ mod cli {
             }
             Command::Quota { action: QuotaAction::Usage { caller, config, store } } => {
                 quota_usage(&config, &caller, &store)
+            }
+            Command::Cache { action: CacheAction::Purge { route, tag, url, config, store } } => {
+                store_command(&config, "cache purge", |config| async move {
+                    let purged = portcullis::native::purge_cache(
+                        &config,
+                        route.as_deref(),
+                        tag.as_deref(),
+                        url.as_deref(),
+                        &store,
+                    )
+                    .await?;
+                    Ok(format!("purged {purged}: every copy drops what it stored before now within a second"))
+                })
             }
         }
     }

@@ -6,6 +6,8 @@
 
 #[path = "node/acme.rs"]
 mod acme;
+#[path = "node/cache.rs"]
+mod cache;
 #[path = "node/grpc.rs"]
 mod grpc;
 #[path = "node/h2_abuse.rs"]

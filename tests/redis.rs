@@ -469,3 +469,78 @@ limits = ["monthly"]
     assert!(earlier.abs_diff(later) <= 2, "{earlier} then {later}");
     assert_eq!(printed, body, "the CLI reads what the admin API does");
 }
+
+/// The response cache's second level: what one node stored, another
+/// serves from Redis; a purge through the CLI (by tag) or one node's
+/// admin API (by route) reaches every node within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_shares_cached_answers_and_purges_reach_every_node_within_a_second() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        r#"
+[services.echo]
+url = "http://127.0.0.1:{}"
+
+[[routes]]
+name = "catalogue"
+path = "/c/{{*rest}}"
+service = "echo"
+strip_prefix = "/c"
+cache = {{ tags_header = "surrogate-key" }}
+"#,
+        origin.port()
+    );
+    let args = ["--store", &redis.url()];
+    let (a, b) = (Node::start_args(&config, &[], &args), Node::start_args(&config, &[], &args));
+    let cached = |path: &str| {
+        Request::get(path)
+            .header("host", "gw.test")
+            .header("x-echo-response-header", "cache-control: max-age=600")
+            .header("x-echo-response-header", "surrogate-key: shoes sale")
+            .body(Bytes::new())
+            .unwrap()
+    };
+    let status = |reply: &support::Reply| reply.header("cache-status").unwrap_or_default().to_string();
+    let stored = send(a.addr, cached("/c/shoes")).await;
+    assert!(status(&stored).contains("stored"), "{}", status(&stored));
+    let from_redis = send(b.addr, cached("/c/shoes")).await;
+    assert!(status(&from_redis).starts_with("portcullis; hit"), "{}", status(&from_redis));
+    assert_eq!(from_redis.body, stored.body);
+    assert_eq!(origin.received().len(), 1, "one fetch for the fleet");
+
+    let file = std::env::temp_dir().join(format!("cache-{}.toml", std::process::id()));
+    std::fs::write(&file, &config).unwrap();
+    let url = redis.url();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["cache", "purge"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", file.to_str().unwrap(), "--store", &url]);
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(&all).output().unwrap()
+    };
+    let purged = cli(&["--tag", "sale"]);
+    assert!(purged.status.success(), "{}", String::from_utf8_lossy(&purged.stderr));
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("purged tag sale"));
+    let unknown = cli(&["--route", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("routes with a cache: catalogue"));
+    let _ = std::fs::remove_file(&file);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The first request after it, on either node, fetches again; the other
+    // node then has the new answer.
+    let refetched = send(a.addr, cached("/c/shoes")).await;
+    assert!(status(&refetched).contains("fwd=uri-miss"), "{}", status(&refetched));
+    let renewed = send(b.addr, cached("/c/shoes")).await;
+    assert!(status(&renewed).starts_with("portcullis; hit"), "{}", status(&renewed));
+    assert_eq!(renewed.body, refetched.body);
+    assert_ne!(renewed.body, stored.body, "not the purged answer");
+    assert_eq!(origin.received().len(), 2);
+    // Purged by route through a's admin API: b follows within a second.
+    let hit = send(b.addr, cached("/c/shoes")).await;
+    assert!(status(&hit).starts_with("portcullis; hit"), "{}", status(&hit));
+    let admin = Request::post("/cache/purge?route=catalogue").header("host", "admin").body(Bytes::new()).unwrap();
+    assert_eq!(send(a.admin_addr.unwrap(), admin).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = send(b.addr, cached("/c/shoes")).await;
+    assert!(status(&after).contains("fwd=uri-miss"), "{}", status(&after));
+}

@@ -9,6 +9,7 @@ pub(crate) mod acme;
 pub(crate) mod admin;
 pub mod auth;
 pub(crate) mod balance;
+pub(crate) mod cache;
 pub(crate) mod caller_key;
 pub(crate) mod canary;
 pub(crate) mod cors;
@@ -106,6 +107,9 @@ pub(crate) struct GatewaySettings {
     /// `;` path parameters: refuse dot segments carrying them (the
     /// default) or any `;`.
     pub(crate) path_parameters: PathParameters,
+    /// The in-memory level of the response cache holds at most this many
+    /// bytes of entries (per process or instance). Default: 64 MiB.
+    pub(crate) cache_memory: u64,
 }
 
 pub(crate) const DEFAULT_MAX_BODY_SIZE: u64 = 10 << 20;
@@ -190,6 +194,8 @@ pub struct Route {
     /// Client addresses it takes: its service's rules, then its own (each
     /// must admit). Default: any.
     pub(crate) ip_rules: Vec<(ip_rules::IpLevel, Arc<IpRules>)>,
+    /// Its answers kept and served by the gateway. Default: none.
+    pub(crate) cache: Option<cache::RouteCache>,
 }
 
 /// How the matched path becomes the upstream path.
@@ -553,6 +559,7 @@ impl Compiler<'_> {
                 true => PathParameters::RefuseDotSegments,
                 false => PathParameters::Refuse,
             },
+            cache_memory: self.size(g.cache_memory, "gateway.cache_memory", cache::DEFAULT_CACHE_MEMORY),
         }
     }
 
@@ -729,6 +736,8 @@ impl Compiler<'_> {
         let retry_non_idempotent = self.route_retry(r.span(), &format!("routes[{i}]"), raw, methods.as_deref(), svc);
         let websocket = self.route_websocket(&key, raw, methods.as_deref(), svc);
         let grpc_web = self.route_grpc_web(&key, raw, methods.as_deref(), svc);
+        let other_use = (grpc_web.then_some("gRPC-Web")).or(websocket.map(|_| "WebSocket"));
+        let cache = raw.cache.as_ref().and_then(|c| self.route_cache(&key("cache"), c, methods.as_deref(), other_use));
         let cors = own_cors.or_else(|| svc.cors.clone()).map(|p| if grpc_web { Arc::new(p.for_grpc_web()) } else { p });
         let ip_rules = [(ip_rules::IpLevel::Service, svc.ip_rules.clone()), (ip_rules::IpLevel::Route, own_ip_rules)]
             .into_iter()
@@ -753,6 +762,7 @@ impl Compiler<'_> {
             grpc_web,
             cors,
             ip_rules,
+            cache,
         })
     }
 

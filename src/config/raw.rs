@@ -178,6 +178,7 @@ pub(crate) struct RawGateway {
     pub(crate) underscores_in_headers: Option<Spanned<String>>,
     pub(crate) max_response_header_size: Option<Spanned<Size>>,
     pub(crate) path_parameters: Option<Spanned<String>>,
+    pub(crate) cache_memory: Option<Spanned<Size>>,
 }
 
 /// `[services.NAME]`: an origin the gateway forwards to.
@@ -313,6 +314,21 @@ pub(crate) struct RawRoute {
     pub(crate) cors: Option<Spanned<String>>,
     pub(crate) ip_allow: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) ip_deny: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) cache: Option<Spanned<RawRouteCache>>,
+}
+
+/// `routes[].cache`: the route's answers kept and served by the gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteCache {
+    pub(crate) ttl: Option<Spanned<String>>,
+    pub(crate) max_ttl: Option<Spanned<String>>,
+    pub(crate) stale_while_revalidate: Option<Spanned<String>>,
+    pub(crate) stale_if_error: Option<Spanned<String>>,
+    pub(crate) by_consumer: Option<bool>,
+    pub(crate) max_entry_size: Option<Spanned<Size>>,
+    pub(crate) tags_header: Option<Spanned<String>>,
+    pub(crate) shared: Option<bool>,
 }
 
 /// `routes[].canary`: part of the route's callers to another service.

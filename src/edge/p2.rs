@@ -237,6 +237,10 @@ pub(crate) struct SpinHttp;
 impl HttpClient for SpinHttp {
     type Body = EdgeBody;
 
+    fn prefixed(prefix: Bytes, rest: EdgeBody) -> EdgeBody {
+        EdgeBody::prefixed(prefix, rest)
+    }
+
     async fn prepare(&self, req: Request<EdgeBody>, limit: u64) -> Result<Request<EdgeBody>, UpstreamError> {
         buffer_unsized(req, limit).await
     }

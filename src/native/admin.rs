@@ -85,13 +85,15 @@ pub(super) async fn serve_admin(listener: TcpListener, node: Arc<Node>) {
                 (&Method::GET, "/upstreams") => upstreams(&node),
                 (&Method::GET, "/quotas") => quotas(&node, req.uri().query()).await,
                 (&Method::GET, "/refusals") => refusals(&node),
+                (&Method::POST, "/cache/purge") => cache_purge(&node, req.uri().query()).await,
+                (_, "/cache/purge") => problem(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
                 (_, "/healthz" | "/readyz" | "/config" | "/upstreams" | "/quotas" | "/refusals") => {
                     problem(StatusCode::METHOD_NOT_ALLOWED, "use GET")
                 }
                 (_, "/reload") => problem(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
                 _ => problem(
                     StatusCode::NOT_FOUND,
-                    "no such admin path (healthz, readyz, config, reload, upstreams, quotas, refusals)",
+                    "no such admin path (healthz, readyz, config, reload, upstreams, quotas, refusals, cache/purge)",
                 ),
             }
         }
@@ -219,6 +221,33 @@ async fn quotas(node: &Node, query: Option<&str>) -> Answer {
     match crate::pipeline::rate_limit::quota_usage(&gateway.config, node.ports.kv(), &caller, now_us).await {
         Ok(usage) => json_answer(StatusCode::OK, &json!({ "caller": caller, "quotas": usage })),
         Err(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read right now"),
+    }
+}
+
+/// `POST /cache/purge?route=NAME` (or `?tag=TAG`, `?url=URL`): entries
+/// stored before now that it names are dropped here at once and on every
+/// node and instance sharing the store within a second.
+async fn cache_purge(node: &Node, query: Option<&str>) -> Answer {
+    let pairs: Vec<(String, String)> =
+        query.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let find = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let gateway = node.gateway.load_full();
+    let target = crate::pipeline::cache::purge_target(&gateway.config, find("route"), find("tag"), find("url"));
+    let purge = match target {
+        Ok(purge) => purge,
+        Err(why) => {
+            let body = json!({ "type": "urn:portcullis:problem:bad-purge", "title": "Bad Request", "status": 400, "detail": why });
+            let mut answer = json_answer(StatusCode::BAD_REQUEST, &body);
+            answer
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+            return answer;
+        }
+    };
+    let clock = node.ports.clock();
+    match crate::pipeline::cache::purge(&gateway.cache_memory, node.ports.kv(), clock, &purge).await {
+        Ok(at) => json_answer(StatusCode::OK, &json!({ "purged": purge.describe(), "at_us": at })),
+        Err(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "purged here; the store cannot be written right now"),
     }
 }
 

@@ -426,6 +426,10 @@ fn origin_form(req: &mut Request<NodeBody>, opts: &UpstreamOptions) -> Result<Or
 
 impl HttpClient for HyperClient {
     type Body = NodeBody;
+
+    fn prefixed(prefix: bytes::Bytes, rest: NodeBody) -> NodeBody {
+        NodeBody::prefixed(prefix, rest)
+    }
     const CARRIES_GRPC: bool = true;
     const UPGRADES: bool = true;
 

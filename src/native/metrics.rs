@@ -81,6 +81,12 @@ struct CorsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    route: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IpLabels {
     route: Arc<str>,
     level: &'static str,
@@ -166,6 +172,7 @@ pub(crate) struct Metrics {
     fallbacks: Family<RouteLabel, Counter>,
     cors: Family<CorsLabels, Counter>,
     ip_refusals: Family<IpLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
     limit_delay: Histograms<RouteLabel>,
     store_duration: Histograms<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
@@ -212,6 +219,7 @@ impl Metrics {
             fallbacks: Family::default(),
             cors: Family::default(),
             ip_refusals: Family::default(),
+            cache: Family::default(),
             limit_delay: Family::new_with_constructor(Buckets),
             store_duration: Family::new_with_constructor(Buckets),
             store_errors: Family::default(),
@@ -245,6 +253,7 @@ impl Metrics {
             "portcullis_fallbacks", "Answers from a route's fallback", m.fallbacks;
             "portcullis_rate_limit_delay_seconds", "Time requests waited for their turn under a rate-limit policy's max_delay, by route", m.limit_delay;
             "portcullis_ip_refusals", "Requests refused by IP rules, by route and the level of the rules (service, route, consumer)", m.ip_refusals;
+            "portcullis_cache", "Requests on routes with a response cache, by route and what the cache did (hit, collapsed, stale, miss, expired, revalidated, bypass, invalidated)", m.cache;
             "portcullis_cors", "Calls from pages on routes with a CORS policy, by outcome (preflight, allowed, refused)", m.cors;
             "portcullis_store_duration_seconds", "Round trips to the shared store (Redis), by operation", m.store_duration;
             "portcullis_store_errors", "Failed calls to the shared store (Redis), by operation", m.store_errors;
@@ -326,6 +335,9 @@ impl Metrics {
         }
         if let (Some(delay), Some(route)) = (log.limit_delay_us, &log.route) {
             self.limit_delay.get_or_create(&RouteLabel { route: route.clone() }).observe(seconds_us(delay));
+        }
+        if let (Some(result), Some(route)) = (log.cache, &log.route) {
+            self.cache.get_or_create(&CacheLabels { route: route.clone(), result: result.name() }).inc();
         }
         if let (Some(level), Some(route)) = (log.ip_refused, &log.route) {
             self.ip_refusals.get_or_create(&IpLabels { route: route.clone(), level }).inc();
@@ -572,6 +584,9 @@ impl Collector for Live {
             &targets,
         )?;
         family(&mut encoder, "portcullis_upstream_in_flight", "Requests waiting on a service now", &busy)?;
+        let cached = ConstGauge::new(i64::try_from(gateway.cache_memory.bytes()).unwrap_or(i64::MAX));
+        let help = "Bytes of response-cache records held in memory";
+        family(&mut encoder, "portcullis_cache_memory_bytes", help, &cached)?;
         let connections = (self.state.connections)() as i64;
         family(
             &mut encoder,
@@ -703,6 +718,7 @@ service = "api"
             variant: None,
             cors: Some(crate::pipeline::cors::CorsOutcome::Allowed),
             ip_refused: Some("route"),
+            cache: Some(crate::pipeline::cache::CacheResult::Hit),
             limit_delay_us: Some(250),
             upstream_latency_us: Some(100),
             overhead_us: 40,
@@ -790,7 +806,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 35, "{exported:?}");
+        assert_eq!(exported.len(), 37, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =

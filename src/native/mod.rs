@@ -231,6 +231,26 @@ pub async fn quota_usage(config: &Config, counted: &str, store_url: &str) -> Res
     Ok(serde_json::json!({ "caller": counted, "quotas": usage.map_err(|e| format!("{store_url}: {e}"))? }))
 }
 
+/// Purges the response cache in the fleet's store: a route, a tag or a URL
+/// (`portcullis cache purge`). Returns what was purged.
+pub async fn purge_cache(
+    config: &Config,
+    route: Option<&str>,
+    tag: Option<&str>,
+    url: Option<&str>,
+    store_url: &str,
+) -> Result<String, String> {
+    let purge = crate::pipeline::cache::purge_target(config, route, tag, url)?;
+    if !store_url.starts_with("redis://") && !store_url.starts_with("rediss://") {
+        return Err("--store: give the redis:// URL the fleet shares (a node on the memory store purges through its admin API, POST /cache/purge)".into());
+    }
+    let kv = redis_kv::RedisKv::new(store_url, 1, Duration::from_secs(2)).map_err(|e| format!("{store_url}: {e}"))?;
+    let memory = crate::pipeline::cache::Memory::new(0);
+    let clock = SystemClock(TokioSleep);
+    crate::pipeline::cache::purge(&memory, &kv, &clock, &purge).await.map_err(|e| format!("{store_url}: {e}"))?;
+    Ok(purge.describe())
+}
+
 pub async fn reset_canary(config: &Config, route: &str, store_url: &str) -> Result<String, String> {
     let found = config.routes.iter().find(|r| &*r.name == route).ok_or_else(|| {
         let names: Vec<&str> = config.routes.iter().filter(|r| r.canary.is_some()).map(|r| &*r.name).collect();

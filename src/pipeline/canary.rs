@@ -252,7 +252,10 @@ pub(crate) async fn response_phase<P: Ports>(
     ctx: &mut Ctx,
 ) {
     let Some(index) = ctx.route else { return };
-    record(gateway, ports, index, ctx, upstream::answered_well(outcome, ctx)).await;
+    // An answer from the cache says nothing of the variant's origin.
+    if !ctx.cache.as_ref().is_some_and(|c| c.answered()) {
+        record(gateway, ports, index, ctx, upstream::answered_well(outcome, ctx)).await;
+    }
     if let (Ok(resp), Some((name, value))) = (outcome, variant_header(&gateway.config.routes[index], ctx)) {
         resp.headers_mut().insert(name, value);
     }

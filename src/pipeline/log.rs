@@ -64,6 +64,10 @@ pub(crate) struct AccessLog {
     /// Which rules refused the client's address: service, route or consumer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) ip_refused: Option<&'static str>,
+    /// What the route's response cache did: hit, collapsed, stale, miss,
+    /// expired, revalidated, bypass or invalidated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cache: Option<super::cache::CacheResult>,
     /// How long a rate-limit policy's `max_delay` held the request before
     /// it went on (absent when it did not wait).
     #[serde(skip_serializing_if = "Option::is_none")]

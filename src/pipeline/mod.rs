@@ -14,6 +14,7 @@
 
 pub(crate) mod accept;
 pub mod authn;
+pub(crate) mod cache;
 pub(crate) mod caller;
 pub(crate) mod canary;
 pub(crate) mod cors;
@@ -139,6 +140,8 @@ pub(crate) struct Ctx {
     pub(crate) ip_refused: Option<crate::config::ip_rules::IpLevel>,
     /// A WebSocket upgrade the route takes: how its connection is held.
     pub(crate) tunnel: Option<upgrade::Tunnel>,
+    /// What the route's response cache did.
+    pub(crate) cache: Option<Box<cache::CacheNote>>,
     /// What went wrong, for the access log (the answer, or a failure the
     /// request survived, such as a store that was down for a fail-open limit).
     pub(crate) failure: Option<Failure>,
@@ -177,6 +180,8 @@ pub(crate) struct Gateway {
     pub(crate) canaries: Box<[Option<CanaryState>]>,
     /// Per rate-limit policy, the requests waiting for their turn (same lifetime).
     pub(crate) waiting: rate_limit::Waiting,
+    /// The response cache's records in memory (kept across reloads).
+    pub(crate) cache_memory: Arc<cache::Memory>,
 }
 
 impl Gateway {
@@ -190,7 +195,8 @@ impl Gateway {
         let upstreams = config.services.iter().map(ServiceState::new).collect();
         let canaries = canaries(&config);
         let waiting = rate_limit::Waiting::new(&config);
-        Self { config, caches, upstreams, canaries, waiting }
+        let cache_memory = Arc::new(cache::Memory::new(config.gateway.cache_memory));
+        Self { config, caches, upstreams, canaries, waiting, cache_memory }
     }
 
     /// The store keys of the routes' canary records.
@@ -206,7 +212,12 @@ impl Gateway {
         let upstreams = config.services.iter().map(ServiceState::new).collect();
         let canaries = canaries(&config);
         let waiting = rate_limit::Waiting::new(&config);
-        Self { config, caches, upstreams, canaries, waiting }
+        let cache_memory = if config.gateway.cache_memory == self.config.gateway.cache_memory {
+            self.cache_memory.clone()
+        } else {
+            Arc::new(cache::Memory::new(config.gateway.cache_memory))
+        };
+        Self { config, caches, upstreams, canaries, waiting, cache_memory }
     }
 }
 
@@ -258,6 +269,7 @@ async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>
     run!(grpc_web::phase(gateway, ports, r, ctx));
     run!(grpc::phase(gateway, ports, r, ctx));
     run!(upgrade::phase(gateway, ports, r, ctx));
+    run!(cache::phase(gateway, ports, r, ctx));
     run!(transform::request_phase(gateway, ports, r, ctx));
     // Boxed: the upstream phase is most of a request's state; unboxed, each
     // enclosing future (and the slot a connection keeps for one) would
@@ -275,6 +287,8 @@ async fn respond_phases<P: Ports>(
     ctx: &mut Ctx,
 ) -> Outcome<Body<P>> {
     let o = &mut outcome;
+    cache::response_phase(gateway, ports, o, ctx).await;
+    upstream::fallback_phase(gateway, ports, o, ctx).await;
     transform::response_phase(gateway, ports, o, ctx).await;
     grpc_web::response_phase(gateway, ports, o, ctx).await;
     upgrade::response_phase(gateway, ports, o, ctx).await;
@@ -343,6 +357,7 @@ impl Ctx {
             cors_origin: None,
             ip_refused: None,
             tunnel: None,
+            cache: None,
             failure: None,
             started,
             received_at,

@@ -41,6 +41,9 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
         let preflight = ctx.cors == Some(super::cors::CorsOutcome::Preflight);
         super::cors::finish(policy, response.headers_mut(), ctx.cors_origin.take(), preflight);
     }
+    if ctx.route.is_some_and(|i| config.routes[i].cache.is_some()) {
+        super::cache::finish(ctx.cache.as_deref(), response.headers_mut());
+    }
     for (name, value) in ctx.limit_headers {
         response.headers_mut().insert(name, value);
     }
@@ -84,6 +87,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
         variant: ctx.variant.map(super::canary::Variant::name),
         cors: ctx.cors,
         ip_refused: ctx.ip_refused.map(crate::config::ip_rules::IpLevel::name),
+        cache: ctx.cache.as_ref().map(|c| c.result),
         limit_delay_us: ctx.limit_delay.map(micros),
         upstream_latency_us: ctx.upstream_latency.map(micros),
         overhead_us: micros(

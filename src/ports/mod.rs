@@ -197,6 +197,10 @@ pub trait HttpClient {
         None
     }
 
+    /// A body whose first bytes were read (`prefix`) with those bytes put
+    /// back in front of the rest.
+    fn prefixed(prefix: Bytes, rest: Self::Body) -> Self::Body;
+
     /// A gRPC-Web `-text` request body decoded from base64, for a gRPC
     /// origin. Only a home that carries gRPC is asked.
     fn grpc_web_request(body: Self::Body) -> Self::Body {

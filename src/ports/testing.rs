@@ -102,6 +102,11 @@ impl HttpClient for FakeHttp {
         Ok(super::UpgradeSlot(Arc::new(())))
     }
 
+    /// A `Full` body is one frame: what was read of it was all of it.
+    fn prefixed(prefix: Bytes, _: Full<Bytes>) -> Full<Bytes> {
+        Full::new(prefix)
+    }
+
     async fn send(
         &self,
         request: Request<Full<Bytes>>,

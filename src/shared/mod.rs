@@ -7,6 +7,7 @@ pub mod gcra;
 pub(crate) mod grpc;
 pub(crate) mod headers;
 pub mod hex;
+pub(crate) mod http_cache;
 pub mod identity;
 pub(crate) mod networks;
 pub(crate) mod path;

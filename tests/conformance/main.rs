@@ -367,6 +367,7 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::grpc_call(home, addr, home == "node").await;
     scenarios::grpc_web_call(home, addr, home == "node").await;
     scenarios::websocket_upgrade(home, addr, home == "node").await;
+    scenarios::response_cache(home, addr, &b.origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

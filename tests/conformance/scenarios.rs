@@ -544,3 +544,54 @@ pub async fn websocket_upgrade(home: &str, addr: SocketAddr, holds: bool) {
         assert_eq!(reply.json()["type"], "urn:portcullis:problem:upgrade-unsupported", "[{home}]");
     }
 }
+
+/// The response cache over several requests: a write purges its URL,
+/// answers vary by the headers the origin names, and concurrent misses
+/// for one URL reach the origin once (collapsed forwarding; through the
+/// store where instances do not share memory).
+pub async fn response_cache(home: &str, addr: SocketAddr, origin: &super::support::origin::Origin) {
+    let cached = |method: &str, path: &str, extra: &[(&str, &str)]| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "gw.test")
+            .header("x-echo-response-header", "cache-control: max-age=60")
+            .header("x-echo-response-header", "vary: accept-language");
+        for (n, v) in extra {
+            req = req.header(*n, *v);
+        }
+        req.body(Bytes::new()).expect("request")
+    };
+    let status = |reply: &super::support::Reply| reply.header("cache-status").unwrap_or_default().to_string();
+    let path = "/cache/items/written";
+    send(addr, cached("GET", path, &[])).await;
+    let hit = send(addr, cached("GET", path, &[])).await;
+    assert!(status(&hit).starts_with("portcullis; hit"), "[{home}] {}", status(&hit));
+    let put = send(addr, cached("PUT", path, &[])).await;
+    assert_eq!((put.status, status(&put).as_str()), (200, "portcullis; fwd=method"), "[{home}]");
+    let after = send(addr, cached("GET", path, &[])).await;
+    // The URL's Vary marker stays; its entries are gone.
+    assert!(status(&after).contains("fwd=vary-miss"), "[{home}] a write purges its URL: {}", status(&after));
+
+    let path = "/cache/items/languages";
+    for (lang, expect) in [("de", "fwd=uri-miss"), ("fr", "fwd=vary-miss"), ("de", "hit"), ("fr", "hit")] {
+        let reply = send(addr, cached("GET", path, &[("accept-language", lang)])).await;
+        assert!(status(&reply).contains(expect), "[{home}] {lang}: {}", status(&reply));
+        assert!(reply.echoed("accept-language").contains(&lang.to_string()), "[{home}] {lang}: the right variant");
+    }
+
+    let _alone = ALONE.lock().await;
+    let path = "/cache/delay/300/collapsed";
+    let before = origin.received().iter().filter(|r| r.uri == "/delay/300/collapsed").count();
+    let misses: Vec<_> = (0..20).map(|_| tokio::spawn(send(addr, cached("GET", path, &[])))).collect();
+    let mut statuses = Vec::new();
+    for miss in misses {
+        let reply = miss.await.expect("request task");
+        assert_eq!(reply.status, 200, "[{home}]");
+        statuses.push(status(&reply));
+    }
+    let fetched = origin.received().iter().filter(|r| r.uri == "/delay/300/collapsed").count() - before;
+    assert_eq!(fetched, 1, "[{home}] 20 concurrent misses reach the origin once: {statuses:?}");
+    let collapsed = statuses.iter().filter(|s| s.contains("detail=collapsed")).count();
+    assert_eq!(collapsed, 19, "[{home}] {statuses:?}");
+}

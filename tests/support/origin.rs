@@ -162,6 +162,9 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Received>>>) -> Resul
         .iter()
         .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
+    // `/once/…`: answers as usual the first time, then 503 (an origin gone bad).
+    let again = path.starts_with("/once/")
+        && log.lock().is_ok_and(|l| l.iter().any(|r| r.uri.split('?').next() == Some(path.as_str())));
     let seen = Received {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
@@ -172,7 +175,7 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Received>>>) -> Resul
         l.push(seen);
     }
 
-    let mut status = StatusCode::OK;
+    let mut status = if again { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let segments: Vec<&str> = path.trim_start_matches('/').splitn(2, '/').collect();
     match segments.as_slice() {
         ["delay", rest] => {

@@ -258,3 +258,57 @@ ip_deny = ["::1", "192.0.2.0/24"]
     assert!(!service.admits(ip("10.1.1.1")) && route.admits(ip("10.1.1.1")) && service.admits(ip("11.1.1.1")));
     assert!(config.routes[1].ip_rules.is_empty());
 }
+
+#[test]
+fn a_routes_cache_is_checked_and_filled_in() {
+    let text = format!(
+        r#"{SVC}[services.h]
+url = "http://127.0.0.1:9001"
+http2 = true
+
+[[routes]]
+path = "/a"
+service = "s"
+cache = {{ ttl = "2h", max_ttl = "1h", stale_if_error = "40d", max_entry_size = "9MiB", tags_header = "bad header" }}
+
+[[routes]]
+path = "/b"
+methods = ["POST"]
+service = "s"
+[routes.cache]
+stale_while_revalidate = "soon"
+
+[[routes]]
+path = "/c"
+service = "h"
+grpc_web = true
+cache = {{}}
+
+[[routes]]
+path = "/d"
+service = "s"
+cache = {{ ttl = "1m", vary_on = ["accept"] }}
+"#
+    );
+    expect_errors(
+        &text,
+        &[
+            (10, "routes[0].cache.ttl", "longer than `max_ttl`"),
+            (10, "routes[0].cache.stale_if_error", "at most 30 days"),
+            (10, "routes[0].cache.max_entry_size", "at most 8 MiB"),
+            (10, "routes[0].cache.tags_header", "not a valid header name"),
+            (16, "routes[1].cache", "add \"GET\" to the route's `methods`"),
+            (17, "routes[1].cache.stale_while_revalidate", "not a duration"),
+            (23, "routes[2].cache", "gRPC-Web route's answers are not cached"),
+            (28, "routes[3].cache.vary_on", "unknown field `vary_on`"),
+        ],
+    );
+    let ok =
+        format!("{SVC}[gateway]\ncache_memory = \"8MiB\"\n[[routes]]\npath = \"/a\"\nservice = \"s\"\ncache = {{}}\n");
+    let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
+    let cache = config.routes[0].cache.as_ref().unwrap();
+    assert_eq!(config.gateway.cache_memory, 8 << 20);
+    assert_eq!((cache.allowance.ttl, cache.allowance.max_ttl), (Duration::ZERO, Duration::from_secs(86_400)));
+    assert_eq!((cache.by_consumer, cache.shared, cache.max_entry_size), (false, true, 1 << 20));
+    assert_eq!(cache.tags_header, "cache-tag");
+}

@@ -123,8 +123,7 @@ impl Drop for Active<'_> {
 }
 
 /// The upstream phase, last of the request phases: the origin's answer to
-/// the request from the transform phase, or the route's fallback when no
-/// target could be reached.
+/// the request from the transform phase (or why there is none).
 pub(crate) async fn phase<P: Ports>(
     gateway: &Gateway,
     ports: &P,
@@ -135,29 +134,42 @@ pub(crate) async fn phase<P: Ports>(
         return Err(RouteError::NotFound.into());
     };
     let service = ctx.service.unwrap_or(route.service);
-    match exchange(gateway, ports, route, service, req, ctx).await {
-        Err(err) if unreachable(&err) => match &route.fallback {
-            Some(fallback) => {
-                let problem = err.problem();
-                let detail = format!("fallback served: {err}");
-                ctx.failure = Some(Failure { problem: Some(problem.slug), source: problem.source, detail });
-                ctx.fallback = true;
-                let mut resp = Response::new(Body::<P>::from(fallback.body.clone()));
-                *resp.status_mut() = fallback.status;
-                resp.headers_mut().extend(fallback.headers.iter().map(|(n, v)| (n.clone(), v.clone())));
-                Ok(resp)
-            }
-            None => Err(err),
-        },
-        other => other,
+    exchange(gateway, ports, route, service, req, ctx).await
+}
+
+/// The fallback phase (response): the route's static `fallback` answers
+/// when no target could be reached (after the cache, whose stale entry
+/// goes first).
+pub(crate) async fn fallback_phase<P: Ports>(
+    gateway: &Gateway,
+    _ports: &P,
+    outcome: &mut Outcome<Body<P>>,
+    ctx: &mut Ctx,
+) {
+    let Some(fallback) = gateway.route(ctx).and_then(|r| r.fallback.as_ref()) else { return };
+    let Err(err) = &*outcome else { return };
+    if !unreachable(err) {
+        return;
     }
+    let problem = err.problem();
+    let detail = format!("fallback served: {err}");
+    ctx.failure = Some(Failure { problem: Some(problem.slug), source: problem.source, detail });
+    ctx.fallback = true;
+    let mut resp = Response::new(Body::<P>::from(fallback.body.clone()));
+    *resp.status_mut() = fallback.status;
+    resp.headers_mut().extend(fallback.headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+    *outcome = Ok(resp);
 }
 
 /// Whether the service answered well: below 500, without the fallback.
 /// What the client got wrong does not count against the service.
 pub(crate) fn answered_well<B>(result: &Result<Response<B>, GatewayError>, ctx: &Ctx) -> bool {
     match result {
-        Ok(resp) => !resp.status().is_server_error() && !ctx.fallback,
+        Ok(resp) => {
+            !resp.status().is_server_error()
+                && !ctx.fallback
+                && !ctx.cache.as_ref().is_some_and(|c| c.covered_failure())
+        }
         Err(err) => err.problem().source != Source::Upstream,
     }
 }
