@@ -9,7 +9,7 @@ SHELL := /bin/bash
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PACKAGES := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld redis-server pebble musl-tools libunwind-14-dev
+APT_PACKAGES := rustc-web cargo-web rust-web-src rust-web-clippy wasi-libc lld redis-server redis-tools pebble musl-tools libunwind-14-dev
 EDGE_HOST := $(TARGET_DIR)/debug/portcullis-edge-host
 WASM_TEST_DIR := $(or $(PORTCULLIS_WASM_TARGET_DIR),$(CURDIR)/target/wasm)-tests
 

@@ -123,7 +123,8 @@ mod cli {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         header_read_timeout: Duration,
         /// Shared state (rate limits, key sets): `memory`, or a Redis URL
-        /// (`redis://127.0.0.1:6379`) for a fleet.
+        /// (`redis://127.0.0.1:6379`) for a fleet, or some nodes of a Redis
+        /// Cluster (`redis-cluster://10.0.0.1:6379,10.0.0.2:6379`).
         #[arg(long, default_value = "memory")]
         store: String,
         /// Deadline for each store call (Redis).
@@ -211,7 +212,7 @@ mod cli {
             /// The gateway config.
             #[arg(long, default_value = "routes/gateway.toml")]
             config: PathBuf,
-            /// The fleet's store: a redis:// URL.
+            /// The fleet's store: a redis:// or redis-cluster:// URL.
             #[arg(long)]
             store: String,
         },
@@ -235,7 +236,7 @@ mod cli {
             /// The gateway config.
             #[arg(long, default_value = "routes/gateway.toml")]
             config: PathBuf,
-            /// The fleet's store: a redis:// URL.
+            /// The fleet's store: a redis:// or redis-cluster:// URL.
             #[arg(long)]
             store: String,
         },
@@ -252,7 +253,7 @@ mod cli {
             /// The gateway config.
             #[arg(long, default_value = "routes/gateway.toml")]
             config: PathBuf,
-            /// The fleet's store: a redis:// URL.
+            /// The fleet's store: a redis:// or redis-cluster:// URL.
             #[arg(long)]
             store: String,
         },
@@ -285,11 +286,13 @@ mod cli {
                 };
                 let store = match store.as_str() {
                     "memory" => Store::Memory,
-                    url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                    url if portcullis::native::redis_kv::is_redis_url(url) => {
                         Store::Redis { url: url.to_string(), connections: store_connections, timeout: store_timeout }
                     }
                     other => {
-                        eprintln!("--store: `{other}` is neither `memory` nor a redis:// URL");
+                        eprintln!(
+                            "--store: `{other}` is neither `memory`, a redis:// URL nor redis-cluster://host:port,…"
+                        );
                         return ExitCode::from(2);
                     }
                 };

@@ -15,7 +15,7 @@ use portcullis::ports::memory::MemoryKv;
 use portcullis::ports::{Clock, KvStore, LimitStep, Meter};
 use portcullis::shared::gcra::Rate;
 use support::origin::Origin;
-use support::redis::Redis;
+use support::redis::{Redis, RedisCluster};
 use support::{Node, get, send};
 
 #[derive(Clone, Copy)]
@@ -74,6 +74,26 @@ async fn a_quota_counts_in_redis_as_in_memory_and_only_with_its_rate() {
     let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("PTTL").arg("pc1:q:m:2026-12:k").query_async(&mut conn).await.unwrap();
     assert!((3_000_000..=3_601_000).contains(&ttl), "kept until the window ends: {ttl} ms");
+}
+
+/// On a cluster, a step whose keys are on different slots (here: keys
+/// without a shared hash tag) decides exactly as one atomic step does: a
+/// refusal on one slot takes back what another slot charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_over_several_cluster_slots_decides_as_one_step() {
+    use redis::cluster_routing::Slot;
+    let cluster = RedisCluster::start();
+    let store = RedisKv::new(&cluster.url(), 1, Duration::from_secs(1)).unwrap();
+    assert_ne!(Slot::for_key("pc1:q:m:2026-12:k"), Slot::for_key("pc1:rl:r:k"));
+    assert_ne!(Slot::for_key("pc1:rl:slow:k"), Slot::for_key("pc1:rl:fast:k"));
+    let now = u64::try_from(Wall.now().as_micros()).unwrap();
+    let memory = MemoryKv::new(Wall, 1000);
+    assert_eq!(quota_steps(&store, now).await, quota_steps(&memory, now).await, "cluster vs memory");
+    let slow = Rate::new(1, 3_600_000_000, 3).unwrap();
+    let fast = Rate::new(10, 3_600_000_000, 5).unwrap();
+    let outcomes = [five_steps(&store, slow, fast, now).await, five_steps(&memory, slow, fast, now).await];
+    assert_eq!(outcomes[0], outcomes[1], "cluster vs memory");
+    assert_eq!(outcomes[0][4], vec![(false, 0), (true, 1)], "the refused requests charged the fast limit nothing");
 }
 
 /// Four requests against a quota of 3 and a rate of burst 2: (all admit,
@@ -155,8 +175,19 @@ limits = ["closed"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_sharing_redis_never_admit_more_than_the_limit() {
     let redis = Redis::start();
+    two_nodes_sharing_redis_never_admit_more_than_the_limit_on(&redis.url()).await;
+}
+
+/// The same on a Redis Cluster (three masters, a replica each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    two_nodes_sharing_redis_never_admit_more_than_the_limit_on(&cluster.url()).await;
+}
+
+async fn two_nodes_sharing_redis_never_admit_more_than_the_limit_on(store: &str) {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
-    let args = ["--store", &redis.url()];
+    let args = ["--store", store];
     let a = Node::start_args(&config(&origin), &[], &args);
     let b = Node::start_args(&config(&origin), &[], &args);
     let mut tasks = Vec::new();
@@ -267,6 +298,17 @@ async fn a_hung_redis_is_not_called_again_until_it_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_sharing_redis_open_the_circuit_together() {
     let redis = Redis::start();
+    two_nodes_sharing_redis_open_the_circuit_together_on(&redis.url()).await;
+}
+
+/// The same on a Redis Cluster (three masters, a replica each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    two_nodes_sharing_redis_open_the_circuit_together_on(&cluster.url()).await;
+}
+
+async fn two_nodes_sharing_redis_open_the_circuit_together_on(store: &str) {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let config = support::api_config(&format!(
         r#"url = "http://127.0.0.1:{}"
@@ -277,7 +319,7 @@ consecutive_failures = 3
 open_for = "30s""#,
         origin.port()
     ));
-    let args = ["--store", &redis.url()];
+    let args = ["--store", store];
     let a = Node::start_args(&config, &[], &args);
     let b = Node::start_args(&config, &[], &args);
     assert_eq!(send(b.addr, get("/ok")).await.status, 200, "B has read the record: closed");
@@ -310,6 +352,17 @@ open_for = "30s""#,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_for_the_fleet_until_reset() {
     let redis = Redis::start();
+    a_failing_canary_is_rolled_back_for_the_fleet_until_reset_on(&redis.url()).await;
+}
+
+/// The same on a Redis Cluster (three masters, a replica each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    a_failing_canary_is_rolled_back_for_the_fleet_until_reset_on(&cluster.url()).await;
+}
+
+async fn a_failing_canary_is_rolled_back_for_the_fleet_until_reset_on(store: &str) {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let config = format!(
         r#"
@@ -335,7 +388,7 @@ max_error_rate_increase = "10%"
 "#,
         port = origin.port()
     );
-    let args = ["--store", &redis.url()];
+    let args = ["--store", store];
     let a = Node::start_args(&config, &[], &args);
     let b = Node::start_args(&config, &[], &args);
     let as_user =
@@ -381,12 +434,12 @@ max_error_rate_increase = "10%"
     let file = std::env::temp_dir().join(format!("canary-{}.toml", std::process::id()));
     std::fs::write(&file, &config).unwrap();
     let reset = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["canary", "reset", "orders", "--config", file.to_str().unwrap(), "--store", &redis.url()])
+        .args(["canary", "reset", "orders", "--config", file.to_str().unwrap(), "--store", store])
         .output()
         .unwrap();
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
     let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["canary", "reset", "nope", "--config", file.to_str().unwrap(), "--store", &redis.url()])
+        .args(["canary", "reset", "nope", "--config", file.to_str().unwrap(), "--store", store])
         .output()
         .unwrap();
     assert!(!unknown.status.success());
@@ -399,6 +452,17 @@ max_error_rate_increase = "10%"
 #[tokio::test]
 async fn a_fleet_shares_a_quota_and_its_usage_is_readable_from_the_admin_api_and_the_cli() {
     let redis = Redis::start();
+    a_fleet_shares_a_quota_and_its_usage_is_readable_from_the_admin_api_and_the_cli_on(&redis.url()).await;
+}
+
+/// The same on a Redis Cluster (three masters, a replica each).
+#[tokio::test]
+async fn quota_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    a_fleet_shares_a_quota_and_its_usage_is_readable_from_the_admin_api_and_the_cli_on(&cluster.url()).await;
+}
+
+async fn a_fleet_shares_a_quota_and_its_usage_is_readable_from_the_admin_api_and_the_cli_on(store: &str) {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let config = format!(
         r#"
@@ -421,7 +485,7 @@ limits = ["monthly"]
 "#,
         origin.port()
     );
-    let args = ["--store", &redis.url()];
+    let args = ["--store", store];
     let (a, b) = (Node::start_args(&config, &[], &args), Node::start_args(&config, &[], &args));
     let keyed = || {
         Request::get("/metered")
@@ -456,7 +520,7 @@ limits = ["monthly"]
     let file = std::env::temp_dir().join(format!("quota-{}.toml", std::process::id()));
     std::fs::write(&file, &config).unwrap();
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["quota", "usage", "consumer:partners:acme", "--config", file.to_str().unwrap(), "--store", &redis.url()])
+        .args(["quota", "usage", "consumer:partners:acme", "--config", file.to_str().unwrap(), "--store", store])
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&file);
@@ -476,6 +540,17 @@ limits = ["monthly"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_shares_cached_answers_and_purges_reach_every_node_within_a_second() {
     let redis = Redis::start();
+    a_fleet_shares_cached_answers_and_purges_reach_every_node_within_a_second_on(&redis.url()).await;
+}
+
+/// The same on a Redis Cluster (three masters, a replica each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    a_fleet_shares_cached_answers_and_purges_reach_every_node_within_a_second_on(&cluster.url()).await;
+}
+
+async fn a_fleet_shares_cached_answers_and_purges_reach_every_node_within_a_second_on(store: &str) {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let config = format!(
         r#"
@@ -491,7 +566,7 @@ cache = {{ tags_header = "surrogate-key" }}
 "#,
         origin.port()
     );
-    let args = ["--store", &redis.url()];
+    let args = ["--store", store];
     let (a, b) = (Node::start_args(&config, &[], &args), Node::start_args(&config, &[], &args));
     let cached = |path: &str| {
         Request::get(path)
@@ -504,14 +579,14 @@ cache = {{ tags_header = "surrogate-key" }}
     let status = |reply: &support::Reply| reply.header("cache-status").unwrap_or_default().to_string();
     let stored = send(a.addr, cached("/c/shoes")).await;
     assert!(status(&stored).contains("stored"), "{}", status(&stored));
-    let from_redis = send(b.addr, cached("/c/shoes")).await;
-    assert!(status(&from_redis).starts_with("portcullis; hit"), "{}", status(&from_redis));
-    assert_eq!(from_redis.body, stored.body);
+    let from_store = send(b.addr, cached("/c/shoes")).await;
+    assert!(status(&from_store).starts_with("portcullis; hit"), "{}", status(&from_store));
+    assert_eq!(from_store.body, stored.body);
     assert_eq!(origin.received().len(), 1, "one fetch for the fleet");
 
     let file = std::env::temp_dir().join(format!("cache-{}.toml", std::process::id()));
     std::fs::write(&file, &config).unwrap();
-    let url = redis.url();
+    let url = store.to_string();
     let cli = |args: &[&str]| {
         let mut all = vec!["cache", "purge"];
         all.extend_from_slice(args);
@@ -543,4 +618,112 @@ cache = {{ tags_header = "surrogate-key" }}
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = send(b.addr, cached("/c/shoes")).await;
     assert!(status(&after).contains("fwd=uri-miss"), "{}", status(&after));
+}
+
+/// A master of the cluster dies while two nodes serve: the requests that
+/// meet the failover are answered as the policies say for a store that is
+/// down (this one fails open), and once its replica has taken over, limits,
+/// cached answers and quotas are exact again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_loses_a_master_mid_run_goes_on_after_its_failover() {
+    let mut cluster = RedisCluster::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        r#"
+[limits.busy]
+rate = "100000/s"
+
+[limits.hourly]
+rate = "20/hour"
+
+[limits.closed]
+rate = "100000/s"
+on_store_error = "deny"
+
+[services.echo]
+url = "http://127.0.0.1:{}"
+
+[[routes]]
+path = "/busy"
+service = "echo"
+limits = ["busy"]
+
+[[routes]]
+path = "/hourly"
+service = "echo"
+limits = ["hourly"]
+
+[[routes]]
+path = "/closed"
+service = "echo"
+limits = ["closed"]
+
+[[routes]]
+name = "cached"
+path = "/c/{{*rest}}"
+service = "echo"
+strip_prefix = "/c"
+cache = {{ ttl = "1h" }}
+"#,
+        origin.port()
+    );
+    let url = cluster.url();
+    let args = ["--store", url.as_str(), "--store-timeout", "300ms"];
+    let (a, b) = (Node::start_args(&config, &[], &args), Node::start_args(&config, &[], &args));
+    // Load on both nodes through the failover.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = |addr: std::net::SocketAddr| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                *statuses.entry(send(addr, get("/busy")).await.status).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            statuses
+        })
+    };
+    let (load_a, load_b) = (load(a.addr), load(b.addr));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The limit key of 127.0.0.1 under `busy`: its hash tag is the caller's digest.
+    use sha2::{Digest, Sha256};
+    let tag: String = Sha256::digest(b"ip:127.0.0.1").iter().map(|b| format!("{b:02x}")).collect();
+    let killed = cluster.kill_master_of(&format!("pc1:rl:busy:{{{tag}}}"));
+    let died = Instant::now();
+    let waited = tokio::task::spawn_blocking(move || {
+        cluster.wait_until_ok();
+        cluster
+    });
+    let cluster = waited.await.unwrap();
+    let failed_over = died.elapsed();
+    // Both nodes use the store again once a fail-closed policy admits
+    // (their store breakers may wait a little longer than the failover).
+    for node in [&a, &b] {
+        while send(node.addr, get("/closed")).await.status != 200 {
+            assert!(died.elapsed() < Duration::from_secs(20), "the store is not used again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    support::notice(&format!(
+        "cluster: master {killed} killed, its replica serving after {} ms, both nodes deciding in the store after {} ms",
+        failed_over.as_millis(),
+        died.elapsed().as_millis()
+    ));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for statuses in [load_a.await.unwrap(), load_b.await.unwrap()] {
+        assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), [200], "fail open through the failover: {statuses:?}");
+    }
+    // Exact again: one limit for the fleet, one fetch for a cached answer.
+    let mut admitted = 0;
+    for i in 0..40 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        admitted += usize::from(send(node.addr, get("/hourly")).await.status == 200);
+    }
+    assert_eq!(admitted, 20);
+    let before = origin.received().len();
+    assert_eq!(send(a.addr, get("/c/after")).await.status, 200);
+    let hit = send(b.addr, get("/c/after")).await;
+    assert!(hit.header("cache-status").unwrap_or_default().starts_with("portcullis; hit"));
+    assert_eq!(origin.received().len(), before + 1);
+    drop(cluster);
 }

@@ -222,7 +222,7 @@ pub(crate) fn env_variables(text: &str) -> Variables {
 /// What `counted` has used of each quota, read from the fleet's store (the
 /// `portcullis quota usage` command): the admin API's JSON.
 pub async fn quota_usage(config: &Config, counted: &str, store_url: &str) -> Result<serde_json::Value, String> {
-    if !store_url.starts_with("redis://") && !store_url.starts_with("rediss://") {
+    if !redis_kv::is_redis_url(store_url) {
         return Err("--store: give the redis:// URL the fleet shares (a node on the memory store answers GET /quotas on its admin API)".into());
     }
     let kv = redis_kv::RedisKv::new(store_url, 1, Duration::from_secs(2)).map_err(|e| format!("{store_url}: {e}"))?;
@@ -241,7 +241,7 @@ pub async fn purge_cache(
     store_url: &str,
 ) -> Result<String, String> {
     let purge = crate::pipeline::cache::purge_target(config, route, tag, url)?;
-    if !store_url.starts_with("redis://") && !store_url.starts_with("rediss://") {
+    if !redis_kv::is_redis_url(store_url) {
         return Err("--store: give the redis:// URL the fleet shares (a node on the memory store purges through its admin API, POST /cache/purge)".into());
     }
     let kv = redis_kv::RedisKv::new(store_url, 1, Duration::from_secs(2)).map_err(|e| format!("{store_url}: {e}"))?;
@@ -262,7 +262,7 @@ pub async fn reset_canary(config: &Config, route: &str, store_url: &str) -> Resu
     if found.canary.is_none() {
         return Err(format!("route `{route}` has no canary"));
     }
-    if !store_url.starts_with("redis://") && !store_url.starts_with("rediss://") {
+    if !redis_kv::is_redis_url(store_url) {
         return Err("--store: give the redis:// URL the fleet shares (a node on the memory store clears its canaries when it reloads, SIGHUP)".into());
     }
     let key = crate::pipeline::canary::CanaryState::key_for(found);

@@ -9,14 +9,19 @@
 //! - A few multiplexed connections, used round-robin; each reconnects by
 //!   itself after Redis comes back. Every call has a deadline, and a
 //!   breaker stops calling a Redis that keeps failing (`breaker.rs`).
-//!
-//! Keys of one request's limits can live on different cluster slots; this
-//! store is for a single Redis (or a primary with replicas), not a cluster.
+//! - On a Redis Cluster (`redis-cluster://host:port,host:port`), redis-rs's
+//!   cluster connection follows `MOVED`/`ASK` and a failover. Every key of
+//!   one caller shares a hash tag, so a limit step over them is one script;
+//!   a step whose keys span slots runs slot by slot and gives back what it
+//!   charged if one refuses (`kv-schema/rate-limits.md`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::{Script, Value};
 use tokio::sync::OnceCell;
 
@@ -69,6 +74,21 @@ for i = 1, #KEYS do out[i + 1] = values[i] end
 return out
 "#;
 
+/// Gives back what a limit step charged (a step over several cluster
+/// slots, refused on another slot): each key's value less its amount, its
+/// expiry kept.
+const REFUND: &str = r#"
+for i = 1, #KEYS do
+  local value = tonumber(redis.call('GET', KEYS[i]))
+  if value then
+    local left = string.format('%d', value - tonumber(ARGV[i]))
+    local ttl = redis.call('PTTL', KEYS[i])
+    if ttl > 0 then redis.call('SET', KEYS[i], left, 'PX', ttl) else redis.call('SET', KEYS[i], left) end
+  end
+end
+return 1
+"#;
+
 const CAS: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '0' then
@@ -85,14 +105,34 @@ return 1
 "#;
 
 pub struct RedisKv {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    connections: Vec<OnceCell<ConnectionManager>>,
-    next: AtomicUsize,
+    backend: Backend,
     timeout: Duration,
     limit: Script,
+    refund: Script,
     cas: Script,
     breaker: Breaker,
+}
+
+/// A single Redis (or a primary with replicas), or a cluster.
+enum Backend {
+    Single {
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+        connections: Vec<OnceCell<ConnectionManager>>,
+        next: AtomicUsize,
+    },
+    Cluster {
+        client: ClusterClient,
+        connection: OnceCell<ClusterConnection>,
+    },
+}
+
+/// The URL scheme of a cluster's seed nodes.
+pub const CLUSTER_SCHEME: &str = "redis-cluster://";
+
+/// Whether `url` names a store this module serves.
+pub fn is_redis_url(url: &str) -> bool {
+    ["redis://", "rediss://", CLUSTER_SCHEME].iter().any(|scheme| url.starts_with(scheme))
 }
 
 fn err(e: impl std::fmt::Display) -> KvError {
@@ -101,37 +141,44 @@ fn err(e: impl std::fmt::Display) -> KvError {
 
 impl RedisKv {
     /// A store on `url` (`redis://host:port/db`) with `connections`
-    /// multiplexed connections and a deadline of `timeout` per call.
-    /// Connects lazily: a node starts even while Redis is down.
+    /// multiplexed connections and a deadline of `timeout` per call; or on
+    /// a cluster (`redis-cluster://host:port,host:port`: some of its nodes,
+    /// from which it learns the rest) over one multiplexed connection per
+    /// node. Connects lazily: a node starts even while Redis is down.
     pub fn new(url: &str, connections: usize, timeout: Duration) -> Result<Self, KvError> {
-        let client = redis::Client::open(url).map_err(err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
+        let backend = match url.strip_prefix(CLUSTER_SCHEME) {
+            Some(seeds) => {
+                let nodes: Vec<String> = seeds.split(',').map(|seed| format!("redis://{}", seed.trim())).collect();
+                let client = ClusterClient::builder(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(err)?;
+                Backend::Cluster { client, connection: OnceCell::new() }
+            }
+            None => Backend::Single {
+                client: redis::Client::open(url).map_err(err)?,
+                config: ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1),
+                connections: (0..connections.max(1)).map(|_| OnceCell::new()).collect(),
+                next: AtomicUsize::new(0),
+            },
+        };
         Ok(Self {
-            client,
-            config,
-            connections: (0..connections.max(1)).map(|_| OnceCell::new()).collect(),
-            next: AtomicUsize::new(0),
+            backend,
             timeout,
             limit: Script::new(LIMIT),
+            refund: Script::new(REFUND),
             cas: Script::new(CAS),
             breaker: Breaker::default(),
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, KvError> {
-        let slot = &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
-        let conn = slot
-            .get_or_try_init(|| async {
-                tokio::time::timeout(self.timeout, self.client.get_connection_manager_with_config(self.config.clone()))
-                    .await
-                    .map_err(|_| err("connect timed out"))?
-                    .map_err(err)
-            })
-            .await?;
-        Ok(conn.clone())
+    fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster { .. })
     }
 
     /// Runs a call with the store's deadline, unless the breaker is open.
@@ -153,30 +200,110 @@ impl RedisKv {
     /// connection instead of reaching a request. A call that timed out is
     /// not retried (a hung Redis would only cost another timeout).
     async fn attempt<T: redis::FromRedisValue>(&self, call: Call<'_>) -> Result<T, KvError> {
-        let attempts = self.connections.len().min(2);
+        let (client, config, connections, next) = match &self.backend {
+            Backend::Single { client, config, connections, next } => (client, config, connections, next),
+            // The cluster connection retries redirections and broken nodes itself.
+            Backend::Cluster { client, connection } => {
+                let conn = connection
+                    .get_or_try_init(|| async {
+                        tokio::time::timeout(self.timeout, client.get_async_connection())
+                            .await
+                            .map_err(|_| err("connect timed out"))?
+                            .map_err(err)
+                    })
+                    .await?;
+                return self.send(&mut conn.clone(), &call).await.map_err(|(e, _)| e);
+            }
+        };
+        let attempts = connections.len().min(2);
         let mut failure = err("no connection");
         for _ in 0..attempts {
-            let mut conn = match self.connection().await {
-                Ok(conn) => conn,
+            let slot = &connections[next.fetch_add(1, Ordering::Relaxed) % connections.len()];
+            let connected = slot
+                .get_or_try_init(|| async {
+                    tokio::time::timeout(self.timeout, client.get_connection_manager_with_config(config.clone()))
+                        .await
+                        .map_err(|_| err("connect timed out"))?
+                        .map_err(err)
+                })
+                .await;
+            let mut conn = match connected {
+                Ok(conn) => conn.clone(),
                 Err(e) => {
                     failure = e;
                     continue;
                 }
             };
-            let reply = match &call {
-                Call::Cmd(cmd) => tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await,
-                Call::Script(invocation) => {
-                    tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await
-                }
-            };
-            match reply {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if e.is_timeout() => return Err(err(e)),
-                Ok(Err(e)) => failure = err(e),
-                Err(_) => return Err(err("timed out")),
+            match self.send(&mut conn, &call).await {
+                Ok(value) => return Ok(value),
+                Err((e, true)) => return Err(e),
+                Err((e, false)) => failure = e,
             }
         }
         Err(failure)
+    }
+
+    /// One call on one connection, within the deadline; a failure says
+    /// whether it was a timeout (not worth another connection).
+    async fn send<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut impl ConnectionLike,
+        call: &Call<'_>,
+    ) -> Result<T, (KvError, bool)> {
+        let reply = match call {
+            Call::Cmd(cmd) => tokio::time::timeout(self.timeout, cmd.query_async(conn)).await,
+            Call::Script(invocation) => tokio::time::timeout(self.timeout, invocation.invoke_async(conn)).await,
+        };
+        match reply {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                let timeout = e.is_timeout();
+                Err((err(e), timeout))
+            }
+            Err(_) => Err((err("timed out"), true)),
+        }
+    }
+
+    /// One limit script over `steps` (keys on one slot): the decisions, and
+    /// the time they were made at (Redis' clock).
+    async fn limit_on_slot(&self, steps: &[&LimitStep<'_>]) -> Result<(Vec<Decision>, u64), KvError> {
+        let mut invocation = self.limit.prepare_invoke();
+        for s in steps {
+            invocation.key(s.key);
+            match s.meter {
+                Meter::Rate { rate, max_delay_us } => {
+                    invocation.arg("r").arg(rate.interval_us).arg(rate.burst).arg(s.cost).arg(max_delay_us)
+                }
+                Meter::Quota { limit, ends_us } => invocation.arg("q").arg(limit).arg(ends_us).arg(s.cost).arg(0),
+            };
+        }
+        let reply: Vec<Value> = self.call(Call::Script(invocation)).await?;
+        let numbers: Vec<u64> = reply
+            .iter()
+            .map(|v| match v {
+                Value::Int(n) => u64::try_from(*n).map_err(|_| err("negative time")),
+                other => Err(err(format!("unexpected reply {other:?}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        let (now, values) = numbers.split_first().ok_or_else(|| err("empty reply"))?;
+        if values.len() != steps.len() {
+            return Err(err("reply does not match the keys"));
+        }
+        Ok((steps.iter().zip(values).map(|(s, &value)| s.decide(Some(value), *now)).collect(), *now))
+    }
+
+    /// Gives back what admitted steps charged.
+    async fn refund(&self, steps: &[&LimitStep<'_>]) -> Result<(), KvError> {
+        let mut invocation = self.refund.prepare_invoke();
+        for s in steps {
+            let amount = match s.meter {
+                Meter::Rate { rate, .. } => rate.interval_us.saturating_mul(s.cost),
+                Meter::Quota { .. } => s.cost,
+            };
+            invocation.key(s.key).arg(amount);
+        }
+        let _: i64 = self.call(Call::Script(invocation)).await?;
+        Ok(())
     }
 }
 
@@ -229,31 +356,42 @@ impl KvStore for RedisKv {
         Ok(swapped == 1)
     }
 
-    /// One round trip, atomic across keys, on Redis' clock.
+    /// One round trip, atomic across keys, on Redis' clock; on a cluster,
+    /// one per slot the keys are on (see the module's comment).
     async fn limit(&self, steps: &[LimitStep<'_>], _now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
-        let mut invocation = self.limit.prepare_invoke();
-        for s in steps {
-            invocation.key(s.key);
-            match s.meter {
-                Meter::Rate { rate, max_delay_us } => {
-                    invocation.arg("r").arg(rate.interval_us).arg(rate.burst).arg(s.cost).arg(max_delay_us)
-                }
-                Meter::Quota { limit, ends_us } => invocation.arg("q").arg(limit).arg(ends_us).arg(s.cost).arg(0),
-            };
+        let all: Vec<&LimitStep<'_>> = steps.iter().collect();
+        if !self.is_cluster() {
+            return self.limit_on_slot(&all).await;
         }
-        let reply: Vec<Value> = self.call(Call::Script(invocation)).await?;
-        let numbers: Vec<u64> = reply
-            .iter()
-            .map(|v| match v {
-                Value::Int(n) => u64::try_from(*n).map_err(|_| err("negative time")),
-                other => Err(err(format!("unexpected reply {other:?}"))),
-            })
-            .collect::<Result<_, _>>()?;
-        let (now, tats) = numbers.split_first().ok_or_else(|| err("empty reply"))?;
-        if tats.len() != steps.len() {
-            return Err(err("reply does not match the keys"));
+        let mut slots: Vec<(Slot, Vec<usize>)> = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            let slot = Slot::for_key(s.key.as_bytes());
+            match slots.iter_mut().find(|(k, _)| *k == slot) {
+                Some((_, members)) => members.push(i),
+                None => slots.push((slot, vec![i])),
+            }
         }
-        let decisions = steps.iter().zip(tats).map(|(s, &tat)| s.decide(Some(tat), *now)).collect();
-        Ok((decisions, *now))
+        // In key order, so every node takes the slots in the same order.
+        slots.sort_unstable_by_key(|(_, members)| steps[members[0]].key);
+        let mut decisions: Vec<Option<Decision>> = vec![None; steps.len()];
+        let mut charged: Vec<&LimitStep<'_>> = Vec::new();
+        let mut first_now = None;
+        for (_, members) in &slots {
+            let group: Vec<&LimitStep<'_>> = members.iter().map(|&i| &steps[i]).collect();
+            let (made, now) = self.limit_on_slot(&group).await?;
+            first_now.get_or_insert(now);
+            if made.iter().all(|d| d.allowed) {
+                charged.extend(&group);
+            }
+            for (&i, d) in members.iter().zip(made) {
+                decisions[i] = Some(d);
+            }
+        }
+        let decisions: Vec<Decision> =
+            decisions.into_iter().collect::<Option<_>>().ok_or_else(|| err("a step was not decided"))?;
+        if decisions.iter().any(|d| !d.allowed) && !charged.is_empty() {
+            self.refund(&charged).await?;
+        }
+        Ok((decisions, first_now.unwrap_or_default()))
     }
 }

@@ -123,11 +123,15 @@ pub(crate) fn quota_key(policy: &str, window: &str, counted: &[&[u8]]) -> String
     counted_key(&["pc1:q:", policy, ":", window, ":"], counted)
 }
 
-/// `prefix` then the SHA-256 of what is counted, its pieces hashed as one.
+/// `prefix` then the SHA-256 of what is counted, its pieces hashed as
+/// one, between braces: a Redis Cluster hash tag, so every limit and
+/// quota of one caller lives on one slot (one atomic step).
 fn counted_key(prefix: &[&str], counted: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     counted.iter().for_each(|part| hasher.update(part));
-    store_key(prefix, &hasher.finalize())
+    let mut key = store_key(&[prefix, &["{"]].concat(), &hasher.finalize());
+    key.push('}');
+    key
 }
 
 /// What a caller has used of a quota in its current window.
@@ -413,10 +417,11 @@ mod tests {
             doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
         };
         let layout = block("text key");
-        let prefix = layout.strip_suffix("{policy}:{sha256-hex}").expect("layout");
+        let prefix = layout.strip_suffix("{policy}:{{sha256-hex}}").expect("layout");
         let k = key("per_ip", &[b"ip:203.0.113.9"]);
         let rest = k.strip_prefix(prefix).expect("prefix");
-        let (policy, hex) = rest.split_once(':').expect("policy:hash");
+        let (policy, tagged) = rest.split_once(':').expect("policy:hash");
+        let hex = tagged.strip_prefix('{').and_then(|t| t.strip_suffix('}')).expect("a hash tag");
         assert_eq!(policy, "per_ip");
         assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         // SHA-256 of the whole `kind:value`, however it is split into pieces.
@@ -435,12 +440,15 @@ mod tests {
             doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
         };
         let layout = block("text key");
-        let prefix = layout.strip_suffix("{policy}:{window}:{sha256-hex}").expect("layout");
+        let prefix = layout.strip_suffix("{policy}:{window}:{{sha256-hex}}").expect("layout");
         let k = quota_key("monthly", "2026-12", &[b"consumer:", b"partners:acme"]);
         let rest = k.strip_prefix(prefix).expect("prefix");
         let parts: Vec<&str> = rest.split(':').collect();
         assert_eq!(parts[..2], ["monthly", "2026-12"]);
-        assert!(parts[2].len() == 64 && parts[2].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let hex = parts[2].strip_prefix('{').and_then(|t| t.strip_suffix('}')).expect("a hash tag");
+        assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let rate = key("per_consumer", &[b"consumer:partners:acme"]);
+        assert!(rate.ends_with(parts[2]), "a caller's rate and quota share a hash tag: {rate}");
         assert_eq!(quota_key("monthly", "2026-12", &[b"consumer:partners:acme"]), k);
         let example = block("text value");
         assert!(gcra::decode(Some(example.as_bytes())).is_some(), "the example count decodes");

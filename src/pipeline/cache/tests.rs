@@ -10,8 +10,8 @@ use http::{Request, Response, StatusCode};
 use super::super::tests::run_with;
 use super::super::{Downstream, Exchange, Gateway};
 use crate::config::Config;
-use crate::ports::UpstreamError;
 use crate::ports::testing::{FakeHttp, FakePorts};
+use crate::ports::{Clock, UpstreamError};
 
 const CONFIG: &str = r#"
 [services.api]
@@ -406,4 +406,50 @@ fn kv_schema_cache_matches_the_code() {
     assert!(values.contains("\nV 1  stamp (u64)"));
     let mark = block("text mark value");
     assert!(mark.parse::<u64>().is_ok(), "a mark is decimal µs");
+}
+
+#[test]
+fn a_stale_entry_answers_while_another_request_revalidates_it() {
+    let (ports, calls) = origin(|_, n| Ok(answer("max-age=10, stale-while-revalidate=30", &format!("v{n}"))));
+    let g = gateway();
+    send(&g, &ports, get("/items/swr", &[]));
+    ports.clock.advance(Duration::from_secs(15));
+    // Another request holds the claim to fetch: this one gets the stale entry.
+    let primary = super::entry::primary_digest(&super::entry::url_digest("gw.example.com", "/items/swr"), "");
+    let now = ports.clock.now();
+    assert!(g.cache_memory.fetching.compare_and_swap(primary, None, (), Some(now + Duration::from_secs(5)), now));
+    let stale = send(&g, &ports, get("/items/swr", &[]));
+    assert_eq!(stale.response.body(), "v1");
+    assert_eq!(status_of(&stale), "portcullis; hit; ttl=-5; detail=stale-while-revalidate");
+    assert_eq!(stale.log.cache, Some(super::CacheResult::Stale));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Once no one is fetching, the next request revalidates (and waits for it).
+    g.cache_memory.fetching.remove(&primary);
+    let fetched = send(&g, &ports, get("/items/swr", &[]));
+    assert_eq!((fetched.response.body().as_ref(), calls.load(Ordering::SeqCst)), (b"v2".as_ref(), 2));
+    // Past the window, a stale entry is not served even while another fetches.
+    ports.clock.advance(Duration::from_secs(45));
+    let now = ports.clock.now();
+    assert!(g.cache_memory.fetching.compare_and_swap(primary, None, (), Some(now + Duration::from_millis(50)), now));
+    let waited = send(&g, &ports, get("/items/swr", &[]));
+    assert_eq!(waited.response.body(), "v3", "waited out the other fetch, then fetched");
+}
+
+#[test]
+fn entries_carry_their_expiry_in_a_store_that_expires_nothing_and_the_sweep_removes_them() {
+    let (ports, _) = origin(|_, _| Ok(answer("max-age=60", "kept")));
+    ports.kv.spin_like.store(true, Ordering::SeqCst);
+    let g = gateway();
+    send(&g, &ports, get("/items/swept", &[]));
+    let from_store = send(&gateway(), &ports, get("/items/swept", &[]));
+    assert_eq!(status_of(&from_store), "portcullis; hit; ttl=60", "read back through the envelope");
+    let sweep = |ports: &FakePorts| {
+        crate::ports::testing::block_on(crate::ports::KvStore::sweep(&ports.kv, None, 100)).unwrap()
+    };
+    // Kept through the route's stale_if_error window (1 h) past its freshness.
+    ports.clock.advance(Duration::from_secs(3600));
+    assert_eq!(sweep(&ports).deleted, 0);
+    ports.clock.advance(Duration::from_secs(61));
+    let report = sweep(&ports);
+    assert_eq!((report.examined, report.deleted), (1, 1), "{report:?}");
 }
