@@ -9,15 +9,17 @@
 
 node_serve cache benches/gateway.toml
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$NODE_ADDR/cached")" = 200 ] || die "/cached does not answer 200"
-curl -sI "http://$NODE_ADDR/cached" | grep -qi '^cache-status: portcullis; hit' || die "/cached is not a hit"
+curl -s -D - -o /dev/null "http://$NODE_ADDR/cached" | grep -qi '^cache-status: portcullis; hit' || die "/cached is not a hit"
 NGINX_PORT=$(shuf -i 28000-30999 -n 1)
 mkdir -p "$WORK/nginx"
+# nginx's workers (nobody, when started as root) write its cache there.
+chmod 755 "$WORK" "$WORK/nginx"
 sed -e "s|__PREFIX__|$WORK/nginx|g" -e "s|__LISTEN__|127.0.0.1:$NGINX_PORT|" -e "s|__ORIGIN__|127.0.0.1:$ORIGIN_PORT|" \
   benches/nginx.conf > "$WORK/nginx/nginx.conf"
 taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" 2>/dev/null & PIDS+=($!)
 wait_http "http://127.0.0.1:$NGINX_PORT/cached" >/dev/null
 curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/cached"
-curl -sI "http://127.0.0.1:$NGINX_PORT/cached" | grep -qi '^x-cache: HIT' || die "nginx's /cached is not a hit"
+curl -s -D - -o /dev/null "http://127.0.0.1:$NGINX_PORT/cached" | grep -qi '^x-cache: HIT' || die "nginx's /cached is not a hit"
 
 rps_of() { # url → wrk -t1 -c16 req/s, failing on any non-2xx answer
   local report; report=$(taskset -c 1 wrk -t1 -c16 -d"${SECS}"s "$1")

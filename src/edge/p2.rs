@@ -161,14 +161,28 @@ where
 }
 
 /// Sends the head, then streams the body; the body logs itself when dropped.
+/// A small body of known size goes into the body stream before the head is
+/// handed over, so Spin writes them together: written after it, Spin sends
+/// it on its own, and on a kept-alive connection Nagle holds it until the
+/// client's delayed ACK (+40 ms a request, measured on cache hits).
 async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, fn(AccessLog)>>) {
-    let (parts, body) = resp.into_parts();
+    let (parts, mut body) = resp.into_parts();
     let outgoing = OutgoingResponse::new(fields(&parts.headers));
     let _ = outgoing.set_status_code(parts.status.as_u16());
-    let sink = outgoing.take_body();
+    let mut sink = outgoing.take_body();
+    if body.size_hint().exact().is_some_and(|n| (1..=SENT_WITH_HEAD).contains(&n))
+        && let Some(Ok(frame)) = body.frame().await
+        && let Ok(data) = frame.into_data()
+    {
+        // A failed write fails the pump below too.
+        let _ = sink.send(data.to_vec()).await;
+    }
     out.set(outgoing);
     pump(body, sink).await;
 }
+
+/// The largest body written before its head (what Spin's body pipe takes at once).
+const SENT_WITH_HEAD: u64 = 16 << 10;
 
 /// Header fields for `wasi:http`; the pipeline already dropped the fields it forbids.
 fn fields(headers: &HeaderMap) -> Fields {

@@ -4,6 +4,7 @@
 //! this copy has seen, and who is fetching what (collapsed forwarding).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,7 +34,9 @@ pub(crate) struct Memory {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
     /// Purge marks seen or made here: mark key → time (µs).
-    pub(crate) marks: ExpiringMap<String, u64>,
+    marks: ExpiringMap<String, u64>,
+    /// The latest of them: an entry stored after it is purged by none.
+    latest_mark: AtomicU64,
     /// Digests being fetched by a request of this copy.
     pub(crate) fetching: ExpiringMap<[u8; 32], ()>,
 }
@@ -56,6 +59,7 @@ impl Memory {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: total / SHARDS,
             marks: ExpiringMap::new(100_000),
+            latest_mark: AtomicU64::new(0),
             fetching: ExpiringMap::new(100_000),
         }
     }
@@ -106,9 +110,22 @@ impl Memory {
         self.shards.iter().map(|s| lock(s).bytes).sum()
     }
 
-    /// The latest purge mark among `keys` seen here (µs), if any.
-    pub(crate) fn marked(&self, keys: impl Iterator<Item = String>, now: Duration) -> Option<u64> {
-        keys.filter_map(|k| self.marks.get(&k, now)).max()
+    /// Remembers a purge mark (its key and time, µs) until `until`.
+    pub(crate) fn mark(&self, key: String, at: u64, until: Duration, now: Duration) {
+        self.marks.insert(key, at, Some(until), now);
+        self.latest_mark.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// Whether a mark seen here purges what was stored at `stored_at`
+    /// under the marks `keys` names (made only when some mark is that recent).
+    pub(crate) fn purged<I: Iterator<Item = String>>(
+        &self,
+        stored_at: u64,
+        keys: impl FnOnce() -> I,
+        now: Duration,
+    ) -> bool {
+        stored_at <= self.latest_mark.load(Ordering::Relaxed)
+            && keys().filter_map(|k| self.marks.get(&k, now)).any(|at| at >= stored_at)
     }
 }
 

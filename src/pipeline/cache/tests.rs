@@ -100,6 +100,7 @@ fn a_miss_is_stored_then_hits_until_it_is_stale_with_its_age() {
     assert_eq!((hit.response.body().as_ref(), calls.load(Ordering::SeqCst)), (b"v1".as_ref(), 1));
     assert_eq!(status_of(&hit), "portcullis; hit; ttl=40");
     assert_eq!(hit.response.headers()["age"], "20");
+    assert_eq!(hit.response.headers()["content-length"], "2", "framed by its length");
     assert_eq!(hit.log.cache, Some(super::CacheResult::Hit));
     assert_eq!(hit.log.upstream, None, "no origin was asked");
     let other_query = send(&g, &ports, get("/items/a?x=2", &[]));
