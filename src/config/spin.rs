@@ -129,6 +129,12 @@ pub fn edge_problems(config: &Config) -> (Vec<String>, Vec<String>) {
             route.name
         ));
     }
+    for route in config.routes.iter().filter(|r| r.cache.as_ref().is_some_and(|c| !c.shared)) {
+        warnings.push(format!(
+            "route `{}`: cache.shared = false keeps answers in an instance's memory only: a WASI 0.2 instance serves one request, so it keeps nothing; WASI 0.3 instances each keep their own",
+            route.name
+        ));
+    }
     for limit in config.rate_limits.iter().filter(|l| l.smoothing().is_some()) {
         warnings.push(format!(
             "limits.{}.max_waiting: bounds the requests waiting in one instance; a WASI 0.2 instance serves one request, so there only Spin's concurrency bounds them (WASI 0.3 instances share it)",
@@ -261,11 +267,16 @@ mod tests {
         let text = "[services.a]\nurl = \"https://a.internal\"\nhttp2 = true\n[services.a.tls]\nca = \"ca.pem\"\n\
                     [services.b]\nurl = \"http://b.internal\"\n[[routes]]\nname = \"chat\"\npath = \"/ws\"\nservice = \"b\"\nwebsocket = true\n\
                     [[routes]]\nname = \"web\"\npath = \"/pkg.Svc/{m}\"\nservice = \"a\"\ngrpc_web = true\n\
+                    [[routes]]\nname = \"local\"\npath = \"/l\"\nservice = \"b\"\ncache = { shared = false }\n\
+                    [[routes]]\nname = \"fleet\"\npath = \"/f\"\nservice = \"b\"\ncache = {}\n\
                     [limits.smooth]\nrate = \"1/s\"\nmax_delay = \"1s\"\n";
         let (errors, warnings) = edge_problems(&Config::parse(text, "t.toml", &Default::default()).unwrap());
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(warnings.len(), 5, "{warnings:?}");
-        assert!(warnings[4].starts_with("limits.smooth.max_waiting:") && warnings[4].contains("WASI 0.2"));
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        assert!(warnings[5].starts_with("limits.smooth.max_waiting:") && warnings[5].contains("WASI 0.2"));
+        assert!(
+            warnings[4].starts_with("route `local`: cache.shared = false") && warnings[4].contains("keeps nothing")
+        );
         assert!(warnings[3].starts_with("route `web`: grpc_web:") && warnings[3].contains("UNIMPLEMENTED"));
         assert!(warnings[2].starts_with("route `chat`: websocket:") && warnings[2].contains("501"));
         assert!(warnings[0].starts_with("services.a.tls:") && warnings[0].contains("client_tls"));
