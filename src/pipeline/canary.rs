@@ -552,10 +552,7 @@ min_requests = 20
     #[test]
     fn kv_schema_canaries_matches_the_code() {
         let doc = include_str!("../../kv-schema/canaries.md");
-        let block = |tag: &str| {
-            let start = doc.find(&format!("```{tag}\n")).expect("block") + tag.len() + 4;
-            doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
-        };
+        let block = |tag: &str| crate::ports::testing::doc_block(doc, tag);
         let gw = gateway();
         let key = CanaryState::key_for(&gw.config.routes[0]);
         let prefix = block("text key").strip_suffix("{sha256-hex}").expect("layout").to_string();

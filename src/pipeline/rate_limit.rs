@@ -412,10 +412,7 @@ mod tests {
     #[test]
     fn kv_schema_rate_limits_matches_the_code() {
         let doc = include_str!("../../kv-schema/rate-limits.md");
-        let block = |tag: &str| {
-            let start = doc.find(&format!("```{tag}\n")).expect("block") + tag.len() + 4;
-            doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
-        };
+        let block = |tag: &str| crate::ports::testing::doc_block(doc, tag);
         let layout = block("text key");
         let prefix = layout.strip_suffix("{policy}:{{sha256-hex}}").expect("layout");
         let k = key("per_ip", &[b"ip:203.0.113.9"]);
@@ -435,10 +432,7 @@ mod tests {
     #[test]
     fn kv_schema_quotas_matches_the_code() {
         let doc = include_str!("../../kv-schema/quotas.md");
-        let block = |tag: &str| {
-            let start = doc.find(&format!("```{tag}\n")).expect("block") + tag.len() + 4;
-            doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
-        };
+        let block = |tag: &str| crate::ports::testing::doc_block(doc, tag);
         let layout = block("text key");
         let prefix = layout.strip_suffix("{policy}:{window}:{{sha256-hex}}").expect("layout");
         let k = quota_key("monthly", "2026-12", &[b"consumer:", b"partners:acme"]);

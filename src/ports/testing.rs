@@ -20,6 +20,19 @@ use super::{
 };
 use crate::shared::gcra::Decision;
 
+/// The fenced block tagged `tag` (` ```text key `, say) of a kv-schema
+/// document, trimmed: what the documents' tests hold against the code.
+pub(crate) fn doc_block(doc: &str, tag: &str) -> String {
+    let start = doc.find(&format!("```{tag}\n")).unwrap_or_else(|| panic!("no {tag} block")) + tag.len() + 4;
+    let end = start + doc[start..].find("```").expect("closed block");
+    doc[start..end].trim().to_string()
+}
+
+/// Whether `text` is a SHA-256 in lower-case hex.
+pub(crate) fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Drives a future whose ports never wait (everything here answers at once).
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);

@@ -220,8 +220,7 @@ fn weak(tag: &str) -> &str {
 
 /// Whether a request's own `Cache-Control` (or `Pragma: no-cache`) asks
 /// the cache not to answer from what it holds without asking the origin.
-pub(crate) fn request_wants_origin(headers: &HeaderMap) -> bool {
-    let cc = CacheControl::of(headers);
+pub(crate) fn request_wants_origin(cc: &CacheControl, headers: &HeaderMap) -> bool {
     cc.no_cache
         || cc.max_age == Some(0)
         || (!headers.contains_key(header::CACHE_CONTROL)
@@ -327,6 +326,10 @@ mod tests {
         assert!(!not_modified(&headers(&[("if-modified-since", "Mon, 30 Nov 2026 10:00:00 GMT")]), &stored));
         assert!(!not_modified(&headers(&[("if-modified-since", "yesterday")]), &stored));
         assert!(!not_modified(&headers(&[("if-none-match", "\"v1\"")]), &HeaderMap::new()));
+    }
+
+    fn request_wants_origin(headers: &HeaderMap) -> bool {
+        super::request_wants_origin(&CacheControl::of(headers), headers)
     }
 
     #[test]

@@ -201,11 +201,7 @@ pub(crate) async fn phase<P: Ports>(
     if ctx.grpc || ctx.grpc_web.is_some() || ctx.tunnel.is_some() {
         return bypass(ctx, "bypass", "protocol");
     }
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{}?{q}", ctx.path),
-        None => ctx.path.clone(),
-    };
-    let url = entry::url_digest(&ctx.host, &path_and_query);
+    let url = entry::url_digest(&ctx.host, &ctx.path, req.uri().query());
     match *req.method() {
         Method::GET => {}
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
@@ -216,7 +212,8 @@ pub(crate) async fn phase<P: Ports>(
         }
         _ => return bypass(ctx, "method", "method"),
     }
-    if CacheControl::of(req.headers()).no_store {
+    let cc = CacheControl::of(req.headers());
+    if cc.no_store {
         return bypass(ctx, "request", "no-store");
     }
     let consumer = match (&ctx.identity, policy.by_consumer) {
@@ -230,7 +227,7 @@ pub(crate) async fn phase<P: Ports>(
     let primary = entry::primary_digest(&url, &consumer);
     let service = ctx.service.unwrap_or(route.service);
     let wait = gateway.config.services[service].request_timeout.min(MAX_WAIT);
-    let forced = http_cache::request_wants_origin(req.headers());
+    let forced = http_cache::request_wants_origin(&cc, req.headers());
     let (mut found, mut marker) = look(gateway, ports, policy, &primary, req.headers()).await;
     let now = now_us(ports.clock());
     if let Some(e) = found.as_ref().filter(|e| !forced && now < e.fresh_until) {
@@ -502,12 +499,15 @@ fn hit<P: Ports>(
 /// connection, its framing and `Age` (each answer gets its own).
 fn stored_headers(headers: &HeaderMap) -> HeaderMap {
     let mut kept = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if !is_hop_by_hop(name) && *name != header::CONTENT_LENGTH && *name != header::AGE {
-            kept.append(name.clone(), value.clone());
-        }
+    for (name, value) in headers.iter().filter(|(name, _)| stored(name)) {
+        kept.append(name.clone(), value.clone());
     }
     kept
+}
+
+/// Whether an entry keeps a header of this name.
+fn stored(name: &HeaderName) -> bool {
+    !is_hop_by_hop(name) && *name != header::CONTENT_LENGTH && *name != header::AGE
 }
 
 /// A stale entry refreshed by a `304` (RFC 9111 §4.3.4): the `304`'s
@@ -516,7 +516,7 @@ fn stored_headers(headers: &HeaderMap) -> HeaderMap {
 fn refresh(stale: &Entry, update: &HeaderMap, policy: &RouteCache, now: u64) -> Option<Arc<Entry>> {
     let mut headers = stale.headers.clone();
     for name in update.keys() {
-        if is_hop_by_hop(name) || *name == header::CONTENT_LENGTH || *name == header::AGE {
+        if !stored(name) {
             continue;
         }
         headers.remove(name);
@@ -782,11 +782,7 @@ pub(crate) fn purge_target(
             let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
             let path = crate::shared::path::normalize_path(uri.path(), config.gateway.path_parameters)
                 .map_err(|e| format!("`{url}`: {e}"))?;
-            let path_and_query = match uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
-            Ok(Purge::Url(entry::url_digest(&host, &path_and_query)))
+            Ok(Purge::Url(entry::url_digest(&host, &path, uri.query())))
         }
         _ => Err("name one of: a route, a tag or a URL".to_string()),
     }

@@ -353,7 +353,7 @@ fn purge_targets_are_checked_against_the_config() {
     assert_eq!(target(Some("items"), None, None), Ok(super::entry::Purge::Route("items".into())));
     assert!(target(Some("nope"), None, None).unwrap_err().contains("routes with a cache: items, mine, local"));
     let url = target(None, None, Some("https://GW.example.com:8443/items/./a?x=1")).unwrap();
-    assert_eq!(url, super::entry::Purge::Url(super::entry::url_digest("gw.example.com", "/items/a?x=1")));
+    assert_eq!(url, super::entry::Purge::Url(super::entry::url_digest("gw.example.com", "/items/a", Some("x=1"))));
     assert!(target(None, None, Some("/items/a")).unwrap_err().contains("whole URL"));
     assert!(target(None, None, None).is_err());
     assert!(target(Some("items"), Some("t"), None).is_err());
@@ -362,12 +362,9 @@ fn purge_targets_are_checked_against_the_config() {
 #[test]
 fn kv_schema_cache_matches_the_code() {
     let doc = include_str!("../../../kv-schema/cache.md");
-    let block = |tag: &str| {
-        let start = doc.find(&format!("```{tag}\n")).unwrap_or_else(|| panic!("no {tag} block")) + tag.len() + 4;
-        doc[start..start + doc[start..].find("```").unwrap()].trim().to_string()
-    };
-    let hex64 = |rest: &str| rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let url = super::entry::url_digest("gw.example.com", "/items/a?x=1");
+    let block = |tag: &str| crate::ports::testing::doc_block(doc, tag);
+    let hex64 = crate::ports::testing::is_sha256_hex;
+    let url = super::entry::url_digest("gw.example.com", "/items/a", Some("x=1"));
     let record = super::entry::record_key(&url);
     assert!(hex64(record.strip_prefix(block("text key").strip_suffix("{sha256-hex}").unwrap()).unwrap()));
     let claim = super::entry::claim_key(&url);
@@ -416,7 +413,7 @@ fn a_stale_entry_answers_while_another_request_revalidates_it() {
     send(&g, &ports, get("/items/swr", &[]));
     ports.clock.advance(Duration::from_secs(15));
     // Another request holds the claim to fetch: this one gets the stale entry.
-    let primary = super::entry::primary_digest(&super::entry::url_digest("gw.example.com", "/items/swr"), "");
+    let primary = super::entry::primary_digest(&super::entry::url_digest("gw.example.com", "/items/swr", None), "");
     let now = ports.clock.now();
     assert!(g.cache_memory.fetching.compare_and_swap(primary, None, (), Some(now + Duration::from_secs(5)), now));
     let stale = send(&g, &ports, get("/items/swr", &[]));

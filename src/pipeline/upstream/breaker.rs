@@ -644,10 +644,7 @@ mod tests {
     #[test]
     fn kv_schema_circuit_breakers_matches_the_code() {
         let doc = include_str!("../../../kv-schema/circuit-breakers.md");
-        let block = |tag: &str| {
-            let start = doc.find(&format!("```{tag}\n")).expect("block") + tag.len() + 4;
-            doc[start..start + doc[start..].find("```").expect("closed")].trim().to_string()
-        };
+        let block = |tag: &str| crate::ports::testing::doc_block(doc, tag);
         let prefix = block("text key").strip_suffix("{sha256-hex}").expect("layout").to_string();
         let key = Breaker::new("api").key;
         let hex = key.strip_prefix(&prefix).expect("prefix");

@@ -4,18 +4,14 @@ use super::*;
 
 /// The `key` and `value` blocks of a kv-schema document.
 fn schema(doc: &str) -> (String, serde_json::Value) {
-    let block = |tag: &str| {
-        let start = doc.find(&format!("```{tag}\n")).unwrap_or_else(|| panic!("no {tag} block")) + tag.len() + 4;
-        let end = start + doc[start..].find("```").expect("closed block");
-        doc[start..end].trim().to_string()
-    };
+    let block = |tag: &str| crate::ports::testing::doc_block(doc, tag);
     (block("text key"), serde_json::from_str(&block("json value")).expect("value block is JSON"))
 }
 
 fn matches_layout(key: &str, layout: &str) {
     let prefix = layout.strip_suffix("{sha256-hex}").expect("layout ends with {sha256-hex}");
     let rest = key.strip_prefix(prefix).unwrap_or_else(|| panic!("{key} does not start with {prefix}"));
-    assert!(rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{key}");
+    assert!(crate::ports::testing::is_sha256_hex(rest), "{key}");
 }
 
 #[test]
