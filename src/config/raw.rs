@@ -402,6 +402,10 @@ pub(crate) struct RawIntrospection {
     pub(crate) client_id: Option<Spanned<String>>,
     pub(crate) client_secret: Option<Spanned<String>>,
     pub(crate) bearer_token: Option<Spanned<String>>,
+    pub(crate) private_key: Option<Spanned<String>>,
+    pub(crate) private_key_id: Option<Spanned<String>>,
+    pub(crate) assertion_algorithm: Option<Spanned<String>>,
+    pub(crate) assertion_audience: Option<Spanned<String>>,
     pub(crate) issuer: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) audiences: Vec<Spanned<String>>,

@@ -41,6 +41,8 @@ pub fn variables(b: &Backends) -> Vec<(&'static str, String)> {
         ("env_name", "conformance".to_string()),
         ("idp_port", idp.port.to_string()),
         ("hs_secret", HS_SECRET.to_string()),
+        ("client_key", support::idp::private_key(support::idp::ASSERTING_CLIENT.1)),
+        ("wrong_client_key", support::idp::private_key("ed25519")),
     ]
 }
 

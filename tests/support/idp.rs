@@ -2,8 +2,9 @@
 //! controls (rotate keys, fail, hang), counts fetches, and the test mints
 //! tokens with the matching private keys (`tests/fixtures/keys/`, test-only).
 //! It also introspects opaque tokens (RFC 7662, `POST /introspect`) for a
-//! client that authenticates as [`INTROSPECTION_CLIENT`]: what a token is
-//! follows from its name (see [`introspected`]).
+//! client that authenticates as [`INTROSPECTION_CLIENT`] (a secret) or as
+//! [`ASSERTING_CLIENT`] (a signed assertion): what a token is follows from
+//! its name (see [`introspected`]).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -89,10 +90,47 @@ struct State {
     max_age: u64,
     fetches: usize,
     introspections: usize,
+    /// Client assertions' `jti`s seen: a replay is refused.
+    assertions: std::collections::HashSet<String>,
 }
 
 /// The client id and secret the gateway introspects with.
 pub const INTROSPECTION_CLIENT: (&str, &str) = ("gateway", "introspection-secret");
+/// The client that authenticates with `private_key_jwt` (RFC 7523), and its
+/// key (`tests/fixtures/keys/<file>.pem`, ES256).
+pub const ASSERTING_CLIENT: (&str, &str) = ("gateway-signed", "ec256");
+
+/// A private key in PEM from `tests/fixtures/keys/` (e.g. [`ASSERTING_CLIENT`]'s), for a gateway's config.
+pub fn private_key(file: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+    std::fs::read_to_string(format!("{dir}/{file}.pem")).expect("private key")
+}
+
+/// A client assertion as RFC 7523 §3 asks, for this endpoint: signed by
+/// [`ASSERTING_CLIENT`]'s key, `iss` = `sub` = its id, `aud` the endpoint,
+/// not expired, its `jti` never seen before (recorded).
+fn assertion_valid(form: &[(String, String)], audience: &str, seen: &mut std::collections::HashSet<String>) -> bool {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let (client, file) = ASSERTING_CLIENT;
+    if field("client_assertion_type") != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        || field("client_id").is_some_and(|id| id != client)
+    {
+        return false;
+    }
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
+    let public = std::fs::read(format!("{dir}/{file}.pub.pem")).expect("client public key");
+    let key = jsonwebtoken::DecodingKey::from_ec_pem(&public).expect("client public key");
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[client]);
+    validation.sub = Some(client.to_string());
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let Some(token) = field("client_assertion") else { return false };
+    match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
+        Ok(data) => data.claims["jti"].as_str().is_some_and(|jti| seen.insert(jti.to_string())),
+        Err(_) => false,
+    }
+}
 
 /// The endpoint's answer for an opaque token, by its name:
 /// `opaque-active-<sub>` is active for `<sub>` (scope `orders:read`, groups
@@ -136,6 +174,7 @@ impl Idp {
             max_age,
             fetches: 0,
             introspections: 0,
+            assertions: Default::default(),
         }));
         let idp = Idp { port, state: state.clone() };
         tokio::spawn(async move {
@@ -182,9 +221,14 @@ async fn introspect(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<
     };
     let (client, secret) = INTROSPECTION_CLIENT;
     let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client}:{secret}")));
-    let authenticated = req.headers().get("authorization").is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    let header = req.headers().get("authorization").cloned();
+    let basic = header.as_ref().is_some_and(|v| v.as_bytes() == expected.as_bytes());
     let form = req.headers().get("content-type").is_some_and(|v| v == "application/x-www-form-urlencoded");
+    let audience = format!("http://{}{}", req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or(""), req.uri().path());
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let authenticated = basic
+        || (header.is_none() && assertion_valid(&fields, &audience, &mut state.lock().unwrap().assertions));
     match mode {
         Mode::Serve => {}
         Mode::Fail => return Ok(status(StatusCode::INTERNAL_SERVER_ERROR)),
@@ -194,7 +238,7 @@ async fn introspect(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<
     if !authenticated {
         return Ok(status(StatusCode::UNAUTHORIZED));
     }
-    let token = form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
+    let token = fields.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v);
     let Some(token) = token.filter(|_| form) else { return Ok(status(StatusCode::BAD_REQUEST)) };
     Ok(Response::builder()
         .header("content-type", "application/json")

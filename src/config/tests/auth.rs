@@ -136,10 +136,10 @@ jwks_uri = "https://idp.test/jwks"
     expect_errors(
         &text,
         &[
-            (4, "auth.introspection.none", "`client_id` and `client_secret`, or a `bearer_token`"),
+            (4, "auth.introspection.none", "`client_id` and `client_secret`, `client_id` and `private_key`, or a `bearer_token`"),
             (5, "auth.introspection.none.endpoint", "is not an http(s) URL"),
             (7, "auth.introspection.both", "provider names must be unique"),
-            (7, "auth.introspection.both", "`client_id` and `client_secret`, or a `bearer_token`"),
+            (7, "auth.introspection.both", "`client_id` and `client_secret`, `client_id` and `private_key`, or a `bearer_token`"),
             (12, "auth.introspection.both.cache_ttl", "is not a duration"),
         ],
     );
@@ -151,6 +151,56 @@ jwks_uri = "https://idp.test/jwks"
         panic!("introspection")
     };
     // RFC 6749 §2.3.1: the id and secret form-encoded, then base64.
-    assert_eq!(p.authorization, "Basic Z3clM0ExOnAlNDBzcw==");
+    let crate::config::introspection::ClientAuth::Header(authorization) = &p.client else { panic!("basic") };
+    assert_eq!(authorization, "Basic Z3clM0ExOnAlNDBzcw==");
     assert_eq!((p.cache_ttl.as_secs(), p.negative_ttl.as_secs(), p.timeout.as_secs()), (60, 5, 3));
+}
+
+/// `private_key_jwt`: the key's kind gives the algorithm (an RSA key may
+/// choose), the endpoint is the audience unless set, and a key that is not
+/// one or options without a key are named.
+#[test]
+fn introspection_signs_with_a_private_key() {
+    use jsonwebtoken::Algorithm;
+    let provider = |pem: &str, extra: &str| {
+        format!(
+            "{SVC}[auth.introspection.o]\nendpoint = \"https://idp.test/introspect\"\nclient_id = \"gw\"\nprivate_key = \"\"\"{pem}\"\"\"\n{extra}"
+        )
+    };
+    let assertion = |text: &str| {
+        let config = Config::parse(text, "gw.toml", &Variables::default()).unwrap();
+        let crate::config::auth::ProviderKind::Introspection(p) = &config.auth.providers[0].kind else {
+            panic!("introspection")
+        };
+        let crate::config::introspection::ClientAuth::Assertion(a) = &p.client else { panic!("assertion") };
+        (a.header.alg, a.header.kid.clone(), a.audience.clone(), a.client_id.clone())
+    };
+    let keys = [
+        (include_str!("../../../tests/fixtures/keys/rsa1.pem"), Algorithm::RS256),
+        (include_str!("../../../tests/fixtures/keys/ec256.pem"), Algorithm::ES256),
+        (include_str!("../../../tests/fixtures/keys/ec384.pem"), Algorithm::ES384),
+        (include_str!("../../../tests/fixtures/keys/ed25519.pem"), Algorithm::EdDSA),
+    ];
+    for (pem, alg) in keys {
+        let (got, kid, aud, id) = assertion(&provider(pem, ""));
+        assert_eq!((got, kid, aud.as_str(), id.as_str()), (alg, None, "https://idp.test/introspect", "gw"));
+    }
+    let rsa = keys[0].0;
+    let chosen = provider(rsa, "assertion_algorithm = \"PS256\"\nprivate_key_id = \"k1\"\nassertion_audience = \"https://idp.test/\"\n");
+    let (alg, kid, aud, _) = assertion(&chosen);
+    assert_eq!((alg, kid.as_deref(), aud.as_str()), (Algorithm::PS256, Some("k1"), "https://idp.test/"));
+
+    let e = one(&provider(include_str!("../../../tests/fixtures/keys/ec256.pub.pem"), ""));
+    assert_eq!((e.line, e.key.as_str()), (6, "auth.introspection.o.private_key"));
+    assert!(e.message.contains("not a PEM private key"), "{}", e.message);
+    let e = one(&provider(keys[1].0, "assertion_algorithm = \"ES384\"\n"));
+    assert_eq!(e.key, "auth.introspection.o.assertion_algorithm");
+    assert!(e.message.contains("only an RSA key has a choice"), "{}", e.message);
+    let e = one(&provider(rsa, "assertion_algorithm = \"HS256\"\n"));
+    assert!(e.message.contains("RS256/384/512 or PS256/384/512, not HS256"), "{}", e.message);
+    let secret = format!(
+        "{SVC}[auth.introspection.o]\nendpoint = \"https://idp.test/introspect\"\nclient_id = \"gw\"\nclient_secret = \"s\"\nprivate_key_id = \"k\"\n"
+    );
+    let e = one(&secret);
+    assert_eq!((e.key.as_str(), e.message.as_str()), ("auth.introspection.o.private_key_id", "belongs to a `private_key`"));
 }

@@ -20,8 +20,10 @@ use serde_json::{Map, Value};
 use super::failures::FailureLimit;
 use super::jwt::{cache_verified, cached, invalid};
 use super::{AuthCaches, AuthError, AuthNote, Challenge, Identity, digest};
-use crate::config::introspection::IntrospectionProvider;
+use crate::config::introspection::{Assertion, ClientAuth, IntrospectionProvider};
 use crate::ports::{Clock, HttpClient, KvStore, Lifetime, Ports, UpstreamOptions, store_key};
+use crate::shared::entropy::Entropy;
+use crate::shared::hex::hex;
 
 /// The largest answer read from the endpoint.
 const MAX_ANSWER_BYTES: usize = 64 << 10;
@@ -189,17 +191,26 @@ impl Introspector<'_> {
     /// Asks the endpoint.
     async fn introspect<P: Ports>(&self, token: &str, ports: &P) -> Result<Verdict, AuthError> {
         let p = self.provider;
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("token", token)
-            .append_pair("token_type_hint", "access_token")
-            .finish();
+        let mut request = Request::post(p.endpoint.clone());
+        let assertion = match &p.client {
+            ClientAuth::Header(value) => {
+                request = request.header(AUTHORIZATION, value.clone());
+                None
+            }
+            ClientAuth::Assertion(a) => match client_assertion(a, ports.clock().now()) {
+                Ok(signed) => Some((a.client_id.as_str(), signed)),
+                Err(e) => {
+                    ports.event(&format!("introspection provider {}: cannot sign the client assertion: {e}", self.name));
+                    return Err(AuthError::IdpUnavailable);
+                }
+            },
+        };
         let host = p.endpoint.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        let request = Request::post(p.endpoint.clone())
+        let request = request
             .header(HOST, host.ok_or(AuthError::IdpUnavailable)?)
-            .header(AUTHORIZATION, p.authorization.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
             .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .body(Bytes::from(body))
+            .body(Bytes::from(form(token, assertion.as_ref().map(|(id, signed)| (*id, signed.as_str())))))
             .map_err(|_| AuthError::IdpUnavailable)?;
         let options = UpstreamOptions::own(p.timeout);
         let answer = ports.http().fetch(request, &options, MAX_ANSWER_BYTES).await;
@@ -255,6 +266,41 @@ impl Introspector<'_> {
             networks: None,
         }))
     }
+}
+
+/// The request's form: the token, and the client's assertion if it signs one.
+fn form(token: &str, assertion: Option<(&str, &str)>) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", token).append_pair("token_type_hint", "access_token");
+    if let Some((client_id, signed)) = assertion {
+        form.append_pair("client_id", client_id)
+            .append_pair("client_assertion_type", ASSERTION_TYPE)
+            .append_pair("client_assertion", signed);
+    }
+    form.finish()
+}
+
+/// RFC 7523 §2.2's `client_assertion_type`.
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// A client assertion is good for this long after it is signed.
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// A client assertion for one call (RFC 7523 §3): the client as `iss` and
+/// `sub`, the endpoint as `aud`, a fresh `jti` so the IdP can refuse a
+/// replay, `iat` and a short `exp`.
+pub(super) fn client_assertion(a: &Assertion, now: Duration) -> Result<String, jsonwebtoken::errors::Error> {
+    #[cfg(target_arch = "wasm32")]
+    super::rsa_edge::install();
+    let jti = hex(&Entropy::draw(now.as_nanos()).bytes()[..16]);
+    let claims = serde_json::json!({
+        "iss": a.client_id,
+        "sub": a.client_id,
+        "aud": a.audience,
+        "jti": jti,
+        "iat": now.as_secs(),
+        "exp": (now + ASSERTION_LIFETIME).as_secs(),
+    });
+    jsonwebtoken::encode(&a.header, &claims, &a.key)
 }
 
 /// The right to ask about a token, given back once the answer is remembered.

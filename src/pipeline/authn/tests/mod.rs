@@ -22,6 +22,7 @@ use crate::ports::{Clock, KvStore};
 mod api_keys;
 mod authorization;
 mod claims;
+mod client_assertion;
 mod failure_limits;
 mod identity_headers;
 mod jwks_cache;
