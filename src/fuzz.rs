@@ -38,7 +38,11 @@ fn mutated_config() -> impl Strategy<Value = String> {
 fn vars() -> Variables {
     let mut vars = Variables::new();
     for name in crate::config::vars::referenced(SHIPPED) {
-        let value = if name.ends_with("secret") { "0123456789abcdef0123456789abcdef" } else { "9" };
+        let value = match name {
+            _ if name.ends_with("secret") => "0123456789abcdef0123456789abcdef",
+            _ if name.ends_with("_key") => include_str!("../tests/fixtures/keys/ec256.pem"),
+            _ => "9",
+        };
         vars.insert(name, value);
     }
     vars

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::tz::{Offset, TimeZone};
 use toml::Spanned;
 
 use super::caller_key::CallerKey;
@@ -51,8 +52,8 @@ pub(crate) enum Metering {
 pub(crate) struct Quota {
     pub(crate) limit: u64,
     pub(crate) period: Period,
-    /// The windows' time zone, as seconds east of UTC. Default: UTC.
-    pub(crate) offset_s: i32,
+    /// The windows' time zone. Default: UTC.
+    pub(crate) zone: TimeZone,
     /// Shares used (percent, rising) past which answers warn. Default: none.
     pub(crate) warn_at: Vec<u8>,
 }
@@ -114,27 +115,29 @@ fn parse_quota(text: &str) -> Result<(u64, Period), String> {
     }
 }
 
-/// `UTC`, or a fixed offset east of it: `+01:00`, `-05:00`, `+05:30`.
-fn parse_offset(text: &str) -> Result<i32, String> {
+/// `UTC`, a fixed offset east of it (`+01:00`, `-05:00`, `+05:30`), or
+/// an IANA zone from the bundled tz database (`Europe/Berlin`).
+fn parse_time_zone(text: &str) -> Result<TimeZone, String> {
     let bad = || {
         format!(
-            "`{text}` is not a time zone the gateway knows: write \"UTC\" or a fixed offset such as \"+01:00\", \"-05:00\""
+            "`{text}` is not a time zone the gateway knows: write \"UTC\", an IANA name such as \"Europe/Berlin\", or a fixed offset such as \"+01:00\", \"-05:00\""
         )
     };
     if text == "UTC" || text == "Z" {
-        return Ok(0);
+        return Ok(TimeZone::UTC);
     }
     let (sign, rest) = match text.as_bytes().first() {
         Some(b'+') => (1, &text[1..]),
         Some(b'-') => (-1, &text[1..]),
-        _ => return Err(bad()),
+        _ => return TimeZone::get(text).map_err(|_| bad()),
     };
     let (h, m) = rest.split_once(':').ok_or_else(bad)?;
     let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h.to_string().len() > 2 || h > 14 || !(0..60).contains(&m) || rest.len() != 5 {
         return Err(bad());
     }
-    Ok(sign * (h * 3600 + m * 60))
+    let offset = Offset::from_seconds(sign * (h * 3600 + m * 60)).map_err(|_| bad())?;
+    Ok(TimeZone::fixed(offset))
 }
 
 /// `80%`: a share from 1 to 100 percent.
@@ -255,9 +258,9 @@ impl Compiler<'_> {
                 }
                 let parsed = parse_quota(quota.get_ref());
                 let parsed = self.check(quota.span(), &format!("{key}.quota"), parsed);
-                let offset_s = match &r.time_zone {
-                    None => Some(0),
-                    Some(tz) => self.check(tz.span(), &format!("{key}.time_zone"), parse_offset(tz.get_ref())),
+                let zone = match &r.time_zone {
+                    None => Some(TimeZone::UTC),
+                    Some(tz) => self.check(tz.span(), &format!("{key}.time_zone"), parse_time_zone(tz.get_ref())),
                 };
                 let mut warn_at = Vec::new();
                 for (i, w) in r.warn_at.iter().flatten().enumerate() {
@@ -272,8 +275,8 @@ impl Compiler<'_> {
                     }
                     warn_at.push(percent);
                 }
-                let ((limit, period), offset_s) = (parsed?, offset_s?);
-                Some(Metered::Quota(Quota { limit, period, offset_s, warn_at }))
+                let ((limit, period), zone) = (parsed?, zone?);
+                Some(Metered::Quota(Quota { limit, period, zone, warn_at }))
             }
             (Some(rate), Some(_)) => {
                 let message = "give either `rate` (per second to per day, smoothed) or `quota` (per calendar day or month), not both";

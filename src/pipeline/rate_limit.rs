@@ -160,7 +160,7 @@ pub(crate) async fn quota_usage(
     let mut usage = Vec::new();
     for limit in &config.rate_limits {
         let Metering::Quota(q) = &limit.meter else { continue };
-        let window = quota::window(now_us, q.period, q.offset_s);
+        let window = quota::window(now_us, q.period, &q.zone);
         let stored = kv.get(&quota_key(&limit.name, &window.id, &[counted.as_bytes()])).await?;
         usage.push(QuotaUsage {
             policy: limit.name.to_string(),
@@ -188,7 +188,7 @@ fn step_for(
             (key(&limit.name, &[&counted]), Meter::Rate { rate: *rate, max_delay_us: 0 }, None)
         }
         Metering::Quota(q) => {
-            let window = quota::window(now_us, q.period, q.offset_s);
+            let window = quota::window(now_us, q.period, &q.zone);
             let meter = Meter::Quota { limit: q.limit, ends_us: window.ends_us };
             (quota_key(&limit.name, &window.id, &[&counted]), meter, Some(window))
         }

@@ -1,8 +1,15 @@
 //! Calendar-window quotas: a cap on the cost a caller may spend in a day
-//! or a month, in UTC or at a fixed offset from it. The window a moment
-//! falls in has an id (part of the store key, so a new window starts from
-//! zero) and an end (when the caller's count resets); the count itself is
-//! one step like GCRA's ([`decide`]), run by every store.
+//! or a month, in a time zone (UTC, a fixed offset, or an IANA zone such as
+//! `Europe/Berlin`, whose days are 23 or 25 hours long when the clocks
+//! change). The window a moment falls in has an id (part of the store key,
+//! so a new window starts from zero) and an end (when the caller's count
+//! resets); the count itself is one step like GCRA's ([`decide`]), run by
+//! every store. Zones come from the tz database bundled into the binary
+//! (`jiff`'s copy), so every home counts the same windows.
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
 
 use super::gcra::Decision;
 
@@ -20,26 +27,36 @@ pub struct Window {
     pub id: String,
     /// When it ends (the next one starts), in microseconds since the Unix epoch.
     pub ends_us: u64,
-    /// Its length in seconds (a month's varies).
+    /// Its length in seconds (a month's varies, and so does a day's where
+    /// the clocks change).
     pub length_s: u64,
 }
 
-const DAY_US: i64 = 86_400_000_000;
-
-/// The window `now_us` falls in, for a period at `offset_s` seconds east of UTC.
-pub fn window(now_us: u64, period: Period, offset_s: i32) -> Window {
-    let local_us = i64::try_from(now_us).unwrap_or(i64::MAX) + i64::from(offset_s) * 1_000_000;
-    let day = local_us.div_euclid(DAY_US);
-    let (y, m, d) = civil_from_days(day);
-    let (id, start_day, end_day) = match period {
-        Period::Day => (format!("{y:04}-{m:02}-{d:02}"), day, day + 1),
+/// The window `now_us` falls in, for a period in `zone`. A window starts
+/// at the first moment of its first local day (midnight, or the end of a
+/// gap that swallowed midnight).
+pub fn window(now_us: u64, period: Period, zone: &TimeZone) -> Window {
+    let now = Timestamp::from_microsecond(i64::try_from(now_us).unwrap_or(i64::MAX)).unwrap_or(Timestamp::MAX);
+    let today = zone.to_datetime(now).date();
+    let (id, first, next) = match period {
+        Period::Day => {
+            let id = format!("{:04}-{:02}-{:02}", today.year(), today.month(), today.day());
+            (id, today, today.tomorrow())
+        }
         Period::Month => {
-            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            (format!("{y:04}-{m:02}"), days_from_civil(y, m, 1), days_from_civil(ny, nm, 1))
+            let id = format!("{:04}-{:02}", today.year(), today.month());
+            (id, today.first_of_month(), today.last_of_month().tomorrow())
         }
     };
-    let utc = |day: i64| u64::try_from(day * DAY_US - i64::from(offset_s) * 1_000_000).unwrap_or(0);
-    Window { id, ends_us: utc(end_day), length_s: u64::try_from((end_day - start_day) * 86_400).unwrap_or(0) }
+    let start = starts(first, zone);
+    let ends = next.ok().map_or(Timestamp::MAX, |d| starts(d, zone));
+    let us = |t: Timestamp| u64::try_from(t.as_microsecond()).unwrap_or(0);
+    Window { id, ends_us: us(ends), length_s: u64::try_from(ends.as_second() - start.as_second()).unwrap_or(0) }
+}
+
+/// The first moment of local day `day` in `zone`.
+fn starts(day: Date, zone: &TimeZone) -> Timestamp {
+    day.to_zoned(zone.clone()).map_or(Timestamp::MAX, |z| z.timestamp())
 }
 
 /// One quota step: `stored` is the window's count so far.
@@ -63,68 +80,82 @@ pub fn decide(stored: Option<u64>, now_us: u64, limit: u64, ends_us: u64, cost: 
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// (year, month, day) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
+    use jiff::tz::{Offset, TimeZone};
+
     use super::*;
 
     const SEC: u64 = 1_000_000;
+    const HOUR: u64 = 3600 * SEC;
     /// 2026-12-31T23:59:59Z
     const NEW_YEARS_EVE: u64 = 1_798_761_599 * SEC;
 
-    #[test]
-    fn months_and_days_end_at_local_midnight() {
-        let w = window(NEW_YEARS_EVE, Period::Month, 0);
-        assert_eq!(w.id, "2026-12");
-        assert_eq!(w.ends_us, NEW_YEARS_EVE + SEC);
-        assert_eq!(w.length_s, 31 * 86_400);
-        let next = window(NEW_YEARS_EVE + SEC, Period::Month, 0);
-        assert_eq!(next.id, "2027-01");
-        let day = window(NEW_YEARS_EVE, Period::Day, 0);
-        assert_eq!((day.id.as_str(), day.ends_us, day.length_s), ("2026-12-31", NEW_YEARS_EVE + SEC, 86_400));
-        // One hour east of UTC, the new year began an hour earlier.
-        let east = window(NEW_YEARS_EVE - 3600 * SEC + SEC, Period::Month, 3600);
-        assert_eq!(east.id, "2027-01");
-        assert_eq!(window(NEW_YEARS_EVE - 3600 * SEC, Period::Month, 3600).ends_us, NEW_YEARS_EVE + SEC - 3600 * SEC);
-        // February of a leap year.
-        let feb = window(1_709_164_800 * SEC, Period::Month, 0); // 2024-02-29T00:00Z
-        assert_eq!((feb.id.as_str(), feb.length_s), ("2024-02", 29 * 86_400));
-        let west = window(1_709_164_800 * SEC, Period::Day, -5 * 3600);
-        assert_eq!(west.id, "2024-02-28");
+    fn fixed(seconds: i32) -> TimeZone {
+        TimeZone::fixed(Offset::from_seconds(seconds).unwrap())
+    }
+
+    fn zone(name: &str) -> TimeZone {
+        TimeZone::get(name).unwrap()
     }
 
     #[test]
-    fn the_calendar_round_trips() {
-        for day in [-800_000, -1, 0, 1, 59, 365, 11_016, 20_793, 2_932_896] {
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day, "{y}-{m}-{d}");
-        }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_793), (2026, 12, 6));
+    fn months_and_days_end_at_local_midnight() {
+        let utc = TimeZone::UTC;
+        let w = window(NEW_YEARS_EVE, Period::Month, &utc);
+        assert_eq!(w.id, "2026-12");
+        assert_eq!(w.ends_us, NEW_YEARS_EVE + SEC);
+        assert_eq!(w.length_s, 31 * 86_400);
+        let next = window(NEW_YEARS_EVE + SEC, Period::Month, &utc);
+        assert_eq!(next.id, "2027-01");
+        let day = window(NEW_YEARS_EVE, Period::Day, &utc);
+        assert_eq!((day.id.as_str(), day.ends_us, day.length_s), ("2026-12-31", NEW_YEARS_EVE + SEC, 86_400));
+        // One hour east of UTC, the new year began an hour earlier.
+        let east = window(NEW_YEARS_EVE - HOUR + SEC, Period::Month, &fixed(3600));
+        assert_eq!(east.id, "2027-01");
+        assert_eq!(window(NEW_YEARS_EVE - HOUR, Period::Month, &fixed(3600)).ends_us, NEW_YEARS_EVE + SEC - HOUR);
+        // February of a leap year.
+        let feb = window(1_709_164_800 * SEC, Period::Month, &utc); // 2024-02-29T00:00Z
+        assert_eq!((feb.id.as_str(), feb.length_s), ("2024-02", 29 * 86_400));
+        let west = window(1_709_164_800 * SEC, Period::Day, &fixed(-5 * 3600));
+        assert_eq!(west.id, "2024-02-28");
+    }
+
+    /// In Berlin the clocks go forward on 2026-03-29 (a 23-hour day) and
+    /// back on 2026-10-25 (25 hours); the months around them are an hour
+    /// shorter and longer, and each window starts at local midnight, an
+    /// hour earlier in UTC in summer than in winter.
+    #[test]
+    fn an_iana_zone_has_days_of_23_and_25_hours() {
+        let berlin = zone("Europe/Berlin");
+        // 2026-03-29T12:00Z is 14:00 CEST.
+        let spring = window(1_774_785_600 * SEC, Period::Day, &berlin);
+        assert_eq!((spring.id.as_str(), spring.length_s), ("2026-03-29", 23 * 3600));
+        assert_eq!(spring.ends_us, 1_774_821_600 * SEC, "2026-03-29T22:00Z: midnight CEST");
+        let march = window(1_774_785_600 * SEC, Period::Month, &berlin);
+        assert_eq!((march.id.as_str(), march.length_s), ("2026-03", 31 * 86_400 - 3600));
+        // 2026-10-25T12:00Z is 13:00 CET.
+        let autumn = window(1_792_929_600 * SEC, Period::Day, &berlin);
+        assert_eq!((autumn.id.as_str(), autumn.length_s), ("2026-10-25", 25 * 3600));
+        assert_eq!(autumn.ends_us, 1_792_969_200 * SEC, "2026-10-25T23:00Z: midnight CET");
+        let october = window(1_792_929_600 * SEC, Period::Month, &berlin);
+        assert_eq!((october.id.as_str(), october.length_s), ("2026-10", 31 * 86_400 + 3600));
+        // 2026-06-30T22:00Z is midnight in Berlin: July has begun.
+        assert_eq!(window(1_782_856_800 * SEC, Period::Month, &berlin).id, "2026-07");
+        assert_eq!(window(1_782_856_800 * SEC - SEC, Period::Month, &berlin).id, "2026-06");
+    }
+
+    /// Where the clocks skip midnight itself (Santiago, 2026-09-06: 00:00
+    /// becomes 01:00), the day starts at the first moment it has.
+    #[test]
+    fn a_day_whose_midnight_is_skipped_starts_when_it_does() {
+        let santiago = zone("America/Santiago");
+        // 2026-09-06T12:00Z is 09:00 -03.
+        let day = window(1_788_696_000 * SEC, Period::Day, &santiago);
+        assert_eq!((day.id.as_str(), day.length_s), ("2026-09-06", 23 * 3600));
+        let before = window(1_788_696_000 * SEC - 86_400 * SEC, Period::Day, &santiago);
+        assert_eq!((before.id.as_str(), before.length_s), ("2026-09-05", 24 * 3600));
+        assert_eq!(before.ends_us, 1_788_667_200 * SEC, "2026-09-06T04:00Z: 01:00 -03, the day's first moment");
     }
 
     #[test]

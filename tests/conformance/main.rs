@@ -368,6 +368,7 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::grpc_web_call(home, addr, home == "node").await;
     scenarios::websocket_upgrade(home, addr, home == "node").await;
     scenarios::response_cache(home, addr, &b.origin).await;
+    scenarios::quota_in_a_time_zone(home, addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -595,3 +595,28 @@ pub async fn response_cache(home: &str, addr: SocketAddr, origin: &super::suppor
     let collapsed = statuses.iter().filter(|s| s.contains("detail=collapsed")).count();
     assert_eq!(collapsed, 19, "[{home}] {statuses:?}");
 }
+
+/// A daily quota in `Europe/Berlin` renews at midnight there (22:00 or
+/// 23:00 UTC), not at UTC midnight: its `t` is the time to the next Berlin
+/// midnight by the test's own tz database, and `w` that day's length.
+pub async fn quota_in_a_time_zone(home: &str, addr: SocketAddr) {
+    use jiff::tz::TimeZone;
+    let berlin = TimeZone::get("Europe/Berlin").expect("Europe/Berlin");
+    let before = jiff::Timestamp::now();
+    let reply =
+        super::support::send(addr, super::support::get_with("/quota-berlin", "x-client", &format!("tz-{home}"))).await;
+    let after = jiff::Timestamp::now();
+    assert_eq!(reply.status, 200, "[{home}]");
+    let header = |name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let number = |text: &str, key: &str| {
+        text.split(';').find_map(|p| p.strip_prefix(key)).and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1)
+    };
+    let (t, w) = (number(&header("ratelimit"), "t="), number(&header("ratelimit-policy"), "w="));
+    let today = berlin.to_datetime(before).date();
+    let start = today.to_zoned(berlin.clone()).expect("midnight").timestamp().as_second();
+    let end = today.tomorrow().expect("tomorrow").to_zoned(berlin).expect("midnight").timestamp().as_second();
+    assert_eq!(w, end - start, "[{home}] {}", header("ratelimit-policy"));
+    // `t` is rounded up to whole seconds, from a moment between the two readings.
+    let range = (end - after.as_second() - 1)..=(end - before.as_second() + 1);
+    assert!(range.contains(&t), "[{home}] t={t}, expected within {range:?}");
+}

@@ -224,11 +224,12 @@ async fn introspect(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<
     let header = req.headers().get("authorization").cloned();
     let basic = header.as_ref().is_some_and(|v| v.as_bytes() == expected.as_bytes());
     let form = req.headers().get("content-type").is_some_and(|v| v == "application/x-www-form-urlencoded");
-    let audience = format!("http://{}{}", req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or(""), req.uri().path());
+    let audience =
+        format!("http://{}{}", req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or(""), req.uri().path());
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let authenticated = basic
-        || (header.is_none() && assertion_valid(&fields, &audience, &mut state.lock().unwrap().assertions));
+    let authenticated =
+        basic || (header.is_none() && assertion_valid(&fields, &audience, &mut state.lock().unwrap().assertions));
     match mode {
         Mode::Serve => {}
         Mode::Fail => return Ok(status(StatusCode::INTERNAL_SERVER_ERROR)),

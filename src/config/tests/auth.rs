@@ -136,10 +136,18 @@ jwks_uri = "https://idp.test/jwks"
     expect_errors(
         &text,
         &[
-            (4, "auth.introspection.none", "`client_id` and `client_secret`, `client_id` and `private_key`, or a `bearer_token`"),
+            (
+                4,
+                "auth.introspection.none",
+                "`client_id` and `client_secret`, `client_id` and `private_key`, or a `bearer_token`",
+            ),
             (5, "auth.introspection.none.endpoint", "is not an http(s) URL"),
             (7, "auth.introspection.both", "provider names must be unique"),
-            (7, "auth.introspection.both", "`client_id` and `client_secret`, `client_id` and `private_key`, or a `bearer_token`"),
+            (
+                7,
+                "auth.introspection.both",
+                "`client_id` and `client_secret`, `client_id` and `private_key`, or a `bearer_token`",
+            ),
             (12, "auth.introspection.both.cache_ttl", "is not a duration"),
         ],
     );
@@ -186,7 +194,10 @@ fn introspection_signs_with_a_private_key() {
         assert_eq!((got, kid, aud.as_str(), id.as_str()), (alg, None, "https://idp.test/introspect", "gw"));
     }
     let rsa = keys[0].0;
-    let chosen = provider(rsa, "assertion_algorithm = \"PS256\"\nprivate_key_id = \"k1\"\nassertion_audience = \"https://idp.test/\"\n");
+    let chosen = provider(
+        rsa,
+        "assertion_algorithm = \"PS256\"\nprivate_key_id = \"k1\"\nassertion_audience = \"https://idp.test/\"\n",
+    );
     let (alg, kid, aud, _) = assertion(&chosen);
     assert_eq!((alg, kid.as_deref(), aud.as_str()), (Algorithm::PS256, Some("k1"), "https://idp.test/"));
 
@@ -202,5 +213,8 @@ fn introspection_signs_with_a_private_key() {
         "{SVC}[auth.introspection.o]\nendpoint = \"https://idp.test/introspect\"\nclient_id = \"gw\"\nclient_secret = \"s\"\nprivate_key_id = \"k\"\n"
     );
     let e = one(&secret);
-    assert_eq!((e.key.as_str(), e.message.as_str()), ("auth.introspection.o.private_key_id", "belongs to a `private_key`"));
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str()),
+        ("auth.introspection.o.private_key_id", "belongs to a `private_key`")
+    );
 }

@@ -18,7 +18,11 @@ fn shipped_configs_compile() {
 fn conformance_vars() -> Variables {
     let mut vars = Variables::new();
     for name in vars::referenced(include_str!("../../../tests/conformance/gateway.toml")) {
-        let value = if name.ends_with("secret") { "s".repeat(40) } else { "1".to_string() };
+        let value = match name {
+            _ if name.ends_with("secret") => "s".repeat(40),
+            _ if name.ends_with("_key") => include_str!("../../../tests/fixtures/keys/ec256.pem").to_string(),
+            _ => "1".to_string(),
+        };
         vars.insert(name, value);
     }
     vars

@@ -107,7 +107,7 @@ key = "consumer"
 
 [limits.bad]
 quota = "5/week"
-time_zone = "Europe/Berlin"
+time_zone = "Europe/Atlantis"
 warn_at = ["90%", "80%", "120%"]
 burst = 3
 
@@ -125,7 +125,7 @@ warn_at = ["80%"]
             (5, "limits.both.rate", "either `rate`"),
             (8, "limits.neither", "needs `rate`"),
             (12, "limits.bad.quota", "is not a quota"),
-            (13, "limits.bad.time_zone", "a fixed offset"),
+            (13, "limits.bad.time_zone", "an IANA name such as \"Europe/Berlin\", or a fixed offset"),
             (14, "limits.bad.warn_at[1]", "rising shares"),
             (14, "limits.bad.warn_at[2]", "is not a share"),
             (15, "limits.bad.burst", "belongs to a `rate`"),
@@ -134,16 +134,25 @@ warn_at = ["80%"]
         ],
     );
     let ok = format!(
-        "{SVC}[limits.m]\nquota = \"10000/month\"\nkey = \"consumer\"\ntime_zone = \"+05:30\"\nwarn_at = [\"80%\", \"90%\"]\n[limits.d]\nquota = \"50/day\"\ntime_zone = \"-05:00\"\n"
+        "{SVC}[limits.m]\nquota = \"10000/month\"\nkey = \"consumer\"\ntime_zone = \"+05:30\"\nwarn_at = [\"80%\", \"90%\"]\n[limits.d]\nquota = \"50/day\"\ntime_zone = \"-05:00\"\n[limits.b]\nquota = \"9/day\"\ntime_zone = \"Europe/Berlin\"\n"
     );
     let config = Config::parse(&ok, "gw.toml", &Variables::default()).unwrap();
     let quotas: Vec<_> = config
         .rate_limits
         .iter()
         .map(|l| match &l.meter {
-            Metering::Quota(q) => (q.limit, q.period, q.offset_s, q.warn_at.clone()),
+            Metering::Quota(q) => (q.limit, q.period, q.zone.clone(), q.warn_at.clone()),
             Metering::Rate { .. } => panic!("a quota"),
         })
         .collect();
-    assert_eq!(quotas, [(50, Period::Day, -18_000, vec![]), (10_000, Period::Month, 19_800, vec![80, 90])]);
+    let fixed = |s| jiff::tz::TimeZone::fixed(jiff::tz::Offset::from_seconds(s).unwrap());
+    let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    assert_eq!(
+        quotas,
+        [
+            (9, Period::Day, berlin, vec![]),
+            (50, Period::Day, fixed(-18_000), vec![]),
+            (10_000, Period::Month, fixed(19_800), vec![80, 90])
+        ]
+    );
 }

@@ -200,7 +200,8 @@ impl Introspector<'_> {
             ClientAuth::Assertion(a) => match client_assertion(a, ports.clock().now()) {
                 Ok(signed) => Some((a.client_id.as_str(), signed)),
                 Err(e) => {
-                    ports.event(&format!("introspection provider {}: cannot sign the client assertion: {e}", self.name));
+                    ports
+                        .event(&format!("introspection provider {}: cannot sign the client assertion: {e}", self.name));
                     return Err(AuthError::IdpUnavailable);
                 }
             },

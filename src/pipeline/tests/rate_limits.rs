@@ -183,6 +183,30 @@ fn a_quota_counts_a_calendar_month_warns_and_renews_at_its_boundary() {
     }
 }
 
+/// A daily quota in Berlin renews at local midnight, and the day the
+/// clocks go forward is 23 hours long (`w`, and `t` at its start).
+#[test]
+fn a_quota_in_an_iana_zone_renews_at_local_midnight_across_a_clock_change() {
+    let config = QUOTAS.replace(
+        "[limits.hourly]",
+        "[limits.berlin]\nquota = \"1/day\"\nkey = \"header:x-client\"\ntime_zone = \"Europe/Berlin\"\n\n[limits.hourly]",
+    ) + "\n[[routes]]\npath = \"/berlin\"\nservice = \"s\"\nlimits = [\"berlin\"]\n";
+    let ports = FakePorts::new(FakeHttp::ok());
+    let gw = Gateway::new(Config::parse(&config, "quotas.toml", &Default::default()).unwrap());
+    // 2026-03-28T22:59:59Z: a second before midnight in Berlin (CET).
+    ports.clock.advance(Duration::from_secs(7_513_199));
+    let h = |e: &Exchange<Bytes>, name: &str| e.response.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    let last = limited(&ports, &gw, "/berlin", "a");
+    assert_eq!(h(&last, "ratelimit-policy").as_deref(), Some("\"berlin\";q=1;w=86400"));
+    assert_eq!(h(&last, "ratelimit").as_deref(), Some("\"berlin\";r=0;t=1"));
+    assert_eq!(limited(&ports, &gw, "/berlin", "a").response.status(), StatusCode::TOO_MANY_REQUESTS);
+    ports.clock.advance(Duration::from_secs(1));
+    let next = limited(&ports, &gw, "/berlin", "a");
+    assert_eq!(next.response.status(), StatusCode::OK, "a new day in Berlin, 23:00 in UTC");
+    assert_eq!(h(&next, "ratelimit-policy").as_deref(), Some("\"berlin\";q=1;w=82800"), "23 hours");
+    assert_eq!(h(&next, "ratelimit").as_deref(), Some("\"berlin\";r=0;t=82800"));
+}
+
 #[test]
 fn a_quota_and_a_rate_pass_together_or_neither_is_charged() {
     let ports = FakePorts::new(FakeHttp::ok());
