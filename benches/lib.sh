@@ -67,9 +67,9 @@ stop_last() { # → stop the process started last
 
 # ---- setup: tools, builds, the origin and Redis
 
-check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the spin modes)
+check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the spin and limits modes)
   local tool tools=(wrk nginx haproxy taskset redis-server curl openssl)
-  [[ "$1" == spin* ]] && tools+=(redis-cli)
+  [[ "$1" == spin* || "$1" == limits ]] && tools+=(redis-cli)
   for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server redis-tools curl util-linux openssl" >&2; exit 1; }
   done

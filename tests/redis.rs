@@ -96,6 +96,35 @@ async fn a_step_over_several_cluster_slots_decides_as_one_step() {
     assert_eq!(outcomes[0][4], vec![(false, 0), (true, 1)], "the refused requests charged the fast limit nothing");
 }
 
+/// A step that leases decides, and sizes its lease, in Redis' script as
+/// in the memory store (the same function every home uses): what it
+/// admits, how much it leases and what is left, as the key fills up.
+#[tokio::test]
+async fn a_lease_is_granted_in_redis_as_in_memory() {
+    let redis = Redis::start();
+    let store = RedisKv::new(&redis.url(), 2, Duration::from_secs(1)).unwrap();
+    let memory = MemoryKv::new(Wall, 1000);
+    let now = u64::try_from(Wall.now().as_micros()).unwrap();
+    let outcomes = [lease_steps(&store, now).await, lease_steps(&memory, now).await];
+    assert_eq!(outcomes[0], outcomes[1], "redis vs memory");
+    // Burst 40, half of it kept back: 1 + 9, 1 + 9 (the rest of the upper
+    // half), then requests alone.
+    assert_eq!(outcomes[0], vec![(true, 9, 39), (true, 9, 29), (true, 0, 19), (true, 0, 18)]);
+}
+
+/// Leasing steps of 10, 20, 30 and 10 units on an hourly key of burst 40:
+/// (admitted, leased beyond the request, remaining after the request).
+async fn lease_steps(kv: &impl KvStore, now: u64) -> Vec<(bool, u64, u64)> {
+    let rate = Rate::new(40, 3_600_000_000, 40).unwrap();
+    let mut seen = Vec::new();
+    for want in [10, 20, 30, 10] {
+        let step = [LimitStep { key: "pc1:rl:hot:k", meter: Meter::Lease { rate, want }, cost: 1, exact: true }];
+        let (decisions, _) = kv.limit(&step, now).await.unwrap();
+        seen.push((decisions[0].allowed, decisions[0].leased, decisions[0].remaining));
+    }
+    seen
+}
+
 /// Four requests against a quota of 3 and a rate of burst 2: (all admit,
 /// the quota admits, the quota's remaining if charged).
 async fn quota_steps(kv: &impl KvStore, now: u64) -> Vec<(bool, bool, u64)> {
@@ -207,6 +236,89 @@ async fn two_nodes_sharing_redis_never_admit_more_than_the_limit_on(store: &str)
     // 20/hour with a burst of 20: within seconds, at most 20 in total.
     assert_eq!(admitted, 20, "{admitted} admitted, {refused} refused");
     assert_eq!(origin.received().len(), 20);
+}
+
+/// Two nodes on one Redis, 2 000 requests from 16 clients on one hot key
+/// of 1 500 an hour: together the nodes admit no more than the limit, and
+/// nearly all of it. On a key far from its limit they decide nearly every
+/// request under leases, with few Redis calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_leasing_a_hot_key_admit_the_limit_and_no_more() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        "[limits.hot]\nrate = \"1500/hour\"\n\n[limits.roomy]\nrate = \"1000000/hour\"\n\n[services.echo]\nurl = \"http://127.0.0.1:{}\"\n\n[[routes]]\npath = \"/hot\"\nservice = \"echo\"\nlimits = [\"hot\"]\n\n[[routes]]\npath = \"/roomy\"\nservice = \"echo\"\nlimits = [\"roomy\"]\n",
+        origin.port()
+    );
+    let args = ["--store", &redis.url()];
+    let nodes = [Node::start_args(&config, &[], &args), Node::start_args(&config, &[], &args)];
+    let burst = |path: &'static str, each: usize| {
+        let clients: Vec<_> = (0..16)
+            .map(|c| {
+                let addr = nodes[c % 2].addr;
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    for _ in 0..each {
+                        statuses.push(send(addr, get(path)).await.status);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        async move {
+            let mut statuses = Vec::new();
+            for c in clients {
+                statuses.extend(c.await.unwrap());
+            }
+            statuses
+        }
+    };
+    let started = Instant::now();
+    let statuses = burst("/hot", 125).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    let refused = statuses.iter().filter(|s| **s == 429).count() as u64;
+    // 1 500 an hour, a burst of 1 500: what refills during the run on top.
+    let limit = 1_500 + started.elapsed().as_secs() * 1_500 / 3_600 + 1;
+    assert!(admitted <= limit, "{admitted} admitted of {limit}");
+    assert!(admitted * 100 >= limit * 95, "{admitted} admitted of {limit}: leases held back too much");
+    assert_eq!(admitted + refused, 2_000, "only 200s and 429s");
+    assert_eq!(origin.received().len() as u64, admitted);
+
+    let scripts = || async {
+        let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+        stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let before = scripts().await;
+    let roomy = burst("/roomy", 100).await;
+    assert!(roomy.iter().all(|s| *s == 200));
+    let calls = scripts().await - before;
+    // The access log is written after the answer: wait for all 1 600 lines.
+    let logged = || -> Vec<String> {
+        nodes
+            .iter()
+            .flat_map(|n| n.access_log())
+            .filter(|l| l["limits"][0]["policy"] == "roomy")
+            .filter_map(|l| l["limits"][0]["outcome"].as_str().map(str::to_string))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut outcomes = logged();
+    while outcomes.len() < 1_600 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        outcomes = logged();
+    }
+    let leased = outcomes.iter().filter(|o| *o == "leased").count();
+    assert_eq!(outcomes.len(), 1_600);
+    assert!(leased * 10 >= 1_600 * 8, "{leased} of 1 600 without Redis");
+    assert!(calls * 5 <= 1_600, "{calls} scripts for 1 600 requests");
+    support::notice(&format!(
+        "leases: {admitted} admitted of {limit}; on a roomy key {leased} of 1 600 without Redis, {calls} scripts"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,10 @@ use crate::shared::gcra::Decision;
 
 /// The limit step (`KvStore::limit`) atomically, on Redis' clock. Five
 /// arguments per key: `r` (a GCRA rate: interval, burst, cost, delay
-/// allowance) or `q` (a quota: limit, window end, cost, unused).
+/// allowance), `l` (a rate that leases: interval, burst, cost, units wanted
+/// in all, from above half the burst; `shared/lease.rs`) or `q` (a quota: limit, window end, cost,
+/// unused). It returns what it read; each decision, the lease's size
+/// included, is recomputed from that with the same functions every home uses.
 const LIMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -65,6 +68,16 @@ if admit then
     if kind == 'q' then
       value = values[i] + cost
       keep = b
+    elseif kind == 'l' then
+      -- What is left after the request, in whole intervals (exactly, though Lua divides in floats).
+      local room = now + b * a - value
+      local left = math.floor(room / a)
+      if left * a > room then left = left - 1 end
+      if (left + 1) * a <= room then left = left + 1 end
+      local want = tonumber(ARGV[(i - 1) * 5 + 5])
+      local extra = math.min(math.max(want - cost, 0), math.max(left - math.floor(b / 2), 0))
+      value = value + extra * a
+      keep = value
     end
     redis.call('SET', KEYS[i], string.format('%d', value), 'PX', math.max(math.floor((keep - now) / 1000), 0) + 1000)
   end
@@ -275,6 +288,9 @@ impl RedisKv {
                     invocation.arg("r").arg(rate.interval_us).arg(rate.burst).arg(s.cost).arg(max_delay_us)
                 }
                 Meter::Quota { limit, ends_us } => invocation.arg("q").arg(limit).arg(ends_us).arg(s.cost).arg(0),
+                Meter::Lease { rate, want } => {
+                    invocation.arg("l").arg(rate.interval_us).arg(rate.burst).arg(s.cost).arg(want)
+                }
             };
         }
         let reply: Vec<Value> = self.call(Call::Script(invocation)).await?;
@@ -292,12 +308,13 @@ impl RedisKv {
         Ok((steps.iter().zip(values).map(|(s, &value)| s.decide(Some(value), *now)).collect(), *now))
     }
 
-    /// Gives back what admitted steps charged.
-    async fn refund(&self, steps: &[&LimitStep<'_>]) -> Result<(), KvError> {
+    /// Gives back what admitted steps charged (a lease's range included).
+    async fn refund(&self, charged: &[(&LimitStep<'_>, Decision)]) -> Result<(), KvError> {
         let mut invocation = self.refund.prepare_invoke();
-        for s in steps {
+        for (s, d) in charged {
             let amount = match s.meter {
                 Meter::Rate { rate, .. } => rate.interval_us.saturating_mul(s.cost),
+                Meter::Lease { rate, .. } => rate.interval_us.saturating_mul(s.cost + d.leased),
                 Meter::Quota { .. } => s.cost,
             };
             invocation.key(s.key).arg(amount);
@@ -374,14 +391,14 @@ impl KvStore for RedisKv {
         // In key order, so every node takes the slots in the same order.
         slots.sort_unstable_by_key(|(_, members)| steps[members[0]].key);
         let mut decisions: Vec<Option<Decision>> = vec![None; steps.len()];
-        let mut charged: Vec<&LimitStep<'_>> = Vec::new();
+        let mut charged: Vec<(&LimitStep<'_>, Decision)> = Vec::new();
         let mut first_now = None;
         for (_, members) in &slots {
             let group: Vec<&LimitStep<'_>> = members.iter().map(|&i| &steps[i]).collect();
             let (made, now) = self.limit_on_slot(&group).await?;
             first_now.get_or_insert(now);
             if made.iter().all(|d| d.allowed) {
-                charged.extend(&group);
+                charged.extend(group.iter().copied().zip(made.iter().copied()));
             }
             for (&i, d) in members.iter().zip(made) {
                 decisions[i] = Some(d);

@@ -118,7 +118,13 @@ pub struct AuthNote {
 /// What a rate-limit policy decided for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LimitOutcome {
+    /// Admitted by the store.
     Admitted,
+    /// Admitted by the store, which also leased this node or instance a
+    /// range of the key's capacity (`shared/lease.rs`).
+    LeaseTaken,
+    /// Admitted under this node's or instance's lease, without the store.
+    Leased,
     /// Admitted over the rate after waiting for its turn (`max_delay`).
     Delayed,
     Limited,
@@ -132,6 +138,8 @@ impl LimitOutcome {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Admitted => "admitted",
+            Self::LeaseTaken => "lease_taken",
+            Self::Leased => "leased",
             Self::Delayed => "delayed",
             Self::Limited => "limited",
             Self::StoreErrorAllowed => "store_error_allowed",

@@ -23,6 +23,7 @@ pub(crate) mod grpc;
 pub(crate) mod grpc_web;
 pub(crate) mod ids;
 pub(crate) mod ip_rules;
+pub(crate) mod leases;
 pub(crate) mod listener;
 pub(crate) mod log;
 pub(crate) mod rate_limit;
@@ -180,6 +181,9 @@ pub(crate) struct Gateway {
     pub(crate) canaries: Box<[Option<CanaryState>]>,
     /// Per rate-limit policy, the requests waiting for their turn (same lifetime).
     pub(crate) waiting: rate_limit::Waiting,
+    /// Ranges of hot rate keys this node or instance hands out (same lifetime;
+    /// unused under WASI 0.2, whose instance lives one request).
+    pub(crate) leases: leases::Leases,
     /// The response cache's records in memory (kept across reloads).
     pub(crate) cache_memory: Arc<cache::Memory>,
 }
@@ -196,7 +200,7 @@ impl Gateway {
         let canaries = canaries(&config);
         let waiting = rate_limit::Waiting::new(&config);
         let cache_memory = Arc::new(cache::Memory::new(config.gateway.cache_memory));
-        Self { config, caches, upstreams, canaries, waiting, cache_memory }
+        Self { config, caches, upstreams, canaries, waiting, leases: leases::Leases::default(), cache_memory }
     }
 
     /// The store keys of the routes' canary records.
@@ -217,7 +221,7 @@ impl Gateway {
         } else {
             Arc::new(cache::Memory::new(config.gateway.cache_memory))
         };
-        Self { config, caches, upstreams, canaries, waiting, cache_memory }
+        Self { config, caches, upstreams, canaries, waiting, leases: leases::Leases::default(), cache_memory }
     }
 }
 

@@ -20,13 +20,15 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use super::leases::Local;
 use super::log::{Failure, LimitOutcome};
 use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Flow, Gateway, caller};
 use crate::config::rate_limits::{Metering, RateLimit};
 use crate::config::{Config, Route};
-use crate::ports::{Body, Clock, KvStore, LimitStep, Meter, Ports, store_key};
+use crate::ports::{Body, Clock, KvStore, Lifetime, LimitStep, Meter, Ports, store_key};
 use crate::shared::gcra::Decision;
+use crate::shared::lease::Taken;
 use crate::shared::problem::{Answer, Problem, Source};
 use crate::shared::quota::{self, Window};
 
@@ -277,29 +279,86 @@ async fn check<'g, P: Ports>(
             LimitStep { key: k, meter, cost: l.cost, exact: l.exact }
         })
         .collect();
-    let all = |outcome| indexes.iter().map(move |&i| (i, outcome));
-    let decisions = match ports.kv().limit(&steps, now_us).await {
-        Ok((decisions, _)) => decisions,
-        Err(e) if policies.iter().all(|l| l.fail_open) => {
-            outcomes.extend(all(LimitOutcome::StoreErrorAllowed));
-            return Ok(Applied {
-                store_error: Some(format!("rate-limit store failed, request allowed: {e}")),
-                ..Applied::default()
-            });
+    // A holder that outlives its request decides hot keys under leases.
+    let mut local: Vec<Option<(Decision, Taken)>> = vec![None; steps.len()];
+    let mut asked: Vec<LimitStep<'_>> = Vec::with_capacity(steps.len());
+    for (step, local) in steps.iter().zip(local.iter_mut()) {
+        let lease = match step.meter {
+            Meter::Rate { rate, max_delay_us: 0 } if step.exact && P::LIFETIME != Lifetime::Request => {
+                gateway.leases.admit(step.key, rate, step.cost, now_us)
+            }
+            _ => Local::Ask(None),
+        };
+        match (lease, step.meter) {
+            (Local::Admitted(d, taken), _) => *local = Some((d, taken)),
+            (Local::Ask(Some(want)), Meter::Rate { rate, .. }) => {
+                asked.push(LimitStep { meter: Meter::Lease { rate, want }, ..*step })
+            }
+            (Local::Ask(_), _) => asked.push(*step),
         }
-        Err(e) => {
-            outcomes.extend(all(LimitOutcome::StoreErrorDenied));
-            return Err(LimitError::StoreDown(e.to_string()));
+    }
+    let untake = |local: &[Option<(Decision, Taken)>]| {
+        for (step, l) in steps.iter().zip(local) {
+            if let Some((_, taken)) = l {
+                gateway.leases.untake(step.key, *taken);
+            }
         }
     };
-    outcomes.extend(indexes.iter().zip(&decisions).map(|(&i, d)| {
-        let outcome = match (d.allowed, d.delay_us) {
-            (true, 0) => LimitOutcome::Admitted,
-            (true, _) => LimitOutcome::Delayed,
-            (false, _) => LimitOutcome::Limited,
+    let all = |outcome| indexes.iter().map(move |&i| (i, outcome));
+    let (stored, store_now) = match asked.is_empty() {
+        true => (Vec::new(), now_us),
+        false => match ports.kv().limit(&asked, now_us).await {
+            Ok(decided) => decided,
+            Err(e) if policies.iter().all(|l| l.fail_open) => {
+                outcomes.extend(all(LimitOutcome::StoreErrorAllowed));
+                return Ok(Applied {
+                    store_error: Some(format!("rate-limit store failed, request allowed: {e}")),
+                    ..Applied::default()
+                });
+            }
+            Err(e) => {
+                untake(&local);
+                outcomes.extend(all(LimitOutcome::StoreErrorDenied));
+                return Err(LimitError::StoreDown(e.to_string()));
+            }
+        },
+    };
+    let mut from_store = stored.iter();
+    let mut decisions = Vec::with_capacity(steps.len());
+    for (&i, l) in indexes.iter().zip(&local) {
+        let (decision, outcome) = match (l, l.is_none().then(|| from_store.next()).flatten()) {
+            (Some((d, _)), _) => (*d, LimitOutcome::Leased),
+            (None, Some(d)) => (*d, store_outcome(d)),
+            (None, None) => {
+                untake(&local);
+                return Err(LimitError::StoreDown("the store left a step undecided".into()));
+            }
         };
-        (i, outcome)
-    }));
+        outcomes.push((i, outcome));
+        decisions.push(decision);
+    }
+    // A lone store step refused, on a key this holder leases: a range a
+    // concurrent request brought back meanwhile may have a stretch for it.
+    if let [step] = asked.as_slice()
+        && let Meter::Lease { .. } | Meter::Rate { max_delay_us: 0, .. } = step.meter
+        && step.exact
+        && P::LIFETIME != Lifetime::Request
+        && let Some(j) = local.iter().position(Option::is_none)
+        && !decisions[j].allowed
+        && let Some((d, taken)) = gateway.leases.take_again(step.key, step.cost, now_us)
+    {
+        let base = outcomes.len() - decisions.len();
+        (decisions[j], local[j], outcomes[base + j].1) = (d, Some((d, taken)), LimitOutcome::Leased);
+    }
+    if decisions.iter().all(|d| d.allowed) {
+        for (step, d) in asked.iter().zip(&stored) {
+            if let Meter::Lease { rate, .. } = step.meter {
+                gateway.leases.keep(step.key, d, rate, store_now, now_us);
+            }
+        }
+    } else {
+        untake(&local);
+    }
     if decisions.iter().all(|d| d.allowed) {
         let delay = Duration::from_micros(decisions.iter().map(|d| d.delay_us).max().unwrap_or(0));
         let places = if delay.is_zero() { Vec::new() } else { places };
@@ -315,7 +374,7 @@ async fn check<'g, P: Ports>(
         .map(|(l, d)| match (d.allowed, &l.meter) {
             (true, Metering::Rate { rate, .. }) => Decision {
                 remaining: d.remaining + l.cost,
-                reset_after_us: d.reset_after_us.saturating_sub(l.cost.saturating_mul(rate.interval_us)),
+                reset_after_us: d.reset_after_us.saturating_sub((l.cost + d.leased).saturating_mul(rate.interval_us)),
                 ..*d
             },
             (true, Metering::Quota(_)) => Decision { remaining: d.remaining + l.cost, ..*d },
@@ -330,6 +389,16 @@ async fn check<'g, P: Ports>(
         .collect::<Option<Vec<u64>>>()
         .and_then(|v| v.into_iter().max());
     Err(LimitError::Exceeded { retry_after, headers, quota })
+}
+
+/// What the store's decision of one step was, for the log and metrics.
+fn store_outcome(d: &Decision) -> LimitOutcome {
+    match (d.allowed, d.delay_us, d.leased) {
+        (true, 0, 0) => LimitOutcome::Admitted,
+        (true, 0, _) => LimitOutcome::LeaseTaken,
+        (true, _, _) => LimitOutcome::Delayed,
+        (false, _, _) => LimitOutcome::Limited,
+    }
 }
 
 /// `Quota-Warning` for each quota past one of its `warn_at` shares: the

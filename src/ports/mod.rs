@@ -110,6 +110,9 @@ pub enum Meter {
     Rate { rate: Rate, max_delay_us: u64 },
     /// A calendar window's cap (the record its count, the key its window).
     Quota { limit: u64, ends_us: u64 },
+    /// A GCRA rate whose step, when it admits the request, also leases its
+    /// holder up to `want` units in all (`shared/lease.rs`).
+    Lease { rate: Rate, want: u64 },
 }
 
 impl LimitStep<'_> {
@@ -125,6 +128,7 @@ impl LimitStep<'_> {
                 crate::shared::gcra::decide_within(stored, now_us, rate, self.cost, max_delay_us)
             }
             Meter::Quota { limit, ends_us } => crate::shared::quota::decide(stored, now_us, limit, ends_us, self.cost),
+            Meter::Lease { rate, want } => crate::shared::lease::grant(stored, now_us, rate, self.cost, want),
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct Decision {
     pub delay_us: u64,
     /// Until when a store must keep the record (it reads as fresh after).
     pub keep_until_us: u64,
+    /// Units beyond the request's cost that the step leased to its holder
+    /// (`lease::grant`; 0 for every other step).
+    pub leased: u64,
 }
 
 /// One GCRA step. `stored` is the key's TAT, if any.
@@ -79,6 +82,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
             retry_after_us: None,
             delay_us: 0,
             keep_until_us: tat,
+            leased: 0,
         };
     }
     let latest = now_us.saturating_add(max_delay_us);
@@ -91,6 +95,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
             retry_after_us: Some(allow_at - latest),
             delay_us: 0,
             keep_until_us: tat,
+            leased: 0,
         };
     }
     Decision {
@@ -101,6 +106,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
         retry_after_us: None,
         delay_us: allow_at.saturating_sub(now_us),
         keep_until_us: new_tat,
+        leased: 0,
     }
 }
 

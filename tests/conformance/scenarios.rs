@@ -460,6 +460,33 @@ pub async fn hot_key(home: &str, addr: SocketAddr) {
     }
 }
 
+/// A burst of 400 requests from 16 clients on one key of `300/hour`: the
+/// home admits no more than the limit (what refills meanwhile included),
+/// whether it decides through the store alone (WASI 0.2) or mostly under
+/// leases (the node, WASI 0.3), and no less than 90 % of it.
+pub async fn burst_on_one_key(home: &str, addr: SocketAddr) {
+    let _alone = ALONE.lock().await;
+    let started = Instant::now();
+    let statuses: Vec<u16> = futures::future::join_all((0..16).map(|_| async move {
+        let mut statuses = Vec::new();
+        for _ in 0..25 {
+            let req = Request::get("/spent").header("host", "gw.test").header("x-spent", "one-key");
+            statuses.push(send(addr, req.body(Bytes::new()).expect("request")).await.status);
+        }
+        statuses
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    let refused = statuses.iter().filter(|s| **s == 429).count() as u64;
+    let limit = 300 + started.elapsed().as_secs() * 300 / 3_600 + 1;
+    assert_eq!(admitted + refused, 400, "[{home}] only 200 and 429: {statuses:?}");
+    assert!(admitted <= limit, "[{home}] {admitted} admitted of {limit}");
+    assert!(admitted * 10 >= limit * 9, "[{home}] {admitted} admitted of {limit}");
+}
+
 /// Without a `[retry]` table, a request that a single-target service's
 /// origin failed (here with broken framing) is not sent to it again.
 pub async fn single_target_is_not_retried(home: &str, addr: SocketAddr, raw: &super::support::origin::RawOrigin) {

@@ -223,3 +223,61 @@ fn a_quota_and_a_rate_pass_together_or_neither_is_charged() {
         "the refusal charged no quota"
     );
 }
+
+/// A key hot on one node or instance is decided under leases: past 20
+/// requests a second, while more than half its burst is left, most go
+/// without the store; yet at one moment the
+/// key admits exactly its burst, refusals come from the store with
+/// `Retry-After`, and a stretch taken for a request another policy
+/// refuses is given back (else the burst would not be reached).
+#[test]
+fn a_hot_key_is_decided_under_leases_and_admits_exactly_its_burst() {
+    let config = r#"
+[limits.hot]
+rate = "1000/hour"
+
+[limits.tight]
+rate = "5/hour"
+key = "header:x-client"
+
+[services.s]
+url = "http://o.test"
+
+[[routes]]
+path = "/hot"
+service = "s"
+limits = ["hot", "tight"]
+"#;
+    for spin_like in [false, true] {
+        let ports = FakePorts::new(FakeHttp::ok());
+        ports.kv.spin_like.store(spin_like, std::sync::atomic::Ordering::SeqCst);
+        let gw = Gateway::new(Config::parse(config, "hot.toml", &Default::default()).unwrap());
+        let mut outcomes: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut admitted = 0;
+        let mut last = None;
+        let mut many = |from: usize, to: usize, admitted: &mut usize| {
+            for i in from..to {
+                let e = limited(&ports, &gw, "/hot", &format!("c{}", i / 4));
+                *admitted += usize::from(e.response.status() == StatusCode::OK);
+                *outcomes.entry(e.log.limits[0].outcome.name()).or_default() += 1;
+                last = Some(e);
+            }
+        };
+        many(0, 200, &mut admitted);
+        assert_eq!(admitted, 200);
+        // One client, while the key is leased: the tight policy refuses all
+        // but 5, whatever the hot one decided here.
+        let greedy: Vec<_> = (0..100).map(|_| limited(&ports, &gw, "/hot", "greedy")).collect();
+        assert_eq!(greedy.iter().filter(|e| e.response.status() == StatusCode::OK).count(), 5);
+        admitted += 5;
+        many(200, 1_100, &mut admitted);
+        assert_eq!(admitted, 1_000, "spin-like store: {spin_like}; {outcomes:?}");
+        // The upper half of the burst, past the first 20 requests, goes mostly without the store.
+        assert!(outcomes.get("leased").copied().unwrap_or(0) > 400, "{outcomes:?}");
+        assert!(outcomes.get("lease_taken").copied().unwrap_or(0) > 0, "{outcomes:?}");
+        let last = last.unwrap();
+        assert_eq!(last.response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(last.log.limits[0].outcome.name(), "limited");
+        assert_eq!(last.response.headers()["retry-after"], "4", "one interval of 3.6 s");
+    }
+}
