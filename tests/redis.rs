@@ -112,6 +112,27 @@ async fn a_lease_is_granted_in_redis_as_in_memory() {
     assert_eq!(outcomes[0], vec![(true, 9, 39), (true, 9, 29), (true, 0, 19), (true, 0, 18)]);
 }
 
+/// Where the limit is far above one holder's use, a range is placed to end
+/// 100 ms from now (else it would pass before it is used), in Redis' script
+/// as in memory: (admitted, leased, remaining, the TAT less now in µs).
+#[tokio::test]
+async fn a_lease_on_a_roomy_key_ends_a_span_from_now_in_redis_as_in_memory() {
+    let redis = Redis::start();
+    let store = RedisKv::new(&redis.url(), 2, Duration::from_secs(1)).unwrap();
+    let memory = MemoryKv::new(Wall, 1000);
+    let rate = Rate::new(100, 1_000_000, 1_000).unwrap(); // 100/s, burst 1 000: 10 ms apart
+    let now = u64::try_from(Wall.now().as_micros()).unwrap();
+    let step = [LimitStep { key: "pc1:rl:roomy:k", meter: Meter::Lease { rate, want: 5 }, cost: 1, exact: true }];
+    let seen = |(d, at): (Vec<portcullis::shared::gcra::Decision>, u64)| {
+        (d[0].allowed, d[0].leased, d[0].remaining, d[0].tat_us - at)
+    };
+    let in_redis = seen(store.limit(&step, now).await.unwrap());
+    let in_memory = seen(memory.limit(&step, now).await.unwrap());
+    assert_eq!(in_redis, in_memory, "redis vs memory");
+    // The request at 10 ms, a gap, then 4 intervals ending at 100 ms.
+    assert_eq!(in_memory, (true, 4, 999, 100_000));
+}
+
 /// Leasing steps of 10, 20, 30 and 10 units on an hourly key of burst 40:
 /// (admitted, leased beyond the request, remaining after the request).
 async fn lease_steps(kv: &impl KvStore, now: u64) -> Vec<(bool, u64, u64)> {

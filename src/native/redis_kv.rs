@@ -69,14 +69,23 @@ if admit then
       value = values[i] + cost
       keep = b
     elseif kind == 'l' then
-      -- What is left after the request, in whole intervals (exactly, though Lua divides in floats).
-      local room = now + b * a - value
-      local left = math.floor(room / a)
-      if left * a > room then left = left - 1 end
-      if (left + 1) * a <= room then left = left + 1 end
-      local want = tonumber(ARGV[(i - 1) * 5 + 5])
-      local extra = math.min(math.max(want - cost, 0), math.max(left - math.floor(b / 2), 0))
-      value = value + extra * a
+      -- lease::grant: a range ending no sooner than the span (100 ms, at
+      -- most a quarter of the window) from now and where half the burst
+      -- is left; whole intervals counted exactly, though Lua divides in floats.
+      local extra = tonumber(ARGV[(i - 1) * 5 + 5]) - cost
+      if extra > 0 then
+        local span = math.min(100000, math.floor(b * a / 4))
+        local start = math.max(value, now + span - extra * a)
+        local room = now + b * a - math.floor(b / 2) * a - start
+        local fits = 0
+        if room > 0 then
+          fits = math.floor(room / a)
+          if fits * a > room then fits = fits - 1 end
+          if (fits + 1) * a <= room then fits = fits + 1 end
+        end
+        local leased = math.min(extra, fits)
+        if leased > 0 then value = start + leased * a end
+      end
       keep = value
     end
     redis.call('SET', KEYS[i], string.format('%d', value), 'PX', math.max(math.floor((keep - now) / 1000), 0) + 1000)

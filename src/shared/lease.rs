@@ -9,9 +9,11 @@
 //! the key's timeline, `cost · I` long, with `t ≤ s` and `e ≤ t + B·I`
 //! (`I` the interval, `B` the burst); the stored TAT is where the next
 //! free stretch starts, never before now. A grant advances the TAT past the
-//! request's stretch *and* `leased` more intervals: a range of the timeline
-//! only the holder hands out. The holder gives a request a stretch of its
-//! range that starts no earlier than now ([`Lease::take`]) — a stretch that
+//! request's stretch and then past a range of `leased` intervals that only
+//! the holder hands out (placed, if need be, a little later, so it does not
+//! pass before the holder can use it; what it skips is never handed out).
+//! The holder gives a request a stretch of its range that starts no earlier
+//! than now ([`Lease::take`]) — a stretch that
 //! has passed is lost, as idle time is in GCRA — and ends within `B·I` of
 //! now (true of the whole range when it was granted, so of every later
 //! moment too). So every admitted request, decided by the store or under a
@@ -43,18 +45,29 @@ pub const MAX_SHARE_OF_BURST: u64 = 4;
 pub const RESERVE_OF_BURST: u64 = 2;
 
 /// One GCRA step that, when it admits the request, also leases up to
-/// `want` units in all (the request's `cost` included) from what the key
-/// has left above its reserve (half its burst): `Decision::leased` is the
-/// number beyond `cost`, the range the TAT moved past for the holder.
-/// Refusals are [`gcra::decide`]'s.
+/// `want` units in all (the request's `cost` included): `Decision::leased`
+/// is the number beyond `cost`, a range of the key's timeline for the
+/// holder. The range ends no sooner than [`SPAN_US`] from now (at most a
+/// quarter of the burst window), so a holder has that long to use it even
+/// where the limit is far above the traffic (stretches that pass are lost;
+/// what the range skips on the way is simply never handed out), and ends
+/// where at least half the burst is left. Refusals are [`gcra::decide`]'s.
 pub fn grant(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, want: u64) -> Decision {
     let d = gcra::decide(stored, now_us, rate, cost);
-    if !d.allowed {
+    let extra = want.saturating_sub(cost);
+    if !d.allowed || extra == 0 {
         return d;
     }
-    let above_reserve = d.remaining.saturating_sub(rate.burst / RESERVE_OF_BURST);
-    let leased = want.saturating_sub(cost).min(above_reserve);
-    let tat_us = d.tat_us + leased * rate.interval_us;
+    let interval = rate.interval_us;
+    let span = SPAN_US.min(rate.window_us() / 4);
+    let start = d.tat_us.max((now_us + span).saturating_sub(extra.saturating_mul(interval)));
+    let reserve = (rate.burst / RESERVE_OF_BURST).saturating_mul(interval);
+    let last_end = (now_us + rate.window_us()).saturating_sub(reserve);
+    let leased = extra.min(last_end.saturating_sub(start) / interval);
+    if leased == 0 {
+        return d;
+    }
+    let tat_us = start + leased * interval;
     Decision { tat_us, reset_after_us: tat_us - now_us, keep_until_us: tat_us, leased, ..d }
 }
 
@@ -90,6 +103,7 @@ pub struct Taken {
 impl Lease {
     /// The range a grant leased, if it leased any.
     pub fn granted(d: &Decision, rate: Rate) -> Option<Lease> {
+        // The range ends at the TAT; it may start after the request's stretch.
         (d.allowed && d.leased > 0).then(|| Lease {
             next_us: d.tat_us - d.leased * rate.interval_us,
             end_us: d.tat_us,
