@@ -16,6 +16,8 @@ const MAX_KEYS: usize = 4096;
 /// each came back with one, and none is thrown away while it has stretches.
 const MAX_RANGES: usize = 16;
 const SEC_US: u64 = 1_000_000;
+/// The shortest stretch of time a rate is estimated over.
+const MIN_SAMPLE_US: u64 = 100_000;
 
 /// Per key: its leased ranges, oldest first, and the requests seen here by second.
 #[derive(Debug)]
@@ -29,6 +31,9 @@ struct Held {
     second: u64,
     this: u64,
     last: u64,
+    /// When this holder first saw the key: a new instance's first second
+    /// is counted from here, not from its start.
+    since_us: u64,
 }
 
 impl Held {
@@ -41,8 +46,13 @@ impl Held {
         }
     }
 
-    fn per_second(&self) -> u64 {
-        self.last.max(self.this)
+    /// Requests a second on the key here: the last full second's, or this
+    /// one's so far scaled up (counted over at least [`MIN_SAMPLE_US`]), so a
+    /// new instance leases after its first few requests and asks for more
+    /// as they come.
+    fn per_second(&self, now_us: u64) -> u64 {
+        let counted_us = now_us.saturating_sub((self.second * SEC_US).max(self.since_us)).max(MIN_SAMPLE_US);
+        self.last.max(self.this.saturating_mul(SEC_US) / counted_us)
     }
 
     /// A stretch of the first range that has one for `cost` at `now_us`
@@ -85,14 +95,15 @@ impl Leases {
             if held.len() >= MAX_KEYS {
                 return Local::Ask(None);
             }
-            let fresh = Held { leases: Vec::new(), skew_us: 0, second: now_us / SEC_US, this: 0, last: 0 };
+            let second = now_us / SEC_US;
+            let fresh = Held { leases: Vec::new(), skew_us: 0, second, this: 0, last: 0, since_us: now_us };
             held.insert(key.to_string(), fresh);
         }
         let Some(h) = held.get_mut(key) else { return Local::Ask(None) };
         h.count(now_us);
         match h.take(cost, now_us) {
             Some((d, taken)) => Local::Admitted(d, taken),
-            None => Local::Ask(lease::want(rate, cost, h.per_second())),
+            None => Local::Ask(lease::want(rate, cost, h.per_second(now_us))),
         }
     }
 
@@ -124,5 +135,30 @@ impl Leases {
             h.leases.push(lease);
             h.skew_us = i64::try_from(i128::from(store_now_us) - i128::from(now_us)).unwrap_or(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new holder (a fresh instance) leases from its second request on a
+    /// busy key, and asks for more as its requests keep coming.
+    #[test]
+    fn a_new_holder_leases_early_and_asks_for_more_as_traffic_shows() {
+        let leases = Leases::default();
+        let rate = Rate::new(100_000_000, SEC_US, 100_000_000).unwrap();
+        let t0 = 1_767_225_600 * SEC_US + 300_000;
+        let ask = |n: u64| match leases.admit("k", rate, 1, t0 + n * 1_000) {
+            Local::Ask(want) => want,
+            Local::Admitted(..) => panic!("no lease was kept"),
+        };
+        assert_eq!(ask(0), None, "one request says nothing");
+        assert_eq!(ask(1), Some(2));
+        let wants: Vec<_> = (2..50).map(ask).collect();
+        assert_eq!(wants.last(), Some(&Some(50)), "50 requests in 50 ms: 500 a second, 50 in 100 ms");
+        // A full second later, the last second's count stands.
+        let Local::Ask(want) = leases.admit("k", rate, 1, t0 + 1_200_000) else { panic!("no lease was kept") };
+        assert_eq!(want, Some(5), "the last second's 50 requests");
     }
 }

@@ -439,25 +439,24 @@ pub async fn circuit_breaker_over_a_pool(home: &str, addr: SocketAddr) {
 pub async fn hot_key(home: &str, addr: SocketAddr) {
     let _alone = ALONE.lock().await;
     for (clients, each) in [(16, 8), (64, 4)] {
-        let key = format!("hot-{clients}");
-        let statuses: Vec<u16> = futures::future::join_all((0..clients).map(|_| {
-            let key = key.clone();
-            async move {
-                let mut statuses = Vec::new();
-                for _ in 0..each {
-                    let req = Request::get("/hot").header("host", "gw.test").header("x-hot", &key);
-                    statuses.push(send(addr, req.body(Bytes::new()).expect("request")).await.status);
-                }
-                statuses
-            }
-        }))
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+        let statuses = concurrent_gets(addr, clients, each, "/hot", ("x-hot", &format!("hot-{clients}"))).await;
         let refused = statuses.iter().filter(|s| **s != 200).count();
         assert_eq!(refused, 0, "[{home}] {clients} clients: {refused} of {} refused: {statuses:?}", statuses.len());
     }
+}
+
+/// `clients` clients at once, each sending `each` GETs of `path` with one
+/// header in a row: every status.
+async fn concurrent_gets(addr: SocketAddr, clients: usize, each: usize, path: &str, header: (&str, &str)) -> Vec<u16> {
+    let one = || async {
+        let mut statuses = Vec::new();
+        for _ in 0..each {
+            let req = Request::get(path).header("host", "gw.test").header(header.0, header.1);
+            statuses.push(send(addr, req.body(Bytes::new()).expect("request")).await.status);
+        }
+        statuses
+    };
+    futures::future::join_all((0..clients).map(|_| one())).await.into_iter().flatten().collect()
 }
 
 /// A burst of 400 requests from 16 clients on one key of `300/hour`: the
@@ -467,18 +466,7 @@ pub async fn hot_key(home: &str, addr: SocketAddr) {
 pub async fn burst_on_one_key(home: &str, addr: SocketAddr) {
     let _alone = ALONE.lock().await;
     let started = Instant::now();
-    let statuses: Vec<u16> = futures::future::join_all((0..16).map(|_| async move {
-        let mut statuses = Vec::new();
-        for _ in 0..25 {
-            let req = Request::get("/spent").header("host", "gw.test").header("x-spent", "one-key");
-            statuses.push(send(addr, req.body(Bytes::new()).expect("request")).await.status);
-        }
-        statuses
-    }))
-    .await
-    .into_iter()
-    .flatten()
-    .collect();
+    let statuses = concurrent_gets(addr, 16, 25, "/spent", ("x-spent", "one-key")).await;
     let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
     let refused = statuses.iter().filter(|s| **s == 429).count() as u64;
     let limit = 300 + started.elapsed().as_secs() * 300 / 3_600 + 1;
