@@ -9,8 +9,9 @@ use std::sync::Mutex;
 use crate::shared::gcra::{Decision, Rate};
 use crate::shared::lease::{self, Lease, Taken};
 
-/// Keys tracked at once; past it, keys idle for two seconds are dropped,
-/// and a new key while all are busy goes to the store as a cold one.
+/// Keys tracked at once; past it, keys idle for two seconds are dropped
+/// (at most once a second), and a new key while all are busy goes to the
+/// store as a cold one. Only keys whose burst can be shared are tracked.
 const MAX_KEYS: usize = 4096;
 /// Ranges held per key: concurrent requests that found the last one spent
 /// each came back with one, and none is thrown away while it has stretches.
@@ -80,22 +81,31 @@ pub(crate) enum Local {
 
 /// One holder's leases, by rate key.
 #[derive(Debug, Default)]
-pub(crate) struct Leases(Mutex<HashMap<String, Held>>);
+pub(crate) struct Leases(Mutex<Table>);
+
+#[derive(Debug, Default)]
+struct Table {
+    held: HashMap<String, Held>,
+    /// The second in which a full table was last swept of idle keys: at
+    /// most one sweep a second, however many new keys arrive.
+    swept: u64,
+}
 
 impl Leases {
     /// Counts a request on `key` and admits it under the key's lease if the
     /// lease has a stretch for it; else says what to ask the store for.
     pub(crate) fn admit(&self, key: &str, rate: Rate, cost: u64, now_us: u64) -> Local {
-        let Ok(mut held) = self.0.lock() else { return Local::Ask(None) };
+        let Ok(mut table) = self.0.lock() else { return Local::Ask(None) };
+        let Table { held, swept } = &mut *table;
         if !held.contains_key(key) {
-            if held.len() >= MAX_KEYS {
-                let recent = (now_us / SEC_US).saturating_sub(1);
-                held.retain(|_, h| h.second >= recent);
+            let second = now_us / SEC_US;
+            if held.len() >= MAX_KEYS && *swept != second {
+                *swept = second;
+                held.retain(|_, h| h.second + 1 >= second);
             }
             if held.len() >= MAX_KEYS {
                 return Local::Ask(None);
             }
-            let second = now_us / SEC_US;
             let fresh = Held { leases: Vec::new(), skew_us: 0, second, this: 0, last: 0, since_us: now_us };
             held.insert(key.to_string(), fresh);
         }
@@ -110,13 +120,13 @@ impl Leases {
     /// A stretch for a request the store just refused, from a range a
     /// concurrent request brought back meanwhile.
     pub(crate) fn take_again(&self, key: &str, cost: u64, now_us: u64) -> Option<(Decision, Taken)> {
-        self.0.lock().ok()?.get_mut(key)?.take(cost, now_us)
+        self.0.lock().ok()?.held.get_mut(key)?.take(cost, now_us)
     }
 
     /// Gives back a stretch taken for a request another policy refused.
     pub(crate) fn untake(&self, key: &str, taken: Taken) {
-        if let Ok(mut held) = self.0.lock()
-            && let Some(h) = held.get_mut(key)
+        if let Ok(mut table) = self.0.lock()
+            && let Some(h) = table.held.get_mut(key)
         {
             h.leases.iter_mut().for_each(|l| l.untake(taken));
         }
@@ -126,8 +136,8 @@ impl Leases {
     /// on the store's clock, asked at `now_us` on this holder's).
     pub(crate) fn keep(&self, key: &str, decision: &Decision, rate: Rate, store_now_us: u64, now_us: u64) {
         let Some(lease) = Lease::granted(decision, rate) else { return };
-        if let Ok(mut held) = self.0.lock()
-            && let Some(h) = held.get_mut(key)
+        if let Ok(mut table) = self.0.lock()
+            && let Some(h) = table.held.get_mut(key)
         {
             if h.leases.len() >= MAX_RANGES {
                 h.leases.remove(0);

@@ -27,8 +27,8 @@ use super::{Ctx, Flow, Gateway, caller};
 use crate::config::rate_limits::{Metering, RateLimit};
 use crate::config::{Config, Route};
 use crate::ports::{Body, Clock, KvStore, Lifetime, LimitStep, Meter, Ports, store_key};
-use crate::shared::gcra::Decision;
-use crate::shared::lease::Taken;
+use crate::shared::gcra::{Decision, Rate};
+use crate::shared::lease::{self, Taken};
 use crate::shared::problem::{Answer, Problem, Source};
 use crate::shared::quota::{self, Window};
 
@@ -283,18 +283,12 @@ async fn check<'g, P: Ports>(
     let mut local: Vec<Option<(Decision, Taken)>> = vec![None; steps.len()];
     let mut asked: Vec<LimitStep<'_>> = Vec::with_capacity(steps.len());
     for (step, local) in steps.iter().zip(local.iter_mut()) {
-        let lease = match step.meter {
-            Meter::Rate { rate, max_delay_us: 0 } if step.exact && P::LIFETIME != Lifetime::Request => {
-                gateway.leases.admit(step.key, rate, step.cost, now_us)
-            }
-            _ => Local::Ask(None),
-        };
-        match (lease, step.meter) {
-            (Local::Admitted(d, taken), _) => *local = Some((d, taken)),
-            (Local::Ask(Some(want)), Meter::Rate { rate, .. }) => {
+        match leasable::<P>(step).map(|rate| (rate, gateway.leases.admit(step.key, rate, step.cost, now_us))) {
+            Some((_, Local::Admitted(d, taken))) => *local = Some((d, taken)),
+            Some((rate, Local::Ask(Some(want)))) => {
                 asked.push(LimitStep { meter: Meter::Lease { rate, want }, ..*step })
             }
-            (Local::Ask(_), _) => asked.push(*step),
+            _ => asked.push(*step),
         }
     }
     let untake = |local: &[Option<(Decision, Taken)>]| {
@@ -326,10 +320,10 @@ async fn check<'g, P: Ports>(
     let mut from_store = stored.iter();
     let mut decisions = Vec::with_capacity(steps.len());
     for (&i, l) in indexes.iter().zip(&local) {
-        let (decision, outcome) = match (l, l.is_none().then(|| from_store.next()).flatten()) {
+        let (decision, outcome) = match (l, l.is_none().then(|| from_store.next())) {
             (Some((d, _)), _) => (*d, LimitOutcome::Leased),
-            (None, Some(d)) => (*d, store_outcome(d)),
-            (None, None) => {
+            (None, Some(Some(d))) => (*d, store_outcome(d)),
+            _ => {
                 untake(&local);
                 return Err(LimitError::StoreDown("the store left a step undecided".into()));
             }
@@ -340,9 +334,7 @@ async fn check<'g, P: Ports>(
     // A lone store step refused, on a key this holder leases: a range a
     // concurrent request brought back meanwhile may have a stretch for it.
     if let [step] = asked.as_slice()
-        && let Meter::Lease { .. } | Meter::Rate { max_delay_us: 0, .. } = step.meter
-        && step.exact
-        && P::LIFETIME != Lifetime::Request
+        && leasable::<P>(step).is_some()
         && let Some(j) = local.iter().position(Option::is_none)
         && !decisions[j].allowed
         && let Some((d, taken)) = gateway.leases.take_again(step.key, step.cost, now_us)
@@ -356,18 +348,15 @@ async fn check<'g, P: Ports>(
                 gateway.leases.keep(step.key, d, rate, store_now, now_us);
             }
         }
-    } else {
-        untake(&local);
-    }
-    if decisions.iter().all(|d| d.allowed) {
         let delay = Duration::from_micros(decisions.iter().map(|d| d.delay_us).max().unwrap_or(0));
         let places = if delay.is_zero() { Vec::new() } else { places };
         let mut headers = answer_headers(&policies, &decisions, &metered);
         headers.extend(quota_warning(&policies, &decisions));
         return Ok(Applied { headers, store_error: None, delay, places });
     }
-    // Refused: nothing was charged, so a policy that would have admitted
-    // the request still has what it had before it.
+    // Refused: nothing was charged (stretches taken here go back), so a
+    // policy that would have admitted the request still has what it had.
+    untake(&local);
     let unspent: Vec<Decision> = policies
         .iter()
         .zip(&decisions)
@@ -389,6 +378,17 @@ async fn check<'g, P: Ports>(
         .collect::<Option<Vec<u64>>>()
         .and_then(|v| v.into_iter().max());
     Err(LimitError::Exceeded { retry_after, headers, quota })
+}
+
+/// The rate of a step this home may decide under a lease: an exact rate
+/// without a delay allowance whose burst can be shared, where the gateway
+/// outlives its request.
+fn leasable<P: Ports>(step: &LimitStep<'_>) -> Option<Rate> {
+    let rate = match step.meter {
+        Meter::Rate { rate, max_delay_us: 0 } | Meter::Lease { rate, .. } => rate,
+        _ => return None,
+    };
+    (step.exact && P::LIFETIME != Lifetime::Request && lease::shareable(rate, step.cost)).then_some(rate)
 }
 
 /// What the store's decision of one step was, for the log and metrics.

@@ -75,12 +75,18 @@ pub fn grant(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, want: u64)
 /// in its last second; `None` when the key is cold here or its burst too
 /// small to share.
 pub fn want(rate: Rate, cost: u64, per_second: u64) -> Option<u64> {
-    let share = rate.burst / MAX_SHARE_OF_BURST;
-    if per_second < MIN_RATE || share < 2 * cost.max(1) {
+    if per_second < MIN_RATE || !shareable(rate, cost) {
         return None;
     }
+    let share = rate.burst / MAX_SHARE_OF_BURST;
     let span = per_second.saturating_mul(cost).saturating_mul(SPAN_US) / 1_000_000;
     Some(span.clamp(2 * cost.max(1), share))
+}
+
+/// Whether a key's burst is wide enough to lease from: a grant's share
+/// must hold two requests.
+pub fn shareable(rate: Rate, cost: u64) -> bool {
+    rate.burst / MAX_SHARE_OF_BURST >= 2 * cost.max(1)
 }
 
 /// A range of a key's timeline that one holder hands out.
