@@ -93,8 +93,10 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
-    let ports =
-        EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep) } };
+    let ports = EdgePorts {
+        http: SpinHttp,
+        kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep), pools: true },
+    };
     let mut exchange = pipeline::handle(&gateway, &ports, req, downstream).await;
     exchange.log.config_us = config_us;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));

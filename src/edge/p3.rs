@@ -100,7 +100,8 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(Stream::Request(body), Some(probe.clone())));
-    let ports = EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep) } };
+    let ports =
+        EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep), pools: false } };
     let mut exchange = pipeline::handle(gateway, &ports, req, downstream).await;
     exchange.log.config_us = config_us;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));

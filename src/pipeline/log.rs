@@ -125,6 +125,9 @@ pub(crate) enum LimitOutcome {
     LeaseTaken,
     /// Admitted under this node's or instance's lease, without the store.
     Leased,
+    /// Admitted from the range every instance shares, handed out by a
+    /// counter in the store (`lease::Pool`): no step on the key's record.
+    Pooled,
     /// Admitted over the rate after waiting for its turn (`max_delay`).
     Delayed,
     Limited,
@@ -140,6 +143,7 @@ impl LimitOutcome {
             Self::Admitted => "admitted",
             Self::LeaseTaken => "lease_taken",
             Self::Leased => "leased",
+            Self::Pooled => "pooled",
             Self::Delayed => "delayed",
             Self::Limited => "limited",
             Self::StoreErrorAllowed => "store_error_allowed",

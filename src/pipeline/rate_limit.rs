@@ -394,6 +394,7 @@ fn leasable<P: Ports>(step: &LimitStep<'_>) -> Option<Rate> {
 /// What the store's decision of one step was, for the log and metrics.
 fn store_outcome(d: &Decision) -> LimitOutcome {
     match (d.allowed, d.delay_us, d.leased) {
+        (true, 0, 0) if d.pooled => LimitOutcome::Pooled,
         (true, 0, 0) => LimitOutcome::Admitted,
         (true, 0, _) => LimitOutcome::LeaseTaken,
         (true, _, _) => LimitOutcome::Delayed,

@@ -15,16 +15,23 @@
 //!   increment); the one holding ticket 1 creates the record, the others
 //!   wait for it and replace it by compare-and-swap.
 //!
-//! Rate-limit steps never read with a plain `get`: they watch each key,
-//! decide and replace the record, so a read-time deletion can never erase
-//! a charge. What a deletion can race with is a write that only saves
-//! work (a verified token, a key-set record): the cost is doing it again.
+//! Rate-limit steps never delete on a read: they watch each key, decide
+//! and replace the record, so a read-time deletion can never erase a
+//! charge. What a deletion can race with is a write that only saves work
+//! (a verified token, a key-set record): the cost is doing it again.
+//!
+//! A request with one exact rate step on a busy key is admitted from the
+//! key's pool (`lease::Pool`): a range of its timeline that the record
+//! names and a counter hands out, one stretch per increment, so instances
+//! that live one request (WASI 0.2) neither race on the record nor write
+//! it per request (`kv-schema/rate-limits.md`, "Pools").
 
 use std::time::Duration;
 
-use super::{Clock, KvError, KvStore, LimitStep, SweepReport};
+use super::{Clock, KvError, KvStore, LimitStep, Meter, SweepReport};
 use crate::shared::entropy::Entropy;
-use crate::shared::gcra::{self, Decision};
+use crate::shared::gcra::{self, Decision, Rate};
+use crate::shared::lease::{self, Pool, Stretch};
 
 /// What the platform's store offers: no expiry, and a compare-and-swap
 /// whose failure report cannot be trusted (it is read back).
@@ -77,6 +84,10 @@ const TICKET_SUFFIX: &str = "~new";
 /// backend a watch opens a connection).
 const CREATE_WAIT: Duration = Duration::from_secs(1);
 const CREATE_POLL: Duration = Duration::from_millis(5);
+/// How long after its range ends a pool's counter is kept before the
+/// sweep deletes it: an instance that read the pool before it ended and
+/// counts after the deletion gets a stretch that has long passed.
+const POOL_KEPT_MS: u64 = 60_000;
 
 /// A record as stored: payload plus expiry and write ids.
 #[derive(Debug, PartialEq, Eq)]
@@ -146,6 +157,82 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A rate record's payload on a Spin store: `<tat> <written_us>` and, while
+/// the key has one, ` <start_us>-<end_us>@<granted_us>`, its pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RateRecord {
+    tat_us: Option<u64>,
+    /// When a request was last decided on the record (its rate, for a key
+    /// with no pool spent yet).
+    written_us: Option<u64>,
+    pool: Option<Pool>,
+}
+
+impl RateRecord {
+    fn read(payload: Option<&[u8]>) -> Self {
+        let mut words = payload.and_then(|p| std::str::from_utf8(p).ok()).unwrap_or("").split(' ').skip(1);
+        let written_us = words.next().and_then(|w| w.parse().ok());
+        let pool = words.next().and_then(|w| {
+            let (range, granted) = w.split_once('@')?;
+            let (start, end) = range.split_once('-')?;
+            let pool =
+                Pool { start_us: start.parse().ok()?, end_us: end.parse().ok()?, granted_us: granted.parse().ok()? };
+            (pool.start_us < pool.end_us).then_some(pool)
+        });
+        Self { tat_us: gcra::decode(payload), written_us, pool }
+    }
+
+    fn encode(&self) -> String {
+        let mut out = gcra::encode(self.tat_us.unwrap_or(0));
+        if let Some(written) = self.written_us {
+            out.push_str(&format!(" {written}"));
+            if let Some(p) = self.pool {
+                out.push_str(&format!(" {}-{}@{}", p.start_us, p.end_us, p.granted_us));
+            }
+        }
+        out
+    }
+}
+
+/// The counter that hands out a pool's stretches: the key, `~`, its range.
+fn counter_key(key: &str, pool: &Pool) -> String {
+    format!("{key}~{}-{}", pool.start_us, pool.end_us)
+}
+
+/// Where a pool counter's range ends, if `key` names one.
+fn counter_end_us(key: &str) -> Option<u64> {
+    let (_, range) = key.rsplit_once('~')?;
+    let (start, end) = range.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(start) && digits(end)).then(|| end.parse().ok()).flatten()
+}
+
+/// The requests per second a key sees, as an instance that lives one
+/// request can tell: from how many stretches its last pool handed out
+/// since it was granted, else from the time since the record was last
+/// decided on.
+fn per_second(record: &RateRecord, spent: Option<&(Pool, u64)>, now_us: u64) -> u64 {
+    let per = |n: u64, since: u64| n.saturating_mul(1_000_000) / now_us.saturating_sub(since).max(1);
+    match spent {
+        Some((pool, used)) => per(*used, pool.granted_us),
+        None => record.written_us.map_or(0, |w| per(1, w)),
+    }
+}
+
+/// What a step that admitted a request writes over `raw`: a quota its
+/// count; a rate its TAT, with the key's pool kept while it lasts (a
+/// request with several steps does not take from pools, but others on
+/// the key may still).
+fn successor(step: &LimitStep<'_>, decision: &Decision, raw: Option<&[u8]>, now_ms: u64, now_us: u64) -> String {
+    match step.meter {
+        Meter::Quota { .. } => gcra::encode(decision.tat_us),
+        Meter::Rate { .. } | Meter::Lease { .. } => {
+            let pool = RateRecord::read(live(raw, now_ms)).pool.filter(|p| p.end_us > now_us);
+            RateRecord { tat_us: Some(decision.tat_us), written_us: Some(now_us), pool }.encode()
+        }
+    }
+}
+
 /// A key watched for an exact write, with the creation ticket taken for it.
 struct Watched<W> {
     watch: W,
@@ -166,6 +253,10 @@ type Seen<W> = (Option<Watched<W>>, Option<Vec<u8>>);
 pub(crate) struct Enveloped<S, C> {
     pub(crate) store: S,
     pub(crate) clock: C,
+    /// Whether busy keys are decided from pools: for instances that live
+    /// one request (WASI 0.2). Instances that outlive theirs (WASI 0.3)
+    /// hold leases of their own (`pipeline/leases.rs`).
+    pub(crate) pools: bool,
 }
 
 impl<S: RawStore, C: Clock> Enveloped<S, C> {
@@ -259,19 +350,16 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
     ) -> Result<Decision, KvError> {
         for attempt in 0u32.. {
             let ttl = Some(gcra::ttl(decision, now_us));
-            if self.write(watched, gcra::encode(decision.tat_us).as_bytes(), ttl).await? {
+            let payload = successor(step, &decision, watched.raw.as_deref(), self.now_ms(), now_us);
+            if self.write(watched, payload.as_bytes(), ttl).await? {
                 return Ok(decision);
             }
             if self.clock.monotonic() >= deadline {
                 break;
             }
-            // Lost a race: back off a random while (full jitter below 1, 2,
-            // 4 … 32 ms), so that writers racing on one key spread out.
-            let cap_us = (1_000u64 << attempt.min(5)).min(MAX_BACKOFF_US);
-            let jitter = Entropy::draw(self.clock.now().as_nanos()).choice() % cap_us;
-            self.clock.sleep(Duration::from_micros(jitter)).await;
+            self.back_off(attempt).await;
             let Some(again) = self.watch_to_write(step.key, deadline).await? else { break };
-            now_us = now_us.max(u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX));
+            now_us = now_us.max(self.now_us());
             decision = step.decide(gcra::decode(live(again.raw.as_deref(), self.now_ms())), now_us);
             if !decision.allowed {
                 self.release(again.ticket).await;
@@ -280,6 +368,96 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
             watched = again;
         }
         Err(contention(step.key, "other writers kept changing it"))
+    }
+
+    /// One exact rate step (no delay allowance, a burst wide enough to
+    /// share) for a request that has no other: from the key's pool when
+    /// it has one with a stretch for the request (a read and an increment,
+    /// nothing to race for), else on the record by compare-and-swap, which
+    /// grants the fleet a new pool when the key is busy. Each round decides
+    /// at the time it reads, as in [`Self::commit_exact`].
+    async fn limit_pooled(&self, step: &LimitStep<'_>, rate: Rate, now_us: u64) -> Result<Decision, KvError> {
+        let deadline = self.clock.monotonic().saturating_add(CONTENTION_DEADLINE);
+        let unit_us = step.cost.saturating_mul(rate.interval_us).max(1);
+        // The pool this request found with no stretch left for it, and how
+        // many it had handed out.
+        let mut spent: Option<(Pool, u64)> = None;
+        for attempt in 0u32.. {
+            if attempt > 0 && self.clock.monotonic() >= deadline {
+                break;
+            }
+            let now_us = now_us.max(self.now_us());
+            let read = RateRecord::read(live(self.store.get(step.key).await?.as_deref(), self.now_ms()));
+            if let Some(pool) = read.pool.filter(|p| spent.is_none_or(|(s, _)| s != *p)) {
+                match self.take_from_pool(step.key, &pool, unit_us, rate).await? {
+                    Ok(d) => return Ok(d),
+                    Err(used) => spent = Some((pool, used)),
+                }
+            }
+            let Some(watched) = self.watch_to_write(step.key, deadline).await? else {
+                return Err(contention(step.key, "it could not be watched (its creator never wrote it)"));
+            };
+            let record = RateRecord::read(live(watched.raw.as_deref(), self.now_ms()));
+            if record.pool.is_some_and(|p| spent.is_none_or(|(s, _)| s != p)) && record.pool != read.pool {
+                // Another instance granted a pool since the read: take from it.
+                self.release(watched.ticket).await;
+                continue;
+            }
+            let want = lease::want(rate, step.cost, per_second(&record, spent.as_ref(), now_us));
+            let decision = match want {
+                Some(want) => lease::grant(record.tat_us, now_us, rate, step.cost, want),
+                None => gcra::decide(record.tat_us, now_us, rate, step.cost),
+            };
+            if !decision.allowed {
+                self.release(watched.ticket).await;
+                return Ok(decision);
+            }
+            let pool = Pool::granted(&decision, rate, unit_us, now_us);
+            let payload = RateRecord { tat_us: Some(decision.tat_us), written_us: Some(now_us), pool }.encode();
+            if self.write(watched, payload.as_bytes(), Some(gcra::ttl(decision, now_us))).await? {
+                return Ok(decision);
+            }
+            self.back_off(attempt).await;
+        }
+        Err(contention(step.key, "other writers kept changing it"))
+    }
+
+    /// The next stretch of `pool` for a request arriving now (a stretch
+    /// that has passed is skipped over, once); else how many stretches the
+    /// pool had handed out before this request asked.
+    async fn take_from_pool(
+        &self,
+        key: &str,
+        pool: &Pool,
+        unit_us: u64,
+        rate: Rate,
+    ) -> Result<Result<Decision, u64>, KvError> {
+        let counter = counter_key(key, pool);
+        let n = u64::try_from(self.store.increment(&counter, 1).await?).unwrap_or(0);
+        let used = n.saturating_sub(1).min(pool.units(unit_us));
+        let skip = match pool.stretch(n, unit_us, rate, self.now_us()) {
+            Stretch::Held(d) => return Ok(Ok(d)),
+            Stretch::Passed(skip) if pool.end_us > self.now_us() => skip,
+            _ => return Ok(Err(used)),
+        };
+        let n =
+            u64::try_from(self.store.increment(&counter, i64::try_from(skip).unwrap_or(i64::MAX)).await?).unwrap_or(0);
+        Ok(match pool.stretch(n, unit_us, rate, self.now_us()) {
+            Stretch::Held(d) => Ok(d),
+            _ => Err(used),
+        })
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.clock.now().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Waits a random while after losing a race (full jitter below 1, 2,
+    /// 4 … 32 ms), so that writers racing on one key spread out.
+    async fn back_off(&self, attempt: u32) {
+        let cap_us = (1_000u64 << attempt.min(5)).min(MAX_BACKOFF_US);
+        let jitter = Entropy::draw(self.clock.now().as_nanos()).choice() % cap_us;
+        self.clock.sleep(Duration::from_micros(jitter)).await;
     }
 
     /// Deletes dead records among the keys after `after` (in key order),
@@ -292,9 +470,11 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
         let now_ms = self.now_ms();
         let mut deleted = 0;
         for key in batch {
-            if let Some(raw) = self.store.get(key).await?
-                && dead(&raw, now_ms)
-            {
+            let gone = match counter_end_us(key) {
+                Some(end_us) => (end_us / 1_000).saturating_add(POOL_KEPT_MS) < now_ms,
+                None => self.store.get(key).await?.is_some_and(|raw| dead(&raw, now_ms)),
+            };
+            if gone {
                 self.store.delete(key).await?;
                 deleted += 1;
             }
@@ -362,6 +542,14 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
     /// (no atomics needed; racing requests may each be admitted on the
     /// same read).
     async fn limit(&self, steps: &[LimitStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError> {
+        if let [step] = steps
+            && self.pools
+            && let Meter::Rate { rate, max_delay_us: 0 } = step.meter
+            && step.exact
+            && lease::shareable(rate, step.cost)
+        {
+            return Ok((vec![self.limit_pooled(step, rate, now_us).await?], now_us));
+        }
         let now_ms = self.now_ms();
         let deadline = self.clock.monotonic().saturating_add(CONTENTION_DEADLINE);
         let mut watched: Vec<Seen<S::Watch>> = Vec::with_capacity(steps.len());
@@ -399,7 +587,8 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
                 None if refused => {}
                 None => {
                     let ttl = Some(gcra::ttl(*decision, now_us));
-                    let (record, _) = self.record(gcra::encode(decision.tat_us).as_bytes(), ttl, raw.as_deref());
+                    let payload = successor(step, decision, raw.as_deref(), now_ms, now_us);
+                    let (record, _) = self.record(payload.as_bytes(), ttl, raw.as_deref());
                     self.store.set(step.key, &record).await?;
                 }
             }
@@ -420,7 +609,7 @@ mod tests {
 
     fn store() -> (Enveloped<FakeRawStore, FakeClock>, FakeClock) {
         let clock = FakeClock::default();
-        (Enveloped { store: FakeRawStore::default(), clock: clock.clone() }, clock)
+        (Enveloped { store: FakeRawStore::default(), clock: clock.clone(), pools: true }, clock)
     }
 
     #[test]
@@ -598,6 +787,136 @@ mod tests {
         let e = block_on(async { kv.limit(&step, now).await.unwrap_err() });
         assert!(e.0.contains("other writers kept changing it"), "{e}");
         assert!(clock.monotonic() - start >= CONTENTION_DEADLINE, "{:?}", clock.monotonic() - start);
+    }
+
+    /// The store calls of one decision, on both of Spin's backends: its
+    /// default (SQLite: a swap on an absent key upserts) and Redis (every
+    /// swap reported as failed, then read back, which `swap` includes).
+    #[test]
+    fn a_cold_key_costs_a_read_a_watch_and_a_swap_and_a_busy_one_a_read_and_an_increment() {
+        for redis in [false, true] {
+            let (kv, clock) = store();
+            kv.store.set_upserts(!redis);
+            kv.store.set_lying(redis);
+            let rate = Rate::new(1_000, 1_000_000, 1_000).unwrap();
+            let step = [LimitStep::rate("pc1:rl:p:k", rate, 1)];
+            let decide = |gap_us: u64| {
+                clock.advance(Duration::from_micros(gap_us));
+                let now = u64::try_from(clock.now().as_micros()).unwrap();
+                let d = block_on(kv.limit(&step, now)).unwrap().0[0];
+                assert!(d.allowed);
+                (kv.store.take_ops(), d)
+            };
+            // A new key: its creation ticket taken and given back.
+            assert_eq!(decide(0).0, "gwiwWd", "redis: {redis}");
+            // A second later: cold, one step on the record.
+            let (ops, d) = decide(1_000_000);
+            assert_eq!((ops.as_str(), d.leased, d.pooled), ("gwW", 0, false));
+            // A millisecond later: busy (1 000/s), so the step grants the fleet
+            // a pool of what 100 ms of that traffic takes.
+            let (ops, d) = decide(1_000);
+            assert_eq!((ops.as_str(), d.leased, d.pooled), ("gwW", 99, false));
+            let record = RateRecord::read(block_on(kv.get("pc1:rl:p:k")).unwrap().as_deref());
+            let pool = record.pool.expect("a pool");
+            assert_eq!(pool.units(1_000), 99);
+            kv.store.take_ops();
+            // Its 99 stretches: a read and an increment each, nothing to race for.
+            for _ in 0..99 {
+                let (ops, d) = decide(1_000);
+                assert_eq!((ops.as_str(), d.pooled), ("gi", true));
+            }
+            // Spent: the next request steps on the record and grants another.
+            let (ops, d) = decide(1_000);
+            assert_eq!((ops.as_str(), d.pooled, d.leased > 0), ("giwW", false, true));
+            assert_eq!(kv.store.swaps(), 4, "one write per hundred requests");
+        }
+    }
+
+    #[test]
+    fn a_pool_never_admits_more_than_the_limit_and_strands_at_most_a_quarter_of_the_burst() {
+        let (kv, clock) = store();
+        let rate = Rate::new(100, 1_000_000, 100).unwrap(); // I = 10 ms
+        let step = [LimitStep::rate("pc1:rl:p:k", rate, 1)];
+        let mut admitted = 0;
+        // 10 000 requests a second for a second: the limit admits the burst
+        // and then 100 more.
+        for _ in 0..10_000 {
+            clock.advance(Duration::from_micros(100));
+            let now = u64::try_from(clock.now().as_micros()).unwrap();
+            admitted += u64::from(block_on(kv.limit(&step, now)).unwrap().0[0].allowed);
+        }
+        assert!(admitted <= 200, "{admitted}");
+        assert!(admitted >= 200 - 25, "{admitted}");
+    }
+
+    #[test]
+    fn a_request_with_two_steps_keeps_the_pool_of_a_key_it_shares() {
+        let (kv, clock) = store();
+        let rate = Rate::new(1_000, 1_000_000, 1_000).unwrap();
+        let now = || {
+            clock.advance(Duration::from_millis(1));
+            u64::try_from(clock.now().as_micros()).unwrap()
+        };
+        for _ in 0..2 {
+            block_on(kv.limit(&[LimitStep::rate("pc1:rl:p:k", rate, 1)], now())).unwrap();
+        }
+        let pool = RateRecord::read(block_on(kv.get("pc1:rl:p:k")).unwrap().as_deref()).pool.expect("a pool");
+        let both = [LimitStep::rate("pc1:rl:p:k", rate, 1), LimitStep::rate("pc1:rl:q:k", rate, 1)];
+        assert!(block_on(kv.limit(&both, now())).unwrap().0.iter().all(|d| d.allowed));
+        let after = RateRecord::read(block_on(kv.get("pc1:rl:p:k")).unwrap().as_deref());
+        assert_eq!(after.pool, Some(pool), "still there for the requests with one step");
+        assert!(block_on(kv.limit(&[LimitStep::rate("pc1:rl:p:k", rate, 1)], now())).unwrap().0[0].pooled);
+    }
+
+    #[test]
+    fn the_sweep_keeps_a_pool_counter_until_a_minute_after_its_range() {
+        let (kv, clock) = store();
+        let rate = Rate::new(1_000, 1_000_000, 1_000).unwrap();
+        let step = [LimitStep::rate("pc1:rl:p:k", rate, 1)];
+        for _ in 0..3 {
+            clock.advance(Duration::from_millis(1));
+            let now = u64::try_from(clock.now().as_micros()).unwrap();
+            block_on(kv.limit(&step, now)).unwrap();
+        }
+        let pool = RateRecord::read(block_on(kv.get("pc1:rl:p:k")).unwrap().as_deref()).pool.expect("a pool");
+        let counter = counter_key("pc1:rl:p:k", &pool);
+        assert_eq!(counter_end_us(&counter), Some(pool.end_us));
+        assert!(kv.store.raw(&counter).is_some(), "the third request took from it");
+        clock.advance(Duration::from_secs(30));
+        let report = block_on(kv.sweep("pc1:", None, 10)).unwrap();
+        assert_eq!(report.deleted, 1, "the record, expired");
+        assert!(kv.store.raw(&counter).is_some(), "kept while an instance may still count on it");
+        clock.advance(Duration::from_secs(31));
+        let report = block_on(kv.sweep("pc1:", None, 10)).unwrap();
+        assert_eq!(report.deleted, 1, "the counter");
+        assert_eq!(kv.store.key_count(), 0);
+    }
+
+    #[test]
+    fn a_rate_record_reads_what_it_writes_and_its_tat_alone_as_before() {
+        let pool = Pool { start_us: 10, end_us: 20, granted_us: 5 };
+        let full = RateRecord { tat_us: Some(30), written_us: Some(7), pool: Some(pool) };
+        assert_eq!(full.encode(), "30 7 10-20@5");
+        assert_eq!(RateRecord::read(Some(b"30 7 10-20@5")), full);
+        assert_eq!(gcra::decode(Some(b"30 7 10-20@5")), Some(30), "any step reads the TAT");
+        assert_eq!(RateRecord::read(Some(b"1767225600123456")).tat_us, Some(1_767_225_600_123_456));
+        assert_eq!(RateRecord::read(Some(b"30 7 20-10@5")).pool, None, "an empty range is none");
+        assert_eq!(counter_end_us("pc1:rl:p:k~new"), None);
+    }
+
+    #[test]
+    fn kv_schema_pool_records_match_the_code() {
+        use crate::ports::testing::doc_block;
+        let doc = include_str!("../../kv-schema/rate-limits.md");
+        let value = doc_block(doc, "text pooled value");
+        let record = RateRecord::read(Some(value.as_bytes()));
+        assert_eq!(record.encode(), value);
+        let pool = record.pool.expect("the example names a pool");
+        assert_eq!((pool.end_us, record.tat_us), (1_767_225_600_223_456, Some(1_767_225_600_223_456)));
+        let key = doc_block(doc, "text pool counter key");
+        let (base, _) = key.split_once('~').expect("a counter key");
+        assert_eq!(counter_key(base, &pool), key);
+        assert_eq!(counter_end_us(&key), Some(pool.end_us));
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub(crate) struct FakeRawStore {
     lying: AtomicBool,
     upserts: AtomicBool,
     swaps: AtomicUsize,
+    /// Every call, a letter each: `g`et, `s`et, `d`elete, `k`eys, `w`atch,
+    /// s`w`ap as `W`, `i`ncrement.
+    ops: Mutex<String>,
     after_swap: Mutex<Option<AfterSwap>>,
     after_watch: Mutex<Option<AfterSwap>>,
     after_each_watch: Mutex<Option<EachWatch>>,
@@ -184,6 +187,15 @@ impl FakeRawStore {
         *self.after_swap.lock().unwrap() = Some(Box::new(f));
     }
 
+    /// The calls made since the last time this was asked (see `ops`).
+    pub(crate) fn take_ops(&self) -> String {
+        std::mem::take(&mut *self.ops.lock().unwrap())
+    }
+
+    fn op(&self, letter: char) {
+        self.ops.lock().unwrap().push(letter);
+    }
+
     /// Swaps that committed.
     pub(crate) fn swaps(&self) -> usize {
         self.swaps.load(Ordering::SeqCst)
@@ -214,20 +226,25 @@ impl RawStore for FakeRawStore {
     type Watch = (String, Option<u64>);
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.op('g');
         Ok(self.raw(key))
     }
     async fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.op('s');
         self.put(key, value.to_vec());
         Ok(())
     }
     async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.op('d');
         self.data.lock().unwrap().remove(key);
         Ok(())
     }
     async fn keys(&self) -> Result<Vec<String>, KvError> {
+        self.op('k');
         Ok(self.data.lock().unwrap().keys().cloned().collect())
     }
     async fn watch(&self, key: &str) -> Result<(Self::Watch, Option<Vec<u8>>), KvError> {
+        self.op('w');
         if self.no_atomics.load(Ordering::SeqCst) {
             return Err(KvError("this store has no atomic operations".into()));
         }
@@ -241,6 +258,7 @@ impl RawStore for FakeRawStore {
         Ok(((key.to_string(), version), value))
     }
     async fn swap(&self, (key, seen): Self::Watch, value: &[u8]) -> Result<Swap, KvError> {
+        self.op('W');
         let upsert = seen.is_none() && self.upserts.load(Ordering::SeqCst);
         if self.versioned(&key).0 != seen && !upsert {
             return Ok(Swap::Refused { now: self.raw(&key) });
@@ -256,6 +274,7 @@ impl RawStore for FakeRawStore {
         })
     }
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        self.op('i');
         let mut data = self.data.lock().unwrap();
         let current = match data.get(key) {
             Some((v, _)) => i64::from_le_bytes(v.as_slice().try_into().map_err(|_| KvError("not a counter".into()))?),
@@ -341,7 +360,7 @@ impl FakePorts {
         Self {
             kv: TestKv {
                 inner: MemoryKv::new(clock.clone(), 10_000),
-                spin: Enveloped { store: FakeRawStore::default(), clock: clock.clone() },
+                spin: Enveloped { store: FakeRawStore::default(), clock: clock.clone(), pools: true },
                 down: AtomicBool::new(false),
                 spin_like: AtomicBool::new(false),
             },

@@ -55,6 +55,9 @@ pub struct Decision {
     /// Units beyond the request's cost that the step leased to its holder
     /// (`lease::grant`; 0 for every other step).
     pub leased: u64,
+    /// Admitted from a range every instance shares (`lease::Pool`), not
+    /// by a step on the record.
+    pub pooled: bool,
 }
 
 /// One GCRA step. `stored` is the key's TAT, if any.
@@ -83,6 +86,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
             delay_us: 0,
             keep_until_us: tat,
             leased: 0,
+            pooled: false,
         };
     }
     let latest = now_us.saturating_add(max_delay_us);
@@ -96,6 +100,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
             delay_us: 0,
             keep_until_us: tat,
             leased: 0,
+            pooled: false,
         };
     }
     Decision {
@@ -107,6 +112,7 @@ pub fn decide_within(stored: Option<u64>, now_us: u64, rate: Rate, cost: u64, ma
         delay_us: allow_at.saturating_sub(now_us),
         keep_until_us: new_tat,
         leased: 0,
+        pooled: false,
     }
 }
 
@@ -115,9 +121,10 @@ pub fn encode(tat_us: u64) -> String {
     tat_us.to_string()
 }
 
-/// `None` for an absent or unreadable value (an unreadable one counts as idle).
+/// `None` for an absent or unreadable value (an unreadable one counts as
+/// idle). What follows the first space is a store's own (`kv-schema/rate-limits.md`).
 pub fn decode(value: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(value?).ok()?.trim().parse().ok()
+    std::str::from_utf8(value?).ok()?.split(' ').next()?.trim().parse().ok()
 }
 
 /// How long a store should keep a key: until its TAT passes (then it reads

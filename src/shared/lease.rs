@@ -155,7 +155,71 @@ impl Lease {
             delay_us: 0,
             keep_until_us: self.end_us,
             leased: 0,
+            pooled: false,
         }
+    }
+}
+
+/// A range leased to every instance at once, for homes whose instances
+/// live one request (WASI 0.2): the store's record names it, and a counter
+/// in the store hands its stretches out, one per increment, so concurrent
+/// instances never race for it. Stretch `n` (from 1) is the `n`-th
+/// `unit_us` of the range; a request may hold it under the same condition
+/// as under any lease: it starts no earlier than now and ends within a
+/// burst window of now (the bound in the module docs holds unchanged).
+#[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub start_us: u64,
+    pub end_us: u64,
+    /// When the store granted it: how fast it is spent tells the key's rate.
+    pub granted_us: u64,
+}
+
+/// What stretch `n` of a pool is to a request arriving now.
+#[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stretch {
+    /// Its own stretch: admitted.
+    Held(Decision),
+    /// Stretch `n` has passed; the first one that has not is this many on.
+    Passed(u64),
+    /// The range has no stretch left for it.
+    Spent,
+}
+
+#[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
+impl Pool {
+    /// The range a grant leased, in whole stretches of `unit_us`.
+    pub fn granted(d: &Decision, rate: Rate, unit_us: u64, now_us: u64) -> Option<Pool> {
+        let lease = Lease::granted(d, rate)?;
+        let units = (lease.end_us - lease.next_us) / unit_us.max(1);
+        (units > 0).then(|| Pool {
+            start_us: lease.next_us,
+            end_us: lease.next_us + units * unit_us,
+            granted_us: now_us,
+        })
+    }
+
+    /// Whole stretches of `unit_us` in the range.
+    pub fn units(&self, unit_us: u64) -> u64 {
+        self.end_us.saturating_sub(self.start_us) / unit_us.max(1)
+    }
+
+    /// Stretch `n` (from 1) for a request arriving at `now_us`.
+    pub fn stretch(&self, n: u64, unit_us: u64, rate: Rate, now_us: u64) -> Stretch {
+        let start = n.checked_sub(1).and_then(|i| i.checked_mul(unit_us)).and_then(|o| self.start_us.checked_add(o));
+        let Some((start_us, end_us)) = start.and_then(|s| Some((s, s.checked_add(unit_us)?))) else {
+            return Stretch::Spent;
+        };
+        if end_us > self.end_us || end_us > now_us.saturating_add(rate.window_us()) {
+            return Stretch::Spent;
+        }
+        if start_us < now_us {
+            return Stretch::Passed((now_us - start_us).div_ceil(unit_us.max(1)));
+        }
+        let left = Lease { next_us: end_us, end_us: self.end_us, rate };
+        Stretch::Held(Decision { pooled: true, ..left.decision(Taken { start_us, end_us }, now_us) })
     }
 }
 
@@ -202,10 +266,34 @@ mod tests {
         assert_eq!(want(Rate::new(10, SEC, 7).unwrap(), 1, 1_000), None, "a burst too small to share");
     }
 
-    /// One arrival: which holder (the last one has no lease: a WASI 0.2
-    /// instance, say), how long after the previous arrival, its cost.
+    /// One arrival: which holder (0–3 hold leases, 4 has none, 5 is a
+    /// WASI 0.2 instance taking from the key's pool), how long after the
+    /// previous arrival, its cost (pool takers: always 2, a policy's cost).
     fn arrivals() -> impl Strategy<Value = Vec<(usize, u64, u64)>> {
-        proptest::collection::vec((0usize..5, 0u64..4_000, 1u64..3), 1..400)
+        proptest::collection::vec((0usize..6, 0u64..4_000, 1u64..3), 1..400)
+    }
+
+    #[test]
+    fn a_pool_hands_out_its_stretches_in_turn_and_skips_what_has_passed() {
+        let rate = Rate::new(100, SEC, 100).unwrap(); // I = 10 ms
+        let d = grant(None, T0, rate, 2, 20);
+        let pool = Pool::granted(&d, rate, 20_000, T0).unwrap();
+        assert_eq!((pool.start_us, pool.end_us, pool.units(20_000)), (T0 + 20_000, T0 + 200_000, 9));
+        let Stretch::Held(first) = pool.stretch(1, 20_000, rate, T0) else { panic!("held") };
+        assert_eq!((first.tat_us, first.remaining, first.pooled), (T0 + 40_000, 16, true));
+        assert_eq!(pool.stretch(9, 20_000, rate, T0 + 5_000), Stretch::Held(pool_decision(&pool, 9, T0 + 5_000)));
+        assert_eq!(pool.stretch(10, 20_000, rate, T0), Stretch::Spent, "nine stretches");
+        assert_eq!(pool.stretch(0, 20_000, rate, T0), Stretch::Spent, "counters start at 1");
+        // At T0 + 65 ms stretch 2 (40–60 ms) has passed: stretch 4 (80–100 ms) is the first that has not.
+        assert_eq!(pool.stretch(2, 20_000, rate, T0 + 65_000), Stretch::Passed(2));
+        assert!(matches!(pool.stretch(4, 20_000, rate, T0 + 65_000), Stretch::Held(_)));
+    }
+
+    fn pool_decision(pool: &Pool, n: u64, now: u64) -> Decision {
+        match pool.stretch(n, 20_000, Rate::new(100, SEC, 100).unwrap(), now) {
+            Stretch::Held(d) => d,
+            other => panic!("{other:?}"),
+        }
     }
 
     proptest! {
@@ -223,22 +311,40 @@ mod tests {
             let rate = Rate { interval_us: interval, burst };
             let mut tat: Option<u64> = None;
             let mut leases: Vec<Option<Lease>> = vec![None; 5];
+            // The key's pool and its counter, as the store keeps them.
+            let mut pool: Option<(Pool, u64)> = None;
             let mut now = T0;
             let mut admitted: Vec<(u64, u64)> = Vec::new();
             for (holder, gap, cost) in events {
                 now += gap;
+                let cost = if holder == 5 { 2 } else { cost };
                 let local = (holder < 4).then(|| leases[holder].as_mut().and_then(|l| l.take(now, cost))).flatten();
                 if local.is_some() {
                     admitted.push((now, cost));
                     continue;
                 }
-                let want = if holder < 4 { wants[holder] } else { 0 };
+                if holder == 5 && let Some((p, counter)) = pool.as_mut() {
+                    *counter += 1;
+                    let mut stretch = p.stretch(*counter, cost * interval, rate, now);
+                    if let Stretch::Passed(skip) = stretch {
+                        *counter += skip;
+                        stretch = p.stretch(*counter, cost * interval, rate, now);
+                    }
+                    if let Stretch::Held(_) = stretch {
+                        admitted.push((now, cost));
+                        continue;
+                    }
+                }
+                let want = if holder != 4 { wants[holder.min(4)] } else { 0 };
                 let d = grant(tat, now, rate, cost, want);
                 if d.allowed {
                     tat = Some(d.tat_us);
                     admitted.push((now, cost));
                     if holder < 4 {
                         leases[holder] = Lease::granted(&d, rate);
+                    }
+                    if holder == 5 {
+                        pool = Pool::granted(&d, rate, cost * interval, now).map(|p| (p, 0));
                     }
                 }
             }

@@ -78,6 +78,7 @@ pub fn decide(stored: Option<u64>, now_us: u64, limit: u64, ends_us: u64, cost: 
         delay_us: 0,
         keep_until_us: ends_us,
         leased: 0,
+        pooled: false,
     }
 }
 

@@ -106,3 +106,12 @@ pub fn preinitialised(vars: &[(&str, String)]) -> std::path::PathBuf {
 pub fn compiled_config(lines: &[serde_json::Value]) -> (usize, usize) {
     (lines.iter().filter(|l| l["config_us"].is_u64()).count(), lines.len())
 }
+
+/// Of the access-log lines for `path`, how many had a limit decided with
+/// `outcome`, and how many there were.
+pub fn limit_outcomes(lines: &[serde_json::Value], path: &str, outcome: &str) -> (usize, usize) {
+    let on_path: Vec<_> = lines.iter().filter(|l| l["path"] == path).collect();
+    let with =
+        on_path.iter().filter(|l| l["limits"].as_array().is_some_and(|ls| ls.iter().any(|x| x["outcome"] == outcome)));
+    (with.count(), on_path.len())
+}

@@ -419,6 +419,14 @@ async fn test_host(flavour: &str) {
     } else {
         assert!(suite.0 >= 1 && suite.0 * 4 < suite.1, "[{home}] {suite:?} requests compiled the config");
     }
+    // The hot key's requests: under WASI 0.2 (and on either store) most
+    // from the pool every instance shares, a read and an increment each.
+    if flavour == "p2" {
+        for (store, edge) in [("sqlite", &edge), ("redis", &misreporting)] {
+            let (pooled, hot) = homes::limit_outcomes(&edge.access_log(), "/hot", "pooled");
+            assert!(pooled * 2 > hot, "[{home}, {store}] {pooled} of {hot} hot-key requests pooled");
+        }
+    }
     // Without the Spin variables its config needs, the component answers
     // every request with a 500 problem (and says why on stderr).
     let unconfigured = homes::edge_with(flavour, &[], &[]);
@@ -584,8 +592,12 @@ async fn real_spin(test: &str, flavour: &str, redis: bool) {
     };
     let app = support::spin::up(&spin, &component, &vars, store.as_ref().map(|r| r.url()).as_deref());
     run_home(&home, app.addr, &b).await;
-    if redis {
+    if let Some(store) = &store {
         scenarios::misreporting_store(&home, app.addr).await;
+        // A second Spin process on the same Redis: one fleet, one limit.
+        let other = support::spin::up(&spin, &component, &vars, Some(&store.url()));
+        scenarios::burst_on_one_key_across(&format!("{home}, two processes"), &[app.addr, other.addr], "two-processes")
+            .await;
     }
     if flavour == "p2" {
         // Spin starts the snapshot as the test host does: no request of the
@@ -595,6 +607,8 @@ async fn real_spin(test: &str, flavour: &str, redis: bool) {
         assert!(!lines.is_empty(), "[{home}] no access log");
         let (compiled, all) = homes::compiled_config(&lines);
         assert_eq!(compiled, if redis { all } else { 0 }, "[{home}] of {all} requests");
+        let (pooled, hot) = homes::limit_outcomes(&lines, "/hot", "pooled");
+        assert!(pooled * 2 > hot, "[{home}] {pooled} of {hot} hot-key requests pooled");
     }
 }
 

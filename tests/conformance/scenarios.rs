@@ -439,16 +439,22 @@ pub async fn circuit_breaker_over_a_pool(home: &str, addr: SocketAddr) {
 pub async fn hot_key(home: &str, addr: SocketAddr) {
     let _alone = ALONE.lock().await;
     for (clients, each) in [(16, 8), (64, 4)] {
-        let statuses = concurrent_gets(addr, clients, each, "/hot", ("x-hot", &format!("hot-{clients}"))).await;
+        let statuses = concurrent_gets(&[addr], clients, each, "/hot", ("x-hot", &format!("hot-{clients}"))).await;
         let refused = statuses.iter().filter(|s| **s != 200).count();
         assert_eq!(refused, 0, "[{home}] {clients} clients: {refused} of {} refused: {statuses:?}", statuses.len());
     }
 }
 
 /// `clients` clients at once, each sending `each` GETs of `path` with one
-/// header in a row: every status.
-async fn concurrent_gets(addr: SocketAddr, clients: usize, each: usize, path: &str, header: (&str, &str)) -> Vec<u16> {
-    let one = || async {
+/// header in a row, to the gateways at `addrs` in turn: every status.
+async fn concurrent_gets(
+    addrs: &[SocketAddr],
+    clients: usize,
+    each: usize,
+    path: &str,
+    header: (&str, &str),
+) -> Vec<u16> {
+    let one = |addr: SocketAddr| async move {
         let mut statuses = Vec::new();
         for _ in 0..each {
             let req = Request::get(path).header("host", "gw.test").header(header.0, header.1);
@@ -456,17 +462,23 @@ async fn concurrent_gets(addr: SocketAddr, clients: usize, each: usize, path: &s
         }
         statuses
     };
-    futures::future::join_all((0..clients).map(|_| one())).await.into_iter().flatten().collect()
+    futures::future::join_all((0..clients).map(|i| one(addrs[i % addrs.len()]))).await.into_iter().flatten().collect()
 }
 
 /// A burst of 400 requests from 16 clients on one key of `300/hour`: the
 /// home admits no more than the limit (what refills meanwhile included),
-/// whether it decides through the store alone (WASI 0.2) or mostly under
-/// leases (the node, WASI 0.3), and no less than 90 % of it.
+/// whether it decides through the store alone, from pools (WASI 0.2) or
+/// mostly under leases (the node, WASI 0.3), and no less than 90 % of it.
 pub async fn burst_on_one_key(home: &str, addr: SocketAddr) {
+    burst_on_one_key_across(home, &[addr], "one-key").await;
+}
+
+/// The same burst, its clients spread over gateways that share one store
+/// (two Spin processes on one Redis): the fleet admits the limit and no more.
+pub async fn burst_on_one_key_across(home: &str, addrs: &[SocketAddr], key: &str) {
     let _alone = ALONE.lock().await;
     let started = Instant::now();
-    let statuses = concurrent_gets(addr, 16, 25, "/spent", ("x-spent", "one-key")).await;
+    let statuses = concurrent_gets(addrs, 16, 25, "/spent", ("x-spent", key)).await;
     let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
     let refused = statuses.iter().filter(|s| **s == 429).count() as u64;
     let limit = 300 + started.elapsed().as_secs() * 300 / 3_600 + 1;

@@ -2,7 +2,10 @@
 //! benchmark baseline, what any component costs in its host before
 //! Portcullis' work. `/hello` answers at once; any other path makes the one
 //! outbound call a gateway makes (GET the origin's `/hello`, its port from
-//! the Spin variable `origin_port`) and answers with what came back.
+//! the Spin variable `origin_port`) and answers with what came back;
+//! `/proxy-kv` first writes one key of the default key-value store (the
+//! least any exact limit shared by instances must do: one atomic write per
+//! admitted request).
 
 #[cfg(feature = "p2")]
 extern crate spin_sdk_v5 as spin_sdk;
@@ -16,6 +19,10 @@ async fn hello(
     if req.uri().path() == "/hello" {
         return Ok(Response::new(box_body(FullBody::new(bytes::Bytes::from_static(b"hello, world\n")))));
     }
+    if req.uri().path() == "/proxy-kv" {
+        let store = spin_sdk::key_value::Store::open_default().await.map_err(|e| e.to_string())?;
+        store.set("hello:kv", &stamp()).await.map_err(|e| e.to_string())?;
+    }
     let port = spin_sdk::variables::get("origin_port").await.map_err(|e| e.to_string())?;
     let resp = spin_sdk::http::get(format!("http://127.0.0.1:{port}/hello")).await?;
     Ok(resp.map(box_body))
@@ -28,7 +35,16 @@ async fn hello(req: spin_sdk::http::Request) -> anyhow::Result<spin_sdk::http::R
     if req.path() == "/hello" {
         return Ok(Response::new(200, "hello, world\n"));
     }
+    if req.path() == "/proxy-kv" {
+        spin_sdk::key_value::Store::open_default()?.set("hello:kv", &stamp())?;
+    }
     let port = spin_sdk::variables::get("origin_port")?;
     let resp: Response = spin_sdk::http::send(Request::get(format!("http://127.0.0.1:{port}/hello"))).await?;
     Ok(resp)
+}
+
+/// A value that differs from the last one written (the time, in nanoseconds).
+fn stamp() -> Vec<u8> {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since.as_nanos().to_le_bytes().to_vec()
 }
