@@ -1,8 +1,10 @@
 # shellcheck shell=bash
 # benches/run.sh spin (PORTCULLIS_SPIN: a Spin CLI): the components under
 # real Spin, each served by `spin up` (lib.sh's spin_up), wrk at 16
-# connections and at 1. Baselines: the hello-world answering itself, and
-# the hello-world making the same outbound call as the gateway (`/proxy`).
+# connections and at 1. Baselines: the hello-world answering itself, the
+# hello-world making the same outbound call as the gateway (`/proxy`), and
+# that call after one key-value write (`/proxy-kv`, on each store: the
+# least any limit shared by instances that live one request costs).
 # Then the store-growth table, as in spin-growth.
 
 spin_row() { # name wasm path [runtime-config] → its row: wrk at 16 connections and at 1, start ms
@@ -37,7 +39,13 @@ spin_flavour() { # flavour → its rows, with the gateway's rps as a share of th
   fi
   spin_row "edge-$f-nolog" "target/edge/bench-$f-nolog.wasm" /hello
   spin_row "edge-$f-limited" "target/edge/bench-$f-nolog.wasm" /limited
+  echo "|   → edge-$f-limited / hello-$f-proxy = $(( LAST_RPS * 100 / base )) % |"
   spin_row "edge-$f-limited-redis" "target/edge/bench-$f-nolog.wasm" /limited "$RC"
+  echo "|   → edge-$f-limited-redis / hello-$f-proxy = $(( LAST_RPS * 100 / base )) % |"
+  # The floor of any limit its instances share: one key-value write per request.
+  spin_row "hello-$f-proxy-kv" "target/edge/hello-$f.wasm" /proxy-kv
+  echo "|   → hello-$f-proxy-kv / hello-$f-proxy = $(( LAST_RPS * 100 / base )) % |"
+  spin_row "hello-$f-proxy-kv-redis" "target/edge/hello-$f.wasm" /proxy-kv "$RC"
   spin_row "edge-$f-jwt" "target/edge/bench-$f-nolog.wasm" /jwt
 }
 
