@@ -82,7 +82,7 @@ build() { # mode → the release builds it needs; NODE_ONLY=1 if it runs no comp
   if [ -z "$NODE_ONLY" ]; then build_components "$1"; fi
 }
 
-build_components() { # mode → the test host; target/edge/bench-p2/p3 (-nolog too for spin* and floor) and hello-p2/p3
+build_components() { # mode → the test host; target/edge/bench-p2/p3 (-nolog too for spin*, floor and distance) and hello-p2/p3
   cargo build --release -p portcullis-edge-host >&2
   mkdir -p target/edge
   nolog_config target/edge/bench-nolog.toml
@@ -90,7 +90,7 @@ build_components() { # mode → the test host; target/edge/bench-p2/p3 (-nolog t
   local f
   for f in p2 p3; do
     edge-deploy/build.sh $f --config benches/gateway.toml --out target/edge/bench-$f.wasm --no-preinit >&2
-    [[ "$1" == spin* || "$1" == floor ]] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm --no-preinit >&2
+    [[ "$1" == spin* || "$1" == floor || "$1" == distance ]] && edge-deploy/build.sh $f --config target/edge/bench-nolog.toml --out target/edge/bench-$f-nolog.wasm --no-preinit >&2
     edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
     cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
   done

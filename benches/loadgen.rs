@@ -19,9 +19,15 @@
 //! `--expect-status CODE` counts answers with that status (default: 2xx);
 //! `--distinct-header NAME` gives every request its own value of header
 //! NAME (a counter): a client never seen before on each request;
-//! `loadgen mint <PEM>` prints a token for the bench config's JWT route.
+//! `loadgen mint <PEM>` prints a token for the bench config's JWT route;
+//! `loadgen delay <PORT> <TARGET> <MICROSECONDS>` serves, until killed, a
+//! proxy on 127.0.0.1:PORT to TARGET that holds every chunk that long each
+//! way (`tests/support/delay.rs`): Redis as if across a network.
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a load generator
+
+#[path = "../tests/support/delay.rs"]
+mod delay;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -230,6 +236,22 @@ async fn main() {
             }
         }
         return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("delay") {
+        let arg = |n| std::env::args().nth(n).unwrap_or_default();
+        let (port, target, us) = (arg(2).parse(), arg(3).parse(), arg(4).parse());
+        let (Ok(port), Ok(target), Ok(us)) = (port, target, us) else {
+            eprintln!("loadgen delay <port> <target address> <microseconds each way>");
+            std::process::exit(2);
+        };
+        match delay::start(port, target, Duration::from_micros(us)).await {
+            Ok(addr) => println!("delaying {addr} -> {target} by {us} µs each way"),
+            Err(e) => {
+                eprintln!("loadgen delay: {e}");
+                std::process::exit(2);
+            }
+        }
+        std::future::pending::<()>().await;
     }
     let args = match args() {
         Ok(a) => Arc::new(a),

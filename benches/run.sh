@@ -18,6 +18,7 @@
 #   benches/run.sh cors                 # CORS preflights the node answers against its 404s, ROUNDS (3) rounds
 #   benches/run.sh cache                # response-cache hits against the proxied route, node and nginx (PORTCULLIS_SPIN: the edge too)
 #   benches/run.sh limits               # one hot rate-limit key on the node: memory store against Redis, ROUNDS (3) rounds (BEFORE_NODE: an older node beside)
+#   benches/run.sh distance             # the store across a network (DISTANCE_US, 2 000 per call): a hot key leased, pooled and unlimited
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -37,9 +38,9 @@ source benches/lib.sh
 
 MODE=${1:-all}
 case "$MODE" in
-  all|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits) ;;
+  all|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance) ;;
   spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance]" >&2; exit 2 ;;
 esac
 
 setup "$MODE"

@@ -404,6 +404,11 @@ async fn test_host(flavour: &str) {
     scenarios::misreporting_store(&home, misreporting.addr).await;
     scenarios::concurrent_limit(&home, misreporting.addr).await;
     scenarios::hot_key(&home, misreporting.addr).await;
+    // A store 2 ms away per call, as an edge platform's is.
+    let distant = homes::edge(flavour, &b, &["--kv-latency-us", "2000"]);
+    scenarios::distant_store(&home, distant.addr, std::time::Duration::from_millis(2)).await;
+    scenarios::hot_key(&home, distant.addr).await;
+    scenarios::burst_on_one_key_across(&home, &[distant.addr], "distant").await;
     // Who compiled the config (`config_us` in the access log): under WASI
     // 0.2 no request of the pre-initialised component and every request of
     // the other; under WASI 0.3 an instance's first request only.

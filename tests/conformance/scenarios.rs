@@ -445,6 +445,18 @@ pub async fn hot_key(home: &str, addr: SocketAddr) {
     }
 }
 
+/// A store `latency` away per call: a request on a new rate-limit key
+/// makes at least five calls (a watch, its creation ticket, a watch again,
+/// the swap, the ticket given back; WASI 0.2 reads the key first too), so
+/// it takes at least five times that.
+pub async fn distant_store(home: &str, addr: SocketAddr, latency: Duration) {
+    let started = Instant::now();
+    let req = Request::get("/spent").header("host", "gw.test").header("x-spent", "distant-first");
+    let reply = send(addr, req.body(Bytes::new()).expect("request")).await;
+    assert_eq!(reply.status, 200, "[{home}] {:?}", reply.try_json());
+    assert!(started.elapsed() >= latency * 5, "[{home}] {:?} for five store calls", started.elapsed());
+}
+
 /// `clients` clients at once, each sending `each` GETs of `path` with one
 /// header in a row, to the gateways at `addrs` in turn: every status.
 async fn concurrent_gets(

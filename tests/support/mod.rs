@@ -2,6 +2,7 @@
 //! client that sends exactly the bytes a test means (no path cleaning).
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod delay;
 pub mod edge;
 pub mod idp;
 pub mod origin;

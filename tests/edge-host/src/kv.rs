@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 struct Entry {
     value: Vec<u8>,
@@ -31,6 +32,9 @@ pub struct Kv {
     /// backend cannot compare-and-swap.
     pub atomics: bool,
     pub backend: Backend,
+    /// Added to every call that reaches the store (`--kv-latency-us`): a
+    /// store across a network, as on an edge platform.
+    latency: Duration,
     data: Mutex<Data>,
 }
 
@@ -50,7 +54,18 @@ pub struct Snapshot {
 impl Kv {
     /// A backend that lets the component open exactly `labels`.
     pub fn new(labels: Vec<String>, atomics: bool, backend: Backend) -> Self {
-        Self { labels, atomics, backend, data: Mutex::new(Data::default()) }
+        Self { labels, atomics, backend, latency: Duration::ZERO, data: Mutex::new(Data::default()) }
+    }
+
+    pub fn with_latency(self, latency: Duration) -> Self {
+        Self { latency, ..self }
+    }
+
+    /// Waits out one round trip to the store.
+    pub async fn distance(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
     }
 
     pub fn allows(&self, label: &str) -> bool {

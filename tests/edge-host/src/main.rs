@@ -55,6 +55,10 @@ enum Command {
         /// `redis` (exact swaps, each reported as failed).
         #[arg(long, value_enum, default_value = "sqlite")]
         kv_backend: kv::Backend,
+        /// Added to every key-value call, in microseconds: the store as an
+        /// edge platform's is, across a network.
+        #[arg(long, default_value = "0")]
+        kv_latency_us: u64,
         /// Requests per WASI 0.3 instance (Spin: 128).
         #[arg(long)]
         reuse: Option<usize>,
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             stores,
             kv_no_atomics,
             kv_backend,
+            kv_latency_us,
             reuse,
             concurrency,
             idle_timeout_ms,
@@ -127,7 +132,7 @@ fn main() -> ExitCode {
             let stores = if stores.is_empty() { vec!["default".to_string()] } else { stores };
             let platform = host::Platform {
                 variables: vars.into_iter().collect::<BTreeMap<_, _>>(),
-                kv: kv::Kv::new(stores, !kv_no_atomics, kv_backend),
+                kv: kv::Kv::new(stores, !kv_no_atomics, kv_backend).with_latency(Duration::from_micros(kv_latency_us)),
                 pools: Default::default(),
             };
             let opts = serve::ServeOptions {

@@ -12,7 +12,15 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "portcullis:edge-host/spin",
-        imports: { default: trappable },
+        // Key-value calls wait out the store's distance (`--kv-latency-us`)
+        // without holding a thread, as Spin's host calls do.
+        imports: {
+            "fermyon:spin/key-value": async | trappable,
+            "wasi:keyvalue/store": async | trappable,
+            "wasi:keyvalue/atomics": async | trappable,
+            "wasi:keyvalue/batch": async | trappable,
+            default: trappable,
+        },
         with: {
             "fermyon:spin/key-value.store": crate::spin::OpenStore,
             "spin:key-value/key-value.store": crate::spin::OpenStore,
@@ -70,39 +78,59 @@ impl Host {
 impl kv2::Host for Host {}
 
 impl kv2::HostStore for Host {
-    fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<OpenStore>, kv2::Error>> {
+    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<OpenStore>, kv2::Error>> {
         Ok(self.open_store(label)?.ok_or(kv2::Error::AccessDenied))
     }
 
-    fn get(&mut self, s: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kv2::Error>> {
+    async fn get(
+        &mut self,
+        s: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv2::Error>> {
+        self.platform.kv.distance().await;
         Ok(Ok(self.platform.kv.get(&self.label(&s)?, &key)))
     }
 
-    fn set(&mut self, s: Resource<OpenStore>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), kv2::Error>> {
+    async fn set(
+        &mut self,
+        s: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), kv2::Error>> {
+        self.platform.kv.distance().await;
         self.platform.kv.set(&self.label(&s)?, &key, value);
         Ok(Ok(()))
     }
 
-    fn delete(&mut self, s: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<(), kv2::Error>> {
+    async fn delete(&mut self, s: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<(), kv2::Error>> {
+        self.platform.kv.distance().await;
         self.platform.kv.delete(&self.label(&s)?, &key);
         Ok(Ok(()))
     }
 
-    fn exists(&mut self, s: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<bool, kv2::Error>> {
+    async fn exists(&mut self, s: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<bool, kv2::Error>> {
+        self.platform.kv.distance().await;
         Ok(Ok(self.platform.kv.exists(&self.label(&s)?, &key)))
     }
 
-    fn get_keys(&mut self, s: Resource<OpenStore>) -> wasmtime::Result<Result<Vec<String>, kv2::Error>> {
+    async fn get_keys(&mut self, s: Resource<OpenStore>) -> wasmtime::Result<Result<Vec<String>, kv2::Error>> {
+        self.platform.kv.distance().await;
         Ok(Ok(self.platform.kv.keys(&self.label(&s)?)))
     }
 
-    fn drop(&mut self, s: Resource<OpenStore>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, s: Resource<OpenStore>) -> wasmtime::Result<()> {
         self.table.delete(s)?;
         Ok(())
     }
 }
 
 // spin:key-value@3.0.0 (async functions: they get the store through an Accessor)
+
+/// Waits out one round trip to the store, from an async function.
+async fn distance<T>(a: &Accessor<T, SpinApi>) {
+    let platform = a.with(|mut access| access.get().platform.clone());
+    platform.kv.distance().await;
+}
 
 impl kv3::Host for Host {}
 
@@ -135,6 +163,8 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), kv3::Error>> {
+        distance(a).await;
+        distance(a).await;
         a.with(|mut access| {
             let host = access.get();
             host.platform.kv.set(&host.label(&s)?, &key, value);
@@ -147,6 +177,7 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
         s: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), kv3::Error>> {
+        distance(a).await;
         a.with(|mut access| {
             let host = access.get();
             host.platform.kv.delete(&host.label(&s)?, &key);
@@ -169,6 +200,8 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
         a: &Accessor<T, Self>,
         s: Resource<OpenStore>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), kv3::Error>>)> {
+        distance(a).await;
+        distance(a).await;
         a.with(|mut access| {
             let keys = {
                 let host = access.get();
@@ -184,51 +217,66 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
 // wasi:keyvalue@0.2.0-draft2
 
 impl wkv::Host for Host {
-    fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<OpenStore>, wkv::Error>> {
+    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<OpenStore>, wkv::Error>> {
         Ok(self.open_store(identifier)?.ok_or(wkv::Error::AccessDenied))
     }
 }
 
 impl wkv::HostBucket for Host {
-    fn get(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
+    async fn get(
+        &mut self,
+        b: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
+        self.platform.kv.distance().await;
         Ok(Ok(self.platform.kv.get(&self.label(&b)?, &key)))
     }
 
-    fn set(&mut self, b: Resource<OpenStore>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), wkv::Error>> {
+    async fn set(
+        &mut self,
+        b: Resource<OpenStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wkv::Error>> {
+        self.platform.kv.distance().await;
         self.platform.kv.set(&self.label(&b)?, &key, value);
         Ok(Ok(()))
     }
 
-    fn delete(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<(), wkv::Error>> {
+    async fn delete(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<(), wkv::Error>> {
+        self.platform.kv.distance().await;
         self.platform.kv.delete(&self.label(&b)?, &key);
         Ok(Ok(()))
     }
 
-    fn exists(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<bool, wkv::Error>> {
+    async fn exists(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<bool, wkv::Error>> {
+        self.platform.kv.distance().await;
         Ok(Ok(self.platform.kv.exists(&self.label(&b)?, &key)))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         b: Resource<OpenStore>,
         _cursor: Option<String>,
     ) -> wasmtime::Result<Result<wkv::KeyResponse, wkv::Error>> {
+        self.platform.kv.distance().await;
         Ok(Ok(wkv::KeyResponse { keys: self.platform.kv.keys(&self.label(&b)?), cursor: None }))
     }
 
-    fn drop(&mut self, b: Resource<OpenStore>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, b: Resource<OpenStore>) -> wasmtime::Result<()> {
         self.table.delete(b)?;
         Ok(())
     }
 }
 
 impl atomics::Host for Host {
-    fn increment(
+    async fn increment(
         &mut self,
         b: Resource<OpenStore>,
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wkv::Error>> {
+        self.platform.kv.distance().await;
         let label = self.label(&b)?;
         Ok(self
             .platform
@@ -240,7 +288,8 @@ impl atomics::Host for Host {
     /// A failed swap hands back a fresh handle on the key, as Spin does. Like
     /// Spin's Redis backend, the `Redis` one reports a swap that committed
     /// as failed too.
-    fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        self.platform.kv.distance().await;
         let cas = self.table.delete(cas)?;
         let kv = &self.platform.kv;
         let now = match kv.swap(&cas.label, &cas.key, cas.seen.version, value) {
@@ -248,13 +297,20 @@ impl atomics::Host for Host {
             Ok(()) => kv.snapshot(&cas.label, &cas.key),
             Err(now) => now,
         };
+        // Spin reads the key again on a new handle before it reports.
+        self.platform.kv.distance().await;
         let fresh = self.table.push(Cas { label: cas.label, key: cas.key, seen: now })?;
         Ok(Err(atomics::CasError::CasFailed(fresh)))
     }
 }
 
 impl atomics::HostCas for Host {
-    fn new(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<Resource<Cas>, wkv::Error>> {
+    async fn new(
+        &mut self,
+        b: Resource<OpenStore>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<Cas>, wkv::Error>> {
+        self.platform.kv.distance().await;
         let label = self.label(&b)?;
         if !self.platform.kv.atomics {
             return Ok(Err(wkv::Error::Other("this store does not support compare-and-swap".into())));
@@ -263,22 +319,23 @@ impl atomics::HostCas for Host {
         Ok(Ok(self.table.push(Cas { label, key, seen })?))
     }
 
-    fn current(&mut self, cas: Resource<Cas>) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
+    async fn current(&mut self, cas: Resource<Cas>) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
         Ok(Ok(self.table.get(&cas)?.seen.value.clone()))
     }
 
-    fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
         Ok(())
     }
 }
 
 impl batch::Host for Host {
-    fn get_many(
+    async fn get_many(
         &mut self,
         b: Resource<OpenStore>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wkv::Error>> {
+        self.platform.kv.distance().await;
         let label = self.label(&b)?;
         Ok(Ok(keys
             .into_iter()
@@ -289,11 +346,12 @@ impl batch::Host for Host {
             .collect()))
     }
 
-    fn set_many(
+    async fn set_many(
         &mut self,
         b: Resource<OpenStore>,
         pairs: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wkv::Error>> {
+        self.platform.kv.distance().await;
         let label = self.label(&b)?;
         for (k, v) in pairs {
             self.platform.kv.set(&label, &k, v);
@@ -301,7 +359,12 @@ impl batch::Host for Host {
         Ok(Ok(()))
     }
 
-    fn delete_many(&mut self, b: Resource<OpenStore>, keys: Vec<String>) -> wasmtime::Result<Result<(), wkv::Error>> {
+    async fn delete_many(
+        &mut self,
+        b: Resource<OpenStore>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), wkv::Error>> {
+        self.platform.kv.distance().await;
         let label = self.label(&b)?;
         for k in keys {
             self.platform.kv.delete(&label, &k);
