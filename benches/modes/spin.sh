@@ -5,7 +5,9 @@
 # hello-world making the same outbound call as the gateway (`/proxy`), and
 # that call after one key-value write (`/proxy-kv`, on each store: the
 # least any limit shared by instances that live one request costs).
-# Then the store-growth table, as in spin-growth.
+# Then one key under contention: non-2xx answers (false refusals: the
+# limit is far above the load) and, on Redis, commands per request, at 16
+# and 64 connections; and the store-growth table, as in spin-growth.
 
 spin_row() { # name wasm path [runtime-config] → its row: wrk at 16 connections and at 1, start ms
   local name=$1 wasm=$2 path=$3 rc=${4:-}
@@ -49,10 +51,39 @@ spin_flavour() { # flavour → its rows, with the gateway's rps as a share of th
   spin_row "edge-$f-jwt" "target/edge/bench-$f-nolog.wasm" /jwt
 }
 
+redis_calls() { # → every command Redis has run so far (INFO commandstats), rejected ones too
+  redis-cli -p "$REDIS_PORT" info commandstats | awk -F'[=,]' '/^cmdstat_/ {n += $2 + $8} END {print n + 0}'
+}
+
+contention_row() { # flavour store → its row: one key at 16 and at 64 connections, non-2xx and Redis commands per request
+  local f=$1 store=$2 rc="" out conns non2xx requests before after cells=()
+  [ "$store" = redis ] && rc=$RC
+  spin_up "contention-$f-$store" "target/edge/bench-$f-nolog.wasm" "$rc"
+  wait_http "http://$SPIN_ADDR/limited" >/dev/null
+  wrk_warmup "http://$SPIN_ADDR/limited"
+  for conns in 16 64; do
+    before=$([ "$store" = redis ] && redis_calls || echo 0)
+    out=$(wrk1 "$conns" "${SECS}s" "http://$SPIN_ADDR/limited" "")
+    after=$([ "$store" = redis ] && redis_calls || echo 0)
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    non2xx=$(wrk_non2xx <<<"$out"); non2xx=${non2xx:-0}
+    cells+=("$(wrk_rps <<<"$out")" "$non2xx")
+    [ "$store" = redis ] && cells+=("$(awk -v c=$(( after - before )) -v r="$requests" 'BEGIN {printf "%.1f", c / r}')") || cells+=("–")
+  done
+  row "edge-$f" "$store" "${cells[@]}"
+  stop_last
+}
+
 spin_intro
 echo
 echo "| target                 | c16 rps  | c16 p50   | c1 rps   | c1 p50    | errors | start ms |"
 echo "|------------------------|---------:|----------:|---------:|----------:|-------:|---------:|"
 for f in p2 p3; do spin_flavour $f; done
+echo
+echo "One key under contention (/limited, 100 000 000/s: every refusal would be false), wrk ${SECS}s:"
+echo
+row target store "c16 rps" "c16 non-2xx" "c16 Redis cmds/req" "c64 rps" "c64 non-2xx" "c64 Redis cmds/req"
+row "---" "---" "---:" "---:" "---:" "---:" "---:" "---:"
+for f in p2 p3; do for store in sqlite redis; do contention_row "$f" "$store"; done; done
 store_growth
 exit 0
