@@ -56,6 +56,7 @@ check-components:
 
 test-native:
 	PORTCULLIS_REQUIRE_EDGE=1 cargo test
+	cargo test -p portcullis-edge-host
 
 ## The core's unit tests compiled for wasm32-wasip2 and run by the test host.
 test-wasm: host

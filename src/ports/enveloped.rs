@@ -435,9 +435,10 @@ impl<S: RawStore, C: Clock> Enveloped<S, C> {
         let counter = counter_key(key, pool);
         let n = u64::try_from(self.store.increment(&counter, 1).await?).unwrap_or(0);
         let used = n.saturating_sub(1).min(pool.units(unit_us));
-        let skip = match pool.stretch(n, unit_us, rate, self.now_us()) {
+        let now_us = self.now_us();
+        let skip = match pool.stretch(n, unit_us, rate, now_us) {
             Stretch::Held(d) => return Ok(Ok(d)),
-            Stretch::Passed(skip) if pool.end_us > self.now_us() => skip,
+            Stretch::Passed(skip) if pool.end_us > now_us => skip,
             _ => return Ok(Err(used)),
         };
         let n =

@@ -61,8 +61,8 @@ impl Kv {
         Self { latency, ..self }
     }
 
-    /// Waits out one round trip to the store.
-    pub async fn distance(&self) {
+    /// Waits out one round trip to the store: every call below makes one.
+    async fn distance(&self) {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -77,57 +77,86 @@ impl Kv {
         f(&mut data)
     }
 
-    pub fn get(&self, label: &str, key: &str) -> Option<Vec<u8>> {
-        self.with(|d| d.stores.get(label)?.get(key).map(|e| e.value.clone()))
+    pub async fn get(&self, label: &str, key: &str) -> Option<Vec<u8>> {
+        self.get_many(label, vec![key.to_string()]).await.pop().and_then(|(_, v)| v)
     }
 
-    pub fn set(&self, label: &str, key: &str, value: Vec<u8>) {
-        self.with(|d| d.write(label, key, value));
+    pub async fn get_many(&self, label: &str, keys: Vec<String>) -> Vec<(String, Option<Vec<u8>>)> {
+        self.distance().await;
+        self.with(|d| {
+            let store = d.stores.get(label);
+            keys.into_iter()
+                .map(|k| {
+                    let v = store.and_then(|s| s.get(&k)).map(|e| e.value.clone());
+                    (k, v)
+                })
+                .collect()
+        })
     }
 
-    pub fn delete(&self, label: &str, key: &str) {
+    pub async fn set(&self, label: &str, key: &str, value: Vec<u8>) {
+        self.set_many(label, vec![(key.to_string(), value)]).await;
+    }
+
+    pub async fn set_many(&self, label: &str, pairs: Vec<(String, Vec<u8>)>) {
+        self.distance().await;
+        self.with(|d| pairs.into_iter().for_each(|(k, v)| d.write(label, &k, v)));
+    }
+
+    pub async fn delete(&self, label: &str, key: &str) {
+        self.delete_many(label, vec![key.to_string()]).await;
+    }
+
+    pub async fn delete_many(&self, label: &str, keys: Vec<String>) {
+        self.distance().await;
         self.with(|d| {
             if let Some(store) = d.stores.get_mut(label) {
-                store.remove(key);
+                keys.iter().for_each(|k| drop(store.remove(k)));
             }
         });
     }
 
-    pub fn exists(&self, label: &str, key: &str) -> bool {
+    pub async fn exists(&self, label: &str, key: &str) -> bool {
+        self.distance().await;
         self.with(|d| d.stores.get(label).is_some_and(|s| s.contains_key(key)))
     }
 
-    pub fn keys(&self, label: &str) -> Vec<String> {
+    pub async fn keys(&self, label: &str) -> Vec<String> {
+        self.distance().await;
         self.with(|d| d.stores.get(label).map(|s| s.keys().cloned().collect()).unwrap_or_default())
     }
 
-    pub fn snapshot(&self, label: &str, key: &str) -> Snapshot {
-        self.with(|d| match d.stores.get(label).and_then(|s| s.get(key)) {
-            Some(e) => Snapshot { value: Some(e.value.clone()), version: Some(e.version) },
-            None => Snapshot { value: None, version: None },
-        })
+    /// The key as a compare-and-swap handle begins with it.
+    pub async fn snapshot(&self, label: &str, key: &str) -> Snapshot {
+        self.distance().await;
+        self.with(|d| d.snapshot(label, key))
     }
 
     /// Writes `value` if the key is still at the snapshot's version (or,
-    /// on `Sqlite`, if it was absent); else returns the key's current snapshot.
-    pub fn swap(&self, label: &str, key: &str, seen: Option<u64>, value: Vec<u8>) -> Result<(), Snapshot> {
+    /// on `Sqlite`, if it was absent). A swap reported as failed comes with
+    /// the key read again, as Spin reads it on a fresh handle: one that did
+    /// not write, and on `Redis` every swap (Spin's `UNWATCH <key>` fails).
+    pub async fn swap(&self, label: &str, key: &str, seen: Option<u64>, value: Vec<u8>) -> Result<(), Snapshot> {
+        self.distance().await;
         let upsert = seen.is_none() && self.backend == Backend::Sqlite;
-        self.with(|d| {
-            let current = d.stores.get(label).and_then(|s| s.get(key));
-            if current.map(|e| e.version) != seen && !upsert {
-                return Err(match current {
-                    Some(e) => Snapshot { value: Some(e.value.clone()), version: Some(e.version) },
-                    None => Snapshot { value: None, version: None },
-                });
+        let wrote = self.with(|d| {
+            let current = d.stores.get(label).and_then(|s| s.get(key)).map(|e| e.version);
+            let write = current == seen || upsert;
+            if write {
+                d.write(label, key, value);
             }
-            d.write(label, key, value);
-            Ok(())
-        })
+            write
+        });
+        if wrote && self.backend == Backend::Sqlite {
+            return Ok(());
+        }
+        Err(self.snapshot(label, key).await)
     }
 
     /// Adds `delta` to a counter stored as an 8-byte little-endian i64
     /// (the encoding of Spin's default store); `None` if the value is not one.
-    pub fn increment(&self, label: &str, key: &str, delta: i64) -> Option<i64> {
+    pub async fn increment(&self, label: &str, key: &str, delta: i64) -> Option<i64> {
+        self.distance().await;
         self.with(|d| {
             let current = match d.stores.get(label).and_then(|s| s.get(key)) {
                 None => 0,
@@ -141,9 +170,47 @@ impl Kv {
 }
 
 impl Data {
+    fn snapshot(&self, label: &str, key: &str) -> Snapshot {
+        match self.stores.get(label).and_then(|s| s.get(key)) {
+            Some(e) => Snapshot { value: Some(e.value.clone()), version: Some(e.version) },
+            None => Snapshot { value: None, version: None },
+        }
+    }
+
     fn write(&mut self, label: &str, key: &str, value: Vec<u8>) {
         self.next_version += 1;
         let version = self.next_version;
         self.stores.entry(label.to_string()).or_default().insert(key.to_string(), Entry { value, version });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Backend, Kv};
+
+    /// Every call is one round trip to a distant store; a swap reported as
+    /// failed is two (Spin reads the key again), and on `Redis` every swap is.
+    #[tokio::test]
+    async fn every_call_waits_out_the_distance_once() {
+        let latency = Duration::from_millis(50);
+        for (backend, swap_trips) in [(Backend::Sqlite, 1), (Backend::Redis, 2)] {
+            let kv = Kv::new(vec!["default".into()], true, backend).with_latency(latency);
+            let trips = |started: Instant| started.elapsed().as_millis() / latency.as_millis();
+            let started = Instant::now();
+            kv.set("default", "k", b"1".to_vec()).await;
+            let seen = kv.snapshot("default", "k").await;
+            assert_eq!(kv.get("default", "k").await.as_deref(), Some(&b"1"[..]));
+            assert!(kv.exists("default", "k").await);
+            assert_eq!(kv.get_many("default", vec!["k".into(), "j".into()]).await.len(), 2);
+            assert_eq!(trips(started), 5, "{backend:?}: five calls");
+            let started = Instant::now();
+            assert_eq!(kv.swap("default", "k", seen.version, b"2".to_vec()).await.is_ok(), swap_trips == 1);
+            assert_eq!(trips(started), swap_trips, "{backend:?}");
+            let started = Instant::now();
+            assert!(kv.swap("default", "k", seen.version, b"3".to_vec()).await.is_err(), "stale");
+            assert_eq!(trips(started), 2, "{backend:?}: refused, then read again");
+        }
     }
 }

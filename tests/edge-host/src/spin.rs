@@ -5,8 +5,10 @@
 
 use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
-use crate::host::Host;
-use crate::kv::{Backend, Snapshot};
+use std::sync::Arc;
+
+use crate::host::{Host, Platform};
+use crate::kv::Snapshot;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -87,8 +89,7 @@ impl kv2::HostStore for Host {
         s: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv2::Error>> {
-        self.platform.kv.distance().await;
-        Ok(Ok(self.platform.kv.get(&self.label(&s)?, &key)))
+        Ok(Ok(self.platform.kv.get(&self.label(&s)?, &key).await))
     }
 
     async fn set(
@@ -97,25 +98,21 @@ impl kv2::HostStore for Host {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), kv2::Error>> {
-        self.platform.kv.distance().await;
-        self.platform.kv.set(&self.label(&s)?, &key, value);
+        self.platform.kv.set(&self.label(&s)?, &key, value).await;
         Ok(Ok(()))
     }
 
     async fn delete(&mut self, s: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<(), kv2::Error>> {
-        self.platform.kv.distance().await;
-        self.platform.kv.delete(&self.label(&s)?, &key);
+        self.platform.kv.delete(&self.label(&s)?, &key).await;
         Ok(Ok(()))
     }
 
     async fn exists(&mut self, s: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<bool, kv2::Error>> {
-        self.platform.kv.distance().await;
-        Ok(Ok(self.platform.kv.exists(&self.label(&s)?, &key)))
+        Ok(Ok(self.platform.kv.exists(&self.label(&s)?, &key).await))
     }
 
     async fn get_keys(&mut self, s: Resource<OpenStore>) -> wasmtime::Result<Result<Vec<String>, kv2::Error>> {
-        self.platform.kv.distance().await;
-        Ok(Ok(self.platform.kv.keys(&self.label(&s)?)))
+        Ok(Ok(self.platform.kv.keys(&self.label(&s)?).await))
     }
 
     async fn drop(&mut self, s: Resource<OpenStore>) -> wasmtime::Result<()> {
@@ -126,10 +123,13 @@ impl kv2::HostStore for Host {
 
 // spin:key-value@3.0.0 (async functions: they get the store through an Accessor)
 
-/// Waits out one round trip to the store, from an async function.
-async fn distance<T>(a: &Accessor<T, SpinApi>) {
-    let platform = a.with(|mut access| access.get().platform.clone());
-    platform.kv.distance().await;
+/// The platform and the label of an opened store, taken out of the store
+/// so the call can wait on the key-value backend.
+fn opened<T>(a: &Accessor<T, SpinApi>, s: &Resource<OpenStore>) -> wasmtime::Result<(Arc<Platform>, String)> {
+    a.with(|mut access| {
+        let host = access.get();
+        Ok((host.platform.clone(), host.label(s)?))
+    })
 }
 
 impl kv3::Host for Host {}
@@ -151,10 +151,8 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
         s: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv3::Error>> {
-        a.with(|mut access| {
-            let host = access.get();
-            Ok(Ok(host.platform.kv.get(&host.label(&s)?, &key)))
-        })
+        let (platform, label) = opened(a, &s)?;
+        Ok(Ok(platform.kv.get(&label, &key).await))
     }
 
     async fn set(
@@ -163,13 +161,9 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), kv3::Error>> {
-        distance(a).await;
-        distance(a).await;
-        a.with(|mut access| {
-            let host = access.get();
-            host.platform.kv.set(&host.label(&s)?, &key, value);
-            Ok(Ok(()))
-        })
+        let (platform, label) = opened(a, &s)?;
+        platform.kv.set(&label, &key, value).await;
+        Ok(Ok(()))
     }
 
     async fn delete(
@@ -177,12 +171,9 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
         s: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), kv3::Error>> {
-        distance(a).await;
-        a.with(|mut access| {
-            let host = access.get();
-            host.platform.kv.delete(&host.label(&s)?, &key);
-            Ok(Ok(()))
-        })
+        let (platform, label) = opened(a, &s)?;
+        platform.kv.delete(&label, &key).await;
+        Ok(Ok(()))
     }
 
     async fn exists(
@@ -190,23 +181,17 @@ impl<T> kv3::HostStoreWithStore<T> for SpinApi {
         s: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<bool, kv3::Error>> {
-        a.with(|mut access| {
-            let host = access.get();
-            Ok(Ok(host.platform.kv.exists(&host.label(&s)?, &key)))
-        })
+        let (platform, label) = opened(a, &s)?;
+        Ok(Ok(platform.kv.exists(&label, &key).await))
     }
 
     async fn get_keys(
         a: &Accessor<T, Self>,
         s: Resource<OpenStore>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), kv3::Error>>)> {
-        distance(a).await;
-        distance(a).await;
+        let (platform, label) = opened(a, &s)?;
+        let keys = platform.kv.keys(&label).await;
         a.with(|mut access| {
-            let keys = {
-                let host = access.get();
-                host.platform.kv.keys(&host.label(&s)?)
-            };
             let stream = StreamReader::new(&mut access, keys)?;
             let done = FutureReader::new(&mut access, async { wasmtime::error::Ok(Ok(())) })?;
             Ok((stream, done))
@@ -228,8 +213,7 @@ impl wkv::HostBucket for Host {
         b: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
-        self.platform.kv.distance().await;
-        Ok(Ok(self.platform.kv.get(&self.label(&b)?, &key)))
+        Ok(Ok(self.platform.kv.get(&self.label(&b)?, &key).await))
     }
 
     async fn set(
@@ -238,20 +222,17 @@ impl wkv::HostBucket for Host {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wkv::Error>> {
-        self.platform.kv.distance().await;
-        self.platform.kv.set(&self.label(&b)?, &key, value);
+        self.platform.kv.set(&self.label(&b)?, &key, value).await;
         Ok(Ok(()))
     }
 
     async fn delete(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<(), wkv::Error>> {
-        self.platform.kv.distance().await;
-        self.platform.kv.delete(&self.label(&b)?, &key);
+        self.platform.kv.delete(&self.label(&b)?, &key).await;
         Ok(Ok(()))
     }
 
     async fn exists(&mut self, b: Resource<OpenStore>, key: String) -> wasmtime::Result<Result<bool, wkv::Error>> {
-        self.platform.kv.distance().await;
-        Ok(Ok(self.platform.kv.exists(&self.label(&b)?, &key)))
+        Ok(Ok(self.platform.kv.exists(&self.label(&b)?, &key).await))
     }
 
     async fn list_keys(
@@ -259,8 +240,7 @@ impl wkv::HostBucket for Host {
         b: Resource<OpenStore>,
         _cursor: Option<String>,
     ) -> wasmtime::Result<Result<wkv::KeyResponse, wkv::Error>> {
-        self.platform.kv.distance().await;
-        Ok(Ok(wkv::KeyResponse { keys: self.platform.kv.keys(&self.label(&b)?), cursor: None }))
+        Ok(Ok(wkv::KeyResponse { keys: self.platform.kv.keys(&self.label(&b)?).await, cursor: None }))
     }
 
     async fn drop(&mut self, b: Resource<OpenStore>) -> wasmtime::Result<()> {
@@ -276,12 +256,12 @@ impl atomics::Host for Host {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, wkv::Error>> {
-        self.platform.kv.distance().await;
         let label = self.label(&b)?;
         Ok(self
             .platform
             .kv
             .increment(&label, &key, delta)
+            .await
             .ok_or_else(|| wkv::Error::Other(format!("`{key}` does not hold a counter"))))
     }
 
@@ -289,16 +269,10 @@ impl atomics::Host for Host {
     /// Spin's Redis backend, the `Redis` one reports a swap that committed
     /// as failed too.
     async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
-        self.platform.kv.distance().await;
         let cas = self.table.delete(cas)?;
-        let kv = &self.platform.kv;
-        let now = match kv.swap(&cas.label, &cas.key, cas.seen.version, value) {
-            Ok(()) if kv.backend == Backend::Sqlite => return Ok(Ok(())),
-            Ok(()) => kv.snapshot(&cas.label, &cas.key),
-            Err(now) => now,
+        let Err(now) = self.platform.kv.swap(&cas.label, &cas.key, cas.seen.version, value).await else {
+            return Ok(Ok(()));
         };
-        // Spin reads the key again on a new handle before it reports.
-        self.platform.kv.distance().await;
         let fresh = self.table.push(Cas { label: cas.label, key: cas.key, seen: now })?;
         Ok(Err(atomics::CasError::CasFailed(fresh)))
     }
@@ -310,12 +284,11 @@ impl atomics::HostCas for Host {
         b: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Resource<Cas>, wkv::Error>> {
-        self.platform.kv.distance().await;
         let label = self.label(&b)?;
         if !self.platform.kv.atomics {
             return Ok(Err(wkv::Error::Other("this store does not support compare-and-swap".into())));
         }
-        let seen = self.platform.kv.snapshot(&label, &key);
+        let seen = self.platform.kv.snapshot(&label, &key).await;
         Ok(Ok(self.table.push(Cas { label, key, seen })?))
     }
 
@@ -335,15 +308,7 @@ impl batch::Host for Host {
         b: Resource<OpenStore>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wkv::Error>> {
-        self.platform.kv.distance().await;
-        let label = self.label(&b)?;
-        Ok(Ok(keys
-            .into_iter()
-            .map(|k| {
-                let v = self.platform.kv.get(&label, &k);
-                (k, v)
-            })
-            .collect()))
+        Ok(Ok(self.platform.kv.get_many(&self.label(&b)?, keys).await))
     }
 
     async fn set_many(
@@ -351,11 +316,7 @@ impl batch::Host for Host {
         b: Resource<OpenStore>,
         pairs: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), wkv::Error>> {
-        self.platform.kv.distance().await;
-        let label = self.label(&b)?;
-        for (k, v) in pairs {
-            self.platform.kv.set(&label, &k, v);
-        }
+        self.platform.kv.set_many(&self.label(&b)?, pairs).await;
         Ok(Ok(()))
     }
 
@@ -364,11 +325,7 @@ impl batch::Host for Host {
         b: Resource<OpenStore>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), wkv::Error>> {
-        self.platform.kv.distance().await;
-        let label = self.label(&b)?;
-        for k in keys {
-            self.platform.kv.delete(&label, &k);
-        }
+        self.platform.kv.delete_many(&self.label(&b)?, keys).await;
         Ok(Ok(()))
     }
 }
