@@ -133,6 +133,44 @@ async fn a_lease_on_a_roomy_key_ends_a_span_from_now_in_redis_as_in_memory() {
     assert_eq!(in_memory, (true, 4, 999, 100_000));
 }
 
+/// The unused rest of a range goes back in Redis' script as in memory:
+/// only while the key's TAT still ends at the range, and the next
+/// decision sees it as never leased.
+#[tokio::test]
+async fn a_range_goes_back_in_redis_as_in_memory() {
+    let redis = Redis::start();
+    let store = RedisKv::new(&redis.url(), 2, Duration::from_secs(1)).unwrap();
+    let memory = MemoryKv::new(Wall, 1000);
+    let now = u64::try_from(Wall.now().as_micros()).unwrap();
+    let outcomes = [give_back_steps(&store, now).await, give_back_steps(&memory, now).await];
+    assert_eq!(outcomes[0], outcomes[1], "redis vs memory");
+    // The request and 9 leased, given back from the range's 3rd unit: 1 + 2
+    // used, 36 left after one more request; a second give-back, or one of a
+    // range another grant passed (1 + 9 more), does nothing.
+    assert_eq!(outcomes[0], (true, false, 36, false, 25));
+}
+
+/// A lease of 10 on an hourly key of burst 40, then: the give-back of all
+/// but its first two units, that give-back again, what the store has left
+/// after one more request, whether the range goes back once another
+/// grant passed it, and what is left then.
+async fn give_back_steps(kv: &impl KvStore, now: u64) -> (bool, bool, u64, bool, u64) {
+    let rate = Rate::new(40, 3_600_000_000, 40).unwrap();
+    let key = "pc1:rl:back:k";
+    let lease = [LimitStep { key, meter: Meter::Lease { rate, want: 10 }, cost: 1, exact: true }];
+    let (d, at) = kv.limit(&lease, now).await.unwrap();
+    let (end, from) = (d[0].tat_us, d[0].tat_us - 7 * rate.interval_us);
+    let back = kv.give_back(key, from, end, now).await.unwrap();
+    let again = kv.give_back(key, from, end, now).await.unwrap();
+    let one = [LimitStep::rate(key, rate, 1)];
+    let left = kv.limit(&one, at).await.unwrap().0[0].remaining;
+    let (d, _) = kv.limit(&lease, at).await.unwrap();
+    assert_eq!(d[0].leased, 9);
+    let past = kv.give_back(key, from, end, now).await.unwrap();
+    let after = kv.limit(&one, at).await.unwrap().0[0].remaining;
+    (back, again, left, past, after)
+}
+
 /// Leasing steps of 10, 20, 30 and 10 units on an hourly key of burst 40:
 /// (admitted, leased beyond the request, remaining after the request).
 async fn lease_steps(kv: &impl KvStore, now: u64) -> Vec<(bool, u64, u64)> {
@@ -344,6 +382,45 @@ async fn two_nodes_leasing_a_hot_key_admit_the_limit_and_no_more() {
     support::notice(&format!(
         "leases: {admitted} admitted of {limit}; on a roomy key {leased} of 1 600 without Redis, {calls} scripts"
     ));
+}
+
+/// A node whose hot key goes quiet gives back the unused rest of its
+/// range; one that stops gives back all it holds: the other node then
+/// admits all of the limit the first did not, and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gives_back_what_it_leased_and_did_not_use() {
+    let redis = Redis::start();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let config = format!(
+        "[limits.slow]\nrate = \"400/hour\"\n\n[services.echo]\nurl = \"http://127.0.0.1:{}\"\n\n[[routes]]\npath = \"/slow\"\nservice = \"echo\"\nlimits = [\"slow\"]\n",
+        origin.port()
+    );
+    let args = ["--store", &redis.url()];
+    let (a, mut b) = (Node::start_args(&config, &[], &args), Node::start_args(&config, &[], &args));
+    let admitted = |addr, n: usize| async move {
+        let mut admitted = 0;
+        for _ in 0..n {
+            admitted += usize::from(send(addr, get("/slow")).await.status == 200);
+        }
+        admitted
+    };
+    let started = Instant::now();
+    let first = admitted(a.addr, 150).await;
+    assert_eq!(first, 150);
+    // Quiet on a for longer than its idle time (250 ms) and a look (125 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second = admitted(b.addr, 30).await;
+    assert_eq!(second, 30);
+    // b stops at once, before its key is idle: it gives back on the way out.
+    b.signal("TERM");
+    assert_eq!(b.wait(Duration::from_secs(10)), Some(0));
+    let c = Node::start_args(&config, &[], &args);
+    let third = admitted(c.addr, 400).await;
+    // 400 an hour, a burst of 400: what refills during the run on top.
+    let limit = 400 + started.elapsed().as_secs() * 400 / 3_600 + 1;
+    let total = (first + second + third) as u64;
+    assert!(total <= limit, "{first} + {second} + {third} admitted of {limit}");
+    assert!(total >= 400, "{first} + {second} + {third} admitted: a range was not given back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use super::{
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::Variables;
 use crate::pipeline::log::AccessLog;
-use crate::pipeline::{self, Gateway};
+use crate::pipeline::{self, Gateway, rate_limit};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
 use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions, checked_length};
 use crate::system_clock::{Sleep, SystemClock};
@@ -100,12 +100,20 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(Stream::Request(body), Some(probe.clone())));
-    let ports =
-        EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep), pools: false } };
+    let ports = ports();
     let mut exchange = pipeline::handle(gateway, &ports, req, downstream).await;
+    // After the answer, while the instance holds leased ranges: those of
+    // keys gone idle here go back before Spin drops the instance.
+    if gateway.leases.to_watch() {
+        spin_sdk::wasip3::spawn(async move { rate_limit::watch_leases(gateway, &ports).await });
+    }
     exchange.log.config_us = config_us;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
     exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
+}
+
+fn ports() -> EdgePorts<SpinStore, SpinHttp, SpinSleep> {
+    EdgePorts { http: SpinHttp, kv: Enveloped { store: SpinStore, clock: SystemClock(SpinSleep), pools: false } }
 }
 
 /// Waiting in a WASI 0.3 instance: `wasi:clocks` `wait-for`.

@@ -132,6 +132,13 @@ impl KvStore for NodeKv {
         }
     }
 
+    async fn give_back(&self, key: &str, from_us: u64, end_us: u64, now_us: u64) -> Result<bool, KvError> {
+        match self {
+            Self::Memory(kv) => kv.give_back(key, from_us, end_us, now_us).await,
+            Self::Redis(kv, m) => timed(m, "give_back", kv.give_back(key, from_us, end_us, now_us)).await,
+        }
+    }
+
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         match self {
             Self::Memory(kv) => kv.sweep(after, limit).await,

@@ -111,6 +111,18 @@ end
 return 1
 "#;
 
+/// Gives back the unused rest of a leased range: the TAT goes from
+/// `ARGV[2]` (the range's end) back to `ARGV[1]` if it is still there;
+/// its expiry follows on Redis' clock, as the limit script sets it.
+const GIVE_BACK: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local from = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(math.floor((from - now) / 1000), 0) + 1000)
+return 1
+"#;
+
 const CAS: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '0' then
@@ -131,6 +143,7 @@ pub struct RedisKv {
     timeout: Duration,
     limit: Script,
     refund: Script,
+    give_back: Script,
     cas: Script,
     breaker: Breaker,
 }
@@ -194,6 +207,7 @@ impl RedisKv {
             timeout,
             limit: Script::new(LIMIT),
             refund: Script::new(REFUND),
+            give_back: Script::new(GIVE_BACK),
             cas: Script::new(CAS),
             breaker: Breaker::default(),
         })
@@ -380,6 +394,14 @@ impl KvStore for RedisKv {
             .arg(millis(ttl));
         let swapped: i64 = self.call(Call::Script(invocation)).await?;
         Ok(swapped == 1)
+    }
+
+    /// One script, on Redis' clock.
+    async fn give_back(&self, key: &str, from_us: u64, end_us: u64, _now_us: u64) -> Result<bool, KvError> {
+        let mut invocation = self.give_back.key(key);
+        invocation.arg(from_us).arg(end_us);
+        let back: i64 = self.call(Call::Script(invocation)).await?;
+        Ok(back == 1)
     }
 
     /// One round trip, atomic across keys, on Redis' clock; on a cluster,

@@ -22,7 +22,7 @@ use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
 use super::{NodeClock, NodeKv, NodePorts, acme, admin, load_config_hashed, origins, probe};
 use crate::config::ConfigErrors;
-use crate::pipeline::Gateway;
+use crate::pipeline::{Gateway, leases, rate_limit};
 use crate::ports::KvStore;
 use crate::ports::{Clock, Ports};
 use std::sync::Mutex;
@@ -131,6 +131,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(connections = node.gate.open(), "draining");
     let _ = node.drain.send(true);
     finish(&node, opts.drain_timeout).await;
+    let gateway = node.gateway.load_full();
+    let _ = tokio::time::timeout(Duration::from_secs(2), rate_limit::give_back(&gateway, &*node.ports, true)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -206,6 +208,7 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         tokio::spawn(admin::serve_admin(bound, node.clone()));
     }
     tokio::spawn(warm_keys(node.clone(), 0));
+    tokio::spawn(give_back_leases(node.clone()));
     if matches!(node.ports.kv, NodeKv::Memory(_)) {
         tokio::spawn(purge_memory(node.clone()));
     }
@@ -292,7 +295,10 @@ pub(super) fn reload(node: &Arc<Node>) -> Result<String, ConfigErrors> {
             node.metrics.certificates(&node.listeners.certificates());
             let next = node.gateway.load().reloaded(config);
             let canaries = next.canary_keys();
-            node.gateway.store(Arc::new(next));
+            let previous = node.gateway.swap(Arc::new(next));
+            // The new config holds no leases: the old one's go back.
+            let ports = node.ports.clone();
+            tokio::spawn(async move { rate_limit::give_back(&previous, &*ports, true).await });
             follow_acme(node);
             node.metrics.reload(true);
             node.metrics.config_loaded(&path, &sha256);
@@ -367,6 +373,17 @@ pub(super) fn keys_at_hand(node: &Node) -> bool {
         node.keys_ready.store(true, Ordering::Release);
     }
     ready
+}
+
+/// Gives back what the node's leased ranges still hold on keys that went
+/// idle here (`rate_limit::give_back`), looking twice per idle time.
+async fn give_back_leases(node: Arc<Node>) {
+    let mut every = tokio::time::interval(Duration::from_micros(leases::IDLE_US / 2));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        rate_limit::give_back(&node.gateway.load_full(), &*node.ports, false).await;
+    }
 }
 
 /// How often the in-memory store drops its expired records.

@@ -19,6 +19,11 @@ const MAX_RANGES: usize = 16;
 const SEC_US: u64 = 1_000_000;
 /// The shortest stretch of time a rate is estimated over.
 const MIN_SAMPLE_US: u64 = 100_000;
+/// A key that has seen no request here for this long gives back what its
+/// ranges still hold (a holder leases from 20 requests a second: five of
+/// its mean gaps); the table is looked over at most twice in that time.
+#[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
+pub(crate) const IDLE_US: u64 = 250_000;
 
 /// Per key: its leased ranges, oldest first, and the requests seen here by second.
 #[derive(Debug)]
@@ -35,10 +40,13 @@ struct Held {
     /// When this holder first saw the key: a new instance's first second
     /// is counted from here, not from its start.
     since_us: u64,
+    /// When it last saw a request on the key.
+    seen_us: u64,
 }
 
 impl Held {
     fn count(&mut self, now_us: u64) {
+        self.seen_us = now_us;
         let second = now_us / SEC_US;
         match second.checked_sub(self.second) {
             Some(0) => self.this += 1,
@@ -84,11 +92,30 @@ pub(crate) enum Local {
 pub(crate) struct Leases(Mutex<Table>);
 
 #[derive(Debug, Default)]
+#[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
 struct Table {
     held: HashMap<String, Held>,
     /// The second in which a full table was last swept of idle keys: at
     /// most one sweep a second, however many new keys arrive.
     swept: u64,
+    /// When it was last looked over for ranges to give back.
+    looked_us: u64,
+    /// Whether a task looks over the table while it holds ranges (a WASI
+    /// 0.3 instance's, which has no task of its own otherwise), and
+    /// whether a range was kept since none does.
+    watched: bool,
+    unwatched: bool,
+}
+
+/// What is left of one key's ranges, for the store to take back
+/// (`KvStore::give_back`): `(from_us, end_us)` on the store's clock, the
+/// newest range first (only a range that still ends at the key's TAT can
+/// go back, and each one given back may let the one before it go too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
+pub(crate) struct Unused {
+    pub(crate) key: String,
+    pub(crate) ranges: Vec<(u64, u64)>,
 }
 
 impl Leases {
@@ -96,7 +123,7 @@ impl Leases {
     /// lease has a stretch for it; else says what to ask the store for.
     pub(crate) fn admit(&self, key: &str, rate: Rate, cost: u64, now_us: u64) -> Local {
         let Ok(mut table) = self.0.lock() else { return Local::Ask(None) };
-        let Table { held, swept } = &mut *table;
+        let Table { held, swept, .. } = &mut *table;
         if !held.contains_key(key) {
             let second = now_us / SEC_US;
             if held.len() >= MAX_KEYS && *swept != second {
@@ -106,7 +133,8 @@ impl Leases {
             if held.len() >= MAX_KEYS {
                 return Local::Ask(None);
             }
-            let fresh = Held { leases: Vec::new(), skew_us: 0, second, this: 0, last: 0, since_us: now_us };
+            let fresh =
+                Held { leases: Vec::new(), skew_us: 0, second, this: 0, last: 0, since_us: now_us, seen_us: now_us };
             held.insert(key.to_string(), fresh);
         }
         let Some(h) = held.get_mut(key) else { return Local::Ask(None) };
@@ -132,6 +160,36 @@ impl Leases {
         }
     }
 
+    /// Takes from this holder the ranges of keys that have seen no request
+    /// here for [`IDLE_US`] (of every key with `all`: the holder is going
+    /// away), with what they still hold; nothing is handed out from them
+    /// afterwards. Without `all`, at most twice per [`IDLE_US`].
+    #[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
+    pub(crate) fn unused(&self, now_us: u64, all: bool) -> Vec<Unused> {
+        let Ok(mut table) = self.0.lock() else { return Vec::new() };
+        if !all && now_us.saturating_sub(table.looked_us) < IDLE_US / 2 {
+            return Vec::new();
+        }
+        table.looked_us = now_us;
+        let mut unused = Vec::new();
+        for (key, h) in &mut table.held {
+            if h.leases.is_empty() || (!all && now_us.saturating_sub(h.seen_us) < IDLE_US) {
+                continue;
+            }
+            let store_now = now_us.saturating_add_signed(h.skew_us);
+            let ranges: Vec<(u64, u64)> = std::mem::take(&mut h.leases)
+                .into_iter()
+                .rev()
+                .filter(|l| l.left(store_now) > 0)
+                .map(|l| (l.next_us.max(store_now), l.end_us))
+                .collect();
+            if !ranges.is_empty() {
+                unused.push(Unused { key: key.clone(), ranges });
+            }
+        }
+        unused
+    }
+
     /// Keeps what a store step leased (`decision` made at `store_now_us`
     /// on the store's clock, asked at `now_us` on this holder's).
     pub(crate) fn keep(&self, key: &str, decision: &Decision, rate: Rate, store_now_us: u64, now_us: u64) {
@@ -144,7 +202,28 @@ impl Leases {
             }
             h.leases.push(lease);
             h.skew_us = i64::try_from(i128::from(store_now_us) - i128::from(now_us)).unwrap_or(0);
+            table.unwatched = !table.watched;
         }
+    }
+
+    /// Whether a task should start looking over the table for ranges to
+    /// give back: one was kept and no task looks (it then does).
+    #[cfg_attr(not(feature = "edge-p3"), allow(dead_code))] // a WASI 0.3 instance's
+    pub(crate) fn to_watch(&self) -> bool {
+        let Ok(mut table) = self.0.lock() else { return false };
+        let start = std::mem::take(&mut table.unwatched);
+        table.watched |= start;
+        start
+    }
+
+    /// Whether the looking task may stop: no key holds a range (then no
+    /// task looks until one is kept again).
+    #[cfg_attr(not(feature = "edge-p3"), allow(dead_code))] // a WASI 0.3 instance's
+    pub(crate) fn watch_ends(&self) -> bool {
+        let Ok(mut table) = self.0.lock() else { return true };
+        let ends = table.held.values().all(|h| h.leases.is_empty());
+        table.watched &= !ends;
+        ends
     }
 }
 
@@ -170,5 +249,40 @@ mod tests {
         // A full second later, the last second's count stands.
         let Local::Ask(want) = leases.admit("k", rate, 1, t0 + 1_200_000) else { panic!("no lease was kept") };
         assert_eq!(want, Some(5), "the last second's 50 requests");
+    }
+
+    /// A key idle here for [`IDLE_US`] hands its ranges over to be given
+    /// back (what each still holds, newest first) and admits no more from
+    /// them; a busy key keeps its own. One task looks over the table while
+    /// ranges are held, and stops when none are.
+    #[test]
+    fn an_idle_keys_ranges_are_handed_over_once_and_watched_while_held() {
+        let leases = Leases::default();
+        let rate = Rate::new(100, SEC_US, 1_000).unwrap(); // I = 10 ms
+        let t0 = 1_767_225_600 * SEC_US;
+        let grant = |key: &str, at: u64, want: u64| {
+            let _ = leases.admit(key, rate, 1, at);
+            let d = lease::grant(None, at, rate, 1, want);
+            leases.keep(key, &d, rate, at, at);
+            d
+        };
+        assert!(!leases.to_watch(), "nothing held");
+        let quiet = grant("quiet", t0, 50);
+        assert!(leases.to_watch(), "a range was kept: a task starts looking");
+        assert!(!leases.to_watch(), "one task looks");
+        let _ = grant("busy", t0 + IDLE_US - 1_000, 50);
+        assert!(leases.unused(t0 + IDLE_US / 4, false).is_empty(), "nothing idle yet");
+        assert!(leases.unused(t0 + IDLE_US / 2 - 1, false).is_empty(), "looked over too recently");
+        let Local::Admitted(..) = leases.admit("quiet", rate, 1, t0 + 10_000) else { panic!("the range admits") };
+        // The range: 49 units after the request's own, to 500 ms; one taken
+        // at 10 ms, the rest passing from now on.
+        let at = t0 + 10_000 + IDLE_US;
+        assert_eq!(quiet.tat_us, t0 + 500_000);
+        assert_eq!(leases.unused(at, false), vec![Unused { key: "quiet".into(), ranges: vec![(at, quiet.tat_us)] }]);
+        assert!(matches!(leases.admit("quiet", rate, 1, at), Local::Ask(_)), "nothing is handed out any more");
+        assert!(!leases.watch_ends(), "busy still holds a range");
+        assert_eq!(leases.unused(at + 1, true).len(), 1, "all of them: busy's too");
+        assert!(leases.watch_ends());
+        assert!(!leases.to_watch(), "nothing kept since");
     }
 }

@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::leases::Local;
+use super::leases::{self, Local};
 use super::log::{Failure, LimitOutcome};
 use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Flow, Gateway, caller};
@@ -389,6 +389,43 @@ fn leasable<P: Ports>(step: &LimitStep<'_>) -> Option<Rate> {
         _ => return None,
     };
     (step.exact && P::LIFETIME != Lifetime::Request && lease::shareable(rate, step.cost)).then_some(rate)
+}
+
+/// Gives back to the store the unused rest of the ranges this holder
+/// leased on keys idle here (on every key with `all`: the holder is going
+/// away, a node reloading or stopping), so the fleet can admit those units
+/// before they pass. A range others leased past, or a store that fails,
+/// stays out of use until it passes, as it would have without this.
+/// Returns the ranges that went back.
+#[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
+pub(crate) async fn give_back<P: Ports>(gateway: &Gateway, ports: &P, all: bool) -> usize {
+    let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
+    let mut back = 0;
+    for unused in gateway.leases.unused(now_us, all) {
+        // Newest first: each range that goes back may let the one before it go.
+        for (from_us, end_us) in unused.ranges {
+            match ports.kv().give_back(&unused.key, from_us, end_us, now_us).await {
+                Ok(true) => back += 1,
+                _ => break,
+            }
+        }
+    }
+    back
+}
+
+/// Looks over the holder's ranges twice per idle time while it holds
+/// any, giving back those of keys gone idle: for a WASI 0.3 instance,
+/// whose only tasks are its requests' (Spin keeps the instance while this
+/// runs, then drops it once idle; what it still held would be lost).
+#[cfg_attr(not(feature = "edge-p3"), allow(dead_code))] // a WASI 0.3 instance's
+pub(crate) async fn watch_leases<P: Ports>(gateway: &Gateway, ports: &P) {
+    loop {
+        ports.clock().sleep(Duration::from_micros(leases::IDLE_US / 2)).await;
+        give_back(gateway, ports, false).await;
+        if gateway.leases.watch_ends() {
+            return;
+        }
+    }
 }
 
 /// What the store's decision of one step was, for the log and metrics.

@@ -597,6 +597,19 @@ impl<S: RawStore, C: Clock> KvStore for Enveloped<S, C> {
         Ok((decisions, now_us))
     }
 
+    /// A watch and a swap; the record keeps its pool and when it was last
+    /// decided on. A lost race leaves the range where it is.
+    async fn give_back(&self, key: &str, from_us: u64, end_us: u64, now_us: u64) -> Result<bool, KvError> {
+        let (watch, raw) = self.store.watch(key).await?;
+        let record = RateRecord::read(live(raw.as_deref(), self.now_ms()));
+        if record.tat_us != Some(end_us) || from_us >= end_us {
+            return Ok(false);
+        }
+        let payload = RateRecord { tat_us: Some(from_us), ..record }.encode();
+        let ttl = Duration::from_micros(from_us.saturating_sub(now_us)) + Duration::from_secs(1);
+        self.write(Watched { watch, raw, ticket: None }, payload.as_bytes(), Some(ttl)).await
+    }
+
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         Enveloped::sweep(self, KEY_PREFIX, after, limit).await
     }

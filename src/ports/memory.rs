@@ -69,6 +69,16 @@ impl<C: Clock> KvStore for MemoryKv<C> {
         Ok((decisions, now_us))
     }
 
+    async fn give_back(&self, key: &str, from_us: u64, end_us: u64, now_us: u64) -> Result<bool, KvError> {
+        let now = self.clock.now();
+        let keys = [key.to_string()];
+        Ok(self.map.update_many(&keys, now, |current| {
+            let back = gcra::decode(current.first().and_then(|v| v.as_deref())) == Some(end_us) && from_us < end_us;
+            let ttl = Duration::from_micros(from_us.saturating_sub(now_us)) + Duration::from_secs(1);
+            (back, back.then(|| vec![(gcra::encode(from_us).into_bytes(), Some(now + ttl))]))
+        }))
+    }
+
     /// Expired entries go when touched or when room is needed; a sweep
     /// drops them all at once (the whole map: it is in-process).
     async fn sweep(&self, _after: Option<&str>, _limit: usize) -> Result<SweepReport, KvError> {

@@ -60,6 +60,13 @@ pub trait KvStore {
     /// clock, as Redis does, so a fleet shares one).
     async fn limit(&self, steps: &[LimitStep<'_>], now_us: u64) -> Result<(Vec<Decision>, u64), KvError>;
 
+    /// Gives back the unused rest of a leased range (`shared/lease.rs`):
+    /// moves the rate record at `key` from `end_us` back to `from_us` if it
+    /// still ends there (nothing was granted after the range); a range
+    /// others leased past stays as it is. Returns whether it went back.
+    /// `now_us` (this holder's clock) only sets the record's expiry.
+    async fn give_back(&self, key: &str, from_us: u64, end_us: u64, now_us: u64) -> Result<bool, KvError>;
+
     /// Deletes expired records among the gateway's keys after `after` (in
     /// key order), examining at most `limit` of them. Stores that expire
     /// records themselves (memory, Redis) have nothing to do.

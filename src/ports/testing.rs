@@ -336,6 +336,13 @@ impl KvStore for TestKv {
         self.check()?;
         if self.spin_like() { self.spin.limit(steps, now_us).await } else { self.inner.limit(steps, now_us).await }
     }
+    async fn give_back(&self, key: &str, from_us: u64, end_us: u64, now_us: u64) -> Result<bool, KvError> {
+        self.check()?;
+        match self.spin_like() {
+            true => self.spin.give_back(key, from_us, end_us, now_us).await,
+            false => self.inner.give_back(key, from_us, end_us, now_us).await,
+        }
+    }
     async fn sweep(&self, after: Option<&str>, limit: usize) -> Result<SweepReport, KvError> {
         self.check()?;
         match self.spin_like() {

@@ -363,6 +363,7 @@ async fn run_home(home: &str, addr: SocketAddr, b: &Backends) {
     scenarios::circuit_breaker_over_a_pool(home, addr).await;
     scenarios::hot_key(home, addr).await;
     scenarios::burst_on_one_key(home, addr).await;
+    scenarios::quiet_key_gives_back(home, addr).await;
     scenarios::single_target_is_not_retried(home, addr, &b.raw).await;
     scenarios::canary_split(home, addr).await;
     scenarios::grpc_call(home, addr, home == "node").await;

@@ -499,6 +499,36 @@ pub async fn burst_on_one_key_across(home: &str, addrs: &[SocketAddr], key: &str
     assert!(admitted * 10 >= limit * 9, "[{home}] {admitted} admitted of {limit}");
 }
 
+/// A holder that leased part of a key's burst and went quiet loses none of
+/// it: 20 requests in a row on a fresh key of `100/hour`, a pause past the
+/// holder's idle time (and past Spin's idle-instance timeout, so a WASI 0.3
+/// instance that held ranges is gone and the rest is decided by a new
+/// one), then requests until one is refused: the home admits exactly the
+/// burst (what refills meanwhile included). Had the first holder kept what
+/// it leased, that part would stay out of use until it passed (36 s a unit).
+pub async fn quiet_key_gives_back(home: &str, addr: SocketAddr) {
+    let _alone = ALONE.lock().await;
+    let one = || async move {
+        let req = Request::get("/quiet").header("host", "gw.test").header("x-quiet", "quiet");
+        send(addr, req.body(Bytes::new()).expect("request")).await.status
+    };
+    // Spin drops a WASI 0.3 instance idle for a second: the burst starts on a new one.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let started = Instant::now();
+    for i in 0..20 {
+        assert_eq!(one().await, 200, "[{home}] request {i} of the first 20");
+    }
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let mut second = 0;
+    while second < 150 && one().await == 200 {
+        second += 1;
+    }
+    let limit = 100 + started.elapsed().as_secs() * 100 / 3_600 + 1;
+    let admitted = 20 + second;
+    assert!(admitted <= limit, "[{home}] {admitted} admitted of {limit}");
+    assert!(admitted >= 100, "[{home}] {admitted} admitted of 100: a leased range was not given back");
+}
+
 /// Without a `[retry]` table, a request that a single-target service's
 /// origin failed (here with broken framing) is not sent to it again.
 pub async fn single_target_is_not_retried(home: &str, addr: SocketAddr, raw: &super::support::origin::RawOrigin) {

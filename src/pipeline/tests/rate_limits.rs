@@ -1,6 +1,7 @@
 //! Rate limits: headers, 429, tiers and costs.
 
 use super::*;
+use crate::pipeline::{leases, rate_limit};
 
 const LIMITED: &str = r#"
 [limits.per_client]
@@ -280,4 +281,53 @@ limits = ["hot", "tight"]
         assert_eq!(last.log.limits[0].outcome.name(), "limited");
         assert_eq!(last.response.headers()["retry-after"], "4", "one interval of 3.6 s");
     }
+}
+
+/// A holder whose key goes quiet gives back the rest of its range: a
+/// second holder then admits everything the first did not use, yet
+/// nothing more, and the first decides by the store again. A range
+/// another holder leased past stays where it is.
+#[test]
+fn a_holder_gives_back_the_unused_rest_of_its_range_when_its_key_goes_idle() {
+    let config = r#"
+[limits.hot]
+rate = "1000/hour"
+
+[services.s]
+url = "http://o.test"
+
+[[routes]]
+path = "/hot"
+service = "s"
+limits = ["hot"]
+"#;
+    let parse = || Gateway::new(Config::parse(config, "hot.toml", &Default::default()).unwrap());
+    let admitted = |ports: &FakePorts, gw: &Gateway, n: usize| {
+        (0..n).filter(|_| limited(ports, gw, "/hot", "c").response.status() == StatusCode::OK).count()
+    };
+    for spin_like in [false, true] {
+        let ports = FakePorts::new(FakeHttp::ok());
+        ports.kv.spin_like.store(spin_like, std::sync::atomic::Ordering::SeqCst);
+        let (a, b) = (parse(), parse());
+        assert_eq!(admitted(&ports, &a, 100), 100);
+        assert_eq!(block_on(rate_limit::give_back(&a, &ports, false)), 0, "the key is busy here");
+        ports.clock.advance(Duration::from_micros(leases::IDLE_US));
+        assert_eq!(block_on(rate_limit::give_back(&a, &ports, false)), 1, "spin-like store: {spin_like}");
+        // Nothing is stranded: b admits the whole burst less what a admitted.
+        assert_eq!(admitted(&ports, &b, 1_000), 900, "spin-like store: {spin_like}");
+        let refused = limited(&ports, &a, "/hot", "c");
+        assert_eq!(refused.response.status(), StatusCode::TOO_MANY_REQUESTS, "a hands nothing out any more");
+        assert_eq!(refused.log.limits[0].outcome.name(), "limited");
+    }
+    // b leases past a's range: a's cannot go back, and the fleet still
+    // admits its burst exactly once.
+    let ports = FakePorts::new(FakeHttp::ok());
+    let (a, b) = (parse(), parse());
+    assert_eq!(admitted(&ports, &a, 100), 100);
+    assert_eq!(admitted(&ports, &b, 100), 100);
+    ports.clock.advance(Duration::from_micros(leases::IDLE_US));
+    assert_eq!(block_on(rate_limit::give_back(&a, &ports, false)), 0, "b's range ends at the TAT");
+    assert_eq!(block_on(rate_limit::give_back(&b, &ports, false)), 1);
+    let c = parse();
+    assert!(admitted(&ports, &c, 1_000) < 800, "a's unused range stays out of use");
 }
