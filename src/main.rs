@@ -14,6 +14,7 @@ mod cli {
     use portcullis::native::client::PoolLimits;
     use portcullis::native::conn::{ConnectionLimits, fd_limit};
     use portcullis::native::load_config;
+    use portcullis::native::registry::{self, Follow, RegistryError};
     use portcullis::native::server::{ServeOptions, Store, serve};
 
     #[derive(Parser)]
@@ -149,6 +150,32 @@ mod cli {
         /// for continued ones.
         #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
         otlp_endpoint: Option<String>,
+        /// Follow the registry in this Redis (`redis://…` or
+        /// `redis-cluster://…`) instead of `--config`: run its current
+        /// version and each one `portcullis publish` makes current.
+        #[arg(long, conflicts_with = "config")]
+        config_from: Option<String>,
+        /// Where a node that follows the registry keeps the last version it
+        /// applied, to start on while the registry is unreachable (relative
+        /// paths in published configs start from its folder).
+        #[arg(long, default_value = "portcullis-state/published.json")]
+        config_cache: PathBuf,
+        /// How often a node that follows the registry checks its current
+        /// version (it also learns of each one as it is published) and
+        /// reports the version it runs.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        config_check: Duration,
+        /// This node's name in `portcullis versions` (default: host name and process id).
+        #[arg(long)]
+        node_id: Option<String>,
+    }
+
+    /// The registry the fleet follows.
+    #[derive(clap::Args)]
+    struct RegistryFlags {
+        /// The registry's Redis: a redis:// or redis-cluster:// URL.
+        #[arg(long)]
+        store: String,
     }
 
     /// A listener address, or none.
@@ -189,6 +216,34 @@ mod cli {
         Cache {
             #[command(subcommand)]
             action: CacheAction,
+        },
+        /// Check a config as `check` does, then publish it to the registry
+        /// as its next version: every node that follows the registry runs
+        /// it within a second.
+        Publish {
+            /// The gateway config.
+            config: PathBuf,
+            #[command(flatten)]
+            registry: RegistryFlags,
+            /// What changed, shown by `versions`.
+            #[arg(long, short)]
+            message: Option<String>,
+            /// Who published it (default: $USER).
+            #[arg(long, env = "USER")]
+            author: Option<String>,
+        },
+        /// List the registry's kept versions, the current one, and which
+        /// version each following node runs (JSON).
+        Versions {
+            #[command(flatten)]
+            registry: RegistryFlags,
+        },
+        /// Make a kept version current again (it must compile here).
+        Rollback {
+            /// The version number (`versions` lists them).
+            version: u64,
+            #[command(flatten)]
+            registry: RegistryFlags,
         },
         /// Validate a config; exits 1 and prints file:line:column: key: problem for each error.
         Check {
@@ -276,7 +331,25 @@ mod cli {
                     metrics_listen,
                     admin_listen,
                     otlp_endpoint,
+                    config_from,
+                    config_cache,
+                    config_check,
+                    node_id,
                 } = *args;
+                if let Some(url) = config_from.as_deref().filter(|u| !portcullis::native::redis_kv::is_redis_url(u)) {
+                    eprintln!("--config-from: `{url}` is not a redis:// or redis-cluster:// URL");
+                    return ExitCode::from(2);
+                }
+                if config_check.is_zero() {
+                    eprintln!("--config-check must be above zero");
+                    return ExitCode::from(2);
+                }
+                let follow = config_from.map(|url| Follow {
+                    url,
+                    cache: config_cache,
+                    check_every: config_check,
+                    node_id: node_id.unwrap_or_else(default_node_id),
+                });
                 let (connections, upstream_pool) = match connections.limits() {
                     Ok(l) => l,
                     Err(e) => {
@@ -326,6 +399,7 @@ mod cli {
                     metrics_listen: metrics_listen.0,
                     admin_listen: admin_listen.0,
                     otlp_endpoint: otlp_endpoint.filter(|e| !e.is_empty()),
+                    follow,
                 };
                 match runtime.block_on(serve(opts)) {
                     Ok(()) => ExitCode::SUCCESS,
@@ -337,6 +411,18 @@ mod cli {
                 }
             }
             Command::Check { config, spin_manifest } => check(&config, spin_manifest.as_deref()),
+            Command::Publish { config, registry, message, author } => run("publish", async move {
+                let version = registry::publish(&config, &registry.store, message, author).await?;
+                Ok(format!("published {} as version {version}", config.display()))
+            }),
+            Command::Versions { registry } => run("versions", async move {
+                let listed = registry::versions(&registry.store).await?;
+                Ok(serde_json::to_string_pretty(&listed).unwrap_or_default())
+            }),
+            Command::Rollback { version, registry } => run("rollback", async move {
+                let back = registry::rollback(&registry.store, version).await?;
+                Ok(format!("version {version} ({}, {}) is current again", back.file, back.published_at))
+            }),
             Command::HashKey { generate } => hash_key(generate),
             Command::Canary { action: CanaryAction::Reset { route, config, store } } => {
                 canary_reset(&config, &route, &store)
@@ -404,6 +490,38 @@ mod cli {
                 ExitCode::FAILURE
             }
         }
+    }
+
+    /// A registry command: what it says printed, or its error as `portcullis NAME: …`.
+    fn run(name: &str, command: impl Future<Output = Result<String, RegistryError>>) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(command) {
+            Ok(said) => {
+                println!("{said}");
+                ExitCode::SUCCESS
+            }
+            Err(RegistryError::Invalid(errors)) => {
+                eprintln!("{errors}");
+                eprintln!("portcullis {name}: the config was not published");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("portcullis {name}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// The host name and the process id.
+    fn default_node_id() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
     }
 
     fn hash_key(generate: bool) -> ExitCode {

@@ -948,3 +948,154 @@ cache = {{ ttl = "1h" }}
     assert_eq!(origin.received().len(), before + 1);
     drop(cluster);
 }
+
+/// `portcullis ARGS`: exit code, stdout, stderr.
+fn portcullis(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).output().expect("run portcullis");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+fn registry_config(origin: &Origin, routes: &[&str]) -> String {
+    let mut text = format!("[services.echo]\nurl = \"http://127.0.0.1:{}\"\n", origin.port());
+    for path in routes {
+        text.push_str(&format!("\n[[routes]]\npath = \"{path}\"\nservice = \"echo\"\n"));
+    }
+    text
+}
+
+fn publish(url: &str, config: &str, message: &str) -> (i32, String, String) {
+    let file = support::temp_path("published.toml");
+    std::fs::write(&file, config).unwrap();
+    portcullis(&["publish", file.to_str().unwrap(), "--store", url, "-m", message, "--author", "tests"])
+}
+
+/// Waits until every node answers `path` with `status`: how long it took.
+async fn until_all(nodes: &[&Node], path: &str, status: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    for node in nodes {
+        while send(node.addr, get(path)).await.status != status {
+            assert!(started.elapsed() < within, "{path} is not {status} on {} after {within:?}", node.addr);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    started.elapsed()
+}
+
+fn following(url: &str, name: &str) -> Node {
+    let cache = support::temp_path(&format!("{name}.json"));
+    let cache = cache.to_str().unwrap();
+    Node::start_args(
+        "",
+        &[],
+        &["--config-from", url, "--config-cache", cache, "--config-check", "1s", "--node-id", name],
+    )
+}
+
+/// Two nodes follow the registry: a published version is live on both
+/// within a second (measured), an invalid one is refused and changes
+/// nothing, a rollback is live as fast, a version announced without a
+/// message is caught by the periodic check, a version a node cannot
+/// compile is not applied, and `versions` shows which node runs what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_follow_what_the_registry_publishes() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let (code, out, err) = publish(&url, &registry_config(&origin, &["/one"]), "first");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("as version 1"), "{out}");
+    let nodes = [following(&url, "n0"), following(&url, "n1")];
+    let all: Vec<&Node> = nodes.iter().collect();
+    until_all(&all, "/one", 200, Duration::from_secs(1)).await;
+    assert_eq!(send(nodes[0].addr, get("/two")).await.status, 404);
+
+    let (code, _, err) = publish(&url, &registry_config(&origin, &["/one", "/two"]), "second");
+    assert_eq!(code, 0, "{err}");
+    let took = until_all(&all, "/two", 200, Duration::from_secs(2)).await;
+    assert!(took < Duration::from_secs(1), "published to live on both nodes: {took:?}");
+
+    // Invalid: every error with file, line and key; nothing published.
+    let (code, _, err) = publish(&url, "[[routes]]\npath = \"/x\"\nservice = \"nowhere\"\n", "broken");
+    assert_eq!(code, 1);
+    assert!(err.contains("published.toml:3") && err.contains("service") && err.contains("not published"), "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&portcullis(&["versions", "--store", &url]).1).unwrap();
+    assert_eq!(listed["current"], 2);
+    assert_eq!(listed["versions"][0]["message"], "second");
+
+    let (code, out, err) = portcullis(&["rollback", "1", "--store", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("version 1"), "{out}");
+    let took_back = until_all(&all, "/two", 404, Duration::from_secs(2)).await;
+    let admin = send(nodes[1].admin_addr.unwrap(), get("/config")).await.json();
+    assert_eq!((admin["source"].as_str(), admin["version"].as_u64()), (Some("registry"), Some(1)));
+    let metrics =
+        String::from_utf8_lossy(&send(nodes[0].metrics_addr.unwrap(), get("/metrics")).await.body).into_owned();
+    assert!(metrics.contains("portcullis_config_version 1"), "{metrics}");
+
+    // A version made current with no announcement: the check finds it.
+    let mut conn = redis::Client::open(url.clone()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let second: String = redis::cmd("GET").arg("pc1:{cfg}:v:2").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET").arg("pc1:{cfg}:v:3").arg(&second).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET").arg("pc1:{cfg}:current").arg(3).query_async(&mut conn).await.unwrap();
+    let caught = until_all(&all, "/two", 200, Duration::from_secs(3)).await;
+
+    // A version this node cannot compile (written around `publish`): reported, not applied.
+    let mut broken: serde_json::Value = serde_json::from_str(&second).unwrap();
+    broken["config"] = "[[routes]]\npath = \"/x\"\nservice = \"nowhere\"\n".into();
+    let _: () = redis::cmd("SET").arg("pc1:{cfg}:v:4").arg(broken.to_string()).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET").arg("pc1:{cfg}:current").arg(4).query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH").arg("pc1:{cfg}:announce").arg(4).query_async(&mut conn).await.unwrap();
+    nodes[0].wait_for_stderr("config rejected; the running config stays");
+    assert_eq!(send(nodes[0].addr, get("/two")).await.status, 200, "version 3 still runs");
+
+    // Heartbeats: which node runs which version.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let listed: serde_json::Value = serde_json::from_str(&portcullis(&["versions", "--store", &url]).1).unwrap();
+    let mut running: Vec<(String, u64)> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap().to_string(), n["version"].as_u64().unwrap()))
+        .collect();
+    running.sort();
+    assert_eq!(running, vec![("n0".to_string(), 3), ("n1".to_string(), 3)], "{listed}");
+    support::notice(&format!(
+        "registry: published to live on 2 nodes {took:?}, rollback {took_back:?}, unannounced {caught:?}"
+    ));
+}
+
+/// A node restarted while the registry is down starts on the version it
+/// last applied, and says so; with none on disk it does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_while_the_registry_is_down_runs_its_last_version() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    assert_eq!(publish(&url, &registry_config(&origin, &["/kept"]), "kept").0, 0);
+    let cache = support::temp_path("kept.json");
+    let args = ["--config-from", &url, "--config-cache", cache.to_str().unwrap(), "--config-check", "1s"];
+    let node = Node::start_args("", &[], &args);
+    assert_eq!(send(node.addr, get("/kept")).await.status, 200);
+    drop(node);
+    redis.kill();
+    let node = Node::start_args("", &[], &args);
+    assert_eq!(send(node.addr, get("/kept")).await.status, 200);
+    node.wait_for_stderr("the registry is unreachable: starting on the last version this node applied");
+    let empty = support::temp_path("none.json");
+    let (code, _, err) = portcullis(&[
+        "serve",
+        "--config-from",
+        &url,
+        "--config-cache",
+        empty.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--admin-listen",
+        "off",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unreachable") && err.contains("holds no version"), "{err}");
+}

@@ -140,6 +140,8 @@ fn config(node: &Node) -> Answer {
     let loaded = node.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let body = json!({
         "file": node.config_path.display().to_string(),
+        "source": if node.follower.is_some() { "registry" } else { "file" },
+        "version": loaded.version,
         "sha256": loaded.sha256,
         "loaded_at": loaded.at,
         "routes": c.routes.len(),
@@ -151,6 +153,11 @@ fn config(node: &Node) -> Answer {
 }
 
 fn reloaded(node: &Arc<Node>) -> Answer {
+    if let Some(wake) = &node.follower {
+        // A node that follows the registry applies what it publishes.
+        wake.notify_one();
+        return json_answer(StatusCode::ACCEPTED, &json!({ "reloaded": false, "checking": "registry" }));
+    }
     match reload(node) {
         Ok(sha256) => json_answer(StatusCode::OK, &json!({ "reloaded": true, "sha256": sha256 })),
         Err(errors) => {

@@ -179,6 +179,7 @@ pub(crate) struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     config: Family<ConfigLabels, Gauge>,
     config_loaded: Gauge<f64, AtomicU64>,
+    config_version: Gauge,
     store_keys: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     acme_orders: Family<AcmeLabels, Counter>,
@@ -226,6 +227,7 @@ impl Metrics {
             reloads: Family::default(),
             config: Family::default(),
             config_loaded: Gauge::default(),
+            config_version: Gauge::default(),
             store_keys: Gauge::default(),
             certificate_expiry: Family::default(),
             acme_orders: Family::default(),
@@ -260,6 +262,7 @@ impl Metrics {
             "portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads;
             "portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config;
             "portcullis_config_loaded_timestamp_seconds", "When the running config was loaded (Unix time)", m.config_loaded;
+            "portcullis_config_version", "The registry version the node runs (0: a config file)", m.config_version;
             "portcullis_store_keys", "Records in the in-memory store after its last purge of expired ones", m.store_keys;
             "portcullis_tls_certificate_expiry_timestamp_seconds", "When each certificate a TLS listener serves expires (Unix time), by listener and its first name", m.certificate_expiry;
             "portcullis_acme_orders", "Certificate orders to the ACME directory by name and result (issued, failed)", m.acme_orders;
@@ -405,10 +408,11 @@ impl Metrics {
     }
 
     /// A config was loaded (at start, or by a reload).
-    pub(crate) fn config_loaded(&self, file: &str, sha256: &str) {
+    pub(crate) fn config_loaded(&self, file: &str, sha256: &str, version: Option<u64>) {
         self.config.clear();
         self.config.get_or_create(&ConfigLabels { sha256: sha256.to_string(), file: file.to_string() }).set(1);
         self.config_loaded.set(unix_now());
+        self.config_version.set(version.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)));
     }
 
     /// Records in the in-memory store after its last purge.
@@ -771,7 +775,7 @@ service = "api"
         metrics.request(&unmatched, &series);
         metrics.store_call("gcra", Duration::from_micros(300), false);
         metrics.reload(false);
-        metrics.config_loaded("t.toml", "abc");
+        metrics.config_loaded("t.toml", "abc", Some(3));
         let served = crate::native::tls::Served {
             names: vec!["a.test".into()],
             not_before: 1_767_000_000,

@@ -21,6 +21,7 @@ mod probe;
 mod protocol;
 pub mod redis_kv;
 mod refusals;
+pub mod registry;
 pub mod server;
 pub use listeners::check_files;
 mod proxy_protocol;

@@ -213,6 +213,40 @@ impl RedisKv {
         })
     }
 
+    /// One command, with the store's deadline and breaker.
+    pub(crate) async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, KvError> {
+        self.call(Call::Cmd(cmd)).await
+    }
+
+    /// One script over `keys` with `args`, with the store's deadline and breaker.
+    pub(crate) async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, KvError> {
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(*k);
+        }
+        for a in args {
+            invocation.arg(*a);
+        }
+        self.call(Call::Script(invocation)).await
+    }
+
+    /// A client for subscriptions: a single Redis', or a cluster's first
+    /// seed node (a cluster carries what is published to every node).
+    pub(crate) fn subscriber(url: &str) -> Result<redis::Client, KvError> {
+        match url.strip_prefix(CLUSTER_SCHEME) {
+            Some(seeds) => {
+                let first = seeds.split(',').next().unwrap_or_default().trim();
+                redis::Client::open(format!("redis://{first}")).map_err(err)
+            }
+            None => redis::Client::open(url).map_err(err),
+        }
+    }
+
     fn is_cluster(&self) -> bool {
         matches!(self.backend, Backend::Cluster { .. })
     }

@@ -20,8 +20,8 @@ use super::listeners::Listeners;
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
-use super::{NodeClock, NodeKv, NodePorts, acme, admin, load_config_hashed, origins, probe};
-use crate::config::ConfigErrors;
+use super::{NodeClock, NodeKv, NodePorts, acme, admin, load_config_hashed, origins, probe, registry};
+use crate::config::{Config, ConfigErrors};
 use crate::pipeline::{Gateway, leases, rate_limit};
 use crate::ports::KvStore;
 use crate::ports::{Clock, Ports};
@@ -52,6 +52,8 @@ pub struct ServeOptions {
     pub admin_listen: Option<SocketAddr>,
     /// Where spans go (OTLP/HTTP), if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// Follow the registry (`--config-from`) instead of the `config` file.
+    pub follow: Option<registry::Follow>,
 }
 
 /// `--store`: `memory` or a Redis URL, with Redis' pool size and deadline.
@@ -61,7 +63,7 @@ pub enum Store {
     Redis { url: String, connections: usize, timeout: Duration },
 }
 
-pub(super) struct Node {
+pub(crate) struct Node {
     pub(super) gateway: Arc<ArcSwap<Gateway>>,
     pub(super) ports: Arc<NodePorts>,
     pub(super) log: AccessLogSink,
@@ -85,6 +87,9 @@ pub(super) struct Node {
     pub(super) listeners: Listeners,
     /// `--listen`, kept across reloads.
     listen: Option<SocketAddr>,
+    /// Wakes the registry follower (SIGHUP, `POST /reload`) on a node
+    /// that follows the registry.
+    pub(super) follower: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Node {
@@ -104,6 +109,8 @@ impl Node {
 pub(super) struct Loaded {
     pub(super) sha256: String,
     pub(super) at: String,
+    /// The registry's version number, on a node that follows it.
+    pub(super) version: Option<u64>,
 }
 
 /// Serves until SIGTERM/SIGINT, then drains. Fails only on start-up problems.
@@ -121,7 +128,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = hangup.recv() => drop(reload(&node)),
+            _ = hangup.recv() => match &node.follower {
+                Some(wake) => wake.notify_one(),
+                None => drop(reload(&node)),
+            },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -144,7 +154,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 /// listeners (their files read and their sockets bound first, so a
 /// mistake stops the start).
 async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
-    let (config, sha256) = load_config_hashed(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let (config, sha256, version, config_path) = match &opts.follow {
+        None => {
+            let (config, sha256) =
+                load_config_hashed(&opts.config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+            (config, sha256, None, opts.config.clone())
+        }
+        Some(follow) => {
+            let (published, config, _) = registry::first(follow).await?;
+            (config, published.sha256, Some(published.version), follow.cache.clone())
+        }
+    };
     if let Some(addr) = opts.admin_listen
         && !addr.ip().is_loopback()
         && config.admin_tokens.is_empty()
@@ -154,7 +174,7 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         );
     }
     let listeners = Listeners::default();
-    let base = opts.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let prepared =
         listeners.prepare(&config, &base, opts.listen).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let gateway = Arc::new(ArcSwap::from_pointee(Gateway::new(config)));
@@ -167,7 +187,7 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         upstream_connections: upstream_connections.clone(),
     };
     let metrics = Arc::new(Metrics::new(state, opts.metrics_listen.is_some()));
-    metrics.config_loaded(&opts.config.display().to_string(), &sha256);
+    metrics.config_loaded(&config_path.display().to_string(), &sha256, version);
     let tracer = match &opts.otlp_endpoint {
         Some(endpoint) => Some(Exporter::new(endpoint, "portcullis")?),
         None => None,
@@ -184,8 +204,8 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         log: AccessLogSink::stdout(),
         metrics,
         tracer,
-        config_path: opts.config.clone(),
-        loaded: Mutex::new(Loaded { sha256, at: now_rfc3339() }),
+        config_path,
+        loaded: Mutex::new(Loaded { sha256, at: now_rfc3339(), version }),
         keys_ready: AtomicBool::new(false),
         probes_ready: AtomicBool::new(false),
         generation: AtomicU64::new(0),
@@ -195,6 +215,7 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         header_read_timeout: opts.header_read_timeout,
         listeners,
         listen: opts.listen,
+        follower: opts.follow.as_ref().map(|_| Arc::new(tokio::sync::Notify::new())),
     });
     let profiles = origins::prepare(&node.gateway.load().config, &base, node.ports.http.roots())
         .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
@@ -218,6 +239,9 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
     node.metrics.certificates(&node.listeners.certificates());
     follow_acme(&node);
     tokio::spawn(watch_files(node.clone()));
+    if let (Some(follow), Some(wake)) = (&opts.follow, &node.follower) {
+        tokio::spawn(registry::follow(node.clone(), follow.clone(), wake.clone()));
+    }
     Ok(node)
 }
 
@@ -273,63 +297,91 @@ async fn start_probes(node: &Arc<Node>) {
 /// stays. Returns the new config's SHA-256, or every error in the file.
 pub(super) fn reload(node: &Arc<Node>) -> Result<String, ConfigErrors> {
     let path = node.config_path.display().to_string();
-    let loaded = load_config_hashed(&node.config_path).and_then(|(config, sha256)| {
-        let prepared = node.listeners.prepare(&config, &node.base(), node.listen);
-        let profiles = origins::prepare(&config, &node.base(), node.ports.http.roots());
-        match (prepared, profiles) {
-            (Ok(prepared), Ok(profiles)) => Ok((config, sha256, prepared, profiles)),
-            (prepared, profiles) => {
-                let (a, b) = (prepared.err().map(|e| e.0), profiles.err().map(|e| e.0));
-                Err(ConfigErrors(a.into_iter().chain(b).flatten().collect()))
+    let applied = load_config_hashed(&node.config_path)
+        .and_then(|(config, sha256)| apply_config(node, config, &sha256, &path, None).map(|()| sha256));
+    if let Err(errors) = &applied {
+        rejected(node, &path, errors);
+    }
+    applied
+}
+
+/// Applies a version from the registry as a reload applies a file.
+pub(crate) fn apply(node: &Arc<Node>, config: Config, published: &registry::Published) -> Result<(), ConfigErrors> {
+    let label = published.label();
+    let applied = apply_config(node, config, &published.sha256, &label, Some(published.version));
+    if let Err(errors) = &applied {
+        rejected(node, &label, errors);
+    }
+    applied
+}
+
+/// The registry version the node runs, its SHA-256 and when it was applied.
+pub(crate) fn running_version(node: &Node) -> Option<(u64, String, String)> {
+    let loaded = node.loaded.lock().unwrap_or_else(|p| p.into_inner());
+    loaded.version.map(|v| (v, loaded.sha256.clone(), loaded.at.clone()))
+}
+
+/// Reports a config that was not applied: the running one stays.
+pub(crate) fn rejected(node: &Node, label: &str, errors: &ConfigErrors) {
+    node.metrics.reload(false);
+    for e in &errors.0 {
+        tracing::error!(file = %e.file, line = e.line, key = %e.key, "{}", e.message);
+    }
+    tracing::error!(config = %label, "config rejected; the running config stays");
+}
+
+/// Replaces the running config with `config` whole (its listeners and
+/// origins' files read first: any failure and nothing changes).
+fn apply_config(
+    node: &Arc<Node>,
+    config: Config,
+    sha256: &str,
+    label: &str,
+    version: Option<u64>,
+) -> Result<(), ConfigErrors> {
+    let prepared = node.listeners.prepare(&config, &node.base(), node.listen);
+    let profiles = origins::prepare(&config, &node.base(), node.ports.http.roots());
+    let (prepared, profiles) = match (prepared, profiles) {
+        (Ok(prepared), Ok(profiles)) => (prepared, profiles),
+        (prepared, profiles) => {
+            let (a, b) = (prepared.err().map(|e| e.0), profiles.err().map(|e| e.0));
+            return Err(ConfigErrors(a.into_iter().chain(b).flatten().collect()));
+        }
+    };
+    node.ports.http.set_profiles(profiles);
+    let kept: Vec<Arc<str>> = prepared.iter().map(|p| p.name().clone()).collect();
+    if let Err(e) = node.listeners.apply(prepared, node) {
+        tracing::error!(error = %e, "a new listener could not start");
+    }
+    node.listeners.retain(&kept);
+    node.metrics.certificates(&node.listeners.certificates());
+    let next = node.gateway.load().reloaded(config);
+    let canaries = next.canary_keys();
+    let previous = node.gateway.swap(Arc::new(next));
+    // The new config holds no leases: the old one's go back.
+    let ports = node.ports.clone();
+    tokio::spawn(async move { rate_limit::give_back(&previous, &*ports, true).await });
+    follow_acme(node);
+    node.metrics.reload(true);
+    node.metrics.config_loaded(&node.config_path.display().to_string(), sha256, version);
+    *node.loaded.lock().unwrap_or_else(|p| p.into_inner()) =
+        Loaded { sha256: sha256.to_string(), at: now_rfc3339(), version };
+    tracing::info!(config = %label, sha256, version, "config reloaded");
+    let generation = node.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    node.keys_ready.store(false, Ordering::Release);
+    tokio::spawn(warm_keys(node.clone(), generation));
+    // A reload gives every canary a fresh start, fleet-wide, and
+    // probes the new config's targets.
+    let node = node.clone();
+    tokio::spawn(async move {
+        start_probes(&node).await;
+        for key in canaries {
+            if let Err(e) = node.ports.kv.delete(&key).await {
+                tracing::warn!(key, error = %e, "could not clear a canary's rollback");
             }
         }
     });
-    match loaded {
-        Ok((config, sha256, prepared, profiles)) => {
-            node.ports.http.set_profiles(profiles);
-            let kept: Vec<Arc<str>> = prepared.iter().map(|p| p.name().clone()).collect();
-            if let Err(e) = node.listeners.apply(prepared, node) {
-                tracing::error!(error = %e, "a new listener could not start");
-            }
-            node.listeners.retain(&kept);
-            node.metrics.certificates(&node.listeners.certificates());
-            let next = node.gateway.load().reloaded(config);
-            let canaries = next.canary_keys();
-            let previous = node.gateway.swap(Arc::new(next));
-            // The new config holds no leases: the old one's go back.
-            let ports = node.ports.clone();
-            tokio::spawn(async move { rate_limit::give_back(&previous, &*ports, true).await });
-            follow_acme(node);
-            node.metrics.reload(true);
-            node.metrics.config_loaded(&path, &sha256);
-            *node.loaded.lock().unwrap_or_else(|p| p.into_inner()) =
-                Loaded { sha256: sha256.clone(), at: now_rfc3339() };
-            tracing::info!(config = %path, sha256, "config reloaded");
-            let generation = node.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            node.keys_ready.store(false, Ordering::Release);
-            tokio::spawn(warm_keys(node.clone(), generation));
-            // A reload gives every canary a fresh start, fleet-wide, and
-            // probes the new config's targets.
-            let node = node.clone();
-            tokio::spawn(async move {
-                start_probes(&node).await;
-                for key in canaries {
-                    if let Err(e) = node.ports.kv.delete(&key).await {
-                        tracing::warn!(key, error = %e, "could not clear a canary's rollback");
-                    }
-                }
-            });
-            Ok(sha256)
-        }
-        Err(errors) => {
-            node.metrics.reload(false);
-            for e in &errors.0 {
-                tracing::error!(file = %e.file, line = e.line, key = %e.key, "{}", e.message);
-            }
-            tracing::error!(config = %path, "config rejected; the running config stays");
-            Err(errors)
-        }
-    }
+    Ok(())
 }
 
 /// Fetches (or takes from the store) every key set the config's providers

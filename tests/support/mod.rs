@@ -11,6 +11,7 @@ pub mod pki;
 pub mod redis;
 pub mod spin;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -92,8 +93,12 @@ impl Node {
             Command::new(bin)
         };
         cmd.envs(env.iter().copied());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config_path)
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(
+                [OsStr::new("--config"), config_path.as_os_str()]
+                    .iter()
+                    .filter(|_| !extra_args.contains(&"--config-from")),
+            )
             .args(["--workers", "2"].iter().filter(|_| !extra_args.contains(&"--workers")))
             .args(extra_args)
             .args(

@@ -1,0 +1,442 @@
+//! The registry the fleet follows: config versions published once to the
+//! Redis the fleet shares, applied by every node that follows it within
+//! a second (records: `kv-schema/registry.md`).
+//!
+//! - `publish` checks a file exactly as `portcullis check` does, then one
+//!   script stores it as the next version, makes it current, drops the
+//!   version [`KEEP`] back and announces it on a channel.
+//! - A following node applies the current version at start (or, with the
+//!   store unreachable, the last one it applied, kept on disk), then each
+//!   new one as it is announced, checking the current version every
+//!   `check_every` too, for an announcement it missed. A version it cannot
+//!   compile is reported and not applied: the running config stays.
+//! - Each following node says which version it runs, every `check_every`,
+//!   for `portcullis versions`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use super::redis_kv::RedisKv;
+use super::{env_variables, server};
+use crate::config::{Config, ConfigErrors};
+use crate::ports::Clock;
+
+/// Versions kept: the current one and those before it.
+pub const KEEP: u64 = 20;
+/// One hash tag: every key on one cluster slot, so one script sees them all.
+const SEQ: &str = "pc1:{cfg}:seq";
+const CURRENT: &str = "pc1:{cfg}:current";
+const VERSION: &str = "pc1:{cfg}:v:";
+const NODES: &str = "pc1:{cfg}:nodes";
+const CHANNEL: &str = "pc1:{cfg}:announce";
+/// A node not heard from for this many checks is shown as gone, then dropped.
+const GONE_AFTER_CHECKS: u32 = 3;
+
+/// Stores the next version, makes it current, drops the one `KEEP` back
+/// and announces it: `KEYS` seq, current, the version prefix; `ARGV` the
+/// record, `KEEP`, the channel.
+const PUBLISH: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[3] .. n, ARGV[1])
+redis.call('SET', KEYS[2], n)
+local gone = n - tonumber(ARGV[2])
+if gone > 0 then redis.call('DEL', KEYS[3] .. gone) end
+redis.call('PUBLISH', ARGV[3], n)
+return n
+"#;
+
+/// Makes a kept version current and announces it; 0 if it is not kept.
+const ROLLBACK: &str = r#"
+if redis.call('EXISTS', KEYS[2] .. ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return 1
+"#;
+
+/// A published version as stored (its number is in its key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Published {
+    #[serde(skip)]
+    pub version: u64,
+    pub sha256: String,
+    pub published_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The file it was published from, for errors and the admin API.
+    pub file: String,
+    /// The config's text, as in the file.
+    pub config: String,
+}
+
+impl Published {
+    /// Compiles the config with this node's environment, as a file is.
+    pub(crate) fn compile(&self) -> Result<Config, ConfigErrors> {
+        Config::parse(&self.config, &self.label(), &env_variables(&self.config))
+    }
+
+    /// How errors name it: the file it came from, and the version.
+    pub(crate) fn label(&self) -> String {
+        format!("{} (version {})", self.file, self.version)
+    }
+}
+
+/// What a node that follows the registry reports of itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub version: u64,
+    pub sha256: String,
+    pub applied_at: String,
+    /// Unix seconds of this report.
+    pub seen: u64,
+    /// Seconds between reports.
+    pub every: u64,
+}
+
+/// How a node follows the registry (`serve --config-from`).
+#[derive(Debug, Clone)]
+pub struct Follow {
+    pub url: String,
+    /// Where the last applied version is kept, for a start without the store.
+    pub cache: PathBuf,
+    pub check_every: Duration,
+    /// How the node is named in `portcullis versions`.
+    pub node_id: String,
+}
+
+/// Why a registry command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    #[error("{0}")]
+    Store(String),
+    #[error("no version {0} is kept (the last {KEEP} are)")]
+    NoSuchVersion(u64),
+    #[error("nothing has been published yet")]
+    Empty,
+}
+
+fn store(url: &str) -> Result<RedisKv, RegistryError> {
+    RedisKv::new(url, 1, Duration::from_secs(5)).map_err(|e| RegistryError::Store(e.to_string()))
+}
+
+fn unix_now() -> u64 {
+    super::NodeClock::default().now().as_secs()
+}
+
+fn now_rfc3339() -> String {
+    crate::pipeline::log::rfc3339(super::NodeClock::default().now())
+}
+
+/// Checks `path` as `portcullis check` does, then publishes it: the new
+/// version's number.
+pub async fn publish(
+    path: &Path,
+    url: &str,
+    message: Option<String>,
+    author: Option<String>,
+) -> Result<u64, RegistryError> {
+    let (config, sha256) = super::load_config_hashed(path).map_err(RegistryError::Invalid)?;
+    super::check_files(&config, path.parent().unwrap_or(Path::new(""))).map_err(RegistryError::Invalid)?;
+    let text = std::fs::read_to_string(path).map_err(|e| RegistryError::Store(e.to_string()))?;
+    let record = Published {
+        version: 0,
+        sha256,
+        published_at: now_rfc3339(),
+        message,
+        author,
+        file: path.display().to_string(),
+        config: text,
+    };
+    let json = serde_json::to_string(&record).map_err(|e| RegistryError::Store(e.to_string()))?;
+    let keep = KEEP.to_string();
+    store(url)?
+        .script(&Script::new(PUBLISH), &[SEQ, CURRENT, VERSION], &[&json, &keep, CHANNEL])
+        .await
+        .map_err(|e| RegistryError::Store(e.to_string()))
+}
+
+/// Makes kept version `version` current again, once it compiles here.
+pub async fn rollback(url: &str, version: u64) -> Result<Published, RegistryError> {
+    let kv = store(url)?;
+    let record = read(&kv, version).await?.ok_or(RegistryError::NoSuchVersion(version))?;
+    record.compile().map_err(RegistryError::Invalid)?;
+    let n = version.to_string();
+    let done: i64 = kv
+        .script(&Script::new(ROLLBACK), &[CURRENT, VERSION], &[&n, CHANNEL])
+        .await
+        .map_err(|e| RegistryError::Store(e.to_string()))?;
+    if done == 1 { Ok(record) } else { Err(RegistryError::NoSuchVersion(version)) }
+}
+
+/// The kept versions, newest first, which one is current, and the nodes
+/// that follow the registry with the version each runs (those not heard
+/// from for a while are marked gone, and dropped after).
+pub async fn versions(url: &str) -> Result<serde_json::Value, RegistryError> {
+    let kv = store(url)?;
+    let fail = |e: crate::ports::KvError| RegistryError::Store(e.to_string());
+    let current = current(&kv).await?;
+    let last: Option<u64> = kv.command(cmd("GET", &[SEQ])).await.map_err(fail)?;
+    let mut kept = Vec::new();
+    for n in (last.unwrap_or(0).saturating_sub(KEEP - 1).max(1)..=last.unwrap_or(0)).rev() {
+        if let Some(p) = read(&kv, n).await? {
+            kept.push(serde_json::json!({
+                "version": n,
+                "current": Some(n) == current,
+                "sha256": p.sha256,
+                "published_at": p.published_at,
+                "message": p.message,
+                "author": p.author,
+                "file": p.file,
+            }));
+        }
+    }
+    let nodes: Vec<(String, String)> = kv.command(cmd("HGETALL", &[NODES])).await.map_err(fail)?;
+    let now = unix_now();
+    let mut listed = Vec::new();
+    for (node, beat) in nodes {
+        let Ok(beat) = serde_json::from_str::<Heartbeat>(&beat) else { continue };
+        let silent = now.saturating_sub(beat.seen);
+        let limit = beat.every.max(1) * u64::from(GONE_AFTER_CHECKS);
+        if silent > limit * 10 {
+            let _: Result<i64, _> = kv.command(cmd("HDEL", &[NODES, &node])).await;
+            continue;
+        }
+        listed.push(serde_json::json!({
+            "node": node,
+            "version": beat.version,
+            "sha256": beat.sha256,
+            "applied_at": beat.applied_at,
+            "last_seen_s": silent,
+            "gone": silent > limit,
+        }));
+    }
+    Ok(serde_json::json!({ "current": current, "versions": kept, "nodes": listed }))
+}
+
+fn cmd(name: &str, args: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(name);
+    for a in args {
+        c.arg(*a);
+    }
+    c
+}
+
+async fn current(kv: &RedisKv) -> Result<Option<u64>, RegistryError> {
+    kv.command(cmd("GET", &[CURRENT])).await.map_err(|e| RegistryError::Store(e.to_string()))
+}
+
+async fn read(kv: &RedisKv, version: u64) -> Result<Option<Published>, RegistryError> {
+    let key = format!("{VERSION}{version}");
+    let json: Option<String> =
+        kv.command(cmd("GET", &[&key])).await.map_err(|e| RegistryError::Store(e.to_string()))?;
+    json.map(|j| {
+        serde_json::from_str::<Published>(&j)
+            .map(|p| Published { version, ..p })
+            .map_err(|e| RegistryError::Store(format!("version {version} is not a record: {e}")))
+    })
+    .transpose()
+}
+
+/// The current version, from the store.
+async fn fetch_current(kv: &RedisKv) -> Result<Published, RegistryError> {
+    let n = current(kv).await?.ok_or(RegistryError::Empty)?;
+    read(kv, n).await?.ok_or(RegistryError::NoSuchVersion(n))
+}
+
+/// The version a node starts on: the store's current one (kept on disk
+/// once applied), or, with the store unreachable, the one on disk.
+pub(crate) async fn first(follow: &Follow) -> anyhow::Result<(Published, Config, bool)> {
+    let fetched = match store(&follow.url) {
+        Ok(kv) => fetch_current(&kv).await,
+        Err(e) => Err(e),
+    };
+    let (published, from_disk) = match fetched {
+        Ok(p) => (p, false),
+        Err(RegistryError::Store(e)) => match load_cache(&follow.cache) {
+            Some(p) => {
+                tracing::warn!(
+                    error = %e,
+                    cache = %follow.cache.display(),
+                    version = p.version,
+                    "the registry is unreachable: starting on the last version this node applied"
+                );
+                (p, true)
+            }
+            None => anyhow::bail!(
+                "the registry at {} is unreachable ({e}) and {} holds no version to start on",
+                follow.url,
+                follow.cache.display()
+            ),
+        },
+        Err(e) => anyhow::bail!("the registry at {}: {e}", follow.url),
+    };
+    let config =
+        published.compile().map_err(|e| anyhow::anyhow!("version {} does not compile:\n{e}", published.version))?;
+    if !from_disk {
+        save_cache(&follow.cache, &published);
+    }
+    Ok((published, config, from_disk))
+}
+
+/// What is kept on disk: the record, its number with it.
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    version: u64,
+    #[serde(flatten)]
+    published: Published,
+}
+
+fn load_cache(path: &Path) -> Option<Published> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let cached: Cached = serde_json::from_str(&text).ok()?;
+    Some(Published { version: cached.version, ..cached.published })
+}
+
+/// Writes the applied version to disk (a file beside, then renamed over,
+/// so a crash never leaves half of one).
+fn save_cache(path: &Path, published: &Published) {
+    let cached = Cached { version: published.version, published: published.clone() };
+    let written = serde_json::to_vec(&cached).map_err(std::io::Error::other).and_then(|bytes| {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, path)
+    });
+    if let Err(e) = written {
+        tracing::warn!(cache = %path.display(), error = %e, "could not keep the applied version on disk");
+    }
+}
+
+/// Follows the registry for the node's life: announcements as they come,
+/// the current version every `check_every` (and when asked: SIGHUP,
+/// `POST /reload`), a heartbeat with each check.
+pub(crate) async fn follow(node: Arc<server::Node>, follow: Follow, wake: Arc<tokio::sync::Notify>) {
+    let kv = match store(&follow.url) {
+        Ok(kv) => kv,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the registry");
+            return;
+        }
+    };
+    let (announced_tx, mut announced) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::spawn(listen(follow.url.clone(), announced_tx));
+    let mut every = tokio::time::interval(follow.check_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The version last refused, so it is reported once, not every check.
+    let mut refused: Option<u64> = None;
+    loop {
+        let beat = tokio::select! {
+            _ = every.tick() => true,
+            Some(()) = announced.recv() => false,
+            () = wake.notified() => false,
+        };
+        let published = match fetch_current(&kv).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "the registry could not be read; the running config stays");
+                continue;
+            }
+        };
+        let running = server::running_version(&node);
+        if Some(published.version) != running.map(|r| r.0) && refused != Some(published.version) {
+            match published.compile() {
+                Ok(config) => match server::apply(&node, config, &published) {
+                    Ok(()) => {
+                        save_cache(&follow.cache, &published);
+                        refused = None;
+                    }
+                    Err(_) => refused = Some(published.version),
+                },
+                Err(errors) => {
+                    server::rejected(&node, &published.label(), &errors);
+                    refused = Some(published.version);
+                }
+            }
+        }
+        if beat && let Some((version, sha256, applied_at)) = server::running_version(&node) {
+            let beat =
+                Heartbeat { version, sha256, applied_at, seen: unix_now(), every: follow.check_every.as_secs().max(1) };
+            if let Ok(json) = serde_json::to_string(&beat) {
+                let _: Result<i64, _> = kv.command(cmd("HSET", &[NODES, &follow.node_id, &json])).await;
+            }
+        }
+    }
+}
+
+/// Listens for announcements, subscribing again (after a pause) whenever
+/// the subscription breaks; each one wakes the follower.
+async fn listen(url: String, announced: tokio::sync::mpsc::Sender<()>) {
+    let client = match RedisKv::subscriber(&url) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot subscribe to the registry's announcements");
+            return;
+        }
+    };
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(CHANNEL).await.is_ok() {
+                    // A version published while unsubscribed: the follower checks on (re)subscribing.
+                    let _ = announced.try_send(());
+                    let mut messages = pubsub.on_message();
+                    while messages.next().await.is_some() {
+                        let _ = announced.try_send(());
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "the registry's announcements: not subscribed"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON block after `<!-- tag -->` in the kv-schema document.
+    fn example(tag: &str) -> String {
+        let doc = include_str!("../../kv-schema/registry.md");
+        let after = doc.split(&format!("<!-- {tag} -->")).nth(1).expect("tagged example");
+        crate::ports::testing::doc_block(after, "json")
+    }
+
+    #[test]
+    fn kv_schema_records_match_the_code() {
+        let record: Published = serde_json::from_str(&example("record")).unwrap();
+        assert!(crate::ports::testing::is_sha256_hex(&record.sha256));
+        assert_eq!((record.message.as_deref(), record.author.as_deref()), (Some("route /two"), Some("ops")));
+        let config = Published { version: 7, ..record.clone() }.compile().unwrap();
+        assert_eq!(config.size(), (1, 1));
+        let back: Published = serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(back, record, "written as read");
+        let beat: Heartbeat = serde_json::from_str(&example("heartbeat")).unwrap();
+        assert_eq!((beat.version, beat.every), (7, 5));
+    }
+
+    /// What a node keeps on disk brings the version back with its number;
+    /// anything else there is no version to start on.
+    #[test]
+    fn the_applied_version_is_kept_on_disk_whole() {
+        let dir = std::env::temp_dir().join(format!("portcullis-registry-{}", std::process::id()));
+        let path = dir.join("state").join("published.json");
+        let record: Published = serde_json::from_str(&example("record")).unwrap();
+        let published = Published { version: 12, ..record };
+        save_cache(&path, &published);
+        assert_eq!(load_cache(&path), Some(published));
+        std::fs::write(&path, b"{ half").unwrap();
+        assert_eq!(load_cache(&path), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
