@@ -69,7 +69,7 @@ stop_last() { # → stop the process started last
 
 check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the spin and limits modes)
   local tool tools=(wrk nginx haproxy taskset redis-server curl openssl)
-  [[ "$1" == spin* || "$1" == limits ]] && tools+=(redis-cli)
+  [[ "$1" == spin* || "$1" == limits || "$1" == registry ]] && tools+=(redis-cli)
   for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server redis-tools curl util-linux openssl" >&2; exit 1; }
   done
@@ -78,7 +78,7 @@ check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the
 build() { # mode → the release builds it needs; NODE_ONLY=1 if it runs no component
   echo "== building (release)" >&2
   cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
-  case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc|cors) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+  case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc|cors|registry) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
   if [ -z "$NODE_ONLY" ]; then build_components "$1"; fi
 }
 

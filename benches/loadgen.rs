@@ -22,12 +22,15 @@
 //! `loadgen mint <PEM>` prints a token for the bench config's JWT route;
 //! `loadgen delay <PORT> <TARGET> <MICROSECONDS>` serves, until killed, a
 //! proxy on 127.0.0.1:PORT to TARGET that holds every chunk that long each
-//! way (`tests/support/delay.rs`): Redis as if across a network.
+//! way (`tests/support/delay.rs`): Redis as if across a network;
+//! `loadgen followers …` measures how fast a published config reaches a
+//! fleet (`benches/followers.rs`).
 
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a load generator
 
 #[path = "../tests/support/delay.rs"]
 mod delay;
+mod followers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,6 +118,13 @@ fn args() -> Result<Args, String> {
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// The status of one GET of `path` on a new connection to `addr`.
+async fn status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    let mut sender = connect(&addr.to_string()).await?;
+    let req = http::Request::get(path).header("host", "bench.test").body(Empty::<Bytes>::new()).ok()?;
+    Some(sender.send_request(req).await.ok()?.status().as_u16())
+}
 
 async fn connect(authority: &str) -> Option<Sender> {
     let stream = TcpStream::connect(authority).await.ok()?;
@@ -234,6 +244,14 @@ async fn main() {
                 eprintln!("loadgen mint: {e}");
                 std::process::exit(2);
             }
+        }
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("followers") {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        if let Err(e) = followers::run(&args).await {
+            eprintln!("loadgen followers: {e}");
+            std::process::exit(2);
         }
         return;
     }

@@ -1099,3 +1099,27 @@ async fn a_node_restarted_while_the_registry_is_down_runs_its_last_version() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("unreachable") && err.contains("holds no version"), "{err}");
 }
+
+/// Redis restarts empty (no persistence) while a node follows it: the
+/// next publish numbers from 1 again, and the node, whose subscription
+/// broke, applies it within moments (well before its 10 s check), though
+/// it ran a version 1 already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_catches_up_at_once_when_redis_comes_back_empty() {
+    let mut redis = Redis::start();
+    let (port, url) = (redis.port, redis.url());
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    assert!(publish(&url, &registry_config(&origin, &["/before"]), "before").1.contains("as version 1"));
+    let cache = support::temp_path("restart.json");
+    let args = ["--config-from", &url, "--config-cache", cache.to_str().unwrap(), "--config-check", "10s"];
+    let node = Node::start_args("", &[], &args);
+    assert_eq!(send(node.addr, get("/before")).await.status, 200);
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _redis = Redis::start_on(port);
+    let (code, out, err) = publish(&url, &registry_config(&origin, &["/after"]), "after");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("as version 1"), "{out}");
+    let took = until_all(&[&node], "/after", 200, Duration::from_secs(2)).await;
+    support::notice(&format!("registry: a node caught up {took:?} after Redis came back"));
+}

@@ -317,64 +317,122 @@ fn save_cache(path: &Path, published: &Published) {
     }
 }
 
-/// Follows the registry for the node's life: announcements as they come,
-/// the current version every `check_every` (and when asked: SIGHUP,
-/// `POST /reload`), a heartbeat with each check.
-pub(crate) async fn follow(node: Arc<server::Node>, follow: Follow, wake: Arc<tokio::sync::Notify>) {
-    let kv = match store(&follow.url) {
-        Ok(kv) => kv,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot follow the registry");
-            return;
-        }
-    };
-    let (announced_tx, mut announced) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::spawn(listen(follow.url.clone(), announced_tx));
-    let mut every = tokio::time::interval(follow.check_every);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The version last refused, so it is reported once, not every check.
-    let mut refused: Option<u64> = None;
-    loop {
-        let beat = tokio::select! {
-            _ = every.tick() => true,
-            Some(()) = announced.recv() => false,
-            () = wake.notified() => false,
-        };
-        let published = match fetch_current(&kv).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "the registry could not be read; the running config stays");
-                continue;
-            }
-        };
-        let running = server::running_version(&node);
-        if Some(published.version) != running.map(|r| r.0) && refused != Some(published.version) {
-            match published.compile() {
-                Ok(config) => match server::apply(&node, config, &published) {
-                    Ok(()) => {
-                        save_cache(&follow.cache, &published);
-                        refused = None;
+/// What a [`Watch`] saw.
+#[derive(Debug)]
+pub enum Seen {
+    /// A version became current (or is current when the watch began).
+    Version(Box<Published>),
+    /// A periodic check found nothing new (a node reports itself then).
+    Checked,
+}
+
+/// Watches the registry's current version: announcements as they come,
+/// and the pointer every `check_every` (or when woken) for one missed.
+/// A node follows with one; the propagation bench runs a thousand.
+pub struct Watch {
+    kv: RedisKv,
+    announced: tokio::sync::mpsc::Receiver<()>,
+    every: tokio::time::Interval,
+    wake: Arc<tokio::sync::Notify>,
+    /// The version last seen current, by number and publication (a Redis
+    /// that lost its data numbers from 1 again).
+    last: Option<(u64, String)>,
+    /// After a read failed: when to read again (sooner than the next
+    /// check: Redis is likely back within moments).
+    retry: Option<Duration>,
+}
+
+/// The first wait before reading again after a failed read; it doubles up
+/// to the check interval.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+
+impl Watch {
+    /// Subscribes (in a task of its own, again after any break) and
+    /// checks at once.
+    pub fn new(url: &str, check_every: Duration, wake: Arc<tokio::sync::Notify>) -> Result<Watch, RegistryError> {
+        let kv = store(url)?;
+        let (tx, announced) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(listen(url.to_string(), tx));
+        let mut every = tokio::time::interval(check_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Watch { kv, announced, every, wake, last: None, retry: None })
+    }
+
+    /// Waits for the next version made current; a store that cannot be
+    /// read is logged and tried again at the next occasion.
+    pub async fn next(&mut self) -> Seen {
+        loop {
+            let retry = self.retry;
+            let tick = tokio::select! {
+                _ = self.every.tick() => true,
+                Some(()) = self.announced.recv() => false,
+                () = self.wake.notified() => false,
+                () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => false,
+            };
+            match fetch_current(&self.kv).await {
+                Ok(p) => {
+                    self.retry = None;
+                    let seen = (p.version, p.published_at.clone());
+                    if self.last.as_ref() != Some(&seen) {
+                        self.last = Some(seen);
+                        return Seen::Version(Box::new(p));
                     }
-                    Err(_) => refused = Some(published.version),
-                },
-                Err(errors) => {
-                    server::rejected(&node, &published.label(), &errors);
-                    refused = Some(published.version);
+                    if tick {
+                        return Seen::Checked;
+                    }
                 }
-            }
-        }
-        if beat && let Some((version, sha256, applied_at)) = server::running_version(&node) {
-            let beat =
-                Heartbeat { version, sha256, applied_at, seen: unix_now(), every: follow.check_every.as_secs().max(1) };
-            if let Ok(json) = serde_json::to_string(&beat) {
-                let _: Result<i64, _> = kv.command(cmd("HSET", &[NODES, &follow.node_id, &json])).await;
+                Err(e) => {
+                    if self.retry.is_none() {
+                        tracing::warn!(error = %e, "the registry could not be read; the running config stays");
+                    }
+                    let every = self.every.period();
+                    self.retry = Some(retry.map_or(RETRY_FIRST, |r| (r * 2).min(every)));
+                }
             }
         }
     }
 }
 
-/// Listens for announcements, subscribing again (after a pause) whenever
-/// the subscription breaks; each one wakes the follower.
+/// Follows the registry for the node's life: each version made current
+/// applied (once: one that does not compile is reported, not tried
+/// again), a heartbeat with each check.
+pub(crate) async fn follow(node: Arc<server::Node>, follow: Follow, wake: Arc<tokio::sync::Notify>) {
+    let mut watch = match Watch::new(&follow.url, follow.check_every, wake) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the registry");
+            return;
+        }
+    };
+    loop {
+        if let Seen::Version(published) = watch.next().await {
+            let running = server::running_version(&node);
+            if running.is_some_and(|(v, sha256, _)| v == published.version && sha256 == published.sha256) {
+                continue;
+            }
+            match published.compile() {
+                Ok(config) => {
+                    if server::apply(&node, config, &published).is_ok() {
+                        save_cache(&follow.cache, &published);
+                    }
+                }
+                Err(errors) => server::rejected(&node, &published.label(), &errors),
+            }
+            continue;
+        }
+        if let Some((version, sha256, applied_at)) = server::running_version(&node) {
+            let every = follow.check_every.as_secs().max(1);
+            let beat = Heartbeat { version, sha256, applied_at, seen: unix_now(), every };
+            if let Ok(json) = serde_json::to_string(&beat) {
+                let _: Result<i64, _> = watch.kv.command(cmd("HSET", &[NODES, &follow.node_id, &json])).await;
+            }
+        }
+    }
+}
+
+/// Listens for announcements, subscribing again whenever the
+/// subscription breaks (after a pause that doubles from 50 ms to 2 s while
+/// Redis stays away); each one wakes the follower.
 async fn listen(url: String, announced: tokio::sync::mpsc::Sender<()>) {
     let client = match RedisKv::subscriber(&url) {
         Ok(c) => c,
@@ -383,10 +441,12 @@ async fn listen(url: String, announced: tokio::sync::mpsc::Sender<()>) {
             return;
         }
     };
+    let mut pause = RETRY_FIRST;
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 if pubsub.subscribe(CHANNEL).await.is_ok() {
+                    pause = RETRY_FIRST;
                     // A version published while unsubscribed: the follower checks on (re)subscribing.
                     let _ = announced.try_send(());
                     let mut messages = pubsub.on_message();
@@ -397,7 +457,8 @@ async fn listen(url: String, announced: tokio::sync::mpsc::Sender<()>) {
             }
             Err(e) => tracing::debug!(error = %e, "the registry's announcements: not subscribed"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
