@@ -1123,3 +1123,26 @@ async fn a_node_catches_up_at_once_when_redis_comes_back_empty() {
     let took = until_all(&[&node], "/after", 200, Duration::from_secs(2)).await;
     support::notice(&format!("registry: a node caught up {took:?} after Redis came back"));
 }
+
+/// The same on a Redis Cluster: the registry's keys share a slot (one
+/// script publishes), and an announcement reaches a node subscribed at
+/// a seed whichever master the script ran on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_follow_the_registry_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let (code, _, err) = publish(&url, &registry_config(&origin, &["/one"]), "first");
+    assert_eq!(code, 0, "{err}");
+    let nodes = [following(&url, "c0"), following(&url, "c1")];
+    let all: Vec<&Node> = nodes.iter().collect();
+    until_all(&all, "/one", 200, Duration::from_secs(1)).await;
+    assert_eq!(publish(&url, &registry_config(&origin, &["/one", "/two"]), "second").0, 0);
+    let took = until_all(&all, "/two", 200, Duration::from_secs(2)).await;
+    assert!(took < Duration::from_secs(1), "published to live on both nodes: {took:?}");
+    let (code, _, err) = portcullis(&["rollback", "1", "--store", &url]);
+    assert_eq!(code, 0, "{err}");
+    until_all(&all, "/two", 404, Duration::from_secs(2)).await;
+    let listed: serde_json::Value = serde_json::from_str(&portcullis(&["versions", "--store", &url]).1).unwrap();
+    assert_eq!((listed["current"].as_u64(), listed["versions"].as_array().map(Vec::len)), (Some(1), Some(2)));
+}
