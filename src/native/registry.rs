@@ -260,18 +260,19 @@ pub(crate) async fn first(follow: &Follow) -> anyhow::Result<(Published, Config,
     };
     let (published, from_disk) = match fetched {
         Ok(p) => (p, false),
-        Err(RegistryError::Store(e)) => match load_cache(&follow.cache) {
+        // Unreachable, or a Redis that came back without its data.
+        Err(e @ (RegistryError::Store(_) | RegistryError::Empty)) => match load_cache(&follow.cache) {
             Some(p) => {
                 tracing::warn!(
                     error = %e,
                     cache = %follow.cache.display(),
                     version = p.version,
-                    "the registry is unreachable: starting on the last version this node applied"
+                    "the registry is unreachable or empty: starting on the last version this node applied"
                 );
                 (p, true)
             }
             None => anyhow::bail!(
-                "the registry at {} is unreachable ({e}) and {} holds no version to start on",
+                "the registry at {} has no version to give ({e}) and {} holds none to start on",
                 follow.url,
                 follow.cache.display()
             ),
