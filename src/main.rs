@@ -13,6 +13,7 @@ mod cli {
     use portcullis::config::{Config, spin};
     use portcullis::native::client::PoolLimits;
     use portcullis::native::conn::{ConnectionLimits, fd_limit};
+    use portcullis::native::consumers::{self, Consumer};
     use portcullis::native::load_config;
     use portcullis::native::registry::{self, Follow, RegistryError};
     use portcullis::native::server::{ServeOptions, Store, serve};
@@ -245,6 +246,12 @@ mod cli {
             #[command(flatten)]
             registry: RegistryFlags,
         },
+        /// API-key consumers in the registry: every node that follows it
+        /// accepts (or refuses) their keys within a second.
+        Consumers {
+            #[command(subcommand)]
+            action: ConsumersAction,
+        },
         /// Validate a config; exits 1 and prints file:line:column: key: problem for each error.
         Check {
             /// The gateway config.
@@ -254,6 +261,60 @@ mod cli {
             /// (default: spin.toml in the current directory, if there is one).
             #[arg(long)]
             spin_manifest: Option<PathBuf>,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum ConsumersAction {
+        /// Add a consumer (or replace the one with the same key). The key
+        /// is read from standard input, or made with `--generate` (printed
+        /// once), or given as its hash with `--key-sha256`.
+        Add {
+            /// The `[auth.api_key.NAME]` provider whose keys it holds.
+            #[arg(long)]
+            provider: String,
+            #[arg(long)]
+            id: String,
+            /// A group it is in (repeatable): what `groups` on limits and routes select.
+            #[arg(long = "group")]
+            groups: Vec<String>,
+            /// A scope it has (repeatable).
+            #[arg(long = "scope")]
+            scopes: Vec<String>,
+            /// An address range it may call from (repeatable).
+            #[arg(long)]
+            ip_allow: Vec<String>,
+            /// An address range it may not call from (repeatable).
+            #[arg(long)]
+            ip_deny: Vec<String>,
+            #[arg(long, conflicts_with = "generate")]
+            key_sha256: Option<String>,
+            #[arg(long)]
+            generate: bool,
+            #[command(flatten)]
+            registry: RegistryFlags,
+        },
+        /// Revoke every key of a consumer.
+        Revoke {
+            #[arg(long)]
+            provider: String,
+            #[arg(long)]
+            id: String,
+            #[command(flatten)]
+            registry: RegistryFlags,
+        },
+        /// List the consumers (JSON, one per line; key hashes, never keys).
+        List {
+            #[command(flatten)]
+            registry: RegistryFlags,
+        },
+        /// Add every consumer of a TOML file of `[[consumers]]` tables
+        /// (provider, id, key_sha256, groups, scopes, ip_allow, ip_deny):
+        /// all checked first, none added if one is wrong.
+        Import {
+            file: PathBuf,
+            #[command(flatten)]
+            registry: RegistryFlags,
         },
     }
 
@@ -411,6 +472,7 @@ mod cli {
                 }
             }
             Command::Check { config, spin_manifest } => check(&config, spin_manifest.as_deref()),
+            Command::Consumers { action } => consumers_command(action),
             Command::Publish { config, registry, message, author } => run("publish", async move {
                 let version = registry::publish(&config, &registry.store, message, author).await?;
                 Ok(format!("published {} as version {version}", config.display()))
@@ -518,6 +580,84 @@ mod cli {
         }
     }
 
+    fn consumers_command(action: ConsumersAction) -> ExitCode {
+        match action {
+            ConsumersAction::Add {
+                provider,
+                id,
+                groups,
+                scopes,
+                ip_allow,
+                ip_deny,
+                key_sha256,
+                generate,
+                registry,
+            } => {
+                let (key, key_sha256) = match (key_sha256, generate) {
+                    (Some(hash), _) => (None, hash),
+                    (None, generate) => match new_or_given_key(generate) {
+                        Ok(key) => {
+                            let hash =
+                                portcullis::shared::hex::hex(&<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
+                            (generate.then_some(key), hash)
+                        }
+                        Err(e) => {
+                            eprintln!("{e}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                };
+                let consumer = Consumer {
+                    provider,
+                    id,
+                    key_sha256,
+                    groups,
+                    scopes,
+                    ip_allow: (!ip_allow.is_empty()).then_some(ip_allow),
+                    ip_deny: (!ip_deny.is_empty()).then_some(ip_deny),
+                    added_at: String::new(),
+                };
+                run("consumers add", async move {
+                    let said = format!("added {}/{} ({})", consumer.provider, consumer.id, consumer.key_sha256);
+                    consumers::add(&registry.store, consumer).await?;
+                    Ok(match key {
+                        Some(key) => format!("{said}\nkey: {key}"),
+                        None => said,
+                    })
+                })
+            }
+            ConsumersAction::Revoke { provider, id, registry } => run("consumers revoke", async move {
+                match consumers::revoke(&registry.store, &provider, &id).await? {
+                    0 => Err(RegistryError::Consumer(format!("no consumer {provider}/{id} in the registry"))),
+                    n => Ok(format!("revoked {n} key(s) of {provider}/{id}")),
+                }
+            }),
+            ConsumersAction::List { registry } => run("consumers list", async move {
+                let all = consumers::list_all(&registry.store).await?;
+                Ok(all.iter().filter_map(|c| serde_json::to_string(c).ok()).collect::<Vec<_>>().join("\n"))
+            }),
+            ConsumersAction::Import { file, registry } => run("consumers import", async move {
+                let n = consumers::import(&registry.store, &file).await?;
+                Ok(format!("imported {n} consumers from {}", file.display()))
+            }),
+        }
+    }
+
+    /// A new random key, or the one on standard input.
+    fn new_or_given_key(generate: bool) -> Result<String, String> {
+        use base64::Engine;
+        if generate {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+            return Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+        }
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+            return Err("give the key on standard input (echo -n 'the-key' | portcullis …) or --generate".into());
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+
     /// The host name and the process id.
     fn default_node_id() -> String {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -525,22 +665,13 @@ mod cli {
     }
 
     fn hash_key(generate: bool) -> ExitCode {
-        use base64::Engine;
         use sha2::Digest;
-        let key = if generate {
-            let mut bytes = [0u8; 32];
-            if let Err(e) = getrandom::fill(&mut bytes) {
-                eprintln!("no randomness: {e}");
+        let key = match new_or_given_key(generate) {
+            Ok(key) => key,
+            Err(e) => {
+                eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-        } else {
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
-                eprintln!("give the key on standard input: echo -n 'the-key' | portcullis hash-key");
-                return ExitCode::FAILURE;
-            }
-            line.trim_end_matches(['\r', '\n']).to_string()
         };
         let hex = portcullis::shared::hex::hex(&sha2::Sha256::digest(key.as_bytes()));
         if generate {

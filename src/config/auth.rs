@@ -847,7 +847,7 @@ fn decode_pem(pem: &str) -> Result<DecodingKey, String> {
         .ok_or_else(|| "not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".to_string())
 }
 
-pub(super) fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+pub(crate) fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let t = text.trim();
     let mut out = [0u8; 32];
     if t.len() != 64 {

@@ -57,3 +57,24 @@ impl Compiler<'_> {
         parsed.collect()
     }
 }
+
+/// A registry consumer's `ip_allow` and `ip_deny` (`kv-schema/registry.md`),
+/// by the config's rules for the same keys.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the node keeps the registry
+pub(crate) fn consumer_networks(
+    allow: Option<&[String]>,
+    deny: Option<&[String]>,
+) -> Result<Option<Arc<IpRules>>, String> {
+    if allow.is_none() && deny.is_none() {
+        return Ok(None);
+    }
+    let nets = |key: &str, list: &[String]| -> Result<Vec<IpNet>, String> {
+        list.iter().map(|n| parse_cidr(n).map_err(|e| format!("{key}: `{n}`: {e}"))).collect()
+    };
+    if allow.is_some_and(<[String]>::is_empty) {
+        return Err("ip_allow: an empty allow list would refuse every address: leave it out to allow any".into());
+    }
+    let allow = allow.map(|l| nets("ip_allow", l)).transpose()?.map(|n| Ranges::new(&n));
+    let deny = deny.map(|l| nets("ip_deny", l)).transpose()?.map(|n| Ranges::new(&n));
+    Ok(Some(Arc::new(IpRules { allow, deny: deny.unwrap_or_default() })))
+}

@@ -142,6 +142,7 @@ fn config(node: &Node) -> Answer {
         "file": node.config_path.display().to_string(),
         "source": if node.follower.is_some() { "registry" } else { "file" },
         "version": loaded.version,
+        "registry_consumers": gateway.caches.consumers.len(),
         "sha256": loaded.sha256,
         "loaded_at": loaded.at,
         "routes": c.routes.len(),

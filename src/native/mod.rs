@@ -12,6 +12,7 @@ mod admin;
 mod breaker;
 pub mod client;
 pub mod conn;
+pub mod consumers;
 mod grpc_web;
 mod listeners;
 pub(crate) mod metrics;

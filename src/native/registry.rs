@@ -21,9 +21,11 @@ use futures_util::StreamExt;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
+use super::consumers::ConsumerSync;
 use super::redis_kv::RedisKv;
 use super::{env_variables, server};
 use crate::config::{Config, ConfigErrors};
+use crate::pipeline::authn::apikey::Registered;
 use crate::ports::Clock;
 
 /// Versions kept: the current one and those before it.
@@ -33,7 +35,7 @@ const SEQ: &str = "pc1:{cfg}:seq";
 const CURRENT: &str = "pc1:{cfg}:current";
 const VERSION: &str = "pc1:{cfg}:v:";
 const NODES: &str = "pc1:{cfg}:nodes";
-const CHANNEL: &str = "pc1:{cfg}:announce";
+pub(super) const CHANNEL: &str = "pc1:{cfg}:announce";
 /// A node not heard from for this many checks is shown as gone, then dropped.
 const GONE_AFTER_CHECKS: u32 = 3;
 
@@ -121,9 +123,11 @@ pub enum RegistryError {
     NoSuchVersion(u64),
     #[error("nothing has been published yet")]
     Empty,
+    #[error("{0}")]
+    Consumer(String),
 }
 
-fn store(url: &str) -> Result<RedisKv, RegistryError> {
+pub(super) fn store(url: &str) -> Result<RedisKv, RegistryError> {
     RedisKv::new(url, 1, Duration::from_secs(5)).map_err(|e| RegistryError::Store(e.to_string()))
 }
 
@@ -131,7 +135,7 @@ fn unix_now() -> u64 {
     super::NodeClock::default().now().as_secs()
 }
 
-fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     crate::pipeline::log::rfc3339(super::NodeClock::default().now())
 }
 
@@ -221,7 +225,7 @@ pub async fn versions(url: &str) -> Result<serde_json::Value, RegistryError> {
     Ok(serde_json::json!({ "current": current, "versions": kept, "nodes": listed }))
 }
 
-fn cmd(name: &str, args: &[&str]) -> redis::Cmd {
+pub(super) fn cmd(name: &str, args: &[&str]) -> redis::Cmd {
     let mut c = redis::cmd(name);
     for a in args {
         c.arg(*a);
@@ -246,7 +250,7 @@ async fn read(kv: &RedisKv, version: u64) -> Result<Option<Published>, RegistryE
 }
 
 /// The current version, from the store.
-async fn fetch_current(kv: &RedisKv) -> Result<Published, RegistryError> {
+pub(super) async fn fetch_current(kv: &RedisKv) -> Result<Published, RegistryError> {
     let n = current(kv).await?.ok_or(RegistryError::Empty)?;
     read(kv, n).await?.ok_or(RegistryError::NoSuchVersion(n))
 }
@@ -287,6 +291,24 @@ pub(crate) async fn first(follow: &Follow) -> anyhow::Result<(Published, Config,
     Ok((published, config, from_disk))
 }
 
+/// The registry's consumers for a node about to start: read whole, or,
+/// with the registry unreachable, those it kept on disk.
+pub(crate) async fn first_consumers(follow: &Follow, held: &Registered) -> ConsumerSync {
+    let mut sync = ConsumerSync::new(&follow.cache);
+    let read = match store(&follow.url) {
+        Ok(kv) => sync.sync(&kv, held).await,
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(()) => sync.save(held),
+        Err(e) => {
+            let kept = sync.load_disk(held);
+            tracing::warn!(error = %e, consumers = kept, "the registry's consumers could not be read: starting on those kept on disk");
+        }
+    }
+    sync
+}
+
 /// What is kept on disk: the record, its number with it.
 #[derive(Serialize, Deserialize)]
 struct Cached {
@@ -323,8 +345,10 @@ fn save_cache(path: &Path, published: &Published) {
 pub enum Seen {
     /// A version became current (or is current when the watch began).
     Version(Box<Published>),
-    /// A periodic check found nothing new (a node reports itself then).
-    Checked,
+    /// An announcement, a wake-up or (`tick`) a periodic check found no
+    /// new version (consumers may have changed; a node reports itself at
+    /// a tick).
+    Unchanged { tick: bool },
 }
 
 /// Watches the registry's current version: announcements as they come,
@@ -378,9 +402,7 @@ impl Watch {
                         self.last = Some(seen);
                         return Seen::Version(Box::new(p));
                     }
-                    if tick {
-                        return Seen::Checked;
-                    }
+                    return Seen::Unchanged { tick };
                 }
                 Err(e) => {
                     if self.retry.is_none() {
@@ -397,7 +419,12 @@ impl Watch {
 /// Follows the registry for the node's life: each version made current
 /// applied (once: one that does not compile is reported, not tried
 /// again), a heartbeat with each check.
-pub(crate) async fn follow(node: Arc<server::Node>, follow: Follow, wake: Arc<tokio::sync::Notify>) {
+pub(crate) async fn follow(
+    node: Arc<server::Node>,
+    follow: Follow,
+    wake: Arc<tokio::sync::Notify>,
+    mut consumers: ConsumerSync,
+) {
     let mut watch = match Watch::new(&follow.url, follow.check_every, wake) {
         Ok(w) => w,
         Err(e) => {
@@ -406,21 +433,33 @@ pub(crate) async fn follow(node: Arc<server::Node>, follow: Follow, wake: Arc<to
         }
     };
     loop {
-        if let Seen::Version(published) = watch.next().await {
-            let running = server::running_version(&node);
-            if running.is_some_and(|(v, sha256, _)| v == published.version && sha256 == published.sha256) {
-                continue;
-            }
-            match published.compile() {
-                Ok(config) => {
-                    if server::apply(&node, config, &published).is_ok() {
-                        save_cache(&follow.cache, &published);
-                    }
+        let seen = watch.next().await;
+        let held = node.gateway.load().caches.consumers.clone();
+        if let Err(e) = consumers.sync(&watch.kv, &held).await {
+            tracing::warn!(error = %e, "the registry's consumers could not be read; the ones held stay");
+        }
+        let tick = match seen {
+            Seen::Version(published) => {
+                let running = server::running_version(&node);
+                if running.is_some_and(|(v, sha256, _)| v == published.version && sha256 == published.sha256) {
+                    continue;
                 }
-                Err(errors) => server::rejected(&node, &published.label(), &errors),
+                match published.compile() {
+                    Ok(config) => {
+                        if server::apply(&node, config, &published).is_ok() {
+                            save_cache(&follow.cache, &published);
+                        }
+                    }
+                    Err(errors) => server::rejected(&node, &published.label(), &errors),
+                }
+                false
             }
+            Seen::Unchanged { tick } => tick,
+        };
+        if !tick {
             continue;
         }
+        consumers.save(&held);
         if let Some((version, sha256, applied_at)) = server::running_version(&node) {
             let every = follow.check_every.as_secs().max(1);
             let beat = Heartbeat { version, sha256, applied_at, seen: unix_now(), every };

@@ -235,12 +235,17 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
     }
     // Active health: the first round decides before the node listens.
     start_probes(&node).await;
+    // The registry's consumers before the first request.
+    let consumers = match &opts.follow {
+        Some(follow) => Some(registry::first_consumers(follow, &node.gateway.load().caches.consumers).await),
+        None => None,
+    };
     node.listeners.apply(prepared, &node)?;
     node.metrics.certificates(&node.listeners.certificates());
     follow_acme(&node);
     tokio::spawn(watch_files(node.clone()));
-    if let (Some(follow), Some(wake)) = (&opts.follow, &node.follower) {
-        tokio::spawn(registry::follow(node.clone(), follow.clone(), wake.clone()));
+    if let (Some(follow), Some(wake), Some(consumers)) = (&opts.follow, &node.follower, consumers) {
+        tokio::spawn(registry::follow(node.clone(), follow.clone(), wake.clone(), consumers));
     }
     Ok(node)
 }

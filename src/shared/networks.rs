@@ -42,6 +42,28 @@ impl Ranges {
         Self(merged)
     }
 
+    /// The ranges as the fewest CIDR blocks that cover them exactly
+    /// (IPv4 as IPv4): what builds them again.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the node keeps registry consumers on disk
+    pub(crate) fn to_strings(&self) -> Vec<String> {
+        let mapped = u128::from(std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped());
+        let mut out = Vec::new();
+        for &(start, end) in &self.0 {
+            let subnets = ipnet::Ipv6Subnets::new(start.into(), end.into(), 0);
+            for net in subnets {
+                let first = u128::from(net.network());
+                match (first & !0xffff_ffff == mapped, net.prefix_len().checked_sub(96)) {
+                    (true, Some(v4_len)) => {
+                        let v4 = std::net::Ipv4Addr::from((first & 0xffff_ffff) as u32);
+                        out.push(format!("{v4}/{v4_len}"));
+                    }
+                    _ => out.push(net.to_string()),
+                }
+            }
+        }
+        out
+    }
+
     fn contains(&self, n: u128) -> bool {
         let after = self.0.partition_point(|&(start, _)| start <= n);
         after > 0 && self.0[after - 1].1 >= n
@@ -69,6 +91,17 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_give_back_the_blocks_that_build_them() {
+        let nets = ["10.0.0.0/8", "10.1.0.0/16", "192.168.1.0/24", "192.168.0.0/24", "2001:db8::/32", "203.0.113.7"];
+        let parsed: Vec<IpNet> =
+            nets.iter().map(|n| n.parse().unwrap_or_else(|_| IpNet::from(n.parse::<IpAddr>().unwrap()))).collect();
+        let ranges = Ranges::new(&parsed);
+        assert_eq!(ranges.to_strings(), ["10.0.0.0/8", "192.168.0.0/23", "203.0.113.7/32", "2001:db8::/32"]);
+        let again: Vec<IpNet> = ranges.to_strings().iter().map(|n| n.parse().unwrap()).collect();
+        assert_eq!(Ranges::new(&again), ranges);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! tokens are cached until their `exp`, at most [`TOKEN_CACHE_TTL`]); a cold
 //! one costs a signature check with keys from the JWKS cache.
 
-mod apikey;
+pub(crate) mod apikey;
+pub use apikey::Registered;
 pub(crate) mod credential;
 pub(crate) mod failures;
 mod introspection;
@@ -104,22 +105,31 @@ pub struct AuthCaches {
     inactive: ExpiringMap<[u8; 32], (&'static str, &'static str)>,
     /// Opaque tokens being introspected now (others wait for the answer).
     asking: ExpiringMap<[u8; 32], ()>,
+    /// The registry's API-key consumers: they outlive a reload too.
+    pub(crate) consumers: Arc<apikey::Registered>,
 }
 
 impl AuthCaches {
     pub fn new(auth: &AuthConfig) -> Self {
-        Self::with_keys(Arc::default(), auth)
+        Self::with_keys(Arc::default(), Arc::default(), auth)
     }
 
-    /// Caches for a reloaded config: the key sets carry over, verified tokens do not.
+    /// The registry's API-key consumers these caches hold.
+    pub fn registered(&self) -> &Registered {
+        &self.consumers
+    }
+
+    /// Caches for a reloaded config: the key sets and the registry's
+    /// consumers carry over, verified tokens do not.
     pub fn renewed(&self, auth: &AuthConfig) -> Self {
-        Self::with_keys(self.jwks.clone(), auth)
+        Self::with_keys(self.jwks.clone(), self.consumers.clone(), auth)
     }
 
-    fn with_keys(jwks: Arc<JwksCache>, auth: &AuthConfig) -> Self {
+    fn with_keys(jwks: Arc<JwksCache>, consumers: Arc<apikey::Registered>, auth: &AuthConfig) -> Self {
         let entries = auth.token_cache_entries;
         Self {
             jwks,
+            consumers,
             tokens: ExpiringMap::new(entries),
             inactive: ExpiringMap::new(entries),
             asking: ExpiringMap::new(entries),
@@ -259,7 +269,9 @@ pub async fn authenticate<P: Ports, B>(
                             let p = jwt::Verifier { name: &provider.name, provider: jwt, limit: limit.as_ref() };
                             p.verify(&credential, caches, ports, challenge, note).await
                         }
-                        ProviderKind::ApiKey(keys) => apikey::verify(keys, &credential, challenge),
+                        ProviderKind::ApiKey(keys) => {
+                            apikey::verify(keys, &provider.name, &caches.consumers, &credential, challenge)
+                        }
                         ProviderKind::Introspection(opaque) => {
                             let p = introspection::Introspector {
                                 name: &provider.name,
