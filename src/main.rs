@@ -474,14 +474,17 @@ mod cli {
             Command::Check { config, spin_manifest } => check(&config, spin_manifest.as_deref()),
             Command::Consumers { action } => consumers_command(action),
             Command::Publish { config, registry, message, author } => run("publish", async move {
-                let version = registry::publish(&config, &registry.store, message, author).await?;
-                Ok(format!("published {} as version {version}", config.display()))
+                match registry::publish(&config, &registry.store, message, author).await {
+                    Ok(version) => Ok(format!("published {} as version {version}", config.display())),
+                    Err(RegistryError::Invalid(errors)) => Err(format!("the config was not published:\n{errors}")),
+                    Err(e) => Err(e.to_string()),
+                }
             }),
-            Command::Versions { registry } => run("versions", async move {
+            Command::Versions { registry } => run_registry("versions", async move {
                 let listed = registry::versions(&registry.store).await?;
                 Ok(serde_json::to_string_pretty(&listed).unwrap_or_default())
             }),
-            Command::Rollback { version, registry } => run("rollback", async move {
+            Command::Rollback { version, registry } => run_registry("rollback", async move {
                 let back = registry::rollback(&registry.store, version).await?;
                 Ok(format!("version {version} ({}, {}) is current again", back.file, back.published_at))
             }),
@@ -523,39 +526,28 @@ mod cli {
 
     /// A command on the fleet's store with the config at `path`: what it
     /// says printed, or its error as `portcullis NAME: …`.
-    fn store_command<F, Fut>(path: &Path, name: &str, run: F) -> ExitCode
+    fn store_command<F, Fut>(path: &Path, name: &str, command: F) -> ExitCode
     where
         F: FnOnce(Config) -> Fut,
         Fut: Future<Output = Result<String, String>>,
     {
-        let config = match load_config(path) {
-            Ok(c) => c,
+        match load_config(path) {
+            Ok(config) => run(name, command(config)),
             Err(errors) => {
                 eprintln!("{errors}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match runtime.block_on(run(config)) {
-            Ok(said) => {
-                println!("{said}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("portcullis {name}: {e}");
                 ExitCode::FAILURE
             }
         }
     }
 
-    /// A registry command: what it says printed, or its error as `portcullis NAME: …`.
-    fn run(name: &str, command: impl Future<Output = Result<String, RegistryError>>) -> ExitCode {
+    /// A registry command (`run`).
+    fn run_registry(name: &str, command: impl Future<Output = Result<String, RegistryError>>) -> ExitCode {
+        run(name, command)
+    }
+
+    /// A command on a runtime of its own: what it says printed, or its
+    /// error as `portcullis NAME: …`.
+    fn run<E: std::fmt::Display>(name: &str, command: impl Future<Output = Result<String, E>>) -> ExitCode {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -567,11 +559,6 @@ mod cli {
             Ok(said) => {
                 println!("{said}");
                 ExitCode::SUCCESS
-            }
-            Err(RegistryError::Invalid(errors)) => {
-                eprintln!("{errors}");
-                eprintln!("portcullis {name}: the config was not published");
-                ExitCode::FAILURE
             }
             Err(e) => {
                 eprintln!("portcullis {name}: {e}");
@@ -617,7 +604,7 @@ mod cli {
                     ip_deny: (!ip_deny.is_empty()).then_some(ip_deny),
                     added_at: String::new(),
                 };
-                run("consumers add", async move {
+                run_registry("consumers add", async move {
                     let said = format!("added {}/{} ({})", consumer.provider, consumer.id, consumer.key_sha256);
                     consumers::add(&registry.store, consumer).await?;
                     Ok(match key {
@@ -626,17 +613,17 @@ mod cli {
                     })
                 })
             }
-            ConsumersAction::Revoke { provider, id, registry } => run("consumers revoke", async move {
+            ConsumersAction::Revoke { provider, id, registry } => run_registry("consumers revoke", async move {
                 match consumers::revoke(&registry.store, &provider, &id).await? {
                     0 => Err(RegistryError::Consumer(format!("no consumer {provider}/{id} in the registry"))),
                     n => Ok(format!("revoked {n} key(s) of {provider}/{id}")),
                 }
             }),
-            ConsumersAction::List { registry } => run("consumers list", async move {
+            ConsumersAction::List { registry } => run_registry("consumers list", async move {
                 let all = consumers::list_all(&registry.store).await?;
                 Ok(all.iter().filter_map(|c| serde_json::to_string(c).ok()).collect::<Vec<_>>().join("\n"))
             }),
-            ConsumersAction::Import { file, registry } => run("consumers import", async move {
+            ConsumersAction::Import { file, registry } => run_registry("consumers import", async move {
                 let n = consumers::import(&registry.store, &file).await?;
                 Ok(format!("imported {n} consumers from {}", file.display()))
             }),

@@ -35,10 +35,10 @@ use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use super::tls::{self, Served};
-use super::{NodeClock, NodeKv, NodePorts};
+use super::{NodeKv, NodePorts, unix_now};
 use crate::config::acme::{Acme as Settings, Challenge};
 use crate::config::{Config, ConfigError};
-use crate::ports::{Clock, KvStore, store_key};
+use crate::ports::{KvStore, store_key};
 
 /// The path HTTP-01 answers are asked at.
 pub(crate) const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -378,10 +378,6 @@ fn renewal_due(served: &Served) -> u64 {
     u64::try_from(served.not_before.saturating_add(lifetime * 2 / 3)).unwrap_or(0)
 }
 
-fn unix_now() -> u64 {
-    NodeClock::default().now().as_secs()
-}
-
 impl Orderer {
     /// Takes the store's certificate for `name` when it outlives the one
     /// served (another node ordered it), and keeps it on disk too.
@@ -400,7 +396,7 @@ impl Orderer {
         }
         match tls::certified_pem(shared.pem.as_bytes()) {
             Ok((key, served)) if served.names.iter().any(|n| n == name) => {
-                if let Err(e) = write_private(&self.state, &self.file(name), shared.pem.as_bytes()) {
+                if let Err(e) = write_private(&self.file(name), shared.pem.as_bytes()) {
                     tracing::warn!(name, error = %format!("{e:#}"), "the certificate could not be kept on disk");
                 }
                 tracing::info!(name, not_after = served.not_after, "certificate taken from the store");
@@ -486,7 +482,7 @@ impl Orderer {
                     .await
                     .context("creating the ACME account")?;
                 let text = serde_json::to_vec_pretty(&credentials)?;
-                write_private(&self.state, &path, &text)?;
+                write_private(&path, &text)?;
                 tracing::info!(directory = %self.settings.directory, account = account.id(), "ACME account created");
                 Ok(account)
             })
@@ -548,7 +544,7 @@ impl Orderer {
         let chain_pem = order.poll_certificate(&retries).await.context("certificate")?;
         let pem = format!("{}\n{key_pem}", chain_pem.trim_end());
         let (key, served) = tls::certified_pem(pem.as_bytes()).map_err(|e| anyhow!("the issued certificate: {e}"))?;
-        write_private(&self.state, &self.file(name), pem.as_bytes())?;
+        write_private(&self.file(name), pem.as_bytes())?;
         self.share(name, &pem, served.not_after).await;
         Ok(Issued { key, served })
     }
@@ -577,25 +573,10 @@ fn alpn_certificate(name: &str, digest: impl AsRef<[u8]>) -> anyhow::Result<Arc<
     Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)))
 }
 
-/// Writes whole (a reader never sees half a file), readable by the node alone.
-fn write_private(folder: &Path, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a file of the state folder whole, readable by the node alone.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(folder)
-        .with_context(|| format!("acme.state: {}", folder.display()))?;
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(|| partial.display().to_string())?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| partial.display().to_string())?;
-    std::fs::rename(&partial, path).with_context(|| path.display().to_string())
+    super::write_private(path, |out| out.write_all(bytes)).with_context(|| format!("acme.state: {}", path.display()))
 }
 
 #[cfg(test)]

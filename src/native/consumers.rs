@@ -11,7 +11,8 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::redis_kv::RedisKv;
-use super::registry::{CHANNEL, RegistryError, cmd, fetch_current, now_rfc3339, store};
+use super::registry::{CHANNEL, RegistryError, cmd, fetch_current, store};
+use super::{now_rfc3339, write_private};
 use crate::config::auth::{ProviderKind, parse_sha256};
 use crate::config::ip_rules::consumer_networks;
 use crate::pipeline::authn::Registered;
@@ -114,10 +115,6 @@ impl Consumer {
     }
 }
 
-fn failed(e: crate::ports::KvError) -> RegistryError {
-    RegistryError::Store(e.to_string())
-}
-
 /// The current version's API-key providers, if a version is current.
 async fn providers(kv: &RedisKv) -> Result<Option<Vec<String>>, RegistryError> {
     match fetch_current(kv).await {
@@ -153,10 +150,8 @@ pub async fn revoke(url: &str, provider: &str, id: &str) -> Result<usize, Regist
 
 async fn change(kv: &RedisKv, field: &str, record: &str) -> Result<bool, RegistryError> {
     let kept = LOG_KEPT.to_string();
-    let done: i64 = kv
-        .script(&Script::new(CHANGE), &[CONSUMERS, LOG], &[field, record, &kept, CHANNEL, ANNOUNCED])
-        .await
-        .map_err(failed)?;
+    let args = [field, record, &kept, CHANNEL, ANNOUNCED];
+    let done: i64 = kv.script(&Script::new(CHANGE), &[CONSUMERS, LOG], &args).await?;
     Ok(done == 1)
 }
 
@@ -166,7 +161,7 @@ pub async fn list_all(url: &str) -> Result<Vec<Consumer>, RegistryError> {
 }
 
 async fn list(kv: &RedisKv) -> Result<Vec<Consumer>, RegistryError> {
-    let all: Vec<(String, String)> = kv.command(cmd("HGETALL", &[CONSUMERS])).await.map_err(failed)?;
+    let all: Vec<(String, String)> = kv.command(cmd("HGETALL", &[CONSUMERS])).await?;
     Ok(all.into_iter().filter_map(|(_, record)| serde_json::from_str(&record).ok()).collect())
 }
 
@@ -207,7 +202,7 @@ pub async fn import(url: &str, path: &Path) -> Result<usize, RegistryError> {
         let last = if i + 1 == batches.len() { "last" } else { "more" };
         let mut args: Vec<&str> = vec![&kept, CHANNEL, ANNOUNCED, last];
         args.extend(batch.iter().map(String::as_str));
-        let _: i64 = kv.script(&Script::new(IMPORT), &[CONSUMERS, LOG], &args).await.map_err(failed)?;
+        let _: i64 = kv.script(&Script::new(IMPORT), &[CONSUMERS, LOG], &args).await?;
     }
     Ok(fields.len() / 2)
 }
@@ -231,58 +226,51 @@ impl ConsumerSync {
     /// this node fell behind the log, or after an import), then each
     /// change logged since.
     pub(crate) async fn sync(&mut self, kv: &RedisKv, held: &Registered) -> Result<(), RegistryError> {
-        let entries: Vec<(String, HashMap<String, String>)> = match &self.last {
-            None => Vec::new(),
-            Some(last) => {
-                let from = format!("({last}");
-                let mut c = cmd("XRANGE", &[LOG, &from, "+"]);
-                c.arg("COUNT").arg(10_000);
-                kv.command(c).await.map_err(failed)?
+        loop {
+            let Some(last) = self.last.clone() else { return self.load(kv, held).await };
+            // From this node's place on: if that entry is gone, the log was
+            // trimmed past it; after an import, too, read everything.
+            let mut entries = log(kv, &last, "+", LOG_PAGE + 1).await?;
+            if entries.first().is_none_or(|(id, _)| newer(id, &last))
+                || entries.iter().any(|(_, e)| e.get("f").is_some_and(|f| f == "*"))
+            {
+                return self.load(kv, held).await;
             }
-        };
-        let behind = match (&self.last, entries.first()) {
-            (None, _) => true,
-            (Some(_), None) => return Ok(()),
-            (Some(last), Some(_)) => {
-                let oldest: Vec<(String, HashMap<String, String>)> = {
-                    let mut c = cmd("XRANGE", &[LOG, "-", "+"]);
-                    c.arg("COUNT").arg(1);
-                    kv.command(c).await.map_err(failed)?
+            let full = entries.len() == LOG_PAGE + 1;
+            entries.remove(0);
+            for (id, entry) in entries {
+                self.last = Some(id);
+                self.unsaved = true;
+                let (Some(field), Some(record)) = (entry.get("f"), entry.get("r")) else { continue };
+                let Some((provider, digest)) =
+                    field.split_once('/').and_then(|(p, h)| Some((p, parse_sha256(h).ok()?)))
+                else {
+                    continue;
                 };
-                oldest.first().is_some_and(|(id, _)| newer(id, last))
-                    || entries.iter().any(|(_, e)| e.get("f").is_some_and(|f| f == "*"))
+                let consumer = match record.as_str() {
+                    "" => None,
+                    r => match built(r) {
+                        Ok((_, _, identity)) => Some(identity),
+                        Err(e) => {
+                            tracing::warn!(field, error = %e, "a registry consumer was skipped");
+                            continue;
+                        }
+                    },
+                };
+                held.change(provider, digest, consumer);
             }
-        };
-        if behind {
-            return self.load(kv, held).await;
+            if !full {
+                return Ok(());
+            }
         }
-        for (id, entry) in entries {
-            let (Some(field), Some(record)) = (entry.get("f"), entry.get("r")) else { continue };
-            let Some((provider, sha)) = field.split_once('/') else { continue };
-            let Ok(digest) = parse_sha256(sha) else { continue };
-            let consumer = match record.as_str() {
-                "" => None,
-                r => match serde_json::from_str::<Consumer>(r).map_err(|e| e.to_string()).and_then(|c| c.identity()) {
-                    Ok((_, identity)) => Some(identity),
-                    Err(e) => {
-                        tracing::warn!(field, error = %e, "a registry consumer was skipped");
-                        continue;
-                    }
-                },
-            };
-            held.change(provider, digest, consumer);
-            self.last = Some(id);
-            self.unsaved = true;
-        }
-        Ok(())
     }
 
     /// Reads every consumer, from the log's newest entry on.
     async fn load(&mut self, kv: &RedisKv, held: &Registered) -> Result<(), RegistryError> {
-        let newest: Vec<(String, HashMap<String, String>)> = {
+        let newest: Log = {
             let mut c = cmd("XREVRANGE", &[LOG, "+", "-"]);
             c.arg("COUNT").arg(1);
-            kv.command(c).await.map_err(failed)?
+            kv.command(c).await?
         };
         // A page at a time, so a large registry never sits in memory twice as text.
         let mut all: Consumers = HashMap::new();
@@ -290,7 +278,7 @@ impl ConsumerSync {
         loop {
             let mut c = cmd("HSCAN", &[CONSUMERS, &cursor]);
             c.arg("COUNT").arg(1_000);
-            let (next, page): (String, Vec<(String, String)>) = kv.command(c).await.map_err(failed)?;
+            let (next, page): (String, Vec<(String, String)>) = kv.command(c).await?;
             for (_, record) in page {
                 add_to(&mut all, &record);
             }
@@ -310,23 +298,17 @@ impl ConsumerSync {
         if !self.unsaved {
             return;
         }
-        let written = (|| {
+        // One record per line, written as it is rebuilt: no copy of them all.
+        let written = write_private(&self.disk, |out| {
             use std::io::Write as _;
-            if let Some(dir) = self.disk.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let partial = self.disk.with_extension("partial");
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&partial)?);
-            // One record per line, written as it is rebuilt: no copy of them all.
             for (provider, keys) in held.snapshot() {
                 for (digest, identity) in keys {
-                    serde_json::to_writer(&mut out, &record(&provider, &digest, &identity))?;
+                    serde_json::to_writer(&mut *out, &record(&provider, &digest, &identity))?;
                     out.write_all(b"\n")?;
                 }
             }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&partial, &self.disk)
-        })();
+            Ok(())
+        });
         match written {
             Ok(()) => self.unsaved = false,
             Err(e) => tracing::warn!(file = %self.disk.display(), error = %e, "could not keep the consumers on disk"),
@@ -344,6 +326,19 @@ impl ConsumerSync {
         held.replace(all);
         held.len()
     }
+}
+
+/// Log entries: their ids and fields.
+type Log = Vec<(String, HashMap<String, String>)>;
+
+/// Changes read from the log at a time.
+const LOG_PAGE: usize = 10_000;
+
+/// Up to `count` log entries from `from` to `to` (`XRANGE`).
+async fn log(kv: &RedisKv, from: &str, to: &str, count: usize) -> Result<Log, RegistryError> {
+    let mut c = cmd("XRANGE", &[LOG, from, to]);
+    c.arg("COUNT").arg(count);
+    Ok(kv.command(c).await?)
 }
 
 /// Whether stream id `a` comes after `b` (`ms-seq`).
@@ -367,12 +362,16 @@ pub fn hold(all: &[Consumer], held: &Registered) {
     held.replace(out);
 }
 
+/// A record (JSON): its provider, key hash and identity.
+fn built(record: &str) -> Result<(String, [u8; 32], Arc<Identity>), String> {
+    let c: Consumer = serde_json::from_str(record).map_err(|e| e.to_string())?;
+    let (digest, identity) = c.identity()?;
+    Ok((c.provider, digest, identity))
+}
+
 /// Adds one record (JSON) to `all`; one that does not build is skipped, and logged.
 fn add_to(all: &mut Consumers, record: &str) {
-    let built = serde_json::from_str::<Consumer>(record)
-        .map_err(|e| e.to_string())
-        .and_then(|c| c.identity().map(|(digest, identity)| (c.provider, digest, identity)));
-    match built {
+    match built(record) {
         Ok((provider, digest, identity)) => drop(all.entry(provider).or_default().insert(digest, identity)),
         Err(e) => tracing::warn!(error = %e, "a registry consumer was skipped"),
     }

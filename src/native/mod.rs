@@ -36,7 +36,7 @@ use crate::config::{Config, ConfigError, ConfigErrors, Variables, vars};
 use std::time::Duration;
 
 use crate::ports::memory::MemoryKv;
-use crate::ports::{KvError, KvStore, LimitStep, Ports, SweepReport};
+use crate::ports::{Clock, KvError, KvStore, LimitStep, Ports, SweepReport};
 use crate::shared::gcra::Decision;
 use crate::system_clock::{Sleep, SystemClock};
 use client::HyperClient;
@@ -212,6 +212,35 @@ pub(crate) fn load_config_hashed(path: &Path) -> Result<(Config, String), Config
     })?;
     let hash = crate::shared::hex::hex(&sha2::Sha256::digest(text.as_bytes()));
     Config::parse(&text, &file, &env_variables(&text)).map(|config| (config, hash))
+}
+
+/// Seconds since the epoch, now.
+pub(crate) fn unix_now() -> u64 {
+    NodeClock::default().now().as_secs()
+}
+
+/// Now, as RFC 3339 (what the admin API and the registry's records say).
+pub(crate) fn now_rfc3339() -> String {
+    crate::pipeline::log::rfc3339(NodeClock::default().now())
+}
+
+/// Writes a file whole, readable by the node alone: into a file beside it
+/// (its folder made, 0700, if need be), synced, then renamed over it, so
+/// no reader and no start after a crash sees half of one.
+pub(crate) fn write_private(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if let Some(folder) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
+    }
+    let partial = path.with_extension("partial");
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&partial)?;
+    let mut out = std::io::BufWriter::new(file);
+    write(&mut out)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 /// Placeholder values from the environment, for the names `text` uses.

@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use super::consumers::ConsumerSync;
 use super::redis_kv::RedisKv;
-use super::{env_variables, server};
+use super::{env_variables, now_rfc3339, server, unix_now, write_private};
 use crate::config::{Config, ConfigErrors};
 use crate::pipeline::authn::apikey::Registered;
-use crate::ports::Clock;
+use crate::ports::KvError;
 
 /// Versions kept: the current one and those before it.
 pub const KEEP: u64 = 20;
@@ -41,21 +41,22 @@ const GONE_AFTER_CHECKS: u32 = 3;
 
 /// Stores the next version, makes it current, drops the one `KEEP` back
 /// and announces it: `KEYS` seq, current, the version prefix; `ARGV` the
-/// record, `KEEP`, the channel.
+/// record, `KEEP`, the channel, when it was published.
 const PUBLISH: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[3] .. n, ARGV[1])
-redis.call('SET', KEYS[2], n)
+redis.call('SET', KEYS[2], n .. ' ' .. ARGV[4])
 local gone = n - tonumber(ARGV[2])
 if gone > 0 then redis.call('DEL', KEYS[3] .. gone) end
 redis.call('PUBLISH', ARGV[3], n)
 return n
 "#;
 
-/// Makes a kept version current and announces it; 0 if it is not kept.
+/// Makes a kept version current (`ARGV[3]`, its pointer) and announces
+/// it; 0 if it is not kept.
 const ROLLBACK: &str = r#"
 if redis.call('EXISTS', KEYS[2] .. ARGV[1]) == 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[3])
 redis.call('PUBLISH', ARGV[2], ARGV[1])
 return 1
 "#;
@@ -127,16 +128,14 @@ pub enum RegistryError {
     Consumer(String),
 }
 
+impl From<KvError> for RegistryError {
+    fn from(e: KvError) -> Self {
+        RegistryError::Store(e.to_string())
+    }
+}
+
 pub(super) fn store(url: &str) -> Result<RedisKv, RegistryError> {
-    RedisKv::new(url, 1, Duration::from_secs(5)).map_err(|e| RegistryError::Store(e.to_string()))
-}
-
-fn unix_now() -> u64 {
-    super::NodeClock::default().now().as_secs()
-}
-
-pub(super) fn now_rfc3339() -> String {
-    crate::pipeline::log::rfc3339(super::NodeClock::default().now())
+    Ok(RedisKv::new(url, 1, Duration::from_secs(5))?)
 }
 
 /// Checks `path` as `portcullis check` does, then publishes it: the new
@@ -161,10 +160,8 @@ pub async fn publish(
     };
     let json = serde_json::to_string(&record).map_err(|e| RegistryError::Store(e.to_string()))?;
     let keep = KEEP.to_string();
-    store(url)?
-        .script(&Script::new(PUBLISH), &[SEQ, CURRENT, VERSION], &[&json, &keep, CHANNEL])
-        .await
-        .map_err(|e| RegistryError::Store(e.to_string()))
+    let script = Script::new(PUBLISH);
+    Ok(store(url)?.script(&script, &[SEQ, CURRENT, VERSION], &[&json, &keep, CHANNEL, &record.published_at]).await?)
 }
 
 /// Makes kept version `version` current again, once it compiles here.
@@ -172,11 +169,8 @@ pub async fn rollback(url: &str, version: u64) -> Result<Published, RegistryErro
     let kv = store(url)?;
     let record = read(&kv, version).await?.ok_or(RegistryError::NoSuchVersion(version))?;
     record.compile().map_err(RegistryError::Invalid)?;
-    let n = version.to_string();
-    let done: i64 = kv
-        .script(&Script::new(ROLLBACK), &[CURRENT, VERSION], &[&n, CHANNEL])
-        .await
-        .map_err(|e| RegistryError::Store(e.to_string()))?;
+    let (n, pointer) = (version.to_string(), format!("{version} {}", record.published_at));
+    let done: i64 = kv.script(&Script::new(ROLLBACK), &[CURRENT, VERSION], &[&n, CHANNEL, &pointer]).await?;
     if done == 1 { Ok(record) } else { Err(RegistryError::NoSuchVersion(version)) }
 }
 
@@ -185,9 +179,8 @@ pub async fn rollback(url: &str, version: u64) -> Result<Published, RegistryErro
 /// from for a while are marked gone, and dropped after).
 pub async fn versions(url: &str) -> Result<serde_json::Value, RegistryError> {
     let kv = store(url)?;
-    let fail = |e: crate::ports::KvError| RegistryError::Store(e.to_string());
-    let current = current(&kv).await?;
-    let last: Option<u64> = kv.command(cmd("GET", &[SEQ])).await.map_err(fail)?;
+    let current = current(&kv).await?.map(|(n, _)| n);
+    let last: Option<u64> = kv.command(cmd("GET", &[SEQ])).await?;
     let mut kept = Vec::new();
     for n in (last.unwrap_or(0).saturating_sub(KEEP - 1).max(1)..=last.unwrap_or(0)).rev() {
         if let Some(p) = read(&kv, n).await? {
@@ -202,7 +195,7 @@ pub async fn versions(url: &str) -> Result<serde_json::Value, RegistryError> {
             }));
         }
     }
-    let nodes: Vec<(String, String)> = kv.command(cmd("HGETALL", &[NODES])).await.map_err(fail)?;
+    let nodes: Vec<(String, String)> = kv.command(cmd("HGETALL", &[NODES])).await?;
     let now = unix_now();
     let mut listed = Vec::new();
     for (node, beat) in nodes {
@@ -233,14 +226,20 @@ pub(super) fn cmd(name: &str, args: &[&str]) -> redis::Cmd {
     c
 }
 
-async fn current(kv: &RedisKv) -> Result<Option<u64>, RegistryError> {
-    kv.command(cmd("GET", &[CURRENT])).await.map_err(|e| RegistryError::Store(e.to_string()))
+/// Which version is current: `<n> <published_at>` (its number, and when it
+/// was published: a Redis restarted empty numbers from 1 again), or a bare
+/// number written by hand.
+async fn current(kv: &RedisKv) -> Result<Option<(u64, String)>, RegistryError> {
+    let pointer: Option<String> = kv.command(cmd("GET", &[CURRENT])).await?;
+    let Some(pointer) = pointer else { return Ok(None) };
+    let (n, at) = pointer.split_once(' ').unwrap_or((&pointer, ""));
+    let n = n.parse().map_err(|_| RegistryError::Store(format!("{CURRENT} is not a version: `{pointer}`")))?;
+    Ok(Some((n, at.to_string())))
 }
 
 async fn read(kv: &RedisKv, version: u64) -> Result<Option<Published>, RegistryError> {
     let key = format!("{VERSION}{version}");
-    let json: Option<String> =
-        kv.command(cmd("GET", &[&key])).await.map_err(|e| RegistryError::Store(e.to_string()))?;
+    let json: Option<String> = kv.command(cmd("GET", &[&key])).await?;
     json.map(|j| {
         serde_json::from_str::<Published>(&j)
             .map(|p| Published { version, ..p })
@@ -251,7 +250,7 @@ async fn read(kv: &RedisKv, version: u64) -> Result<Option<Published>, RegistryE
 
 /// The current version, from the store.
 pub(super) async fn fetch_current(kv: &RedisKv) -> Result<Published, RegistryError> {
-    let n = current(kv).await?.ok_or(RegistryError::Empty)?;
+    let (n, _) = current(kv).await?.ok_or(RegistryError::Empty)?;
     read(kv, n).await?.ok_or(RegistryError::NoSuchVersion(n))
 }
 
@@ -323,18 +322,10 @@ fn load_cache(path: &Path) -> Option<Published> {
     Some(Published { version: cached.version, ..cached.published })
 }
 
-/// Writes the applied version to disk (a file beside, then renamed over,
-/// so a crash never leaves half of one).
+/// Keeps the applied version on disk.
 fn save_cache(path: &Path, published: &Published) {
     let cached = Cached { version: published.version, published: published.clone() };
-    let written = serde_json::to_vec(&cached).map_err(std::io::Error::other).and_then(|bytes| {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let partial = path.with_extension("partial");
-        std::fs::write(&partial, bytes)?;
-        std::fs::rename(&partial, path)
-    });
+    let written = write_private(path, |out| serde_json::to_writer(out, &cached).map_err(std::io::Error::other));
     if let Err(e) = written {
         tracing::warn!(cache = %path.display(), error = %e, "could not keep the applied version on disk");
     }
@@ -359,8 +350,7 @@ pub struct Watch {
     announced: tokio::sync::mpsc::Receiver<()>,
     every: tokio::time::Interval,
     wake: Arc<tokio::sync::Notify>,
-    /// The version last seen current, by number and publication (a Redis
-    /// that lost its data numbers from 1 again).
+    /// The pointer last seen (see [`current`]).
     last: Option<(u64, String)>,
     /// After a read failed: when to read again (sooner than the next
     /// check: Redis is likely back within moments).
@@ -394,15 +384,22 @@ impl Watch {
                 () = self.wake.notified() => false,
                 () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => false,
             };
-            match fetch_current(&self.kv).await {
-                Ok(p) => {
+            // The pointer alone, and the record only when it points elsewhere.
+            let found = match current(&self.kv).await {
+                Ok(Some(seen)) if self.last.as_ref() == Some(&seen) => Ok(None),
+                Ok(Some(seen)) => read(&self.kv, seen.0).await.map(|p| p.map(|p| (seen, p))),
+                Ok(None) => Err(RegistryError::Empty),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(None) => {
                     self.retry = None;
-                    let seen = (p.version, p.published_at.clone());
-                    if self.last.as_ref() != Some(&seen) {
-                        self.last = Some(seen);
-                        return Seen::Version(Box::new(p));
-                    }
                     return Seen::Unchanged { tick };
+                }
+                Ok(Some((seen, p))) => {
+                    self.retry = None;
+                    self.last = Some(seen);
+                    return Seen::Version(Box::new(p));
                 }
                 Err(e) => {
                     if self.retry.is_none() {

@@ -20,7 +20,7 @@ use super::listeners::Listeners;
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
-use super::{NodeClock, NodeKv, NodePorts, acme, admin, load_config_hashed, origins, probe, registry};
+use super::{NodeKv, NodePorts, acme, admin, load_config_hashed, now_rfc3339, origins, probe, registry};
 use crate::config::{Config, ConfigErrors};
 use crate::pipeline::{Gateway, leases, rate_limit};
 use crate::ports::KvStore;
@@ -527,8 +527,4 @@ fn files_signature(node: &Node) -> Vec<Option<(u64, std::time::SystemTime)>> {
         .chain(services)
         .map(|f| std::fs::metadata(base.join(&f.path)).ok().and_then(|m| Some((m.len(), m.modified().ok()?))))
         .collect()
-}
-
-fn now_rfc3339() -> String {
-    crate::pipeline::log::rfc3339(NodeClock::default().now())
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::shared::gcra::{Decision, Rate};
 use crate::shared::lease::{self, Lease, Taken};
@@ -87,9 +88,10 @@ pub(crate) enum Local {
     Ask(Option<u64>),
 }
 
-/// One holder's leases, by rate key.
+/// One holder's leases, by rate key; and whether a range was kept while no
+/// task looks over the table (read per request without the lock).
 #[derive(Debug, Default)]
-pub(crate) struct Leases(Mutex<Table>);
+pub(crate) struct Leases(Mutex<Table>, AtomicBool);
 
 #[derive(Debug, Default)]
 #[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
@@ -98,13 +100,9 @@ struct Table {
     /// The second in which a full table was last swept of idle keys: at
     /// most one sweep a second, however many new keys arrive.
     swept: u64,
-    /// When it was last looked over for ranges to give back.
-    looked_us: u64,
     /// Whether a task looks over the table while it holds ranges (a WASI
-    /// 0.3 instance's, which has no task of its own otherwise), and
-    /// whether a range was kept since none does.
+    /// 0.3 instance's, which has no task of its own otherwise).
     watched: bool,
-    unwatched: bool,
 }
 
 /// What is left of one key's ranges, for the store to take back
@@ -163,14 +161,10 @@ impl Leases {
     /// Takes from this holder the ranges of keys that have seen no request
     /// here for [`IDLE_US`] (of every key with `all`: the holder is going
     /// away), with what they still hold; nothing is handed out from them
-    /// afterwards. Without `all`, at most twice per [`IDLE_US`].
+    /// afterwards. Its callers look twice per [`IDLE_US`].
     #[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
     pub(crate) fn unused(&self, now_us: u64, all: bool) -> Vec<Unused> {
         let Ok(mut table) = self.0.lock() else { return Vec::new() };
-        if !all && now_us.saturating_sub(table.looked_us) < IDLE_US / 2 {
-            return Vec::new();
-        }
-        table.looked_us = now_us;
         let mut unused = Vec::new();
         for (key, h) in &mut table.held {
             if h.leases.is_empty() || (!all && now_us.saturating_sub(h.seen_us) < IDLE_US) {
@@ -202,7 +196,9 @@ impl Leases {
             }
             h.leases.push(lease);
             h.skew_us = i64::try_from(i128::from(store_now_us) - i128::from(now_us)).unwrap_or(0);
-            table.unwatched = !table.watched;
+            if !table.watched {
+                self.1.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -210,10 +206,12 @@ impl Leases {
     /// give back: one was kept and no task looks (it then does).
     #[cfg_attr(not(feature = "edge-p3"), allow(dead_code))] // a WASI 0.3 instance's
     pub(crate) fn to_watch(&self) -> bool {
+        if !self.1.swap(false, Ordering::AcqRel) {
+            return false;
+        }
         let Ok(mut table) = self.0.lock() else { return false };
-        let start = std::mem::take(&mut table.unwatched);
-        table.watched |= start;
-        start
+        table.watched = true;
+        true
     }
 
     /// Whether the looking task may stop: no key holds a range (then no
@@ -272,7 +270,7 @@ mod tests {
         assert!(!leases.to_watch(), "one task looks");
         let _ = grant("busy", t0 + IDLE_US - 1_000, 50);
         assert!(leases.unused(t0 + IDLE_US / 4, false).is_empty(), "nothing idle yet");
-        assert!(leases.unused(t0 + IDLE_US / 2 - 1, false).is_empty(), "looked over too recently");
+        assert!(leases.unused(t0 + IDLE_US / 2 - 1, false).is_empty(), "nothing idle at half the idle time");
         let Local::Admitted(..) = leases.admit("quiet", rate, 1, t0 + 10_000) else { panic!("the range admits") };
         // The range: 49 units after the request's own, to 500 ms; one taken
         // at 10 ms, the rest passing from now on.
