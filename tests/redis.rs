@@ -1271,6 +1271,23 @@ async fn consumers_added_and_revoked_reach_every_node_within_a_second() {
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert!(!listed.contains("b-key"), "keys are never listed");
 
+    // A change after the import is applied alone: no node reads them all again.
+    let full_reads = || async {
+        let mut conn = redis::Client::open(url.clone()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hscan:")?.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+            .unwrap_or(0u64)
+    };
+    let before = full_reads().await;
+    assert_eq!(add("c", "c-key", &[]).0, 0);
+    for node in &nodes {
+        until_key(node, "/secure", "c-key", 200, Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(full_reads().await, before, "the nodes read every consumer again for one change");
+
     // Kept on disk (written at a check): a restart without Redis still knows them.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let [first, _] = nodes;

@@ -228,16 +228,18 @@ impl ConsumerSync {
     pub(crate) async fn sync(&mut self, kv: &RedisKv, held: &Registered) -> Result<(), RegistryError> {
         loop {
             let Some(last) = self.last.clone() else { return self.load(kv, held).await };
-            // From this node's place on: if that entry is gone, the log was
-            // trimmed past it; after an import, too, read everything.
+            // From this node's place on (its own entry first): if that entry
+            // is gone, the log was trimmed past it; after an import, too,
+            // read everything.
             let mut entries = log(kv, &last, "+", LOG_PAGE + 1).await?;
-            if entries.first().is_none_or(|(id, _)| newer(id, &last))
-                || entries.iter().any(|(_, e)| e.get("f").is_some_and(|f| f == "*"))
-            {
+            if entries.first().is_none_or(|(id, _)| newer(id, &last)) {
                 return self.load(kv, held).await;
             }
             let full = entries.len() == LOG_PAGE + 1;
             entries.remove(0);
+            if entries.iter().any(|(_, e)| e.get("f").is_some_and(|f| f == "*")) {
+                return self.load(kv, held).await;
+            }
             for (id, entry) in entries {
                 self.last = Some(id);
                 self.unsaved = true;
