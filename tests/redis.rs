@@ -1037,8 +1037,15 @@ async fn nodes_follow_what_the_registry_publishes() {
         String::from_utf8_lossy(&send(nodes[0].metrics_addr.unwrap(), get("/metrics")).await.body).into_owned();
     assert!(metrics.contains("portcullis_config_version 1"), "{metrics}");
 
-    // A version made current with no announcement: the check finds it.
+    // The edge's copy is rolled back in the same script.
     let mut conn = redis::Client::open(url.clone()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let edge: Vec<u8> = redis::cmd("GET").arg("pc1:{cfg}:edge:config").query_async(&mut conn).await.unwrap();
+    let edge = String::from_utf8_lossy(&edge).into_owned();
+    assert!(edge.starts_with("pc1e - 0000000000000000\npc1c 1 ") && !edge.contains("/two"), "{edge}");
+    let pointer: String = redis::cmd("GET").arg("pc1:{cfg}:edge:current").query_async(&mut conn).await.unwrap();
+    assert!(pointer.starts_with("pc1e - 0000000000000000\n1 "), "{pointer}");
+
+    // A version made current with no announcement: the check finds it.
     let second: String = redis::cmd("GET").arg("pc1:{cfg}:v:2").query_async(&mut conn).await.unwrap();
     let _: () = redis::cmd("SET").arg("pc1:{cfg}:v:3").arg(&second).query_async(&mut conn).await.unwrap();
     let _: () = redis::cmd("SET").arg("pc1:{cfg}:current").arg(3).query_async(&mut conn).await.unwrap();
@@ -1270,6 +1277,26 @@ async fn consumers_added_and_revoked_reach_every_node_within_a_second() {
     let listed = portcullis(&["consumers", "list", "--store", &url]).1;
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert!(!listed.contains("b-key"), "keys are never listed");
+    // The edge's copies (kv-schema/registry.md): the version and each
+    // consumer, sealed as the edge's key-value port reads them; a revoked
+    // consumer's is gone.
+    let get = |key: String| {
+        let url = url.clone();
+        async move {
+            let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(&mut conn).await.unwrap()
+        }
+    };
+    let sealed = "pc1e - 0000000000000000\n";
+    let edge_b = get(format!("pc1:{{cfg}}:edge:key:partners/{}", hash("b-key"))).await.expect("b's edge key");
+    let record = String::from_utf8(edge_b).unwrap();
+    let record = record.strip_prefix(sealed).unwrap_or_else(|| panic!("not sealed: {record}"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(record).unwrap()["id"], "b");
+    assert_eq!(get(format!("pc1:{{cfg}}:edge:key:partners/{}", hash("acme-key"))).await, None, "revoked");
+    let pointer = String::from_utf8(get("pc1:{cfg}:edge:current".into()).await.expect("edge pointer")).unwrap();
+    assert!(pointer.starts_with(&format!("{sealed}1 ")), "{pointer}");
+    let config = get("pc1:{cfg}:edge:config".into()).await.expect("edge config");
+    assert!(config.starts_with(format!("{sealed}pc1c 1 ").as_bytes()), "{}", String::from_utf8_lossy(&config));
 
     // A change after the import is applied alone: no node reads them all again.
     let full_reads = || async {

@@ -21,6 +21,7 @@ pub(crate) mod introspection;
 pub(crate) mod ip_rules;
 pub(crate) mod listeners;
 pub(crate) mod origin;
+pub mod published;
 pub mod rate_limits;
 pub(crate) mod raw;
 pub(crate) mod resilience;

@@ -5,18 +5,19 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use redis::Script;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::redis_kv::RedisKv;
 use super::registry::{CHANNEL, RegistryError, cmd, fetch_current, store};
 use super::{now_rfc3339, write_private};
-use crate::config::auth::{ProviderKind, parse_sha256};
-use crate::config::ip_rules::consumer_networks;
+use crate::config::auth::parse_sha256;
+pub use crate::config::published::Consumer;
+use crate::config::published::{EDGE_CONSUMER, api_key_providers};
 use crate::pipeline::authn::Registered;
 use crate::pipeline::authn::apikey::Consumers;
+use crate::ports::sealed;
 use crate::shared::identity::Identity;
 
 /// Every consumer: field `<provider>/<key_sha256>`, value its record.
@@ -29,100 +30,42 @@ const LOG_KEPT: u64 = 100_000;
 /// What announces a change of consumers on the channel.
 const ANNOUNCED: &str = "consumers";
 
-/// Sets (`ARGV[2]` a record) or deletes (empty) field `ARGV[1]`, logs it,
+/// Sets (`ARGV[2]` a record) or deletes (empty) field `ARGV[1]`, and its
+/// edge key (`ARGV[6]` + field: `ARGV[7]`, the record sealed), logs it,
 /// announces it; a delete of a field that is not there changes nothing (0).
 const CHANGE: &str = r#"
 if ARGV[2] == '' then
   if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+  redis.call('DEL', ARGV[6] .. ARGV[1])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('SET', ARGV[6] .. ARGV[1], ARGV[7])
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'f', ARGV[1], 'r', ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 "#;
 
-/// Sets many fields (`ARGV` from 5: field, record, …); with `ARGV[4]` =
-/// `last`, logs one `*` and announces it (nodes read the import whole,
-/// once, when its last batch is in).
+/// Sets many fields (`ARGV` from 6: field, record, sealed record, …) and
+/// their edge keys (`ARGV[5]` + field); with `ARGV[4]` = `last`, logs one
+/// `*` and announces it (nodes read the import whole, once, when its last
+/// batch is in).
 const IMPORT: &str = r#"
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 3 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('SET', ARGV[5] .. ARGV[i], ARGV[i + 2])
+end
 if ARGV[4] == 'last' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'f', '*', 'r', '')
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
-return (#ARGV - 4) / 2
+return (#ARGV - 5) / 3
 "#;
-
-/// One consumer as the registry keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Consumer {
-    /// The config's `[auth.api_key.NAME]` whose keys it holds.
-    pub provider: String,
-    pub id: String,
-    pub key_sha256: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_allow: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_deny: Option<Vec<String>>,
-    #[serde(default)]
-    pub added_at: String,
-}
-
-impl Consumer {
-    fn field(&self) -> String {
-        format!("{}/{}", self.provider, self.key_sha256)
-    }
-
-    /// Its key hash and the identity it proves, as the config builds them.
-    fn identity(&self) -> Result<([u8; 32], Arc<Identity>), String> {
-        let digest = parse_sha256(&self.key_sha256).map_err(|e| format!("key_sha256: {e}"))?;
-        let networks = consumer_networks(self.ip_allow.as_deref(), self.ip_deny.as_deref())?;
-        let identity = Identity {
-            provider: self.provider.clone(),
-            subject: self.id.clone(),
-            groups: self.groups.clone(),
-            scopes: self.scopes.clone(),
-            claims: serde_json::Map::new(),
-            networks,
-        };
-        Ok((digest, Arc::new(identity)))
-    }
-
-    /// Refuses a record that would not work: an id, a well-formed hash and
-    /// address ranges, and a provider the current version has (when there
-    /// is one) that takes API keys.
-    fn check(&self, providers: Option<&[String]>) -> Result<(), String> {
-        if self.id.trim().is_empty() {
-            return Err("id: a consumer needs one".into());
-        }
-        if self.provider.contains('/') {
-            return Err(format!("provider `{}`: no `/` in a provider's name", self.provider));
-        }
-        self.identity()?;
-        match providers {
-            Some(names) if !names.contains(&self.provider) => Err(format!(
-                "provider `{}`: the current config has no such [auth.api_key] provider (it has: {})",
-                self.provider,
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
-            )),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// The current version's API-key providers, if a version is current.
 async fn providers(kv: &RedisKv) -> Result<Option<Vec<String>>, RegistryError> {
     match fetch_current(kv).await {
-        Ok(p) => {
-            let config = p.compile().map_err(RegistryError::Invalid)?;
-            let api_keys = config.auth.providers.iter().filter(|p| matches!(p.kind, ProviderKind::ApiKey(_)));
-            Ok(Some(api_keys.map(|p| p.name.to_string()).collect()))
-        }
+        Ok(p) => Ok(Some(api_key_providers(&p.compile().map_err(RegistryError::Invalid)?))),
         Err(RegistryError::Empty) => Ok(None),
         Err(e) => Err(e),
     }
@@ -150,7 +93,8 @@ pub async fn revoke(url: &str, provider: &str, id: &str) -> Result<usize, Regist
 
 async fn change(kv: &RedisKv, field: &str, record: &str) -> Result<bool, RegistryError> {
     let kept = LOG_KEPT.to_string();
-    let args = [field, record, &kept, CHANNEL, ANNOUNCED];
+    let edge = String::from_utf8_lossy(&sealed(record.as_bytes())).into_owned();
+    let args = [field, record, &kept, CHANNEL, ANNOUNCED, EDGE_CONSUMER, &edge];
     let done: i64 = kv.script(&Script::new(CHANGE), &[CONSUMERS, LOG], &args).await?;
     Ok(done == 1)
 }
@@ -180,15 +124,16 @@ pub async fn import(url: &str, path: &Path) -> Result<usize, RegistryError> {
     let kv = store(url)?;
     let names = providers(&kv).await?;
     let added_at = now_rfc3339();
-    let mut fields = Vec::with_capacity(file.consumers.len() * 2);
+    let mut fields = Vec::with_capacity(file.consumers.len() * 3);
     let mut problems = Vec::new();
     for (i, mut c) in file.consumers.into_iter().enumerate() {
         c.key_sha256 = c.key_sha256.trim().to_ascii_lowercase();
         c.added_at.clone_from(&added_at);
         match c.check(names.as_deref()) {
             Ok(()) => {
-                fields.push(c.field());
-                fields.push(serde_json::to_string(&c).map_err(|e| RegistryError::Store(e.to_string()))?);
+                let record = serde_json::to_string(&c).map_err(|e| RegistryError::Store(e.to_string()))?;
+                let edge = String::from_utf8_lossy(&sealed(record.as_bytes())).into_owned();
+                fields.extend([c.field(), record, edge]);
             }
             Err(e) => problems.push(format!("{}: consumers[{i}] ({}): {e}", path.display(), c.id)),
         }
@@ -197,14 +142,14 @@ pub async fn import(url: &str, path: &Path) -> Result<usize, RegistryError> {
         return Err(RegistryError::Consumer(problems.join("\n")));
     }
     let kept = LOG_KEPT.to_string();
-    let batches: Vec<&[String]> = fields.chunks(2_000).collect();
+    let batches: Vec<&[String]> = fields.chunks(3_000).collect();
     for (i, batch) in batches.iter().enumerate() {
         let last = if i + 1 == batches.len() { "last" } else { "more" };
-        let mut args: Vec<&str> = vec![&kept, CHANNEL, ANNOUNCED, last];
+        let mut args: Vec<&str> = vec![&kept, CHANNEL, ANNOUNCED, last, EDGE_CONSUMER];
         args.extend(batch.iter().map(String::as_str));
         let _: i64 = kv.script(&Script::new(IMPORT), &[CONSUMERS, LOG], &args).await?;
     }
-    Ok(fields.len() / 2)
+    Ok(fields.len() / 3)
 }
 
 /// A node's copy of the registry's consumers: where in the log it is, and
@@ -251,7 +196,7 @@ impl ConsumerSync {
                 };
                 let consumer = match record.as_str() {
                     "" => None,
-                    r => match built(r) {
+                    r => match Consumer::built(r.as_bytes()) {
                         Ok((_, _, identity)) => Some(identity),
                         Err(e) => {
                             tracing::warn!(field, error = %e, "a registry consumer was skipped");
@@ -364,16 +309,9 @@ pub fn hold(all: &[Consumer], held: &Registered) {
     held.replace(out);
 }
 
-/// A record (JSON): its provider, key hash and identity.
-fn built(record: &str) -> Result<(String, [u8; 32], Arc<Identity>), String> {
-    let c: Consumer = serde_json::from_str(record).map_err(|e| e.to_string())?;
-    let (digest, identity) = c.identity()?;
-    Ok((c.provider, digest, identity))
-}
-
 /// Adds one record (JSON) to `all`; one that does not build is skipped, and logged.
 fn add_to(all: &mut Consumers, record: &str) {
-    match built(record) {
+    match Consumer::built(record.as_bytes()) {
         Ok((provider, digest, identity)) => drop(all.entry(provider).or_default().insert(digest, identity)),
         Err(e) => tracing::warn!(error = %e, "a registry consumer was skipped"),
     }

@@ -219,18 +219,18 @@ impl RedisKv {
     }
 
     /// One script over `keys` with `args`, with the store's deadline and breaker.
-    pub(crate) async fn script<T: redis::FromRedisValue>(
+    pub(crate) async fn script<T: redis::FromRedisValue, A: redis::ToRedisArgs>(
         &self,
         script: &Script,
         keys: &[&str],
-        args: &[&str],
+        args: &[A],
     ) -> Result<T, KvError> {
         let mut invocation = script.prepare_invoke();
         for k in keys {
             invocation.key(*k);
         }
         for a in args {
-            invocation.arg(*a);
+            invocation.arg(a);
         }
         self.call(Call::Script(invocation)).await
     }

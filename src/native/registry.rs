@@ -24,9 +24,11 @@ use serde::{Deserialize, Serialize};
 use super::consumers::ConsumerSync;
 use super::redis_kv::RedisKv;
 use super::{env_variables, now_rfc3339, server, unix_now, write_private};
+use crate::config::published::{EDGE_CONFIG, EDGE_CURRENT, EdgeConfig};
 use crate::config::{Config, ConfigErrors};
 use crate::pipeline::authn::apikey::Registered;
 use crate::ports::KvError;
+use crate::ports::sealed;
 
 /// Versions kept: the current one and those before it.
 pub const KEEP: u64 = 20;
@@ -39,24 +41,30 @@ pub(super) const CHANNEL: &str = "pc1:{cfg}:announce";
 /// A node not heard from for this many checks is shown as gone, then dropped.
 const GONE_AFTER_CHECKS: u32 = 3;
 
-/// Stores the next version, makes it current, drops the one `KEEP` back
-/// and announces it: `KEYS` seq, current, the version prefix; `ARGV` the
-/// record, `KEEP`, the channel, when it was published.
+/// Stores the next version, makes it current (for the edge too), drops
+/// the one `KEEP` back and announces it: `KEYS` seq, current, the version
+/// prefix, the edge's current and config; `ARGV` the record, `KEEP`, the
+/// channel, when it was published, an envelope's head, the edge record
+/// after its version, the config's hash.
 const PUBLISH: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[3] .. n, ARGV[1])
 redis.call('SET', KEYS[2], n .. ' ' .. ARGV[4])
+redis.call('SET', KEYS[5], ARGV[5] .. 'pc1c ' .. n .. ' ' .. ARGV[6])
+redis.call('SET', KEYS[4], ARGV[5] .. n .. ' ' .. ARGV[7])
 local gone = n - tonumber(ARGV[2])
 if gone > 0 then redis.call('DEL', KEYS[3] .. gone) end
 redis.call('PUBLISH', ARGV[3], n)
 return n
 "#;
 
-/// Makes a kept version current (`ARGV[3]`, its pointer) and announces
-/// it; 0 if it is not kept.
+/// Makes a kept version current (`ARGV[3]`, its pointer; `ARGV[4]` and
+/// `ARGV[5]` the edge's) and announces it; 0 if it is not kept.
 const ROLLBACK: &str = r#"
 if redis.call('EXISTS', KEYS[2] .. ARGV[1]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4])
+redis.call('SET', KEYS[4], ARGV[5])
 redis.call('PUBLISH', ARGV[2], ARGV[1])
 return 1
 "#;
@@ -87,6 +95,12 @@ impl Published {
     /// How errors name it: the file it came from, and the version.
     pub(crate) fn label(&self) -> String {
         format!("{} (version {})", self.file, self.version)
+    }
+
+    /// The edge's record of it.
+    fn for_edge(&self) -> Result<EdgeConfig, RegistryError> {
+        EdgeConfig::new(self.version, &self.sha256, &self.published_at, &self.file, &self.config)
+            .map_err(RegistryError::Store)
     }
 }
 
@@ -160,8 +174,18 @@ pub async fn publish(
     };
     let json = serde_json::to_string(&record).map_err(|e| RegistryError::Store(e.to_string()))?;
     let keep = KEEP.to_string();
-    let script = Script::new(PUBLISH);
-    Ok(store(url)?.script(&script, &[SEQ, CURRENT, VERSION], &[&json, &keep, CHANNEL, &record.published_at]).await?)
+    let edge = record.for_edge()?.after_version();
+    let args: [&[u8]; 7] = [
+        json.as_bytes(),
+        keep.as_bytes(),
+        CHANNEL.as_bytes(),
+        record.published_at.as_bytes(),
+        &sealed(b""),
+        &edge,
+        record.sha256.as_bytes(),
+    ];
+    let keys = [SEQ, CURRENT, VERSION, EDGE_CURRENT, EDGE_CONFIG];
+    Ok(store(url)?.script(&Script::new(PUBLISH), &keys, &args).await?)
 }
 
 /// Makes kept version `version` current again, once it compiles here.
@@ -170,7 +194,16 @@ pub async fn rollback(url: &str, version: u64) -> Result<Published, RegistryErro
     let record = read(&kv, version).await?.ok_or(RegistryError::NoSuchVersion(version))?;
     record.compile().map_err(RegistryError::Invalid)?;
     let (n, pointer) = (version.to_string(), format!("{version} {}", record.published_at));
-    let done: i64 = kv.script(&Script::new(ROLLBACK), &[CURRENT, VERSION], &[&n, CHANNEL, &pointer]).await?;
+    let edge = record.for_edge()?;
+    let args: [&[u8]; 5] = [
+        n.as_bytes(),
+        CHANNEL.as_bytes(),
+        pointer.as_bytes(),
+        &sealed(edge.pointer().as_bytes()),
+        &sealed(&edge.encode()),
+    ];
+    let keys = [CURRENT, VERSION, EDGE_CURRENT, EDGE_CONFIG];
+    let done: i64 = kv.script(&Script::new(ROLLBACK), &keys, &args).await?;
     if done == 1 { Ok(record) } else { Err(RegistryError::NoSuchVersion(version)) }
 }
 

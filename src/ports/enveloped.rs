@@ -627,6 +627,15 @@ mod tests {
     }
 
     #[test]
+    fn a_record_sealed_outside_the_core_reads_back_and_is_never_swept() {
+        let raw = crate::ports::sealed(b"{\"id\":\"a\"}");
+        let e = Envelope::open(&raw).expect("an envelope");
+        assert_eq!((e.expires_at_ms, e.payload), (None, &b"{\"id\":\"a\"}"[..]));
+        assert_eq!(e.seal(), raw);
+        assert!(!dead(&raw, u64::MAX));
+    }
+
+    #[test]
     fn envelopes_round_trip_and_refuse_anything_else() {
         let e = Envelope { expires_at_ms: Some(1_767_225_601_000), writes: vec![0x9f3a, u64::MAX], payload: b"x\ny" };
         let sealed = e.seal();
