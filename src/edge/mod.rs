@@ -20,6 +20,7 @@ mod p3;
 #[cfg(feature = "edge-p2")]
 #[allow(unsafe_code)]
 mod preinit;
+mod registry;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

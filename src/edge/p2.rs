@@ -22,17 +22,18 @@ use spin_sdk::wit::wasi::http0_2_0::outgoing_handler;
 use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, FutureIncomingResponse, RequestOptions};
 use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
 
+use super::registry::{self, FOLLOW_VARIABLE, TOKEN_VARIABLE};
 use super::{
-    EdgePorts, buffer_unsized, config, downstream, emit, kv_error, misconfigured, refused, upstream_error,
+    CONFIG_TEXT, EdgePorts, buffer_unsized, config, downstream, emit, kv_error, misconfigured, refused, upstream_error,
     variable_names,
 };
 use crate::body::{BodyProbe, GatewayBody, Logged};
-use crate::config::Variables;
+use crate::config::{Config, Variables};
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
 use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions, checked_length};
-use crate::system_clock::{Sleep, SystemClock};
+use crate::system_clock::{Sleep, SystemClock, monotonic};
 
 type Chunks = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>>>>;
 
@@ -78,14 +79,39 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let scheme = parts.uri.scheme_str().map(str::to_string);
     let downstream = downstream(&mut parts.headers, scheme.as_deref());
-    let mut vars = Variables::new();
-    for name in variable_names() {
-        if let Ok(value) = spin_sdk::variables::get(name) {
-            vars.insert(name, value);
+    let ports = EdgePorts {
+        http: SpinHttp,
+        kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep), pools: true },
+    };
+    let follow = registry::follows(spin_sdk::variables::get(FOLLOW_VARIABLE).ok().as_deref(), false);
+    let (gateway, config_us) = match current_config(&ports, follow).await {
+        Ok((config, took)) => {
+            let mut gateway = Gateway::new(config);
+            if follow {
+                // Each request reads the consumer it is for: nothing to keep.
+                gateway.caches.read_consumers_from_store(Duration::ZERO, 1);
+            }
+            (Ok(gateway), took)
         }
+        Err(reason) => (Err(reason), None),
+    };
+    if registry::is_admin(parts.uri.path())
+        && let Ok(token) = spin_sdk::variables::get(TOKEN_VARIABLE)
+    {
+        let running = gateway.as_ref().ok().map(|g| &g.config);
+        let req = Request::from_parts(parts, body);
+        let resp = registry::admin(
+            &ports,
+            &token,
+            running,
+            async |names: &[String]| variables(names.iter().map(String::as_str)),
+            req,
+        )
+        .await;
+        return respond(out, resp.map(|b| Logged::unlogged(EdgeBody::from(b)))).await;
     }
-    let (gateway, config_us) = match config(&vars) {
-        Ok((config, took)) => (Gateway::new(config), took),
+    let gateway = match gateway {
+        Ok(gateway) => gateway,
         Err(reason) => {
             let resp = misconfigured::<EdgeBody>(&reason, &parts.headers);
             return respond(out, resp.map(Logged::unlogged)).await;
@@ -93,10 +119,6 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let probe = Arc::new(BodyProbe::default());
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
-    let ports = EdgePorts {
-        http: SpinHttp,
-        kv: Enveloped { store: SpinStore::default(), clock: SystemClock(SpinSleep), pools: true },
-    };
     let mut exchange = pipeline::handle(&gateway, &ports, req, downstream).await;
     exchange.log.config_us = config_us;
     let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
@@ -106,6 +128,49 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     // (its share of the host's CPU: `benches/README.md`).
     std::mem::forget(gateway);
 }
+
+/// The values of the Spin variables `names`, those Spin has.
+fn variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Variables {
+    let mut vars = Variables::new();
+    for name in names {
+        if let Ok(value) = spin_sdk::variables::get(name) {
+            vars.insert(name, value);
+        }
+    }
+    vars
+}
+
+/// The config for this request: with the deployment following the
+/// registry, the version published there (one store read), unless it is
+/// the embedded one; else, or if it does not compile here, the embedded
+/// config (pre-initialised, or compiled now).
+async fn current_config(ports: &SpinPorts, follow: bool) -> Result<(Config, Option<u64>), String> {
+    if follow {
+        match registry::published(ports).await {
+            Ok(Some(record)) if record.text != CONFIG_TEXT => {
+                let start = monotonic();
+                let names = record.variable_names();
+                match record.compile(&variables(names.iter().map(String::as_str))) {
+                    Ok(config) => {
+                        return Ok((
+                            config,
+                            Some(u64::try_from((monotonic() - start).as_micros()).unwrap_or(u64::MAX)),
+                        ));
+                    }
+                    Err(e) => eprintln!(
+                        "portcullis: registry version {} does not compile here; serving the embedded config:\n{e}",
+                        record.version
+                    ),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("portcullis: the registry could not be read ({e}); serving the embedded config"),
+        }
+    }
+    config(&variables(variable_names()))
+}
+
+type SpinPorts = EdgePorts<SpinStore, SpinHttp, SpinSleep>;
 
 /// The `wasi:http` request as `http` types, its body still streaming; or
 /// why it cannot be one (a method or a path the `http` crate refuses, which

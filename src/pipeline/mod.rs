@@ -210,7 +210,7 @@ impl Gateway {
     }
 
     /// The gateway for a new config, keeping what stays valid (key sets).
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "edge-p3"))]
     pub(crate) fn reloaded(&self, config: Config) -> Self {
         let caches = self.caches.renewed(&config.auth);
         let upstreams = config.services.iter().map(ServiceState::new).collect();

@@ -9,10 +9,12 @@
 mod support;
 
 mod homes;
+mod registry;
 mod scenarios;
 mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use bytes::Bytes;
 use homes::Backends;
@@ -616,6 +618,68 @@ async fn real_spin(test: &str, flavour: &str, redis: bool) {
         let (pooled, hot) = homes::limit_outcomes(&lines, "/hot", "pooled");
         assert!(pooled * 2 > hot, "[{home}] {pooled} of {hot} hot-key requests pooled");
     }
+}
+
+/// In the test host, published through the admin route: a WASI 0.3
+/// component follows the registry (it looks once a second), a WASI 0.2 one
+/// when the deployment opts in (a store read each request), and not
+/// otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_follows_the_registry() {
+    if !support::edge::ready("the_edge_follows_the_registry", &["conformance-p2", "conformance-p3"]) {
+        return;
+    }
+    let b = Backends::start().await;
+    let mut vars = homes::variables(&b);
+    vars.push(registry::token_variable());
+    let p3 = homes::edge_with("p3", &vars, &[]);
+    registry::follows("edge p3", p3.addr, &b, &registry::Publisher::Admin, Duration::from_secs(1)).await;
+    let not_following = homes::edge_with("p2", &vars, &[]);
+    let put = Request::put("/.portcullis/registry/config")
+        .header("host", "gateway.test")
+        .header("authorization", format!("Bearer {}", registry::TOKEN))
+        .body(Bytes::from(
+            std::fs::read_to_string(homes::CONFIG).expect("config")
+                + "\n[[routes]]\npath = \"/published-route\"\nservice = \"echo\"\n",
+        ))
+        .expect("request");
+    assert_eq!(support::send(not_following.addr, put).await.status, 200);
+    let reply = support::send(not_following.addr, support::get("/published-route")).await;
+    assert_eq!(reply.status, 404, "a WASI 0.2 component follows the registry only when the deployment says so");
+    vars.push(("portcullis_registry", "follow".to_string()));
+    let p2 = homes::edge_with("p2", &vars, &[]);
+    registry::follows("edge p2", p2.addr, &b, &registry::Publisher::Admin, Duration::ZERO).await;
+}
+
+/// Under real Spin: a WASI 0.3 component on Spin's default store follows
+/// what its admin route publishes; on Redis, both flavours (WASI 0.2 opted
+/// in) follow what `portcullis publish` and `portcullis consumers` write
+/// into the Redis behind Spin's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_follows_the_registry() {
+    let Some(spin) = support::spin::binary() else {
+        support::notice("spin_follows_the_registry: skipped: set PORTCULLIS_SPIN to a Spin CLI");
+        return;
+    };
+    if !support::edge::ready("spin_follows_the_registry", &["conformance-p2", "conformance-p3"]) {
+        return;
+    }
+    let b = Backends::start().await;
+    let mut vars = homes::variables(&b);
+    vars.push(registry::token_variable());
+    let p3 = support::spin::up(&spin, &support::edge::component("conformance-p3"), &vars, None);
+    registry::follows("spin p3", p3.addr, &b, &registry::Publisher::Admin, Duration::from_secs(1)).await;
+    drop(p3);
+    let store = support::redis::Redis::start();
+    let p3 = support::spin::up(&spin, &support::edge::component("conformance-p3"), &vars, Some(&store.url()));
+    let cli = registry::Publisher::Cli { url: store.url() };
+    registry::follows("spin p3 + redis", p3.addr, &b, &cli, Duration::from_secs(1)).await;
+    drop(p3);
+    let store = support::redis::Redis::start();
+    vars.push(("portcullis_registry", "follow".to_string()));
+    let p2 = support::spin::up(&spin, &support::edge::component("conformance-p2"), &vars, Some(&store.url()));
+    let cli = registry::Publisher::Cli { url: store.url() };
+    registry::follows("spin p2 + redis", p2.addr, &b, &cli, Duration::ZERO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

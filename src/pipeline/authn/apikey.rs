@@ -4,29 +4,77 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{AuthError, Challenge, Identity};
+use super::{AuthCaches, AuthError, Challenge, Identity};
 use crate::config::auth::ApiKeyProvider;
+use crate::config::published::{Consumer, consumer_key};
+use crate::ports::{Clock, KvStore, Ports};
+use crate::shared::cache::ExpiringMap;
+use crate::shared::hex::hex;
 
 /// A key of the config's provider `name`, or else of the registry's
-/// consumers of that provider.
-pub(crate) fn verify(
+/// consumers of that provider (held in memory, or read from the store).
+pub(crate) async fn verify<P: Ports>(
     keys: &ApiKeyProvider,
     name: &str,
-    registered: &Registered,
+    caches: &AuthCaches,
+    ports: &P,
     key: &str,
     challenge: &Challenge,
 ) -> Result<Arc<Identity>, AuthError> {
     let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    match keys.consumers.get(&digest).cloned().or_else(|| registered.get(name, &digest)) {
-        Some(consumer) => Ok(consumer),
-        None => Err(AuthError::InvalidToken {
-            reason: "unknown_key",
-            description: "the API key is not valid".into(),
-            challenge: challenge.clone(),
-        }),
+    let mut found = keys.consumers.get(&digest).cloned().or_else(|| caches.consumers.get(name, &digest));
+    if found.is_none()
+        && let Some(stored) = &caches.stored
+    {
+        found = stored.find(ports, name, &digest).await?;
+    }
+    found.ok_or_else(|| AuthError::InvalidToken {
+        reason: "unknown_key",
+        description: "the API key is not valid".into(),
+        challenge: challenge.clone(),
+    })
+}
+
+/// The registry's consumers at the edge: one store key each
+/// (`kv-schema/registry.md`), read when its key is presented; the answer,
+/// either way, is kept for `keep` (how long a revoked key may still pass
+/// in an instance that outlives its request).
+pub(crate) struct Stored {
+    seen: ExpiringMap<String, Option<Arc<Identity>>>,
+    keep: Duration,
+}
+
+impl Stored {
+    #[cfg_attr(not(any(test, feature = "edge-p2", feature = "edge-p3")), allow(dead_code))]
+    pub(crate) fn new(keep: Duration, entries: usize) -> Self {
+        Self { seen: ExpiringMap::new(entries), keep }
+    }
+
+    async fn find<P: Ports>(
+        &self,
+        ports: &P,
+        provider: &str,
+        digest: &[u8; 32],
+    ) -> Result<Option<Arc<Identity>>, AuthError> {
+        let key = consumer_key(provider, &hex(digest));
+        let now = ports.clock().monotonic();
+        if let Some(seen) = self.seen.get(&key, now) {
+            return Ok(seen);
+        }
+        let record = ports.kv().get(&key).await.map_err(|_| AuthError::RegistryUnavailable)?;
+        // A record that does not build (or names another key) is no consumer.
+        let found = record
+            .and_then(|r| Consumer::built(&r).ok())
+            .filter(|(p, d, _)| p == provider && d == digest)
+            .map(|(_, _, identity)| identity);
+        if !self.keep.is_zero() {
+            self.seen.insert(key, found.clone(), Some(now + self.keep), now);
+        }
+        Ok(found)
     }
 }
 

@@ -59,6 +59,8 @@ pub enum AuthError {
     KeysUnavailable,
     #[error("the identity provider cannot check tokens right now")]
     IdpUnavailable,
+    #[error("the consumer registry cannot be read right now")]
+    RegistryUnavailable,
     #[error("too many failed attempts to authenticate; retry after {retry_after} seconds")]
     TooManyFailures { retry_after: u64 },
     #[error("the credential lacks the scope this route requires")]
@@ -76,6 +78,7 @@ impl Answer for AuthError {
             Self::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-credential", Source::Client),
             Self::KeysUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "keys-unavailable", Source::Upstream),
             Self::IdpUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "idp-unavailable", Source::Upstream),
+            Self::RegistryUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "registry-unavailable", Source::Store),
             Self::TooManyFailures { retry_after } => {
                 let p =
                     Problem::new(StatusCode::TOO_MANY_REQUESTS, "auth-rate-limited", self.to_string(), Source::Client);
@@ -107,6 +110,9 @@ pub struct AuthCaches {
     asking: ExpiringMap<[u8; 32], ()>,
     /// The registry's API-key consumers: they outlive a reload too.
     pub(crate) consumers: Arc<apikey::Registered>,
+    /// Or, at the edge, the registry's consumers read from the store a
+    /// key at a time.
+    pub(crate) stored: Option<apikey::Stored>,
 }
 
 impl AuthCaches {
@@ -133,7 +139,15 @@ impl AuthCaches {
             tokens: ExpiringMap::new(entries),
             inactive: ExpiringMap::new(entries),
             asking: ExpiringMap::new(entries),
+            stored: None,
         }
+    }
+
+    /// Reads the registry's consumers from the store, each answer kept
+    /// for `keep` (the edge, which cannot hold them all).
+    #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
+    pub(crate) fn read_consumers_from_store(&mut self, keep: Duration, entries: usize) {
+        self.stored = Some(apikey::Stored::new(keep, entries));
     }
 }
 
@@ -147,6 +161,7 @@ impl AuthError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::KeysUnavailable => "keys_unavailable",
             Self::IdpUnavailable => "idp_unavailable",
+            Self::RegistryUnavailable => "registry_unavailable",
             Self::TooManyFailures { .. } => "too_many_failures",
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::Forbidden { .. } => "forbidden",
@@ -270,7 +285,7 @@ pub async fn authenticate<P: Ports, B>(
                             p.verify(&credential, caches, ports, challenge, note).await
                         }
                         ProviderKind::ApiKey(keys) => {
-                            apikey::verify(keys, &provider.name, &caches.consumers, &credential, challenge)
+                            apikey::verify(keys, &provider.name, caches, ports, &credential, challenge).await
                         }
                         ProviderKind::Introspection(opaque) => {
                             let p = introspection::Introspector {
@@ -423,6 +438,7 @@ pub(crate) fn www_authenticate(err: &AuthError) -> Vec<HeaderValue> {
         }
         AuthError::KeysUnavailable
         | AuthError::IdpUnavailable
+        | AuthError::RegistryUnavailable
         | AuthError::Forbidden { .. }
         | AuthError::TooManyFailures { .. } => {
             return Vec::new();
