@@ -69,7 +69,7 @@ stop_last() { # → stop the process started last
 
 check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the spin and limits modes)
   local tool tools=(wrk nginx haproxy taskset redis-server curl openssl)
-  [[ "$1" == spin* || "$1" == limits || "$1" == registry ]] && tools+=(redis-cli)
+  [[ "$1" == spin* || "$1" == limits || "$1" == *registry ]] && tools+=(redis-cli)
   for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx haproxy redis-server redis-tools curl util-linux openssl" >&2; exit 1; }
   done
@@ -197,7 +197,7 @@ serve_host() { # name wasm err|out [host args...] → HOST_PID and HOST_ADDR, on
 
 # Under real Spin: each component served by `spin up` pinned to CPU 0 (a
 # manifest per run in $WORK, its default SQLite store or Redis).
-spin_up() { # name wasm [runtime-config] → SPIN_ADDR, where it will listen
+spin_up() { # name wasm [runtime-config] → SPIN_ADDR, where it will listen; REGISTRY: portcullis_registry's value
   local name=$1 wasm=$2 rc=${3:-}
   local dir="$WORK/spin-$name"; mkdir -p "$dir"
   cat > "$dir/spin.toml" <<TOML
@@ -206,6 +206,7 @@ spin_manifest_version = 2
 name = "bench"
 [variables]
 origin_port = { required = true }
+portcullis_registry = { default = "" }
 [[trigger.http]]
 route = "/..."
 component = "c"
@@ -215,11 +216,31 @@ allowed_outbound_hosts = ["http://127.0.0.1:*"]
 key_value_stores = ["default"]
 [component.c.variables]
 origin_port = "{{ origin_port }}"
+portcullis_registry = "{{ portcullis_registry }}"
 TOML
   local port; port=$(shuf -i 31000-31999 -n 1)
   (cd "$dir" && exec taskset -c 0 "$PORTCULLIS_SPIN" up --listen "127.0.0.1:$port" --variable "origin_port=$ORIGIN_PORT" \
-    ${rc:+--runtime-config-file "$rc"} >"$dir/out" 2>"$dir/err") & PIDS+=($!)
+    --variable "portcullis_registry=${REGISTRY:-}" ${rc:+--runtime-config-file "$rc"} >"$dir/out" 2>"$dir/err") & PIDS+=($!)
   SPIN_ADDR="127.0.0.1:$port"
+}
+
+spin_row() { # name wasm path [runtime-config] → its row: wrk at 16 connections and at 1, start ms
+  local name=$1 wasm=$2 path=$3 rc=${4:-}
+  spin_up "$name" "$wasm" "$rc"
+  local header; header=$(auth_for "$path")
+  local url="http://$SPIN_ADDR$path"
+  local started; started=$(wait_http "$url" "$header")
+  wrk_warmup "$url" "$header"
+  local many one
+  many=$(wrk1 "$CONNS" "${SECS}s" "$url" "$header" --latency)
+  one=$(wrk1 1 "${SECS}s" "$url" "$header" --latency)
+  local rps p50 rps1 p501 errors
+  rps=$(wrk_rps <<<"$many"); p50=$(wrk_latency 50% <<<"$many")
+  rps1=$(wrk_rps <<<"$one"); p501=$(wrk_latency 50% <<<"$one")
+  errors=$(printf '%s\n' "$many" "$one" | wrk_non2xx | awk '{n += $1} END {print n + 0}')
+  printf '| %-22s | %8s | %9s | %8s | %9s | %6s | %8s |\n' "$name" "$rps" "$p50" "$rps1" "$p501" "$errors" "$started"
+  LAST_RPS=$rps
+  stop_last
 }
 
 # ---- load

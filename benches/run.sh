@@ -20,6 +20,7 @@
 #   benches/run.sh limits               # one hot rate-limit key on the node: memory store against Redis, ROUNDS (3) rounds (BEFORE_NODE: an older node beside)
 #   benches/run.sh distance             # the store across a network (DISTANCE_US, 2 000 per call): a hot key leased, pooled and unlimited
 #   benches/run.sh registry             # publish → applied on 3 nodes and FOLLOWERS (1 000) simulated followers, also across a Redis restart
+#   PORTCULLIS_SPIN=/path/to/spin benches/run.sh edge-registry   # what following the registry costs each component under real Spin
 #
 # Layout: the system under test (proxy, or the component host) is pinned to
 # CPU 0 with one worker thread; the origin, Redis and the load generator
@@ -40,8 +41,8 @@ source benches/lib.sh
 MODE=${1:-all}
 case "$MODE" in
   all|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance|registry) ;;
-  spin|spin-growth) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance|registry]" >&2; exit 2 ;;
+  spin|spin-growth|edge-registry) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
+  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance|registry|edge-registry]" >&2; exit 2 ;;
 esac
 
 setup "$MODE"

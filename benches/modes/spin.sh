@@ -9,25 +9,6 @@
 # limit is far above the load) and, on Redis, commands per request, at 16
 # and 64 connections; and the store-growth table, as in spin-growth.
 
-spin_row() { # name wasm path [runtime-config] → its row: wrk at 16 connections and at 1, start ms
-  local name=$1 wasm=$2 path=$3 rc=${4:-}
-  spin_up "$name" "$wasm" "$rc"
-  local header; header=$(auth_for "$path")
-  local url="http://$SPIN_ADDR$path"
-  local started; started=$(wait_http "$url" "$header")
-  wrk_warmup "$url" "$header"
-  local many one
-  many=$(wrk1 "$CONNS" "${SECS}s" "$url" "$header" --latency)
-  one=$(wrk1 1 "${SECS}s" "$url" "$header" --latency)
-  local rps p50 rps1 p501 errors
-  rps=$(wrk_rps <<<"$many"); p50=$(wrk_latency 50% <<<"$many")
-  rps1=$(wrk_rps <<<"$one"); p501=$(wrk_latency 50% <<<"$one")
-  errors=$(printf '%s\n' "$many" "$one" | wrk_non2xx | awk '{n += $1} END {print n + 0}')
-  printf '| %-22s | %8s | %9s | %8s | %9s | %6s | %8s |\n' "$name" "$rps" "$p50" "$rps1" "$p501" "$errors" "$started"
-  LAST_RPS=$rps
-  stop_last
-}
-
 spin_flavour() { # flavour → its rows, with the gateway's rps as a share of the proxying hello-world's
   local f=$1 base
   spin_row "hello-$f" "target/edge/hello-$f.wasm" /hello
