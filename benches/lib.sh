@@ -77,7 +77,7 @@ check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the
 
 build() { # mode → the release builds it needs; NODE_ONLY=1 if it runs no component
   echo "== building (release)" >&2
-  cargo build --release --bin portcullis --example demo_origin --example loadgen >&2
+  cargo build --release --bin portcullis --example demo_origin --example loadgen --example bare_proxy >&2
   case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc|cors|registry) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
   if [ -z "$NODE_ONLY" ]; then build_components "$1"; fi
 }
@@ -328,6 +328,14 @@ nginx_target() { # name → nginx's row, on CPU 0 proxying to the origin (benche
     benches/nginx.conf > "$WORK/nginx/nginx.conf"
   local start; start=$(date +%s%N)
   taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" 2>/dev/null & PIDS+=($!)
+  measure_from "$start" "$1" "127.0.0.1:$port" /hello
+  stop_last
+}
+
+bare_target() { # name → the bare-hyper proxy's row (benches/bare_proxy.rs), on CPU 0 forwarding to the origin
+  local port; port=$(shuf -i 28000-30999 -n 1)
+  local start; start=$(date +%s%N)
+  taskset -c 0 "$T/release/examples/bare_proxy" "127.0.0.1:$port" "127.0.0.1:$ORIGIN_PORT" & PIDS+=($!)
   measure_from "$start" "$1" "127.0.0.1:$port" /hello
   stop_last
 }

@@ -123,10 +123,17 @@ where
     B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin,
 {
     let id = request_id(req.headers().get("x-request-id"), &Entropy::draw(0));
+    let asked = format!("{} {}", req.method(), req.uri().path());
     let answer = match authorized(token_sha256, req.headers()) {
         Ok(()) => route(ports, running, vars, req).await,
         Err(e) => Err(e),
     };
+    // Every change, and every refusal, in Spin's log.
+    match &answer {
+        Ok(_) if asked.starts_with("GET ") => {}
+        Ok(json) => eprintln!("portcullis: registry: {asked}: {json}"),
+        Err(e) => eprintln!("portcullis: registry: {asked} refused: {e}"),
+    }
     let mut resp = match answer {
         Ok(json) => {
             let mut resp = Response::new(Bytes::from(json.to_string()));
