@@ -102,12 +102,33 @@ const MAX_RESPONSE_HEAD: usize = 1 << 20;
 
 /// Where a connection goes: TLS or not, the authority, the protocol, and
 /// the service whose TLS settings it was made with (if its own).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 struct Origin {
     https: bool,
     authority: Authority,
     http2: bool,
     profile: Option<Arc<str>>,
+}
+
+/// As `Authority` compares (ignoring ASCII case), but the authority is
+/// hashed in one piece: its own `Hash` feeds the hasher a byte at a time,
+/// which cost ~800 instructions a request (checkout and keep).
+impl std::hash::Hash for Origin {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.https, self.http2, &self.profile).hash(state);
+        let authority = self.authority.as_str().as_bytes();
+        let mut lower = [0u8; 128];
+        match lower.get_mut(..authority.len()) {
+            Some(buf) => {
+                for (to, from) in buf.iter_mut().zip(authority) {
+                    *to = from.to_ascii_lowercase();
+                }
+                state.write(buf);
+            }
+            // Equal authorities have equal lengths, so both come here.
+            None => self.authority.hash(state),
+        }
+    }
 }
 
 /// A connection's sending half.
@@ -140,7 +161,8 @@ struct Kept {
     idle_since: Option<Instant>,
 }
 
-type Pool = HashMap<Origin, Vec<Kept>>;
+/// Keyed by origins from the config, so a fast hasher (not one against flooding).
+type Pool = HashMap<Origin, Vec<Kept>, foldhash::fast::RandomState>;
 
 /// The node's [`HttpClient`].
 pub(crate) struct HyperClient {
@@ -564,4 +586,28 @@ fn chain(err: &hyper::Error) -> String {
         source = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    fn origin(authority: &str) -> Origin {
+        Origin { https: false, authority: authority.parse().unwrap(), http2: false, profile: None }
+    }
+
+    /// The pool's key hashes as it compares: an authority's case aside.
+    #[test]
+    fn an_origin_hashes_as_it_compares() {
+        let hasher = foldhash::fast::RandomState::default();
+        let long = format!("{}.example:8443", "a".repeat(140));
+        for (a, b) in [("Origin.Example:8080", "origin.example:8080"), (long.as_str(), &long.to_uppercase())] {
+            assert!(origin(a) == origin(b));
+            assert_eq!(hasher.hash_one(origin(a)), hasher.hash_one(origin(b)), "{a}");
+        }
+        assert!(origin("a.example:80") != origin("b.example:80"));
+        assert_ne!(hasher.hash_one(origin("a.example:80")), hasher.hash_one(origin("b.example:80")));
+    }
 }
