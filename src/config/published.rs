@@ -239,7 +239,8 @@ mod tests {
             (&record[..record.len() - TEXT.len() - 5], "a short digest"),
             (b"pc1c 7 ab12\nf\n0\n", "the head is not"),
             (b"pc1c x ab12 t\nf\n0\n", "the version"),
-            (b"pc1c 7 ab12 t\nf\n", "no digest"),
+            (b"pc1c 7 ab12 t\nf\n", "the digest length"),
+            (b"pc1c 7 ab12 t\nf\n0", "no digest"),
         ] {
             let e = EdgeConfig::decode(bytes).expect_err("damaged");
             assert!(e.contains(why), "{e}");

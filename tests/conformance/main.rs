@@ -635,16 +635,9 @@ async fn the_edge_follows_the_registry() {
     let p3 = homes::edge_with("p3", &vars, &[]);
     registry::follows("edge p3", p3.addr, &b, &registry::Publisher::Admin, Duration::from_secs(1)).await;
     let not_following = homes::edge_with("p2", &vars, &[]);
-    let put = Request::put("/.portcullis/registry/config")
-        .header("host", "gateway.test")
-        .header("authorization", format!("Bearer {}", registry::TOKEN))
-        .body(Bytes::from(
-            std::fs::read_to_string(homes::CONFIG).expect("config")
-                + "\n[[routes]]\npath = \"/published-route\"\nservice = \"echo\"\n",
-        ))
-        .expect("request");
+    let put = registry::admin_request("PUT", "/config", registry::TOKEN, registry::published_config());
     assert_eq!(support::send(not_following.addr, put).await.status, 200);
-    let reply = support::send(not_following.addr, support::get("/published-route")).await;
+    let reply = support::send(not_following.addr, support::get(registry::PUBLISHED_ROUTE)).await;
     assert_eq!(reply.status, 404, "a WASI 0.2 component follows the registry only when the deployment says so");
     vars.push(("portcullis_registry", "follow".to_string()));
     let p2 = homes::edge_with("p2", &vars, &[]);

@@ -22,7 +22,7 @@ pub fn token_variable() -> (&'static str, String) {
 
 /// A key no config has, and the consumer the registry gives it.
 const KEY: &str = "hooli-key-0005";
-const PUBLISHED_ROUTE: &str = "/published-route";
+pub const PUBLISHED_ROUTE: &str = "/published-route";
 
 /// How a home is published to.
 pub enum Publisher {
@@ -33,12 +33,12 @@ pub enum Publisher {
 }
 
 /// The conformance config with one more route.
-fn published_config() -> String {
+pub fn published_config() -> String {
     let text = std::fs::read_to_string(homes::CONFIG).expect("conformance config");
     format!("{text}\n[[routes]]\nname = \"published\"\npath = \"{PUBLISHED_ROUTE}\"\nservice = \"echo\"\n")
 }
 
-fn admin_request(method: &str, path: &str, token: &str, body: impl Into<Bytes>) -> Request<Bytes> {
+pub fn admin_request(method: &str, path: &str, token: &str, body: impl Into<Bytes>) -> Request<Bytes> {
     Request::builder()
         .method(method)
         .uri(format!("/.portcullis/registry{path}"))
