@@ -18,7 +18,7 @@ use std::time::Duration;
 /// A record that never expires, as the core's key-value port at the edge
 /// seals one (`enveloped.rs`): how the registry writes the edge's keys, so
 /// that the sweep leaves them and [`KvStore::get`] reads their payload.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(test, not(target_arch = "wasm32")))]
 pub(crate) fn sealed(payload: &[u8]) -> Vec<u8> {
     let mut out = b"pc1e - 0000000000000000\n".to_vec();
     out.extend_from_slice(payload);
