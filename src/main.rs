@@ -540,7 +540,7 @@ mod cli {
         }
     }
 
-    /// A registry command (`run`).
+    /// A registry command (`run`, its error type named: the commands' `?` converts into it).
     fn run_registry(name: &str, command: impl Future<Output = Result<String, RegistryError>>) -> ExitCode {
         run(name, command)
     }

@@ -14,12 +14,14 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use sha2::{Digest, Sha256};
 
+use crate::config::auth::parse_sha256;
 use crate::config::published::{Consumer, EDGE_CONFIG, EDGE_CURRENT, EdgeConfig, api_key_providers, consumer_key};
 use crate::config::{Config, Variables};
 use crate::pipeline::ids::request_id;
 use crate::pipeline::log::rfc3339;
 use crate::ports::{Clock, KvError, KvStore, Ports, ReadBodyError, read_body};
 use crate::shared::entropy::Entropy;
+use crate::shared::headers::bearer_sha256;
 use crate::shared::hex::hex;
 use crate::shared::problem::{Answer, Problem, Source};
 
@@ -148,17 +150,14 @@ where
 }
 
 fn authorized(token_sha256: &str, headers: &http::HeaderMap) -> Result<(), AdminError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AdminError::Unauthorized)?;
-    let digest = hex(&Sha256::digest(presented.trim().as_bytes()));
-    let expected = token_sha256.trim().to_ascii_lowercase();
-    // Equal lengths (both hex SHA-256) compared in full, whatever differs.
-    let same = digest.len() == expected.len()
-        && digest.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same { Ok(()) } else { Err(AdminError::Unauthorized) }
+    let expected = parse_sha256(token_sha256.trim()).map_err(|e| {
+        eprintln!("portcullis: {TOKEN_VARIABLE}: {e}; the registry route refuses every token");
+        AdminError::Unauthorized
+    })?;
+    match bearer_sha256(headers.get(header::AUTHORIZATION)) {
+        Some(digest) if digest == expected => Ok(()),
+        _ => Err(AdminError::Unauthorized),
+    }
 }
 
 async fn route<P, B>(

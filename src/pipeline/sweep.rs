@@ -10,12 +10,12 @@
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::{Ctx, Flow, Gateway};
 use crate::config::sweep::Sweep;
 use crate::ports::{Body, KvError, KvStore, Ports};
+use crate::shared::headers::bearer_sha256;
 use crate::shared::problem::{Answer, Problem, Source};
 
 #[derive(Debug, Error)]
@@ -67,12 +67,7 @@ async fn run<P: Ports, B>(sweep: &Sweep, ports: &P, req: &Request<B>) -> Result<
     if req.method() != Method::POST {
         return Err(SweepError::Method);
     }
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    if token.is_none_or(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())) != sweep.token_sha256) {
+    if bearer_sha256(req.headers().get(AUTHORIZATION)) != Some(sweep.token_sha256) {
         return Err(SweepError::Unauthorized);
     }
     let after = cursor(req.uri().query())?;

@@ -31,3 +31,14 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         (k == name).then(|| v.trim().trim_matches('"'))
     })
 }
+
+/// The SHA-256 of an `Authorization: Bearer` token (the scheme in either
+/// case): the gateway's own tokens are configured as hashes (the store
+/// sweep, the edge's registry route), so only digests are
+/// compared, and a comparison's timing tells nothing of a token.
+pub(crate) fn bearer_sha256(authorization: Option<&http::HeaderValue>) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let value = authorization?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(sha2::Sha256::digest(token.trim().as_bytes()).into())
+}

@@ -44,9 +44,12 @@ pub(crate) async fn verify<P: Ports>(
 /// either way, is kept for `keep` (how long a revoked key may still pass
 /// in an instance that outlives its request).
 pub(crate) struct Stored {
-    seen: ExpiringMap<String, Option<Arc<Identity>>>,
+    /// By key hash: the provider asked for, and what the store said.
+    seen: ExpiringMap<[u8; 32], Seen>,
     keep: Duration,
 }
+
+type Seen = (Box<str>, Option<Arc<Identity>>);
 
 impl Stored {
     #[cfg_attr(not(any(test, feature = "edge-p2", feature = "edge-p3")), allow(dead_code))]
@@ -60,11 +63,13 @@ impl Stored {
         provider: &str,
         digest: &[u8; 32],
     ) -> Result<Option<Arc<Identity>>, AuthError> {
-        let key = consumer_key(provider, &hex(digest));
         let now = ports.clock().monotonic();
-        if let Some(seen) = self.seen.get(&key, now) {
+        if let Some((asked, seen)) = self.seen.get(digest, now)
+            && *asked == *provider
+        {
             return Ok(seen);
         }
+        let key = consumer_key(provider, &hex(digest));
         let record = ports.kv().get(&key).await.map_err(|_| AuthError::RegistryUnavailable)?;
         // A record that does not build (or names another key) is no consumer.
         let found = record
@@ -72,7 +77,7 @@ impl Stored {
             .filter(|(p, d, _)| p == provider && d == digest)
             .map(|(_, _, identity)| identity);
         if !self.keep.is_zero() {
-            self.seen.insert(key, found.clone(), Some(now + self.keep), now);
+            self.seen.insert(*digest, (provider.into(), found.clone()), Some(now + self.keep), now);
         }
         Ok(found)
     }
