@@ -157,7 +157,9 @@ fn emit(log: AccessLog) {
     if !log.observed.logged {
         return;
     }
-    let _ = std::io::stdout().lock().write_all(log.to_line().as_bytes());
+    let mut line = Vec::with_capacity(512);
+    log.write_to(&mut line);
+    let _ = std::io::stdout().lock().write_all(&line);
 }
 
 /// Bodies without `Content-Length` are read first, up to the route's limit,

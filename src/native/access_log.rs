@@ -9,6 +9,8 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::pipeline::log::AccessLog;
+
 const INTERVAL: Duration = Duration::from_millis(20);
 const MAX_BUFFERED: usize = 16 << 20;
 
@@ -47,13 +49,15 @@ impl AccessLogSink {
         Self(shared)
     }
 
-    pub(crate) fn write(&self, line: &str) {
+    /// Appends the request's line, written in place under the lock (no copy).
+    pub(crate) fn write(&self, log: &AccessLog) {
         let mut buf = lock(&self.0.buffer);
-        if buf.bytes.len() + line.len() > MAX_BUFFERED {
+        let before = buf.bytes.len();
+        log.write_to(&mut buf.bytes);
+        if buf.bytes.len() > MAX_BUFFERED {
+            buf.bytes.truncate(before);
             buf.dropped += 1;
-            return;
         }
-        buf.bytes.extend_from_slice(line.as_bytes());
     }
 
     /// Waits (at most `timeout`) until every line appended so far is written.

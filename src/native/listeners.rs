@@ -563,7 +563,7 @@ async fn handle(
             tracer.export(&log);
         }
         if access_log && log.observed.logged {
-            done.log.write(&log.to_line());
+            done.log.write(&log);
         }
     });
     let (mut response, mut log) = (exchange.response, exchange.log);

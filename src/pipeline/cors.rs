@@ -77,12 +77,6 @@ impl CorsOutcome {
     }
 }
 
-impl serde::Serialize for CorsOutcome {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
 /// The method a preflight asks for, if the request is one.
 pub(crate) fn preflight_method(method: &Method, headers: &HeaderMap) -> Option<Method> {
     if method != Method::OPTIONS || !headers.contains_key(ORIGIN) {

@@ -4,7 +4,7 @@
 use http::HeaderValue;
 
 use crate::shared::entropy::Entropy;
-use crate::shared::hex::hex;
+use crate::shared::hex::{hex, hex_into};
 
 /// A request id from the client if it is well formed, else a fresh UUIDv4.
 pub(crate) fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderValue {
@@ -15,9 +15,12 @@ pub(crate) fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> He
     b.copy_from_slice(&entropy.bytes()[..16]);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    let uuid = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
-    HeaderValue::from_str(&uuid).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // 8-4-4-4-12 hex digits, written in place.
+    let mut uuid = [b'-'; 36];
+    for (text, bytes) in [(0..8, 0..4), (9..13, 4..6), (14..18, 6..8), (19..23, 8..10), (24..36, 10..16)] {
+        hex_into(&mut uuid[text], &b[bytes]);
+    }
+    HeaderValue::from_bytes(&uuid).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// 1 to 128 characters from `A-Z a-z 0-9 - _ . : + / = @`: enough for
@@ -65,8 +68,14 @@ impl Trace {
 
     /// `traceparent` naming `span_id` as the parent.
     pub(crate) fn header_for(&self, span_id: &str) -> HeaderValue {
-        let text = format!("00-{}-{span_id}-{}", self.trace_id, self.flags);
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        let mut text = Vec::with_capacity(55);
+        for part in ["00", &self.trace_id, span_id, &self.flags] {
+            if !text.is_empty() {
+                text.push(b'-');
+            }
+            text.extend_from_slice(part.as_bytes());
+        }
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 
     pub(crate) fn header_value(&self) -> HeaderValue {
@@ -126,6 +135,11 @@ mod tests {
         let generated = request_id(None, &e);
         let s = generated.to_str().unwrap();
         assert_eq!(&s[14..15], "4", "version 4: {s}");
+        assert!("89ab".contains(&s[19..20]), "variant 10xx: {s}");
+        for (i, c) in s.bytes().enumerate() {
+            let dash = [8, 13, 18, 23].contains(&i);
+            assert!(if dash { c == b'-' } else { c.is_ascii_hexdigit() && !c.is_ascii_uppercase() }, "{s} at {i}");
+        }
         assert_ne!(request_id(None, &Entropy::draw(2)), generated, "fresh ids differ");
     }
 

@@ -323,7 +323,7 @@ impl Ctx {
             .and_then(|h| h.parse::<http::uri::Authority>().ok())
             .map(|a| a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
             .unwrap_or_default();
-        let trace = Trace::from_header(headers.get("traceparent"), &entropy, g.trace_sample_ratio);
+        let trace = Trace::from_header(headers.get(&transform::TRACEPARENT), &entropy, g.trace_sample_ratio);
         let spans = (record_spans && trace.sampled()).then(Vec::new);
         Self {
             identity: None,

@@ -4,7 +4,6 @@
 //! proxies; the route's header edits come last, so config has the last word.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -16,6 +15,7 @@ use super::{Ctx, Flow, Gateway, Outcome};
 use crate::config::{Config, PathRewrite, Route, Target};
 use crate::ports::{Body, Ports};
 use crate::shared::headers::is_hop_by_hop;
+use crate::shared::ip_text::push_ip;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -219,20 +219,24 @@ pub(crate) fn aim<B>(req: &mut Request<B>, target: &Target) {
 }
 
 fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: Option<&HeaderValue>) {
-    let peer = ctx.peer.to_string();
-    let joined = |name: &HeaderName, headers: &HeaderMap| -> Option<String> {
-        let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
-        (!values.is_empty()).then(|| values.join(", "))
+    // What trusted proxies before us said, each list in one value.
+    let prior = |name: &HeaderName, headers: &HeaderMap| -> Vec<u8> {
+        let mut joined = Vec::new();
+        if peer_trusted {
+            for v in headers.get_all(name).iter().filter(|v| v.to_str().is_ok()) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+        }
+        joined
     };
 
-    let xff = match joined(&X_FORWARDED_FOR, headers).filter(|_| peer_trusted) {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.clone(),
-    };
-    set(headers, X_FORWARDED_FOR, &xff);
+    let mut xff = prior(&X_FORWARDED_FOR, headers);
+    push_ip(&mut xff, ctx.peer);
+    set(headers, X_FORWARDED_FOR, xff);
 
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        set(headers, X_FORWARDED_PROTO, ctx.scheme);
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme_text(ctx.scheme)));
     }
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
@@ -246,24 +250,35 @@ fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: 
     }
 
     // RFC 7239: each proxy appends one element; IPv6 and host:port are quoted.
-    let mut element = String::from("for=");
+    let mut forwarded = prior(&header::FORWARDED, headers);
+    forwarded.extend_from_slice(b"for=");
     match ctx.peer {
-        IpAddr::V4(v4) => write!(element, "{v4}").ok(),
-        IpAddr::V6(v6) => write!(element, "\"[{v6}]\"").ok(),
-    };
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-        let _ = write!(element, ";host=\"{}\"", h.replace(['"', '\\'], ""));
+        IpAddr::V4(_) => push_ip(&mut forwarded, ctx.peer),
+        IpAddr::V6(_) => {
+            forwarded.extend_from_slice(b"\"[");
+            push_ip(&mut forwarded, ctx.peer);
+            forwarded.extend_from_slice(b"]\"");
+        }
     }
-    let _ = write!(element, ";proto={}", ctx.scheme);
-    let forwarded = match joined(&header::FORWARDED, headers).filter(|_| peer_trusted) {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
-    set(headers, header::FORWARDED, &forwarded);
+    if let Some(h) = host.filter(|h| h.to_str().is_ok()) {
+        forwarded.extend_from_slice(b";host=\"");
+        forwarded.extend(h.as_bytes().iter().filter(|&&c| c != b'"' && c != b'\\'));
+        forwarded.push(b'"');
+    }
+    forwarded.extend_from_slice(b";proto=");
+    forwarded.extend_from_slice(ctx.scheme.as_bytes());
+    set(headers, header::FORWARDED, forwarded);
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
+/// The scheme as a header's text: `http` or `https` (nothing else reaches here).
+fn scheme_text(scheme: &str) -> &'static str {
+    if scheme == "https" { "https" } else { "http" }
+}
+
+/// Sets a header built from parts the gateway checked or wrote; one that is
+/// still not a valid value (never expected) removes the header instead.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: Vec<u8>) {
+    match HeaderValue::from_maybe_shared(Bytes::from(value)) {
         Ok(v) => {
             headers.insert(name, v);
         }

@@ -11,15 +11,22 @@ pub fn hex(bytes: &[u8]) -> String {
 /// into a buffer, then appended whole (a `char` at a time cost three times
 /// as much: the ids of every request are written here).
 pub(crate) fn push_hex(s: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 64];
     for chunk in bytes.chunks(32) {
-        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0xf)];
-        }
+        let text = &mut buf[..chunk.len() * 2];
+        hex_into(text, chunk);
         // Only ASCII digits were written, so this never fails.
-        s.push_str(std::str::from_utf8(&buf[..chunk.len() * 2]).unwrap_or_default());
+        s.push_str(std::str::from_utf8(text).unwrap_or_default());
+    }
+}
+
+/// Writes the lower-case hex of `bytes` into `out`, two digits a byte, as
+/// many as fit (ids are laid out in fixed buffers this way).
+pub(crate) fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod headers;
 pub mod hex;
 pub(crate) mod http_cache;
 pub mod identity;
+pub(crate) mod ip_text;
 pub(crate) mod lease;
 pub(crate) mod networks;
 pub(crate) mod path;

@@ -13,8 +13,7 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 /// Who caused a failure; logs (and metrics) count by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
     /// The request itself (4xx).
     Client,
@@ -25,6 +24,18 @@ pub(crate) enum Source {
     /// The gateway itself: its config (only the edge compiles one per
     /// request) or its own capacity (the node's upgraded connections).
     Internal,
+}
+
+impl Source {
+    /// As the access log writes it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Upstream => "upstream",
+            Self::Store => "store",
+            Self::Internal => "internal",
+        }
+    }
 }
 
 /// The answer an error gives.

@@ -52,8 +52,7 @@ const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const VALIDATORS: [HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
 
 /// What the cache did for a request (the access log's `cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheResult {
     /// A fresh entry answered.
     Hit,
@@ -74,7 +73,6 @@ pub(crate) enum CacheResult {
 }
 
 impl CacheResult {
-    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Hit => "hit",

@@ -39,6 +39,17 @@ fn trusted_proxies_extend_the_chain() {
 }
 
 #[test]
+fn ipv6_clients_are_quoted_in_forwarded_and_https_is_said() {
+    let ports = FakePorts::new(FakeHttp::ok());
+    let req = get("/admin").header("x-forwarded-for", "1.1.1.1").body(Bytes::new()).unwrap();
+    run(&ports, req, Downstream::plain("2001:db8::7".parse().unwrap(), "https"));
+    let h = ports.http.last().unwrap().headers().clone();
+    assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["forwarded"], "for=\"[2001:db8::7]\";host=\"gw.example.com:8443\";proto=https");
+}
+
+#[test]
 fn request_id_and_traceparent_are_propagated() {
     let ports = FakePorts::new(FakeHttp::ok());
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
