@@ -209,7 +209,7 @@ impl AccessLog {
         w.key_str(k!("trace_id"), &self.trace_id);
         w.key(k!("client_ip"));
         w.0.push(b'"');
-        crate::shared::ip_text::push_ip(w.0, self.client_ip);
+        w.0.extend_from_slice(crate::shared::ip_text::IpText::new(self.client_ip).as_bytes());
         w.0.push(b'"');
         if let Some(listener) = &self.listener {
             w.key_str(k!("listener"), listener);

@@ -15,7 +15,7 @@ use super::{Ctx, Flow, Gateway, Outcome};
 use crate::config::{Config, PathRewrite, Route, Target};
 use crate::ports::{Body, Ports};
 use crate::shared::headers::is_hop_by_hop;
-use crate::shared::ip_text::push_ip;
+use crate::shared::ip_text::IpText;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -156,24 +156,35 @@ pub(crate) async fn response_phase<P: Ports>(
 /// for one target.
 fn request<B>(mut req: Request<B>, ctx: &Ctx, route: &Route, config: &Config) -> Request<B> {
     let proxies = &config.gateway.trusted_proxies;
-    let path = match &route.rewrite {
-        PathRewrite::Keep => ctx.path.clone(),
-        PathRewrite::StripPrefix(prefix) => {
-            let rest = ctx.path.strip_prefix(prefix.as_str()).unwrap_or(&ctx.path);
-            if rest.is_empty() { "/".to_string() } else { rest.to_string() }
-        }
-        PathRewrite::Template(t) => {
-            t.render(|name| ctx.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()))
+    // The client's path and query as they came, when the route keeps the
+    // path and normalising changed nothing (the common case: no copy, no parse).
+    let kept = match (&route.rewrite, req.uri().path_and_query()) {
+        (PathRewrite::Keep, Some(pq)) if pq.path() == ctx.path => Some(pq.clone()),
+        _ => None,
+    };
+    let uri = match kept {
+        Some(pq) => Uri::builder().path_and_query(pq).build(),
+        None => {
+            let mut path_and_query = match &route.rewrite {
+                PathRewrite::Keep => ctx.path.clone(),
+                PathRewrite::StripPrefix(prefix) => {
+                    let rest = ctx.path.strip_prefix(prefix.as_str()).unwrap_or(&ctx.path);
+                    if rest.is_empty() { "/".to_string() } else { rest.to_string() }
+                }
+                PathRewrite::Template(t) => {
+                    t.render(|name| ctx.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()))
+                }
+            };
+            if let Some(q) = req.uri().query() {
+                path_and_query.push('?');
+                path_and_query.push_str(q);
+            }
+            Uri::builder().path_and_query(path_and_query).build()
         }
     };
-    let mut path_and_query = path;
-    if let Some(q) = req.uri().query() {
-        path_and_query.push('?');
-        path_and_query.push_str(q);
-    }
     // The path is normalised and the query was already part of a URI, so
     // this cannot fail; keep the original URI rather than panic if it did.
-    if let Ok(uri) = Uri::builder().path_and_query(path_and_query).build() {
+    if let Ok(uri) = uri {
         *req.uri_mut() = uri;
     }
     *req.version_mut() = http::Version::HTTP_11;
@@ -202,15 +213,18 @@ fn request<B>(mut req: Request<B>, ctx: &Ctx, route: &Route, config: &Config) ->
 /// Points a request from [`request`] at one target: its address, base
 /// path and `Host`.
 pub(crate) fn aim<B>(req: &mut Request<B>, target: &Target) {
-    let tail = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut path_and_query = String::with_capacity(target.base_path.len() + tail.len());
-    path_and_query.push_str(&target.base_path);
-    path_and_query.push_str(tail);
-    let uri = Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build();
+    let builder = Uri::builder().scheme(target.scheme.clone()).authority(target.authority.clone());
+    let uri = match req.uri().path_and_query() {
+        // No base path: the request's own, as it is (no copy, no parse).
+        Some(pq) if target.base_path.is_empty() => builder.path_and_query(pq.clone()).build(),
+        tail => {
+            let tail = tail.map_or("/", |pq| pq.as_str());
+            let mut path_and_query = String::with_capacity(target.base_path.len() + tail.len());
+            path_and_query.push_str(&target.base_path);
+            path_and_query.push_str(tail);
+            builder.path_and_query(path_and_query).build()
+        }
+    };
     // Each part is already valid, so the build cannot fail.
     if let Ok(uri) = uri {
         *req.uri_mut() = uri;
@@ -219,20 +233,28 @@ pub(crate) fn aim<B>(req: &mut Request<B>, target: &Target) {
 }
 
 fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: Option<&HeaderValue>) {
-    // What trusted proxies before us said, each list in one value.
-    let prior = |name: &HeaderName, headers: &HeaderMap| -> Vec<u8> {
-        let mut joined = Vec::new();
+    // What trusted proxies before us said, each list's values joined.
+    let prior = |name: &HeaderName, headers: &HeaderMap| -> (usize, usize) {
+        let valid = || headers.get_all(name).into_iter().filter(|v| v.to_str().is_ok());
+        if peer_trusted { valid().fold((0, 0), |(n, len), v| (n + 1, len + v.len())) } else { (0, 0) }
+    };
+    // Each value is built in a buffer of its exact size, so it becomes the
+    // header's bytes as it is (no copy, no second allocation).
+    let write_prior = |out: &mut Vec<u8>, name: &HeaderName, headers: &HeaderMap| {
         if peer_trusted {
-            for v in headers.get_all(name).iter().filter(|v| v.to_str().is_ok()) {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
+            for v in headers.get_all(name).into_iter().filter(|v| v.to_str().is_ok()) {
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b", ");
             }
         }
-        joined
     };
+    let peer = IpText::new(ctx.peer);
+    let peer = peer.as_bytes();
 
-    let mut xff = prior(&X_FORWARDED_FOR, headers);
-    push_ip(&mut xff, ctx.peer);
+    let (n, len) = prior(&X_FORWARDED_FOR, headers);
+    let mut xff = Vec::with_capacity(len + 2 * n + peer.len());
+    write_prior(&mut xff, &X_FORWARDED_FOR, headers);
+    xff.extend_from_slice(peer);
     set(headers, X_FORWARDED_FOR, xff);
 
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -250,19 +272,21 @@ fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: 
     }
 
     // RFC 7239: each proxy appends one element; IPv6 and host:port are quoted.
-    let mut forwarded = prior(&header::FORWARDED, headers);
-    forwarded.extend_from_slice(b"for=");
-    match ctx.peer {
-        IpAddr::V4(_) => push_ip(&mut forwarded, ctx.peer),
-        IpAddr::V6(_) => {
-            forwarded.extend_from_slice(b"\"[");
-            push_ip(&mut forwarded, ctx.peer);
-            forwarded.extend_from_slice(b"]\"");
-        }
+    let quoted = ctx.peer.is_ipv6();
+    let host = host.filter(|h| h.to_str().is_ok()).map(|h| h.as_bytes());
+    let host_len = host.map_or(0, |h| ";host=\"\"".len() + h.iter().filter(|&&c| c != b'"' && c != b'\\').count());
+    let (n, len) = prior(&header::FORWARDED, headers);
+    let element = "for=".len() + peer.len() + if quoted { 4 } else { 0 } + host_len + ";proto=".len() + ctx.scheme.len();
+    let mut forwarded = Vec::with_capacity(len + 2 * n + element);
+    write_prior(&mut forwarded, &header::FORWARDED, headers);
+    forwarded.extend_from_slice(if quoted { b"for=\"[" } else { b"for=" });
+    forwarded.extend_from_slice(peer);
+    if quoted {
+        forwarded.extend_from_slice(b"]\"");
     }
-    if let Some(h) = host.filter(|h| h.to_str().is_ok()) {
+    if let Some(h) = host {
         forwarded.extend_from_slice(b";host=\"");
-        forwarded.extend(h.as_bytes().iter().filter(|&&c| c != b'"' && c != b'\\'));
+        forwarded.extend(h.iter().filter(|&&c| c != b'"' && c != b'\\'));
         forwarded.push(b'"');
     }
     forwarded.extend_from_slice(b";proto=");
