@@ -3,7 +3,8 @@
 # HAProxy and a bare hyper proxy (benches/bare_proxy.rs: hyper alone, no
 # pipeline), in alternating order, ROUNDS times (BEFORE_NODE: an older node
 # beside); then instructions per request under cachegrind, the node's plain
-# route against the bare hyper proxy (INSTRUCTIONS=0: skipped).
+# route against the bare hyper proxy (INSTRUCTIONS=0: skipped); and where
+# their CPU time goes at peak, user space against the kernel.
 
 # Instructions per request (valgrind's cachegrind, unpinned: no noise at
 # all): runs of 1 000 and 3 000 requests at 500/s, the difference over
@@ -31,6 +32,32 @@ instructions_of() { # node|bare n → RESULT: instructions of the whole run
   [ "${RESULT:-0}" -gt 0 ] || die "instructions of $1: nothing counted"
 }
 
+# CPU time per request at peak, split between user space and the kernel
+# (utime and stime from /proc, in clock ticks), over SECS of wrk after a
+# warm-up: the two proxies make the same syscalls, so the kernel's share is
+# what the same work costs there, and the user share is ours.
+cpu_split_of() { # node|bare → RESULT: "user_us kernel_us" a request
+  local pid addr
+  if [ "$1" = node ]; then
+    node_serve "split-node" benches/gateway.toml --admin-listen off
+    pid=$NODE_PID addr=$NODE_ADDR
+  else
+    local port; port=$(shuf -i 28000-30999 -n 1)
+    taskset -c 0 "$T/release/examples/bare_proxy" "127.0.0.1:$port" "127.0.0.1:$ORIGIN_PORT" & PIDS+=($!)
+    pid=$! addr="127.0.0.1:$port"
+  fi
+  wait_http "http://$addr/hello" >/dev/null
+  wrk_warmup "http://$addr/hello"
+  local u0 s0 u1 s1 rps tick; tick=$(getconf CLK_TCK)
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  rps=$(wrk1 "$CONNS" "${SECS}s" "http://$addr/hello" "" | wrk_rps)
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+  stop "$pid"
+  local n=$(( rps * SECS ))
+  [ "$n" -gt 0 ] || die "cpu split of $1: no requests"
+  RESULT="$(awk -v t=$(( u1 - u0 )) -v k="$tick" -v n="$n" 'BEGIN {printf "%.2f", t * 1e6 / k / n}') $(awk -v t=$(( s1 - s0 )) -v k="$tick" -v n="$n" 'BEGIN {printf "%.2f", t * 1e6 / k / n}')"
+}
+
 node_first
 for _ in $(seq "${ROUNDS:-2}"); do
   nginx_target nginx
@@ -38,6 +65,16 @@ for _ in $(seq "${ROUNDS:-2}"); do
   bare_target bare-hyper
   [ -n "${BEFORE_NODE:-}" ] && NODE_BIN=$BEFORE_NODE node node-before /hello
   node node /hello
+done
+echo
+echo "| proxy | user µs per request | kernel µs per request |"
+echo "|---|---:|---:|"
+for _ in $(seq "${ROUNDS:-2}"); do
+  for p in bare node; do
+    cpu_split_of "$p"
+    # shellcheck disable=SC2086  # RESULT is two cells
+    row "$([ "$p" = bare ] && echo bare-hyper || echo node)" $RESULT
+  done
 done
 if [ "${INSTRUCTIONS:-1}" = 1 ] && command -v valgrind >/dev/null; then
   echo
