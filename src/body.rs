@@ -235,12 +235,12 @@ where
 pub(crate) struct Logged<B, F: FnOnce(AccessLog)> {
     inner: B,
     sent: u64,
-    pending: Option<(AccessLog, Arc<BodyProbe>, F)>,
+    pending: Option<(Box<AccessLog>, Arc<BodyProbe>, F)>,
 }
 
 impl<B, F: FnOnce(AccessLog)> Logged<B, F> {
     /// `emit: None` turns logging off but keeps the type.
-    pub(crate) fn new(inner: B, log: AccessLog, probe: Arc<BodyProbe>, emit: Option<F>) -> Self {
+    pub(crate) fn new(inner: B, log: Box<AccessLog>, probe: Arc<BodyProbe>, emit: Option<F>) -> Self {
         Self { inner, sent: 0, pending: emit.map(|f| (log, probe, f)) }
     }
 
@@ -289,7 +289,7 @@ impl<B, F: FnOnce(AccessLog)> Drop for Logged<B, F> {
     fn drop(&mut self) {
         if let Some((mut log, probe, emit)) = self.pending.take() {
             log.finish(system_clock::monotonic(), probe.bytes(), self.sent);
-            emit(log);
+            emit(*log);
         }
     }
 }

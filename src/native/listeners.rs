@@ -577,6 +577,6 @@ async fn handle(
     }
     log.finish(system_clock::monotonic(), probe.bytes(), 0);
     let ends = Ends { client, origin, drain: node.draining(), drain_timeout: node.drain_timeout };
-    tokio::spawn(tunnel::carry(ends, tunnel, log, emit));
+    tokio::spawn(tunnel::carry(ends, tunnel, *log, emit));
     Ok(response.map(|body| Tracked::new(Logged::unlogged(body), in_flight)))
 }

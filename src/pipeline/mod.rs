@@ -154,7 +154,9 @@ pub(crate) struct Ctx {
 /// The answer to a request plus its (not yet finished) access-log record.
 pub(crate) struct Exchange<B> {
     pub(crate) response: Response<B>,
-    pub(crate) log: AccessLog,
+    /// Boxed: the record is large (~700 bytes) and goes with the response
+    /// body until it is sent; unboxed, every move of either copied it.
+    pub(crate) log: Box<AccessLog>,
 }
 
 /// What a request phase decided: pass the request on, or answer it.

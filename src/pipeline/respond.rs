@@ -61,7 +61,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
         spans
     });
     let names = |i: usize| config.rate_limits[i].name.clone();
-    let log = AccessLog {
+    let log = Box::new(AccessLog {
         time: rfc3339(ctx.received_at),
         request_id: ctx.request_id,
         trace_id: ctx.trace.trace_id.clone(),
@@ -112,7 +112,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
             received_at: ctx.received_at,
             spans,
         },
-    };
+    });
     Exchange { response, log }
 }
 
