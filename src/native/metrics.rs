@@ -701,7 +701,6 @@ service = "api"
     /// fetch, a limit, a page's call, an address refused, two tries (one failed), the fallback.
     fn record() -> AccessLog {
         AccessLog {
-            time: String::new(),
             request_id: http::HeaderValue::from_static("r"),
             trace_id: String::new(),
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::{HeaderValue, Method};
+use std::io::Write as _;
+
 use serde::Serialize;
 
 use crate::shared::identity::Identity;
@@ -19,7 +21,6 @@ use crate::shared::tls::TlsInfo;
 /// fields in this order; `None` is `null` unless the field says it is absent).
 #[derive(Debug, Clone)]
 pub(crate) struct AccessLog {
-    pub(crate) time: String,
     pub(crate) request_id: HeaderValue,
     pub(crate) trace_id: String,
     pub(crate) client_ip: IpAddr,
@@ -204,7 +205,9 @@ impl AccessLog {
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
         let mut w = Json(out);
         w.0.push(b'{');
-        w.key_str(k!("time"), &self.time);
+        w.key(k!("time"));
+        // RFC 3339 with microseconds: no escaping needed.
+        let _ = write!(w.0, "\"{}\"", humantime::format_rfc3339_micros(UNIX_EPOCH + self.observed.received_at));
         w.key_str(k!("request_id"), self.request_id.to_str().unwrap_or_default());
         w.key_str(k!("trace_id"), &self.trace_id);
         w.key(k!("client_ip"));
@@ -403,7 +406,6 @@ mod tests {
 
     fn plain() -> AccessLog {
         AccessLog {
-            time: "2026-01-01T00:00:00.000001Z".into(),
             request_id: HeaderValue::from_static("r-1"),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             client_ip: IpAddr::from([192, 0, 2, 10]),
@@ -444,7 +446,7 @@ mod tests {
                 try_failures: Vec::new(),
                 upstream_time: Duration::ZERO,
                 logged: true,
-                received_at: Duration::ZERO,
+                received_at: Duration::from_micros(1_767_225_600_000_001),
                 spans: None,
             },
         }

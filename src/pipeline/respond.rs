@@ -7,7 +7,7 @@ use http::{HeaderValue, Response};
 
 use super::error::GatewayError;
 use super::ids::Trace;
-use super::log::{AccessLog, AuthLog, Failure, LimitLog, Observed, micros, rfc3339};
+use super::log::{AccessLog, AuthLog, Failure, LimitLog, Observed, micros};
 use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Exchange, transform};
 use crate::config::Config;
@@ -62,7 +62,6 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
     });
     let names = |i: usize| config.rate_limits[i].name.clone();
     let log = Box::new(AccessLog {
-        time: rfc3339(ctx.received_at),
         request_id: ctx.request_id,
         trace_id: ctx.trace.trace_id.clone(),
         client_ip: ctx.client_ip,
