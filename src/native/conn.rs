@@ -468,10 +468,10 @@ impl<C: Future, W: Future> Future for Watched<'_, C, W> {
         // the read wakes this task again.
         let this = &mut *self;
         this.flag.task.register(cx.waker());
-        if std::mem::take(&mut this.first) || this.flag.fired.swap(false, Ordering::AcqRel) {
-            if let Poll::Ready(why) = this.watchers.as_mut().poll(&mut Context::from_waker(&this.waker)) {
-                return Poll::Ready(Err(why));
-            }
+        if (std::mem::take(&mut this.first) || this.flag.fired.swap(false, Ordering::AcqRel))
+            && let Poll::Ready(why) = this.watchers.as_mut().poll(&mut Context::from_waker(&this.waker))
+        {
+            return Poll::Ready(Err(why));
         }
         Poll::Pending
     }

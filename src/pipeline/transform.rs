@@ -276,7 +276,8 @@ fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: 
     let host = host.filter(|h| h.to_str().is_ok()).map(|h| h.as_bytes());
     let host_len = host.map_or(0, |h| ";host=\"\"".len() + h.iter().filter(|&&c| c != b'"' && c != b'\\').count());
     let (n, len) = prior(&header::FORWARDED, headers);
-    let element = "for=".len() + peer.len() + if quoted { 4 } else { 0 } + host_len + ";proto=".len() + ctx.scheme.len();
+    let element =
+        "for=".len() + peer.len() + if quoted { 4 } else { 0 } + host_len + ";proto=".len() + ctx.scheme.len();
     let mut forwarded = Vec::with_capacity(len + 2 * n + element);
     write_prior(&mut forwarded, &header::FORWARDED, headers);
     forwarded.extend_from_slice(if quoted { b"for=\"[" } else { b"for=" });
