@@ -702,7 +702,7 @@ service = "api"
     fn record() -> AccessLog {
         AccessLog {
             request_id: http::HeaderValue::from_static("r"),
-            trace_id: String::new(),
+            trace_id: Default::default(),
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             listener: None,
             tls: None,

@@ -4,7 +4,7 @@
 use http::HeaderValue;
 
 use crate::shared::entropy::Entropy;
-use crate::shared::hex::{hex, hex_into};
+use crate::shared::hex::hex_into;
 
 /// A request id from the client if it is well formed, else a fresh UUIDv4.
 pub(crate) fn request_id(inbound: Option<&HeaderValue>, entropy: &Entropy) -> HeaderValue {
@@ -29,17 +29,68 @@ fn valid_request_id(b: &[u8]) -> bool {
     (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:+/=@".contains(c))
 }
 
+/// An id as `N` lower-case hex digits, kept inline: a request's trace
+/// ids are made on every request (as `String`s: three allocations, one
+/// more for the log's copy).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HexId<const N: usize>([u8; N]);
+
+impl<const N: usize> HexId<N> {
+    /// The hex of `bytes` (`N / 2` of them).
+    fn of(bytes: &[u8]) -> Self {
+        let mut text = [b'0'; N];
+        hex_into(&mut text, bytes);
+        Self(text)
+    }
+
+    /// `N` bytes already checked to be lower-case hex.
+    fn checked(text: &[u8]) -> Option<Self> {
+        Some(Self(text.try_into().ok()?))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever stored, so this never fails.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> Default for HexId<N> {
+    fn default() -> Self {
+        Self([b'0'; N])
+    }
+}
+
+impl<const N: usize> std::ops::Deref for HexId<N> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for HexId<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for HexId<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// The trace context forwarded upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Trace {
-    pub(crate) trace_id: String,
+    pub(crate) trace_id: HexId<32>,
     /// The gateway's own span, the parent of the origin's.
-    pub(crate) span_id: String,
-    pub(crate) flags: String,
+    pub(crate) span_id: HexId<16>,
+    pub(crate) flags: HexId<2>,
     /// True if the client sent a valid `traceparent` (then `tracestate` is kept too).
     pub(crate) continued: bool,
     /// The client's span, when continued.
-    pub(crate) parent: Option<String>,
+    pub(crate) parent: Option<HexId<16>>,
 }
 
 impl Trace {
@@ -47,7 +98,7 @@ impl Trace {
     /// sampling decision), or starts a trace, sampled for `ratio` of them
     /// (decided by the trace id, as OpenTelemetry's ratio sampler does).
     pub(crate) fn from_header(inbound: Option<&HeaderValue>, entropy: &Entropy, ratio: f64) -> Self {
-        let span_id = hex(&entropy.bytes()[32..40]);
+        let span_id = HexId::of(&entropy.bytes()[32..40]);
         match inbound.and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
             Some((trace_id, parent, flags)) => Self { trace_id, span_id, flags, continued: true, parent: Some(parent) },
             None => {
@@ -55,21 +106,21 @@ impl Trace {
                 let draw = u64::from_be_bytes(id[8..16].try_into().unwrap_or_default()) >> 11;
                 // 53 bits against the ratio: exact for 0 and 1.
                 let sampled = (draw as f64) < ratio * (1u64 << 53) as f64;
-                let flags = if sampled { "01" } else { "00" };
-                Self { trace_id: hex(id), span_id, flags: flags.into(), continued: false, parent: None }
+                let flags = HexId(if sampled { *b"01" } else { *b"00" });
+                Self { trace_id: HexId::of(id), span_id, flags, continued: false, parent: None }
             }
         }
     }
 
     /// The trace is sampled: its spans are recorded (where the home exports them).
     pub(crate) fn sampled(&self) -> bool {
-        u8::from_str_radix(&self.flags, 16).is_ok_and(|f| f & 1 == 1)
+        u8::from_str_radix(self.flags.as_str(), 16).is_ok_and(|f| f & 1 == 1)
     }
 
     /// `traceparent` naming `span_id` as the parent.
     pub(crate) fn header_for(&self, span_id: &str) -> HeaderValue {
         let mut text = Vec::with_capacity(55);
-        for part in ["00", &self.trace_id, span_id, &self.flags] {
+        for part in ["00", self.trace_id.as_str(), span_id, self.flags.as_str()] {
             if !text.is_empty() {
                 text.push(b'-');
             }
@@ -86,7 +137,7 @@ impl Trace {
 /// Parses `version-traceid-parentid-flags` per W3C Trace Context level 1:
 /// lower-case hex, no all-zero ids, version `ff` invalid, and a future version
 /// may carry more fields after a `-`. Returns (trace id, parent id, flags).
-fn parse_traceparent(text: &str) -> Option<(String, String, String)> {
+fn parse_traceparent(text: &str) -> Option<(HexId<32>, HexId<16>, HexId<2>)> {
     let t = text.trim_matches([' ', '\t']);
     let b = t.as_bytes();
     if b.len() < 55 || !lower_hex(&b[..2]) || &b[..2] == b"ff" {
@@ -106,7 +157,7 @@ fn parse_traceparent(text: &str) -> Option<(String, String, String)> {
     if trace.iter().all(|&c| c == b'0') || parent.iter().all(|&c| c == b'0') {
         return None;
     }
-    Some((t[3..35].to_string(), t[36..52].to_string(), t[53..55].to_string()))
+    Some((HexId::checked(trace)?, HexId::checked(parent)?, HexId::checked(flags)?))
 }
 
 fn lower_hex(b: &[u8]) -> bool {
@@ -141,6 +192,14 @@ mod tests {
             assert!(if dash { c == b'-' } else { c.is_ascii_hexdigit() && !c.is_ascii_uppercase() }, "{s} at {i}");
         }
         assert_ne!(request_id(None, &Entropy::draw(2)), generated, "fresh ids differ");
+    }
+
+    #[test]
+    fn ids_are_kept_inline_as_lower_hex() {
+        assert_eq!(HexId::<8>::of(&[0x00, 0xab, 0x10, 0xff]), "00ab10ff");
+        assert_eq!(HexId::<4>::checked(b"abc"), None, "a wrong length is refused, not a panic");
+        assert_eq!(HexId::<2>::checked(b"0f").map(|h| h.to_string()), Some("0f".to_string()));
+        assert_eq!(format!("{:?}", HexId::<2>::default()), "\"00\"");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::shared::tls::TlsInfo;
 #[derive(Debug, Clone)]
 pub(crate) struct AccessLog {
     pub(crate) request_id: HeaderValue,
-    pub(crate) trace_id: String,
+    pub(crate) trace_id: super::ids::HexId<32>,
     pub(crate) client_ip: IpAddr,
     /// The node's listener the request came on (absent at the edge).
     pub(crate) listener: Option<Arc<str>>,
@@ -407,7 +407,11 @@ mod tests {
     fn plain() -> AccessLog {
         AccessLog {
             request_id: HeaderValue::from_static("r-1"),
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            trace_id: {
+                let traceparent = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+                let entropy = crate::shared::entropy::Entropy::draw(1);
+                super::super::ids::Trace::from_header(Some(&traceparent), &entropy, 1.0).trace_id
+            },
             client_ip: IpAddr::from([192, 0, 2, 10]),
             listener: None,
             tls: None,

@@ -63,7 +63,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
     let names = |i: usize| config.rate_limits[i].name.clone();
     let log = Box::new(AccessLog {
         request_id: ctx.request_id,
-        trace_id: ctx.trace.trace_id.clone(),
+        trace_id: ctx.trace.trace_id,
         client_ip: ctx.client_ip,
         listener: ctx.listener,
         tls: ctx.tls,
@@ -126,8 +126,8 @@ fn request_span(
     let mut span = SpanRecord::new("portcullis.request", SpanKind::Server, "", start, end)
         .attr("http.request.method", method.as_str())
         .attr("http.response.status_code", status.to_string());
-    span.span_id = trace.span_id.clone();
-    span.parent_id = trace.parent.clone();
+    span.span_id = trace.span_id.to_string();
+    span.parent_id = trace.parent.map(|p| p.to_string());
     if status >= 500 {
         span.error = Some(format!("answered {status}"));
     }
