@@ -31,12 +31,12 @@ use http::{Request, Response};
 use http_body::Body;
 
 use crate::config::{Config, Variables};
-use crate::pipeline::Downstream;
 #[cfg(feature = "edge-p2")]
 use crate::pipeline::accept::AcceptError;
 use crate::pipeline::error::GatewayError;
 use crate::pipeline::ids::request_id;
 use crate::pipeline::log::AccessLog;
+use crate::pipeline::{Downstream, Scheme};
 use crate::ports::enveloped::{Enveloped, RawStore};
 use crate::ports::{HttpClient, KvError, Lifetime, Ports, ReadBodyError, UpstreamError, read_body};
 use crate::shared::entropy::Entropy;
@@ -113,7 +113,7 @@ fn downstream(headers: &mut HeaderMap, scheme: Option<&str>) -> Downstream {
     for name in spin {
         headers.remove(name);
     }
-    Downstream::plain(peer, if scheme == Some("https") { "https" } else { "http" })
+    Downstream::plain(peer, if scheme == Some("https") { Scheme::Https } else { Scheme::Http })
 }
 
 fn kv_error(e: impl std::fmt::Display) -> KvError {

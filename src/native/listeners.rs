@@ -35,7 +35,7 @@ use crate::config::acme::Challenge;
 use crate::config::{Config, ConfigErrors, Listener};
 use crate::pipeline::log::AccessLog;
 use crate::pipeline::upgrade::Tunnel;
-use crate::pipeline::{self, Downstream};
+use crate::pipeline::{self, Downstream, Scheme};
 use crate::system_clock;
 
 /// The name of the plaintext listener `--listen` adds.
@@ -338,7 +338,7 @@ impl Accepted {
         let draining = node.draining();
         let outcome = match &settings.tls {
             None => {
-                let downstream = Downstream { peer: client, scheme: "http", listener, tls: None };
+                let downstream = Downstream { peer: client, scheme: Scheme::Http, listener, tls: None };
                 let service = service(&node, downstream, &activity);
                 let conn = std::pin::pin!(Connection::new(stream, service, builders));
                 supervise(conn, &activity, gate, draining, CLOSE_GRACE).await
@@ -353,7 +353,8 @@ impl Accepted {
                     return tracing::info!(%peer, "TLS-ALPN-01 validation handshake");
                 }
                 let (info, h2) = (tls::info(stream.get_ref().1), tls::is_h2(stream.get_ref().1));
-                let downstream = Downstream { peer: client, scheme: "https", listener, tls: Some(Arc::new(info)) };
+                let downstream =
+                    Downstream { peer: client, scheme: Scheme::Https, listener, tls: Some(Arc::new(info)) };
                 let service = service(&node, downstream, &activity);
                 let conn = std::pin::pin!(Protocol::new(stream, h2, service, builders));
                 supervise(conn, &activity, gate, draining, CLOSE_GRACE).await

@@ -379,7 +379,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::pipeline::tests::run_with;
-    use crate::pipeline::{Downstream, Exchange};
+    use crate::pipeline::{Downstream, Exchange, Scheme};
     use crate::ports::UpstreamError;
     use crate::ports::testing::{FakeHttp, FakePorts, block_on};
 
@@ -450,7 +450,7 @@ min_requests = 20
             req = req.header(*n, *v);
         }
         let req = req.body(Bytes::new()).unwrap();
-        run_with(gw, ports, req, Downstream::plain(IpAddr::from([192, 0, 2, 1]), "http"))
+        run_with(gw, ports, req, Downstream::plain(IpAddr::from([192, 0, 2, 1]), Scheme::Http))
     }
 
     fn variant(ex: &Exchange<Bytes>) -> &'static str {

@@ -182,6 +182,13 @@ pub(crate) struct Failure {
     pub(crate) detail: String,
 }
 
+/// A key as the line writes it: `"name":` (our names need no escaping).
+macro_rules! k {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+
 impl AccessLog {
     /// Completes the record once the response body is done.
     pub(crate) fn finish(&mut self, monotonic_now: Duration, bytes_in: u64, bytes_out: u64) {
@@ -297,14 +304,6 @@ impl AccessLog {
         w.0.extend_from_slice(b"}\n");
     }
 }
-
-/// A key as the line writes it: `"name":` (our names need no escaping).
-macro_rules! k {
-    ($name:literal) => {
-        concat!("\"", $name, "\":")
-    };
-}
-use k;
 
 /// A JSON object being written: keys are ours, values are escaped as JSON
 /// requires.

@@ -61,8 +61,8 @@ pub(crate) struct Downstream {
     /// The TCP peer (at the edge: the address Spin reports; behind a
     /// PROXY-protocol listener: the address the header gives).
     pub(crate) peer: IpAddr,
-    /// `http` or `https`, as the client spoke to this hop.
-    pub(crate) scheme: &'static str,
+    /// How the client spoke to this hop.
+    pub(crate) scheme: Scheme,
     /// The node's listener it came on, by name (the edge has none).
     pub(crate) listener: Option<Arc<str>>,
     /// The TLS session, where the node terminated TLS.
@@ -72,8 +72,24 @@ pub(crate) struct Downstream {
 impl Downstream {
     /// A connection the home does not describe further (the edge, tests).
     #[cfg(any(test, feature = "edge-p2", feature = "edge-p3"))]
-    pub(crate) fn plain(peer: IpAddr, scheme: &'static str) -> Self {
+    pub(crate) fn plain(peer: IpAddr, scheme: Scheme) -> Self {
         Self { peer, scheme, listener: None, tls: None }
+    }
+}
+
+/// The scheme a client spoke to this hop: plain or over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
     }
 }
 
@@ -87,7 +103,7 @@ pub(crate) struct Ctx {
     pub(crate) trace: Trace,
     pub(crate) peer: IpAddr,
     pub(crate) client_ip: IpAddr,
-    pub(crate) scheme: &'static str,
+    pub(crate) scheme: Scheme,
     /// The listener and TLS session it came on (see [`Downstream`]).
     pub(crate) listener: Option<Arc<str>>,
     pub(crate) tls: Option<Arc<TlsInfo>>,

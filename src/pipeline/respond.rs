@@ -32,7 +32,7 @@ pub(crate) fn problem(err: &GatewayError, ctx: &mut Ctx) -> Response<Bytes> {
 /// Headers every answer carries, and the log record.
 pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx, clock: &impl Clock) -> Exchange<B> {
     response.headers_mut().insert(transform::X_REQUEST_ID, ctx.request_id.clone());
-    if ctx.scheme == "https"
+    if ctx.scheme == super::Scheme::Https
         && let Some(hsts) = ctx.listener.as_deref().and_then(|name| super::listener::hsts(config, name))
     {
         response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());

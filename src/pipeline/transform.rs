@@ -233,32 +233,15 @@ pub(crate) fn aim<B>(req: &mut Request<B>, target: &Target) {
 }
 
 fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: Option<&HeaderValue>) {
-    // What trusted proxies before us said, each list's values joined.
-    let prior = |name: &HeaderName, headers: &HeaderMap| -> (usize, usize) {
-        let valid = || headers.get_all(name).into_iter().filter(|v| v.to_str().is_ok());
-        if peer_trusted { valid().fold((0, 0), |(n, len), v| (n + 1, len + v.len())) } else { (0, 0) }
-    };
-    // Each value is built in a buffer of its exact size, so it becomes the
-    // header's bytes as it is (no copy, no second allocation).
-    let write_prior = |out: &mut Vec<u8>, name: &HeaderName, headers: &HeaderMap| {
-        if peer_trusted {
-            for v in headers.get_all(name).into_iter().filter(|v| v.to_str().is_ok()) {
-                out.extend_from_slice(v.as_bytes());
-                out.extend_from_slice(b", ");
-            }
-        }
-    };
     let peer = IpText::new(ctx.peer);
     let peer = peer.as_bytes();
 
-    let (n, len) = prior(&X_FORWARDED_FOR, headers);
-    let mut xff = Vec::with_capacity(len + 2 * n + peer.len());
-    write_prior(&mut xff, &X_FORWARDED_FOR, headers);
+    let mut xff = prior_list(headers, &X_FORWARDED_FOR, peer_trusted, peer.len());
     xff.extend_from_slice(peer);
     set(headers, X_FORWARDED_FOR, xff);
 
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme_text(ctx.scheme)));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme.as_str()));
     }
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match host {
@@ -275,11 +258,9 @@ fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: 
     let quoted = ctx.peer.is_ipv6();
     let host = host.filter(|h| h.to_str().is_ok()).map(|h| h.as_bytes());
     let host_len = host.map_or(0, |h| ";host=\"\"".len() + h.iter().filter(|&&c| c != b'"' && c != b'\\').count());
-    let (n, len) = prior(&header::FORWARDED, headers);
     let element =
-        "for=".len() + peer.len() + if quoted { 4 } else { 0 } + host_len + ";proto=".len() + ctx.scheme.len();
-    let mut forwarded = Vec::with_capacity(len + 2 * n + element);
-    write_prior(&mut forwarded, &header::FORWARDED, headers);
+        "for=".len() + peer.len() + if quoted { 4 } else { 0 } + host_len + ";proto=".len() + ctx.scheme.as_str().len();
+    let mut forwarded = prior_list(headers, &header::FORWARDED, peer_trusted, element);
     forwarded.extend_from_slice(if quoted { b"for=\"[" } else { b"for=" });
     forwarded.extend_from_slice(peer);
     if quoted {
@@ -291,13 +272,25 @@ fn set_forwarding(headers: &mut HeaderMap, ctx: &Ctx, peer_trusted: bool, host: 
         forwarded.push(b'"');
     }
     forwarded.extend_from_slice(b";proto=");
-    forwarded.extend_from_slice(ctx.scheme.as_bytes());
+    forwarded.extend_from_slice(ctx.scheme.as_str().as_bytes());
     set(headers, header::FORWARDED, forwarded);
 }
 
-/// The scheme as a header's text: `http` or `https` (nothing else reaches here).
-fn scheme_text(scheme: &str) -> &'static str {
-    if scheme == "https" { "https" } else { "http" }
+/// What trusted proxies before us said in a list header, each valid value
+/// followed by `, `, in a buffer of its exact size with `room` for our own
+/// element: it becomes the header's bytes as it is (no copy, no second
+/// allocation). An untrusted peer's list is dropped.
+fn prior_list(headers: &HeaderMap, name: &HeaderName, trusted: bool, room: usize) -> Vec<u8> {
+    if !trusted {
+        return Vec::with_capacity(room);
+    }
+    let valid = || headers.get_all(name).into_iter().filter(|v| v.to_str().is_ok());
+    let mut out = Vec::with_capacity(valid().map(|v| v.len() + 2).sum::<usize>() + room);
+    for v in valid() {
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out
 }
 
 /// Sets a header built from parts the gateway checked or wrote; one that is

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
 use super::super::tests::run_with;
-use super::super::{Downstream, Exchange, Gateway};
+use super::super::{Downstream, Exchange, Gateway, Scheme};
 use crate::config::Config;
 use crate::ports::testing::{FakeHttp, FakePorts};
 use crate::ports::{Clock, UpstreamError};
@@ -50,7 +50,7 @@ fn gateway() -> Gateway {
 }
 
 fn from() -> Downstream {
-    Downstream::plain("198.51.100.7".parse().unwrap(), "http")
+    Downstream::plain("198.51.100.7".parse().unwrap(), Scheme::Http)
 }
 
 /// An origin that counts its calls and answers with `respond`.

@@ -30,7 +30,7 @@ fn trusted_proxies_extend_the_chain() {
         .header("forwarded", "for=203.0.113.5")
         .body(Bytes::new())
         .unwrap();
-    let ex = run(&ports, req, Downstream::plain("::ffff:10.1.2.3".parse().unwrap(), "http"));
+    let ex = run(&ports, req, Downstream::plain("::ffff:10.1.2.3".parse().unwrap(), Scheme::Http));
     let h = ports.http.last().unwrap().headers().clone();
     assert_eq!(h["x-forwarded-for"], "203.0.113.5, 10.0.0.9, 10.1.2.3");
     assert_eq!(h["x-forwarded-proto"], "https");
@@ -42,7 +42,7 @@ fn trusted_proxies_extend_the_chain() {
 fn ipv6_clients_are_quoted_in_forwarded_and_https_is_said() {
     let ports = FakePorts::new(FakeHttp::ok());
     let req = get("/admin").header("x-forwarded-for", "1.1.1.1").body(Bytes::new()).unwrap();
-    run(&ports, req, Downstream::plain("2001:db8::7".parse().unwrap(), "https"));
+    run(&ports, req, Downstream::plain("2001:db8::7".parse().unwrap(), Scheme::Https));
     let h = ports.http.last().unwrap().headers().clone();
     assert_eq!(h["x-forwarded-for"], "2001:db8::7");
     assert_eq!(h["x-forwarded-proto"], "https");

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 
 use http_body_util::Full;
 
-use super::{Downstream, Exchange, Gateway, handle};
+use super::{Downstream, Exchange, Gateway, Scheme, handle};
 use crate::config::Config;
 use crate::ports::testing::{FakeHttp, FakePorts, block_on};
 use crate::ports::{UpstreamError, read_body};
@@ -84,7 +84,7 @@ fn config() -> Config {
 }
 
 fn peer(ip: &str) -> Downstream {
-    Downstream::plain(ip.parse::<IpAddr>().unwrap(), "http")
+    Downstream::plain(ip.parse::<IpAddr>().unwrap(), Scheme::Http)
 }
 
 fn get(uri: &str) -> http::request::Builder {

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 
 use crate::config::Config;
 use crate::pipeline::tests::run_with;
-use crate::pipeline::{Downstream, Exchange, Gateway};
+use crate::pipeline::{Downstream, Exchange, Gateway, Scheme};
 use crate::ports::testing::{FakeHttp, FakePorts};
 use crate::ports::{Clock, UpstreamError};
 
@@ -119,7 +119,7 @@ fn refused() -> Result<Response<Bytes>, UpstreamError> {
 
 fn run(gw: &Gateway, ports: &FakePorts, req: http::request::Builder, body: &'static [u8]) -> Exchange<Bytes> {
     let req = req.header("host", "gw.test").body(Bytes::from_static(body)).unwrap();
-    run_with(gw, ports, req, Downstream::plain(IpAddr::from([192, 0, 2, 1]), "http"))
+    run_with(gw, ports, req, Downstream::plain(IpAddr::from([192, 0, 2, 1]), Scheme::Http))
 }
 
 /// The hosts the origin was sent, in order.
