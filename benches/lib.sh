@@ -18,6 +18,9 @@ cleanup() { # → ends every process in PIDS, waits for them, removes $WORK
 trap cleanup EXIT
 RATE=""   # the fixed rate for the latency runs, set from the node's peak
 NODE_BIN=$T/release/portcullis   # the binary node() serves (a mode may set it for one call); not read from the environment
+# The Pingora proxy (benches/pingora-proxy): a crate of its own, with its own target directory.
+PINGORA_T=${PORTCULLIS_PINGORA_TARGET_DIR:-$HOME/.cache/portcullis/pingora-target}
+PINGORA_BIN=$PINGORA_T/release/pingora-proxy   # emptied if its build fails, so its rows are skipped
 
 # ---- small helpers
 
@@ -75,11 +78,12 @@ check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the
   done
 }
 
-build() { # mode → the release builds it needs; NODE_ONLY=1 if it runs no component
+build() { # mode → the release builds it needs (proxy: the Pingora proxy too); NODE_ONLY=1 if it runs no component
   echo "== building (release)" >&2
   cargo build --release --bin portcullis --example demo_origin --example loadgen --example bare_proxy >&2
   case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc|cors|registry) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
   if [ -z "$NODE_ONLY" ]; then build_components "$1"; fi
+  if [ "$1" = proxy ]; then build_pingora; fi
 }
 
 build_components() { # mode → the test host; target/edge/bench-p2/p3 (-nolog too for spin*, floor and distance) and hello-p2/p3
@@ -94,6 +98,19 @@ build_components() { # mode → the test host; target/edge/bench-p2/p3 (-nolog t
     edge-deploy/wasm-cargo.sh rustc --manifest-path benches/hello/Cargo.toml --lib --profile release --features $f --crate-type cdylib >&2
     cp "$(edge-deploy/wasm-cargo.sh --print-target-dir)/wasm32-wasip2/release/hello.wasm" target/edge/hello-$f.wasm
   done
+}
+
+# Pingora's build needs cmake (libz-ng-sys) and takes minutes the first
+# time; after that cargo finds it fresh in a second (without cmake too,
+# once built). Without cmake and a build, or if the build fails, the mode
+# runs on and pingora_target skips its rows.
+build_pingora() { # → the Pingora proxy at PINGORA_BIN, or PINGORA_BIN empty
+  if ! command -v cmake >/dev/null && [ ! -x "$PINGORA_BIN" ]; then
+    echo "pingora: not built, cmake is missing (apt-get install cmake); its rows are skipped" >&2
+    PINGORA_BIN=""; return 0
+  fi
+  CARGO_TARGET_DIR=$PINGORA_T nice -n 10 cargo build --release --manifest-path benches/pingora-proxy/Cargo.toml >&2 \
+    || { echo "pingora: the build failed (above; cmake installed?); its rows are skipped" >&2; PINGORA_BIN=""; }
 }
 
 start_origin() { # → the demo origin on CPU 1 at ORIGIN_PORT, once it answers
@@ -336,6 +353,28 @@ bare_target() { # name → the bare-hyper proxy's row (benches/bare_proxy.rs), o
   local port; port=$(shuf -i 28000-30999 -n 1)
   local start; start=$(date +%s%N)
   taskset -c 0 "$T/release/examples/bare_proxy" "127.0.0.1:$port" "127.0.0.1:$ORIGIN_PORT" & PIDS+=($!)
+  measure_from "$start" "$1" "127.0.0.1:$port" /hello
+  stop_last
+}
+
+pingora_target() { # name → the Pingora proxy's row (benches/pingora-proxy), on CPU 0 forwarding to the origin; skipped if not built
+  if [ ! -x "$PINGORA_BIN" ]; then echo "$1: skipped, no Pingora proxy built (needs cmake)" >&2; return 0; fi
+  local port; port=$(shuf -i 28000-30999 -n 1)
+  local start; start=$(date +%s%N)
+  taskset -c 0 "$PINGORA_BIN" "127.0.0.1:$port" "127.0.0.1:$ORIGIN_PORT" 2>"$WORK/$1.err" & PIDS+=($!)
+  measure_from "$start" "$1" "127.0.0.1:$port" /hello
+  stop_last
+}
+
+caddy_target() { # name → Caddy's row, GOMAXPROCS=1 on CPU 0 proxying to the origin (benches/Caddyfile); skipped without caddy
+  if ! command -v caddy >/dev/null; then echo "$1: skipped, caddy is not installed (apt-get install caddy)" >&2; return 0; fi
+  local port; port=$(shuf -i 28000-30999 -n 1)
+  mkdir -p "$WORK/caddy"
+  sed -e "s|__PREFIX__|$WORK/caddy|g" -e "s|__PORT__|$port|" -e "s|__ORIGIN__|127.0.0.1:$ORIGIN_PORT|" \
+    benches/Caddyfile > "$WORK/caddy/Caddyfile"
+  local start; start=$(date +%s%N)
+  XDG_CONFIG_HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy" GOMAXPROCS=1 taskset -c 0 \
+    caddy run --config "$WORK/caddy/Caddyfile" --adapter caddyfile >/dev/null 2>"$WORK/caddy/caddy.err" & PIDS+=($!)
   measure_from "$start" "$1" "127.0.0.1:$port" /hello
   stop_last
 }

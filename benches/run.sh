@@ -7,7 +7,7 @@
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
 #   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy, ROUNDS (2) rounds
-#   benches/run.sh proxy                # the plain proxy: node against nginx and HAProxy, ROUNDS rounds (BEFORE_NODE=binary: an older node beside)
+#   benches/run.sh proxy                # the plain proxy: node against nginx, HAProxy, Pingora, Caddy and bare hyper, ROUNDS rounds (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #   benches/run.sh idle                 # 10 000 idle keep-alive connections: the node's RSS (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh scale                # --workers 2 on both cores against --workers 1 on one, ROUNDS (3) rounds
@@ -30,9 +30,9 @@
 #
 # Files: this script checks the mode, then sources benches/lib.sh (the
 # helpers every mode shares: the builds, the origin and Redis, starting a
-# node, the test host, Spin, nginx or HAProxy, wrk and loadgen, the node
-# table's row) and benches/modes/<mode>.sh, which runs the mode (all.sh:
-# the default run, with the list of its targets).
+# node, the test host, Spin, nginx, HAProxy, Pingora or Caddy, wrk and
+# loadgen, the node table's row) and benches/modes/<mode>.sh, which runs
+# the mode (all.sh: the default run, with the list of its targets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh

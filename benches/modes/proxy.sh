@@ -1,10 +1,13 @@
 # shellcheck shell=bash
 # benches/run.sh proxy: the plain proxy side by side, node against nginx,
-# HAProxy and a bare hyper proxy (benches/bare_proxy.rs: hyper alone, no
-# pipeline), in alternating order, ROUNDS times (BEFORE_NODE: an older node
-# beside); then instructions per request under cachegrind, the node's plain
-# route against the bare hyper proxy (INSTRUCTIONS=0: skipped); and where
-# their CPU time goes at peak, user space against the kernel.
+# HAProxy, Pingora (benches/pingora-proxy, its own crate, built here: needs
+# cmake), Caddy (benches/Caddyfile, GOMAXPROCS=1) and a bare hyper proxy
+# (benches/bare_proxy.rs: hyper alone, no pipeline), in alternating order,
+# ROUNDS times (BEFORE_NODE: an older node beside; Pingora not built or
+# Caddy not installed: their rows skipped, with a line on stderr); then
+# instructions per request under cachegrind, the node's plain route
+# against the bare hyper proxy (INSTRUCTIONS=0: skipped); and where their
+# CPU time goes at peak, user space against the kernel.
 
 # Instructions per request (valgrind's cachegrind, unpinned: no noise at
 # all): runs of 1 000 and 3 000 requests at 500/s, the difference over
@@ -62,6 +65,8 @@ node_first
 for _ in $(seq "${ROUNDS:-2}"); do
   nginx_target nginx
   haproxy_target haproxy /hello
+  pingora_target pingora
+  caddy_target caddy
   bare_target bare-hyper
   [ -n "${BEFORE_NODE:-}" ] && NODE_BIN=$BEFORE_NODE node node-before /hello
   node node /hello
