@@ -20,6 +20,8 @@ mod observability;
 mod origin_tls;
 #[path = "node/smoothing.rs"]
 mod smoothing;
+#[path = "node/smuggling.rs"]
+mod smuggling;
 mod support;
 #[path = "node/tls.rs"]
 mod tls;
