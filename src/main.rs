@@ -49,7 +49,7 @@ mod cli {
         /// HTTP/2 streams open at once on one client connection (beyond: REFUSED_STREAM).
         #[arg(long, default_value = "128")]
         h2_max_streams: u32,
-        /// Idle connections kept per origin.
+        /// Idle connections kept per origin, by each worker.
         #[arg(long, default_value = "128")]
         upstream_max_idle: usize,
         /// Time an idle connection to an origin is kept.
@@ -115,7 +115,9 @@ mod cli {
         /// Default: 127.0.0.1:8080 when the config has no listeners.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Worker threads (default: one per core).
+        /// Workers serving client connections (default: one per core):
+        /// each a thread with its own runtime, its own socket on every
+        /// listener (SO_REUSEPORT) and its own connections to origins.
         #[arg(long)]
         workers: Option<usize>,
         /// Time in-flight requests get to finish after SIGTERM/SIGINT.
@@ -430,19 +432,19 @@ mod cli {
                         return ExitCode::from(2);
                     }
                 };
-                init_tracing();
-                // One worker: a current-thread runtime skips the work-stealing
-                // scheduler (faster on one core: benches/README.md).
-                let mut runtime = match workers {
-                    Some(1) => tokio::runtime::Builder::new_current_thread(),
-                    Some(n) => {
-                        let mut b = tokio::runtime::Builder::new_multi_thread();
-                        b.worker_threads(n.max(1));
-                        b
+                let workers = match workers {
+                    Some(0) => {
+                        eprintln!("--workers must be at least 1");
+                        return ExitCode::from(2);
                     }
-                    None => tokio::runtime::Builder::new_multi_thread(),
+                    Some(n) => n,
+                    None => std::thread::available_parallelism().map_or(1, usize::from),
                 };
-                let runtime = match runtime.enable_all().build() {
+                init_tracing();
+                // A current-thread runtime: with one worker it serves the
+                // connections too (no work-stealing scheduler: faster on one
+                // core, benches/README.md); with more, each worker has its own.
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
                         eprintln!("cannot start the runtime: {e}");
@@ -461,6 +463,7 @@ mod cli {
                     admin_listen: admin_listen.0,
                     otlp_endpoint: otlp_endpoint.filter(|e| !e.is_empty()),
                     follow,
+                    workers,
                 };
                 match runtime.block_on(serve(opts)) {
                     Ok(()) => ExitCode::SUCCESS,

@@ -189,6 +189,7 @@ fn a_plain_proxied_request_allocates_a_small_fixed_number_of_times() {
         admin_listen: None,
         otlp_endpoint: None,
         follow: None,
+        workers: 1,
     };
     std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));

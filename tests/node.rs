@@ -362,7 +362,8 @@ async fn responses_stream_through_without_buffering() {
     let (port, feed) = fed_origin().await;
     let cfg =
         format!("[services.fed]\nurl = \"http://127.0.0.1:{port}\"\n[[routes]]\npath = \"/fed\"\nservice = \"fed\"\n");
-    let node = Node::start(&cfg, &[]);
+    // One worker: one pool (each worker keeps its own).
+    let node = Node::start_args(&cfg, &[], &["--workers", "1"]);
     let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
@@ -506,6 +507,30 @@ async fn connections_without_a_complete_request_are_closed_at_their_deadline() {
     assert_eq!(send(node.addr, get("/echo/ok")).await.status, 200, "the node serves on");
 }
 
+/// `--workers 3`: each worker accepts on a socket of its own (SO_REUSEPORT)
+/// and the kernel spreads new connections over them; every connection is
+/// answered, and `/metrics` says how many each worker took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_each_take_a_share_of_new_connections() {
+    let origin = Origin::start("127.0.0.1:0").await.unwrap();
+    let node = Node::start_args(&config(&origin), &[], &["--workers", "3"]);
+    // A connection a request: 3 workers all missed by 60 draws: < 1e-9.
+    for _ in 0..60 {
+        assert_eq!(send(node.addr, get("/echo/spread")).await.status, 200);
+    }
+    let metrics = send(node.metrics_addr.expect("metrics listener"), get("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let accepted: Vec<u64> = (0..3)
+        .map(|w| {
+            let series = format!("portcullis_connections_accepted_total{{worker=\"{w}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse().ok()).unwrap_or(0)
+        })
+        .collect();
+    assert!(accepted.iter().all(|&n| n > 0), "a worker took no connection: {accepted:?}");
+    assert_eq!(accepted.iter().sum::<u64>(), 60, "{accepted:?}");
+    assert!(!text.contains("worker=\"3\""), "only three workers");
+}
+
 #[tokio::test]
 async fn kept_alive_connections_close_when_idle_but_not_while_busy() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
@@ -591,13 +616,20 @@ async fn thousands_of_silent_connections_cannot_stop_a_node_serving_others() {
 /// Silent sockets from many addresses (each under the per-IP share) fill
 /// the node ten times over; a new client is still served within a second:
 /// the node closes the oldest connections that sent nothing to take new
-/// ones, and says so at most once a second.
+/// ones, and says so at most once a second. With one worker (every task on
+/// one thread) as with two (each accepting on its own socket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_from_many_addresses_cannot_keep_a_new_client_waiting() {
+    for workers in ["1", "2"] {
+        silent_connections_cannot_keep_a_new_client_waiting(workers).await;
+    }
+}
+
+async fn silent_connections_cannot_keep_a_new_client_waiting(workers: &str) {
     raise_fd_limit();
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     // 256 descriptors: 96 connections in all, 16 per client IP.
-    let node = Node::start_with_fd_limit(&config(&origin), &[], 256);
+    let node = Node::start_with_fd_limit(&config(&origin), &["--workers", workers], 256);
     let started = Instant::now();
     let silent: Vec<tokio::net::TcpStream> = futures::stream::iter(0..960u32)
         .map(|i| connect_from(node.addr, IpAddr::from([127, 0, 1, (i % 100) as u8 + 10])))
@@ -614,8 +646,9 @@ async fn silent_connections_from_many_addresses_cannot_keep_a_new_client_waiting
         )
         .await;
         let status = reply.as_ref().map(|r| r.as_ref().map(|r| r.status));
-        assert!(matches!(status, Ok(Ok(200))), "request {i}: {status:?}");
-        assert!(asked.elapsed() < Duration::from_secs(1), "request {i} waited {:?}", asked.elapsed());
+        assert!(matches!(status, Ok(Ok(200))), "{workers} workers, request {i}: {status:?}");
+        let waited = asked.elapsed();
+        assert!(waited < Duration::from_secs(1), "{workers} workers: request {i} waited {waited:?}");
     }
     let elapsed = started.elapsed().as_secs() + 1;
     let said = node.stderr();
@@ -652,8 +685,9 @@ async fn idle_connections_to_origins_are_capped_and_expire() {
         futures::future::join_all((0..40).map(|i| send(node.addr, get(&format!("/echo/delay/300?{i}"))))).await;
     assert!(replies.iter().all(|r| r.status == 200));
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Four a worker, and the node has two (the tests' default).
     let open = origin.open_connections();
-    assert!(open <= 4, "{open} idle connections to the origin");
+    assert!(open <= 8, "{open} idle connections to the origin");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(origin.open_connections(), 0, "idle connections outlived their timeout");
 }
@@ -698,7 +732,10 @@ async fn a_connection_streaming_a_response_is_not_lent_to_another_request() {
     for _ in 0..10 {
         assert_eq!(send(node.addr, get("/quick")).await.body, "quick");
     }
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "both connections kept and reused");
+    // Both kept and reused; a third at most, when a request comes before
+    // either has read its last response to the end (not yet ready).
+    let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=3).contains(&opened), "{opened} connections: both kept and reused");
 }
 
 /// An origin that closes each connection right after its response without

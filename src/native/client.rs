@@ -7,7 +7,8 @@
 //! connection stays in the pool and carries many requests at once. HTTPS
 //! origins go over rustls, verified against the system's roots (which
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` can replace) or a service's own
-//! (`native::origins`).
+//! (`native::origins`). Each worker keeps a pool of its own (`--workers`),
+//! so a connection to an origin is used on the thread that runs it.
 //!
 //! Why not hyper-util's pooled client: per request it boxed a large
 //! future, cloned the client's handles and hashed the origin twice; this
@@ -19,7 +20,7 @@ use std::error::Error as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ use tokio_rustls::TlsConnector;
 
 use super::NodeBody;
 use super::origins::{self, Profiles};
+use super::workers;
 use crate::body::BodyFailure;
 use crate::ports::{HttpClient, UpgradeSlot, UpstreamError, UpstreamOptions, checked_length};
 
@@ -166,7 +168,8 @@ type Pool = HashMap<Origin, Vec<Kept>, foldhash::fast::RandomState>;
 
 /// The node's [`HttpClient`].
 pub(crate) struct HyperClient {
-    pool: Arc<Mutex<Pool>>,
+    /// One pool a worker, by [`workers::current`].
+    pools: Arc<[Mutex<Pool>]>,
     reaper: Once,
     /// The system's roots, and connectors on them for HTTP/1.1 and HTTP/2.
     roots: rustls::RootCertStore,
@@ -188,7 +191,7 @@ enum Failure {
 
 impl HyperClient {
     /// Loads the system's root certificates (once, at start-up).
-    pub(crate) fn new(limits: PoolLimits, connections: Arc<Connections>) -> std::io::Result<Self> {
+    pub(crate) fn new(limits: PoolLimits, connections: Arc<Connections>, workers: usize) -> std::io::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {
@@ -201,7 +204,7 @@ impl HyperClient {
         let tls = origins::client_config(roots.clone(), None, false).map_err(std::io::Error::other)?;
         let tls_h2 = origins::client_config(roots.clone(), None, true).map_err(std::io::Error::other)?;
         Ok(Self {
-            pool: Arc::default(),
+            pools: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
             reaper: Once::new(),
             roots,
             tls: TlsConnector::from(Arc::new(tls)),
@@ -227,7 +230,9 @@ impl HyperClient {
     /// connections made with the previous ones close once idle.
     pub(crate) fn set_profiles(&self, profiles: Profiles) {
         self.profiles.store(Arc::new(profiles));
-        self.pool.lock().unwrap_or_else(PoisonError::into_inner).retain(|origin, _| origin.profile.is_none());
+        for pool in self.pools.iter() {
+            pool.lock().unwrap_or_else(PoisonError::into_inner).retain(|origin, _| origin.profile.is_none());
+        }
     }
 
     /// One exchange: on a kept connection if one is ready, else on a new one.
@@ -269,10 +274,16 @@ impl HyperClient {
         }
     }
 
+    /// This worker's pool.
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        let pool = &self.pools[workers::current() % self.pools.len()];
+        pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A connection to `origin` ready for a request: HTTP/2's shared one,
     /// or the most recently kept HTTP/1.1 one.
     fn checkout(&self, origin: &Origin) -> Option<Sender> {
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pool = self.pool();
         let kept = pool.get_mut(origin)?;
         kept.retain(|k| !k.sender.is_closed());
         let at = kept.iter().rposition(|k| k.sender.is_ready())?;
@@ -291,13 +302,13 @@ impl HyperClient {
             return;
         }
         if let Sender::Http2(_) = &sender
-            && let Some(kept) = self.pool.lock().unwrap_or_else(PoisonError::into_inner).get(&origin)
+            && let Some(kept) = self.pool().get(&origin)
             && kept.iter().any(|k| matches!(k.sender, Sender::Http2(_)) && !k.sender.is_closed())
         {
             return; // the shared one is already kept
         }
-        self.reaper.call_once(|| reap(Arc::downgrade(&self.pool), self.limits.idle_timeout));
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        self.reaper.call_once(|| reap(Arc::downgrade(&self.pools), self.limits.idle_timeout));
+        let mut pool = self.pool();
         let kept = pool.entry(origin).or_default();
         // Past the cap the connection closes once its response is read.
         if kept.len() < self.limits.max_idle_per_origin {
@@ -365,28 +376,30 @@ impl HyperClient {
 /// Closes kept connections idle past `timeout` (from when a round first
 /// saw them idle, so the request path reads no clock), until the client is
 /// gone.
-fn reap(pool: Weak<Mutex<Pool>>, timeout: Duration) {
+fn reap(pools: Weak<[Mutex<Pool>]>, timeout: Duration) {
     let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            let Some(pool) = pool.upgrade() else { return };
+            let Some(pools) = pools.upgrade() else { return };
             let now = Instant::now();
-            let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
-            for kept in pool.values_mut() {
-                kept.retain_mut(|k| {
-                    if k.sender.is_closed() {
-                        return false;
-                    }
-                    if !k.sender.is_ready() {
-                        k.idle_since = None; // still reading its response
-                        return true;
-                    }
-                    now.duration_since(*k.idle_since.get_or_insert(now)) < timeout
-                });
+            for pool in pools.iter() {
+                let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
+                for kept in pool.values_mut() {
+                    kept.retain_mut(|k| {
+                        if k.sender.is_closed() {
+                            return false;
+                        }
+                        if !k.sender.is_ready() {
+                            k.idle_since = None; // still reading its response
+                            return true;
+                        }
+                        now.duration_since(*k.idle_since.get_or_insert(now)) < timeout
+                    });
+                }
+                pool.retain(|_, kept| !kept.is_empty());
             }
-            pool.retain(|_, kept| !kept.is_empty());
         }
     });
 }

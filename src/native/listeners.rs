@@ -80,6 +80,8 @@ pub(crate) struct Listeners {
     resumption: Mutex<HashMap<Arc<str>, Arc<Resumption>>>,
     /// The certificates the node orders, and the tasks that keep them.
     pub(crate) acme: Acme,
+    /// Sockets are bound with `SO_REUSEPORT`: each worker binds its own.
+    reuse_port: bool,
 }
 
 /// The listeners a config asks for, with `--listen`'s plaintext one (which
@@ -113,6 +115,11 @@ pub fn check_files(config: &Config, base: &Path) -> Result<(), ConfigErrors> {
 }
 
 impl Listeners {
+    /// `reuse_port`: more than one worker, each accepting on its own socket.
+    pub(crate) fn new(reuse_port: bool) -> Self {
+        Self { reuse_port, ..Self::default() }
+    }
+
     /// Reads every listener's files and binds the addresses not yet
     /// bound; nothing changes until [`Listeners::apply`]. Every mistake is
     /// reported at the config key that caused it.
@@ -147,7 +154,7 @@ impl Listeners {
             });
             let socket = match kept {
                 Some((name, _)) => Err(name.clone()),
-                None => match bind(listener.address) {
+                None => match bind(listener.address, self.reuse_port) {
                     Ok(socket) => Ok(socket),
                     Err(e) => {
                         errors.push(listener.place.error(format!("cannot listen on {}: {e}", listener.address)));
@@ -176,13 +183,48 @@ impl Listeners {
                     }
                 }),
                 Ok(socket) => {
-                    socket.set_nonblocking(true)?;
-                    let listener = TcpListener::from_std(socket)?;
-                    let local = listener.local_addr()?;
+                    let local = socket.local_addr()?;
                     let (stop, stopped) = watch::channel(false);
                     let swap = Arc::new(ArcSwap::from(settings));
-                    tracing::info!(addr = %local, listener = %name, tls = swap.load().tls.is_some(), "listening");
-                    tokio::spawn(accept_loop(node.clone(), listener, swap.clone(), stopped));
+                    let workers = node.workers.handles();
+                    if workers.is_empty() {
+                        socket.set_nonblocking(true)?;
+                        let listener = TcpListener::from_std(socket)?;
+                        let reports = Arc::default();
+                        tokio::spawn(accept_loop(node.clone(), listener, swap.clone(), stopped, reports, 0));
+                    } else {
+                        // Worker 0 takes the socket bound first; the others
+                        // bind its address (its port, if 0 was asked) again.
+                        let mut first = Some(socket);
+                        let reports = Arc::new(Reports::default());
+                        for (index, worker) in workers.iter().enumerate() {
+                            let socket = match first.take() {
+                                Some(socket) => socket,
+                                None => bind(local, true)?,
+                            };
+                            socket.set_nonblocking(true)?;
+                            let listener = {
+                                let _in_worker = worker.enter();
+                                TcpListener::from_std(socket)?
+                            };
+                            let accepting = accept_loop(
+                                node.clone(),
+                                listener,
+                                swap.clone(),
+                                stopped.clone(),
+                                reports.clone(),
+                                index,
+                            );
+                            worker.spawn(accepting);
+                        }
+                    }
+                    tracing::info!(
+                        addr = %local,
+                        listener = %name,
+                        tls = swap.load().tls.is_some(),
+                        workers = node.workers.count(),
+                        "listening"
+                    );
                     started.push(Running { name, address: p.address, local, settings: swap, stop });
                 }
             }
@@ -261,12 +303,13 @@ impl Listeners {
 }
 
 /// A listening socket (SO_REUSEADDR, as tokio binds), not yet in the runtime.
-fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn bind(address: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    socket.set_reuseport(reuse_port)?;
     socket.bind(address)?;
     let listener = socket.listen(1024)?;
     listener.into_std()
@@ -279,23 +322,33 @@ async fn accept_loop(
     listener: TcpListener,
     settings: Arc<ArcSwap<Settings>>,
     mut stop: watch::Receiver<bool>,
+    reports: Arc<Reports>,
+    worker: usize,
 ) {
-    let mut failures = AcceptFailures::default();
-    let mut pressure = Pressure::default();
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
-            accepted = accept(&listener, &node.gate, &mut pressure) => match accepted {
+            accepted = accept(&listener, &node.gate, &reports) => match accepted {
                 Ok((stream, peer)) => {
-                    failures.succeeded();
+                    backoff.succeeded();
                     let Some(slot) = node.gate.admit(peer.ip()) else {
                         tracing::debug!(%peer, "connection refused: this client holds its share of connections");
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let connection = Accepted { stream, peer, slot, settings: settings.load_full() };
+                    node.metrics.accepted(worker);
+                    // Silent from now, not from when its task first runs: a
+                    // loop that filled the node must find it to close for
+                    // the next client (on one thread, no task ran between).
+                    let activity = Activity::new();
+                    slot.watch(&activity);
+                    let connection = Accepted { stream, peer, slot, activity, settings: settings.load_full() };
                     tokio::spawn(connection.serve(node.clone()));
                 }
-                Err(e) => failures.failed(&e).await,
+                Err(e) => {
+                    reports.failed(&e);
+                    backoff.failed().await;
+                }
             },
             // Only a stop is ever sent (or the sender is gone).
             _ = stop.changed() => return,
@@ -312,6 +365,7 @@ struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
     slot: Slot,
+    activity: Arc<Activity>,
     settings: Arc<Settings>,
 }
 
@@ -321,9 +375,7 @@ impl Accepted {
     /// PROXY header and the TLS handshake where the listener has them
     /// (both within the first-request deadline), then HTTP/1.1 or HTTP/2.
     async fn serve(self, node: Arc<Node>) {
-        let Accepted { mut stream, peer, slot, settings } = self;
-        let activity = Activity::new();
-        slot.watch(&activity);
+        let Accepted { mut stream, peer, slot, activity, settings } = self;
         let gate = &node.gate;
         let mut client = peer.ip();
         if settings.proxy_protocol {
@@ -395,14 +447,11 @@ fn service(
 
 /// Accepts once there is room for another connection. A full node that
 /// holds a connection which has begun no request accepts anyway and
-/// closes the oldest such connection for it (so the count goes at most one
-/// over until that one is gone); a full node without one waits for a
-/// connection to close.
-async fn accept(
-    listener: &TcpListener,
-    gate: &Gate,
-    pressure: &mut Pressure,
-) -> std::io::Result<(TcpStream, SocketAddr)> {
+/// closes the oldest such connection for it (so the count goes one over a
+/// worker at most until those are gone: workers accepting at once can each
+/// take the last slot, and then close as many); a full node without one
+/// waits for a connection to close.
+async fn accept(listener: &TcpListener, gate: &Gate, reports: &Reports) -> std::io::Result<(TcpStream, SocketAddr)> {
     let max = gate.limits().max_connections;
     loop {
         let open = gate.open();
@@ -412,9 +461,14 @@ async fn accept(
         if open == max && gate.has_silent() {
             let accepted = listener.accept().await?;
             if gate.open() >= max && gate.close_oldest_silent() {
-                pressure.closed_one(gate);
+                reports.closed_one(gate);
             }
             return Ok(accepted);
+        }
+        // Past the bound (workers took the last slots at once): one that
+        // sent nothing goes, as one that closes would.
+        if open > max && gate.close_oldest_silent() {
+            reports.closed_one(gate);
         }
         // Full of connections that began requests (wait for one to close),
         // or one over while a closed one goes.
@@ -422,59 +476,69 @@ async fn accept(
     }
 }
 
-/// Connections closed to take new clients: the log says so at most once a
-/// second, with how many and the deadlines in force.
+/// What a listener's accept loops (one a worker) say in the log, each at
+/// most once a second for all of them together, with how many since.
 #[derive(Default)]
-struct Pressure {
-    closed: u64,
-    reported_at: Option<tokio::time::Instant>,
+struct Reports {
+    /// Connections closed to take new clients (with the deadlines in force).
+    pressure: Throttled,
+    /// Failed accepts (out of file descriptors, above all).
+    failures: Throttled,
 }
 
-impl Pressure {
-    fn closed_one(&mut self, gate: &Gate) {
-        self.closed += 1;
+#[derive(Default)]
+struct Throttled(Mutex<(u64, Option<tokio::time::Instant>)>);
+
+impl Throttled {
+    /// Counts one; the count since the last report when it is time for one.
+    fn count(&self) -> Option<u64> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, reported_at) = &mut *state;
+        *count += 1;
         let now = tokio::time::Instant::now();
-        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+        if reported_at.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
+            return None;
+        }
+        *reported_at = Some(now);
+        Some(std::mem::take(count))
+    }
+}
+
+impl Reports {
+    fn closed_one(&self, gate: &Gate) {
+        if let Some(closed) = self.pressure.count() {
             let (first_request, idle) = gate.deadlines();
             tracing::warn!(
                 open = gate.open(),
                 max_connections = gate.limits().max_connections,
-                closed = self.closed,
+                closed,
                 ?first_request,
                 ?idle,
                 "connection pressure: closed connections that sent no request, to take new clients"
             );
-            self.closed = 0;
-            self.reported_at = Some(now);
+        }
+    }
+
+    fn failed(&self, error: &std::io::Error) {
+        if let Some(failures) = self.failures.count() {
+            tracing::warn!(error = %error, failures, open = ?error.raw_os_error(), "accept failed");
         }
     }
 }
 
 /// Accept errors (out of file descriptors, above all) back off, doubling
-/// from 10 ms to 1 s, instead of spinning; the log says so at most once a
-/// second, with how many there were.
+/// from 10 ms to 1 s, instead of spinning; [`Reports`] logs them.
 #[derive(Default)]
-struct AcceptFailures {
-    backoff: Option<Duration>,
-    unreported: u64,
-    reported_at: Option<tokio::time::Instant>,
-}
+struct Backoff(Option<Duration>);
 
-impl AcceptFailures {
+impl Backoff {
     fn succeeded(&mut self) {
-        self.backoff = None;
+        self.0 = None;
     }
 
-    async fn failed(&mut self, error: &std::io::Error) {
-        self.unreported += 1;
-        let now = tokio::time::Instant::now();
-        if self.reported_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
-            tracing::warn!(error = %error, failures = self.unreported, open = ?error.raw_os_error(), "accept failed");
-            self.unreported = 0;
-            self.reported_at = Some(now);
-        }
-        let backoff = self.backoff.map_or(Duration::from_millis(10), |b| (b * 2).min(Duration::from_secs(1)));
-        self.backoff = Some(backoff);
+    async fn failed(&mut self) {
+        let backoff = self.0.map_or(Duration::from_millis(10), |b| (b * 2).min(Duration::from_secs(1)));
+        self.0 = Some(backoff);
         tokio::time::sleep(backoff).await;
     }
 }

@@ -110,6 +110,12 @@ struct OperationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    /// Bounded by `--workers`.
+    worker: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -177,6 +183,7 @@ pub(crate) struct Metrics {
     store_duration: Histograms<OperationLabel>,
     store_errors: Family<OperationLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    accepted: Family<WorkerLabel, Counter>,
     config: Family<ConfigLabels, Gauge>,
     config_loaded: Gauge<f64, AtomicU64>,
     config_version: Gauge,
@@ -225,6 +232,7 @@ impl Metrics {
             store_duration: Family::new_with_constructor(Buckets),
             store_errors: Family::default(),
             reloads: Family::default(),
+            accepted: Family::default(),
             config: Family::default(),
             config_loaded: Gauge::default(),
             config_version: Gauge::default(),
@@ -260,6 +268,7 @@ impl Metrics {
             "portcullis_store_duration_seconds", "Round trips to the shared store (Redis), by operation", m.store_duration;
             "portcullis_store_errors", "Failed calls to the shared store (Redis), by operation", m.store_errors;
             "portcullis_config_reloads", "Config reloads by result (ok, rejected)", m.reloads;
+            "portcullis_connections_accepted", "Client connections accepted, by the worker that serves them (--workers)", m.accepted;
             "portcullis_config_info", "The loaded config: its file and SHA-256 (value 1)", m.config;
             "portcullis_config_loaded_timestamp_seconds", "When the running config was loaded (Unix time)", m.config_loaded;
             "portcullis_config_version", "The registry version the node runs (0: a config file)", m.config_version;
@@ -436,6 +445,13 @@ impl Metrics {
     pub(crate) fn acme_order(&self, name: &str, issued: bool) {
         let result = if issued { "issued" } else { "failed" };
         self.acme_orders.get_or_create(&AcmeLabels { name: name.to_string(), result }).inc();
+    }
+
+    /// A client connection accepted by a worker.
+    pub(crate) fn accepted(&self, worker: usize) {
+        if self.enabled {
+            self.accepted.get_or_create(&WorkerLabel { worker: worker as u64 }).inc();
+        }
     }
 
     /// A reload: `ok`, or rejected (the running config stays).

@@ -28,6 +28,7 @@ pub use listeners::check_files;
 mod proxy_protocol;
 mod tls;
 mod tunnel;
+mod workers;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -164,8 +165,9 @@ impl NodePorts {
         pool: &client::PoolLimits,
         connections: Arc<client::Connections>,
         spans: bool,
+        workers: usize,
     ) -> std::io::Result<Self> {
-        let http = HyperClient::new(pool.clone(), connections)?;
+        let http = HyperClient::new(pool.clone(), connections, workers)?;
         Ok(Self { kv, http, clock: SystemClock(TokioSleep), spans })
     }
 }

@@ -20,6 +20,7 @@ use super::listeners::Listeners;
 use super::metrics::{Metrics, State as MetricsState};
 use super::otlp::Exporter;
 use super::redis_kv::RedisKv;
+use super::workers::Workers;
 use super::{NodeKv, NodePorts, acme, admin, load_config_hashed, now_rfc3339, origins, probe, registry};
 use crate::config::{Config, ConfigErrors};
 use crate::pipeline::{Gateway, leases, rate_limit};
@@ -54,6 +55,9 @@ pub struct ServeOptions {
     pub otlp_endpoint: Option<String>,
     /// Follow the registry (`--config-from`) instead of the `config` file.
     pub follow: Option<registry::Follow>,
+    /// Threads serving client connections, each with its own runtime and
+    /// its own socket on every listener (1: the runtime `serve` runs on).
+    pub workers: usize,
 }
 
 /// `--store`: `memory` or a Redis URL, with Redis' pool size and deadline.
@@ -85,6 +89,8 @@ pub(crate) struct Node {
     pub(super) drain_timeout: Duration,
     pub(super) header_read_timeout: Duration,
     pub(super) listeners: Listeners,
+    /// The runtimes client connections are served on (see [`Workers`]).
+    pub(super) workers: Workers,
     /// `--listen`, kept across reloads.
     listen: Option<SocketAddr>,
     /// Wakes the registry follower (SIGHUP, `POST /reload`) on a node
@@ -173,7 +179,8 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
             "--admin-listen {addr} is not a loopback address: the config must list a token in [admin] token_sha256"
         );
     }
-    let listeners = Listeners::default();
+    let workers = Workers::start(opts.workers)?;
+    let listeners = Listeners::new(workers.count() > 1);
     let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
     let prepared =
         listeners.prepare(&config, &base, opts.listen).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
@@ -200,7 +207,13 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
     };
     let node = Arc::new(Node {
         gateway,
-        ports: Arc::new(NodePorts::new(kv, &opts.upstream_pool, upstream_connections, tracer.is_some())?),
+        ports: Arc::new(NodePorts::new(
+            kv,
+            &opts.upstream_pool,
+            upstream_connections,
+            tracer.is_some(),
+            workers.count(),
+        )?),
         log: AccessLogSink::stdout(),
         metrics,
         tracer,
@@ -214,6 +227,7 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
         drain_timeout: opts.drain_timeout,
         header_read_timeout: opts.header_read_timeout,
         listeners,
+        workers,
         listen: opts.listen,
         follower: opts.follow.as_ref().map(|_| Arc::new(tokio::sync::Notify::new())),
     });
