@@ -790,6 +790,7 @@ service = "api"
         metrics.request(&unmatched, &series);
         metrics.store_call("gcra", Duration::from_micros(300), false);
         metrics.reload(false);
+        metrics.accepted(1);
         metrics.config_loaded("t.toml", "abc", Some(3));
         let served = crate::native::tls::Served {
             names: vec!["a.test".into()],
@@ -825,7 +826,7 @@ service = "api"
     fn the_docs_and_the_dashboard_name_exactly_the_exported_families() {
         let text = exposition();
         let exported = families(&text);
-        assert_eq!(exported.len(), 38, "{exported:?}");
+        assert_eq!(exported.len(), 39, "{exported:?}");
         let docs = named(include_str!("../../docs/operations.md"), &exported);
         assert_eq!(docs, exported, "docs/operations.md against the exporter");
         let dashboard: serde_json::Value =
