@@ -287,6 +287,13 @@ fn assert_rechunked(what: &str, seen: &Seen) {
     assert!(!head.contains("\r\ncontent-length:"), "{what}: Content-Length was forwarded: {:?}", seen.head);
 }
 
+/// Not a request, not a byte reached the origin.
+async fn assert_nothing_reached(origin: &Recorder) {
+    let seen = origin.settled().await;
+    assert!(seen.is_empty(), "refused requests reached the origin: {seen:#?}");
+    assert!(origin.wire().is_empty(), "bytes reached the origin: {}", origin.wire());
+}
+
 /// The smuggled request never reached the origin as a request, and every
 /// forwarded head has one framing: one Content-Length, or
 /// Transfer-Encoding, never both (RFC 9112 §6.3).
@@ -400,9 +407,7 @@ async fn te_te_obfuscated_transfer_encodings_are_refused_with_400() {
     for (what, line, te) in cases {
         assert_head_refused(what, &exchange(&node, &te_te(line, te)).await);
     }
-    let seen = origin.settled().await;
-    assert!(seen.is_empty(), "refused requests reached the origin: {seen:#?}");
-    assert!(origin.wire().is_empty(), "bytes reached the origin: {}", origin.wire());
+    assert_nothing_reached(&origin).await;
 }
 
 /// TE.TE, Transfer-Encodings whose last coding is `chunked` (a tab as
@@ -448,9 +453,7 @@ async fn cl_cl_content_lengths_that_disagree_are_refused_with_400() {
         let request = format!("POST /clcl HTTP/1.1\r\nhost: gw.test\r\n{lengths}\r\n\r\nhello{SMUGGLED}");
         assert_head_refused(what, &exchange(&node, &request).await);
     }
-    let seen = origin.settled().await;
-    assert!(seen.is_empty(), "refused requests reached the origin: {seen:#?}");
-    assert!(origin.wire().is_empty(), "bytes reached the origin: {}", origin.wire());
+    assert_nothing_reached(&origin).await;
 }
 
 /// CL.CL with equal values. RFC 9110 §8.6 lets a recipient take a list of
