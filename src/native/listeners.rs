@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::UPGRADE;
+use http::header::{CONNECTION, UPGRADE};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -30,7 +30,7 @@ use super::server::Node;
 use super::tls::{self, Resumption, Served};
 use super::tunnel::{self, Ends};
 use super::{NodeBody, proxy_protocol};
-use crate::body::{BodyProbe, Logged};
+use crate::body::{BodyFailure, BodyProbe, Logged};
 use crate::config::acme::Challenge;
 use crate::config::{Config, ConfigErrors, Listener};
 use crate::pipeline::log::AccessLog;
@@ -612,8 +612,14 @@ async fn handle(
     let extended_connect = tunnel::from_extended_connect(&mut req);
     let client_side = req.headers().contains_key(UPGRADE).then(|| hyper::upgrade::on(&mut req));
     let probe = Arc::new(BodyProbe::default());
+    let http1 = req.version() < http::Version::HTTP_2;
     let req = req.map(|body| NodeBody::stream(body, Some(probe.clone())));
-    let exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
+    let mut exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
+    if http1 && probe.failure() == Some(BodyFailure::ClientFailed) {
+        // Its framing broke off: hyper closes the connection after this
+        // answer, which says so (RFC 9112 §9.6).
+        exchange.response.headers_mut().insert(CONNECTION, http::HeaderValue::from_static("close"));
+    }
     in_flight.answered();
     let access_log = gateway.config.gateway.access_log;
     let series = node.metrics.series(&gateway);

@@ -248,17 +248,18 @@ async fn exchange_then(node: &Node, bytes: &str, half_close: bool) -> Answer {
 
 // Assertions shared by the cases.
 
-/// Refused: one 400, then the connection closed.
+/// Refused: one 400 that says `connection: close` (RFC 9112 §9.6), then
+/// the connection closed.
 fn assert_refused(what: &str, answer: &Answer) {
     assert_eq!(answer.statuses(), [400], "{what}: {answer:?}");
+    assert!(answer.text.contains("\r\nconnection: close\r\n"), "{what}: no `connection: close`: {answer:?}");
     assert!(answer.closed, "{what}: the connection stayed open after the refusal: {answer:?}");
 }
 
-/// Refused by hyper while parsing the head: its bare 400 (no body), which
-/// says `connection: close`, then the close.
+/// Refused by hyper while parsing the head: its bare 400 (no body), then
+/// the close.
 fn assert_head_refused(what: &str, answer: &Answer) {
     assert_refused(what, answer);
-    assert!(answer.text.contains("\r\nconnection: close\r\n"), "{what}: {answer:?}");
     let bare = answer.text.contains("\r\ncontent-length: 0\r\n") && answer.text.ends_with("\r\n\r\n");
     assert!(bare, "{what}: not hyper's bare 400: {answer:?}");
 }
