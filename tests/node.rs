@@ -507,6 +507,27 @@ async fn connections_without_a_complete_request_are_closed_at_their_deadline() {
     assert_eq!(send(node.addr, get("/echo/ok")).await.status, 200, "the node serves on");
 }
 
+#[tokio::test]
+async fn zero_workers_is_refused_at_start() {
+    let path = support::temp_path("workers.toml");
+    std::fs::write(&path, "").unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "0", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A node that started anyway would serve until killed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serve.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = serve.kill();
+    let out = serve.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "it started");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--workers must be at least 1"));
+}
+
 /// `--workers 3`: each worker accepts on a socket of its own (SO_REUSEPORT)
 /// and the kernel spreads new connections over them; every connection is
 /// answered, and `/metrics` says how many each worker took.
