@@ -168,7 +168,8 @@ type Pool = HashMap<Origin, Vec<Kept>, foldhash::fast::RandomState>;
 
 /// The node's [`HttpClient`].
 pub(crate) struct HyperClient {
-    /// One pool a worker, by [`workers::current`].
+    /// One pool a runtime (each worker's, and the control plane's for
+    /// probes), by [`workers::current`].
     pools: Arc<[Mutex<Pool>]>,
     reaper: Once,
     /// The system's roots, and connectors on them for HTTP/1.1 and HTTP/2.
@@ -191,7 +192,7 @@ enum Failure {
 
 impl HyperClient {
     /// Loads the system's root certificates (once, at start-up).
-    pub(crate) fn new(limits: PoolLimits, connections: Arc<Connections>, workers: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(limits: PoolLimits, connections: Arc<Connections>, runtimes: usize) -> std::io::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {
@@ -204,7 +205,7 @@ impl HyperClient {
         let tls = origins::client_config(roots.clone(), None, false).map_err(std::io::Error::other)?;
         let tls_h2 = origins::client_config(roots.clone(), None, true).map_err(std::io::Error::other)?;
         Ok(Self {
-            pools: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            pools: (0..runtimes.max(1)).map(|_| Mutex::default()).collect(),
             reaper: Once::new(),
             roots,
             tls: TlsConnector::from(Arc::new(tls)),
@@ -274,7 +275,7 @@ impl HyperClient {
         }
     }
 
-    /// This worker's pool.
+    /// This runtime's pool.
     fn pool(&self) -> MutexGuard<'_, Pool> {
         let pool = &self.pools[workers::current() % self.pools.len()];
         pool.lock().unwrap_or_else(PoisonError::into_inner)

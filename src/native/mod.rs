@@ -165,9 +165,9 @@ impl NodePorts {
         pool: &client::PoolLimits,
         connections: Arc<client::Connections>,
         spans: bool,
-        workers: usize,
+        runtimes: usize,
     ) -> std::io::Result<Self> {
-        let http = HyperClient::new(pool.clone(), connections, workers)?;
+        let http = HyperClient::new(pool.clone(), connections, runtimes)?;
         Ok(Self { kv, http, clock: SystemClock(TokioSleep), spans })
     }
 }

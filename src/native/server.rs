@@ -212,7 +212,7 @@ async fn start(opts: &ServeOptions) -> anyhow::Result<Arc<Node>> {
             &opts.upstream_pool,
             upstream_connections,
             tracer.is_some(),
-            workers.count(),
+            workers.runtimes(),
         )?),
         log: AccessLogSink::stdout(),
         metrics,

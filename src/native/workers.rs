@@ -16,7 +16,9 @@ thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
-/// The worker this thread is (0 on the runtime `serve` runs on).
+/// Which runtime this thread runs: 0 for the one `serve` runs on (with one
+/// worker, the worker; else the control plane: probes, admin, reloads),
+/// 1 to N for the workers.
 pub(crate) fn current() -> usize {
     INDEX.with(Cell::get)
 }
@@ -36,7 +38,7 @@ impl Workers {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             std::thread::Builder::new().name(format!("worker-{index}")).spawn(move || {
-                INDEX.with(|i| i.set(index));
+                INDEX.with(|i| i.set(index + 1));
                 // Runs its connections' tasks until the process ends.
                 runtime.block_on(std::future::pending::<()>());
             })?;
@@ -52,5 +54,11 @@ impl Workers {
     /// How many: at least one.
     pub(crate) fn count(&self) -> usize {
         self.0.len().max(1)
+    }
+
+    /// How many runtimes there are in all: the workers and, beside more
+    /// than one, the one `serve` runs on.
+    pub(crate) fn runtimes(&self) -> usize {
+        if self.0.is_empty() { 1 } else { self.0.len() + 1 }
     }
 }
