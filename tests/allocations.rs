@@ -17,9 +17,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod support;
+
 use portcullis::native::client::PoolLimits;
 use portcullis::native::conn::ConnectionLimits;
 use portcullis::native::server::{ServeOptions, Store, serve};
+use support::origin::Origin;
 
 /// Counts allocations (and reallocations) made on threads that ask for it.
 struct Counting;
@@ -57,31 +60,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// An origin answering every request with `hello, world!` (as the bench's
-/// `examples/demo_origin` does for `/hello`), one thread per connection.
-fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the origin");
-    let addr = listener.local_addr().expect("origin address");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                while read_head(&mut stream).is_some() {
-                    let body = "hello, world!";
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if stream.write_all(format!("{head}{body}").as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// Reads one message head (up to the blank line); `None` at end of stream.
 fn read_head(stream: &mut TcpStream) -> Option<String> {
@@ -164,15 +142,16 @@ fn main() {
 
 fn a_plain_proxied_request_allocates_a_small_fixed_number_of_times() {
     let quiet = Quiet::stdout();
-    let origin = origin();
-    let dir = std::env::temp_dir().join(format!("portcullis-allocations-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let config = dir.join("gateway.toml");
+    // The tests' origin, on a runtime of its own (its threads not counted).
+    let origins = tokio::runtime::Runtime::new().expect("the origin's runtime");
+    let origin = origins.block_on(Origin::start("127.0.0.1:0")).expect("an origin");
+    let config = support::temp_path("allocations.toml");
     std::fs::write(
         &config,
         format!(
-            "[gateway]\naccess_log = true\n\n[services.origin]\nurl = \"http://{origin}\"\n\n\
-             [[routes]]\nname = \"hello\"\npath = \"/hello\"\nmethods = [\"GET\"]\nservice = \"origin\"\n"
+            "[gateway]\naccess_log = true\n\n[services.origin]\nurl = \"http://127.0.0.1:{}\"\n\n\
+             [[routes]]\nname = \"hello\"\npath = \"/hello\"\nmethods = [\"GET\"]\nservice = \"origin\"\n",
+            origin.port()
         ),
     )
     .expect("write the config");

@@ -186,37 +186,29 @@ impl Listeners {
                     let local = socket.local_addr()?;
                     let (stop, stopped) = watch::channel(false);
                     let swap = Arc::new(ArcSwap::from(settings));
-                    let workers = node.workers.handles();
-                    if workers.is_empty() {
+                    // One worker: this runtime accepts.
+                    let this = [tokio::runtime::Handle::current()];
+                    let workers = match node.workers.handles() {
+                        [] => &this[..],
+                        workers => workers,
+                    };
+                    // Worker 0 takes the socket bound first; the others bind
+                    // its address (its port, if 0 was asked) again.
+                    let mut first = Some(socket);
+                    let reports = Arc::new(Reports::default());
+                    for (index, worker) in workers.iter().enumerate() {
+                        let socket = match first.take() {
+                            Some(socket) => socket,
+                            None => bind(local, true)?,
+                        };
                         socket.set_nonblocking(true)?;
-                        let listener = TcpListener::from_std(socket)?;
-                        let reports = Arc::default();
-                        tokio::spawn(accept_loop(node.clone(), listener, swap.clone(), stopped, reports, 0));
-                    } else {
-                        // Worker 0 takes the socket bound first; the others
-                        // bind its address (its port, if 0 was asked) again.
-                        let mut first = Some(socket);
-                        let reports = Arc::new(Reports::default());
-                        for (index, worker) in workers.iter().enumerate() {
-                            let socket = match first.take() {
-                                Some(socket) => socket,
-                                None => bind(local, true)?,
-                            };
-                            socket.set_nonblocking(true)?;
-                            let listener = {
-                                let _in_worker = worker.enter();
-                                TcpListener::from_std(socket)?
-                            };
-                            let accepting = accept_loop(
-                                node.clone(),
-                                listener,
-                                swap.clone(),
-                                stopped.clone(),
-                                reports.clone(),
-                                index,
-                            );
-                            worker.spawn(accepting);
-                        }
+                        let listener = {
+                            let _in_worker = worker.enter();
+                            TcpListener::from_std(socket)?
+                        };
+                        let accepting =
+                            accept_loop(node.clone(), listener, swap.clone(), stopped.clone(), reports.clone(), index);
+                        worker.spawn(accepting);
                     }
                     tracing::info!(
                         addr = %local,
@@ -326,6 +318,7 @@ async fn accept_loop(
     worker: usize,
 ) {
     let mut backoff = Backoff::default();
+    let counted = node.metrics.accepted(worker);
     loop {
         tokio::select! {
             accepted = accept(&listener, &node.gate, &reports) => match accepted {
@@ -336,7 +329,9 @@ async fn accept_loop(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    node.metrics.accepted(worker);
+                    if let Some(counted) = &counted {
+                        counted.inc();
+                    }
                     // Silent from now, not from when its task first runs: a
                     // loop that filled the node must find it to close for
                     // the next client (on one thread, no task ran between).

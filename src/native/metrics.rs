@@ -447,11 +447,10 @@ impl Metrics {
         self.acme_orders.get_or_create(&AcmeLabels { name: name.to_string(), result }).inc();
     }
 
-    /// A client connection accepted by a worker.
-    pub(crate) fn accepted(&self, worker: usize) {
-        if self.enabled {
-            self.accepted.get_or_create(&WorkerLabel { worker: worker as u64 }).inc();
-        }
+    /// The count of client connections a worker accepted (`None` when
+    /// requests record nothing), looked up once by its accept loop.
+    pub(crate) fn accepted(&self, worker: usize) -> Option<Counter> {
+        self.enabled.then(|| self.accepted.get_or_create(&WorkerLabel { worker: worker as u64 }).clone())
     }
 
     /// A reload: `ok`, or rejected (the running config stays).
@@ -790,7 +789,7 @@ service = "api"
         metrics.request(&unmatched, &series);
         metrics.store_call("gcra", Duration::from_micros(300), false);
         metrics.reload(false);
-        metrics.accepted(1);
+        metrics.accepted(1).map(|accepted| accepted.inc());
         metrics.config_loaded("t.toml", "abc", Some(3));
         let served = crate::native::tls::Served {
             names: vec!["a.test".into()],

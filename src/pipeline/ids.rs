@@ -44,7 +44,7 @@ impl<const N: usize> HexId<N> {
     }
 
     /// `N` bytes already checked to be lower-case hex.
-    fn checked(text: &[u8]) -> Option<Self> {
+    pub(super) fn checked(text: &[u8]) -> Option<Self> {
         Some(Self(text.try_into().ok()?))
     }
 
@@ -74,6 +74,7 @@ impl<const N: usize> std::fmt::Debug for HexId<N> {
     }
 }
 
+#[cfg(test)]
 impl<const N: usize> PartialEq<&str> for HexId<N> {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
