@@ -249,13 +249,21 @@ impl Listeners {
         });
     }
 
-    /// Stops accepting everywhere (the node drains).
-    pub(crate) fn stop_all(&self) {
-        self.lock(|running| {
-            for l in running.iter() {
-                let _ = l.stop.send(true);
-            }
+    /// Stops accepting everywhere (the node drains), and waits (at most
+    /// `within`) until every accept loop, on whichever worker, has closed
+    /// its socket: a client that connects after this is refused.
+    pub(crate) async fn stop_all(&self, within: Duration) {
+        let stops: Vec<_> = self.lock(|running| {
+            running
+                .iter()
+                .map(|l| {
+                    let _ = l.stop.send(true);
+                    l.stop.clone()
+                })
+                .collect()
         });
+        let closed = futures_util::future::join_all(stops.iter().map(watch::Sender::closed));
+        let _ = tokio::time::timeout(within, closed).await;
     }
 
     /// Every certificate served, by listener, with its readiness margin.
@@ -346,9 +354,13 @@ async fn accept_loop(
                 }
             },
             // Only a stop is ever sent (or the sender is gone).
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
     }
+    // The socket closes before the stop's receiver goes, which is what
+    // `stop_all` waits for.
+    drop(listener);
+    drop(stop);
 }
 
 /// How long a connection asked to close (idle past its time, or draining)

@@ -142,7 +142,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
         }
     }
-    node.listeners.stop_all();
+    node.listeners.stop_all(Duration::from_secs(1)).await;
     node.listeners.acme.stop();
     tracing::info!(connections = node.gate.open(), "draining");
     let _ = node.drain.send(true);
