@@ -16,6 +16,8 @@ mod h2_abuse;
 mod introspection;
 #[path = "node/observability.rs"]
 mod observability;
+#[path = "node/origin_h1.rs"]
+mod origin_h1;
 #[path = "node/origin_tls.rs"]
 mod origin_tls;
 #[path = "node/smoothing.rs"]

@@ -37,9 +37,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use super::NodeBody;
+use super::origin_h1::{self, MAX_HEAD, Stream};
 use super::origins::{self, Profiles};
 use super::workers;
+use super::{NodeBody, NodeStream};
 use crate::body::BodyFailure;
 use crate::ports::{HttpClient, UpgradeSlot, UpstreamError, UpstreamOptions, checked_length};
 
@@ -98,10 +99,6 @@ impl Drop for Held {
     }
 }
 
-/// hyper refuses a response head larger than this (the config's
-/// `max_response_header_size`, below it, decides the answer).
-const MAX_RESPONSE_HEAD: usize = 1 << 20;
-
 /// Where a connection goes: TLS or not, the authority, the protocol, and
 /// the service whose TLS settings it was made with (if its own).
 #[derive(Clone, PartialEq, Eq)]
@@ -135,16 +132,21 @@ impl std::hash::Hash for Origin {
 
 /// A connection's sending half.
 enum Sender {
+    /// hyper's, for requests with a body and upgrades.
     Http1(SendRequest<NodeBody>),
     /// Shared: an HTTP/2 connection carries many requests at once.
     Http2(http2::SendRequest<NodeBody>),
+    /// Ours, for requests without a body (`origin_h1`): kept only between
+    /// exchanges, so always ready when kept.
+    Own(Box<origin_h1::Conn>),
 }
 
 impl Sender {
-    fn is_closed(&self) -> bool {
+    fn is_closed(&mut self) -> bool {
         match self {
             Sender::Http1(s) => s.is_closed(),
             Sender::Http2(s) => s.is_closed(),
+            Sender::Own(c) => c.is_closed(),
         }
     }
 
@@ -153,6 +155,7 @@ impl Sender {
         match self {
             Sender::Http1(s) => s.is_ready(),
             Sender::Http2(s) => s.is_ready(),
+            Sender::Own(_) => true,
         }
     }
 }
@@ -166,11 +169,40 @@ struct Kept {
 /// Keyed by origins from the config, so a fast hasher (not one against flooding).
 type Pool = HashMap<Origin, Vec<Kept>, foldhash::fast::RandomState>;
 
+/// One pool a runtime (each worker's, and the control plane's for
+/// probes), by [`workers::current`].
+type Pools = Arc<[Mutex<Pool>]>;
+
+/// This runtime's pool.
+fn pool_of(pools: &[Mutex<Pool>]) -> MutexGuard<'_, Pool> {
+    pools[workers::current() % pools.len()].lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where a connection of ours goes back once its response is read.
+pub(super) struct Home {
+    pools: Pools,
+    origin: Origin,
+    max_idle: usize,
+}
+
+impl Home {
+    /// Keeps a connection of ours whose response was read, if its origin's
+    /// list has room (else it closes).
+    pub(super) fn keep(mut conn: Box<origin_h1::Conn>) {
+        let Some(home) = conn.home().take() else { return };
+        let (pools, max_idle) = (home.pools.clone(), home.max_idle);
+        let mut pool = pool_of(&pools);
+        let kept = pool.entry(home.origin.clone()).or_default();
+        *conn.home() = Some(home);
+        if kept.len() < max_idle {
+            kept.push(Kept { sender: Sender::Own(conn), idle_since: None });
+        }
+    }
+}
+
 /// The node's [`HttpClient`].
 pub(crate) struct HyperClient {
-    /// One pool a runtime (each worker's, and the control plane's for
-    /// probes), by [`workers::current`].
-    pools: Arc<[Mutex<Pool>]>,
+    pools: Pools,
     reaper: Once,
     /// The system's roots, and connectors on them for HTTP/1.1 and HTTP/2.
     roots: rustls::RootCertStore,
@@ -188,6 +220,8 @@ enum Failure {
     Connect(String),
     ConnectTimeout,
     Http(hyper::Error),
+    /// Our own HTTP/1.1 client's (`origin_h1`).
+    Origin(String),
 }
 
 impl HyperClient {
@@ -241,22 +275,25 @@ impl HyperClient {
         &self,
         mut req: Request<NodeBody>,
         opts: &UpstreamOptions,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Result<Response<NodeStream>, Failure> {
         let origin = origin_form(&mut req, opts)?;
+        if !opts.http2 && origin_h1::carries(&req) && !req.headers().contains_key(UPGRADE) {
+            return self.exchange_own(req, origin, opts).await;
+        }
         if req.headers().contains_key(UPGRADE) {
             // Its own connection, never pooled: it becomes the tunnel.
             let sender = Box::pin(self.connect(&origin, opts.connect_timeout, true)).await?;
             return match send(sender, req).await {
-                Ok((resp, _)) => Ok(resp),
+                Ok((resp, _)) => Ok(resp.map(NodeStream::Hyper)),
                 Err(Unsent::Again(_)) => Err(Failure::Connect("the new connection closed before the request".into())),
                 Err(Unsent::Failed(e)) => Err(Failure::Http(e)),
             };
         }
-        if let Some(sender) = self.checkout(&origin) {
+        if let Some(sender) = self.checkout(&origin, false) {
             match send(sender, req).await {
                 Ok((resp, sender)) => {
                     self.keep(origin, sender);
-                    return Ok(resp);
+                    return Ok(resp.map(NodeStream::Hyper));
                 }
                 // Not sent (the connection closed as it was taken): a new one takes it.
                 Err(Unsent::Again(unsent)) => req = *unsent,
@@ -268,7 +305,7 @@ impl HyperClient {
         match send(sender, req).await {
             Ok((resp, sender)) => {
                 self.keep(origin, sender);
-                Ok(resp)
+                Ok(resp.map(NodeStream::Hyper))
             }
             Err(Unsent::Again(_)) => Err(Failure::Connect("the new connection closed before the request".into())),
             Err(Unsent::Failed(e)) => Err(Failure::Http(e)),
@@ -277,23 +314,53 @@ impl HyperClient {
 
     /// This runtime's pool.
     fn pool(&self) -> MutexGuard<'_, Pool> {
-        let pool = &self.pools[workers::current() % self.pools.len()];
-        pool.lock().unwrap_or_else(PoisonError::into_inner)
+        pool_of(&self.pools)
     }
 
     /// A connection to `origin` ready for a request: HTTP/2's shared one,
-    /// or the most recently kept HTTP/1.1 one.
-    fn checkout(&self, origin: &Origin) -> Option<Sender> {
+    /// or the most recently kept HTTP/1.1 one (ours if `own`, else hyper's).
+    fn checkout(&self, origin: &Origin, own: bool) -> Option<Sender> {
         let mut pool = self.pool();
         let kept = pool.get_mut(origin)?;
-        kept.retain(|k| !k.sender.is_closed());
-        let at = kept.iter().rposition(|k| k.sender.is_ready())?;
+        kept.retain_mut(|k| !k.sender.is_closed());
+        let at = kept.iter().rposition(|k| k.sender.is_ready() && matches!(k.sender, Sender::Own(_)) == own)?;
         match &mut kept[at] {
             Kept { sender: Sender::Http2(shared), idle_since } => {
                 *idle_since = None; // in use: the reaper starts its idle time again
                 Some(Sender::Http2(shared.clone()))
             }
-            Kept { sender: Sender::Http1(_), .. } => Some(kept.remove(at).sender),
+            Kept { sender: Sender::Http1(_) | Sender::Own(_), .. } => Some(kept.remove(at).sender),
+        }
+    }
+
+    /// One exchange without a request body on a connection of ours: a kept
+    /// one if there is one, else a new one.
+    async fn exchange_own(
+        &self,
+        mut req: Request<NodeBody>,
+        origin: Origin,
+        opts: &UpstreamOptions,
+    ) -> Result<Response<NodeStream>, Failure> {
+        if let Some(Sender::Own(conn)) = self.checkout(&origin, true) {
+            match conn.send(&mut req).await {
+                Ok(resp) => return Ok(resp.map(NodeStream::Origin)),
+                // The kept connection had closed: a new one takes the request.
+                Err(failed) if failed.unsent => {}
+                Err(failed) => return Err(Failure::Origin(failed.why)),
+            }
+        }
+        // Boxed: the cold path (connect, TLS) is most of the state.
+        let stream = Box::pin(self.open_stream(&origin, opts.connect_timeout)).await?;
+        self.reaper.call_once(|| reap(Arc::downgrade(&self.pools), self.limits.idle_timeout));
+        let home = (self.limits.max_idle_per_origin > 0).then(|| Home {
+            pools: self.pools.clone(),
+            origin,
+            max_idle: self.limits.max_idle_per_origin,
+        });
+        let conn = origin_h1::Conn::new(stream, Open::new(self.connections.clone()), home);
+        match conn.send(&mut req).await {
+            Ok(resp) => Ok(resp.map(NodeStream::Origin)),
+            Err(failed) => Err(Failure::Origin(failed.why)),
         }
     }
 
@@ -304,7 +371,7 @@ impl HyperClient {
         }
         if let Sender::Http2(_) = &sender
             && let Some(kept) = self.pool().get(&origin)
-            && kept.iter().any(|k| matches!(k.sender, Sender::Http2(_)) && !k.sender.is_closed())
+            && kept.iter().any(|k| matches!(&k.sender, Sender::Http2(s) if !s.is_closed()))
         {
             return; // the shared one is already kept
         }
@@ -317,8 +384,36 @@ impl HyperClient {
         }
     }
 
-    /// A new connection to `origin`; `upgrades`: one that may become a tunnel.
+    /// A new connection to `origin`, TLS or not, for hyper's client;
+    /// `upgrades`: one that may become a tunnel.
     async fn connect(&self, origin: &Origin, timeout: Duration, upgrades: bool) -> Result<Sender, Failure> {
+        let stream = self.open_stream(origin, timeout).await?;
+        let io = CountedIo { io: TokioIo::new(stream), _open: Open::new(self.connections.clone()) };
+        if origin.http2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX))
+                .handshake(io)
+                .await
+                .map_err(Failure::Http)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "origin connection (HTTP/2) ended with an error");
+                }
+            });
+            return Ok(Sender::Http2(sender));
+        }
+        let (sender, conn) = http1::Builder::new().max_buf_size(MAX_HEAD).handshake(io).await.map_err(Failure::Http)?;
+        tokio::spawn(async move {
+            let ended = if upgrades { conn.with_upgrades().await } else { conn.await };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "origin connection ended with an error");
+            }
+        });
+        Ok(Sender::Http1(sender))
+    }
+
+    /// A new byte stream to `origin`: TCP, then TLS for https.
+    async fn open_stream(&self, origin: &Origin, timeout: Duration) -> Result<Box<dyn Stream>, Failure> {
         let host = origin.authority.host();
         let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         let port = origin.authority.port_u16().unwrap_or(if origin.https { 443 } else { 80 });
@@ -328,7 +423,7 @@ impl HyperClient {
             Ok(Ok(tcp)) => tcp,
         };
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = if origin.https {
+        Ok(if origin.https {
             let profile = origin.profile.as_ref().and_then(|p| self.profiles.load().get(p).cloned());
             let connector = match (&profile, origin.http2) {
                 (Some(p), _) => &p.connector,
@@ -347,30 +442,7 @@ impl HyperClient {
             Box::new(tls)
         } else {
             Box::new(tcp)
-        };
-        let io = CountedIo::new(TokioIo::new(stream), self.connections.clone());
-        if origin.http2 {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .max_header_list_size(u32::try_from(MAX_RESPONSE_HEAD).unwrap_or(u32::MAX))
-                .handshake(io)
-                .await
-                .map_err(Failure::Http)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "origin connection (HTTP/2) ended with an error");
-                }
-            });
-            return Ok(Sender::Http2(sender));
-        }
-        let (sender, conn) =
-            http1::Builder::new().max_buf_size(MAX_RESPONSE_HEAD).handshake(io).await.map_err(Failure::Http)?;
-        tokio::spawn(async move {
-            let ended = if upgrades { conn.with_upgrades().await } else { conn.await };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "origin connection ended with an error");
-            }
-        });
-        Ok(Sender::Http1(sender))
+        })
     }
 }
 
@@ -425,6 +497,8 @@ async fn send(sender: Sender, req: Request<NodeBody>) -> Result<(Response<Incomi
             // HTTP/2 takes an absolute URI (its `:scheme` and `:authority`).
             s.try_send_request(req).await.map(|r| (r, Sender::Http2(s))).map_err(unsent)
         }
+        // Not hyper's to send on (`checkout` gives ours only to ours): a new one takes it.
+        Sender::Own(_) => Err(Unsent::Again(Box::new(req))),
     }
 }
 
@@ -515,6 +589,7 @@ impl HttpClient for HyperClient {
                 (None, Failure::ConnectTimeout) => UpstreamError::ConnectTimeout,
                 (None, Failure::Connect(why)) => UpstreamError::Connect(why),
                 (None, Failure::Http(e)) => UpstreamError::Protocol(chain(&e)),
+                (None, Failure::Origin(why)) => UpstreamError::Protocol(why),
             }),
         }
     }
@@ -526,32 +601,32 @@ impl std::fmt::Display for Failure {
             Self::Connect(why) => f.write_str(why),
             Self::ConnectTimeout => f.write_str("timed out connecting"),
             Self::Http(e) => f.write_str(&chain(e)),
+            Self::Origin(why) => f.write_str(why),
         }
     }
 }
 
-/// A byte stream to an origin, plain or TLS.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
-
 /// A connection to an origin, counted open until dropped.
-struct CountedIo<T> {
-    io: T,
-    connections: Arc<Connections>,
-}
+pub(super) struct Open(Arc<Connections>);
 
-impl<T> CountedIo<T> {
-    fn new(io: T, connections: Arc<Connections>) -> Self {
+impl Open {
+    pub(super) fn new(connections: Arc<Connections>) -> Self {
         connections.open.fetch_add(1, Ordering::Relaxed);
         connections.opened.fetch_add(1, Ordering::Relaxed);
-        Self { io, connections }
+        Self(connections)
     }
 }
 
-impl<T> Drop for CountedIo<T> {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.connections.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// hyper's connection to an origin, counted open.
+struct CountedIo<T> {
+    io: T,
+    _open: Open,
 }
 
 impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for CountedIo<T> {
