@@ -1,9 +1,11 @@
-//! Outbound HTTP for the node: HTTP/1.1 (or HTTP/2 for a service that
-//! asks) over hyper's connection API, with our own pool of kept-alive
-//! connections per origin (scheme, host and port, protocol, TLS profile).
-//! An HTTP/1.1 connection goes back to the pool as soon as its response
-//! head arrives, and is handed out again once hyper says it is ready for
-//! the next request (its previous response read to the end); an HTTP/2
+//! Outbound HTTP for the node, with our own pool of kept-alive connections
+//! per origin (scheme, host and port, protocol, TLS profile). A request
+//! without a body goes on our own HTTP/1.1 client (`origin_h1`), in the
+//! task that serves the client; its connection goes back to the pool once
+//! the response body is read. Other requests (a body, an upgrade) and
+//! HTTP/2 go over hyper's connection API: an HTTP/1.1 connection of
+//! hyper's goes back as soon as its response head arrives, and is handed
+//! out again once hyper says it is ready for the next request; an HTTP/2
 //! connection stays in the pool and carries many requests at once. HTTPS
 //! origins go over rustls, verified against the system's roots (which
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` can replace) or a service's own
