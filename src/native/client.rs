@@ -30,6 +30,7 @@ use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
@@ -279,14 +280,14 @@ impl HyperClient {
         opts: &UpstreamOptions,
     ) -> Result<Response<NodeStream>, Failure> {
         let origin = origin_form(&mut req, opts)?;
-        if !opts.http2 && origin_h1::carries(&req) && !req.headers().contains_key(UPGRADE) {
+        if !opts.http2 && origin_h1::carries(&req) {
             return self.exchange_own(req, origin, opts).await;
         }
         if req.headers().contains_key(UPGRADE) {
             // Its own connection, never pooled: it becomes the tunnel.
             let sender = Box::pin(self.connect(&origin, opts.connect_timeout, true)).await?;
             return match send(sender, req).await {
-                Ok((resp, _)) => Ok(resp.map(NodeStream::Hyper)),
+                Ok((resp, _)) => Ok(resp.map(Either::Left)),
                 Err(Unsent::Again(_)) => Err(Failure::Connect("the new connection closed before the request".into())),
                 Err(Unsent::Failed(e)) => Err(Failure::Http(e)),
             };
@@ -295,7 +296,7 @@ impl HyperClient {
             match send(sender, req).await {
                 Ok((resp, sender)) => {
                     self.keep(origin, sender);
-                    return Ok(resp.map(NodeStream::Hyper));
+                    return Ok(resp.map(Either::Left));
                 }
                 // Not sent (the connection closed as it was taken): a new one takes it.
                 Err(Unsent::Again(unsent)) => req = *unsent,
@@ -307,7 +308,7 @@ impl HyperClient {
         match send(sender, req).await {
             Ok((resp, sender)) => {
                 self.keep(origin, sender);
-                Ok(resp.map(NodeStream::Hyper))
+                Ok(resp.map(Either::Left))
             }
             Err(Unsent::Again(_)) => Err(Failure::Connect("the new connection closed before the request".into())),
             Err(Unsent::Failed(e)) => Err(Failure::Http(e)),
@@ -345,7 +346,7 @@ impl HyperClient {
     ) -> Result<Response<NodeStream>, Failure> {
         if let Some(Sender::Own(conn)) = self.checkout(&origin, true) {
             match conn.send(&mut req).await {
-                Ok(resp) => return Ok(resp.map(NodeStream::Origin)),
+                Ok(resp) => return Ok(resp.map(Either::Right)),
                 // The kept connection had closed: a new one takes the request.
                 Err(failed) if failed.unsent => {}
                 Err(failed) => return Err(Failure::Origin(failed.why)),
@@ -361,7 +362,7 @@ impl HyperClient {
         });
         let conn = origin_h1::Conn::new(stream, Open::new(self.connections.clone()), home);
         match conn.send(&mut req).await {
-            Ok(resp) => Ok(resp.map(NodeStream::Origin)),
+            Ok(resp) => Ok(resp.map(Either::Right)),
             Err(failed) => Err(Failure::Origin(failed.why)),
         }
     }

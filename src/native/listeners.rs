@@ -29,7 +29,7 @@ use super::protocol::{self, Connection, Protocol};
 use super::server::Node;
 use super::tls::{self, Resumption, Served};
 use super::tunnel::{self, Ends};
-use super::{NodeBody, NodeStream, proxy_protocol};
+use super::{NodeBody, proxy_protocol};
 use crate::body::{BodyFailure, BodyProbe, Logged};
 use crate::config::acme::Challenge;
 use crate::config::{Config, ConfigErrors, Listener};
@@ -620,7 +620,7 @@ async fn handle(
     let client_side = req.headers().contains_key(UPGRADE).then(|| hyper::upgrade::on(&mut req));
     let probe = Arc::new(BodyProbe::default());
     let http1 = req.version() < http::Version::HTTP_2;
-    let req = req.map(|body| NodeBody::stream(NodeStream::Hyper(body), Some(probe.clone())));
+    let req = req.map(|body| NodeBody::stream(http_body_util::Either::Left(body), Some(probe.clone())));
     let mut exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
     if http1 && probe.failure() == Some(BodyFailure::ClientFailed) {
         // Its framing broke off: hyper closes the connection after this

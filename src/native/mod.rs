@@ -48,42 +48,10 @@ use std::sync::Arc;
 /// The node's body: streamed (see [`NodeStream`]), or bytes the gateway made.
 pub(crate) type NodeBody = crate::body::GatewayBody<NodeStream>;
 
-/// A body the node streams: hyper's (a client's request, an origin's
-/// response over hyper's client), or an origin's response read by our own
-/// HTTP/1.1 client.
-pub(crate) enum NodeStream {
-    Hyper(hyper::body::Incoming),
-    Origin(origin_h1::Body),
-}
-
-impl http_body::Body for NodeStream {
-    type Data = bytes::Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            NodeStream::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
-            NodeStream::Origin(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            NodeStream::Hyper(b) => b.is_end_stream(),
-            NodeStream::Origin(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            NodeStream::Hyper(b) => b.size_hint(),
-            NodeStream::Origin(b) => b.size_hint(),
-        }
-    }
-}
+/// A body the node streams: hyper's (`Left`: a client's request, an
+/// origin's response over hyper's client), or an origin's response read by
+/// our own HTTP/1.1 client (`Right`).
+pub(crate) type NodeStream = http_body_util::Either<hyper::body::Incoming, origin_h1::Body>;
 
 /// Keys the in-memory store holds at most (rate-limit and cache entries).
 const MEMORY_KV_ENTRIES: usize = 1_000_000;

@@ -20,12 +20,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::client::{Home, Open};
+use crate::shared::headers::has_token;
 
 /// A byte stream to an origin, plain or TLS.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
@@ -69,9 +70,13 @@ impl Failed {
     }
 }
 
-/// Whether this path can carry `req` (else hyper's client does).
+/// Whether this path can carry `req`: no body, no upgrade (else hyper's
+/// client does).
 pub(super) fn carries<B: http_body::Body>(req: &Request<B>) -> bool {
-    req.body().is_end_stream() && req.version() != Version::HTTP_10 && req.method() != Method::CONNECT
+    req.body().is_end_stream()
+        && req.version() != Version::HTTP_10
+        && req.method() != Method::CONNECT
+        && !req.headers().contains_key(UPGRADE)
 }
 
 impl Conn {
@@ -168,8 +173,7 @@ impl Conn {
             if wire.read.len() >= MAX_HEAD {
                 return Err(Failed::new("message head is too large"));
             }
-            wire.read.reserve(READ_AT_LEAST);
-            match wire.io.read_buf(&mut wire.read).await {
+            match std::future::poll_fn(|cx| wire.poll_fill(cx)).await {
                 Ok(0) => return Err(Failed::new("connection closed before message completed")),
                 Ok(_) => {}
                 Err(e) => return Err(Failed::new(format!("reading the response: {e}"))),
@@ -339,11 +343,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         }
     }
     length
-}
-
-/// Whether a comma-separated header value has `token` (ASCII case aside).
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// How much of a response body is left to read.

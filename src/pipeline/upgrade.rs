@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::{Ctx, Flow, Gateway, Outcome};
 use crate::ports::{Body, HttpClient, Ports, UpgradeSlot};
+use crate::shared::headers::has_token;
 use crate::shared::problem::{Answer, Problem, Source};
 
 /// Why an upgrade is refused before it reaches an origin.
@@ -57,12 +58,8 @@ pub(crate) struct Tunnel {
 
 /// Whether a request asks for a WebSocket upgrade (RFC 6455 §4.1).
 pub(crate) fn is_websocket(method: &Method, headers: &HeaderMap) -> bool {
-    let tokens = |name| {
-        headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
-    };
-    method == Method::GET
-        && tokens(UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket"))
-        && tokens(CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    let lists = |name, token| headers.get_all(name).iter().any(|v| has_token(v, token));
+    method == Method::GET && lists(UPGRADE, "websocket") && lists(CONNECTION, "upgrade")
 }
 
 pub(crate) async fn phase<P: Ports>(

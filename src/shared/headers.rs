@@ -23,6 +23,12 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Whether a comma-separated header value lists `token` (ASCII case aside):
+/// `Connection`'s options, `Upgrade`'s protocols.
+pub(crate) fn has_token(value: &http::HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// The value of the first cookie called `name` (trimmed, unquoted; perhaps
 /// empty), from any `Cookie` header.
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
