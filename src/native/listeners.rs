@@ -25,7 +25,8 @@ use tokio::sync::watch;
 
 use super::acme::{self, Acme};
 use super::conn::{Activity, ConnectionLimits, Gate, InFlight, Slot, Tracked, supervise};
-use super::protocol::{self, Connection, Protocol};
+use super::downstream_h1;
+use super::protocol::{self, Connection, FastHandler, Handlers, Protocol};
 use super::server::Node;
 use super::tls::{self, Resumption, Served};
 use super::tunnel::{self, Ends};
@@ -392,14 +393,15 @@ impl Accepted {
                 None => return,
             }
         }
-        let builders = connection_builders(&node.gateway.load().config, node.header_read_timeout, gate.limits());
+        let (builders, fast_settings) =
+            connection_builders(&node.gateway.load().config, node.header_read_timeout, gate.limits());
         let listener = Some(settings.name.clone());
         let draining = node.draining();
         let outcome = match &settings.tls {
             None => {
                 let downstream = Downstream { peer: client, scheme: Scheme::Http, listener, tls: None };
-                let service = service(&node, downstream, &activity);
-                let conn = std::pin::pin!(Connection::new(stream, service, builders));
+                let handlers = handlers(&node, downstream, &activity, fast_settings);
+                let conn = std::pin::pin!(Connection::new(stream, handlers, builders));
                 supervise(conn, &activity, gate, draining, CLOSE_GRACE).await
             }
             Some(tls) => {
@@ -414,8 +416,8 @@ impl Accepted {
                 let (info, h2) = (tls::info(stream.get_ref().1), tls::is_h2(stream.get_ref().1));
                 let downstream =
                     Downstream { peer: client, scheme: Scheme::Https, listener, tls: Some(Arc::new(info)) };
-                let service = service(&node, downstream, &activity);
-                let conn = std::pin::pin!(Protocol::new(stream, h2, service, builders));
+                let handlers = handlers(&node, downstream, &activity, fast_settings);
+                let conn = std::pin::pin!(Protocol::new(stream, h2, handlers, builders));
                 supervise(conn, &activity, gate, draining, CLOSE_GRACE).await
             }
         };
@@ -439,17 +441,31 @@ async fn before_request<T>(step: impl Future<Output = T>, activity: &Activity, g
     }
 }
 
-/// The hyper service of one connection: each request through the core.
-fn service(
+/// How one connection's requests go through the core: hyper's service, and
+/// the same for the HTTP/1.1 fast path (whose requests have no body).
+fn handlers(
     node: &Arc<Node>,
     downstream: Downstream,
     activity: &Arc<Activity>,
-) -> impl hyper::service::Service<Request<Incoming>, Response = Response<LoggedBody>, Error = Infallible, Future: Send>
-+ Clone
-+ Unpin
-+ use<> {
-    let (node, tracked) = (node.clone(), activity.clone());
-    service_fn(move |req| handle(node.clone(), downstream.clone(), tracked.begin(), req))
+    fast_settings: downstream_h1::Settings,
+) -> Handlers<
+    impl hyper::service::Service<Request<Incoming>, Response = Response<LoggedBody>, Error = Infallible, Future: Send>
+    + Unpin
+    + use<>,
+    impl FastHandler<LoggedBody> + use<>,
+> {
+    let (hyper_node, hyper_downstream, tracked) = (node.clone(), downstream.clone(), activity.clone());
+    let service = service_fn(move |req: Request<Incoming>| {
+        let probe = Arc::new(BodyProbe::default());
+        let req = req.map(|body| NodeBody::stream(http_body_util::Either::Left(body), Some(probe.clone())));
+        let answer = handle(hyper_node.clone(), hyper_downstream.clone(), tracked.begin(), req, probe);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let (node, activity) = (node.clone(), activity.clone());
+    // Nothing is ever counted into it: the fast path's requests have no body.
+    let no_body = Arc::new(BodyProbe::default());
+    let fast = move |req| handle(node.clone(), downstream.clone(), activity.begin(), req, no_body.clone());
+    Handlers { service, fast, fast_settings }
 }
 
 /// Accepts once there is room for another connection. A full node that
@@ -561,20 +577,26 @@ const H2_PENDING_RESETS: usize = 20;
 const H2_ERROR_RESETS: usize = 256;
 
 /// hyper's own head limits sit above the config's, as a backstop: within
-/// them the core answers with a problem body, beyond them hyper answers 431.
+/// them the core answers with a problem body, beyond them hyper answers
+/// 431. The HTTP/1.1 fast path keeps to the same bounds.
 fn connection_builders(
     config: &Config,
     header_read_timeout: Duration,
     limits: &ConnectionLimits,
-) -> protocol::Builders {
+) -> (protocol::Builders, downstream_h1::Settings) {
     let g = &config.gateway;
     let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
+    let fast = downstream_h1::Settings {
+        max_buf: head_bytes.saturating_add(16 << 10).max(8192),
+        max_headers: g.max_header_count as usize + 32,
+        header_read_timeout,
+    };
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .max_buf_size(head_bytes.saturating_add(16 << 10).max(8192))
-        .max_headers(g.max_header_count as usize + 32);
+        .max_buf_size(fast.max_buf)
+        .max_headers(fast.max_headers);
     // HTTP/2 bounds, explicit (tests/node/h2_abuse.rs floods each): streams
     // at once, windows and the send buffer per connection, streams a client
     // may reset before they are taken up, resets its protocol errors may
@@ -592,7 +614,7 @@ fn connection_builders(
         .max_local_error_reset_streams(H2_ERROR_RESETS)
         .enable_connect_protocol()
         .max_header_list_size(u32::try_from(head_bytes.saturating_add(16 << 10)).unwrap_or(u32::MAX));
-    protocol::Builders { http1, http2 }
+    (protocol::Builders { http1, http2 }, fast)
 }
 
 /// The response body type: counted, logged when done, its request in
@@ -603,8 +625,9 @@ async fn handle(
     node: Arc<Node>,
     downstream: Downstream,
     mut in_flight: InFlight,
-    mut req: Request<Incoming>,
-) -> Result<Response<LoggedBody>, Infallible> {
+    mut req: Request<NodeBody>,
+    probe: Arc<BodyProbe>,
+) -> Response<LoggedBody> {
     if req.uri().path().starts_with(acme::HTTP01_PREFIX)
         && let Some(key_authorization) = node.listeners.acme.http01(req.uri().path(), &node.ports.kv).await
     {
@@ -612,15 +635,13 @@ async fn handle(
         in_flight.answered();
         let mut answer = Response::new(NodeBody::from(bytes::Bytes::from(key_authorization)));
         answer.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-        return Ok(answer.map(|body| Tracked::new(Logged::unlogged(body), in_flight)));
+        return answer.map(|body| Tracked::new(Logged::unlogged(body), in_flight));
     }
     let counted = node.metrics.begin();
     let gateway = node.gateway.load_full();
     let extended_connect = tunnel::from_extended_connect(&mut req);
     let client_side = req.headers().contains_key(UPGRADE).then(|| hyper::upgrade::on(&mut req));
-    let probe = Arc::new(BodyProbe::default());
     let http1 = req.version() < http::Version::HTTP_2;
-    let req = req.map(|body| NodeBody::stream(http_body_util::Either::Left(body), Some(probe.clone())));
     let mut exchange = pipeline::handle(&gateway, &*node.ports, req, downstream).await;
     if http1 && probe.failure() == Some(BodyFailure::ClientFailed) {
         // Its framing broke off: hyper closes the connection after this
@@ -647,7 +668,7 @@ async fn handle(
     let (mut response, mut log) = (exchange.response, exchange.log);
     let switched = response.extensions_mut().remove::<Tunnel>();
     let (Some(client), Some(tunnel)) = (client_side, switched) else {
-        return Ok(response.map(|body| Tracked::new(Logged::new(body, log, probe, Some(emit)), in_flight)));
+        return response.map(|body| Tracked::new(Logged::new(body, log, probe, Some(emit)), in_flight));
     };
     let origin = hyper::upgrade::on(&mut response);
     if extended_connect {
@@ -656,5 +677,5 @@ async fn handle(
     log.finish(system_clock::monotonic(), probe.bytes(), 0);
     let ends = Ends { client, origin, drain: node.draining(), drain_timeout: node.drain_timeout };
     tokio::spawn(tunnel::carry(ends, tunnel, *log, emit));
-    Ok(response.map(|body| Tracked::new(Logged::unlogged(body), in_flight)))
+    response.map(|body| Tracked::new(Logged::unlogged(body), in_flight))
 }

@@ -13,6 +13,7 @@ mod breaker;
 pub mod client;
 pub mod conn;
 pub mod consumers;
+mod downstream_h1;
 mod grpc_web;
 mod listeners;
 pub(crate) mod metrics;
