@@ -8,6 +8,8 @@
 mod acme;
 #[path = "node/cache.rs"]
 mod cache;
+#[path = "node/fast_path.rs"]
+mod fast_path;
 #[path = "node/grpc.rs"]
 mod grpc;
 #[path = "node/h2_abuse.rs"]
