@@ -48,11 +48,11 @@ const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 /// larger ones go out in a vectored write.
 const COPY_AT_MOST: usize = 4096;
 
-/// The bounds hyper's server is built with (`listeners::connection_builders`).
+/// The bounds hyper's server is built with (`listeners::connection_builders`)
+/// that the fast path applies too. (hyper's `max_buf_size` is never below
+/// 8 KiB, and a head longer than that is hyper's to read.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
-    /// `max_buf_size`: a head must be complete within it.
-    pub(crate) max_buf: usize,
     /// `max_headers`: header lines in a head.
     pub(crate) max_headers: usize,
     /// `header_read_timeout`: from when a head is awaited to its end.

@@ -586,16 +586,12 @@ fn connection_builders(
 ) -> (protocol::Builders, downstream_h1::Settings) {
     let g = &config.gateway;
     let head_bytes = usize::try_from(g.max_header_size).unwrap_or(usize::MAX);
-    let fast = downstream_h1::Settings {
-        max_buf: head_bytes.saturating_add(16 << 10).max(8192),
-        max_headers: g.max_header_count as usize + 32,
-        header_read_timeout,
-    };
+    let fast = downstream_h1::Settings { max_headers: g.max_header_count as usize + 32, header_read_timeout };
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .max_buf_size(fast.max_buf)
+        .max_buf_size(head_bytes.saturating_add(16 << 10).max(8192))
         .max_headers(fast.max_headers);
     // HTTP/2 bounds, explicit (tests/node/h2_abuse.rs floods each): streams
     // at once, windows and the send buffer per connection, streams a client

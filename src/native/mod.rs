@@ -15,6 +15,8 @@ pub mod conn;
 pub mod consumers;
 mod downstream_h1;
 mod grpc_web;
+#[cfg(test)]
+mod h1_fields;
 mod listeners;
 pub(crate) mod metrics;
 mod origin_h1;

@@ -101,14 +101,12 @@ where
     S: HttpService<Incoming>,
 {
     /// Serves `io` in HTTP/2, or in HTTP/1.1 on the fast path.
-    pub(crate) fn new<F, Fut>(io: IO, http2: bool, handlers: Handlers<S, F>, builders: Builders) -> Self
+    pub(crate) fn new<F>(io: IO, http2: bool, handlers: Handlers<S, F>, builders: Builders) -> Self
     where
-        S::ResBody: 'static,
+        S::ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
         <S::ResBody as Body>::Error: Into<BoxError>,
         TokioExecutor: Http2ServerConnExec<S::Future, S::ResBody>,
-        F: FnMut(Request<NodeBody>) -> Fut + Send + 'static,
-        Fut: Future<Output = Response<S::ResBody>> + Send + 'static,
-        S::ResBody: Body<Data = Bytes> + Unpin + Send,
+        F: FastHandler<S::ResBody>,
     {
         let Handlers { service, fast, fast_settings } = handlers;
         if http2 {
