@@ -123,7 +123,8 @@ mod cli {
         /// Time in-flight requests get to finish after SIGTERM/SIGINT.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: Duration,
-        /// Time a client may take to send a request head.
+        /// Time a client may take to send an HTTP/1.1 request head, from
+        /// when one is awaited (a kept connection idle this long closes too).
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         header_read_timeout: Duration,
         /// Shared state (rate limits, key sets): `memory`, or a Redis URL

@@ -38,8 +38,9 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
-    /// How long a client may take to send a request head once it started
-    /// one (a slow drip of header bytes).
+    /// How long a client may take to send an HTTP/1.1 request head, from
+    /// when one is awaited (a slow drip of header bytes; a kept connection
+    /// idle this long closes too, as hyper's server does it).
     pub header_read_timeout: Duration,
     /// Bounds on client connections.
     pub connections: ConnectionLimits,

@@ -64,25 +64,30 @@ async fn pipelined_requests_are_answered_in_order_and_close_asked_closes() {
 }
 
 /// hyper's header-read deadline runs from when a head is awaited: a kept
-/// connection idle that long is closed (the idle deadline is longer), and
-/// so is one that began a head and stopped, without an answer.
+/// connection idle that long is closed (the idle deadline is longer), on
+/// the fast path as on hyper's server (a request with a body moved it
+/// there), and so is one that began a head and stopped, without an answer.
 #[tokio::test]
 async fn the_header_read_deadline_holds_idle_and_mid_head() {
     let origin = Origin::start("127.0.0.1:0").await.unwrap();
     let node = node(&origin, &["--header-read-timeout", "1s", "--workers", "1"]);
 
-    let mut kept = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    kept.write_all(b"GET /echo/kept HTTP/1.1\r\nhost: gw.test\r\n\r\n").await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = kept.read(&mut answer).await.unwrap();
-    assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK"), "{}", String::from_utf8_lossy(&answer[..n]));
-    let idle = Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut rest))
-        .await
-        .expect("an idle kept connection outlived the header-read deadline")
-        .unwrap();
-    assert!(idle.elapsed() >= Duration::from_millis(900), "closed after {:?}", idle.elapsed());
+    let fast = "GET /echo/kept HTTP/1.1\r\nhost: gw.test\r\n\r\n";
+    let hyper = "POST /echo/kept HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 2\r\n\r\nhi";
+    for (server, request) in [("the fast path", fast), ("hyper", hyper)] {
+        let mut kept = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        kept.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = kept.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK"), "{server}: {}", String::from_utf8_lossy(&answer[..n]));
+        let idle = Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("{server}: an idle kept connection outlived the header-read deadline"))
+            .unwrap();
+        assert!(idle.elapsed() >= Duration::from_millis(900), "{server}: closed after {:?}", idle.elapsed());
+    }
 
     let started = Instant::now();
     let answer = raw(node.addr, b"GET /echo/half HTTP/1.1\r\nhost: gw", Duration::from_secs(5)).await;
