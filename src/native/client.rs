@@ -576,7 +576,10 @@ impl HttpClient for HyperClient {
         req.body_mut().limit(opts.max_request_body);
         let probe = req.body().probe();
         let method = req.method().clone();
-        let answer = tokio::time::timeout(opts.request_timeout, self.exchange(req, opts)).await;
+        // Pinned where it is made: the timeout holds a pointer, not a copy of
+        // the exchange's state.
+        let exchange = std::pin::pin!(self.exchange(req, opts));
+        let answer = tokio::time::timeout(opts.request_timeout, exchange).await;
         match answer {
             Err(_) => Err(UpstreamError::Timeout(opts.request_timeout)),
             Ok(Ok(resp)) => {
