@@ -178,8 +178,7 @@ where
         let mut encoder = match encoded {
             Ok(encoder) => encoder,
             Err(Failed::Informational) => {
-                io.write_all(&write).await?;
-                io.flush().await?;
+                flush(&mut io, &mut write, None).await?;
                 return Err(Failed::Informational.into());
             }
             Err(e) => return Err(e.into()),
@@ -363,12 +362,11 @@ fn can_have_length(status: StatusCode) -> bool {
 /// connection allow; without it the head says `connection: close`.
 fn encode_head(
     parts: &mut http::response::Parts,
-    length: Option<Length>,
+    mut length: Option<Length>,
     method: &Method,
     keep_alive: bool,
     dst: &mut Vec<u8>,
 ) -> Result<Encoder, Failed> {
-    let mut length = length;
     if !keep_alive {
         let close = HeaderValue::from_static("close");
         match parts.headers.entry(CONNECTION) {
@@ -617,7 +615,7 @@ async fn send_body<IO, B>(
     read: &mut BytesMut,
     write: &mut Vec<u8>,
     encoder: &mut Encoder,
-    body: B,
+    mut body: B,
 ) -> Result<bool, BoxError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -625,7 +623,6 @@ where
     B::Error: Into<BoxError>,
 {
     let mut reuse = !encoder.last;
-    let mut body = body;
     // Nothing to write once the length is met: what is left of the body is dropped.
     while encoder.kind != Kind::Length(0) {
         let step = poll_fn(|cx| {
@@ -667,7 +664,8 @@ where
         }
         match &mut encoder.kind {
             Kind::Chunked => {
-                write.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+                // The size line in hex, written in place (no `String` a chunk).
+                std::io::Write::write_fmt(write, format_args!("{:X}\r\n", data.len()))?;
                 put(io, write, data).await?;
                 write.extend_from_slice(if end { b"\r\n0\r\n\r\n" } else { b"\r\n" });
             }
