@@ -229,16 +229,28 @@ where
     }
 }
 
+/// Where a finished access-log record goes: a home's metrics, traces and
+/// log line.
+pub(crate) trait Emit {
+    fn emit(self, log: &AccessLog);
+}
+
+impl Emit for fn(&AccessLog) {
+    fn emit(self, log: &AccessLog) {
+        self(log);
+    }
+}
+
 /// A response body, counted; its access-log record is handed to `emit`
 /// when the body is done (sent in full, failed, or dropped because the
 /// client went away).
-pub(crate) struct Logged<B, F: FnOnce(AccessLog)> {
+pub(crate) struct Logged<B, F: Emit> {
     inner: B,
     sent: u64,
     pending: Option<(Box<AccessLog>, Arc<BodyProbe>, F)>,
 }
 
-impl<B, F: FnOnce(AccessLog)> Logged<B, F> {
+impl<B, F: Emit> Logged<B, F> {
     /// `emit: None` turns logging off but keeps the type.
     pub(crate) fn new(inner: B, log: Box<AccessLog>, probe: Arc<BodyProbe>, emit: Option<F>) -> Self {
         Self { inner, sent: 0, pending: emit.map(|f| (log, probe, f)) }
@@ -255,7 +267,7 @@ impl<B, F> Body for Logged<B, F>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
-    F: FnOnce(AccessLog) + Unpin,
+    F: Emit + Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -285,11 +297,11 @@ where
     }
 }
 
-impl<B, F: FnOnce(AccessLog)> Drop for Logged<B, F> {
+impl<B, F: Emit> Drop for Logged<B, F> {
     fn drop(&mut self) {
         if let Some((mut log, probe, emit)) = self.pending.take() {
             log.finish(system_clock::monotonic(), probe.bytes(), self.sent);
-            emit(*log);
+            emit.emit(&log);
         }
     }
 }

@@ -151,9 +151,12 @@ impl<S: RawStore, H: HttpClient, W: Sleep> Ports for EdgePorts<S, H, W> {
     }
 }
 
+/// What a response body hands its finished record to: [`emit`].
+type Emitter = fn(&AccessLog);
+
 /// Writes a finished access-log line to stdout (Spin's component log).
 /// Successful requests are sampled (`gateway.access_log_sample`).
-fn emit(log: AccessLog) {
+fn emit(log: &AccessLog) {
     if !log.observed.logged {
         return;
     }
@@ -171,27 +174,27 @@ fn emit(log: AccessLog) {
 /// Spin closes a connection whose request body was left unread, and data
 /// still arriving then makes the kernel reset it, which can cut off the
 /// 413 on its way to the client.
-async fn buffer_unsized<B>(req: Request<B>, limit: u64) -> Result<Request<B>, UpstreamError>
+async fn buffer_unsized<B>(req: &mut Request<B>, limit: u64) -> Result<(), UpstreamError>
 where
     B: Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + Unpin,
 {
     if req.headers().contains_key(header::CONTENT_LENGTH) || req.body().is_end_stream() {
-        return Ok(req);
+        return Ok(());
     }
-    let (mut parts, mut body) = req.into_parts();
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    let buf = match read_body(&mut body, limit_bytes).await {
+    let buf = match read_body(req.body_mut(), limit_bytes).await {
         Ok(buf) => buf,
         Err(ReadBodyError::TooLarge(_)) => {
-            drain(&mut body, DRAIN_LIMIT).await;
+            drain(req.body_mut(), DRAIN_LIMIT).await;
             return Err(UpstreamError::BodyTooLarge { limit });
         }
         Err(read) => return Err(UpstreamError::ClientBody(read.to_string())),
     };
     if !buf.is_empty() {
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
+        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
     }
-    Ok(Request::from_parts(parts, B::from(buf)))
+    *req.body_mut() = B::from(buf);
+    Ok(())
 }
 
 /// Reads and discards what is left of a body, at most `limit` bytes more;

@@ -24,12 +24,11 @@ use spin_sdk::wit::wasi::keyvalue::{atomics, store as wstore};
 
 use super::registry::{self, FOLLOW_VARIABLE, TOKEN_VARIABLE};
 use super::{
-    CONFIG_TEXT, EdgePorts, buffer_unsized, config, downstream, emit, kv_error, misconfigured, refused, upstream_error,
-    variable_names,
+    CONFIG_TEXT, EdgePorts, Emitter, buffer_unsized, config, downstream, emit, kv_error, misconfigured, refused,
+    upstream_error, variable_names,
 };
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::{Config, Variables};
-use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
 use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions, checked_length};
@@ -121,7 +120,7 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let req = Request::from_parts(parts, EdgeBody::stream(body, Some(probe.clone())));
     let mut exchange = pipeline::handle(&gateway, &ports, req, downstream).await;
     exchange.log.config_us = config_us;
-    let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
+    let emit = gateway.config.gateway.access_log.then_some(emit as Emitter);
     respond(out, exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))).await;
     // The instance and its memory are discarded after this one request:
     // freeing the compiled config piece by piece would be work for nothing
@@ -232,7 +231,7 @@ where
 /// handed over, so Spin writes them together: written after it, Spin sends
 /// it on its own, and on a kept-alive connection Nagle holds it until the
 /// client's delayed ACK (+40 ms a request, measured on cache hits).
-async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, fn(AccessLog)>>) {
+async fn respond(out: ResponseOutparam, resp: Response<Logged<EdgeBody, Emitter>>) {
     let (parts, mut body) = resp.into_parts();
     let outgoing = OutgoingResponse::new(fields(&parts.headers));
     let _ = outgoing.set_status_code(parts.status.as_u16());
@@ -322,7 +321,7 @@ impl HttpClient for SpinHttp {
         EdgeBody::prefixed(prefix, rest)
     }
 
-    async fn prepare(&self, req: Request<EdgeBody>, limit: u64) -> Result<Request<EdgeBody>, UpstreamError> {
+    async fn prepare(&self, req: &mut Request<EdgeBody>, limit: u64) -> Result<(), UpstreamError> {
         buffer_unsized(req, limit).await
     }
 

@@ -18,11 +18,11 @@ use spin_sdk::wasip3::http_compat::{IncomingRequestBody, IncomingResponseBody, R
 
 use super::registry::{self, FOLLOW_VARIABLE, TOKEN_VARIABLE};
 use super::{
-    EdgePorts, buffer_unsized, config, downstream, emit, kv_error, misconfigured, upstream_error, variable_names,
+    EdgePorts, Emitter, buffer_unsized, config, downstream, emit, kv_error, misconfigured, upstream_error,
+    variable_names,
 };
 use crate::body::{BodyProbe, GatewayBody, Logged};
 use crate::config::{Config, Variables};
-use crate::pipeline::log::AccessLog;
 use crate::pipeline::{self, Gateway, rate_limit};
 use crate::ports::enveloped::{Enveloped, RawStore, Swap};
 use crate::ports::{HttpClient, KvError, UpstreamError, UpstreamOptions, checked_length};
@@ -214,7 +214,7 @@ async fn first(ports: &SpinPorts, now: Duration) -> (Result<Arc<Gateway>, String
 
 /// The component's entry point: one request, start to finish.
 #[spin_sdk::http_service]
-async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
+async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, Emitter>> {
     let (mut parts, body) = req.into_parts();
     let downstream = downstream(&mut parts.headers, parts.uri.scheme_str());
     let ports = ports();
@@ -243,7 +243,7 @@ async fn handle(req: SpinRequest) -> Response<Logged<EdgeBody, fn(AccessLog)>> {
         spin_sdk::wasip3::spawn(async move { rate_limit::watch_leases(&gateway, &ports).await });
     }
     exchange.log.config_us = config_us;
-    let emit = gateway.config.gateway.access_log.then_some(emit as fn(AccessLog));
+    let emit = gateway.config.gateway.access_log.then_some(emit as Emitter);
     exchange.response.map(|body| Logged::new(body, exchange.log, probe, emit))
 }
 
@@ -273,7 +273,7 @@ impl HttpClient for SpinHttp {
         EdgeBody::prefixed(prefix, rest)
     }
 
-    async fn prepare(&self, req: Request<EdgeBody>, limit: u64) -> Result<Request<EdgeBody>, UpstreamError> {
+    async fn prepare(&self, req: &mut Request<EdgeBody>, limit: u64) -> Result<(), UpstreamError> {
         buffer_unsized(req, limit).await
     }
 

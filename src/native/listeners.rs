@@ -30,8 +30,8 @@ use super::protocol::{self, Connection, FastHandler, Handlers, Protocol};
 use super::server::Node;
 use super::tls::{self, Resumption, Served};
 use super::tunnel::{self, Ends};
-use super::{NodeBody, proxy_protocol};
-use crate::body::{BodyFailure, BodyProbe, Logged};
+use super::{NodeBody, metrics, proxy_protocol};
+use crate::body::{BodyFailure, BodyProbe, Emit, Logged};
 use crate::config::acme::Challenge;
 use crate::config::{Config, ConfigErrors, Listener};
 use crate::pipeline::log::AccessLog;
@@ -615,7 +615,31 @@ fn connection_builders(
 
 /// The response body type: counted, logged when done, its request in
 /// flight until then.
-type LoggedBody = Tracked<Logged<NodeBody, Box<dyn FnOnce(AccessLog) + Send + Sync>>>;
+type LoggedBody = Tracked<Logged<NodeBody, Finished>>;
+
+/// What a finished request's record feeds: its metrics (and the in-flight
+/// gauge it leaves), its trace, and the access-log line.
+pub(crate) struct Finished {
+    node: Arc<Node>,
+    counted: Option<metrics::InFlight>,
+    series: Option<Arc<metrics::Series>>,
+    access_log: bool,
+}
+
+impl Emit for Finished {
+    fn emit(self, log: &AccessLog) {
+        drop(self.counted);
+        if let Some(series) = &self.series {
+            self.node.metrics.request(log, series);
+        }
+        if let Some(tracer) = &self.node.tracer {
+            tracer.export(log);
+        }
+        if self.access_log && log.observed.logged {
+            self.node.log.write(log);
+        }
+    }
+}
 
 async fn handle(
     node: Arc<Node>,
@@ -645,22 +669,9 @@ async fn handle(
         exchange.response.headers_mut().insert(CONNECTION, http::HeaderValue::from_static("close"));
     }
     in_flight.answered();
-    let access_log = gateway.config.gateway.access_log;
-    let series = node.metrics.series(&gateway);
     // When the body (or an upgraded connection) is done: metrics, spans, and the log line.
-    let done = node.clone();
-    let emit: Box<dyn FnOnce(AccessLog) + Send + Sync> = Box::new(move |log: AccessLog| {
-        drop(counted);
-        if let Some(series) = &series {
-            done.metrics.request(&log, series);
-        }
-        if let Some(tracer) = &done.tracer {
-            tracer.export(&log);
-        }
-        if access_log && log.observed.logged {
-            done.log.write(&log);
-        }
-    });
+    let series = node.metrics.series(&gateway);
+    let emit = Finished { node: node.clone(), counted, series, access_log: gateway.config.gateway.access_log };
     let (mut response, mut log) = (exchange.response, exchange.log);
     let switched = response.extensions_mut().remove::<Tunnel>();
     let (Some(client), Some(tunnel)) = (client_side, switched) else {

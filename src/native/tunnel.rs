@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::body::Emit;
 use crate::pipeline::log::{AccessLog, micros};
 use crate::pipeline::upgrade::Tunnel;
 use crate::shared::entropy::Entropy;
@@ -68,7 +69,7 @@ pub(crate) struct Ends {
 
 /// Carries the bytes, then writes the request's log line (its response
 /// head already counted: `log` is finished up to it).
-pub(crate) async fn carry(ends: Ends, tunnel: Tunnel, mut log: AccessLog, emit: impl FnOnce(AccessLog)) {
+pub(crate) async fn carry(ends: Ends, tunnel: Tunnel, mut log: AccessLog, emit: impl Emit) {
     let opened = Instant::now();
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let ended = match tokio::try_join!(ends.client, ends.origin) {
@@ -86,7 +87,7 @@ pub(crate) async fn carry(ends: Ends, tunnel: Tunnel, mut log: AccessLog, emit: 
     if let Some(why) = ended {
         log.error.get_or_insert(why);
     }
-    emit(log);
+    emit.emit(&log);
     // Given back after the line: a draining node waits for both.
     drop(tunnel.slot);
 }

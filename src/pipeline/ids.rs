@@ -48,6 +48,11 @@ impl<const N: usize> HexId<N> {
         Some(Self(text.try_into().ok()?))
     }
 
+    /// The digits as bytes, with no UTF-8 check (they are ASCII).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever stored, so this never fails.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -119,19 +124,19 @@ impl Trace {
     }
 
     /// `traceparent` naming `span_id` as the parent.
-    pub(crate) fn header_for(&self, span_id: &str) -> HeaderValue {
+    pub(crate) fn header_for(&self, span_id: &[u8]) -> HeaderValue {
         let mut text = Vec::with_capacity(55);
-        for part in ["00", self.trace_id.as_str(), span_id, self.flags.as_str()] {
+        for part in [b"00".as_slice(), self.trace_id.as_bytes(), span_id, self.flags.as_bytes()] {
             if !text.is_empty() {
                 text.push(b'-');
             }
-            text.extend_from_slice(part.as_bytes());
+            text.extend_from_slice(part);
         }
         HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
 
     pub(crate) fn header_value(&self) -> HeaderValue {
-        self.header_for(&self.span_id)
+        self.header_for(self.span_id.as_bytes())
     }
 }
 

@@ -293,10 +293,7 @@ async fn proxy<P: Ports>(gateway: &Gateway, ports: &P, mut req: Request<Body<P>>
     run!(upgrade::phase(gateway, ports, r, ctx));
     run!(cache::phase(gateway, ports, r, ctx));
     run!(transform::request_phase(gateway, ports, r, ctx));
-    // Boxed: the upstream phase is most of a request's state; unboxed, each
-    // enclosing future (and the slot a connection keeps for one) would
-    // carry and copy all of it.
-    Box::pin(upstream::phase(gateway, ports, req, ctx)).await
+    upstream::phase(gateway, ports, req, ctx).await
 }
 
 /// The response phases, in order: each sees the outcome, whatever made it

@@ -204,9 +204,9 @@ pub trait HttpClient {
     /// Makes a request ready to send, perhaps more than once: a home that
     /// reads a body without `Content-Length` before sending it (the edge)
     /// reads it here, up to `limit` bytes; elsewhere the request passes as is.
-    async fn prepare(&self, request: Request<Self::Body>, limit: u64) -> Result<Request<Self::Body>, UpstreamError> {
-        let _ = limit;
-        Ok(request)
+    async fn prepare(&self, request: &mut Request<Self::Body>, limit: u64) -> Result<(), UpstreamError> {
+        let _ = (request, limit);
+        Ok(())
     }
 
     /// Starts keeping a copy of a streamed body of unknown size, up to

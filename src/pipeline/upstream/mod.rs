@@ -123,7 +123,8 @@ impl Drop for Active<'_> {
 }
 
 /// The upstream phase, last of the request phases: the origin's answer to
-/// the request from the transform phase (or why there is none).
+/// the request from the transform phase (or why there is none), inside the
+/// bulkhead and the circuit breaker.
 pub(crate) async fn phase<P: Ports>(
     gateway: &Gateway,
     ports: &P,
@@ -133,8 +134,35 @@ pub(crate) async fn phase<P: Ports>(
     let Some(route) = gateway.route(ctx) else {
         return Err(RouteError::NotFound.into());
     };
-    let service = ctx.service.unwrap_or(route.service);
-    exchange(gateway, ports, route, service, req, ctx).await
+    let index = ctx.service.unwrap_or(route.service);
+    let service = &gateway.config.services[index];
+    let state = &gateway.upstreams[index];
+    let active = state.active.fetch_add(1, Ordering::Relaxed);
+    let _active = Active(&state.active);
+    if let Some(max) = service.max_in_flight
+        && active >= max
+    {
+        return Err(Refusal::Overloaded(max).into());
+    }
+    let (Some(policy), Some(breaker)) = (&service.breaker, &state.breaker) else {
+        return tries(gateway, ports, route, index, req, ctx).await;
+    };
+    let admission = breaker
+        .admit(policy, ports)
+        .await
+        .map_err(|wait| Refusal::CircuitOpen(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)))?;
+    let result = tries(gateway, ports, route, index, req, ctx).await;
+    let ok = answered_well(&result, ctx);
+    if let Some(change) = breaker.record(policy, ports, admission, ok).await {
+        let line = match change {
+            breaker::Change::Opened { open_for, why } => {
+                format!("circuit opened: service {} ({why}); open for {open_for:?}", service.name)
+            }
+            breaker::Change::Closed => format!("circuit closed: service {} answers again", service.name),
+        };
+        ports.event(&line);
+    }
+    result
 }
 
 /// The fallback phase (response): the route's static `fallback` answers
@@ -183,47 +211,10 @@ fn unreachable(err: &GatewayError) -> bool {
     )
 }
 
-/// The bulkhead and the circuit breaker around the tries.
-async fn exchange<P: Ports>(
-    gateway: &Gateway,
-    ports: &P,
-    route: &Route,
-    index: usize,
-    req: Request<Body<P>>,
-    ctx: &mut Ctx,
-) -> Result<Response<Body<P>>, GatewayError> {
-    let service = &gateway.config.services[index];
-    let state = &gateway.upstreams[index];
-    let active = state.active.fetch_add(1, Ordering::Relaxed);
-    let _active = Active(&state.active);
-    if let Some(max) = service.max_in_flight
-        && active >= max
-    {
-        return Err(Refusal::Overloaded(max).into());
-    }
-    let (Some(policy), Some(breaker)) = (&service.breaker, &state.breaker) else {
-        return tries(gateway, ports, route, index, req, ctx).await;
-    };
-    let admission = breaker
-        .admit(policy, ports)
-        .await
-        .map_err(|wait| Refusal::CircuitOpen(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)))?;
-    let result = tries(gateway, ports, route, index, req, ctx).await;
-    let ok = answered_well(&result, ctx);
-    if let Some(change) = breaker.record(policy, ports, admission, ok).await {
-        let line = match change {
-            breaker::Change::Opened { open_for, why } => {
-                format!("circuit opened: service {} ({why}); open for {open_for:?}", service.name)
-            }
-            breaker::Change::Closed => format!("circuit closed: service {} answers again", service.name),
-        };
-        ports.event(&line);
-    }
-    result
-}
-
 /// Tries until one answers, or no other is worth making: the mechanism.
-/// What makes a failure worth another try is [`retry_wait`]'s.
+/// What makes a failure worth another try is [`retry_wait`]'s. Each try is
+/// sent from here, not from a function of its own: every async layer is a
+/// future moved (copied) whole as it starts.
 async fn tries<P: Ports>(
     gateway: &Gateway,
     ports: &P,
@@ -234,22 +225,28 @@ async fn tries<P: Ports>(
 ) -> Result<Response<Body<P>>, GatewayError> {
     let (service, state, clock) = (&gateway.config.services[index], &gateway.upstreams[index], ports.clock());
     let timeout = ctx.grpc_timeout.map_or(service.request_timeout, |t| t.min(service.request_timeout));
-    let deadline = clock.monotonic() + timeout;
+    let mut now = clock.monotonic();
+    let deadline = now + timeout;
     let attempts = service.retry.attempts_over(service.targets.len());
     if attempts > 1 {
-        state.budget.request(clock.monotonic());
+        state.budget.request(now);
     }
     let caller = match &service.balance {
         Balance::ConsistentHash(key) => Some(caller::value(&gateway.config, key, ctx, req.headers())),
         _ => None,
     };
-    let req = ports.http().prepare(req, route.max_body_size).await?;
-    let copy = <P::Http as HttpClient>::keep_copy;
-    let mut replay = Replay::new(req, attempts, service.retry.max_body, copy).await?;
+    let mut req = req;
+    ports.http().prepare(&mut req, route.max_body_size).await?;
+    // Read whole first when another try may send it again (and it is small).
+    let max_body = service.retry.max_body;
+    let kept = match attempts > 1 && replayable(req.headers(), &http_body::Body::size_hint(req.body()), max_body) {
+        true => Some(read_whole(req.body_mut(), max_body).await?),
+        false => None,
+    };
+    let mut replay = Replay::new(req, attempts, max_body, kept, <P::Http as HttpClient>::keep_copy);
     let mut tried = Tried::default();
     let mut last = None;
     loop {
-        let now = clock.monotonic();
         let random = balance::mix(ctx.entropy.choice().wrapping_add(tried.count as u64));
         let choice = choose(service, state, caller.as_deref(), random, tried.targets(), service.retry.explicit, now);
         let pick = match (choice, last.take()) {
@@ -259,14 +256,17 @@ async fn tries<P: Ports>(
         };
         // The head is copied only while another try may follow.
         let more = replay.repeatable() && ctx.attempts + 1 < attempts;
-        let req = replay.next(more)?;
+        let mut req = replay.next(more)?;
         let target = pick.index;
         let max_head = gateway.config.gateway.max_response_header_size;
         let one = Try { service, route, target: &service.targets[target], deadline, max_head };
-        let result = try_once(ports, one, req, ctx).await;
+        let sent_at = clock.monotonic();
+        let (options, span_id) = one.begin(sent_at, &mut req, ctx);
+        let result = ports.http().send(req, &options).await;
+        now = clock.monotonic();
+        let result = one.end(result, sent_at, now, span_id, ctx);
         drop(pick);
         tried.add(target);
-        let now = clock.monotonic();
         let ok = matches!(&result, Ok(resp) if !resp.status().is_server_error());
         if let Some(change) = state.health.report(target, ok, now, &service.health) {
             ports.event(&describe(service, target, &change));
@@ -282,6 +282,7 @@ async fn tries<P: Ports>(
         };
         last = Some(result.map_err(GatewayError::from));
         clock.sleep(wait).await;
+        now = clock.monotonic();
     }
 }
 
@@ -295,34 +296,54 @@ struct Try<'a> {
     max_head: u64,
 }
 
-/// One try on one target, under what is left of the deadline (and the
-/// policy's per-try timeout): its span, its failure counted for the log.
-async fn try_once<P: Ports>(
-    ports: &P,
-    t: Try<'_>,
-    mut req: Request<Body<P>>,
-    ctx: &mut Ctx,
-) -> Result<Response<Body<P>>, UpstreamError> {
-    let clock = ports.clock();
-    let now = clock.monotonic();
-    super::transform::aim(&mut req, t.target);
-    // A recorded try is its own span: the origin's parent.
-    let span_id = ctx.spans.as_ref().map(|_| super::trace::new_id(now));
-    if let Some(id) = &span_id {
-        req.headers_mut().insert(super::transform::TRACEPARENT, ctx.trace.header_for(id));
+impl Try<'_> {
+    /// Aims the request at the target, under what is left of the deadline
+    /// (and the policy's per-try timeout), as its own span when recorded
+    /// (the origin's parent): how to send it, and that span's id.
+    fn begin<B>(&self, now: Duration, req: &mut Request<B>, ctx: &mut Ctx) -> (UpstreamOptions, Option<String>) {
+        super::transform::aim(req, self.target);
+        let span_id = ctx.spans.as_ref().map(|_| super::trace::new_id(now));
+        if let Some(id) = &span_id {
+            req.headers_mut().insert(super::transform::TRACEPARENT, ctx.trace.header_for(id.as_bytes()));
+        }
+        ctx.upstream = Some(self.target.label.clone());
+        ctx.attempts += 1;
+        let left = self.deadline.saturating_sub(now);
+        let timeout = self.service.retry.per_try_timeout.map_or(left, |limit| limit.min(left));
+        (options(self.service, timeout, self.route.max_body_size), span_id)
     }
-    ctx.upstream = Some(t.target.label.clone());
-    ctx.attempts += 1;
-    let left = t.deadline.saturating_sub(now);
-    let timeout = t.service.retry.per_try_timeout.map_or(left, |limit| limit.min(left));
-    let result = send(ports, t.service, t.route, timeout, t.max_head, req, ctx).await;
-    if let Err(e) = &result {
-        ctx.try_failures.push(failure_kind(e));
+
+    /// What the try got, sent at `sent_at` and answered (or failed) at
+    /// `end`: the time to the response head is the upstream latency; a
+    /// head larger than the gateway allows is refused; a failure is counted
+    /// for the log, and the span recorded.
+    fn end<B>(
+        &self,
+        result: Result<Response<B>, UpstreamError>,
+        sent_at: Duration,
+        end: Duration,
+        span_id: Option<String>,
+        ctx: &mut Ctx,
+    ) -> Result<Response<B>, UpstreamError> {
+        let latency = end.saturating_sub(sent_at);
+        ctx.upstream_latency = Some(latency);
+        ctx.upstream_time += latency;
+        let result = result.and_then(|resp| {
+            let head: u64 = resp.headers().iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum();
+            if head > self.max_head {
+                let max = self.max_head;
+                return Err(UpstreamError::Protocol(format!("the response head is {head} bytes, more than {max}")));
+            }
+            Ok(resp)
+        });
+        if let Err(e) = &result {
+            ctx.try_failures.push(failure_kind(e));
+        }
+        if let (Some(spans), Some(id)) = (&mut ctx.spans, span_id) {
+            spans.push(try_span(&ctx.trace.span_id, id, sent_at, end, self.target, &result));
+        }
+        result
     }
-    if let (Some(spans), Some(id)) = (&mut ctx.spans, span_id) {
-        spans.push(try_span(&ctx.trace.span_id, id, now, clock.monotonic(), t.target, &result));
-    }
-    result
 }
 
 /// The retry policy: how long to wait before another try after this
@@ -385,23 +406,20 @@ enum ReplayBody<B> {
 type KeepCopy<B> = fn(&mut B, u64) -> Option<Arc<BodyCopy>>;
 
 impl<B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + Unpin> Replay<B> {
-    /// Keeps the body for another try when one may follow: read whole if
-    /// its size is known and at most `max_body` (see [`replayable`]), else
-    /// copied as it streams, up to `max_body`, where the home can.
-    async fn new(req: Request<B>, attempts: u32, max_body: u64, copy: KeepCopy<B>) -> Result<Self, UpstreamError> {
+    /// Keeps the body for another try when one may follow: `kept`, read
+    /// whole before (see [`replayable`]), else copied as it streams, up to
+    /// `max_body`, where the home can.
+    fn new(req: Request<B>, attempts: u32, max_body: u64, kept: Option<Bytes>, copy: KeepCopy<B>) -> Self {
         let (head, mut body) = req.into_parts();
-        let body = if attempts < 2 {
-            ReplayBody::Once(Some(body))
-        } else if replayable(&head.headers, &body.size_hint(), max_body) {
-            let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-            ReplayBody::Kept(read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))?)
-        } else {
-            match copy(&mut body, max_body) {
+        let body = match kept {
+            Some(bytes) => ReplayBody::Kept(bytes),
+            None if attempts < 2 => ReplayBody::Once(Some(body)),
+            None => match copy(&mut body, max_body) {
                 Some(copy) => ReplayBody::Copied(Some(body), copy),
                 None => ReplayBody::Once(Some(body)),
-            }
+            },
         };
-        Ok(Self { head: Some(head), body })
+        Self { head: Some(head), body }
     }
 
     /// Whether the body may be sent more than once.
@@ -483,6 +501,15 @@ fn replayable(headers: &HeaderMap, hint: &SizeHint, max: u64) -> bool {
     length.or(hint.upper()).is_some_and(|n| n <= max)
 }
 
+/// A body read whole, up to `max` bytes.
+async fn read_whole<B>(body: &mut B, max: u64) -> Result<Bytes, UpstreamError>
+where
+    B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + Unpin,
+{
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    read_body(body, limit).await.map_err(|e| UpstreamError::ClientBody(e.to_string()))
+}
+
 /// Full jitter: a random wait below `min(max, base × 2^(retry − 1))`.
 fn backoff(base: Duration, max: Duration, retry: usize, random: u64) -> Duration {
     let ceiling = base.saturating_mul(1 << retry.saturating_sub(1).min(16)).min(max);
@@ -554,31 +581,6 @@ pub(crate) fn options(service: &Service, timeout: Duration, max_body: u64) -> Up
         http2: service.http2,
         tls_of: service.tls.as_ref().map(|_| service.name.clone()),
     }
-}
-
-/// Sends one try; the time to the response head is the upstream latency.
-/// A response head larger than `max_head` bytes is refused.
-async fn send<P: Ports>(
-    ports: &P,
-    service: &Service,
-    route: &Route,
-    timeout: Duration,
-    max_head: u64,
-    req: Request<Body<P>>,
-    ctx: &mut Ctx,
-) -> Result<Response<Body<P>>, UpstreamError> {
-    let options = options(service, timeout, route.max_body_size);
-    let sent_at = ports.clock().monotonic();
-    let result = ports.http().send(req, &options).await;
-    let latency = ports.clock().monotonic().saturating_sub(sent_at);
-    ctx.upstream_latency = Some(latency);
-    ctx.upstream_time += latency;
-    let resp = result?;
-    let head: u64 = resp.headers().iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64).sum();
-    if head > max_head {
-        return Err(UpstreamError::Protocol(format!("the response head is {head} bytes, more than {max_head}")));
-    }
-    Ok(resp)
 }
 
 #[cfg(test)]
