@@ -4,6 +4,8 @@
 //! route's limit (413, before any other work). Streamed bodies are cut off
 //! by the adapters.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderMap};
 use http::{Request, StatusCode};
 use thiserror::Error;
@@ -62,7 +64,10 @@ pub(crate) async fn head_phase<P: Ports>(
     ctx: &mut Ctx,
 ) -> Result<Flow<Body<P>>, AcceptError> {
     host(req)?;
-    ctx.path = head(&gateway.config.gateway, req.headers(), req.uri().path())?;
+    // `ctx.path` starts as the request's path: it changes only if that was not normal.
+    if let Cow::Owned(path) = head(&gateway.config.gateway, req.headers(), req.uri().path())? {
+        ctx.path = path;
+    }
     Ok(Flow::Continue)
 }
 
@@ -80,7 +85,7 @@ pub(crate) async fn body_phase<P: Ports>(
 }
 
 /// Before routing: the head's size and count, and the normalised path.
-fn head(g: &GatewaySettings, headers: &HeaderMap, path: &str) -> Result<String, AcceptError> {
+fn head<'a>(g: &GatewaySettings, headers: &HeaderMap, path: &'a str) -> Result<Cow<'a, str>, AcceptError> {
     let count = headers.len();
     if count > g.max_header_count as usize {
         return Err(AcceptError::TooManyHeaders { count, limit: g.max_header_count });

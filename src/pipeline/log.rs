@@ -216,11 +216,10 @@ impl AccessLog {
         // RFC 3339 with microseconds: no escaping needed.
         let _ = write!(w.0, "\"{}\"", humantime::format_rfc3339_micros(UNIX_EPOCH + self.observed.received_at));
         w.key_str(k!("request_id"), self.request_id.to_str().unwrap_or_default());
-        w.key_str(k!("trace_id"), &self.trace_id);
+        w.key(k!("trace_id"));
+        w.plain(self.trace_id.as_bytes());
         w.key(k!("client_ip"));
-        w.0.push(b'"');
-        w.0.extend_from_slice(crate::shared::ip_text::IpText::new(self.client_ip).as_bytes());
-        w.0.push(b'"');
+        w.plain(crate::shared::ip_text::IpText::new(self.client_ip).as_bytes());
         if let Some(listener) = &self.listener {
             w.key_str(k!("listener"), listener);
         }
@@ -322,12 +321,17 @@ impl Json<'_> {
     /// (the common case), else escaped by serde_json.
     fn str(&mut self, s: &str) {
         if !needs_escape(s.as_bytes()) {
-            self.0.push(b'"');
-            self.0.extend_from_slice(s.as_bytes());
-            self.0.push(b'"');
+            self.plain(s.as_bytes());
         } else {
             self.serde(s);
         }
+    }
+
+    /// A string value known to need no escaping (hex digits, an address).
+    fn plain(&mut self, s: &[u8]) {
+        self.0.push(b'"');
+        self.0.extend_from_slice(s);
+        self.0.push(b'"');
     }
 
     fn key_str(&mut self, key: &'static str, s: &str) {

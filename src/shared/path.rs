@@ -14,6 +14,8 @@
 //! 4. Empty segments (`//`) are dropped; `.` and `..` segments are resolved
 //!    (RFC 3986 §5.2.4), never climbing above `/`.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 /// Why a request path was refused (always the client's fault: 400).
@@ -53,18 +55,19 @@ fn parameter_at(segment: &str) -> Option<usize> {
     }
 }
 
-/// Normalises an origin-form path (without the query).
-pub(crate) fn normalize_path(raw: &str, parameters: PathParameters) -> Result<String, PathError> {
+/// Normalises an origin-form path (without the query): borrowed when it
+/// is normal already (the common case).
+pub(crate) fn normalize_path(raw: &str, parameters: PathParameters) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     // Fast path: nothing to decode, no parameters, no dot or empty segments.
     if !needs_work(raw) {
-        return Ok(raw.to_string());
+        return Ok(Cow::Borrowed(raw));
     }
     let decoded = decode_unreserved(raw)?;
     check_parameters(&decoded, parameters)?;
-    Ok(remove_dot_segments(&decoded))
+    Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
 /// `;` parameters in a decoded path, per the gateway's setting.
@@ -81,11 +84,21 @@ fn check_parameters(decoded: &str, parameters: PathParameters) -> Result<(), Pat
     Ok(())
 }
 
+/// An escape, `\\`, `;`, or a `.`, `..` or empty segment (`//`; a
+/// trailing `/` is kept): one pass over the segments after the first `/`.
 fn needs_work(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    b.iter().any(|&c| c == b'%' || c == b'\\' || c == b';')
-        || raw.contains("//")
-        || raw.split('/').any(|seg| seg == "." || seg == "..")
+    let mut segments = raw.as_bytes().split(|&c| c == b'/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let inner_empty = segment.is_empty() && segments.peek().is_some();
+        if inner_empty
+            || segment == b"."
+            || segment == b".."
+            || segment.iter().any(|&c| c == b'%' || c == b'\\' || c == b';')
+        {
+            return true;
+        }
+    }
+    false
 }
 
 fn decode_unreserved(raw: &str) -> Result<String, PathError> {
@@ -165,7 +178,7 @@ mod tests {
     use super::*;
 
     fn norm(p: &str) -> Result<String, PathError> {
-        normalize_path(p, PathParameters::default())
+        normalize_path(p, PathParameters::default()).map(Cow::into_owned)
     }
 
     #[test]
