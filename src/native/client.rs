@@ -578,7 +578,7 @@ impl HttpClient for HyperClient {
         let method = req.method().clone();
         // Pinned where it is made: the timeout holds a pointer, not a copy of
         // the exchange's state.
-        let exchange = Box::pin(self.exchange(req, opts));
+        let exchange = std::pin::pin!(self.exchange(req, opts));
         let answer = tokio::time::timeout(opts.request_timeout, exchange).await;
         match answer {
             Err(_) => Err(UpstreamError::Timeout(opts.request_timeout)),
