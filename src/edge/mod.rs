@@ -35,7 +35,7 @@ use crate::config::{Config, Variables};
 use crate::pipeline::accept::AcceptError;
 use crate::pipeline::error::GatewayError;
 use crate::pipeline::ids::request_id;
-use crate::pipeline::log::AccessLog;
+use crate::pipeline::log::{AccessLog, Stamp};
 use crate::pipeline::{Downstream, Scheme};
 use crate::ports::enveloped::{Enveloped, RawStore};
 use crate::ports::{HttpClient, KvError, Lifetime, Ports, ReadBodyError, UpstreamError, read_body};
@@ -161,7 +161,7 @@ fn emit(log: &AccessLog) {
         return;
     }
     let mut line = Vec::with_capacity(512);
-    log.write_to(&mut line);
+    log.write_to(&mut line, &mut Stamp::default());
     let _ = std::io::stdout().lock().write_all(&line);
 }
 

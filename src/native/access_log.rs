@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::pipeline::log::AccessLog;
+use crate::pipeline::log::{AccessLog, Stamp};
 
 const INTERVAL: Duration = Duration::from_millis(20);
 const MAX_BUFFERED: usize = 16 << 20;
@@ -24,6 +24,8 @@ struct Shared {
 #[derive(Default)]
 struct Buffer {
     bytes: Vec<u8>,
+    /// The time of the lines' last second, as text.
+    stamp: Stamp,
     dropped: u64,
     /// Incremented by every drain, so a flush can wait for the next one.
     generation: u64,
@@ -52,8 +54,9 @@ impl AccessLogSink {
     /// Appends the request's line, written in place under the lock (no copy).
     pub(crate) fn write(&self, log: &AccessLog) {
         let mut buf = lock(&self.0.buffer);
+        let buf = &mut *buf;
         let before = buf.bytes.len();
-        log.write_to(&mut buf.bytes);
+        log.write_to(&mut buf.bytes, &mut buf.stamp);
         if buf.bytes.len() > MAX_BUFFERED {
             buf.bytes.truncate(before);
             buf.dropped += 1;
