@@ -321,7 +321,8 @@ impl Stamp {
             let mut whole = String::with_capacity(20);
             let at = UNIX_EPOCH + Duration::from_secs(second);
             // humantime refuses times past the year 9999 (through io::Write, a panic).
-            let written = std::fmt::Write::write_fmt(&mut whole, format_args!("{}", humantime::format_rfc3339_seconds(at)));
+            let written =
+                std::fmt::Write::write_fmt(&mut whole, format_args!("{}", humantime::format_rfc3339_seconds(at)));
             match whole.as_bytes().get(..19) {
                 Some(text) if written.is_ok() => self.text.copy_from_slice(text),
                 _ => return out.extend_from_slice(b"null"),

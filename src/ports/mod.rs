@@ -201,9 +201,10 @@ pub trait HttpClient {
         options: &UpstreamOptions,
     ) -> Result<Response<Self::Body>, UpstreamError>;
 
-    /// Makes a request ready to send, perhaps more than once: a home that
-    /// reads a body without `Content-Length` before sending it (the edge)
-    /// reads it here, up to `limit` bytes; elsewhere the request passes as is.
+    /// Makes a request ready to send, perhaps more than once, in place: a
+    /// home that reads a body without `Content-Length` before sending it
+    /// (the edge) reads it here, up to `limit` bytes; elsewhere nothing
+    /// changes.
     async fn prepare(&self, request: &mut Request<Self::Body>, limit: u64) -> Result<(), UpstreamError> {
         let _ = (request, limit);
         Ok(())

@@ -220,32 +220,35 @@ async fn tries<P: Ports>(
     ports: &P,
     route: &Route,
     index: usize,
-    req: Request<Body<P>>,
+    mut req: Request<Body<P>>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body<P>>, GatewayError> {
     let (service, state, clock) = (&gateway.config.services[index], &gateway.upstreams[index], ports.clock());
     let timeout = ctx.grpc_timeout.map_or(service.request_timeout, |t| t.min(service.request_timeout));
-    let mut now = clock.monotonic();
-    let deadline = now + timeout;
+    let start = clock.monotonic();
+    let deadline = start + timeout;
     let attempts = service.retry.attempts_over(service.targets.len());
     if attempts > 1 {
-        state.budget.request(now);
+        state.budget.request(start);
     }
     let caller = match &service.balance {
         Balance::ConsistentHash(key) => Some(caller::value(&gateway.config, key, ctx, req.headers())),
         _ => None,
     };
-    let mut req = req;
     ports.http().prepare(&mut req, route.max_body_size).await?;
     // Read whole first when another try may send it again (and it is small).
     let max_body = service.retry.max_body;
-    let kept = match attempts > 1 && replayable(req.headers(), &http_body::Body::size_hint(req.body()), max_body) {
-        true => Some(read_whole(req.body_mut(), max_body).await?),
-        false => None,
+    let kept = if attempts > 1 && replayable(req.headers(), &http_body::Body::size_hint(req.body()), max_body) {
+        Some(read_whole(req.body_mut(), max_body).await?)
+    } else {
+        None
     };
     let mut replay = Replay::new(req, attempts, max_body, kept, <P::Http as HttpClient>::keep_copy);
     let mut tried = Tried::default();
     let mut last = None;
+    // Read again: preparing may have read the body. Then once a try (its
+    // start: what comes before the send is not worth a reading of its own).
+    let mut now = clock.monotonic();
     loop {
         let random = balance::mix(ctx.entropy.choice().wrapping_add(tried.count as u64));
         let choice = choose(service, state, caller.as_deref(), random, tried.targets(), service.retry.explicit, now);
@@ -260,8 +263,7 @@ async fn tries<P: Ports>(
         let target = pick.index;
         let max_head = gateway.config.gateway.max_response_header_size;
         let one = Try { service, route, target: &service.targets[target], deadline, max_head };
-        let sent_at = clock.monotonic();
-        let (options, span_id) = one.begin(sent_at, &mut req, ctx);
+        let (sent_at, (options, span_id)) = (now, one.begin(now, &mut req, ctx));
         let result = ports.http().send(req, &options).await;
         now = clock.monotonic();
         let result = one.end(result, sent_at, now, span_id, ctx);
