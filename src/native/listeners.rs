@@ -619,7 +619,7 @@ type LoggedBody = Tracked<Logged<NodeBody, Finished>>;
 
 /// What a finished request's record feeds: its metrics (and the in-flight
 /// gauge it leaves), its trace, and the access-log line.
-pub(crate) struct Finished {
+struct Finished {
     node: Arc<Node>,
     counted: Option<metrics::InFlight>,
     series: Option<Arc<metrics::Series>>,

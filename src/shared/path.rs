@@ -84,7 +84,7 @@ fn check_parameters(decoded: &str, parameters: PathParameters) -> Result<(), Pat
     Ok(())
 }
 
-/// An escape, `\\`, `;`, or a `.`, `..` or empty segment (`//`; a
+/// An escape, `\`, `;`, or a `.`, `..` or empty segment (`//`; a
 /// trailing `/` is kept): one pass over the segments after the first `/`.
 fn needs_work(raw: &str) -> bool {
     let mut segments = raw.as_bytes().split(|&c| c == b'/').skip(1).peekable();
