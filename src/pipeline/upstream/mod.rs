@@ -246,8 +246,8 @@ async fn tries<P: Ports>(
     let mut replay = Replay::new(req, attempts, max_body, kept, <P::Http as HttpClient>::keep_copy);
     let mut tried = Tried::default();
     let mut last = None;
-    // Read again: preparing may have read the body. Then once a try (its
-    // start: what comes before the send is not worth a reading of its own).
+    // Read after preparing, which may have read the body; then after each
+    // try, whose start is the reading before it.
     let mut now = clock.monotonic();
     loop {
         let random = balance::mix(ctx.entropy.choice().wrapping_add(tried.count as u64));
@@ -263,7 +263,8 @@ async fn tries<P: Ports>(
         let target = pick.index;
         let max_head = gateway.config.gateway.max_response_header_size;
         let one = Try { service, route, target: &service.targets[target], deadline, max_head };
-        let (sent_at, (options, span_id)) = (now, one.begin(now, &mut req, ctx));
+        let sent_at = now;
+        let (options, span_id) = one.begin(sent_at, &mut req, ctx);
         let result = ports.http().send(req, &options).await;
         now = clock.monotonic();
         let result = one.end(result, sent_at, now, span_id, ctx);
