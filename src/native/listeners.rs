@@ -671,7 +671,7 @@ async fn handle(
     in_flight.answered();
     // When the body (or an upgraded connection) is done: metrics, spans, and the log line.
     let series = node.metrics.series(&gateway);
-    let emit = Finished { node: node.clone(), counted, series, access_log: gateway.config.gateway.access_log };
+    let emit = Finished { node, counted, series, access_log: gateway.config.gateway.access_log };
     let (mut response, mut log) = (exchange.response, exchange.log);
     let switched = response.extensions_mut().remove::<Tunnel>();
     let (Some(client), Some(tunnel)) = (client_side, switched) else {
@@ -682,7 +682,7 @@ async fn handle(
         tunnel::to_extended_connect(&mut response);
     }
     log.finish(system_clock::monotonic(), probe.bytes(), 0);
-    let ends = Ends { client, origin, drain: node.draining(), drain_timeout: node.drain_timeout };
+    let ends = Ends { client, origin, drain: emit.node.draining(), drain_timeout: emit.node.drain_timeout };
     tokio::spawn(tunnel::carry(ends, tunnel, *log, emit));
     response.map(|body| Tracked::new(Logged::unlogged(body), in_flight))
 }

@@ -458,6 +458,11 @@ mod tests {
         let mut out = Vec::new();
         stamp.write(&mut out, Duration::from_secs(253_402_300_800));
         assert_eq!(out, b"null", "past the year 9999");
+        // A whole line at such a time is still JSON (it panicked in `write!`).
+        let mut log = plain();
+        log.observed.received_at = Duration::from_secs(253_402_300_800);
+        let line: serde_json::Value = serde_json::from_str(&log.to_line()).unwrap();
+        assert_eq!(line["time"], serde_json::Value::Null);
     }
 
     fn plain() -> AccessLog {
