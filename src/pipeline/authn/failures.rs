@@ -14,9 +14,13 @@ use crate::config::auth::Provider;
 use crate::ports::{Clock, KvStore, LimitStep, Ports, store_key};
 use crate::shared::gcra::{self, Rate};
 
-/// One provider's failure count for one client.
-pub(crate) struct FailureLimit {
-    key: String,
+/// One provider's failure count for one client. Its store key is made
+/// only when the store is asked (a token not cached, or a failure): a
+/// cached token needs none, and the key (the address as text, a SHA-256
+/// and its hex) cost ~2.6k instructions a request.
+pub(crate) struct FailureLimit<'a> {
+    provider: &'a str,
+    client: IpAddr,
     rate: Rate,
 }
 
@@ -25,21 +29,27 @@ pub(crate) fn key(provider: &str, client: IpAddr) -> String {
     store_key(&["pc1:af:", provider, ":"], &Sha256::digest(client.to_string().as_bytes()))
 }
 
-impl FailureLimit {
-    pub(crate) fn new(provider: &Provider, client: IpAddr) -> Option<Self> {
-        Some(Self { key: key(&provider.name, client), rate: provider.failure_limit? })
+impl<'a> FailureLimit<'a> {
+    /// None when the provider has no `failure_limit`.
+    pub(crate) fn new(provider: &'a Provider, client: IpAddr) -> Option<Self> {
+        Some(Self { provider: &provider.name, client, rate: provider.failure_limit? })
+    }
+
+    fn key(&self) -> String {
+        key(self.provider, self.client)
     }
 
     /// Seconds until this client may fail again, if it is over the limit now.
     pub(crate) async fn over<P: Ports>(&self, ports: &P) -> Option<u64> {
-        let stored = ports.kv().get(&self.key).await.ok()?;
+        let stored = ports.kv().get(&self.key()).await.ok()?;
         let d = gcra::decide(gcra::decode(stored.as_deref()), now_us(ports), self.rate, 1);
         (!d.allowed).then(|| seconds(d.retry_after_us))
     }
 
     /// Counts one failure; the seconds to wait if it was one too many.
     pub(crate) async fn charge<P: Ports>(&self, ports: &P) -> Option<u64> {
-        let step = LimitStep::rate(&self.key, self.rate, 1);
+        let key = self.key();
+        let step = LimitStep::rate(&key, self.rate, 1);
         let (decisions, _) = ports.kv().limit(&[step], now_us(ports)).await.ok()?;
         decisions.first().filter(|d| !d.allowed).map(|d| seconds(d.retry_after_us))
     }

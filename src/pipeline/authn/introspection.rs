@@ -35,7 +35,7 @@ pub(crate) struct Introspector<'a> {
     pub(crate) name: &'a str,
     pub(crate) provider: &'a IntrospectionProvider,
     /// The client's failure count: over it, the endpoint is not asked.
-    pub(crate) limit: Option<&'a FailureLimit>,
+    pub(crate) limit: Option<&'a FailureLimit<'a>>,
 }
 
 /// What the endpoint said of a token.

@@ -29,7 +29,7 @@ pub(crate) struct Verifier<'a> {
     pub(crate) name: &'a str,
     pub(crate) provider: &'a JwtProvider,
     /// The client's failure count: over it, no signature is checked.
-    pub(crate) limit: Option<&'a FailureLimit>,
+    pub(crate) limit: Option<&'a FailureLimit<'a>>,
 }
 
 impl Verifier<'_> {
