@@ -44,6 +44,44 @@ fn bearer<B>(req: &Request<B>) -> Seen {
     if values.next().is_some() {
         return Some(Err("send one Authorization header".into()));
     }
+    if let Some(token) = plain_bearer(value.as_bytes()) {
+        return Some(Ok(token.to_owned()));
+    }
+    checked_bearer(value)
+}
+
+/// The common shape, `Bearer <b64token>` with one space and nothing around
+/// it, in one pass over a table: what [`checked_bearer`] accepts from such a
+/// value (its text, trim and character checks cost ~11 instructions a byte
+/// of a token, ~6k a request for an RS256 token).
+fn plain_bearer(value: &[u8]) -> Option<&str> {
+    let token = value.get(..7).filter(|s| s.eq_ignore_ascii_case(b"bearer ")).and(value.get(7..))?;
+    let end = token.iter().rposition(|&b| b != b'=').map_or(0, |last| last + 1);
+    let b64token = !token.is_empty() && all_b64token(&token[..end]);
+    b64token.then(|| std::str::from_utf8(token).ok()).flatten()
+}
+
+/// Whether every byte is a b64token character: sixteen at a time without
+/// a branch each (a branch a byte cost ~6 instructions a byte).
+fn all_b64token(s: &[u8]) -> bool {
+    let is = |b: &u8| B64TOKEN[usize::from(*b)];
+    let mut chunks = s.chunks_exact(16);
+    chunks.by_ref().all(|chunk| chunk.iter().fold(true, |all, b| all & is(b))) && chunks.remainder().iter().all(is)
+}
+
+/// RFC 6750's b64token characters (before any trailing `=`).
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
+fn checked_bearer(value: &HeaderValue) -> Seen {
     let Ok(text) = value.to_str() else { return Some(Err("the Authorization header is not valid text".into())) };
     let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -193,6 +231,29 @@ mod tests {
         assert!(token(find(&s, &req("/", &[("authorization", "Bearer a b")]))).unwrap_err().contains("Bearer <token>"));
         assert!(token(find(&s, &req("/", &[("authorization", "Bearer a"), ("authorization", "Bearer b")]))).is_err());
         assert_eq!(token(find(&s, &req("/", &[]))), Err("none".into()));
+    }
+
+    /// Any value the one-pass shape takes, the full checks take alike.
+    #[test]
+    fn the_plain_shape_agrees_with_the_full_checks() {
+        use proptest::prelude::*;
+        let chars = prop::sample::select(b"Bb eEaArR\t=-._~+/:a9\x7f\x80\"".to_vec());
+        let values = (
+            prop::sample::select(vec!["Bearer ", "bearer ", "BEARER ", "Bearer", "Bearer  ", " Bearer ", ""]),
+            prop::collection::vec(chars, 0..12),
+        );
+        proptest!(ProptestConfig::with_cases(4000), |((prefix, tail) in values)| {
+            let bytes = [prefix.as_bytes(), &tail].concat();
+            let Ok(value) = HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+            if let Some(token) = plain_bearer(value.as_bytes()) {
+                prop_assert_eq!(checked_bearer(&value), Some(Ok(token.to_owned())));
+            }
+        });
+        assert_eq!(plain_bearer(b"Bearer abc.def-_~+/ghi=="), Some("abc.def-_~+/ghi=="));
+        assert_eq!(plain_bearer(b"bearer =="), Some("=="));
+        for other in [&b"Bearer  abc"[..], b"Bearer a=b", b"Bearer ", b"Bearer abc ", b"Basic abc", b"Bearer\tabc"] {
+            assert_eq!(plain_bearer(other), None, "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]
