@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -486,11 +487,16 @@ fn answer_headers(
                 let _ = write!(policy, "\"{}\";q={}", l.name, q.limit);
             }
         }
-        let _ = write!(state, "\"{}\";r={};t={}", l.name, d.remaining, seconds(d.reset_after_us));
+        // Pushed, not `write!`: this header is every limited answer's.
+        let mut n = itoa::Buffer::new();
+        for piece in ["\"", &l.name[..], "\";r=", n.format(d.remaining), ";t="] {
+            state.push_str(piece);
+        }
+        state.push_str(n.format(seconds(d.reset_after_us)));
     }
     let mut out = Vec::new();
     let mut push = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             out.push((HeaderName::from_static(name), v));
         }
     };
