@@ -15,7 +15,7 @@
 //! for an origin that speaks gRPC-Web itself.
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 
 use super::{Ctx, Flow, Gateway, Outcome};
 use crate::ports::{Body, HttpClient, Ports};
@@ -30,10 +30,10 @@ pub(crate) struct Mode {
 
 impl Mode {
     /// The call's mode, if its content type is gRPC-Web.
-    pub(crate) fn of(headers: &HeaderMap) -> Option<Mode> {
+    pub(crate) fn of(content_type: &HeaderValue) -> Option<Mode> {
         // Every request with a body asks: nothing is allocated unless it is one.
         const WEB: &[u8] = b"application/grpc-web";
-        let value = headers.get(CONTENT_TYPE)?.as_bytes();
+        let value = content_type.as_bytes();
         let essence = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
         if essence.len() < WEB.len() || !essence[..WEB.len()].eq_ignore_ascii_case(WEB) {
             return None;
@@ -111,9 +111,7 @@ mod tests {
     #[test]
     fn modes_by_content_type() {
         let mode = |ct: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-            Mode::of(&h).map(|m| (m.text, m.content_type(), m.grpc_content_type()))
+            Mode::of(&HeaderValue::from_static(ct)).map(|m| (m.text, m.content_type(), m.grpc_content_type()))
         };
         let v = HeaderValue::from_static;
         assert_eq!(mode("application/grpc-web"), Some((false, v("application/grpc-web"), v("application/grpc"))));

@@ -339,6 +339,7 @@ impl Ctx {
             .map(|a| a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
             .unwrap_or_default();
         let trace = Trace::from_header(headers.get(&transform::TRACEPARENT), &entropy, g.trace_sample_ratio);
+        let content_type = headers.get(header::CONTENT_TYPE);
         let spans = (record_spans && trace.sampled()).then(Vec::new);
         Self {
             identity: None,
@@ -368,9 +369,9 @@ impl Ctx {
             upstream_time: Duration::ZERO,
             fallback: false,
             variant: None,
-            grpc: grpc::is_call(headers),
+            grpc: grpc::is_call_type(content_type),
             grpc_timeout: None,
-            grpc_web: grpc_web::Mode::of(headers),
+            grpc_web: content_type.and_then(grpc_web::Mode::of),
             preflight: None,
             cors: None,
             cors_origin: None,

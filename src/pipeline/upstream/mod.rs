@@ -464,9 +464,11 @@ impl<B: http_body::Body<Data = Bytes, Error: std::fmt::Display> + From<Bytes> + 
 fn worth_another<B>(result: &Result<Response<B>, UpstreamError>, repeatable: bool, policy: &Retry) -> bool {
     match result {
         Ok(resp) => {
-            let grpc = resp.headers().get(GRPC_STATUS).and_then(|v| Code::from_header(v.as_bytes()));
+            // The field is looked up only when a gRPC status can matter.
+            let grpc = || resp.headers().get(GRPC_STATUS).and_then(|v| Code::from_header(v.as_bytes()));
             (repeatable && policy.on_status.contains(&resp.status()))
-                || grpc.is_some_and(|code| policy.on_grpc_status.contains(&code))
+                || (!policy.on_grpc_status.is_empty()
+                    && grpc().is_some_and(|code| policy.on_grpc_status.contains(&code)))
         }
         Err(e) => {
             e.problem().retryable || (repeatable && matches!(e, UpstreamError::Timeout(_) | UpstreamError::Protocol(_)))
