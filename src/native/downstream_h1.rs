@@ -735,8 +735,14 @@ async fn flush<IO: AsyncWrite + Unpin>(io: &mut IO, write: &mut Vec<u8>, then: O
     let mut then = then.unwrap_or_default();
     let mut head = &write[..];
     while !head.is_empty() || !then.is_empty() {
-        let slices = [io::IoSlice::new(head), io::IoSlice::new(&then)];
-        let n = poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices)).await?;
+        // One slice, one plain write: an empty second one still costs the
+        // kernel an iovec to copy in and walk.
+        let n = if then.is_empty() {
+            poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, head)).await?
+        } else {
+            let slices = [io::IoSlice::new(head), io::IoSlice::new(&then)];
+            poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices)).await?
+        };
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
