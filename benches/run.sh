@@ -6,7 +6,7 @@
 #   SECONDS_PER_RUN=5 benches/run.sh
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
-#   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy, ROUNDS (2) rounds
+#   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy, ROUNDS (2) rounds (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh proxy                # the plain proxy: node against nginx, HAProxy, Pingora, Caddy and bare hyper, ROUNDS rounds (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #   benches/run.sh idle                 # 10 000 idle keep-alive connections: the node's RSS (BEFORE_NODE=binary: an older node beside)
