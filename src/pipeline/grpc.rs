@@ -43,17 +43,15 @@ impl Answer for GrpcError {
 /// Whether a request is a gRPC call: `application/grpc`, alone or with a
 /// `+format` or parameters (gRPC-Web, `application/grpc-web…`, is not).
 pub(crate) fn is_call(headers: &HeaderMap) -> bool {
-    is_call_type(headers.get(CONTENT_TYPE))
+    headers.get(CONTENT_TYPE).is_some_and(is_call_type)
 }
 
 /// [`is_call`] for a content type already looked up.
-pub(crate) fn is_call_type(content_type: Option<&HeaderValue>) -> bool {
-    content_type.is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16
-            && v[..16].eq_ignore_ascii_case(b"application/grpc")
-            && matches!(v.get(16), None | Some(b'+' | b';' | b' '))
-    })
+pub(crate) fn is_call_type(content_type: &HeaderValue) -> bool {
+    let v = content_type.as_bytes();
+    v.len() >= 16
+        && v[..16].eq_ignore_ascii_case(b"application/grpc")
+        && matches!(v.get(16), None | Some(b'+' | b';' | b' '))
 }
 
 pub(crate) async fn phase<P: Ports>(

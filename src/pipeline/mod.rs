@@ -369,7 +369,7 @@ impl Ctx {
             upstream_time: Duration::ZERO,
             fallback: false,
             variant: None,
-            grpc: grpc::is_call_type(content_type),
+            grpc: content_type.is_some_and(grpc::is_call_type),
             grpc_timeout: None,
             grpc_web: content_type.and_then(grpc_web::Mode::of),
             preflight: None,

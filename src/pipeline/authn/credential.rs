@@ -88,8 +88,7 @@ fn checked_bearer(value: &HeaderValue) -> Seen {
         return None;
     }
     let token = rest.trim();
-    let b64token = !token.is_empty()
-        && token.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    let b64token = !token.is_empty() && all_b64token(token.trim_end_matches('=').as_bytes());
     if !b64token {
         return Some(Err("the Authorization header must be `Bearer <token>`".into()));
     }
