@@ -81,7 +81,7 @@ check_tools() { # mode → exits 1 naming the first tool missing (redis-cli: the
 build() { # mode → the release builds it needs (proxy: the Pingora proxy too); NODE_ONLY=1 if it runs no component
   echo "== building (release)" >&2
   cargo build --release --bin portcullis --example demo_origin --example loadgen --example bare_proxy >&2
-  case "$1" in observability|haproxy|proxy|keys|idle|scale|tls|grpc|cors|registry) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
+  case "$1" in observability|haproxy|alternate|proxy|keys|idle|scale|tls|grpc|cors|registry) NODE_ONLY=1 ;; *) NODE_ONLY="" ;; esac
   if [ -z "$NODE_ONLY" ]; then build_components "$1"; fi
   if [ "$1" = proxy ]; then build_pingora; fi
 }

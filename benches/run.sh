@@ -7,6 +7,7 @@
 #   PORTCULLIS_SPIN=/path/to/spin benches/run.sh spin   # the components under real Spin
 #   benches/run.sh observability        # metrics + 1 % traces against both off; /metrics of 200 routes
 #   benches/run.sh haproxy              # the full job (JWT + per-subject limit + proxy): node against HAProxy, ROUNDS (2) rounds (BEFORE_NODE=binary: an older node beside)
+#   BEFORE_NODE=binary benches/run.sh alternate   # /hello and /full, this build and an older one taking turns, ROUNDS (3) rounds
 #   benches/run.sh proxy                # the plain proxy: node against nginx, HAProxy, Pingora, Caddy and bare hyper, ROUNDS rounds (BEFORE_NODE=binary: an older node beside)
 #   benches/run.sh keys                 # 1 000 new rate-limit keys a second for 10 min: the node's memory
 #   benches/run.sh idle                 # 10 000 idle keep-alive connections: the node's RSS (BEFORE_NODE=binary: an older node beside)
@@ -40,9 +41,10 @@ source benches/lib.sh
 
 MODE=${1:-all}
 case "$MODE" in
+  alternate) [ -x "${BEFORE_NODE:-}" ] || { echo "benches/run.sh alternate: set BEFORE_NODE to an older portcullis binary" >&2; exit 1; } ;;
   all|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance|registry) ;;
   spin|spin-growth|edge-registry) [ -x "${PORTCULLIS_SPIN:-}" ] || { echo "benches/run.sh $MODE: set PORTCULLIS_SPIN to a Spin CLI" >&2; exit 1; } ;;
-  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance|registry|edge-registry]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|spin|spin-growth|observability|haproxy|alternate|proxy|keys|idle|scale|tokens|floor|tls|grpc|cors|cache|limits|distance|registry|edge-registry]" >&2; exit 2 ;;
 esac
 
 setup "$MODE"
