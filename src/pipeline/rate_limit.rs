@@ -27,8 +27,9 @@ use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Flow, Gateway, caller};
 use crate::config::rate_limits::{Metering, RateLimit};
 use crate::config::{Config, Route};
-use crate::ports::{Body, Clock, KvStore, Lifetime, LimitStep, Meter, Ports, store_key};
+use crate::ports::{Body, Clock, KvStore, Lifetime, LimitStep, Meter, Ports};
 use crate::shared::gcra::{Decision, Rate};
+use crate::shared::hex::push_hex;
 use crate::shared::lease::{self, Taken};
 use crate::shared::problem::{Answer, Problem, Source};
 use crate::shared::quota::{self, Window};
@@ -132,7 +133,12 @@ pub(crate) fn quota_key(policy: &str, window: &str, counted: &[&[u8]]) -> String
 fn counted_key(prefix: &[&str], counted: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     counted.iter().for_each(|part| hasher.update(part));
-    let mut key = store_key(&[prefix, &["{"]].concat(), &hasher.finalize());
+    // Written into one string of the right size: joining the prefix, then
+    // growing for the `}`, were two more allocations a limited request.
+    let mut key = String::with_capacity(prefix.iter().map(|p| p.len()).sum::<usize>() + 2 + 64);
+    prefix.iter().for_each(|p| key.push_str(p));
+    key.push('{');
+    push_hex(&mut key, &hasher.finalize());
     key.push('}');
     key
 }
@@ -465,6 +471,11 @@ fn seconds(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
+/// Built at compile time: `from_static` at run time looks the name up among
+/// the standard ones, ~200 instructions a header of every limited answer.
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// `metered`: each policy's key, meter and (a quota's) window, as `step_for` made them.
 fn answer_headers(
     policies: &[&RateLimit],
@@ -495,13 +506,13 @@ fn answer_headers(
         state.push_str(n.format(seconds(d.reset_after_us)));
     }
     let mut out = Vec::new();
-    let mut push = |name: &'static str, value: String| {
+    let mut push = |name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
-            out.push((HeaderName::from_static(name), v));
+            out.push((name, v));
         }
     };
-    push("ratelimit-policy", policy);
-    push("ratelimit", state);
+    push(RATELIMIT_POLICY, policy);
+    push(RATELIMIT, state);
     // Legacy headers describe the policy closest to refusing.
     if policies.iter().any(|l| l.legacy_headers)
         && let Some((l, d)) = policies.iter().zip(decisions).min_by_key(|(_, d)| d.remaining)
@@ -510,9 +521,9 @@ fn answer_headers(
             Metering::Rate { rate, .. } => rate.burst,
             Metering::Quota(q) => q.limit,
         };
-        push("x-ratelimit-limit", limit.to_string());
-        push("x-ratelimit-remaining", d.remaining.to_string());
-        push("x-ratelimit-reset", seconds(d.reset_after_us).to_string());
+        push(HeaderName::from_static("x-ratelimit-limit"), limit.to_string());
+        push(HeaderName::from_static("x-ratelimit-remaining"), d.remaining.to_string());
+        push(HeaderName::from_static("x-ratelimit-reset"), seconds(d.reset_after_us).to_string());
     }
     out
 }
