@@ -356,14 +356,24 @@ impl Metrics {
         }
         let observed = &log.observed;
         if let Some(auth) = &log.auth {
-            let provider = auth.provider.clone().unwrap_or_else(|| self.no_service.clone());
-            self.auth.get_or_create(&OutcomeLabels { provider: provider.clone(), outcome: auth.outcome }).inc();
+            let provider = || auth.provider.clone().unwrap_or_else(|| self.no_service.clone());
+            let labels = |outcome| OutcomeLabels { provider: provider(), outcome };
+            let resolved = observed.auth.and_then(|a| a.provider).and_then(|i| series.providers.get(i));
+            match resolved {
+                Some(p) if auth.outcome == "ok" => {
+                    p.ok.get_or_init(|| self.auth.get_or_create_owned(&labels("ok"))).inc()
+                }
+                _ => self.auth.get_or_create(&labels(auth.outcome)).inc(),
+            };
             if let Some(hit) = auth.cached {
-                let outcome = if hit { "hit" } else { "miss" };
-                self.token_cache.get_or_create(&OutcomeLabels { provider: provider.clone(), outcome }).inc();
+                let family = || self.token_cache.get_or_create_owned(&labels(if hit { "hit" } else { "miss" }));
+                match resolved {
+                    Some(p) => p.cache[usize::from(hit)].get_or_init(family).inc(),
+                    None => family().inc(),
+                };
             }
             if let Some(fetch) = observed.auth.and_then(|a| a.fetch) {
-                self.jwks_fetch(&provider, fetch.ok);
+                self.jwks_fetch(&provider(), fetch.ok);
             }
         }
         if log.limits.iter().any(|l| l.outcome == LimitOutcome::Limited) {
@@ -374,9 +384,12 @@ impl Metrics {
             self.top_refused.record(&caller, observed.received_at.as_secs() / 60);
         }
         for limit in &log.limits {
-            self.limits
-                .get_or_create(&LimitLabels { policy: limit.policy.clone(), outcome: limit.outcome.name() })
-                .inc();
+            let labels = || LimitLabels { policy: limit.policy.clone(), outcome: limit.outcome.name() };
+            let family = || self.limits.get_or_create_owned(&labels());
+            match series.policies.get(limit.index).and_then(|p| p.get(limit.outcome as usize)) {
+                Some(cell) => cell.get_or_init(family).inc(),
+                None => family().inc(),
+            };
         }
         if let (Some(s), Some(attempts)) = (observed.service.and_then(|s| series.services.get(s)), log.attempts) {
             s.upstream.observe(observed.upstream_time.as_secs_f64());
@@ -504,6 +517,17 @@ pub(crate) struct Series {
     gateway: Weak<Gateway>,
     routes: Box<[RouteSeries]>,
     services: Box<[ServiceSeries]>,
+    /// By provider: `portcullis_auth` when it is `ok`, and
+    /// `portcullis_token_cache` (miss, hit), resolved on first use.
+    providers: Box<[ProviderSeries]>,
+    /// By policy: `portcullis_rate_limit_decisions` by outcome, resolved on first use.
+    policies: Box<[[OnceLock<Counter>; LimitOutcome::COUNT]]>,
+}
+
+#[derive(Default)]
+struct ProviderSeries {
+    ok: OnceLock<Counter>,
+    cache: [OnceLock<Counter>; 2],
 }
 
 struct RouteSeries {
@@ -550,7 +574,9 @@ impl Series {
                 }
             })
             .collect();
-        Self { gateway: Arc::downgrade(gateway), routes, services }
+        let providers = config.auth.providers.iter().map(|_| ProviderSeries::default()).collect();
+        let policies = config.rate_limits.iter().map(|_| Default::default()).collect();
+        Self { gateway: Arc::downgrade(gateway), routes, services, providers, policies }
     }
 }
 
@@ -729,7 +755,7 @@ service = "api"
             identity: None,
             status: 200,
             auth: Some(AuthLog { provider: Some("corp".into()), outcome: "ok", cached: Some(false) }),
-            limits: vec![LimitLog { policy: "per_ip".into(), outcome: LimitOutcome::Admitted }],
+            limits: vec![LimitLog { policy: "per_ip".into(), index: 0, outcome: LimitOutcome::Admitted }],
             upstream: None,
             attempts: Some(2),
             fallback: true,
@@ -840,6 +866,64 @@ service = "api"
         let used = named(&exprs.join("\n"), &exported);
         assert!(used.len() >= 8, "{used:?}");
         assert!(used.is_subset(&exported), "the dashboard uses what is not exported: {:?}", used.difference(&exported));
+    }
+
+    /// Outcomes counted through the series resolved per provider and
+    /// policy land under their own labels, as counting by label would.
+    #[test]
+    fn resolved_auth_and_limit_series_count_under_their_own_labels() {
+        let sha = "b".repeat(64);
+        let config = format!(
+            "[auth.api_key.one]\nconsumers = [{{ id = \"a\", key_sha256 = \"{sha}\" }}]\n\
+             [auth.api_key.two]\nconsumers = [{{ id = \"b\", key_sha256 = \"{sha}\" }}]\n\
+             [limits.first]\nrate = \"5/s\"\n[limits.second]\nrate = \"5/s\"\n{CONFIG}"
+        );
+        let gateway = Arc::new(Gateway::new(Config::parse(&config, "t.toml", &Default::default()).unwrap()));
+        let current = gateway.clone();
+        let state = State {
+            gateway: Box::new(move || current.clone()),
+            connections: Box::new(|| 0),
+            upstream_connections: Arc::default(),
+        };
+        let metrics = Metrics::new(state, true);
+        let series = metrics.series(&gateway).unwrap();
+        let index = |name: &str, names: Vec<&str>| names.iter().position(|n| *n == name).unwrap();
+        let providers = || gateway.config.auth.providers.iter().map(|p| &*p.name).collect::<Vec<_>>();
+        let policies = || gateway.config.rate_limits.iter().map(|l| &*l.name).collect::<Vec<_>>();
+        let request = |provider: &str, outcome: &'static str, cached: Option<bool>, limits: &[(&str, LimitOutcome)]| {
+            let mut log = record();
+            let i = index(provider, providers());
+            log.auth = Some(AuthLog { provider: Some(provider.into()), outcome, cached });
+            log.observed.auth = Some(AuthNote { provider: Some(i), outcome, cached, fetch: None });
+            log.limits = limits
+                .iter()
+                .map(|&(p, outcome)| LimitLog { policy: p.into(), index: index(p, policies()), outcome })
+                .collect();
+            metrics.request(&log, &series);
+        };
+        use LimitOutcome::{Admitted, Leased, Limited};
+        request("one", "ok", Some(true), &[("first", Admitted), ("second", Leased)]);
+        request("one", "ok", Some(true), &[("first", Admitted)]);
+        request("one", "ok", Some(false), &[("second", Limited)]);
+        request("two", "ok", Some(false), &[("first", Leased)]);
+        request("two", "invalid_token", Some(false), &[]);
+        let text = metrics.encode().unwrap();
+        for line in [
+            r#"portcullis_auth_total{provider="one",outcome="ok"} 3"#,
+            r#"portcullis_auth_total{provider="two",outcome="ok"} 1"#,
+            r#"portcullis_auth_total{provider="two",outcome="invalid_token"} 1"#,
+            r#"portcullis_token_cache_total{provider="one",outcome="hit"} 2"#,
+            r#"portcullis_token_cache_total{provider="one",outcome="miss"} 1"#,
+            r#"portcullis_token_cache_total{provider="two",outcome="miss"} 2"#,
+            r#"portcullis_rate_limit_decisions_total{policy="first",outcome="admitted"} 2"#,
+            r#"portcullis_rate_limit_decisions_total{policy="first",outcome="leased"} 1"#,
+            r#"portcullis_rate_limit_decisions_total{policy="second",outcome="leased"} 1"#,
+            r#"portcullis_rate_limit_decisions_total{policy="second",outcome="limited"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains(r#"provider="two",outcome="hit""#), "{text}");
+        assert_eq!(text.matches("portcullis_rate_limit_decisions_total{").count(), 4, "{text}");
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub(crate) enum LimitOutcome {
 }
 
 impl LimitOutcome {
+    /// How many outcomes there are (`as usize` numbers them from 0).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) const COUNT: usize = 8;
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Admitted => "admitted",
@@ -147,6 +151,9 @@ pub(crate) struct AuthLog {
 #[derive(Debug, Clone)]
 pub(crate) struct LimitLog {
     pub(crate) policy: Arc<str>,
+    /// The policy by index in the request's config (for the node's metrics).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) index: usize,
     pub(crate) outcome: LimitOutcome,
 }
 
@@ -547,8 +554,8 @@ mod tests {
         log.status = 200;
         log.auth = Some(AuthLog { provider: Some("corp".into()), outcome: "ok", cached: Some(true) });
         log.limits = vec![
-            LimitLog { policy: "a".into(), outcome: LimitOutcome::Leased },
-            LimitLog { policy: "b".into(), outcome: LimitOutcome::Delayed },
+            LimitLog { policy: "a".into(), index: 0, outcome: LimitOutcome::Leased },
+            LimitLog { policy: "b".into(), index: 1, outcome: LimitOutcome::Delayed },
         ];
         log.upstream = Some("http://127.0.0.1:8080".into());
         log.attempts = Some(2);

@@ -79,7 +79,7 @@ pub(crate) fn finish<B>(config: &Config, mut response: Response<B>, mut ctx: Ctx
             outcome: a.outcome,
             cached: a.cached,
         }),
-        limits: ctx.limits.iter().map(|&(i, outcome)| LimitLog { policy: names(i), outcome }).collect(),
+        limits: ctx.limits.iter().map(|&(i, outcome)| LimitLog { policy: names(i), index: i, outcome }).collect(),
         upstream: ctx.upstream,
         attempts: (ctx.attempts > 0).then_some(ctx.attempts),
         fallback: ctx.fallback,
