@@ -61,25 +61,21 @@ fn plain_bearer(value: &[u8]) -> Option<&str> {
     b64token.then(|| std::str::from_utf8(token).ok()).flatten()
 }
 
-/// Whether every byte is a b64token character: sixteen at a time without
-/// a branch each (a branch a byte cost ~6 instructions a byte).
+/// Whether every byte is a b64token character: with no branch and no
+/// table, so the compiler checks sixteen bytes at once in vector registers
+/// (~1.6 instructions a byte; a branch a byte cost ~6, a table ~2.5).
 fn all_b64token(s: &[u8]) -> bool {
-    let is = |b: &u8| B64TOKEN[usize::from(*b)];
-    let mut chunks = s.chunks_exact(16);
-    chunks.by_ref().all(|chunk| chunk.iter().fold(true, |all, b| all & is(b))) && chunks.remainder().iter().all(is)
+    s.iter().fold(true, |all, &b| all & is_b64token(b))
 }
 
-/// RFC 6750's b64token characters (before any trailing `=`).
-static B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    table
-};
+/// RFC 6750's b64token characters (before any trailing `=`): letters,
+/// digits and `-._~+/`, by arithmetic (`| 0x20` folds case; `-./` are adjacent).
+fn is_b64token(b: u8) -> bool {
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    let digit = b.wrapping_sub(b'0') < 10;
+    let dash_dot_slash = b.wrapping_sub(b'-') < 3;
+    letter | digit | dash_dot_slash | (b == b'_') | (b == b'~') | (b == b'+')
+}
 
 fn checked_bearer(value: &HeaderValue) -> Seen {
     let Ok(text) = value.to_str() else { return Some(Err("the Authorization header is not valid text".into())) };
@@ -230,6 +226,22 @@ mod tests {
         assert!(token(find(&s, &req("/", &[("authorization", "Bearer a b")]))).unwrap_err().contains("Bearer <token>"));
         assert!(token(find(&s, &req("/", &[("authorization", "Bearer a"), ("authorization", "Bearer b")]))).is_err());
         assert_eq!(token(find(&s, &req("/", &[]))), Err("none".into()));
+    }
+
+    #[test]
+    fn b64token_characters_are_rfc_6750s() {
+        for b in 0..=u8::MAX {
+            let spec = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            assert_eq!(is_b64token(b), spec, "{b:#04x}");
+            assert_eq!(all_b64token(&[b; 20]), spec, "{b:#04x} in a chunk and the remainder");
+        }
+        let mut token = [b'x'; 40];
+        for i in 0..token.len() {
+            token[i] = b',';
+            assert!(!all_b64token(&token), "a comma at {i}");
+            token[i] = b'x';
+        }
+        assert!(all_b64token(&token));
     }
 
     /// Any value the one-pass shape takes, the full checks take alike.
