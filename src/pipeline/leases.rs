@@ -106,7 +106,8 @@ pub(crate) struct Leases(Mutex<Table>, AtomicBool);
 #[derive(Debug, Default)]
 #[cfg_attr(feature = "edge-p2", allow(dead_code))] // WASI 0.2 instances hold no ranges
 struct Table {
-    held: HashMap<String, Held>,
+    /// By store key (a SHA-256 digest inside): foldhash, not SipHash.
+    held: HashMap<String, Held, foldhash::fast::RandomState>,
     /// The second in which a full table was last swept of idle keys: at
     /// most one sweep a second, however many new keys arrive.
     swept: u64,

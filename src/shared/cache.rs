@@ -7,15 +7,19 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 const SHARDS: usize = 32;
 
-type Shard<K, V> = Mutex<HashMap<K, Entry<V>>>;
-type Guard<'a, K, V> = MutexGuard<'a, HashMap<K, Entry<V>>>;
+/// Seeded foldhash, not SipHash: every key is a SHA-256 digest or a store
+/// key made of one (`kv-schema/`), so no client can aim keys at a bucket.
+/// Each shard's map and the shard choice have seeds of their own.
+type RandomState = foldhash::fast::RandomState;
+type Map<K, V> = HashMap<K, Entry<V>, RandomState>;
+type Shard<K, V> = Mutex<Map<K, V>>;
+type Guard<'a, K, V> = MutexGuard<'a, Map<K, V>>;
 
 pub(crate) struct ExpiringMap<K, V> {
     shards: Box<[Shard<K, V>]>,
@@ -44,8 +48,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
     /// A map holding at most about `max_entries` entries.
     pub(crate) fn new(max_entries: usize) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        Self { shards, hasher: RandomState::new(), per_shard: max_entries.div_ceil(SHARDS).max(1) }
+        let shards = (0..SHARDS).map(|_| Mutex::new(Map::default())).collect();
+        Self { shards, hasher: RandomState::default(), per_shard: max_entries.div_ceil(SHARDS).max(1) }
     }
 
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> Guard<'_, K, V> {
@@ -152,7 +156,7 @@ impl<K: Hash + Eq, V: Clone> ExpiringMap<K, V> {
 
 /// Before inserting a new key into a full shard: drop expired entries, then
 /// arbitrary ones (the first the map yields) until there is room.
-fn make_room<K: Hash + Eq, V>(shard: &mut HashMap<K, Entry<V>>, key: &K, cap: usize, now: Duration) {
+fn make_room<K: Hash + Eq, V>(shard: &mut Map<K, V>, key: &K, cap: usize, now: Duration) {
     if shard.contains_key(key) || shard.len() < cap {
         return;
     }
