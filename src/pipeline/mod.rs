@@ -332,12 +332,7 @@ impl Ctx {
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| headers.get(header::HOST).cloned());
-        let host = host_header
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<http::uri::Authority>().ok())
-            .map(|a| a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
-            .unwrap_or_default();
+        let host = host_header.as_ref().map(accept::host_of).unwrap_or_default();
         let trace = Trace::from_header(headers.get(&transform::TRACEPARENT), &entropy, g.trace_sample_ratio);
         let content_type = headers.get(header::CONTENT_TYPE);
         let spans = (record_spans && trace.sampled()).then(Vec::new);
