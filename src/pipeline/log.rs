@@ -240,7 +240,7 @@ impl AccessLog {
         w.key_opt_str(k!("service"), self.service.as_deref());
         w.key(k!("identity"));
         match &self.identity {
-            Some(id) => w.str(&[id.provider.as_str(), ":", &id.subject].concat()),
+            Some(id) => w.str_of(&[id.provider.as_str(), ":", &id.subject]),
             None => w.null(),
         }
         w.key_num(k!("status"), self.status.into());
@@ -368,6 +368,17 @@ impl Json<'_> {
             self.plain(s.as_bytes());
         } else {
             self.serde(s);
+        }
+    }
+
+    /// The string of `parts` joined, joined only if one needs escaping.
+    fn str_of(&mut self, parts: &[&str]) {
+        if parts.iter().any(|p| needs_escape(p.as_bytes())) {
+            self.serde(&parts.concat());
+        } else {
+            self.0.push(b'"');
+            parts.iter().for_each(|p| self.0.extend_from_slice(p.as_bytes()));
+            self.0.push(b'"');
         }
     }
 
@@ -612,9 +623,18 @@ mod tests {
         for text in ["", "plain", "\"", "\\", "\u{0}\u{1f}\u{7f}", "é漢字🙂", "a\r\nb", "\u{2028}"] {
             log.path = text.into();
             log.host = format!("{text}{text}");
+            log.identity = Some(Arc::new(Identity {
+                provider: "corp".into(),
+                subject: text.into(),
+                groups: Vec::new(),
+                scopes: Vec::new(),
+                claims: Default::default(),
+                networks: None,
+            }));
             let value: serde_json::Value = serde_json::from_str(&log.to_line()).unwrap();
             assert_eq!(value["path"], text);
             assert_eq!(value["host"], log.host.as_str());
+            assert_eq!(value["identity"], format!("corp:{text}"));
         }
     }
 }

@@ -256,12 +256,16 @@ async fn check<'g, P: Ports>(
 ) -> Result<Applied<'g>, LimitError> {
     let config = &gateway.config;
     let groups: &[String] = ctx.identity.as_ref().map_or(&[], |id| &id.groups);
-    let (indexes, policies): (Vec<usize>, Vec<&RateLimit>) = route
-        .rate_limits
-        .iter()
-        .map(|&i| (i, &config.rate_limits[i]))
-        .filter(|(_, l)| l.groups.is_empty() || l.groups.iter().any(|g| groups.contains(g)))
-        .unzip();
+    // Sized up front: `unzip` after a filter grew both a push at a time.
+    let n = route.rate_limits.len();
+    let (mut indexes, mut policies): (Vec<usize>, Vec<&RateLimit>) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for &i in &route.rate_limits {
+        let l = &config.rate_limits[i];
+        if l.groups.is_empty() || l.groups.iter().any(|g| groups.contains(g)) {
+            indexes.push(i);
+            policies.push(l);
+        }
+    }
     if policies.is_empty() {
         return Ok(Applied::default());
     }
@@ -326,6 +330,7 @@ async fn check<'g, P: Ports>(
     };
     let mut from_store = stored.iter();
     let mut decisions = Vec::with_capacity(steps.len());
+    outcomes.reserve(indexes.len());
     for (&i, l) in indexes.iter().zip(&local) {
         let (decision, outcome) = match (l, l.is_none().then(|| from_store.next())) {
             (Some((d, _)), _) => (*d, LimitOutcome::Leased),
@@ -505,7 +510,8 @@ fn answer_headers(
         }
         state.push_str(n.format(seconds(d.reset_after_us)));
     }
-    let mut out = Vec::new();
+    // Room for the two, and a quota's warning.
+    let mut out = Vec::with_capacity(3);
     let mut push = |name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             out.push((name, v));
