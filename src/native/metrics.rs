@@ -386,7 +386,7 @@ impl Metrics {
         for limit in &log.limits {
             let labels = || LimitLabels { policy: limit.policy.clone(), outcome: limit.outcome.name() };
             let family = || self.limits.get_or_create_owned(&labels());
-            match series.policies.get(limit.index).and_then(|p| p.get(limit.outcome as usize)) {
+            match series.policies.get(limit.index).and_then(|p| p.get(limit.outcome.index())) {
                 Some(cell) => cell.get_or_init(family).inc(),
                 None => family().inc(),
             };
@@ -793,16 +793,22 @@ service = "api"
         }
     }
 
-    /// Every family, each with a series.
-    fn exposition() -> String {
-        let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
+    /// Metrics (recording if `enabled`) over a gateway on `config`, with
+    /// `connections` open.
+    fn metrics_on(config: &str, connections: usize, enabled: bool) -> (Arc<Gateway>, Metrics) {
+        let gateway = Arc::new(Gateway::new(Config::parse(config, "t.toml", &Default::default()).unwrap()));
         let current = gateway.clone();
         let state = State {
             gateway: Box::new(move || current.clone()),
-            connections: Box::new(|| 3),
+            connections: Box::new(move || connections),
             upstream_connections: Arc::default(),
         };
-        let metrics = Metrics::new(state, true);
+        (gateway, Metrics::new(state, enabled))
+    }
+
+    /// Every family, each with a series.
+    fn exposition() -> String {
+        let (gateway, metrics) = metrics_on(CONFIG, 3, true);
         let _busy = metrics.begin();
         let series = metrics.series(&gateway).unwrap();
         metrics.request(&record(), &series);
@@ -878,14 +884,7 @@ service = "api"
              [auth.api_key.two]\nconsumers = [{{ id = \"b\", key_sha256 = \"{sha}\" }}]\n\
              [limits.first]\nrate = \"5/s\"\n[limits.second]\nrate = \"5/s\"\n{CONFIG}"
         );
-        let gateway = Arc::new(Gateway::new(Config::parse(&config, "t.toml", &Default::default()).unwrap()));
-        let current = gateway.clone();
-        let state = State {
-            gateway: Box::new(move || current.clone()),
-            connections: Box::new(|| 0),
-            upstream_connections: Arc::default(),
-        };
-        let metrics = Metrics::new(state, true);
+        let (gateway, metrics) = metrics_on(&config, 0, true);
         let series = metrics.series(&gateway).unwrap();
         let index = |name: &str, names: Vec<&str>| names.iter().position(|n| *n == name).unwrap();
         let providers = || gateway.config.auth.providers.iter().map(|p| &*p.name).collect::<Vec<_>>();
@@ -928,14 +927,7 @@ service = "api"
 
     #[test]
     fn with_no_listener_requests_record_nothing() {
-        let gateway = Arc::new(Gateway::new(Config::parse(CONFIG, "t.toml", &Default::default()).unwrap()));
-        let current = gateway.clone();
-        let state = State {
-            gateway: Box::new(move || current.clone()),
-            connections: Box::new(|| 0),
-            upstream_connections: Arc::default(),
-        };
-        let metrics = Metrics::new(state, false);
+        let (gateway, metrics) = metrics_on(CONFIG, 0, false);
         assert!(metrics.begin().is_none());
         assert!(metrics.series(&gateway).is_none());
     }

@@ -121,9 +121,25 @@ pub(crate) enum LimitOutcome {
 }
 
 impl LimitOutcome {
-    /// How many outcomes there are (`as usize` numbers them from 0).
+    /// How many outcomes there are, numbered by [`Self::index`].
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) const COUNT: usize = 8;
+
+    /// The outcome's number, below [`Self::COUNT`] (a new outcome needs one
+    /// here before it compiles).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Admitted => 0,
+            Self::LeaseTaken => 1,
+            Self::Leased => 2,
+            Self::Pooled => 3,
+            Self::Delayed => 4,
+            Self::Limited => 5,
+            Self::StoreErrorAllowed => 6,
+            Self::StoreErrorDenied => 7,
+        }
+    }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
