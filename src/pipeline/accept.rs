@@ -183,8 +183,13 @@ fn plain_host(value: &[u8]) -> Option<&str> {
 
 fn checked_host(value: &HeaderValue) -> String {
     let authority = value.to_str().ok().and_then(|h| h.parse::<Authority>().ok());
-    let host = authority.as_ref().map_or("", |a| a.host().trim_start_matches('[').trim_end_matches(']'));
-    host.to_ascii_lowercase()
+    authority.as_ref().map_or_else(String::new, |a| bare_host(a.host()))
+}
+
+/// A URI's host as requests are known by it: lower-case, an IPv6 literal
+/// without its brackets (what a cache purge by URL must match too).
+pub(crate) fn bare_host(host: &str) -> String {
+    host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
 }
 
 /// After routing: a declared `Content-Length` within the route's limit.

@@ -133,8 +133,7 @@ impl Leases {
     pub(crate) fn admit(&self, key: &str, rate: Rate, cost: u64, now_us: u64) -> Local {
         let Ok(mut table) = self.0.lock() else { return Local::Ask(None) };
         let Table { held, swept, .. } = &mut *table;
-        // A key seen before is hashed once (SipHash over a store key is ~350
-        // instructions).
+        // A key seen before is hashed once, not looked up and then fetched.
         if let Some(h) = held.get_mut(key) {
             return h.admit(rate, cost, now_us);
         }

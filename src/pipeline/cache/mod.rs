@@ -777,7 +777,7 @@ pub(crate) fn purge_target(
             let host = uri.host().filter(|_| uri.scheme().is_some()).ok_or_else(|| {
                 format!("`{url}`: give the whole URL a client calls, e.g. https://api.example.com/v1/items?page=2")
             })?;
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+            let host = crate::pipeline::accept::bare_host(host);
             let path = crate::shared::path::normalize_path(uri.path(), config.gateway.path_parameters)
                 .map_err(|e| format!("`{url}`: {e}"))?;
             Ok(Purge::Url(entry::url_digest(&host, &path, uri.query())))
