@@ -755,7 +755,11 @@ service = "api"
             identity: None,
             status: 200,
             auth: Some(AuthLog { provider: Some("corp".into()), outcome: "ok", cached: Some(false) }),
-            limits: vec![LimitLog { policy: "per_ip".into(), index: 0, outcome: LimitOutcome::Admitted }],
+            limits: smallvec::smallvec![LimitLog {
+                policy: "per_ip".into(),
+                index: 0,
+                outcome: LimitOutcome::Admitted
+            }],
             upstream: None,
             attempts: Some(2),
             fallback: true,
@@ -817,7 +821,7 @@ service = "api"
         (unmatched.route, unmatched.service, unmatched.observed.route, unmatched.observed.service) =
             (None, None, None, None);
         (unmatched.status, unmatched.auth, unmatched.observed.auth, unmatched.attempts) = (404, None, None, None);
-        (unmatched.limits, unmatched.fallback) = (Vec::new(), false);
+        (unmatched.limits, unmatched.fallback) = (Default::default(), false);
         metrics.request(&unmatched, &series);
         metrics.store_call("gcra", Duration::from_micros(300), false);
         metrics.reload(false);

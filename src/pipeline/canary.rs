@@ -286,7 +286,7 @@ fn choose(
     let mut hash = Sha256::new();
     hash.update(route.name.as_bytes());
     hash.update(b"\n");
-    hash.update(caller::value(config, &canary.sticky_on, ctx, headers));
+    caller::with_value(config, &canary.sticky_on, ctx, headers, |pieces| pieces.iter().for_each(|p| hash.update(p)));
     let digest = hash.finalize();
     let bucket = u64::from_le_bytes(digest[..8].try_into().unwrap_or_default()) % 10_000;
     if bucket < u64::from(share) { Variant::Canary } else { Variant::Stable }

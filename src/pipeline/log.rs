@@ -40,7 +40,7 @@ pub(crate) struct AccessLog {
     /// How authentication went (routes with `auth` only).
     pub(crate) auth: Option<AuthLog>,
     /// Each rate-limit policy checked, and what it decided.
-    pub(crate) limits: Vec<LimitLog>,
+    pub(crate) limits: PerPolicy<LimitLog>,
     /// The target that answered (the last one tried).
     pub(crate) upstream: Option<Arc<str>>,
     /// Tries sent to targets (absent when none was).
@@ -162,6 +162,11 @@ pub(crate) struct AuthLog {
     pub(crate) outcome: &'static str,
     pub(crate) cached: Option<bool>,
 }
+
+/// One entry per rate-limit policy a request met: inline up to four (a
+/// route rarely has more), so a limited request allocates nothing for
+/// its lists of them.
+pub(crate) type PerPolicy<T> = smallvec::SmallVec<[T; 4]>;
 
 /// One entry of `limits` in the log line.
 #[derive(Debug, Clone)]
@@ -514,7 +519,7 @@ mod tests {
             identity: None,
             status: 404,
             auth: None,
-            limits: Vec::new(),
+            limits: PerPolicy::new(),
             upstream: None,
             attempts: None,
             fallback: false,
@@ -580,7 +585,7 @@ mod tests {
         }));
         log.status = 200;
         log.auth = Some(AuthLog { provider: Some("corp".into()), outcome: "ok", cached: Some(true) });
-        log.limits = vec![
+        log.limits = smallvec::smallvec![
             LimitLog { policy: "a".into(), index: 0, outcome: LimitOutcome::Leased },
             LimitLog { policy: "b".into(), index: 1, outcome: LimitOutcome::Delayed },
         ];

@@ -51,7 +51,7 @@ use authn::AuthCaches;
 use canary::CanaryState;
 use error::GatewayError;
 use ids::Trace;
-use log::{AccessLog, AuthNote, Failure, LimitOutcome};
+use log::{AccessLog, AuthNote, Failure, LimitOutcome, PerPolicy};
 use trace::SpanRecord;
 use upstream::ServiceState;
 
@@ -125,7 +125,7 @@ pub(crate) struct Ctx {
     /// How authentication went, on routes with `auth`.
     pub(crate) auth: Option<AuthNote>,
     /// What each rate-limit policy checked decided.
-    pub(crate) limits: Vec<(usize, LimitOutcome)>,
+    pub(crate) limits: PerPolicy<(usize, LimitOutcome)>,
     /// How long the request waited for its turn under a policy's `max_delay`.
     pub(crate) limit_delay: Option<Duration>,
     /// Failed tries, by kind.
@@ -358,7 +358,7 @@ impl Ctx {
             attempts: 0,
             service: None,
             auth: None,
-            limits: Vec::new(),
+            limits: PerPolicy::new(),
             limit_delay: None,
             try_failures: Vec::new(),
             upstream_time: Duration::ZERO,

@@ -19,10 +19,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use sha2::{Digest, Sha256};
+use smallvec::smallvec;
 use thiserror::Error;
 
 use super::leases::{self, Local};
-use super::log::{Failure, LimitOutcome};
+use super::log::{Failure, LimitOutcome, PerPolicy};
 use super::trace::{SpanKind, SpanRecord};
 use super::{Ctx, Flow, Gateway, caller};
 use crate::config::rate_limits::{Metering, RateLimit};
@@ -191,17 +192,14 @@ fn step_for(
     headers: &http::HeaderMap,
     now_us: u64,
 ) -> (String, Meter, Option<Window>) {
-    let counted = caller::value(config, &limit.key, ctx, headers);
-    match &limit.meter {
-        Metering::Rate { rate, .. } => {
-            (key(&limit.name, &[&counted]), Meter::Rate { rate: *rate, max_delay_us: 0 }, None)
-        }
+    caller::with_value(config, &limit.key, ctx, headers, |counted| match &limit.meter {
+        Metering::Rate { rate, .. } => (key(&limit.name, counted), Meter::Rate { rate: *rate, max_delay_us: 0 }, None),
         Metering::Quota(q) => {
             let window = quota::window(now_us, q.period, &q.zone);
             let meter = Meter::Quota { limit: q.limit, ends_us: window.ends_us };
-            (quota_key(&limit.name, &window.id, &[&counted]), meter, Some(window))
+            (quota_key(&limit.name, &window.id, counted), meter, Some(window))
         }
-    }
+    })
 }
 
 /// The rate-limit phase: the route's policies that apply to this caller,
@@ -217,7 +215,7 @@ pub(crate) async fn phase<P: Ports>(
         return Ok(Flow::Continue);
     };
     let started = ports.clock().monotonic();
-    let mut outcomes = Vec::new();
+    let mut outcomes = PerPolicy::new();
     let result = check(gateway, route, ctx, headers, ports, &mut outcomes).await;
     if let Some(spans) = &mut ctx.spans {
         let outcome = outcomes.first().map_or("none", |(_, o): &(usize, LimitOutcome)| o.name());
@@ -252,13 +250,14 @@ async fn check<'g, P: Ports>(
     ctx: &Ctx,
     headers: &http::HeaderMap,
     ports: &P,
-    outcomes: &mut Vec<(usize, LimitOutcome)>,
+    outcomes: &mut PerPolicy<(usize, LimitOutcome)>,
 ) -> Result<Applied<'g>, LimitError> {
     let config = &gateway.config;
     let groups: &[String] = ctx.identity.as_ref().map_or(&[], |id| &id.groups);
     // Sized up front: `unzip` after a filter grew both a push at a time.
     let n = route.rate_limits.len();
-    let (mut indexes, mut policies): (Vec<usize>, Vec<&RateLimit>) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut indexes, mut policies): (PerPolicy<usize>, PerPolicy<&RateLimit>) =
+        (PerPolicy::with_capacity(n), PerPolicy::with_capacity(n));
     for &i in &route.rate_limits {
         let l = &config.rate_limits[i];
         if l.groups.is_empty() || l.groups.iter().any(|g| groups.contains(g)) {
@@ -270,11 +269,11 @@ async fn check<'g, P: Ports>(
         return Ok(Applied::default());
     }
     let now_us = u64::try_from(ports.clock().now().as_micros()).unwrap_or(u64::MAX);
-    let metered: Vec<(String, Meter, Option<Window>)> =
+    let metered: PerPolicy<(String, Meter, Option<Window>)> =
         policies.iter().map(|l| step_for(config, l, ctx, headers, now_us)).collect();
     // A policy that smooths lets the request wait while it has a place for it.
     let mut places = Vec::new();
-    let steps: Vec<LimitStep<'_>> = policies
+    let steps: PerPolicy<LimitStep<'_>> = policies
         .iter()
         .zip(&indexes)
         .zip(&metered)
@@ -291,8 +290,8 @@ async fn check<'g, P: Ports>(
         })
         .collect();
     // A holder that outlives its request decides hot keys under leases.
-    let mut local: Vec<Option<(Decision, Taken)>> = vec![None; steps.len()];
-    let mut asked: Vec<LimitStep<'_>> = Vec::with_capacity(steps.len());
+    let mut local: PerPolicy<Option<(Decision, Taken)>> = smallvec![None; steps.len()];
+    let mut asked: PerPolicy<LimitStep<'_>> = PerPolicy::with_capacity(steps.len());
     for (step, local) in steps.iter().zip(local.iter_mut()) {
         match leasable::<P>(step).map(|rate| (rate, gateway.leases.admit(step.key, rate, step.cost, now_us))) {
             Some((_, Local::Admitted(d, taken))) => *local = Some((d, taken)),
@@ -329,7 +328,7 @@ async fn check<'g, P: Ports>(
         },
     };
     let mut from_store = stored.iter();
-    let mut decisions = Vec::with_capacity(steps.len());
+    let mut decisions: PerPolicy<Decision> = PerPolicy::with_capacity(steps.len());
     outcomes.reserve(indexes.len());
     for (&i, l) in indexes.iter().zip(&local) {
         let (decision, outcome) = match (l, l.is_none().then(|| from_store.next())) {
@@ -369,7 +368,7 @@ async fn check<'g, P: Ports>(
     // Refused: nothing was charged (stretches taken here go back), so a
     // policy that would have admitted the request still has what it had.
     untake(&local);
-    let unspent: Vec<Decision> = policies
+    let unspent: PerPolicy<Decision> = policies
         .iter()
         .zip(&decisions)
         .map(|(l, d)| match (d.allowed, &l.meter) {
@@ -487,14 +486,28 @@ fn answer_headers(
     decisions: &[Decision],
     metered: &[(String, Meter, Option<Window>)],
 ) -> Headers {
-    let mut policy = String::with_capacity(policies.len() * 32);
-    let mut state = String::with_capacity(policies.len() * 32);
+    // One policy's `RateLimit-Policy` is the config's value, shared; more
+    // are joined here.
+    let alone = match policies {
+        [RateLimit { meter: Metering::Rate { policy_alone, .. }, .. }] => Some(policy_alone.clone()),
+        _ => None,
+    };
+    let mut policy = String::with_capacity(if alone.is_some() { 0 } else { policies.len() * 32 });
+    // Sized exactly: a string without spare room becomes the value's bytes
+    // as it is (spare room would cost the value another allocation).
+    let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let exact = policies
+        .iter()
+        .zip(decisions)
+        .map(|(l, d)| r#""";r=;t="#.len() + l.name.len() + digits(d.remaining) + digits(seconds(d.reset_after_us)));
+    let mut state = String::with_capacity(exact.sum::<usize>() + 2 * policies.len().saturating_sub(1));
     for (i, ((l, d), (_, _, window))) in policies.iter().zip(decisions).zip(metered).enumerate() {
         if i > 0 {
             policy.push_str(", ");
             state.push_str(", ");
         }
         match (&l.meter, window) {
+            _ if alone.is_some() => {}
             (Metering::Rate { policy_item, .. }, _) => policy.push_str(policy_item),
             (Metering::Quota(q), Some(w)) => {
                 let _ = write!(policy, "\"{}\";q={};w={}", l.name, q.limit, w.length_s);
@@ -512,13 +525,14 @@ fn answer_headers(
     }
     // Room for the two, and a quota's warning.
     let mut out = Vec::with_capacity(3);
+    let policy = alone.unwrap_or_else(|| HeaderValue::from_maybe_shared(Bytes::from(policy)).ok());
+    out.extend(policy.map(|v| (RATELIMIT_POLICY, v)));
+    out.extend(HeaderValue::from_maybe_shared(Bytes::from(state)).ok().map(|v| (RATELIMIT, v)));
     let mut push = |name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             out.push((name, v));
         }
     };
-    push(RATELIMIT_POLICY, policy);
-    push(RATELIMIT, state);
     // Legacy headers describe the policy closest to refusing.
     if policies.iter().any(|l| l.legacy_headers)
         && let Some((l, d)) = policies.iter().zip(decisions).min_by_key(|(_, d)| d.remaining)
