@@ -1,25 +1,28 @@
 //! Finding a credential in a request (header, cookie, query parameter) and
 //! taking it out again before the origin sees the request.
 
+use std::borrow::Cow;
+
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderValue, Request, Uri};
 
 use crate::config::auth::TokenSource;
 use crate::shared::headers;
 
-pub(crate) enum Found<'s> {
+pub(crate) enum Found<'s, 'r> {
     None,
     /// Present but unusable: answered 400 `invalid_request`.
     Malformed(String),
-    /// The credential and the source it came from (to strip it later).
-    Credential(String, &'s TokenSource),
+    /// The credential (borrowed from the request unless it had to be
+    /// decoded) and the source it came from (to strip it later).
+    Credential(Cow<'r, str>, &'s TokenSource),
 }
 
 /// What one source holds: nothing, a credential, or a malformed one.
-type Seen = Option<Result<String, String>>;
+type Seen<'r> = Option<Result<Cow<'r, str>, String>>;
 
 /// The first source that holds a credential.
-pub(crate) fn find<'s, B>(sources: &'s [TokenSource], req: &Request<B>) -> Found<'s> {
+pub(crate) fn find<'s, 'r, B>(sources: &'s [TokenSource], req: &'r Request<B>) -> Found<'s, 'r> {
     for source in sources {
         let seen = match source {
             TokenSource::Bearer => bearer(req),
@@ -38,14 +41,14 @@ pub(crate) fn find<'s, B>(sources: &'s [TokenSource], req: &Request<B>) -> Found
 
 /// `Authorization: Bearer <b64token>` (RFC 6750 §2.1). Another scheme is
 /// not a bearer credential; a bearer one that breaks the grammar is malformed.
-fn bearer<B>(req: &Request<B>) -> Seen {
+fn bearer<B>(req: &Request<B>) -> Seen<'_> {
     let mut values = req.headers().get_all(AUTHORIZATION).iter();
     let value = values.next()?;
     if values.next().is_some() {
         return Some(Err("send one Authorization header".into()));
     }
     if let Some(token) = plain_bearer(value.as_bytes()) {
-        return Some(Ok(token.to_owned()));
+        return Some(Ok(Cow::Borrowed(token)));
     }
     checked_bearer(value)
 }
@@ -77,7 +80,7 @@ fn is_b64token(b: u8) -> bool {
     letter | digit | dash_dot_slash | (b == b'_') | (b == b'~') | (b == b'+')
 }
 
-fn checked_bearer(value: &HeaderValue) -> Seen {
+fn checked_bearer(value: &HeaderValue) -> Seen<'_> {
     let Ok(text) = value.to_str() else { return Some(Err("the Authorization header is not valid text".into())) };
     let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -88,31 +91,31 @@ fn checked_bearer(value: &HeaderValue) -> Seen {
     if !b64token {
         return Some(Err("the Authorization header must be `Bearer <token>`".into()));
     }
-    Some(Ok(token.to_string()))
+    Some(Ok(Cow::Borrowed(token)))
 }
 
-fn single<'a>(mut values: impl Iterator<Item = &'a HeaderValue>, name: &str) -> Seen {
+fn single<'a>(mut values: impl Iterator<Item = &'a HeaderValue>, name: &str) -> Seen<'a> {
     let value = values.next()?;
     if values.next().is_some() {
         return Some(Err(format!("send one {name} header")));
     }
     Some(match value.to_str().map(str::trim) {
-        Ok(v) if !v.is_empty() => Ok(v.to_string()),
+        Ok(v) if !v.is_empty() => Ok(Cow::Borrowed(v)),
         _ => Err(format!("the {name} header is empty or not valid text")),
     })
 }
 
-fn cookie<B>(req: &Request<B>, name: &str) -> Seen {
+fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Seen<'r> {
     let v = headers::cookie(req.headers(), name)?;
-    Some(if v.is_empty() { Err(format!("the {name} cookie is empty")) } else { Ok(v.to_string()) })
+    Some(if v.is_empty() { Err(format!("the {name} cookie is empty")) } else { Ok(Cow::Borrowed(v)) })
 }
 
-fn query(uri: &Uri, name: &str) -> Seen {
+fn query<'r>(uri: &'r Uri, name: &str) -> Seen<'r> {
     for pair in uri.query()?.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k == name {
             return Some(match percent_decode(v) {
-                Some(v) if !v.is_empty() => Ok(v),
+                Some(v) if !v.is_empty() => Ok(Cow::Owned(v)),
                 _ => Err(format!("the {name} query parameter is empty or badly encoded")),
             });
         }
@@ -207,7 +210,7 @@ mod tests {
 
     fn token(found: Found) -> Result<String, String> {
         match found {
-            Found::Credential(c, _) => Ok(c),
+            Found::Credential(c, _) => Ok(c.into_owned()),
             Found::Malformed(m) => Err(m),
             Found::None => Err("none".into()),
         }
@@ -257,7 +260,7 @@ mod tests {
             let bytes = [prefix.as_bytes(), &tail].concat();
             let Ok(value) = HeaderValue::from_bytes(&bytes) else { return Ok(()) };
             if let Some(token) = plain_bearer(value.as_bytes()) {
-                prop_assert_eq!(checked_bearer(&value), Some(Ok(token.to_owned())));
+                prop_assert_eq!(checked_bearer(&value), Some(Ok(token.into())));
             }
         });
         assert_eq!(plain_bearer(b"Bearer abc.def-_~+/ghi=="), Some("abc.def-_~+/ghi=="));
