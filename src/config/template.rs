@@ -41,14 +41,16 @@ impl Template {
     }
 
     /// Fills the template with matched parameter values.
-    pub(crate) fn render<'v>(&self, lookup: impl Fn(&str) -> Option<&'v str>) -> String {
-        let mut out = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Param(name) => out.push_str(lookup(name).unwrap_or_default()),
-            }
-        }
+    /// Sized exactly, with `extra` bytes to spare (a query to come): a
+    /// string without spare room becomes a URI's bytes without another
+    /// allocation.
+    pub(crate) fn render<'v>(&'v self, extra: usize, lookup: impl Fn(&str) -> Option<&'v str>) -> String {
+        let piece = |p: &'v Piece| match p {
+            Piece::Text(t) => t.as_str(),
+            Piece::Param(name) => lookup(name).unwrap_or_default(),
+        };
+        let mut out = String::with_capacity(self.pieces.iter().map(|p| piece(p).len()).sum::<usize>() + extra);
+        self.pieces.iter().for_each(|p| out.push_str(piece(p)));
         out
     }
 }
@@ -153,7 +155,7 @@ mod tests {
     fn templates_render_known_params_only() {
         let params = names(&["id", "rest"]);
         let t = Template::parse("/users/{id}/f/{rest}", &params).unwrap();
-        let got = t.render(|n| match n {
+        let got = t.render(0, |n| match n {
             "id" => Some("42"),
             "rest" => Some("a/b.txt"),
             _ => None,

@@ -165,17 +165,26 @@ fn request<B>(mut req: Request<B>, ctx: &Ctx, route: &Route, config: &Config) ->
     let uri = match kept {
         Some(pq) => Uri::builder().path_and_query(pq).build(),
         None => {
+            // Sized exactly, query included: the string becomes the URI's
+            // bytes as it is (spare room would cost another allocation).
+            let query = req.uri().query();
+            let extra = query.map_or(0, |q| q.len() + 1);
+            let exactly = |path: &str| {
+                let mut s = String::with_capacity(path.len() + extra);
+                s.push_str(path);
+                s
+            };
             let mut path_and_query = match &route.rewrite {
-                PathRewrite::Keep => ctx.path.clone(),
+                PathRewrite::Keep => exactly(&ctx.path),
                 PathRewrite::StripPrefix(prefix) => {
                     let rest = ctx.path.strip_prefix(prefix.as_str()).unwrap_or(&ctx.path);
-                    if rest.is_empty() { "/".to_string() } else { rest.to_string() }
+                    exactly(if rest.is_empty() { "/" } else { rest })
                 }
                 PathRewrite::Template(t) => {
-                    t.render(|name| ctx.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()))
+                    t.render(extra, |name| ctx.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()))
                 }
             };
-            if let Some(q) = req.uri().query() {
+            if let Some(q) = query {
                 path_and_query.push('?');
                 path_and_query.push_str(q);
             }
@@ -214,11 +223,12 @@ fn request<B>(mut req: Request<B>, ctx: &Ctx, route: &Route, config: &Config) ->
 /// path and `Host`.
 pub(crate) fn aim<B>(req: &mut Request<B>, target: &Target) {
     let builder = Uri::builder().scheme(target.scheme.clone()).authority(target.authority.clone());
-    let uri = match req.uri().path_and_query() {
+    // Moved out, not cloned: a path's first clone would allocate to share it.
+    let uri = match std::mem::take(req.uri_mut()).into_parts().path_and_query {
         // No base path: the request's own, as it is (no copy, no parse).
-        Some(pq) if target.base_path.is_empty() => builder.path_and_query(pq.clone()).build(),
+        Some(pq) if target.base_path.is_empty() => builder.path_and_query(pq).build(),
         tail => {
-            let tail = tail.map_or("/", |pq| pq.as_str());
+            let tail = tail.as_ref().map_or("/", |pq| pq.as_str());
             let mut path_and_query = String::with_capacity(target.base_path.len() + tail.len());
             path_and_query.push_str(&target.base_path);
             path_and_query.push_str(tail);
