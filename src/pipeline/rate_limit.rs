@@ -214,10 +214,11 @@ pub(crate) async fn phase<P: Ports>(
     let Some(route) = gateway.route(ctx).filter(|r| !r.rate_limits.is_empty()) else {
         return Ok(Flow::Continue);
     };
-    let started = ports.clock().monotonic();
+    // Timed only for a sampled trace's span: no clock read otherwise.
+    let started = ctx.spans.is_some().then(|| ports.clock().monotonic());
     let mut outcomes = PerPolicy::new();
     let result = check(gateway, route, ctx, headers, ports, &mut outcomes).await;
-    if let Some(spans) = &mut ctx.spans {
+    if let (Some(spans), Some(started)) = (&mut ctx.spans, started) {
         let outcome = outcomes.first().map_or("none", |(_, o): &(usize, LimitOutcome)| o.name());
         let span = SpanRecord::new(
             "portcullis.rate_limit",

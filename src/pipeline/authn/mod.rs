@@ -185,7 +185,8 @@ pub(crate) async fn phase<P: Ports>(
     let Some(route_auth) = gateway.route(ctx).and_then(|r| r.auth.as_ref()) else {
         return Ok(Flow::Continue);
     };
-    let started = ports.clock().monotonic();
+    // Timed only for a sampled trace's span: no clock read otherwise.
+    let started = ctx.spans.is_some().then(|| ports.clock().monotonic());
     let mut note = AuthNote::default();
     let client_cert = ctx.tls.as_ref().and_then(|t| t.client_cert.as_ref());
     let caller = Caller { ip: ctx.client_ip, cert: client_cert };
@@ -194,7 +195,9 @@ pub(crate) async fn phase<P: Ports>(
         .and_then(|identity| authorize(route_auth, &identity).map(|()| identity));
     note.outcome = verdict.as_ref().map_or_else(AuthError::reason, |_| "ok");
     ctx.auth = Some(note);
-    span(ctx, auth, started, ports.clock().monotonic(), &verdict);
+    if let Some(started) = started {
+        span(ctx, auth, started, ports.clock().monotonic(), &verdict);
+    }
     ctx.identity = Some(verdict?);
     Ok(Flow::Continue)
 }
