@@ -38,12 +38,11 @@ pub(crate) struct RateLimit {
 pub(crate) enum Metering {
     Rate {
         rate: Rate,
-        /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`).
-        policy_item: String,
-        /// The item as the header's whole value, for a request this policy
-        /// alone limits (the common case: a value shared, not built each
-        /// time); none if the name cannot be in a header (nor is it sent).
-        policy_alone: Option<http::HeaderValue>,
+        /// This policy's item in `RateLimit-Policy` (`"name";q=burst;w=window`),
+        /// the header's whole value when it alone limits a request (shared,
+        /// not built each time); none if the name cannot be in a header
+        /// (nor is the header sent).
+        policy_item: Option<http::HeaderValue>,
         /// Delay a request over the rate until it conforms instead of
         /// refusing it. Default: none (refuse).
         smoothing: Option<Smoothing>,
@@ -217,9 +216,8 @@ impl Compiler<'_> {
             Metered::Rate(count, period_us) => {
                 let rate = Rate::new(count, period_us, burst.unwrap_or(count))?;
                 let window = rate.window_us().div_ceil(1_000_000).max(1);
-                let policy_item = format!("\"{name}\";q={};w={window}", rate.burst);
-                let policy_alone = http::HeaderValue::from_str(&policy_item).ok();
-                Metering::Rate { rate, policy_item, policy_alone, smoothing }
+                let policy_item = http::HeaderValue::from_str(&format!("\"{name}\";q={};w={window}", rate.burst)).ok();
+                Metering::Rate { rate, policy_item, smoothing }
             }
             Metered::Quota(quota) => Metering::Quota(quota),
         };

@@ -13,6 +13,7 @@
 //! node or instance); the request then waits here and goes on.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -487,13 +488,11 @@ fn answer_headers(
     decisions: &[Decision],
     metered: &[(String, Meter, Option<Window>)],
 ) -> Headers {
-    // One policy's `RateLimit-Policy` is the config's value, shared; more
-    // are joined here.
-    let alone = match policies {
-        [RateLimit { meter: Metering::Rate { policy_alone, .. }, .. }] => Some(policy_alone.clone()),
-        _ => None,
+    // One rate policy's `RateLimit-Policy` is its item, shared from the config.
+    let policy = match policies {
+        [RateLimit { meter: Metering::Rate { policy_item, .. }, .. }] => policy_item.clone(),
+        _ => joined_policy(policies, metered),
     };
-    let mut policy = String::with_capacity(if alone.is_some() { 0 } else { policies.len() * 32 });
     // Sized exactly: a string without spare room becomes the value's bytes
     // as it is (spare room would cost the value another allocation).
     let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
@@ -502,20 +501,9 @@ fn answer_headers(
         .zip(decisions)
         .map(|(l, d)| r#""";r=;t="#.len() + l.name.len() + digits(d.remaining) + digits(seconds(d.reset_after_us)));
     let mut state = String::with_capacity(exact.sum::<usize>() + 2 * policies.len().saturating_sub(1));
-    for (i, ((l, d), (_, _, window))) in policies.iter().zip(decisions).zip(metered).enumerate() {
+    for (i, (l, d)) in policies.iter().zip(decisions).enumerate() {
         if i > 0 {
-            policy.push_str(", ");
             state.push_str(", ");
-        }
-        match (&l.meter, window) {
-            _ if alone.is_some() => {}
-            (Metering::Rate { policy_item, .. }, _) => policy.push_str(policy_item),
-            (Metering::Quota(q), Some(w)) => {
-                let _ = write!(policy, "\"{}\";q={};w={}", l.name, q.limit, w.length_s);
-            }
-            (Metering::Quota(q), None) => {
-                let _ = write!(policy, "\"{}\";q={}", l.name, q.limit);
-            }
         }
         // Pushed, not `write!`: this header is every limited answer's.
         let mut n = itoa::Buffer::new();
@@ -526,7 +514,6 @@ fn answer_headers(
     }
     // Room for the two, and a quota's warning.
     let mut out = Vec::with_capacity(3);
-    let policy = alone.unwrap_or_else(|| HeaderValue::from_maybe_shared(Bytes::from(policy)).ok());
     out.extend(policy.map(|v| (RATELIMIT_POLICY, v)));
     out.extend(HeaderValue::from_maybe_shared(Bytes::from(state)).ok().map(|v| (RATELIMIT, v)));
     let mut push = |name: HeaderName, value: String| {
@@ -547,6 +534,27 @@ fn answer_headers(
         push(HeaderName::from_static("x-ratelimit-reset"), seconds(d.reset_after_us).to_string());
     }
     out
+}
+
+/// `RateLimit-Policy` for several policies: their items joined; none if
+/// a name cannot be in a header.
+fn joined_policy(policies: &[&RateLimit], metered: &[(String, Meter, Option<Window>)]) -> Option<HeaderValue> {
+    let mut policy = Vec::with_capacity(policies.len() * 32);
+    for (i, (l, (_, _, window))) in policies.iter().zip(metered).enumerate() {
+        if i > 0 {
+            policy.extend_from_slice(b", ");
+        }
+        match (&l.meter, window) {
+            (Metering::Rate { policy_item, .. }, _) => policy.extend_from_slice(policy_item.as_ref()?.as_bytes()),
+            (Metering::Quota(q), Some(w)) => {
+                let _ = write!(policy, "\"{}\";q={};w={}", l.name, q.limit, w.length_s);
+            }
+            (Metering::Quota(q), None) => {
+                let _ = write!(policy, "\"{}\";q={}", l.name, q.limit);
+            }
+        }
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(policy)).ok()
 }
 
 #[cfg(test)]
